@@ -1,0 +1,160 @@
+"""The `retrain` command line: parse, call one library function, print a table or `--json`."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from retrain.errors import RetrainError
+
+
+class RetrainCommandError(click.ClickException):
+    """A library error shown as one line, with the error's own exit code."""
+
+    def __init__(self, error: RetrainError) -> None:
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+
+class Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RetrainError as exc:
+            raise RetrainCommandError(exc) from None
+
+
+def settings_options(func: Callable) -> Callable:
+    """--config, --set, --data: which settings to use."""
+
+    @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                  help="Settings YAML (default: mlproject/config.yaml if present, else built-in defaults).")
+    @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                  help="Override one setting, e.g. --set model.epochs=5 (repeatable).")
+    @click.option("--overrides", "overrides_text", default="", metavar="TEXT",
+                  help="Several overrides in one string, space- or comma-separated (for MLproject parameters).")
+    @click.option("--data", "data_path", default=None, help="Data file or folder (overrides data.path).")
+    @functools.wraps(func)
+    def wrapper(*args: Any, config_path: str | None, overrides: tuple[str, ...], overrides_text: str,
+                data_path: str | None, **kw: Any):
+        from retrain.config import load_settings, parse_overrides
+
+        extra = [f"data.path={data_path}"] if data_path else []
+        kw["settings"] = load_settings(config_path or None, [*parse_overrides(overrides_text), *overrides, *extra])
+        return func(*args, **kw)
+
+    return wrapper
+
+
+def as_of_option(func: Callable) -> Callable:
+    @click.option("--as-of", "as_of", default=None, metavar="YYYY-MM-DD",
+                  help="Replay as of this day (default: the latest day in the data).")
+    @functools.wraps(func)
+    def wrapper(*args: Any, as_of: str | None, **kw: Any):
+        from retrain.data import parse_as_of
+
+        kw["as_of"] = parse_as_of(as_of)
+        return func(*args, **kw)
+
+    return wrapper
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else.")
+
+
+def emit(obj: dict[str, Any], as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(obj, default=str, sort_keys=True))
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+def epoch_bar(total: int, enabled: bool):
+    """A progress bar over epochs on stderr when it is a terminal; else a no-op callback."""
+    if not enabled or not sys.stderr.isatty():
+        return None, None
+    bar = click.progressbar(length=total, label="training", file=sys.stderr, show_pos=True)
+    bar.__enter__()
+
+    def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
+        bar.label = f"training (val loss {val_loss:.4f})"
+        bar.update(1)
+
+    return bar, on_epoch
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="retrain")
+def cli() -> None:
+    """Close the MLOps loop on the MLflow registry: check, train, evaluate, promote, roll back."""
+
+
+@cli.group()
+def data() -> None:
+    """Make and inspect data."""
+
+
+@data.command("synth")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write date=YYYY-MM-DD/ files into.")
+@click.option("--days", default=150, show_default=True, type=click.IntRange(min=1))
+@click.option("--start", default="2026-01-01", show_default=True, help="First day (YYYY-MM-DD).")
+@click.option("--rows-per-day", default=400, show_default=True, type=click.IntRange(min=1))
+@click.option("--scenario", type=click.Choice(["stable", "covariate_shift", "concept_shift"]), default="stable", show_default=True)
+@click.option("--shift-day", default=90, show_default=True, type=click.IntRange(min=0), help="Day index the shift starts on.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--label-fraction", default=1.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of rows that carry a label (the rest are unlabelled).")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+@json_option
+def data_synth(out: str, days: int, start: str, rows_per_day: int, scenario: str, shift_day: int, seed: int,
+               label_fraction: float, fmt: str, as_json: bool) -> None:
+    """Write synthetic daily customer data, one file per day."""
+    from datetime import date
+
+    from retrain import synth
+
+    try:
+        first = date.fromisoformat(start)
+    except ValueError:
+        raise click.BadParameter(f"{start!r} is not a date; use YYYY-MM-DD", param_hint="--start") from None
+    spec = synth.SynthSpec(days, first, rows_per_day, scenario, shift_day, seed, label_fraction)  # type: ignore[arg-type]
+    paths = synth.write(spec, out, fmt)  # type: ignore[arg-type]
+    emit({"out": out, "files": len(paths), "rows": days * rows_per_day, "scenario": scenario}, as_json,
+         [f"wrote {len(paths)} files ({days * rows_per_day} rows, {scenario}) under {out}"])
+
+
+@cli.command()
+@settings_options
+@as_of_option
+@click.option("--reason", default=None, help="Why this model is trained (recorded as the trigger tag).")
+@json_option
+def train(settings, as_of, reason: str | None, as_json: bool) -> None:
+    """Train a candidate, register it as a new version and point the staging alias at it."""
+    from retrain.training import train as train_step
+
+    bar, on_epoch = epoch_bar(settings.model.epochs, not as_json)
+    try:
+        outcome = train_step(settings, as_of, trigger_reason=reason, on_epoch=on_epoch)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    m = outcome.metrics
+    what = "reused" if outcome.reused else "registered"
+    emit(outcome.to_dict(), as_json, [
+        f"{what} {outcome.model_name} version {outcome.version} as @{outcome.alias} (run {outcome.run_id})",
+        "validation: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()),
+    ])
+
+
+def main() -> None:
+    cli(prog_name="retrain")
+
+
+if __name__ == "__main__":
+    main()

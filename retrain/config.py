@@ -1,0 +1,319 @@
+"""Settings: frozen dataclasses loaded from one YAML file, with `section.key=value` overrides.
+
+Every value has a default here, so `mlproject/config.yaml` only documents and overrides them. Unknown
+keys and values of the wrong type or outside their allowed set raise `ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from retrain.errors import ConfigError
+
+DEFAULT_CONFIG = Path("mlproject/config.yaml")
+
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the daily data lives and which columns mean what."""
+
+    path: str = "data/daily"
+    timestamp: str = "timestamp"
+    label: str = "label"
+    id: str = "customer_id"
+    numeric: tuple[str, ...] = (
+        "age",
+        "income",
+        "tenure_days",
+        "num_purchases",
+        "avg_transaction_value",
+        "days_since_last_purchase",
+    )
+    categorical: tuple[str, ...] = ("channel",)
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.numeric + self.categorical
+
+    def __post_init__(self) -> None:
+        if not self.numeric and not self.categorical:
+            raise ConfigError("data: no features configured; set data.numeric and/or data.categorical")
+        seen = set()
+        for name in (self.timestamp, self.label, *self.features):
+            if name in seen:
+                raise ConfigError(f"data: column {name!r} is configured twice; each column has one role")
+            seen.add(name)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Day counts that split time before `as_of` (the as-of day itself included)."""
+
+    train_days: int = 60
+    validation_days: int = 14
+    monitor_days: int = 7
+
+    def __post_init__(self) -> None:
+        for key in ("train_days", "validation_days", "monitor_days"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"windows.{key}: must be >= 1 day, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Hyperparameters of the torch classifier and its training loop."""
+
+    hidden_dim: int = 64
+    epochs: int = 40
+    batch_size: int = 512
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-5
+    patience: int = 4
+    seed: int = 42
+    device: str = "auto"
+    profile_bins: int = 10
+    golden_rows: int = 8
+
+    def __post_init__(self) -> None:
+        for key in ("hidden_dim", "epochs", "batch_size", "patience", "golden_rows"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"model.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.profile_bins < 2:
+            raise ConfigError(f"model.profile_bins: must be >= 2, got {self.profile_bins}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"model.learning_rate: must be > 0, got {self.learning_rate}")
+        if self.device != "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
+            raise ConfigError(f"model.device: {self.device!r} is not one of auto, cpu, cuda[:N], mps")
+
+
+@dataclass(frozen=True)
+class RegistrySpec:
+    """The registered model and the alias names that mean candidate and serving."""
+
+    model_name: str = "churn-classifier"
+    staging_alias: str = "staging"
+    production_alias: str = "production"
+
+    def __post_init__(self) -> None:
+        if self.staging_alias == self.production_alias:
+            raise ConfigError("registry: staging_alias and production_alias must differ")
+
+
+@dataclass(frozen=True)
+class Experiments:
+    """MLflow experiment names, one per kind of run."""
+
+    training: str = "retrain-training"
+    comparisons: str = "retrain-comparisons"
+    monitoring: str = "retrain-monitoring"
+    cycles: str = "retrain-cycles"
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """When a candidate replaces production."""
+
+    primary_metric: str = "roc_auc"
+    min_improvement: float = 0.01
+    require_significance: bool = True
+    alpha: float = 0.05
+    # Largest allowed drop per guardrail metric (absolute; for log_loss/brier: largest allowed rise).
+    guardrails: dict[str, float] = field(default_factory=lambda: {"accuracy": 0.02, "log_loss": 0.05})
+    # With no production model yet, the candidate must reach these (for log_loss/brier: stay below).
+    floors: dict[str, float] = field(default_factory=lambda: {"roc_auc": 0.70, "accuracy": 0.60})
+    min_rows: int = 200
+
+    def __post_init__(self) -> None:
+        for key, names in (
+            ("primary_metric", [self.primary_metric]),
+            ("guardrails", list(self.guardrails)),
+            ("floors", list(self.floors)),
+        ):
+            for name in names:
+                if name not in METRICS:
+                    raise ConfigError(f"gate.{key}: unknown metric {name!r}; allowed: {', '.join(METRICS)}")
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"gate.alpha: must be between 0 and 1, got {self.alpha}")
+        if self.min_rows < 1:
+            raise ConfigError(f"gate.min_rows: must be >= 1, got {self.min_rows}")
+
+
+@dataclass(frozen=True)
+class CheckPolicy:
+    """Pre-promotion checks on the candidate loaded from the registry."""
+
+    golden_tolerance: float = 1e-6
+    latency_repeats: int = 30
+    single_row_p95_ms: float = 50.0
+    batch_1000_p95_ms: float = 500.0
+
+
+@dataclass(frozen=True)
+class TriggerPolicy:
+    """When monitoring asks for a new model."""
+
+    psi_threshold: float = 0.2
+    psi_per_feature: dict[str, float] = field(default_factory=dict)
+    min_accuracy: float = 0.80
+    min_roc_auc: float | None = None
+    min_labels: int = 200
+    max_age_days: int = 30
+
+
+@dataclass(frozen=True)
+class NotifySpec:
+    """Where cycle events go."""
+
+    events_path: str = "events.jsonl"
+    webhook_env: str = "RETRAIN_WEBHOOK_URL"
+    timeout_s: float = 5.0
+    retries: int = 3
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one run of the loop needs."""
+
+    data: DataSpec = field(default_factory=DataSpec)
+    windows: Windows = field(default_factory=Windows)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    registry: RegistrySpec = field(default_factory=RegistrySpec)
+    experiments: Experiments = field(default_factory=Experiments)
+    gate: GatePolicy = field(default_factory=GatePolicy)
+    checks: CheckPolicy = field(default_factory=CheckPolicy)
+    trigger: TriggerPolicy = field(default_factory=TriggerPolicy)
+    notify: NotifySpec = field(default_factory=NotifySpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def flat(self) -> dict[str, str]:
+        """`section.key` -> value as text: what training logs as params."""
+        out: dict[str, str] = {}
+        for section, values in self.to_dict().items():
+            for key, value in values.items():
+                out[f"{section}.{key}"] = str(value)
+        return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def load_settings(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Settings:
+    """Read the YAML settings file (if any), apply `section.key=value` overrides, validate."""
+    import yaml
+
+    raw: dict[str, Any] = {}
+    if path is None and DEFAULT_CONFIG.exists():
+        path = DEFAULT_CONFIG
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"settings file {path} does not exist; pass --config PATH or omit it for defaults")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0]
+            raise ConfigError(f"settings file {path} is not valid YAML: {first}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"settings file {path} must be a mapping of sections, got {type(raw).__name__}")
+    for item in overrides:
+        _apply_override(raw, item)
+    return _build(Settings, raw, "")
+
+
+def parse_overrides(text: str) -> list[str]:
+    """Split an MLproject `set` parameter ("a.b=1 c.d=x", or comma-separated) into overrides."""
+    return [part for part in text.replace(",", " ").split() if part]
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    import yaml
+
+    key, sep, text = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise ConfigError(f"override {item!r} must look like section.key=value, e.g. model.epochs=5")
+    section, name = parts
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    target = raw.setdefault(section, {})
+    if not isinstance(target, dict):
+        raise ConfigError(f"settings section {section!r} must be a mapping")
+    target[name] = value
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"settings {where or 'file'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown setting {prefix}{unknown[0]}; allowed {('in ' + where) if where else 'sections'}: "
+            f"{', '.join(fields)}"
+        )
+    values = {}
+    for name, value in raw.items():
+        key = f"{where}.{name}" if where else name
+        values[name] = _coerce(hints[name], value, key)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value if value is not None else {}, key)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"setting {key}: {value!r} is not allowed; allowed: {', '.join(map(str, args))}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"setting {key}: expected a list of names, got {value!r}")
+        return tuple(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"setting {key}: expected a mapping like {{name: number}}, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"setting {key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"setting {key}: expected a whole number, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"setting {key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if value is None or isinstance(value, (dict, list)):
+            raise ConfigError(f"setting {key}: expected text, got {value!r}")
+        return str(value)
+    raise ConfigError(f"setting {key}: unsupported type {hint!r}")  # pragma: no cover - programming error

@@ -1,0 +1,39 @@
+"""The one exception family the library raises; the CLI maps it to an exit code and one line."""
+
+from __future__ import annotations
+
+
+class RetrainError(Exception):
+    """Base class: the message is one line naming the bad value and the fix."""
+
+    exit_code = 1
+
+
+class ConfigError(RetrainError):
+    """Invalid settings: unknown key, bad value."""
+
+    exit_code = 2
+
+
+class DataError(RetrainError):
+    """Missing, unreadable or invalid data, or an empty window."""
+
+    exit_code = 3
+
+
+class RegistryError(RetrainError):
+    """A registry precondition failed: no candidate, unknown version, alias moved."""
+
+    exit_code = 4
+
+
+class CheckError(RetrainError):
+    """A pre-promotion check failed."""
+
+    exit_code = 5
+
+
+class NotifyError(RetrainError):
+    """The notification sink cannot be written."""
+
+    exit_code = 6
