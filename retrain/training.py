@@ -158,7 +158,9 @@ def _reuse(settings: Settings, version, windows: Windows3) -> TrainOutcome:
     reg = settings.registry
     mlflow_client.set_registered_model_alias(reg.model_name, reg.staging_alias, version.version)
     run = mlflow_client.get_run(version.run_id)
-    val_metrics = {k[len("val_") :]: v for k, v in run.data.metrics.items() if k.startswith("val_")}
+    from retrain.metrics import METRIC_NAMES
+
+    val_metrics = {m: run.data.metrics[f"val_{m}"] for m in METRIC_NAMES if f"val_{m}" in run.data.metrics}
     return TrainOutcome(
         reg.model_name, str(version.version), version.run_id, reg.staging_alias, windows.as_of.isoformat(), val_metrics, True
     )
