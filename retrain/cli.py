@@ -152,6 +152,89 @@ def train(settings, as_of, reason: str | None, as_json: bool) -> None:
     ])
 
 
+@cli.command()
+@settings_options
+@click.option("--candidate", default="", help="Version to promote (default: the staging alias).")
+@click.option("--force", is_flag=True, help="Promote without a passing comparison (needs --reason).")
+@click.option("--reason", default="", help="Why; recorded in the history.")
+@json_option
+def promote(settings, candidate: str, force: bool, reason: str, as_json: bool) -> None:
+    """Move production to the candidate when its latest comparison with current production says promote."""
+    from dataclasses import asdict
+
+    from retrain.registry import Registry
+
+    move = Registry(settings).promote(candidate or None, force=force, reason=reason or None)
+    emit(asdict(move), as_json, [_move_line(settings.registry.model_name, move)])
+
+
+@cli.command()
+@settings_options
+@click.option("--to", "to", default="", help="Version to roll back to (default: the previous production version).")
+@click.option("--reason", default="", help="Why; recorded in the history.")
+@click.option("--force", is_flag=True, help="Allow a version that never served as production (with --to).")
+@json_option
+def rollback(settings, to: str, reason: str, force: bool, as_json: bool) -> None:
+    """Move production back to the previous production version recorded in the history."""
+    from dataclasses import asdict
+
+    from retrain.registry import Registry
+
+    move = Registry(settings).rollback(to or None, reason=reason or None, force=force)
+    emit(asdict(move), as_json, [_move_line(settings.registry.model_name, move)])
+
+
+def _move_line(name: str, move) -> str:
+    return (f"{move.kind}: {name} production {move.from_version or '(none)'} -> {move.to_version} "
+            f"(move #{move.seq} by {move.actor}: {move.reason})")
+
+
+@cli.command()
+@settings_options
+@json_option
+def history(settings, as_json: bool) -> None:
+    """Every move of production, newest first."""
+    from dataclasses import asdict
+
+    from retrain.registry import Registry
+
+    moves = Registry(settings).history()
+    lines = [f"{'#':>4}  {'time (UTC)':<23}  {'kind':<8}  {'from':>4} -> {'to':<4}  {'actor':<24}  reason"]
+    for m in moves:
+        flag = " [aborted]" if m.aborted else ""
+        lines.append(f"{m.seq:>4}  {m.at[:23]:<23}  {m.kind:<8}  {m.from_version or '-':>4} -> {m.to_version:<4}  "
+                     f"{m.actor[:24]:<24}  {m.reason}{flag}")
+    if not moves:
+        lines = [f"no moves of production recorded for {settings.registry.model_name}"]
+    emit({"model_name": settings.registry.model_name, "moves": [asdict(m) for m in moves]}, as_json, lines)
+
+
+@cli.command()
+@settings_options
+@click.option("--repair", is_flag=True, help="Make alias, history and archived tags agree (production stays put).")
+@json_option
+def status(settings, repair: bool, as_json: bool) -> None:
+    """Production and staging versions, their metrics, age, last comparison, and consistency."""
+    from retrain.registry import Registry
+
+    info = Registry(settings).status(repair=repair)
+    lines = [f"model {info['model_name']} ({info['moves']} recorded moves of production)"]
+    for role, v in info["versions"].items():
+        if v is None:
+            lines.append(f"  {role:<10}  (none)")
+            continue
+        metrics = ", ".join(f"{k} {val:.4f}" for k, val in v["metrics"].items() if k in ("roc_auc", "accuracy", "f1"))
+        comp = v["last_comparison"]
+        lines.append(f"  {role:<10}  version {v['version']}  as-of {v['as_of']}  age {v['age_days']} days  {metrics}")
+        if comp:
+            lines.append(f"  {'':<10}  last comparison {comp['run_id']}: {comp['decision']}")
+    for p in info["repaired"]:
+        lines.append(f"repaired: {p['what']} -> {p['fix']}")
+    for p in info["problems"]:
+        lines.append(f"INCONSISTENT: {p['what']}; `retrain status --repair` will {p['fix']}")
+    emit(info, as_json, lines)
+
+
 def main() -> None:
     cli(prog_name="retrain")
 

@@ -39,6 +39,8 @@ def tracking(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # set_experiment() caches the experiment id process-wide; a new store must not inherit it
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
     yield uri
     leaked = mlflow.active_run()
     while mlflow.active_run() is not None:
