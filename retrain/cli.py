@@ -235,6 +235,56 @@ def status(settings, repair: bool, as_json: bool) -> None:
     emit(info, as_json, lines)
 
 
+@cli.command()
+@settings_options
+@as_of_option
+@click.option("--candidate", default="", help="Version to evaluate (default: the staging alias).")
+@click.option("--allow-schema-change", is_flag=True,
+              help="If production cannot score today's columns, judge the candidate on the floors instead of keeping production.")
+@json_option
+def evaluate(settings, as_of, candidate: str, allow_schema_change: bool, as_json: bool) -> None:
+    """Compare the candidate with production on fresh held-out rows; gate and check it (exit 0 for promote or keep)."""
+    from retrain.evaluation import evaluate as evaluate_step
+
+    comparison = evaluate_step(settings, as_of, candidate=candidate or None, allow_schema_change=allow_schema_change)
+    emit(comparison.to_dict(), as_json, comparison.lines())
+
+
+@cli.command()
+@settings_options
+@as_of_option
+@click.option("--force", is_flag=True, help="Ask for retraining whatever the monitoring shows.")
+@json_option
+def check(settings, as_of, force: bool, as_json: bool) -> None:
+    """Check drift, performance and age of production on the monitoring window; say whether to retrain.
+
+    Exits 0 whether or not retraining is needed: the decision is data (the `retrain.decision` tag, --json).
+    """
+    from retrain.monitoring import check as check_step
+
+    result = check_step(settings, as_of, force=force)
+    emit(result.to_dict(), as_json, result.lines())
+
+
+@cli.command("run")
+@settings_options
+@as_of_option
+@click.option("--force", is_flag=True, help="Retrain even if no trigger fires.")
+@click.option("--force-flag", "force_flag", type=click.Choice(["true", "false"]), default="false", hidden=True)
+@click.option("--in-process", is_flag=True, help="Run train and evaluate in this process instead of as MLflow Projects runs.")
+@json_option
+def run_loop(settings, as_of, force: bool, force_flag: str, in_process: bool, as_json: bool) -> None:
+    """Run one cycle of the loop: check, then train, evaluate, promote or keep, and notify."""
+    from retrain.pipeline import run_cycle
+
+    result = run_cycle(settings, as_of, force=force or force_flag == "true", in_process=in_process)
+    lines = [f"cycle {result.as_of}: {result.outcome.upper()} (run {result.run_id})"]
+    lines += [f"  - {r}" for r in result.reasons]
+    if result.production_before != result.production_after:
+        lines.append(f"production {result.production_before or '(none)'} -> {result.production_after}")
+    emit(result.to_dict(), as_json, lines)
+
+
 def main() -> None:
     cli(prog_name="retrain")
 

@@ -104,6 +104,9 @@ def predict_proba(net: torch.nn.Module, numeric: np.ndarray, codes: np.ndarray, 
     import torch
 
     device = next(net.parameters()).device
+    # torch.from_numpy warns on read-only arrays (pandas may hand those out); copy only then
+    numeric = numeric if numeric.flags.writeable else numeric.copy()
+    codes = codes if codes.flags.writeable else codes.copy()
     out = np.empty(len(numeric), dtype=np.float64)
     net.eval()
     with torch.inference_mode():

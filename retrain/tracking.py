@@ -69,8 +69,11 @@ def step_run(experiment: str, run_name: str, tags: dict[str, str] | None = None)
         if "mlflow.runName" not in run.data.tags or run.data.tags["mlflow.runName"] == "":
             mlflow.set_tag("mlflow.runName", run_name)
     else:
-        mlflow.set_experiment(experiment)
-        run = mlflow.start_run(run_name=run_name, tags=all_tags)
+        exp = mlflow.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp is not None else mlflow.create_experiment(experiment)
+        # Inside a cycle run (in-process loop) the step becomes its child run.
+        nested = mlflow.active_run() is not None
+        run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=all_tags, nested=nested)
     with run:
         yield run
 

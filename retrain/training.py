@@ -152,15 +152,19 @@ def _find_version(name: str, key: str):
 
 def _reuse(settings: Settings, version, windows: Windows3) -> TrainOutcome:
     """A version trained on exactly this data and settings exists: point staging at it again."""
-    from retrain.tracking import client
+    import mlflow
 
-    mlflow_client = client()
-    reg = settings.registry
-    mlflow_client.set_registered_model_alias(reg.model_name, reg.staging_alias, version.version)
-    run = mlflow_client.get_run(version.run_id)
+    from retrain import tracking
     from retrain.metrics import METRIC_NAMES
 
-    val_metrics = {m: run.data.metrics[f"val_{m}"] for m in METRIC_NAMES if f"val_{m}" in run.data.metrics}
+    reg = settings.registry
+    mlflow_client = tracking.client()
+    tags = {"retrain.reused": "true", "retrain.model_version": str(version.version), "retrain.as_of": windows.as_of.isoformat()}
+    with tracking.step_run(settings.experiments.training, f"train-{windows.as_of.isoformat()}-reused", tags):
+        mlflow_client.set_registered_model_alias(reg.model_name, reg.staging_alias, version.version)
+        metrics = mlflow_client.get_run(version.run_id).data.metrics
+        val_metrics = {m: metrics[f"val_{m}"] for m in METRIC_NAMES if f"val_{m}" in metrics}
+        mlflow.log_metrics({f"val_{k}": v for k, v in val_metrics.items()})
     return TrainOutcome(
         reg.model_name, str(version.version), version.run_id, reg.staging_alias, windows.as_of.isoformat(), val_metrics, True
     )

@@ -1,0 +1,254 @@
+"""The closed loop: check -> train -> evaluate -> promote or keep -> notify, one parent run per cycle.
+
+`train` and `evaluate` run as MLflow Projects runs of this repository's `MLproject` (so another
+MLflow backend can run them); `check` and `promote` are quick registry/metric work done in-process.
+Child runs are nested under the cycle run through RETRAIN_PARENT_RUN_ID. A repeated cycle for the
+same as-of and data re-uses the version it trained (training is idempotent) and never promotes twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from retrain.config import Settings
+from retrain.errors import RetrainError
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class CycleResult:
+    """What one cycle decided and did (printed by `retrain run --json`, sent as the event)."""
+
+    as_of: str
+    outcome: str  # skipped | promoted | kept
+    reasons: list[str]
+    run_id: str
+    check: dict[str, Any] = field(default_factory=dict)
+    candidate_version: str | None = None
+    production_before: str | None = None
+    production_after: str | None = None
+    decision: dict[str, Any] | None = None
+    notification: dict[str, Any] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def absolute_tracking_uri() -> str:
+    """The tracking URI with a relative SQLite path made absolute, so child processes share it."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
+@contextlib.contextmanager
+def _env(**values: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _effective_config(settings: Settings, folder: Path) -> str:
+    """The cycle's exact settings as YAML for the child steps (data path made absolute); also logged."""
+    import mlflow
+    import yaml
+
+    values = settings.to_dict()
+    if not values["data"]["path"].startswith("s3://"):
+        values["data"]["path"] = str(Path(values["data"]["path"]).resolve())
+    text = yaml.safe_dump(values, sort_keys=False)
+    mlflow.log_text(text, "settings.yaml")
+    path = folder / "settings.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send child processes' output to stderr, so `retrain run --json` keeps stdout to one object."""
+    import sys
+
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (e.g. click's CliRunner)
+        yield
+        return
+    saved = os.dup(fd)
+    os.dup2(sys.stderr.fileno(), fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+def _project_step(entry_point: str, parameters: dict[str, str], experiment: str) -> str:
+    """Run one MLproject entry point locally and synchronously; returns its run id."""
+    import mlflow.projects
+    from mlflow.exceptions import ExecutionException
+
+    try:
+        with _stdout_to_stderr():
+            submitted = mlflow.projects.run(
+                str(PROJECT_DIR), entry_point=entry_point, parameters=parameters, env_manager="local",
+                experiment_name=experiment, synchronous=True,
+            )
+    except ExecutionException as exc:
+        raise RetrainError(f"step {entry_point!r} failed: {str(exc).splitlines()[0]}") from None
+    return submitted.run_id
+
+
+def run_cycle(
+    settings: Settings,
+    as_of: date | None = None,
+    *,
+    force: bool = False,
+    in_process: bool = False,
+) -> CycleResult:
+    """One cycle of the loop. `in_process` runs train/evaluate as library calls, not project runs."""
+    import tempfile
+    import time
+
+    import mlflow
+
+    from retrain import data, notify
+    from retrain.registry import Registry
+
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 3)
+        clock = now
+
+    if as_of is None:
+        as_of = data.latest_day(data.load(settings.data), settings.data)
+    uri = absolute_tracking_uri()
+    for name in (settings.experiments.training, settings.experiments.comparisons, settings.experiments.monitoring):
+        if mlflow.get_experiment_by_name(name) is None:
+            mlflow.create_experiment(name)  # created here so artifacts land under this working folder
+    registry = Registry(settings)
+    before = registry.state().production
+    lap("setup")
+    mlflow.set_experiment(settings.experiments.cycles)
+    with mlflow.start_run(run_name=f"cycle-{as_of.isoformat()}", tags={"retrain.as_of": as_of.isoformat()}) as run:
+        result = CycleResult(as_of.isoformat(), "skipped", [], run.info.run_id, production_before=before)
+        try:
+            with _env(RETRAIN_PARENT_RUN_ID=run.info.run_id, MLFLOW_TRACKING_URI=uri), \
+                    tempfile.TemporaryDirectory(prefix="retrain-cycle-") as tmp:
+                _cycle(settings, as_of, force, in_process, registry, result, lap, Path(tmp))
+        except RetrainError as exc:
+            mlflow.set_tags({"retrain.outcome": "failed", "retrain.error": str(exc)[:5000]})
+            notify.notify(settings, {"kind": "failed", "model": settings.registry.model_name,
+                                     "as_of": result.as_of, "reason": str(exc), "cycle_run_id": result.run_id})
+            raise
+        result.production_after = registry.state().production
+        mlflow.set_tags({
+            "retrain.outcome": result.outcome,
+            "retrain.reasons": "; ".join(result.reasons)[:5000],
+            "retrain.candidate_version": result.candidate_version or "none",
+            "retrain.production_before": before or "none",
+            "retrain.production_after": result.production_after or "none",
+        })
+        event = _event(settings, result)
+        result.notification = notify.notify(settings, event).to_dict()
+        lap("notify")
+        result.timings = timings
+        mlflow.log_metrics({f"time_{k}_s": v for k, v in timings.items()})
+    return result
+
+
+def _cycle(settings, as_of, force, in_process, registry, result, lap, tmp: Path) -> None:
+    from retrain import monitoring
+
+    check = monitoring.check(settings, as_of, force=force)
+    lap("check")
+    result.check = check.to_dict()
+    result.reasons = list(check.decision["reasons"])
+    if not check.decision["retrain"]:
+        result.outcome = "skipped"
+        result.reasons = [check.decision["summary"]]
+        return
+    reason = "; ".join(result.reasons)
+    params = {"config": _effective_config(settings, tmp), "as_of": as_of.isoformat()}
+    if in_process:
+        from retrain.training import train
+
+        candidate = train(settings, as_of, trigger_reason=reason).version
+    else:
+        run_id = _project_step("train", {**params, "reason": reason}, settings.experiments.training)
+        candidate = registry.client.get_run(run_id).data.tags.get("retrain.model_version")
+        if candidate is None:
+            raise RetrainError(f"train step (run {run_id}) registered no model version")
+    lap("train")
+    result.candidate_version = candidate
+    if candidate == result.production_before:
+        result.outcome = "kept"
+        result.reasons.append(f"candidate version {candidate} is already production (same data and settings)")
+        return
+    if in_process:
+        from retrain.evaluation import evaluate
+
+        comparison = evaluate(settings, as_of, candidate=candidate).to_dict()
+    else:
+        from retrain.tracking import load_json_artifact
+
+        run_id = _project_step("evaluate", {**params, "candidate": candidate}, settings.experiments.comparisons)
+        comparison = load_json_artifact(run_id, "comparison.json")
+    lap("evaluate")
+    decision = comparison["decision"]
+    metric = decision["primary_metric"]
+    result.decision = {
+        **decision,
+        "comparison_run_id": comparison["run_id"],
+        "candidate_value": comparison["candidate_metrics"].get(metric),
+        "incumbent_value": (comparison["incumbent_metrics"] or {}).get(metric),
+    }
+    if decision["promote"]:
+        registry.promote(candidate, reason=decision["reason"])
+        result.outcome = "promoted"
+    else:
+        result.outcome = "kept"
+    result.reasons.append(decision["reason"])
+    lap("promote")
+
+
+def _event(settings: Settings, result: CycleResult) -> dict[str, Any]:
+    """The notification event: old and new primary metric on promotion, otherwise the reason."""
+    event: dict[str, Any] = {
+        "kind": result.outcome,
+        "model": settings.registry.model_name,
+        "as_of": result.as_of,
+        "cycle_run_id": result.run_id,
+        "reason": "; ".join(result.reasons),
+        "version": result.candidate_version,
+        "production_before": result.production_before,
+        "production_after": result.production_after,
+    }
+    decision = result.decision or {}
+    metric = decision.get("primary_metric") or settings.gate.primary_metric
+    if result.outcome == "promoted":
+        event.update(metric=metric, before=decision.get("incumbent_value"), after=decision.get("candidate_value"))
+    return event
