@@ -1,0 +1,191 @@
+"""The `check` step: gather drift, performance and age of the production model on recent rows, decide, log a run.
+
+All inputs are read and validated before the first MLflow write; the decision itself is `retrain.trigger.decide`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from retrain.config import Settings
+from retrain.errors import RegistryError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.entities.model_registry import ModelVersion
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What `retrain check --json` prints and `check.json` stores."""
+
+    as_of: str
+    window: dict[str, str]
+    production_version: str | None
+    psi: dict[str, float]
+    thresholds: dict[str, float]
+    performance: dict[str, float] | None
+    n_rows: int
+    n_labels: int
+    age_days: float | None
+    decision: dict[str, Any]
+    run_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        """The decision, the window, a PSI table and the production metrics, for the terminal."""
+        d = self.decision
+        out = [
+            d["summary"],
+            f"as of {self.as_of}: monitoring window {self.window['start']}..{self.window['end']} (end exclusive), "
+            f"{self.n_rows:,} rows, {self.n_labels:,} labelled; production version {self.production_version or '(none)'}",
+        ]
+        out += [
+            f"  {name:<28} PSI {value:7.4f}  threshold {self.thresholds[name]:.2f}{'  DRIFT' * (name in d['drifted'])}"
+            for name, value in self.psi.items()
+        ]
+        if self.performance:
+            out.append("production on labelled rows: " + ", ".join(f"{k} {v:.4f}" for k, v in self.performance.items()))
+        return out + [f"note: {n}" for n in d["notes"]] + [f"run {self.run_id}"]
+
+
+def production_version(settings: Settings) -> ModelVersion | None:
+    """The version the production alias points at, or None when there is none yet."""
+    from mlflow.exceptions import MlflowException
+
+    from retrain.tracking import client
+
+    reg = settings.registry
+    try:
+        return client().get_model_version_by_alias(reg.model_name, reg.production_alias)
+    except MlflowException as exc:
+        # Unknown model or unset alias both mean "nothing serves yet"; anything else is a real failure.
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def reference_profile(settings: Settings, version: ModelVersion) -> dict:
+    """The training profile stored with the production version's run; RegistryError naming the version if absent."""
+    from retrain.tracking import load_json_artifact
+
+    try:
+        return load_json_artifact(version.run_id, "reference_profile.json")
+    except Exception as exc:  # noqa: BLE001 - missing run, missing file or bad JSON all mean the same here
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise RegistryError(
+            f"{settings.registry.model_name} version {version.version} (@{settings.registry.production_alias}, "
+            f"run {version.run_id}) has no readable reference_profile.json ({first}); "
+            "promote a version trained by `retrain train`, or pass --force to retrain"
+        ) from None
+
+
+def _performance(settings: Settings, labelled: pd.DataFrame) -> dict[str, float]:
+    """Production metrics on recent labelled rows, scored by the served pyfunc model."""
+    import mlflow
+
+    from retrain.metrics import classification_metrics
+
+    reg = settings.registry
+    model = mlflow.pyfunc.load_model(f"models:/{reg.model_name}@{reg.production_alias}")
+    scored = model.predict(labelled[list(settings.data.features)])
+    found = classification_metrics(labelled[settings.data.label].to_numpy(int), scored["probability"].to_numpy())
+    return {k: float(v) for k, v in found.items() if math.isfinite(v)}  # roc_auc is NaN with one class
+
+
+def check(settings: Settings, as_of: date | None = None, *, force: bool = False) -> CheckResult:
+    """Decide whether to retrain from the last `monitor_days` before `as_of`; log the evidence as a run."""
+    import numpy as np
+
+    from retrain import data, drift, trigger
+
+    spec, policy = settings.data, settings.trigger
+    frame = data.load(spec)
+    as_of = as_of or data.latest_day(frame, spec)
+    window = data.windows_for(as_of, settings.windows).monitor
+    recent = data.select(frame, spec, window, labelled=False, need_both_classes=False, allow_missing=True)
+    # Only complete labelled rows can be scored; unlabelled and incomplete rows still count for drift.
+    labelled = recent[recent[spec.label].notna() & recent[list(spec.numeric)].notna().all(axis=1)]
+    version = production_version(settings)
+    psi: dict[str, float] = {}
+    performance = None
+    age = None
+    if version is not None:
+        profile = reference_profile(settings, version)
+        psi = drift.feature_psi(
+            profile,
+            {c: recent[c].to_numpy(np.float64) for c in spec.numeric},
+            {c: recent[c].to_numpy() for c in spec.categorical},
+        )
+        if len(labelled) >= policy.min_labels:
+            performance = _performance(settings, labelled)
+        created = datetime.fromtimestamp(version.creation_timestamp / 1000, timezone.utc)
+        age = trigger.age_days(as_of, version.tags.get("retrain.as_of"), created, datetime.now(timezone.utc))
+    decision = trigger.decide(
+        psi, performance, len(labelled), age, has_production=version is not None, force=force, policy=policy
+    )
+    thresholds = trigger.psi_thresholds(list(psi), policy)
+    result = dict(
+        as_of=as_of.isoformat(),
+        window={"start": f"{window.start:%Y-%m-%d}", "end": f"{window.end:%Y-%m-%d}"},
+        production_version=str(version.version) if version is not None else None,
+        psi=psi,
+        thresholds=thresholds,
+        performance=performance,
+        n_rows=len(recent),
+        n_labels=len(labelled),
+        age_days=age,
+        decision=decision.to_dict(),
+    )
+    run_id = _log(settings, result, decision)
+    return CheckResult(**result, run_id=run_id)
+
+
+def _log(settings: Settings, result: dict[str, Any], decision: Any) -> str:
+    """One run in the monitoring experiment: metrics, decision tags, PSI chart, check.json."""
+    import mlflow
+
+    from retrain import tracking
+
+    tags = {
+        "retrain.as_of": result["as_of"],
+        "retrain.decision": "retrain" if decision.retrain else "skip",
+        "retrain.reasons": "; ".join(decision.reasons) or decision.summary,
+        "retrain.production_version": result["production_version"] or "none",
+        "retrain.window_start": result["window"]["start"],
+        "retrain.window_end": result["window"]["end"],
+    }
+    metrics = {f"psi_{k}": v for k, v in result["psi"].items()}
+    metrics |= {f"production_{k}": v for k, v in (result["performance"] or {}).items()}
+    metrics |= {"n_rows": result["n_rows"], "n_labels": result["n_labels"]}
+    if result["age_days"] is not None:
+        metrics["age_days"] = result["age_days"]
+    with tracking.step_run(settings.experiments.monitoring, f"check-{result['as_of']}", tags) as run:
+        mlflow.log_metrics(metrics)
+        if result["psi"]:
+            mlflow.log_figure(_psi_chart(result["psi"], result["thresholds"]), "psi.png")
+        tracking.log_json({**result, "run_id": run.info.run_id}, "check.json")
+    return run.info.run_id
+
+
+def _psi_chart(psi: dict[str, float], thresholds: dict[str, float]):
+    """Horizontal bars of PSI per feature, each with its threshold marked; drifted bars in red."""
+    from matplotlib.figure import Figure  # a bare Figure renders with Agg and touches no global pyplot state
+
+    names = list(psi)
+    fig = Figure(figsize=(7, 0.45 * len(names) + 1.2))
+    ax = fig.subplots()
+    colours = ["#c0392b" if psi[n] > thresholds[n] else "#2e86c1" for n in names]
+    ax.barh(names, [psi[n] for n in names], color=colours)
+    ax.vlines([thresholds[n] for n in names], [i - 0.4 for i in range(len(names))],
+              [i + 0.4 for i in range(len(names))], colors="black", linestyles="--", label="threshold")
+    ax.invert_yaxis()
+    ax.set_xlabel("PSI (recent rows vs the production model's training profile)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,60 @@
+"""The comparison figure: ROC and precision-recall curves of both models, and their confusion matrices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+_MAX_POINTS = 2000  # curves of 1M rows are thinned to this many points: same picture, fast to draw
+
+
+def _thin(*arrays: np.ndarray) -> list[np.ndarray]:
+    import numpy as np
+
+    n = len(arrays[0])
+    if n <= _MAX_POINTS:
+        return list(arrays)
+    idx = np.unique(np.linspace(0, n - 1, _MAX_POINTS).astype(np.int64))
+    return [a[idx] for a in arrays]
+
+
+def comparison_figure(y: np.ndarray, probabilities: dict[str, np.ndarray], path: str | Path) -> Path:
+    """Write one PNG: ROC, precision-recall, and a confusion matrix (threshold 0.5) per model."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    from retrain.metrics import confusion, roc_auc
+
+    n = len(probabilities)
+    fig = Figure(figsize=(5 * (2 + n), 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2 + n)
+    roc_ax, pr_ax = axes[0], axes[1]
+    for label, p in probabilities.items():
+        fpr, tpr, _ = roc_curve(y, p)
+        roc_ax.plot(*_thin(fpr, tpr), label=f"{label} (AUC {roc_auc(y, p):.3f})")
+        precision, recall, _ = precision_recall_curve(y, p)
+        pr_ax.plot(*_thin(recall, precision), label=label)
+    roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    roc_ax.set(title="ROC", xlabel="false positive rate", ylabel="true positive rate")
+    pr_ax.axhline(float(np.mean(y)), color="grey", linestyle=":", linewidth=1)
+    pr_ax.set(title="precision-recall", xlabel="recall", ylabel="precision")
+    for ax in (roc_ax, pr_ax):
+        ax.legend(loc="lower right" if ax is roc_ax else "upper right")
+    for ax, (label, p) in zip(axes[2:], probabilities.items()):
+        tn, fp, fn, tp = confusion(y, p >= 0.5)
+        cells = np.array([[tn, fp], [fn, tp]])
+        ax.imshow(cells, cmap="Blues")
+        for (i, j), count in np.ndenumerate(cells):
+            ax.text(j, i, f"{count:,}", ha="center", va="center",
+                    color="white" if count > cells.max() / 2 else "black")
+        ax.set(title=f"{label}: confusion (threshold 0.5)", xlabel="predicted", ylabel="actual",
+               xticks=[0, 1], yticks=[0, 1])
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    return path
