@@ -55,8 +55,8 @@ def encode(frame: pd.DataFrame, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray
     codes = np.empty((len(frame), len(spec.categorical)), dtype=np.int64)
     for j, col in enumerate(spec.categorical):
         vocab = spec.categories[col]
-        cat = pd.Categorical(frame[col].astype(str), categories=vocab)
-        col_codes = cat.codes.astype(np.int64)
+        # get_indexer gives -1 for unseen values (pd.Categorical with unseen values is deprecated).
+        col_codes = pd.Index(vocab).get_indexer(frame[col].astype(str)).astype(np.int64)
         col_codes[col_codes < 0] = len(vocab)
         codes[:, j] = col_codes
     return numeric, codes

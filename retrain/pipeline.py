@@ -143,6 +143,7 @@ def run_cycle(
         timings[name] = round(now - clock, 3)
         clock = now
 
+    notify.ensure_writable(settings)
     if as_of is None:
         as_of = data.latest_day(data.load(settings.data), settings.data)
     uri = absolute_tracking_uri()
@@ -152,8 +153,9 @@ def run_cycle(
     registry = Registry(settings)
     before = registry.state().production
     lap("setup")
-    mlflow.set_experiment(settings.experiments.cycles)
-    with mlflow.start_run(run_name=f"cycle-{as_of.isoformat()}", tags={"retrain.as_of": as_of.isoformat()}) as run:
+    from retrain.tracking import step_run
+
+    with step_run(settings.experiments.cycles, f"cycle-{as_of.isoformat()}", {"retrain.as_of": as_of.isoformat()}) as run:
         result = CycleResult(as_of.isoformat(), "skipped", [], run.info.run_id, production_before=before)
         try:
             with _env(RETRAIN_PARENT_RUN_ID=run.info.run_id, MLFLOW_TRACKING_URI=uri), \

@@ -58,7 +58,7 @@ def generate_day(spec: SynthSpec, day: int) -> pd.DataFrame:
     tenure = np.floor(rng.exponential(720, n)).astype(np.int64)
     num_purchases = rng.poisson(1 + 0.02 * tenure).astype(np.int64)
     avg_value = np.round(rng.lognormal(np.log(58), 0.55, n), 2)
-    recency_scale = 24 if not covariate else 70
+    recency_scale = 24 if not covariate else 90
     days_since = np.floor(rng.exponential(recency_scale, n)).astype(np.int64)
 
     logit = _churn_logit(age, income, tenure, num_purchases, avg_value, days_since, channel, concept)
@@ -111,7 +111,7 @@ def _churn_logit(age, income, tenure, purchases, avg_value, days_since, channel,
         -0.9
         + 1.25 * np.minimum(recency - 3.0, 1.2)
         # Lapsed-but-loyal customers are seasonal buyers, not churners; rare before a shift.
-        - 2.5 * ((days_since > 150) & (purchases >= 8))
+        - 4.0 * ((days_since > 120) & (purchases >= 8))
         - 0.55 * loyalty
         - 0.25 * np.log1p(tenure / 365)
         - 0.35 * (np.log(income) - np.log(52_000))

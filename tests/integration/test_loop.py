@@ -1,0 +1,116 @@
+"""The whole loop on synthetic data: real MLflow runs, real training, real registry moves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import date, timedelta
+
+import pytest
+from mlflow import MlflowClient
+
+from retrain import synth
+from retrain.config import load_settings
+from retrain.pipeline import run_cycle
+from retrain.registry import Registry
+from tests.conftest import REPO
+
+START = date(2026, 1, 1)
+SHIFTED = {"days_since_last_purchase", "income", "channel"}
+
+
+def day(n: int) -> date:
+    return START + timedelta(days=n)
+
+
+@pytest.fixture(scope="module")
+def covariate_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("covariate")
+    synth.write(synth.SynthSpec(days=150, rows_per_day=250, scenario="covariate_shift", shift_day=90, seed=3), out)
+    return out
+
+
+def production() -> str | None:
+    aliases = MlflowClient().get_registered_model("churn-classifier").aliases
+    return str(aliases["production"]) if "production" in aliases else None
+
+
+@pytest.mark.slow
+def test_covariate_shift_loop_promotes_skips_detects_drift_and_rolls_back(covariate_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("RETRAIN_WEBHOOK_URL", "http://127.0.0.1:9/unreachable")
+    settings = load_settings(None, [f"data.path={covariate_data}", "notify.timeout_s=0.2", "notify.retries=1"])
+
+    first = run_cycle(settings, day(59), in_process=True)
+    assert first.outcome == "promoted" and first.reasons[0] == "no production model"
+    assert production() == first.candidate_version == "1"
+
+    quiet = run_cycle(settings, day(79), in_process=True)
+    assert quiet.outcome == "skipped" and "no retraining needed" in quiet.reasons[0]
+    assert quiet.candidate_version is None and production() == "1"
+
+    shifted = run_cycle(settings, day(129), in_process=True)
+    drifted = set(shifted.check["decision"]["drifted"])
+    assert drifted == SHIFTED, shifted.check["psi"]
+    assert shifted.outcome == "promoted", shifted.reasons
+    assert production() == shifted.candidate_version == "2"
+    assert shifted.decision["candidate_value"] > shifted.decision["incumbent_value"] + 0.01
+
+    again = run_cycle(settings, day(129), force=True, in_process=True)  # same as-of, same data
+    assert again.outcome == "kept" and again.candidate_version == "2" and production() == "2"
+
+    move = Registry(settings).rollback(reason="test")
+    assert (move.from_version, move.to_version) == ("2", "1") and production() == "1"
+
+    events = [json.loads(line) for line in open(tmp_path / "events.jsonl")]
+    assert [e["kind"] for e in events] == ["promoted", "skipped", "promoted", "kept"]
+    assert "roc_auc" in events[2]["message"] and "%" in events[2]["message"]
+    assert all("unreachable" not in json.dumps(e) for e in events)
+
+    client = MlflowClient()
+    cycle = client.get_run(shifted.run_id)
+    assert cycle.data.tags["retrain.outcome"] == "promoted"
+    children = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string=f"tags.mlflow.parentRunId = '{shifted.run_id}'",
+    )
+    assert {c.info.experiment_id for c in children} == {
+        client.get_experiment_by_name(n).experiment_id
+        for n in ("retrain-monitoring", "retrain-training", "retrain-comparisons")
+    }
+
+
+@pytest.mark.slow
+def test_main_entry_point_runs_the_loop_as_project_runs(stable_data, tmp_path, tracking):
+    import mlflow
+
+    # `mlflow run` executes in the project folder: create the experiments here so artifacts land in tmp_path
+    for name in ("retrain-cycles", "retrain-training", "retrain-comparisons", "retrain-monitoring"):
+        mlflow.create_experiment(name)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking}
+    overrides = f"model.epochs=3 windows.train_days=30 windows.validation_days=10 notify.events_path={tmp_path}/events.jsonl"
+    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "main", "--env-manager", "local",
+           "--experiment-name", "retrain-cycles", "-P", f"data={stable_data}", "-P", f"set={overrides}"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert production() == "1"
+    client = MlflowClient()
+    train_runs = client.search_runs([client.get_experiment_by_name("retrain-training").experiment_id])
+    assert len(train_runs) == 1 and train_runs[0].data.tags.get("mlflow.parentRunId")
+    assert train_runs[0].data.tags.get("mlflow.project.entryPoint") == "train"
+    event = json.loads((tmp_path / "events.jsonl").read_text().splitlines()[-1])
+    assert event["kind"] == "promoted" and event["production_after"] == "1"
+
+
+def test_run_json_prints_one_object(stable_data):
+    from click.testing import CliRunner
+
+    from retrain.cli import cli
+
+    out = CliRunner().invoke(cli, ["run", "--json", "--in-process", "--data", str(stable_data), "--as-of", "2026-02-20",
+                                   "--set", "model.epochs=2", "--set", "windows.train_days=20",
+                                   "--set", "windows.validation_days=10", "--set", "gate.min_rows=100"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.stdout)
+    assert result["outcome"] == "promoted" and result["production_after"] == "1"
