@@ -154,6 +154,27 @@ def score_frame(net: torch.nn.Module, spec: ModelSpec, frame: pd.DataFrame) -> p
     return pd.DataFrame({"prediction": (probability >= 0.5).astype(np.int64), "probability": probability})
 
 
+def conform(frame: pd.DataFrame, pyfunc_model: Any) -> pd.DataFrame:
+    """Cast integral float columns to int64 where the model's signature says `long`.
+
+    The signature follows the raw data (integer columns stay `long`, so JSON clients can send
+    `{"age": 41}`); MLflow refuses float -> long, and validated frames hold floats.
+    """
+    import numpy as np
+    from mlflow.types import DataType
+
+    schema = pyfunc_model.metadata.get_input_schema()
+    if schema is None:
+        return frame
+    casts = {}
+    for col in schema.inputs:
+        if col.name in frame.columns and col.type == DataType.long and frame[col.name].dtype.kind == "f":
+            values = frame[col.name].to_numpy()
+            if np.isfinite(values).all() and (values == np.round(values)).all():
+                casts[col.name] = "int64"
+    return frame.astype(casts) if casts else frame
+
+
 def _pyfunc_class() -> type:
     import mlflow.pyfunc
 

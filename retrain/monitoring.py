@@ -90,10 +90,11 @@ def _performance(settings: Settings, labelled: pd.DataFrame) -> dict[str, float]
     import mlflow
 
     from retrain.metrics import classification_metrics
+    from retrain.model import conform
 
     reg = settings.registry
     model = mlflow.pyfunc.load_model(f"models:/{reg.model_name}@{reg.production_alias}")
-    scored = model.predict(labelled[list(settings.data.features)])
+    scored = model.predict(conform(labelled[list(settings.data.features)], model))
     found = classification_metrics(labelled[settings.data.label].to_numpy(int), scored["probability"].to_numpy())
     return {k: float(v) for k, v in found.items() if math.isfinite(v)}  # roc_auc is NaN with one class
 

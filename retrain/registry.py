@@ -198,12 +198,16 @@ class Registry:
             raise RegistryError(f"model {self.name} has no version {version}; see `retrain status` for versions") from None
 
     def latest_comparison(self, candidate: str) -> Any | None:
-        """The newest comparison run of exactly this candidate version."""
-        exp = self.client.get_experiment_by_name(self.settings.experiments.comparisons)
-        if exp is None:
-            return None
+        """The newest comparison run of exactly this candidate version, in any experiment.
+
+        `mlflow run . -e evaluate` without --experiment-name logs to the default experiment, so the
+        search is not limited to settings.experiments.comparisons.
+        """
+        from mlflow.entities import ViewType
+
+        ids = [e.experiment_id for e in self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
         runs = self.client.search_runs(
-            [exp.experiment_id],
+            ids,
             filter_string=f"tags.`retrain.model_name` = '{self.name}' and tags.`retrain.candidate_version` = '{candidate}'",
             order_by=["attributes.start_time DESC"],
             max_results=1,

@@ -37,7 +37,11 @@ EpochCallback = Callable[[int, float, float], None]
 
 
 def prepare(settings: Settings, as_of: date | None):
-    """Load the data and cut validated training and validation windows (no MLflow)."""
+    """Load the data and cut validated training and validation windows (no MLflow).
+
+    Also returns the numeric features stored as integers in the raw data: the model's signature
+    keeps them `long`, so clients can send them as they come.
+    """
     from retrain import data
 
     spec = settings.data
@@ -46,7 +50,8 @@ def prepare(settings: Settings, as_of: date | None):
     windows = data.windows_for(as_of, settings.windows)
     train = data.select(frame, spec, windows.train)
     val = data.select(frame, spec, windows.validation)
-    return windows, train, val
+    integer = [c for c in spec.numeric if frame[c].dtype.kind in "iu"]
+    return windows, train, val, integer
 
 
 def train(
@@ -62,7 +67,7 @@ def train(
     from retrain import data, drift, metrics, model
     from retrain import train as loop
 
-    windows, train_rows, val_rows = prepare(settings, as_of)
+    windows, train_rows, val_rows, integer_columns = prepare(settings, as_of)
     spec = settings.data
     features = list(spec.features)
     train_fp = data.fingerprint(train_rows, [spec.timestamp, *features, spec.label])
@@ -77,6 +82,9 @@ def train(
     mean = tr_num.mean(axis=0)
     std = tr_num.std(axis=0)
     std[std == 0] = 1.0
+    import torch
+
+    torch.manual_seed(settings.model.seed)  # initial weights come from the global RNG: same seed, same model
     net = model.build_network(net_spec, mean, std)
     device = loop.resolve_device(settings.model.device)
     tr_y = train_rows[spec.label].to_numpy(np.int64)
@@ -102,6 +110,7 @@ def train(
         bins=settings.model.profile_bins,
     )
     golden_input = val_rows[features].head(settings.model.golden_rows).reset_index(drop=True)
+    golden_input = golden_input.astype({c: "int64" for c in integer_columns})
     golden_output = model.score_frame(net, net_spec, golden_input)
     tags = {
         "retrain.as_of": windows.as_of.isoformat(),

@@ -1,0 +1,295 @@
+"""The `evaluate` step: score the candidate and production on the same fresh rows, test, gate, check, log.
+
+Rows: the validation window for `as_of`, restricted to timestamps >= the candidate's `retrain.train_end`
+tag, labelled only. Both models are loaded from the registry as served (`models:/<name>/<version>`).
+Every precondition (versions, window size, both classes) is checked before the comparison run is created.
+
+`comparison.json` (artifact of the comparison run), schema_version 1:
+  schema_version      1
+  model_name          registered model name
+  candidate_version   version under review (str)
+  incumbent_version   production version (str) or null when there is none
+  as_of               YYYY-MM-DD
+  window_start/end    YYYY-MM-DD, half-open [start, end)
+  n_rows              labelled rows scored by both models
+  candidate_metrics   {metric: value} for accuracy, precision, recall, f1, roc_auc, log_loss, brier
+  incumbent_metrics   same, or null (no production, or production could not score the rows)
+  incumbent_error     why production could not score the rows, or null
+  deltas              {metric: candidate - incumbent}, {} without incumbent metrics
+  delong              {auc_a (production), auc_b (candidate), delta, se, ci_low, ci_high, z,
+                       p_value_one_sided, p_value_two_sided} or null
+  checks              [{name, passed, detail}] pre-promotion checks on the candidate
+  decision            {decision: promote|keep, promote, reason, reasons[], primary_metric, improvement,
+                       significant, schema_change}
+  run_id              the comparison run
+  timings             seconds per phase: load_s, scoring_s, metrics_s, delong_s, checks_s, logging_s, total_s
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from retrain.config import Settings
+from retrain.errors import CheckError, DataError, RegistryError
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of one evaluation (what `comparison.json` and `retrain evaluate --json` hold)."""
+
+    model_name: str
+    candidate_version: str
+    incumbent_version: str | None
+    as_of: str
+    window_start: str
+    window_end: str
+    n_rows: int
+    candidate_metrics: dict[str, float]
+    incumbent_metrics: dict[str, float] | None
+    incumbent_error: str | None
+    deltas: dict[str, float]
+    delong: dict[str, float] | None
+    checks: list[dict[str, Any]]
+    decision: dict[str, Any]
+    run_id: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
+
+    def lines(self) -> list[str]:
+        """The readable report: metric table, DeLong line, checks, decision."""
+        inc = self.incumbent_metrics
+        who = f"v{self.incumbent_version}" if self.incumbent_version else "none"
+        out = [
+            f"{self.model_name}: candidate v{self.candidate_version} vs production {who} on "
+            f"{self.window_start}..{self.window_end} (end exclusive, {self.n_rows} rows)",
+            f"{'metric':<10} {'production':>10} {'staging':>10} {'delta':>8}",
+        ]
+        for name, value in self.candidate_metrics.items():
+            prod = f"{inc[name]:10.4f}" if inc else f"{'-':>10}"
+            delta = f"{self.deltas[name]:+8.4f}" if name in self.deltas else f"{'-':>8}"
+            out.append(f"{name:<10} {prod} {value:10.4f} {delta}")
+        if self.delong:
+            d = self.delong
+            out.append(f"DeLong roc_auc: delta {d['delta']:+.4f}, 95% CI [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], "
+                       f"one-sided p = {d['p_value_one_sided']:.4g}")
+        elif self.incumbent_error:
+            out.append(f"production could not score the rows: {self.incumbent_error}")
+        out += [f"check {'ok  ' if c['passed'] else 'FAIL'} {c['name']}: {c['detail']}" for c in self.checks]
+        out.append(f"decision: {self.decision['decision'].upper()}: {self.decision['reason']}")
+        out.append(f"comparison run {self.run_id}")
+        return out
+
+
+def _version(client, name: str, *, version: str | None = None, alias: str | None = None):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if version is not None:
+            return client.get_model_version(name, version)
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def _resolve(settings: Settings, candidate: str | None):
+    """(candidate version, production version or None), or RegistryError naming what is missing."""
+    from retrain.tracking import client
+
+    reg = settings.registry
+    mlflow_client = client()
+    if candidate:
+        cand = _version(mlflow_client, reg.model_name, version=candidate)
+        if cand is None:
+            raise RegistryError(f"model {reg.model_name!r} has no version {candidate!r}; pass an existing "
+                                f"version to --candidate or omit it to use @{reg.staging_alias}")
+    else:
+        cand = _version(mlflow_client, reg.model_name, alias=reg.staging_alias)
+        if cand is None:
+            raise RegistryError(f"no candidate: model {reg.model_name!r} has no @{reg.staging_alias} alias; "
+                                "run `retrain train` or pass --candidate VERSION")
+    prod = _version(mlflow_client, reg.model_name, alias=reg.production_alias)
+    if prod is not None and str(prod.version) == str(cand.version):
+        raise RegistryError(f"candidate version {cand.version} of {reg.model_name!r} is already "
+                            f"@{reg.production_alias}; train a new candidate or pass --candidate VERSION")
+    return cand, prod
+
+
+def _rows(settings: Settings, as_of: date | None, train_end: str | None):
+    """Labelled validation rows for `as_of` that the candidate did not train on (both classes, >= gate.min_rows)."""
+    from retrain import data
+
+    spec = settings.data
+    frame = data.load(spec)
+    as_of = as_of or data.latest_day(frame, spec)
+    window = data.windows_for(as_of, settings.windows).validation
+    if train_end:
+        start = max(window.start, datetime.fromisoformat(train_end))
+        window = data.Window("validation", start, max(start, window.end))
+    rows = data.select(frame, spec, window, need_both_classes=False, min_rows=0)
+    if len(rows) < settings.gate.min_rows:
+        raise DataError(
+            f"{window} has {len(rows)} labelled rows the candidate did not train on, fewer than gate.min_rows="
+            f"{settings.gate.min_rows}; pick a later --as-of, widen windows.validation_days or lower gate.min_rows"
+        )
+    classes = sorted(set(rows[spec.label].astype(int)))
+    if len(classes) < 2:
+        raise DataError(f"{window} has only class {classes[0]} in {len(rows)} labelled rows, so roc_auc is "
+                        "undefined; widen windows.validation_days or check the labels")
+    return as_of, window, rows
+
+
+def _score(uri: str, features):
+    """Load a registered model as served and score the rows in one call -> (model, probability)."""
+    import mlflow.pyfunc
+    import numpy as np
+
+    from retrain.model import conform
+
+    model = mlflow.pyfunc.load_model(uri)
+    out = model.predict(conform(features, model))
+    probability = np.asarray(out["probability"], dtype=np.float64)
+    if probability.shape != (len(features),) or not np.isfinite(probability).all():
+        raise ValueError(f"expected {len(features)} finite probabilities, got shape {probability.shape}")
+    return model, probability
+
+
+def evaluate(
+    settings: Settings, as_of: date | None = None, *, candidate: str | None = None, allow_schema_change: bool = False
+) -> Comparison:
+    """Compare the candidate (@staging or `candidate`) with @production, gate, check, and log a comparison run."""
+    import numpy as np
+
+    from retrain import checks, gate, metrics, tracking
+    from retrain.checks import short_error
+
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    start = clock
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[f"{name}_s"] = round(now - clock, 4)
+        clock = now
+
+    reg, policy, spec = settings.registry, settings.gate, settings.data
+    cand, prod = _resolve(settings, candidate)
+    as_of, window, rows = _rows(settings, as_of, cand.tags.get("retrain.train_end"))
+    features = rows[list(spec.features)]
+    y = rows[spec.label].to_numpy(np.int64)
+    lap("load")
+
+    try:
+        cand_model, p_cand = _score(f"models:/{reg.model_name}/{cand.version}", features)
+    except Exception as exc:  # noqa: BLE001 - a candidate that cannot score is rejected with its error
+        raise CheckError(f"candidate version {cand.version} cannot load or score {window}: {short_error(exc)}; "
+                         "it cannot be promoted: retrain it") from None
+    p_inc = incumbent_error = None
+    if prod is not None:
+        try:
+            _, p_inc = _score(f"models:/{reg.model_name}/{prod.version}", features)
+        except Exception as exc:  # noqa: BLE001 - production failing on today's schema is a finding, not a crash
+            incumbent_error = short_error(exc)
+    lap("scoring")
+
+    cand_metrics = metrics.classification_metrics(y, p_cand)
+    inc_metrics = metrics.classification_metrics(y, p_inc) if p_inc is not None else None
+    deltas = {k: cand_metrics[k] - inc_metrics[k] for k in cand_metrics} if inc_metrics else {}
+    lap("metrics")
+
+    delong = p_value = ci = None
+    if p_inc is not None:
+        delong = metrics.delong_test(y, p_inc, p_cand).to_dict()
+        if policy.primary_metric == "roc_auc":
+            p_value = delong["p_value_one_sided"]
+        elif policy.require_significance:
+            name = policy.primary_metric
+            _, low, high = metrics.bootstrap_ci(
+                y, p_inc, p_cand, lambda yy, pp: metrics.classification_metrics(yy, pp)[name], alpha=2 * policy.alpha
+            )
+            ci = (low, high)
+    lap("delong")
+
+    try:
+        golden = tracking.load_json_artifact(cand.run_id, "golden_samples.json")
+    except Exception:  # noqa: BLE001 - absence is reported by the golden check itself
+        golden = None
+    results = [checks.CheckResult("loads", True, f"models:/{reg.model_name}/{cand.version} loaded from the registry"),
+               *checks.run_checks(cand_model, features, golden, spec, settings.checks)]
+    failed = [f"{r.name}: {r.detail}" for r in results if not r.passed]
+    decision = gate.decide(policy, cand_metrics, inc_metrics, p_value=p_value, bootstrap_ci=ci,
+                           incumbent_error=incumbent_error, allow_schema_change=allow_schema_change,
+                           failed_checks=failed)
+    lap("checks")
+
+    comparison = Comparison(
+        model_name=reg.model_name,
+        candidate_version=str(cand.version),
+        incumbent_version=str(prod.version) if prod is not None else None,
+        as_of=as_of.isoformat(),
+        window_start=f"{window.start:%Y-%m-%d}",
+        window_end=f"{window.end:%Y-%m-%d}",
+        n_rows=len(rows),
+        candidate_metrics=cand_metrics,
+        incumbent_metrics=inc_metrics,
+        incumbent_error=incumbent_error,
+        deltas=deltas,
+        delong=delong,
+        checks=[r.to_dict() for r in results],
+        decision=decision.to_dict(),
+    )
+    curves = {f"staging v{cand.version}": p_cand}
+    if p_inc is not None:
+        curves = {f"production v{prod.version}": p_inc, **curves}
+    run_id = _log(settings, comparison, y, curves, timings, lap)
+    timings["total_s"] = round(time.perf_counter() - start, 4)
+    return replace(comparison, run_id=run_id, timings=timings)
+
+
+def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, timings: dict, lap) -> str:
+    """The comparison run (metrics, decision tags, comparison.json, figure) and the candidate's version tags."""
+    import mlflow
+
+    from retrain import plots, tracking
+
+    c = comparison
+    checks_ok = all(r["passed"] for r in c.checks)
+    tags = {
+        "retrain.decision": c.decision["decision"],
+        "retrain.reason": c.decision["reason"][:5000],
+        "retrain.model_name": c.model_name,
+        "retrain.candidate_version": c.candidate_version,
+        "retrain.incumbent_version": c.incumbent_version or "none",
+        "retrain.checks": "passed" if checks_ok else "failed",
+        "retrain.as_of": c.as_of,
+        "retrain.window_start": c.window_start,
+        "retrain.window_end": c.window_end,
+    }
+    values = {f"staging_{k}": v for k, v in c.candidate_metrics.items()}
+    values |= {f"production_{k}": v for k, v in (c.incumbent_metrics or {}).items()}
+    values |= {f"delta_{k}": v for k, v in c.deltas.items()}
+    if c.delong:
+        values |= {"p_value": c.delong["p_value_one_sided"], "delong_ci_low": c.delong["ci_low"],
+                   "delong_ci_high": c.delong["ci_high"], "delong_delta": c.delong["delta"]}
+    values["n_rows"] = c.n_rows
+    name = f"evaluate-{c.model_name}-v{c.candidate_version}-{c.as_of}"
+    with tracking.step_run(settings.experiments.comparisons, name, tags) as run:
+        run_id = run.info.run_id
+        mlflow.log_metrics({k: float(v) for k, v in values.items()})
+        with tempfile.TemporaryDirectory() as tmp:
+            mlflow.log_artifact(str(plots.comparison_figure(y, probabilities, Path(tmp) / "comparison.png")))
+        for key, value in (("retrain.comparison_run_id", run_id), ("retrain.decision", c.decision["decision"])):
+            tracking.client().set_model_version_tag(c.model_name, c.candidate_version, key, value)
+        lap("logging")
+        tracking.log_json({**c.to_dict(), "run_id": run_id, "timings": timings}, "comparison.json")
+        mlflow.log_metrics({f"time_{k}": v for k, v in timings.items()})
+    return run_id

@@ -1,0 +1,286 @@
+"""`retrain evaluate`: real models trained once per module, each test on its own copy of that registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from retrain.cli import cli
+from tests.conftest import FAST, REPO, fast_settings
+
+NAME = "churn-classifier"
+# Latency is measured, not asserted here: budgets a loaded CI machine meets (a test below sets them to 0).
+LAX = ("checks.single_row_p95_ms=5000", "checks.batch_1000_p95_ms=20000", "checks.latency_repeats=5")
+FEWER = "data.numeric=[income, tenure_days, num_purchases, avg_transaction_value, days_since_last_purchase]"
+
+
+@pytest.fixture(scope="module")
+def trained(stable_data, _template_db, tmp_path_factory) -> Path:
+    """A registry with v1 (weak: 1 epoch), v2 (without `age`), v3 (6 epochs, @staging); no production."""
+    from retrain.training import train
+
+    folder = tmp_path_factory.mktemp("evaluate-registry")
+    db = folder / "mlflow.db"
+    shutil.copy(_template_db, db)
+    uri = f"sqlite:///{db}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        versions = [
+            train(fast_settings(stable_data, "model.epochs=1", "model.seed=3")).version,
+            train(fast_settings(stable_data, FEWER, "model.seed=5")).version,
+            train(fast_settings(stable_data, "model.seed=7")).version,
+        ]
+    assert versions == ["1", "2", "3"]
+    return db
+
+
+@pytest.fixture
+def registry(trained, tracking) -> MlflowClient:
+    """This test's tracking store starts as a copy of the trained registry (artifacts stay shared, read-only)."""
+    shutil.copy(trained, tracking.removeprefix("sqlite:///"))
+    return MlflowClient()
+
+
+def set_production(client: MlflowClient, version: str) -> None:
+    client.set_registered_model_alias(NAME, "production", version)
+
+
+def invoke(stable_data, *args: str):
+    sets = [f"--set={o}" for o in (*FAST, *LAX)]
+    return CliRunner().invoke(cli, ["evaluate", *sets, "--data", str(stable_data), *args])
+
+
+def comparison_runs(client: MlflowClient) -> list:
+    exp = client.get_experiment_by_name("retrain-comparisons")
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+def test_library_better_candidate_is_promoted_and_logged(stable_data, registry):
+    from retrain.evaluation import evaluate
+
+    set_production(registry, "1")
+    c = evaluate(fast_settings(stable_data, *LAX))
+    assert (c.candidate_version, c.incumbent_version) == ("3", "1")
+    assert (c.window_start, c.window_end, c.n_rows) == ("2026-02-20", "2026-03-02", 2500)
+    assert c.decision["decision"] == "promote", c.decision["reason"]
+    assert c.delong["delta"] == pytest.approx(c.deltas["roc_auc"]) and c.delong["p_value_one_sided"] < 0.05
+    assert [ch["name"] for ch in c.checks] == [
+        "loads", "output_contract", "golden_samples", "latency_single_row", "latency_batch_1000",
+        "unseen_category", "extreme_values",
+    ]
+    assert all(ch["passed"] for ch in c.checks), c.checks
+    assert set(c.timings) >= {"scoring_s", "metrics_s", "delong_s", "logging_s", "total_s"}
+
+    run = registry.get_run(c.run_id)
+    m, t = run.data.metrics, run.data.tags
+    assert m["staging_roc_auc"] == pytest.approx(c.candidate_metrics["roc_auc"])
+    assert m["production_log_loss"] == pytest.approx(c.incumbent_metrics["log_loss"])
+    assert m["delta_roc_auc"] == pytest.approx(m["staging_roc_auc"] - m["production_roc_auc"])
+    assert m["p_value"] == pytest.approx(c.delong["p_value_one_sided"])
+    assert m["delong_ci_low"] < m["delong_delta"] < m["delong_ci_high"]
+    assert m["n_rows"] == 2500 and m["time_scoring_s"] >= 0
+    assert {k: t[f"retrain.{k}"] for k in ("decision", "model_name", "candidate_version", "incumbent_version",
+                                            "checks", "as_of")} == {
+        "decision": "promote", "model_name": NAME, "candidate_version": "3", "incumbent_version": "1",
+        "checks": "passed", "as_of": "2026-03-01",
+    }
+    assert t["retrain.reason"] == c.decision["reason"]
+    assert registry.get_experiment(run.info.experiment_id).name == "retrain-comparisons"
+    assert {a.path for a in registry.list_artifacts(c.run_id)} == {"comparison.json", "comparison.png"}
+    saved = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=c.run_id, artifact_path="comparison.json"))
+                       .read_text())
+    assert saved["schema_version"] == 1 and saved["run_id"] == c.run_id and saved["decision"] == c.decision
+    png = Path(mlflow.artifacts.download_artifacts(run_id=c.run_id, artifact_path="comparison.png")).read_bytes()
+    assert png.startswith(b"\x89PNG")
+    tags = registry.get_model_version(NAME, "3").tags
+    assert tags["retrain.comparison_run_id"] == c.run_id and tags["retrain.decision"] == "promote"
+
+
+def test_cli_worse_candidate_keeps_production_json(stable_data, registry):
+    set_production(registry, "3")
+    result = invoke(stable_data, "--candidate", "1", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert (out["candidate_version"], out["incumbent_version"], out["decision"]["decision"]) == ("1", "3", "keep")
+    assert "needs at least 0.01" in out["decision"]["reason"]
+    assert out["deltas"]["roc_auc"] < 0
+    assert registry.get_run(out["run_id"]).data.tags["retrain.decision"] == "keep"
+    assert str(registry.get_model_version_by_alias(NAME, "production").version) == "3"
+
+
+def test_other_primary_metric_uses_a_paired_bootstrap(stable_data, registry):
+    set_production(registry, "1")
+    result = invoke(stable_data, "--set", "gate.primary_metric=brier", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["decision"]["primary_metric"] == "brier"
+    assert out["decision"]["improvement"] == pytest.approx(-out["deltas"]["brier"])
+    [text] = [r for r in out["decision"]["reasons"] if "paired bootstrap 90% CI of the brier difference" in r]
+    assert out["decision"]["significant"] == text.startswith("improvement is significant")
+
+
+def test_cli_table_without_production_uses_floors(stable_data, registry):
+    result = invoke(stable_data)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{NAME}: candidate v3 vs production none")
+    assert lines[1].split() == ["metric", "production", "staging", "delta"]
+    row = lines[2].split()
+    assert (row[0], row[1], row[3]) == ("accuracy", "-", "-") and 0 < float(row[2]) < 1
+    assert "no production model yet" in result.stdout and "meets the floor 0.7" in result.stdout
+    assert lines[-2].startswith("decision: PROMOTE")
+    run = comparison_runs(registry)[0]
+    assert run.data.tags["retrain.incumbent_version"] == "none"
+    assert "production_roc_auc" not in run.data.metrics and "p_value" not in run.data.metrics
+
+
+def test_schema_change_keeps_production_unless_allowed(stable_data, registry):
+    set_production(registry, "3")
+    kept = invoke(stable_data, "--set", FEWER, "--candidate", "2", "--json")
+    assert kept.exit_code == 0, kept.output
+    out = json.loads(kept.stdout)
+    assert out["decision"]["decision"] == "keep" and out["decision"]["schema_change"]
+    assert "missing inputs ['age']" in out["incumbent_error"] and out["incumbent_metrics"] is None
+    assert out["delong"] is None and "--allow-schema-change" in out["decision"]["reason"]
+    allowed = invoke(stable_data, "--set", FEWER, "--candidate", "2", "--allow-schema-change")
+    assert allowed.exit_code == 0, allowed.output
+    assert "production could not score the rows" in allowed.stdout and "decision: PROMOTE" in allowed.stdout
+
+
+def test_tampered_golden_samples_fail_the_check_and_block(stable_data, registry):
+    """A version whose recorded golden outputs no longer match what its model files produce."""
+    from retrain.evaluation import evaluate
+    from retrain.tracking import load_json_artifact
+
+    set_production(registry, "1")
+    good = registry.get_model_version(NAME, "3")
+    golden = load_json_artifact(good.run_id, "golden_samples.json")
+    golden["outputs"]["probability"][0] += 1e-3
+    with mlflow.start_run() as run:
+        mlflow.log_text(json.dumps(golden), "golden_samples.json")
+    bad = registry.create_model_version(NAME, good.source, run_id=run.info.run_id, tags=good.tags)
+    c = evaluate(fast_settings(stable_data, *LAX), candidate=bad.version)
+    golden_check = next(ch for ch in c.checks if ch["name"] == "golden_samples")
+    assert not golden_check["passed"] and "0.001 (above tolerance 1e-06)" in golden_check["detail"]
+    assert c.decision["decision"] == "keep" and "pre-promotion check failed: golden_samples" in c.decision["reason"]
+    assert registry.get_run(c.run_id).data.tags["retrain.checks"] == "failed"
+    assert c.delong["p_value_one_sided"] < 0.05  # the metrics alone would have promoted it
+
+
+class Defective:
+    """The real served model with one defect that a check must catch."""
+
+    def __init__(self, model, defect: str) -> None:
+        self.model, self.defect = model, defect
+        self.metadata = model.metadata
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if self.defect == "fails_on_unseen" and (frame["channel"] == "__never_seen__").any():
+            raise KeyError("'__never_seen__'")
+        out = self.model.predict(frame)
+        if self.defect == "drops_last_row":
+            out = out.iloc[:-1]
+        elif self.defect == "nan_on_extremes":
+            out.loc[frame["income"].abs().to_numpy() >= 1e9, "probability"] = float("nan")
+        elif self.defect == "drifted_weights":
+            out["probability"] = out["probability"] * 0.999
+        return out
+
+
+@pytest.mark.parametrize(("defect", "failing", "detail"), [
+    (None, set(), ""),
+    ("fails_on_unseen", {"unseen_category"}, "'__never_seen__'"),
+    ("drops_last_row", {"output_contract", "golden_samples", "unseen_category", "extreme_values"},
+     "output rows for"),
+    ("nan_on_extremes", {"extreme_values"}, "probability outside [0, 1] or not finite"),
+    ("drifted_weights", {"golden_samples"}, "(above tolerance 1e-06)"),
+    ("slow", {"latency_single_row", "latency_batch_1000"}, "(over 0 ms)"),
+])
+def test_checks_catch_each_defect(defect, failing, detail, stable_data, registry):
+    from retrain import data
+    from retrain.checks import run_checks
+    from retrain.tracking import load_json_artifact
+
+    settings = fast_settings(stable_data, *LAX, *(["checks.single_row_p95_ms=0", "checks.batch_1000_p95_ms=0"]
+                                                  if defect == "slow" else []))
+    version = registry.get_model_version(NAME, "3")
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}/3")
+    rows = data.validate(data.load(settings.data).tail(1200), settings.data, where="test rows")
+    results = run_checks(Defective(model, defect) if defect else model, rows,
+                         load_json_artifact(version.run_id, "golden_samples.json"), settings.data, settings.checks)
+    assert {r.name for r in results if not r.passed} == failing, results
+    assert all(detail in r.detail for r in results if not r.passed)
+
+
+def _one_class_data(stable_data: Path, folder: Path) -> Path:
+    frame = pd.concat([pd.read_parquet(f) for f in sorted(stable_data.rglob("*.parquet"))], ignore_index=True)
+    frame.loc[pd.to_datetime(frame["timestamp"]) >= "2026-02-20", "label"] = 0
+    path = folder / "one_class.parquet"
+    frame.to_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize("case", ["no_candidate", "same_as_production", "unknown_version", "one_class",
+                                  "too_few_rows", "unknown_metric"])
+def test_bad_input_is_one_line_nonzero_and_moves_nothing(case, stable_data, registry, tmp_path):
+    set_production(registry, "1")
+    args: list[str] = []
+    code, expected = 4, ""
+    if case == "no_candidate":
+        registry.delete_registered_model_alias(NAME, "staging")
+        expected = "no candidate: model 'churn-classifier' has no @staging alias"
+    elif case == "same_as_production":
+        set_production(registry, "3")
+        expected = "candidate version 3 of 'churn-classifier' is already @production"
+    elif case == "unknown_version":
+        args, expected = ["--candidate", "99"], "has no version '99'"
+    elif case == "one_class":
+        args = ["--data", str(_one_class_data(stable_data, tmp_path))]
+        code, expected = 3, "has only class 0 in 2500 labelled rows, so roc_auc is undefined"
+    elif case == "too_few_rows":
+        args, code = ["--set", "gate.min_rows=2501"], 3
+        expected = "has 2500 labelled rows the candidate did not train on, fewer than gate.min_rows=2501"
+    else:
+        args, code, expected = ["--set", "gate.primary_metric=auc"], 2, "gate.primary_metric: unknown metric 'auc'"
+    before = {a: _alias(registry, a) for a in ("staging", "production")}
+    result = invoke(stable_data, *args)
+    assert result.exit_code == code, result.output
+    assert result.output.count("\n") == 1 and result.output.startswith("Error: ") and expected in result.output
+    assert comparison_runs(registry) == []
+    assert {a: _alias(registry, a) for a in ("staging", "production")} == before
+    assert all("retrain.comparison_run_id" not in v.tags for v in registry.search_model_versions(f"name='{NAME}'"))
+
+
+def _alias(client: MlflowClient, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(NAME, alias).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+@pytest.mark.slow
+def test_mlflow_run_evaluate_entry_point(stable_data, registry, tracking, tmp_path):
+    set_production(registry, "1")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking}
+    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "evaluate", "--env-manager", "local",
+           "--experiment-name", "retrain-comparisons", "-P", f"data={stable_data}", "-P", f"set={' '.join((*FAST, *LAX))}"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [run] = comparison_runs(registry)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.project.entryPoint"] == "evaluate"
+    assert run.data.tags["retrain.decision"] == "promote" and run.data.tags["retrain.incumbent_version"] == "1"
+    assert registry.get_model_version(NAME, "3").tags["retrain.comparison_run_id"] == run.info.run_id
