@@ -24,6 +24,7 @@ class FitResult:
     val_loss: list[float] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
+    seconds: float = 0.0
 
 
 def resolve_device(name: str) -> str:

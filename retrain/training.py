@@ -89,6 +89,9 @@ def train(
     device = loop.resolve_device(settings.model.device)
     tr_y = train_rows[spec.label].to_numpy(np.int64)
     va_y = val_rows[spec.label].to_numpy(np.int64)
+    import time
+
+    fit_start = time.perf_counter()
     fitted = loop.fit(
         net,
         (tr_num, tr_cat, tr_y),
@@ -102,6 +105,7 @@ def train(
         device=device,
         on_epoch=on_epoch,
     )
+    fitted.seconds = time.perf_counter() - fit_start
     probability = model.predict_proba(net, va_num, va_cat)
     val_metrics = metrics.classification_metrics(va_y, probability)
     profile = drift.build_profile(
@@ -196,6 +200,7 @@ def _log_and_register(settings, windows, net, net_spec, fitted, val_metrics, pro
         history = [Metric("train_loss", v, now, i) for i, v in enumerate(fitted.train_loss)]
         history += [Metric("val_loss", v, now, i) for i, v in enumerate(fitted.val_loss)]
         history += [Metric(f"val_{k}", float(v), now, 0) for k, v in val_metrics.items()]
+        history.append(Metric("time_fit_s", fitted.seconds, now, 0))
         params = settings.flat()
         items = list(params.items())
         for start in range(0, len(items), 100):
