@@ -207,3 +207,33 @@ def test_cli_promote_rollback_history_status(settings):
     assert "oops" in table and "hotfix" in table
     out = runner.invoke(cli, ["status"])
     assert "production  version 1" in out.output and "INCONSISTENT" not in out.output
+
+
+@pytest.mark.slow
+def test_mlflow_run_promote_and_rollback_entry_points(settings, tmp_path, tracking):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    make_versions(2)
+    reg = Registry(settings)
+    reg.promote("1", force=True, reason="first")
+    MlflowClient().set_registered_model_alias(NAME, "staging", "2")
+    record_comparison("2", "1")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking}
+
+    def mlflow_run(entry: str, *params: str) -> None:
+        cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager", "local"]
+        for p in params:
+            cmd += ["-P", p]
+        done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    mlflow_run("promote")
+    assert aliases()["production"] == "2"
+    mlflow_run("rollback", "reason=canary failed")
+    assert aliases()["production"] == "1"
+    latest = reg.history()[0]
+    assert (latest.kind, latest.to_version, latest.reason) == ("rollback", "1", "canary failed")
