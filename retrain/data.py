@@ -129,7 +129,7 @@ def load(spec: DataSpec) -> pd.DataFrame:
     ts = pd.to_datetime(frame[spec.timestamp], errors="coerce", utc=True)
     bad = ts.isna()
     if bad.any():
-        example = frame.loc[bad, spec.timestamp].iloc[0]
+        example = _plain(frame.loc[bad, spec.timestamp].iloc[0])
         raise DataError(
             f"column {spec.timestamp!r}: {int(bad.sum())} values are not timestamps (e.g. {example!r})"
         )
@@ -151,7 +151,7 @@ def validate(frame: pd.DataFrame, spec: DataSpec, *, where: str, allow_missing: 
         values = pd.to_numeric(out[col], errors="coerce")
         bad = values.isna() & out[col].notna()
         if bad.any():
-            example = out.loc[bad, col].iloc[0]
+            example = _plain(out.loc[bad, col].iloc[0])
             raise DataError(
                 f"{where}: numeric feature {col!r} has {int(bad.sum())} non-numeric values (e.g. {example!r}); "
                 "fix the data or move the column to data.categorical"
@@ -168,13 +168,18 @@ def validate(frame: pd.DataFrame, spec: DataSpec, *, where: str, allow_missing: 
     labels = pd.to_numeric(out[spec.label], errors="coerce")
     bad = (labels.notna() & ~labels.isin([0, 1])) | (labels.isna() & out[spec.label].notna())
     if bad.any():
-        example = out.loc[bad, spec.label].iloc[0]
+        example = _plain(out.loc[bad, spec.label].iloc[0])
         raise DataError(
             f"{where}: label column {spec.label!r} has {int(bad.sum())} values outside {{0, 1}} (e.g. {example!r}); "
             "labels must be 0, 1 or empty (unlabelled)"
         )
     out[spec.label] = labels.astype(np.float64)
     return out
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar as the Python value it holds, so messages read `2`, not `np.int64(2)`."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def time_range(frame: pd.DataFrame, spec: DataSpec) -> str:

@@ -1,0 +1,114 @@
+"""Time logging + registering our model against `mlflow.pytorch.log_model(..., registered_model_name=...)`.
+
+Ours is what the train step does: `retrain.tracking.log_pyfunc_model` (models-from-code pyfunc with signature,
+input example and explicit pip requirements) then `MlflowClient.create_model_version`. The baseline logs the
+same trained network with `mlflow.pytorch.log_model` at its default settings (requirements inferred),
+except `serialization_format="pickle"`: MLflow 3's default `pt2` format needs a hand-written TensorSpec
+signature for this two-input network, and pickle is the format tutorials use. Both write to the same
+temporary SQLite store, each call in its own run.
+
+Run from the repository root: python -m benchmarks.bench_register
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+QUICK = {"repeats": 1}
+
+
+def _trained_model(folder: Path):
+    """A small trained network on synthetic rows, its files, and an input/output example."""
+    import numpy as np
+
+    from retrain import model, synth
+    from retrain.config import DataSpec
+    from retrain.train import fit
+
+    spec = DataSpec()
+    frame = synth.generate(synth.SynthSpec(days=4, rows_per_day=1000, seed=5))
+    net_spec = model.build_spec(frame, list(spec.numeric), list(spec.categorical), 64)
+    num, codes = model.encode(frame, net_spec)
+    y = frame[spec.label].to_numpy(np.int64)
+    net = model.build_network(net_spec, num.mean(axis=0), num.std(axis=0) + 1e-9)
+    fit(net, (num, codes, y), (num, codes, y), epochs=2, batch_size=512, learning_rate=3e-3)
+    example = frame[list(spec.features)].head(3).astype({c: "float64" for c in spec.numeric})
+    files = model.save(net, net_spec, folder)
+    return net, files, example, model.score_frame(net, net_spec, example)
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run(repeats: int = 3) -> dict:
+    """Benchmark result as a dict for benchmarks/run_all.py (median seconds over `repeats` calls each)."""
+    import mlflow
+    import mlflow.pytorch
+
+    from retrain import tracking
+
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        old_cwd = os.getcwd()
+        # set_tracking_uri/set_registry_uri also write these variables; put them back afterwards.
+        old_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+        os.chdir(tmp)  # MLflow's default artifact root is relative to the working folder
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        try:
+            client = mlflow.MlflowClient()
+            experiment = client.create_experiment("bench-register", artifact_location=f"{tmp}/artifacts")
+            net, files, example, output = _trained_model(Path(tmp) / "model")
+            client.create_registered_model("ours")
+
+            def ours() -> None:
+                with mlflow.start_run(experiment_id=experiment) as run:
+                    info = tracking.log_pyfunc_model(files, example, output)
+                    client.create_model_version("ours", info.model_uri, run_id=run.info.run_id)
+
+            def baseline() -> None:
+                with mlflow.start_run(experiment_id=experiment):
+                    mlflow.pytorch.log_model(
+                        net, name="model", registered_model_name="baseline", serialization_format="pickle"
+                    )
+
+            # Untimed first calls: imports and first-time setup are paid once by each side.
+            ours()
+            baseline()
+            ours_times, baseline_times = [], []
+            for _ in range(repeats):
+                ours_times.append(_timed(ours))
+                baseline_times.append(_timed(baseline))
+            versions = (len(client.search_model_versions("name='ours'")),
+                        len(client.search_model_versions("name='baseline'")))
+        finally:
+            os.chdir(old_cwd)
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
+            for key, value in old_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    ours_s, baseline_s = statistics.median(ours_times), statistics.median(baseline_times)
+    return {
+        "name": "log_and_register_model",
+        "repeats": repeats,
+        "ours_s": round(ours_s, 3),
+        "baseline_s": round(baseline_s, 3),
+        "ratio": round(ours_s / baseline_s, 3),
+        "target": "<= 0.3",
+        "versions_registered": {"ours": versions[0], "baseline": versions[1]},
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))

@@ -1,0 +1,494 @@
+"""The train step end to end on a real SQLite store: what it logs, registers and serves, and what it refuses.
+
+One model is trained once per module (its own store, `trained`) and inspected by many small tests; tests
+that must start from an empty store use the per-test store of the autouse `tracking` fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from retrain import synth
+from retrain.cli import cli
+from tests.conftest import FAST, REPO, fast_settings
+
+REASON = "drift on income"
+FEATURES = ["age", "income", "tenure_days", "num_purchases", "avg_transaction_value", "days_since_last_purchase",
+            "channel"]
+
+
+def _train_args(data_path: Path, *extra: str) -> list[str]:
+    """`retrain train` with the fast settings, passed both ways the CLI accepts overrides."""
+    return ["train", "--data", str(data_path), "--overrides", " ".join(FAST[1:]), "--set", FAST[0], *extra]
+
+
+@dataclass
+class Trained:
+    uri: str
+    folder: Path
+    data: Path
+    stdout: str
+    out: dict
+
+    def client(self) -> mlflow.MlflowClient:
+        return mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def use(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Point fluent MLflow calls at this module's store for one test."""
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", self.uri)
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, _template_db, stable_data) -> Trained:
+    """`retrain train --json --reason ...` once, in its own store and working folder."""
+    folder = tmp_path_factory.mktemp("trained")
+    shutil.copy(_template_db, folder / "mlflow.db")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        result = CliRunner().invoke(cli, [*_train_args(stable_data, "--reason", REASON), "--json"])
+    assert result.exit_code == 0, result.output
+    return Trained(uri, folder, stable_data, result.stdout, json.loads(result.stdout))
+
+
+@pytest.fixture(scope="module")
+def windows(stable_data):
+    """The validated training and validation rows the module's model was trained on."""
+    from retrain.training import prepare
+
+    return prepare(fast_settings(stable_data), None)
+
+
+def _artifact(trained: Trained, run_id: str, path: str, tmp_path: Path) -> Path:
+    return Path(trained.client().download_artifacts(run_id, path, str(tmp_path)))
+
+
+# --- the one training run -------------------------------------------------------------------------------------
+
+
+def test_json_output_is_one_object(trained):
+    lines = trained.stdout.strip().splitlines()
+    assert len(lines) == 1
+    out = trained.out
+    assert set(out) == {"model_name", "version", "run_id", "alias", "as_of", "metrics", "reused"}
+    assert (out["model_name"], out["version"], out["alias"], out["reused"]) == ("churn-classifier", "1", "staging", False)
+    assert out["as_of"] == "2026-03-01"  # the latest day of the data
+    assert {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"} <= set(out["metrics"])
+
+
+def test_params_are_the_full_effective_settings(trained, stable_data):
+    run = trained.client().get_run(trained.out["run_id"])
+    expected = fast_settings(stable_data).flat()
+    assert run.data.params == expected
+    assert run.data.params["model.epochs"] == "6" and run.data.params["windows.train_days"] == "30"
+
+
+def test_per_epoch_loss_history(trained):
+    client = trained.client()
+    run = client.get_run(trained.out["run_id"])
+    train_loss = client.get_metric_history(run.info.run_id, "train_loss")
+    val_loss = client.get_metric_history(run.info.run_id, "val_loss")
+    n = len(train_loss)
+    assert 1 <= n <= 6 and len(val_loss) == n
+    assert sorted(m.step for m in train_loss) == list(range(n)) == sorted(m.step for m in val_loss)
+    values = [m.value for m in sorted(val_loss, key=lambda m: m.step)]
+    assert all(0 < v < 1 and math.isfinite(v) for v in values)
+    assert int(run.data.tags["retrain.best_epoch"]) == int(np.argmin(values))
+
+
+def test_logged_metrics_are_the_registered_models_metrics(trained, windows, monkeypatch):
+    from retrain.metrics import classification_metrics
+
+    from retrain.model import conform
+
+    trained.use(monkeypatch)
+    val = windows[2]
+    model = mlflow.pyfunc.load_model("models:/churn-classifier@staging")
+    probability = model.predict(conform(val[FEATURES], model))["probability"].to_numpy()
+    recomputed = classification_metrics(val["label"].to_numpy(np.int64), probability)
+    run = trained.client().get_run(trained.out["run_id"])
+    version = trained.client().get_model_version("churn-classifier", "1")
+    version_metrics = json.loads(version.tags["retrain.metrics"])
+    for name in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"):
+        assert run.data.metrics[f"val_{name}"] == pytest.approx(recomputed[name], abs=1e-9), name
+        assert trained.out["metrics"][name] == pytest.approx(recomputed[name], abs=1e-9), name
+        assert version_metrics[name] == pytest.approx(recomputed[name], abs=1e-6), name
+
+
+def _constant_baseline(y: np.ndarray) -> tuple[float, float]:
+    """Log loss of always predicting the base rate, and accuracy of always predicting the majority class."""
+    prior = y.mean()
+    return -(prior * math.log(prior) + (1 - prior) * math.log(1 - prior)), max(prior, 1 - prior)
+
+
+def test_fast_model_beats_a_constant_predictor(trained, windows):
+    constant_log_loss, _ = _constant_baseline(windows[2]["label"].to_numpy(np.int64))
+    assert trained.out["metrics"]["roc_auc"] > 0.75
+    assert trained.out["metrics"]["log_loss"] < constant_log_loss
+
+
+@pytest.mark.slow
+def test_default_settings_beat_a_constant_predictor(tmp_path):
+    """With the shipped defaults (60 + 14 day windows, up to 40 epochs) on 80 stable days."""
+    from retrain.config import load_settings
+    from retrain.training import prepare, train
+
+    synth.write(synth.SynthSpec(days=80, rows_per_day=400, seed=2), tmp_path / "d")
+    settings = load_settings(None, [f"data.path={tmp_path / 'd'}"])
+    outcome = train(settings)
+    y = prepare(settings, None)[2]["label"].to_numpy(np.int64)
+    constant_log_loss, majority = _constant_baseline(y)
+    assert outcome.metrics["roc_auc"] > 0.75
+    assert outcome.metrics["log_loss"] < constant_log_loss - 0.05
+    assert outcome.metrics["accuracy"] >= majority
+
+
+@pytest.mark.slow
+def test_training_is_reproducible(stable_data):
+    """Same data and seed under two model names: identical losses and metrics (weights are seeded)."""
+    from retrain.training import train
+
+    first = train(fast_settings(stable_data, "registry.model_name=first"))
+    second = train(fast_settings(stable_data, "registry.model_name=second"))
+    assert first.metrics == second.metrics
+    client = mlflow.MlflowClient()
+    losses = [[m.value for m in client.get_metric_history(o.run_id, "val_loss")] for o in (first, second)]
+    assert losses[0] == losses[1]
+
+
+def test_tags_on_run_and_version(trained, windows):
+    from retrain.data import fingerprint
+    from retrain.tracking import git_commit
+
+    train_rows, val_rows = windows[1], windows[2]
+    client = trained.client()
+    run_tags = client.get_run(trained.out["run_id"]).data.tags
+    version = client.get_model_version("churn-classifier", "1")
+    expected = {
+        "retrain.as_of": "2026-03-01",
+        "retrain.validation_start": "2026-02-20",  # 10 days, the as-of day included
+        "retrain.validation_end": "2026-03-02",
+        "retrain.train_start": "2026-01-21",  # the 30 days before validation
+        "retrain.train_end": "2026-02-20",
+        "retrain.train_rows": str(len(train_rows)),
+        "retrain.validation_rows": str(len(val_rows)),
+        "retrain.train_fingerprint": fingerprint(train_rows, ["timestamp", *FEATURES, "label"]),
+        "retrain.features": ",".join(FEATURES),
+        "retrain.trigger": REASON,
+    }
+    for tags in (run_tags, version.tags):
+        for key, value in expected.items():
+            assert tags.get(key) == value, key
+        assert tags.get("retrain.git_commit") == git_commit()  # absent when not run from a git checkout
+    assert len(train_rows) == 30 * 250 and len(val_rows) == 10 * 250
+    assert version.run_id == trained.out["run_id"]
+    assert version.tags["retrain.trained_at"].endswith("+00:00")
+    assert run_tags["retrain.model_version"] == "1"
+
+
+def test_staging_alias_points_at_the_new_version(trained):
+    client = trained.client()
+    assert str(client.get_model_version_by_alias("churn-classifier", "staging").version) == "1"
+    assert [m.name for m in client.search_registered_models()] == ["churn-classifier"]
+    assert {k: str(v) for k, v in client.get_registered_model("churn-classifier").aliases.items()} == {"staging": "1"}
+
+
+def test_reference_profile_describes_the_training_rows(trained, windows, tmp_path):
+    from retrain.drift import build_profile
+
+    train_rows = windows[1]
+    logged = json.loads(_artifact(trained, trained.out["run_id"], "reference_profile.json", tmp_path).read_text())
+    expected = build_profile({c: train_rows[c].to_numpy(np.float64) for c in FEATURES[:-1]},
+                             {"channel": train_rows["channel"].to_numpy()}, bins=10)
+    assert logged["bins"] == 10
+    assert set(logged["numeric"]) == set(FEATURES[:-1]) and set(logged["categorical"]) == {"channel"}
+    assert logged == json.loads(json.dumps(expected))
+    assert all(len(e["shares"]) == len(e["edges"]) + 1 for e in logged["numeric"].values())
+
+
+def test_golden_samples_reproduce_with_the_registered_model(trained, tmp_path, monkeypatch):
+    trained.use(monkeypatch)
+    golden = json.loads(_artifact(trained, trained.out["run_id"], "golden_samples.json", tmp_path).read_text())
+    inputs = pd.DataFrame(**golden["inputs"])
+    assert list(inputs.columns) == FEATURES and len(inputs) == 8
+    scored = mlflow.pyfunc.load_model("models:/churn-classifier/1").predict(inputs)
+    assert scored["prediction"].tolist() == golden["outputs"]["prediction"]
+    np.testing.assert_allclose(scored["probability"], golden["outputs"]["probability"], atol=1e-7)
+
+
+def test_model_artifacts_are_code_and_tensors(trained, tmp_path, monkeypatch):
+    from retrain.tracking import pip_requirements
+
+    trained.use(monkeypatch)
+    root = Path(mlflow.artifacts.download_artifacts("models:/churn-classifier/1", dst_path=str(tmp_path)))
+    mlmodel = yaml.safe_load((root / "MLmodel").read_text())
+    pyfunc = mlmodel["flavors"]["python_function"]
+    assert pyfunc["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # models-from-code
+    assert pyfunc["model_code_path"].endswith("pyfunc_entry.py")
+    assert "python_model" not in pyfunc  # no pickled PythonModel
+    assert not list(root.rglob("*.pkl")) and not list(root.rglob("*.pickle"))
+    assert sorted(p.name for p in (root / "code" / "retrain").iterdir() if p.is_file()) == ["__init__.py", "model.py"]
+    requirements = (root / "requirements.txt").read_text().split()
+    assert requirements == pip_requirements()  # explicit, not inferred (inference adds packages and a subprocess)
+    assert f"torch=={__import__('torch').__version__.split('+')[0]}" in requirements
+    assert f"mlflow=={mlflow.__version__}" in requirements
+    signature = json.loads(mlmodel["signature"]["inputs"])
+    assert [c["name"] for c in signature] == FEATURES
+    assert [c["name"] for c in json.loads(mlmodel["signature"]["outputs"])] == ["prediction", "probability"]
+    example = json.loads((root / "input_example.json").read_text())
+    assert example["columns"] == FEATURES and len(example["data"]) == 3
+
+
+def test_loading_reads_weights_only(trained, monkeypatch):
+    """Loading the model never unpickles: torch.load is called with weights_only=True, pickle is unused."""
+    import pickle
+
+    import cloudpickle
+    import torch
+
+    trained.use(monkeypatch)
+    calls = []
+    real_load = torch.load
+
+    def recording_load(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("model loading unpickled an object")
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    for module in (pickle, cloudpickle):
+        monkeypatch.setattr(module, "load", forbidden)
+        monkeypatch.setattr(module, "loads", forbidden)
+    model = mlflow.pyfunc.load_model("models:/churn-classifier@staging")
+    assert calls == [True]
+    assert model.metadata.get_input_schema().input_names() == FEATURES
+
+
+def test_pyfunc_scores_raw_feature_rows(trained, monkeypatch):
+    trained.use(monkeypatch)
+    fresh = synth.generate(synth.SynthSpec(days=1, rows_per_day=50, seed=99))
+    model = mlflow.pyfunc.load_model("models:/churn-classifier@staging")
+    scored = model.predict(fresh[FEATURES])  # integer columns as they come from the files
+    assert list(scored.columns) == ["prediction", "probability"] and len(scored) == 50
+    assert set(scored["prediction"]) <= {0, 1}
+    assert ((scored["probability"] > 0) & (scored["probability"] < 1)).all()
+    assert (scored["prediction"] == (scored["probability"] >= 0.5)).all()
+    unseen = fresh[FEATURES].head(3).assign(channel="carrier-pigeon")  # unseen category still scores
+    assert len(model.predict(unseen)) == 3
+
+
+def test_same_data_settings_and_as_of_reuse_the_version(trained, monkeypatch):
+    trained.use(monkeypatch)
+    monkeypatch.chdir(trained.folder)
+    result = CliRunner().invoke(cli, [*_train_args(trained.data, "--reason", REASON), "--json"])
+    assert result.exit_code == 0, result.output
+    again = json.loads(result.stdout)
+    assert again["reused"] is True
+    assert (again["version"], again["run_id"]) == (trained.out["version"], trained.out["run_id"])
+    assert again["metrics"] == pytest.approx(trained.out["metrics"])
+    assert len(trained.client().search_model_versions("name='churn-classifier'")) == 1
+
+
+# --- per-test stores ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_another_as_of_trains_a_new_version(stable_data, tracking):
+    runner = CliRunner()
+    first = json.loads(runner.invoke(cli, [*_train_args(stable_data, "--as-of", "2026-02-27"), "--json"]).stdout)
+    second = json.loads(runner.invoke(cli, [*_train_args(stable_data), "--json"]).stdout)
+    assert (first["version"], second["version"]) == ("1", "2")
+    assert not first["reused"] and not second["reused"]
+    assert first["as_of"] == "2026-02-27"
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("churn-classifier", "staging").version) == "2"
+    assert client.get_model_version("churn-classifier", "1").tags["retrain.validation_end"] == "2026-02-28"
+
+
+def _base_frame() -> pd.DataFrame:
+    """45 days x 60 rows, enough for the fast windows (30 + 10 days)."""
+    return synth.generate(synth.SynthSpec(days=45, rows_per_day=60, seed=5))
+
+
+def _late(frame: pd.DataFrame, k: int) -> pd.Index:
+    """Indices of k rows on the last day (inside the validation window)."""
+    return frame.index[-k:]
+
+
+def _csv(frame: pd.DataFrame, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(folder / "data.csv", index=False)
+    return folder
+
+
+def _bad_data(kind: str, tmp: Path) -> tuple[Path, list[str]]:
+    """A data folder with one kind of problem, and the phrases its error line must contain."""
+    frame = _base_frame()
+    if kind == "missing_path":
+        return tmp / "nowhere", [f"data path {tmp / 'nowhere'} does not exist"]
+    if kind == "no_files":
+        (tmp / "empty" / "date=2026-01-01").mkdir(parents=True)
+        return tmp / "empty", ["no data files (.parquet, .csv) found under"]
+    if kind == "missing_column":
+        return _csv(frame.drop(columns=["tenure_days"]), tmp / "d"), [
+            "column 'tenure_days' is configured but missing", "columns there: customer_id, timestamp, age, income"]
+    if kind == "non_numeric":
+        frame = frame.astype({"income": object})
+        frame.loc[_late(frame, 4), "income"] = "52k"
+        return _csv(frame, tmp / "d"), ["numeric feature 'income' has 4 non-numeric values (e.g. '52k')"]
+    if kind == "nan":
+        frame = frame.astype({"age": float})
+        frame.loc[_late(frame, 3), "age"] = np.nan
+        return _csv(frame, tmp / "d"), ["feature 'age' has 3 missing (NaN) values"]
+    if kind == "infinite":
+        frame = frame.astype({"avg_transaction_value": float})
+        frame.loc[_late(frame, 2), "avg_transaction_value"] = np.inf
+        return _csv(frame, tmp / "d"), ["feature 'avg_transaction_value' has 2 infinite values"]
+    if kind == "bad_labels":
+        frame = frame.astype({"label": object})
+        frame.loc[_late(frame, 5), "label"] = 2
+        return _csv(frame, tmp / "d"), ["label column 'label' has 5 values outside {0, 1}", "(e.g. 2"]
+    if kind == "single_class":
+        frame["label"] = 0
+        return _csv(frame, tmp / "d"), ["training window 2026-01-06..2026-02-04 has only class 0"]
+    if kind == "unreadable":
+        folder = tmp / "d"
+        synth.write(synth.SynthSpec(days=45, rows_per_day=60, seed=5), folder)
+        bad = folder / "date=2026-01-10" / "part-0.parquet"
+        bad.write_bytes(bad.read_bytes()[:100])  # truncated
+        return folder, [f"cannot read data file {bad}"]
+    raise AssertionError(kind)
+
+
+BAD_KINDS = ["missing_path", "no_files", "missing_column", "non_numeric", "nan", "infinite", "bad_labels",
+             "single_class", "unreadable"]
+
+
+def _assert_nothing_recorded() -> None:
+    client = mlflow.MlflowClient()
+    assert client.search_registered_models() == []
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+def _error_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_bad_data_is_refused_with_one_line(kind, tmp_path):
+    path, needles = _bad_data(kind, tmp_path)
+    result = CliRunner().invoke(cli, [*_train_args(path), "--json"])
+    assert result.exit_code == 3, result.output
+    line = _error_line(result)
+    for needle in needles:
+        assert needle in line
+    assert result.stdout.strip() == ""  # --json: nothing on stdout when there is no result
+    _assert_nothing_recorded()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needles"),
+    [
+        (["--as-of", "2025-06-01"], 3, ["training window 2025-04-23..2025-05-22 has 0 labelled rows",
+                                         "the data covers 2026-01-01..2026-02-14"]),
+        (["--as-of", "2026-06-01"], 3, ["training window 2026-04-23..2026-05-22 has 0 labelled rows",
+                                         "the data covers 2026-01-01..2026-02-14"]),
+        (["--as-of", "someday"], 3, ["--as-of 'someday' is not a date; use YYYY-MM-DD"]),
+        (["--set", "model.epochz=3"], 2, ["unknown setting model.epochz", "epochs, batch_size"]),
+        (["--set", "model.batch_size=big"], 2, ["setting model.batch_size: expected a whole number, got 'big'"]),
+        (["--overrides", "registry.staging_alias=production"], 2, ["staging_alias and production_alias must differ"]),
+        (["--config", "missing.yaml"], 2, ["settings file missing.yaml does not exist"]),
+    ],
+)
+def test_bad_window_or_settings_is_refused(args, code, needles, tmp_path):
+    path = _csv(_base_frame(), tmp_path / "d")
+    result = CliRunner().invoke(cli, [*_train_args(path), *args])
+    assert result.exit_code == code, result.output
+    line = _error_line(result)
+    for needle in needles:
+        assert needle in line
+    _assert_nothing_recorded()
+
+
+def test_unlabelled_rows_never_train(tmp_path):
+    """Unlabelled rows are dropped; with too few labelled ones left, the window is refused as empty."""
+    frame = _base_frame()
+    frame["label"] = frame["label"].astype(float)
+    frame.loc[frame["timestamp"] >= pd.Timestamp("2026-02-05"), "label"] = np.nan  # the whole validation window
+    result = CliRunner().invoke(cli, _train_args(_csv(frame, tmp_path / "d")))
+    assert result.exit_code == 3
+    assert "validation window 2026-02-05..2026-02-14 has 0 labelled rows" in _error_line(result)
+    _assert_nothing_recorded()
+
+
+# --- real processes -------------------------------------------------------------------------------------------
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
+    return {**env, **extra}
+
+
+@pytest.mark.slow
+def test_default_tracking_store_is_mlflow_db_in_the_working_folder(stable_data, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "retrain", *_train_args(stable_data), "--json"],
+                          cwd=work, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout  # --json: one object, no log lines on stdout
+    out = json.loads(lines[0])
+    assert (work / "mlflow.db").exists()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
+                                 registry_uri=f"sqlite:///{work / 'mlflow.db'}")
+    assert client.get_model_version_by_alias("churn-classifier", "staging").run_id == out["run_id"]
+    # the per-test store of the autouse fixture was not touched
+    assert mlflow.MlflowClient().search_registered_models() == []
+
+
+@pytest.mark.slow
+def test_mlflow_run_train_entry_point(stable_data, tracking, tmp_path):
+    overrides = " ".join(["model.epochs=3", *FAST[1:]])
+    proc = subprocess.run(
+        ["mlflow", "run", str(REPO), "-e", "train", "--env-manager", "local", "--experiment-name", "retrain-training",
+         "-P", f"data={stable_data}", "-P", f"set={overrides}", "-P", "reason=scheduled",
+         "-P", f"config={REPO / 'mlproject' / 'config.yaml'}"],
+        cwd=tmp_path, env=_env(MLFLOW_TRACKING_URI=tracking), capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = mlflow.MlflowClient()
+    version = client.get_model_version_by_alias("churn-classifier", "staging")
+    run = client.get_run(version.run_id)
+    assert run.data.tags["mlflow.project.entryPoint"] == "train"  # the run `mlflow run` created, continued
+    assert run.data.params["model.epochs"] == "3"
+    assert run.data.params["windows.train_days"] == "30"
+    assert run.data.params["data.path"] == str(stable_data)
+    assert run.data.tags["retrain.trigger"] == "scheduled"
+    assert len(client.get_metric_history(run.info.run_id, "val_loss")) <= 3
+    assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == 1

@@ -1,0 +1,155 @@
+"""Settings: defaults, the YAML file, `section.key=value` overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from retrain.config import METRICS, Settings, load_settings, parse_overrides
+from retrain.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "mlproject" / "config.yaml"
+
+
+def test_no_file_gives_builtin_defaults():
+    # the autouse fixture runs each test in an empty tmp folder: no mlproject/config.yaml there
+    assert load_settings() == Settings()
+
+
+def test_default_file_is_used_when_present(tmp_path):
+    (tmp_path / "mlproject").mkdir()
+    (tmp_path / "mlproject" / "config.yaml").write_text("model: {epochs: 7}\nregistry: {model_name: churn-x}\n")
+    settings = load_settings()
+    assert settings.model.epochs == 7
+    assert settings.registry.model_name == "churn-x"
+    assert settings.model.hidden_dim == Settings().model.hidden_dim
+
+
+def test_shipped_file_documents_every_setting():
+    raw = yaml.safe_load(CONFIG.read_text())
+    for section in dataclasses.fields(Settings):
+        keys = {f.name for f in dataclasses.fields(getattr(Settings(), section.name))}
+        assert set(raw[section.name]) == keys, section.name
+    settings = load_settings(CONFIG)
+    assert settings.registry.staging_alias == "staging"
+    assert settings.registry.production_alias == "production"
+    assert settings.experiments.training and settings.experiments.comparisons
+
+
+def test_overrides_are_typed():
+    settings = load_settings(None, [
+        "model.epochs=5",
+        "model.learning_rate=0.01",
+        "model.weight_decay=0",  # an int where a float is expected
+        "gate.require_significance=false",
+        "data.numeric=[age, income]",
+        "data.categorical=channel",
+        "trigger.min_roc_auc=0.7",
+        "registry.model_name=my-model",
+        "windows.train_days=30",
+    ])
+    assert settings.model.epochs == 5 and isinstance(settings.model.epochs, int)
+    assert settings.model.learning_rate == 0.01
+    assert settings.model.weight_decay == 0.0 and isinstance(settings.model.weight_decay, float)
+    assert settings.gate.require_significance is False
+    assert settings.data.numeric == ("age", "income")
+    assert settings.data.categorical == ("channel",)
+    assert settings.trigger.min_roc_auc == 0.7
+    assert settings.registry.model_name == "my-model"
+    assert settings.windows.train_days == 30
+
+
+def test_override_beats_file_and_later_override_wins(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("model:\n  epochs: 9\n  hidden_dim: 16\n")
+    settings = load_settings(path, ["model.epochs=3", "model.epochs=4"])
+    assert settings.model.epochs == 4
+    assert settings.model.hidden_dim == 16
+
+
+def test_dict_override_and_empty_value():
+    settings = load_settings(None, ["gate.guardrails={accuracy: 0.05}", "trigger.min_roc_auc="])
+    assert settings.gate.guardrails == {"accuracy": 0.05}
+    assert settings.trigger.min_roc_auc is None
+
+
+def test_parse_overrides_splits_spaces_and_commas():
+    assert parse_overrides("model.epochs=3  windows.train_days=30,model.seed=1") == [
+        "model.epochs=3",
+        "windows.train_days=30",
+        "model.seed=1",
+    ]
+    assert parse_overrides("") == []
+
+
+@pytest.mark.parametrize(
+    ("override", "needles"),
+    [
+        ("model.epochz=3", ["model.epochz", "epochs", "hidden_dim", "batch_size"]),
+        ("modle.epochs=3", ["modle", "data", "windows", "model", "registry"]),
+        ("model.epochs=abc", ["model.epochs", "whole number", "'abc'"]),
+        ("model.epochs=0", ["model.epochs", ">= 1"]),
+        ("model.learning_rate=-1", ["model.learning_rate", "> 0"]),
+        ("model.device=tpu", ["model.device", "'tpu'", "auto, cpu, cuda[:N], mps"]),
+        ("gate.primary_metric=auc", ["gate.primary_metric", "'auc'", ", ".join(METRICS)]),
+        ("gate.floors={auc: 0.5}", ["gate.floors", "'auc'", "roc_auc"]),
+        ("gate.alpha=2", ["gate.alpha", "between 0 and 1"]),
+        ("gate.require_significance=maybe", ["gate.require_significance", "true or false"]),
+        ("windows.validation_days=0", ["windows.validation_days", ">= 1"]),
+        ("registry.production_alias=staging", ["staging_alias", "production_alias", "differ"]),
+        ("data.numeric=[age, age]", ["'age'", "twice"]),
+        ("data.label=age", ["'age'", "twice"]),
+        ("model.epochs", ["model.epochs", "section.key=value"]),
+        ("epochs=3", ["epochs=3", "section.key=value"]),
+        ("model.hidden_dim=[1, 2]", ["model.hidden_dim", "whole number"]),
+    ],
+)
+def test_invalid_settings_name_the_key(override, needles):
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, [override])
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message
+
+
+def test_unknown_key_in_file_names_it_and_allowed_keys(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("windows:\n  train_dayz: 3\n")
+    with pytest.raises(ConfigError, match=r"windows\.train_dayz.*train_days, validation_days, monitor_days"):
+        load_settings(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [("model: [1, 2\n", "not valid YAML"), ("- a\n- b\n", "must be a mapping"), ("model: 3\n", "model")],
+)
+def test_bad_settings_file(tmp_path, text, needle):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(path)
+
+
+def test_missing_settings_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml does not exist"):
+        load_settings(tmp_path / "nope.yaml")
+
+
+def test_flat_lists_every_setting_once():
+    flat = load_settings(None, ["model.epochs=3"]).flat()
+    assert flat["model.epochs"] == "3"
+    assert flat["registry.staging_alias"] == "staging"
+    expected = sum(len(dataclasses.fields(getattr(Settings(), s.name))) for s in dataclasses.fields(Settings))
+    assert len(flat) == expected
+    assert all(key.count(".") == 1 for key in flat)
+
+
+def test_settings_are_frozen():
+    settings = Settings()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.model.epochs = 3  # type: ignore[misc]
