@@ -9,23 +9,18 @@ Run from the repository root: python -m benchmarks.bench_cli
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from benchmarks import median_time
 
 QUICK = {"repeats": 3}
 
 
 def _median_wall(cmd: list[str], repeats: int) -> float:
     """Median wall time of running `cmd` to completion."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_time(lambda: subprocess.run(cmd, check=True, capture_output=True), repeats)
 
 
 def run(repeats: int = 7) -> dict:

@@ -6,12 +6,11 @@ Run from the repository root: python -m benchmarks.bench_delong
 from __future__ import annotations
 
 import json
-import statistics
-import time
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from benchmarks import median_time
 from retrain.metrics import delong_test
 
 
@@ -25,24 +24,14 @@ def _data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return y, a, b
 
 
-def _median_time(fn, repeats: int) -> float:
-    """Median wall time of fn over `repeats` runs."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def run(n: int = 1_000_000, repeats: int = 3) -> dict:
     """Benchmark result as a dict for benchmarks/run_all.py."""
     y, a, b = _data(n)
     # Untimed first calls so neither side pays for imports or first-touch allocation.
     delong_test(y, a, b)
     roc_auc_score(y, a)
-    delong_s = _median_time(lambda: delong_test(y, a, b), repeats)
-    baseline_s = _median_time(lambda: (roc_auc_score(y, a), roc_auc_score(y, b)), repeats)
+    delong_s = median_time(lambda: delong_test(y, a, b), repeats)
+    baseline_s = median_time(lambda: (roc_auc_score(y, a), roc_auc_score(y, b)), repeats)
     return {
         "name": "delong_1m" if n == 1_000_000 else f"delong_{n}",
         "n": n,

@@ -10,11 +10,10 @@ Run from the repository root: python -m benchmarks.bench_psi
 from __future__ import annotations
 
 import json
-import statistics
-import time
 
 import numpy as np
 
+from benchmarks import median_time
 from retrain.drift import build_profile, feature_psi
 
 
@@ -33,16 +32,6 @@ def _columns(n: int, seed: int, shift: float) -> dict[str, np.ndarray]:
     return cols
 
 
-def _median_time(fn, repeats: int) -> float:
-    """Median wall time of fn over `repeats` runs."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def run(n: int = 10_000_000, repeats: int = 3) -> dict:
     """Benchmark result as a dict for benchmarks/run_all.py."""
     profile = build_profile(_columns(200_000, seed=1, shift=0.0), {})
@@ -51,10 +40,10 @@ def run(n: int = 10_000_000, repeats: int = 3) -> dict:
     feature_psi(profile, current, {})
     for col in current.values():
         col.sum()
-    psi_s = _median_time(lambda: feature_psi(profile, current, {}), repeats)
-    baseline_s = _median_time(lambda: [col.sum() for col in current.values()], repeats)
+    psi_s = median_time(lambda: feature_psi(profile, current, {}), repeats)
+    baseline_s = median_time(lambda: [col.sum() for col in current.values()], repeats)
     stacked = np.column_stack(list(current.values()))
-    baseline_2d_s = _median_time(lambda: stacked.sum(axis=0), repeats)
+    baseline_2d_s = median_time(lambda: stacked.sum(axis=0), repeats)
     return {
         "name": "psi_10m_x6" if n == 10_000_000 else f"psi_{n}_x6",
         "n": n,
