@@ -114,3 +114,18 @@ def test_run_json_prints_one_object(stable_data):
     assert out.exit_code == 0, out.output
     result = json.loads(out.stdout)
     assert result["outcome"] == "promoted" and result["production_after"] == "1"
+
+
+def test_unwritable_events_file_stops_the_cycle_before_any_work(stable_data, tmp_path):
+    from click.testing import CliRunner
+
+    from retrain.cli import cli
+
+    (tmp_path / "events-dir").mkdir()
+    out = CliRunner().invoke(cli, ["run", "--in-process", "--data", str(stable_data),
+                                   "--set", f"notify.events_path={tmp_path / 'events-dir'}"])
+    assert out.exit_code == 6
+    assert out.output.count("\n") == 1 and "events-dir" in out.output and "notify.events_path" in out.output
+    client = MlflowClient()
+    assert client.search_registered_models() == []
+    assert client.get_experiment_by_name("retrain-cycles") is None
