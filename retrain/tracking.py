@@ -116,7 +116,6 @@ def log_pyfunc_model(
     so the model loads without the rest of this package and without unpickling anything.
     """
     import mlflow
-    from mlflow.models import infer_signature
 
     with tempfile.TemporaryDirectory() as tmp:
         code = Path(tmp) / "retrain"
@@ -128,7 +127,18 @@ def log_pyfunc_model(
             python_model=str(PACKAGE_DIR / "pyfunc_entry.py"),
             artifacts=model_files,
             code_paths=[str(code)],
-            signature=infer_signature(input_example, output_example),
+            signature=_signature(input_example, output_example),
             input_example=input_example,
             pip_requirements=pip_requirements(),
         )
+
+
+def _signature(input_example: pd.DataFrame, output_example: pd.DataFrame) -> Any:
+    """The signature from the raw columns; integer columns stay `long` on purpose (see model.conform)."""
+    import warnings
+
+    from mlflow.models import infer_signature
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+        return infer_signature(input_example, output_example)
