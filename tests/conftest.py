@@ -22,6 +22,27 @@ def _template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
+def point_mlflow(mp: pytest.MonkeyPatch, uri: str) -> None:
+    """Point MLflow at `uri`: the environment (for child processes) and the fluent API."""
+    import mlflow
+
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    # set_experiment() caches the experiment id process-wide; a new store must not inherit it
+    mp.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
+
+
+def use_store(mp: pytest.MonkeyPatch, db_source: Path, folder: Path) -> str:
+    """Copy a store's database into `folder`, work there (artifacts land there) and point MLflow at it."""
+    db = folder / "mlflow.db"
+    shutil.copy(db_source, db)
+    mp.chdir(folder)
+    uri = f"sqlite:///{db}"
+    point_mlflow(mp, uri)
+    return uri
+
+
 @pytest.fixture(autouse=True)
 def tracking(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh tracking URI (copied template DB) with the test's tmp folder as working folder."""
@@ -33,14 +54,7 @@ def tracking(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest
         return
     import mlflow
 
-    db = tmp_path / "mlflow.db"
-    shutil.copy(request.getfixturevalue("_template_db"), db)
-    uri = f"sqlite:///{db}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    # set_experiment() caches the experiment id process-wide; a new store must not inherit it
-    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
+    uri = use_store(monkeypatch, request.getfixturevalue("_template_db"), tmp_path)
     yield uri
     leaked = mlflow.active_run()
     while mlflow.active_run() is not None:

@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 from retrain.cli import cli
 from retrain.errors import DataError, RegistryError
 from retrain.monitoring import check
-from tests.conftest import REPO, fast_settings
+from tests.conftest import REPO, fast_settings, use_store
 
 TRAINED_AS_OF = date(2026, 2, 15)  # shift starts on day 50 = 2026-02-20
 BEFORE_SHIFT = date(2026, 2, 19)
@@ -40,17 +40,11 @@ def _train_production(tmp_path_factory, template_db: Path, scenario: str) -> dic
     folder = tmp_path_factory.mktemp(scenario)
     data = folder / "data"
     synth.write(synth.SynthSpec(days=80, rows_per_day=250, scenario=scenario, shift_day=50, seed=3), data)
-    db = folder / "mlflow.db"
-    shutil.copy(template_db, db)
-    uri = f"sqlite:///{db}"
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)  # artifacts land under this module's folder, referenced by absolute path
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
+        use_store(mp, template_db, folder)  # artifacts land under this module's folder
         out = train(fast_settings(data), TRAINED_AS_OF)
         MlflowClient().set_registered_model_alias(out.model_name, "production", out.version)
-    return {"data": data, "db": db, "version": out.version, "name": out.model_name}
+    return {"data": data, "db": folder / "mlflow.db", "version": out.version, "name": out.model_name}
 
 
 @pytest.fixture(scope="module")

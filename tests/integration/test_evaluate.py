@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from retrain.cli import cli
-from tests.conftest import FAST, REPO, fast_settings
+from tests.conftest import FAST, REPO, fast_settings, use_store
 
 NAME = "churn-classifier"
 # Latency is measured, not asserted here: budgets a loaded CI machine meets (a test below sets them to 0).
@@ -30,21 +30,15 @@ def trained(stable_data, _template_db, tmp_path_factory) -> Path:
     from retrain.training import train
 
     folder = tmp_path_factory.mktemp("evaluate-registry")
-    db = folder / "mlflow.db"
-    shutil.copy(_template_db, db)
-    uri = f"sqlite:///{db}"
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
+        use_store(mp, _template_db, folder)
         versions = [
             train(fast_settings(stable_data, "model.epochs=1", "model.seed=3")).version,
             train(fast_settings(stable_data, FEWER, "model.seed=5")).version,
             train(fast_settings(stable_data, "model.seed=7")).version,
         ]
     assert versions == ["1", "2", "3"]
-    return db
+    return folder / "mlflow.db"
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from click.testing import CliRunner
 
 from retrain import synth
 from retrain.cli import cli
-from tests.conftest import FAST, REPO, fast_settings
+from tests.conftest import FAST, REPO, fast_settings, point_mlflow, use_store
 
 REASON = "drift on income"
 FEATURES = ["age", "income", "tenure_days", "num_purchases", "avg_transaction_value", "days_since_last_purchase",
@@ -49,22 +48,15 @@ class Trained:
 
     def use(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Point fluent MLflow calls at this module's store for one test."""
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", self.uri)
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
+        point_mlflow(monkeypatch, self.uri)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, _template_db, stable_data) -> Trained:
     """`retrain train --json --reason ...` once, in its own store and working folder."""
     folder = tmp_path_factory.mktemp("trained")
-    shutil.copy(_template_db, folder / "mlflow.db")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
+        uri = use_store(mp, _template_db, folder)
         result = CliRunner().invoke(cli, [*_train_args(stable_data, "--reason", REASON), "--json"])
     assert result.exit_code == 0, result.output
     return Trained(uri, folder, stable_data, result.stdout, json.loads(result.stdout))
