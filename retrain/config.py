@@ -114,6 +114,7 @@ class Experiments:
     comparisons: str = "retrain-comparisons"
     monitoring: str = "retrain-monitoring"
     cycles: str = "retrain-cycles"
+    ab_tests: str = "retrain-experiments"
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,86 @@ class NotifySpec:
 
 
 @dataclass(frozen=True)
+class ServingSpec:
+    """The live service (`retrain serve`): where it listens, how it follows the registry, where it logs."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    poll_s: float = 5.0
+    log_url: str = "sqlite:///predictions.db"
+    log_batch_rows: int = 2000
+    log_flush_s: float = 0.25
+    max_body_bytes: int = 10_000_000
+    shadow_queue: int = 64
+    model_cache: int = 4
+    webhook_secret_env: str = "RETRAIN_WEBHOOK_SECRET"
+
+    def __post_init__(self) -> None:
+        for key in ("port", "log_batch_rows", "max_body_bytes", "shadow_queue", "model_cache"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"serving.{key}: must be >= 1, got {getattr(self, key)}")
+        for key in ("poll_s", "log_flush_s"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"serving.{key}: must be > 0 seconds, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    """Live traffic to a candidate: A/B share, canary stages and guardrails, A/B analysis."""
+
+    share: float = 5.0
+    stages: tuple[float, ...] = (5.0, 25.0, 50.0, 100.0)
+    min_requests: int = 500
+    max_error_rate: float = 0.01
+    max_p99_ms: float = 250.0
+    metric: str = "accuracy"
+    max_metric_drop: float = 0.02
+    min_labels: int = 200
+    interval_s: float = 60.0
+    min_effect: float = 0.02
+    alpha: float = 0.05
+    power: float = 0.8
+    srm_alpha: float = 0.001
+
+    def __post_init__(self) -> None:
+        if not 0 < self.share <= 100:
+            raise ConfigError(f"rollout.share: must be in (0, 100] percent, got {self.share}")
+        if not self.stages or any(not 0 < s <= 100 for s in self.stages) or list(self.stages) != sorted(set(self.stages)):
+            raise ConfigError(f"rollout.stages: must be increasing percentages in (0, 100], got {list(self.stages)}")
+        if self.metric not in METRICS:
+            raise ConfigError(f"rollout.metric: unknown metric {self.metric!r}; allowed: {', '.join(METRICS)}")
+        for key in ("max_error_rate", "alpha", "power", "srm_alpha"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ConfigError(f"rollout.{key}: must be between 0 and 1, got {getattr(self, key)}")
+        if self.min_requests < 1 or self.min_labels < 1:
+            raise ConfigError("rollout.min_requests and rollout.min_labels: must be >= 1")
+        if self.min_effect <= 0 or self.interval_s <= 0 or self.max_p99_ms <= 0:
+            raise ConfigError("rollout.min_effect, rollout.interval_s and rollout.max_p99_ms: must be > 0")
+
+
+@dataclass(frozen=True)
+class WatchPolicy:
+    """After a promotion: compare the new production's live accuracy with the previous one's; roll back on a regression."""
+
+    period_minutes: float = 1440.0
+    interval_s: float = 60.0
+    max_drop: float = 0.02
+    alpha: float = 0.05
+    min_labels: int = 200
+    rollback: bool = True
+
+    def __post_init__(self) -> None:
+        if self.period_minutes <= 0 or self.interval_s <= 0:
+            raise ConfigError("watch.period_minutes and watch.interval_s: must be > 0")
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"watch.alpha: must be between 0 and 1, got {self.alpha}")
+        if not 0 <= self.max_drop < 1:
+            raise ConfigError(f"watch.max_drop: must be in [0, 1), got {self.max_drop}")
+        if self.min_labels < 1:
+            raise ConfigError(f"watch.min_labels: must be >= 1, got {self.min_labels}")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything one run of the loop needs."""
 
@@ -190,6 +271,9 @@ class Settings:
     checks: CheckPolicy = field(default_factory=CheckPolicy)
     trigger: TriggerPolicy = field(default_factory=TriggerPolicy)
     notify: NotifySpec = field(default_factory=NotifySpec)
+    serving: ServingSpec = field(default_factory=ServingSpec)
+    rollout: RolloutPolicy = field(default_factory=RolloutPolicy)
+    watch: WatchPolicy = field(default_factory=WatchPolicy)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -276,6 +360,16 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     return cls(**values)
 
 
+def yaml_number(value: Any) -> Any:
+    """'25' (from a comma-separated override) -> 25; anything else unchanged."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _coerce(hint: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -290,6 +384,13 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if value not in args:
             raise ConfigError(f"setting {key}: {value!r} is not allowed; allowed: {', '.join(map(str, args))}")
         return value
+    if origin is tuple and args[0] is float:
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        try:
+            return tuple(_coerce(float, yaml_number(v), key) for v in value)
+        except TypeError:
+            raise ConfigError(f"setting {key}: expected a list of numbers, got {value!r}") from None
     if origin is tuple:
         if isinstance(value, str):
             value = [v for v in value.replace(",", " ").split() if v]

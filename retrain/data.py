@@ -117,6 +117,10 @@ def load(spec: DataSpec) -> pd.DataFrame:
     """All rows of the configured columns, with a parsed timestamp column, sorted by time."""
     import pandas as pd
 
+    from retrain.serving import logdata
+
+    if logdata.is_log_url(spec.path):  # a SQLAlchemy URL: the prediction log of `retrain serve`
+        return logdata.load(spec)
     wanted = [spec.timestamp, spec.label, spec.id, *spec.features]
     frames = [_read_one(f, wanted) for f in list_files(spec.path)]
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]

@@ -93,9 +93,12 @@ def _performance(settings: Settings, labelled: pd.DataFrame) -> dict[str, float]
     from retrain.model import conform
 
     reg = settings.registry
-    model = mlflow.pyfunc.load_model(f"models:/{reg.model_name}@{reg.production_alias}")
-    scored = model.predict(conform(labelled[list(settings.data.features)], model))
-    found = classification_metrics(labelled[settings.data.label].to_numpy(int), scored["probability"].to_numpy())
+    if "served_probability" in labelled.columns:  # rows from the prediction log: what production answered
+        probability = labelled["served_probability"].to_numpy(float)
+    else:
+        model = mlflow.pyfunc.load_model(f"models:/{reg.model_name}@{reg.production_alias}")
+        probability = model.predict(conform(labelled[list(settings.data.features)], model))["probability"].to_numpy()
+    found = classification_metrics(labelled[settings.data.label].to_numpy(int), probability)
     return {k: float(v) for k, v in found.items() if math.isfinite(v)}  # roc_auc is NaN with one class
 
 
@@ -123,6 +126,8 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False)
             {c: recent[c].to_numpy(np.float64) for c in spec.numeric},
             {c: recent[c].to_numpy() for c in spec.categorical},
         )
+        if "served_version" in labelled.columns:  # the prediction log: only what this production version answered
+            labelled = labelled[labelled["served_version"] == str(version.version)]
         if len(labelled) >= policy.min_labels:
             performance = _performance(settings, labelled)
         created = datetime.fromtimestamp(version.creation_timestamp / 1000, timezone.utc)

@@ -1,0 +1,397 @@
+"""The live service: FastAPI on uvicorn, routing each record to production or the candidate.
+
+Endpoints: `POST /predict`, `POST /feedback`, `GET /health`, `GET /status`, `POST /webhook/mlflow`.
+This module imports FastAPI: import it only to serve. Scoring runs in a worker thread (as `mlflow models serve` does); the prediction log is written by its own
+thread; shadow scoring runs on one more thread behind a bounded queue, after the answer is on its way,
+so a slow or failing candidate in shadow mode never changes the answer, its status code or its latency
+beyond handing over a job (when the queue is full the shadow score is skipped and counted).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request  # at module level: FastAPI resolves the endpoints' string annotations here
+
+from retrain.config import Settings
+from retrain.serving import assign
+from retrain.serving.payload import PayloadError, parse
+from retrain.serving.predlog import Batch, PredictionLog, redact, utcnow
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from fastapi import FastAPI
+
+    from retrain.serving.live import Live, Loaded
+
+log = logging.getLogger("retrain.serving")
+
+WEBHOOK_MAX_AGE_S = 300  # MLflow signs a timestamp: older deliveries are refused as replays
+
+
+class Router:
+    """Scores one request against the current snapshot, logs it, and keeps the counters /status shows."""
+
+    def __init__(self, settings: Settings, live: Live, predictions: PredictionLog) -> None:
+        self.settings = settings
+        self.live = live
+        self.log = predictions
+        self.name = settings.registry.model_name
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._shadow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
+        self._shadow_waiting = 0
+
+    def count(self, **increments: int) -> None:
+        with self._lock:
+            self.counts.update(increments)
+
+    # -- /predict
+
+    def predict(self, body: bytes) -> tuple[dict[str, Any], str]:
+        """Parse, route, score, log; returns (response JSON, request id). PayloadError for a bad request."""
+        import numpy as np
+
+        snap = self.live.snapshot
+        if snap is None:
+            raise PayloadError(503, "no model loaded yet; retry shortly")
+        parsed = parse(_json(body), snap.production.columns, self.settings.data.id)
+        frame, ids = parsed.frame, parsed.entity_ids
+        n = len(frame)
+        request_id = str(uuid.uuid4())
+        at = utcnow()
+        assignment = ["entity" if e is not None else "request" for e in ids]
+        to_candidate = np.zeros(n, dtype=bool)
+        route = snap.route
+        if route.mode in ("ab", "canary") and snap.candidate is not None:
+            limit = assign.share_buckets(route.share)
+            fallback = assign.bucket(request_id, self.name)
+            to_candidate = np.fromiter(
+                ((assign.bucket(e, self.name) if e is not None else fallback) < limit for e in ids), bool, n)
+        prediction = np.zeros(n, dtype=np.int64)
+        probability = np.zeros(n, dtype=np.float64)
+        variant = np.full(n, "production", dtype=object)
+        version = np.full(n, snap.production.version, dtype=object)
+        cand_idx = np.flatnonzero(to_candidate)
+        prod_idx = np.flatnonzero(~to_candidate)
+        if len(cand_idx):
+            ok = self._score(snap.candidate, "candidate", frame, cand_idx, request_id, at, ids, assignment, n,
+                             prediction, probability, served=True)
+            if ok:
+                variant[cand_idx] = "candidate"
+                version[cand_idx] = snap.candidate.version
+            else:  # the candidate failed: production answers these records too (the error is logged and counted)
+                prod_idx = np.arange(n)
+                self.count(fallbacks=len(cand_idx))
+        if len(prod_idx) and not self._score(snap.production, "production", frame, prod_idx, request_id, at, ids,
+                                             assignment, n, prediction, probability, served=True):
+            raise PayloadError(500, f"production model version {snap.production.version} failed to score the request; "
+                                    "see the service log")
+        self.count(requests=1, **{f"records_{v}": int(c) for v, c in zip(*np.unique(variant, return_counts=True))})
+        if route.mode == "shadow" and snap.candidate is not None:
+            self._submit_shadow(snap.candidate, frame, request_id, at, ids, assignment)
+        predictions = [
+            {"prediction": int(p), "probability": float(q), "variant": v, "version": ver}
+            for p, q, v, ver in zip(prediction.tolist(), probability.tolist(), variant, version)
+        ]
+        return {"request_id": request_id, "predictions": predictions}, request_id
+
+    def _score(self, loaded: Loaded, name: str, frame: pd.DataFrame, idx, request_id: str, at, ids, assignment, n: int,
+               prediction, probability, *, served: bool) -> bool:
+        """Score the records `idx` with one version, fill the answer arrays, log the rows; False on a failure."""
+        part = frame if len(idx) == n else frame.iloc[idx].reset_index(drop=True)
+        records = idx.tolist()
+        batch = Batch(request_id, at, self.name, name, loaded.version, served, records, [ids[i] for i in records],
+                      [assignment[i] for i in records], part)
+        start = time.perf_counter()
+        try:
+            out = loaded.model.predict(part)
+            p = out["prediction"].to_numpy(dtype="int64")
+            q = out["probability"].to_numpy(dtype="float64")
+            if len(p) != len(part):
+                raise ValueError(f"returned {len(p)} rows for {len(part)} records")
+        except Exception as exc:  # noqa: BLE001 - a model failure is logged as an error row, never a crash
+            batch.served = False
+            batch.latency_ms = (time.perf_counter() - start) * 1000
+            batch.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:2000]
+            self.log.add(batch)
+            self.count(**{f"errors_{name}": len(records)})
+            log.warning("%s version %s failed on request %s: %s", name, loaded.version, request_id, batch.error)
+            return False
+        batch.latency_ms = (time.perf_counter() - start) * 1000
+        batch.prediction, batch.probability = p, q
+        if served:
+            prediction[idx] = p
+            probability[idx] = q
+        self.log.add(batch)
+        return True
+
+    def _submit_shadow(self, candidate: Loaded, frame, request_id, at, ids, assignment) -> None:
+        with self._lock:
+            if self._shadow_waiting >= self.settings.serving.shadow_queue:
+                self.counts["shadow_skipped"] += 1
+                return
+            self._shadow_waiting += 1
+        self._shadow.submit(self._run_shadow, candidate, frame, request_id, at, ids, assignment)
+
+    def _run_shadow(self, candidate: Loaded, frame, request_id, at, ids, assignment) -> None:
+        import numpy as np
+
+        try:
+            n = len(frame)
+            ok = self._score(candidate, "shadow", frame, np.arange(n), request_id, at, ids, assignment, n, None, None,
+                             served=False)
+            self.count(**{"shadow_scored" if ok else "shadow_failed": 1})
+        finally:
+            with self._lock:
+                self._shadow_waiting -= 1
+
+    def close(self) -> None:
+        """Finish queued shadow jobs (bounded by `shadow_queue`), then stop."""
+        self._shadow.shutdown(wait=True)
+
+    # -- /feedback
+
+    def feedback(self, body: bytes) -> dict[str, Any]:
+        """Store labels by request id (+ record) or entity id; PayloadError naming the bad item."""
+        data = _json(body)
+        items = data.get("feedback") if isinstance(data, dict) and "feedback" in data else [data]
+        if not isinstance(items, list) or not items:
+            raise PayloadError(400, "send {\"request_id\": ..., \"label\": 0|1} or {\"entity_id\": ..., \"label\": 0|1}, "
+                                    "or a list of those under \"feedback\"")
+        rows = []
+        at = utcnow()
+        for i, item in enumerate(items):
+            where = f"feedback {i}" if len(items) > 1 else "feedback"
+            if not isinstance(item, dict):
+                raise PayloadError(422, f"{where} must be an object with request_id or entity_id and label")
+            label = item.get("label")
+            if type(label) is not int or label not in (0, 1):
+                raise PayloadError(422, f"{where}: label must be 0 or 1, got {label!r}")
+            if item.get("request_id") is not None:
+                rows += self._by_request(where, item, label, at)
+            elif item.get("entity_id") is not None:
+                rows.append(self._by_entity(where, item, label, at))
+            else:
+                raise PayloadError(422, f"{where}: give request_id (with record, default 0) or entity_id")
+        self.log.add_feedback(rows)
+        self.count(feedback=len(rows))
+        return {"accepted": len(rows)}
+
+    def _by_request(self, where: str, item: dict, label: int, at) -> list[dict[str, Any]]:
+        request_id = str(item["request_id"])
+        record = item.get("record", 0)
+        if type(record) is not int or record < 0:
+            raise PayloadError(422, f"{where}: record must be a record index (0, 1, ...), got {record!r}")
+        records = self.log.find_records(self.name, request_id)
+        if records == 0 and self.log.flush(timeout=10):  # rows may still be on their way to the log
+            records = self.log.find_records(self.name, request_id)
+        if records == 0:
+            raise PayloadError(404, f"{where}: unknown request_id {request_id!r}: no prediction with that id in the log")
+        if record >= records:
+            raise PayloadError(422, f"{where}: request {request_id} has {records} records; record {record} does not exist")
+        return [{"request_id": request_id, "record": record, "label": label, "at": at, "entity_id": None}]
+
+    def _by_entity(self, where: str, item: dict, label: int, at) -> dict[str, Any]:
+        entity = str(item["entity_id"])
+        found = self.log.latest_for_entity(self.name, entity)
+        if found is None and self.log.flush(timeout=10):
+            found = self.log.latest_for_entity(self.name, entity)
+        if found is None:
+            raise PayloadError(404, f"{where}: unknown entity_id {entity!r}: no prediction for it in the log")
+        return {"request_id": found[0], "record": found[1], "label": label, "at": at, "entity_id": entity}
+
+    # -- /status
+
+    def status(self) -> dict[str, Any]:
+        snap = self.live.snapshot
+        st = self.live.status
+
+        def describe(loaded: Loaded | None) -> dict[str, Any] | None:
+            return None if loaded is None else {"version": loaded.version, "loaded_at": loaded.loaded_at,
+                                                "load_s": loaded.load_s}
+
+        route = snap.route if snap else None
+        rollout = snap.rollout if snap else None
+        with self._lock:
+            counts = dict(self.counts)
+        c = self.log.counters
+        return {
+            "model": self.name,
+            "production": describe(snap.production) if snap else None,
+            "candidate": describe(snap.candidate) if snap else None,
+            "mode": route.mode if route else None,
+            "share": route.share if route else None,
+            "rollout": None if rollout is None else {
+                "mode": rollout.mode, "status": rollout.status, "candidate": rollout.candidate, "share": rollout.share,
+                "stage": rollout.stage + 1 if rollout.stages else None, "stages": list(rollout.stages),
+                "seq": rollout.seq, "reason": rollout.reason},
+            "counts": counts,
+            "reload": {"last_poll_at": st.last_poll_at, "last_change_at": st.last_change_at, "changes": st.changes,
+                       "error": st.error, "errors": st.errors, "notes": st.notes,
+                       "poll_s": self.settings.serving.poll_s},
+            "log": {"url": redact(self.log.url), "rows_in": c.rows_in, "rows_out": c.rows_out, "backlog": self.log.backlog,
+                    "failed_writes": c.batches_failed, "lost": c.lost, "error": c.last_error},
+        }
+
+
+def _json(body: bytes) -> Any:
+    if not body or not body.strip():
+        raise PayloadError(400, "empty request body: send JSON")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(400, f"the body is not valid JSON: {exc}") from None
+
+
+def verify_signature(secret: str, headers: dict[str, str], body: bytes, now: float | None = None) -> str | None:
+    """None when an MLflow webhook delivery is authentic and fresh, else why not.
+
+    MLflow signs `<delivery id>.<timestamp>.<payload>` with HMAC-SHA256 and sends `v1,<base64>` in
+    X-MLflow-Signature, with X-MLflow-Delivery-Id and X-MLflow-Timestamp (Unix seconds).
+    """
+    signature = headers.get("x-mlflow-signature", "")
+    delivery = headers.get("x-mlflow-delivery-id", "")
+    stamp = headers.get("x-mlflow-timestamp", "")
+    if not signature or not delivery or not stamp:
+        return "missing X-MLflow-Signature, X-MLflow-Delivery-Id or X-MLflow-Timestamp header"
+    try:
+        age = abs((now if now is not None else time.time()) - int(stamp))
+    except ValueError:
+        return f"X-MLflow-Timestamp {stamp!r} is not a Unix time"
+    if age > WEBHOOK_MAX_AGE_S:
+        return f"delivery is {age:.0f} s old (limit {WEBHOOK_MAX_AGE_S} s): refused as a possible replay"
+    digest = hmac.new(secret.encode(), f"{delivery}.{stamp}.".encode() + body, hashlib.sha256).digest()
+    expected = "v1," + base64.b64encode(digest).decode()
+    if not hmac.compare_digest(expected, signature):
+        return "signature does not match: check that the webhook's secret equals the service's"
+    return None
+
+
+def create_app(settings: Settings, live: Live, predictions: PredictionLog) -> FastAPI:
+    """The FastAPI app around a started `Live` and `PredictionLog`; its lifespan stops them in order."""
+    import contextlib
+
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, Response
+    from starlette.concurrency import run_in_threadpool
+
+    router = Router(settings, live, predictions)
+    limit = settings.serving.max_body_bytes
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        predictions.start()
+        live.start()
+        try:
+            yield
+        finally:  # uvicorn got SIGTERM/SIGINT and in-flight requests are done: stop polling, drain, write the log
+            live.stop()
+            await run_in_threadpool(router.close)
+            await run_in_threadpool(predictions.close)
+            log.info("stopped: %d prediction rows written, %d lost", predictions.counters.rows_out,
+                     predictions.counters.lost)
+
+    app = FastAPI(title="retrain serve", lifespan=lifespan)
+    app.state.router = router
+
+    def error(exc: PayloadError) -> JSONResponse:
+        router.count(**{f"rejected_{exc.status}": 1})
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    async def read(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise PayloadError(413, f"the body has {int(declared):,} bytes, over the limit of {limit:,} "
+                                    "(serving.max_body_bytes); send fewer records per request")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadError(413, f"the body is over the limit of {limit:,} bytes (serving.max_body_bytes); "
+                                        "send fewer records per request")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        try:
+            body = await read(request)
+            answer, request_id = await run_in_threadpool(router.predict, body)
+        except PayloadError as exc:
+            return error(exc)
+        return Response(json.dumps(answer), media_type="application/json", headers={"X-Request-Id": request_id})
+
+    @app.post("/feedback")
+    async def feedback(request: Request) -> Response:
+        try:
+            body = await read(request)
+            return JSONResponse(await run_in_threadpool(router.feedback, body))
+        except PayloadError as exc:
+            return error(exc)
+
+    @app.get("/health")
+    async def health() -> Response:
+        snap = live.snapshot
+        if snap is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ok", "production": snap.production.version, "mode": snap.route.mode})
+
+    @app.get("/status")
+    async def status() -> Response:
+        return JSONResponse(router.status())
+
+    @app.post("/webhook/mlflow")
+    async def webhook(request: Request) -> Response:
+        try:
+            body = await read(request)
+        except PayloadError as exc:
+            return error(exc)
+        secret = os.environ.get(settings.serving.webhook_secret_env, "")
+        if secret:
+            problem = verify_signature(secret, {k.lower(): v for k, v in request.headers.items()}, body)
+            if problem:
+                router.count(webhook_refused=1)
+                log.warning("refused an MLflow webhook delivery: %s", problem)
+                return JSONResponse({"error": problem}, status_code=401)
+        try:
+            event = json.loads(body)
+            data = event.get("data") or {}
+            relevant = event.get("entity") == "model_version_alias" and data.get("name") == settings.registry.model_name
+        except (json.JSONDecodeError, AttributeError):
+            return error(PayloadError(400, "the webhook body is not an MLflow webhook event (JSON with entity, action, data)"))
+        if relevant:
+            router.count(webhook_reloads=1)
+            live.wake()
+        return JSONResponse({"reload": relevant})
+
+    return app
+
+
+def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """Load production (and the candidate of an active rollout), then serve until SIGTERM/SIGINT."""
+    import uvicorn
+
+    from retrain.serving.live import Live
+
+    live = Live(settings)
+    live.refresh()  # RegistryError before listening when there is nothing (loadable) to serve
+    predictions = PredictionLog(settings.serving.log_url, settings.serving.log_batch_rows, settings.serving.log_flush_s)
+    if not os.environ.get(settings.serving.webhook_secret_env):
+        log.warning("$%s is not set: MLflow webhook deliveries are accepted without a signature check",
+                    settings.serving.webhook_secret_env)
+    app = create_app(settings, live, predictions)
+    config = uvicorn.Config(app, host=host or settings.serving.host, port=port or settings.serving.port,
+                            log_level="info", lifespan="on")
+    uvicorn.Server(config).run()

@@ -1,0 +1,345 @@
+"""The prediction log on SQLAlchemy (SQLite by default, any SQLAlchemy URL such as PostgreSQL): rows, feedback, queries.
+
+Table `predictions`: one row per record and variant that scored it: request id, record index, time
+(UTC), model name, entity id, assignment (`entity` = sticky by id, `request` = per request), variant
+(`production`, `candidate`, `shadow`), version, served (whether this row is the answer), features (JSON),
+prediction, probability, latency of the variant's scoring call (ms), error. Table `feedback`: late labels
+by request id and record (an entity id is resolved to its latest prediction when the label arrives).
+
+Rows are written off the request path: the service hands each request's batch to `PredictionLog.add`,
+a writer thread inserts them in transactions of up to `batch_rows` rows at least every `flush_s`
+seconds, and `close()` writes everything still queued (graceful shutdown loses nothing). The queue is
+unbounded on purpose: a slow database costs memory (shown in /status), never rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+log = logging.getLogger("retrain.serving")
+
+
+def _tables():
+    from sqlalchemy import (Boolean, Column, DateTime, Float, Index, Integer, MetaData, SmallInteger, String, Table,
+                            Text)
+
+    metadata = MetaData()
+    predictions = Table(
+        "predictions", metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("request_id", String(36), nullable=False),
+        Column("record", Integer, nullable=False),
+        Column("at", DateTime, nullable=False),
+        Column("model", String(256), nullable=False),
+        Column("entity_id", String(256)),
+        Column("assignment", String(16), nullable=False),
+        Column("variant", String(16), nullable=False),
+        Column("version", String(32), nullable=False),
+        Column("served", Boolean, nullable=False),
+        Column("features", Text),
+        Column("prediction", SmallInteger),
+        Column("probability", Float),
+        Column("latency_ms", Float),
+        Column("error", Text),
+        Index("ix_predictions_request", "request_id", "record"),
+        Index("ix_predictions_model_at", "model", "at"),
+        Index("ix_predictions_entity", "model", "entity_id", "at"),
+    )
+    feedback = Table(
+        "feedback", metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("request_id", String(36), nullable=False),
+        Column("record", Integer, nullable=False),
+        Column("label", SmallInteger, nullable=False),
+        Column("at", DateTime, nullable=False),
+        Column("entity_id", String(256)),
+        Index("ix_feedback_request", "request_id", "record"),
+    )
+    return metadata, predictions, feedback
+
+
+def utcnow() -> datetime:
+    """Naive UTC (what the log stores: the same in SQLite and PostgreSQL)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def make_engine(url: str):
+    """An engine for `url`; SQLite gets WAL and a busy timeout so the service and readers share the file."""
+    from sqlalchemy import create_engine, event
+
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record) -> None:  # pragma: no cover - exercised via every SQLite test
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for /status and messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown as its scheme only
+        return url.split("://", 1)[0] + "://..."
+
+
+@dataclass
+class Batch:
+    """One variant's scoring of one request, as handed to the writer (converted to rows off the request path)."""
+
+    request_id: str
+    at: datetime
+    model: str
+    variant: str
+    version: str
+    served: bool
+    records: list[int]
+    entity_ids: list[str | None]
+    assignment: list[str]
+    features: pd.DataFrame
+    prediction: np.ndarray | None = None
+    probability: np.ndarray | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+
+    def rows(self) -> list[dict[str, Any]]:
+        features = self.features.to_json(orient="records", lines=True, double_precision=15).splitlines()
+        out = []
+        for i, record in enumerate(self.records):
+            out.append({
+                "request_id": self.request_id, "record": record, "at": self.at, "model": self.model,
+                "entity_id": self.entity_ids[i], "assignment": self.assignment[i], "variant": self.variant,
+                "version": self.version, "served": self.served, "features": features[i],
+                "prediction": None if self.prediction is None else int(self.prediction[i]),
+                "probability": None if self.probability is None else float(self.probability[i]),
+                "latency_ms": self.latency_ms, "error": self.error,
+            })
+        return out
+
+
+@dataclass
+class Counters:
+    """Rows handed to the log, rows written, failed write attempts, rows given up on at shutdown."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    batches_failed: int = 0
+    last_error: str | None = None
+    lost: int = 0
+
+
+class PredictionLog:
+    """The log's tables on one engine, with a background writer for prediction rows."""
+
+    def __init__(self, url: str, batch_rows: int = 2000, flush_s: float = 0.25) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.metadata, self.predictions, self.feedback = _tables()
+        self.metadata.create_all(self.engine)
+        self.batch_rows, self.flush_s = batch_rows, flush_s
+        self.counters = Counters()
+        self._queue: queue.Queue[Batch | None] = queue.Queue()
+        self._pending = 0  # batches handed over and not yet written (or given up on)
+        self._idle = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    # -- writing
+
+    def start(self) -> PredictionLog:
+        self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def add(self, batch: Batch) -> None:
+        """Queue a batch for writing (never blocks, never drops)."""
+        with self._idle:
+            self._pending += 1
+            self.counters.rows_in += len(batch.records)
+        self._queue.put(batch)
+
+    @property
+    def backlog(self) -> int:
+        return self._pending
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything queued so far is written; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Write everything still queued, stop the writer, release the engine."""
+        if self._thread is not None:
+            self._stopping = True
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+        if self.counters.lost:
+            log.error("prediction log: %d rows could not be written to %s", self.counters.lost, redact(self.url))
+        self.engine.dispose()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batches: list[Batch] = []
+            rows = 0
+            deadline = time.monotonic() + self.flush_s
+            while rows < self.batch_rows:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    while True:  # drain what was queued before the stop
+                        try:
+                            rest = self._queue.get_nowait()
+                        except queue.Empty:
+                            break
+                        if rest is not None:
+                            batches.append(rest)
+                    break
+                batches.append(item)
+                rows += len(item.records)
+            if batches:
+                self._write(batches, final=stopping)
+
+    def _write(self, batches: list[Batch], final: bool) -> None:
+        """Insert the batches' rows, `batch_rows` per transaction; retry with backoff while the database refuses.
+
+        While serving, a refused write is retried until it succeeds (rows wait in memory); once stopping,
+        five attempts, then the rows are counted as lost and logged.
+        """
+        try:
+            rows = [row for batch in batches for row in batch.rows()]
+        except Exception as exc:  # noqa: BLE001 - a row that cannot be built must not stop the writer
+            log.exception("prediction log: cannot build rows")
+            self._done(batches, lost=sum(len(b.records) for b in batches), error=str(exc))
+            return
+        done, failures, delay = 0, 0, 0.2
+        while done < len(rows):
+            chunk = rows[done:done + self.batch_rows]
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(self.predictions.insert(), chunk)
+            except Exception as exc:  # noqa: BLE001 - database down or locked: keep the rows and retry
+                failures += 1
+                self.counters.batches_failed += 1
+                self.counters.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+                log.warning("prediction log: write failed (attempt %d): %s", failures, self.counters.last_error)
+                if (final or self._stopping) and failures >= 5:
+                    break
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            done += len(chunk)
+            self.counters.rows_out += len(chunk)
+        self._done(batches, lost=len(rows) - done)
+
+    def _done(self, batches: list[Batch], lost: int = 0, error: str | None = None) -> None:
+        with self._idle:
+            self._pending -= len(batches)
+            self.counters.lost += lost
+            if error:
+                self.counters.last_error = error
+            elif not lost:
+                self.counters.last_error = None
+            self._idle.notify_all()
+
+    # -- feedback
+
+    def find_records(self, model: str, request_id: str) -> int:
+        """How many records the log holds for a request id (0 = unknown)."""
+        from sqlalchemy import func, select
+
+        p = self.predictions
+        query = select(func.count(func.distinct(p.c.record))).where(p.c.request_id == request_id, p.c.model == model)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
+    def latest_for_entity(self, model: str, entity_id: str) -> tuple[str, int] | None:
+        """The latest served (request id, record) of an entity, or None."""
+        from sqlalchemy import select
+
+        p = self.predictions
+        query = (select(p.c.request_id, p.c.record)
+                 .where(p.c.model == model, p.c.entity_id == entity_id, p.c.served.is_(True))
+                 .order_by(p.c.at.desc(), p.c.id.desc()).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return (row[0], int(row[1])) if row else None
+
+    def add_feedback(self, rows: list[dict[str, Any]]) -> None:
+        """Write labels now (in one transaction): feedback is rare and must be visible to the next report."""
+        with self.engine.begin() as conn:
+            conn.execute(self.feedback.insert(), rows)
+
+    # -- reading
+
+    def rows(self, model: str, *, since: datetime | None = None, until: datetime | None = None,
+             variants: tuple[str, ...] | None = None, versions: tuple[str, ...] | None = None,
+             features: bool = False) -> pd.DataFrame:
+        """Log rows of `model` with their latest feedback label (NaN = none yet), oldest first."""
+        import pandas as pd
+        from sqlalchemy import func, select
+
+        p, f = self.predictions, self.feedback
+        latest = select(f.c.request_id, f.c.record, func.max(f.c.id).label("fid")).group_by(f.c.request_id, f.c.record).subquery()
+        labels = select(f.c.request_id, f.c.record, f.c.label).join(latest, f.c.id == latest.c.fid).subquery()
+        columns = [p.c.request_id, p.c.record, p.c.at, p.c.entity_id, p.c.assignment, p.c.variant, p.c.version,
+                   p.c.served, p.c.prediction, p.c.probability, p.c.latency_ms, p.c.error, labels.c.label]
+        if features:
+            columns.append(p.c.features)
+        query = select(*columns).outerjoin(
+            labels, (labels.c.request_id == p.c.request_id) & (labels.c.record == p.c.record)).where(p.c.model == model)
+        if since is not None:
+            query = query.where(p.c.at >= since)
+        if until is not None:
+            query = query.where(p.c.at < until)
+        if variants:
+            query = query.where(p.c.variant.in_(variants))
+        if versions:
+            query = query.where(p.c.version.in_(versions))
+        query = query.order_by(p.c.at, p.c.id)
+        with self.engine.connect() as conn:
+            result = conn.execute(query)
+            frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        frame["label"] = pd.to_numeric(frame["label"], errors="coerce").astype("float64")
+        for col in ("prediction", "probability", "latency_ms"):
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+        frame["served"] = frame["served"].astype(bool)
+        return frame
+
+    def count(self, model: str | None = None) -> int:
+        """Rows in the predictions table (of `model`, if given)."""
+        from sqlalchemy import func, select
+
+        query = select(func.count()).select_from(self.predictions)
+        if model is not None:
+            query = query.where(self.predictions.c.model == model)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar() or 0)

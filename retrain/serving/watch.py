@@ -1,0 +1,168 @@
+"""`retrain watch`: after a promotion, compare the new production's live accuracy with the previous one's; roll back on a regression.
+
+The watched move is the latest move of production in the registry history (a rollback is never
+watched). New: what the new version served since the move, with feedback labels. Old: what the previous
+version served as production in an equally long period before the move, when the log has `min_labels`
+labelled records of it; else its recorded validation accuracy and row count (version tags). The test is
+`stats.regression` (one-sided, beyond `watch.max_drop`, at `watch.alpha`). A regression rolls back
+through `Registry.rollback` with the evidence as the reason, sends a `rolled_back` event and tags the
+version; the watch ends at the first decision or after `watch.period_minutes`. Every decision is a run
+in the monitoring experiment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from retrain.config import Settings
+from retrain.errors import RegistryError
+
+log = logging.getLogger("retrain.serving")
+WATCH_TAG = "retrain.watch"
+
+
+@dataclass(frozen=True)
+class WatchResult:
+    """One look: state (waiting | passed | regressed | rolled_back | nothing), why, and the numbers behind it."""
+
+    state: str
+    reason: str
+    model_name: str
+    version: str | None = None
+    previous_version: str | None = None
+    since: str | None = None
+    new: dict[str, Any] | None = None
+    old: dict[str, Any] | None = None
+    test: dict[str, Any] | None = None
+    rollback: dict[str, Any] | None = None
+    run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _labelled(rows):
+    ok = rows[rows["served"] & rows["error"].isna() & rows["label"].notna() & rows["prediction"].notna()]
+    return int((ok["prediction"] == ok["label"]).sum()), int(len(ok))
+
+
+def watch_once(settings: Settings, *, now: datetime | None = None) -> WatchResult:
+    """Look once at the latest promotion; roll back when the new production regressed significantly."""
+    from retrain.registry import Registry, effective
+    from retrain.serving.predlog import PredictionLog
+    from retrain.serving.stats import regression
+
+    policy = settings.watch
+    name = settings.registry.model_name
+    registry = Registry(settings)
+    state = registry.state()
+    moves = effective(state.moves)
+    if not moves or moves[-1].kind == "rollback" or moves[-1].from_version is None:
+        what = "no move of production recorded" if not moves else (
+            "the latest move of production is a rollback" if moves[-1].kind == "rollback" else "the first production version has no predecessor")
+        return WatchResult("nothing", f"nothing to watch: {what}", name, state.production)
+    move = moves[-1]
+    new_v, old_v = move.to_version, move.from_version
+    if state.production != new_v:
+        return WatchResult("nothing", f"production is version {state.production}, not {new_v} of the latest move; "
+                                      "run `retrain status`", name, state.production)
+    decided = (registry.version(new_v).tags or {}).get(WATCH_TAG)
+    if decided:
+        return WatchResult("nothing", f"version {new_v} was already watched: {decided}", name, new_v, old_v, move.at)
+    moved_at = datetime.fromisoformat(move.at).astimezone(timezone.utc).replace(tzinfo=None)
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(tzinfo=None)
+    period = timedelta(minutes=policy.period_minutes)
+    predictions = PredictionLog(settings.serving.log_url)
+    try:
+        new_rows = predictions.rows(name, since=moved_at, variants=("production",), versions=(new_v,))
+        old_rows = predictions.rows(name, since=moved_at - period, until=moved_at, variants=("production",),
+                                    versions=(old_v,))
+    finally:
+        predictions.engine.dispose()
+    new_correct, new_n = _labelled(new_rows)
+    old_correct, old_n = _labelled(old_rows)
+    old = {"version": old_v, "source": "live", "labelled": old_n, "accuracy": old_correct / old_n if old_n else None}
+    if old_n < policy.min_labels:
+        tags = registry.version(old_v).tags or {}
+        recorded = json.loads(tags.get("retrain.metrics", "{}")).get("accuracy")
+        rows = int(tags.get("retrain.validation_rows", "0") or 0)
+        if recorded is None or rows < 1:
+            return WatchResult("waiting", f"version {old_v} has {old_n} labelled live records (need {policy.min_labels}) "
+                                          "and no recorded validation accuracy to compare with", name, new_v, old_v, move.at)
+        old_correct, old_n = int(round(recorded * rows)), rows
+        old = {"version": old_v, "source": "recorded validation metrics", "labelled": rows, "accuracy": recorded}
+    new = {"version": new_v, "labelled": new_n, "accuracy": new_correct / new_n if new_n else None,
+           "records": int(new_rows["served"].sum())}
+    ends = moved_at + period
+    if new_n < policy.min_labels:
+        if now >= ends:
+            return _finish(settings, WatchResult(
+                "passed", f"watch period of {policy.period_minutes:g} min ended with {new_n} labelled records of version "
+                          f"{new_v} (fewer than {policy.min_labels}): no evidence of a regression", name, new_v, old_v,
+                move.at, new, old), final=True)
+        return WatchResult("waiting", f"version {new_v} has {new_n}/{policy.min_labels} labelled live records so far",
+                           name, new_v, old_v, move.at, new, old)
+    test = regression(new_correct, new_n, old_correct, old_n, policy.max_drop, policy.alpha)
+    if not test.regressed:
+        if now >= ends:
+            return _finish(settings, WatchResult("passed", test.reason, name, new_v, old_v, move.at, new, old,
+                                                 test.to_dict()), final=True)
+        return WatchResult("waiting", test.reason, name, new_v, old_v, move.at, new, old, test.to_dict())
+    if not policy.rollback:
+        return _finish(settings, WatchResult("regressed", test.reason + "; watch.rollback is off: production stays",
+                                             name, new_v, old_v, move.at, new, old, test.to_dict()), final=True)
+    rolled = registry.rollback(reason=f"watch: {test.reason}")
+    from retrain import notify
+
+    notify.notify(settings, {"kind": "rolled_back", "model": name, "version": rolled.to_version,
+                             "from_version": rolled.from_version, "reason": f"watch: {test.reason}"})
+    return _finish(settings, WatchResult("rolled_back", test.reason, name, new_v, old_v, move.at, new, old,
+                                         test.to_dict(), asdict(rolled)), final=True)
+
+
+def _finish(settings: Settings, result: WatchResult, *, final: bool = True) -> WatchResult:
+    """Log the decision as a run; mark the version so later looks do nothing."""
+    import mlflow
+
+    from retrain import tracking
+    from retrain.registry import Registry
+
+    tags = {"retrain.model_name": result.model_name, "retrain.watch_state": result.state,
+            "retrain.watched_version": str(result.version), "retrain.previous_version": str(result.previous_version),
+            "retrain.reason": result.reason[:5000]}
+    with tracking.step_run(settings.experiments.monitoring, f"watch-v{result.version}", tags) as run:
+        metrics = {}
+        for side, values in (("new", result.new), ("old", result.old)):
+            for key in ("accuracy", "labelled"):
+                if values and values.get(key) is not None:
+                    metrics[f"{side}_{key}"] = float(values[key])
+        if result.test:
+            metrics["p_value"] = result.test["p_value"]
+        mlflow.log_metrics(metrics)
+        tracking.log_json(result.to_dict(), "watch.json")
+    if final and result.version:
+        Registry(settings).client.set_model_version_tag(result.model_name, result.version, WATCH_TAG,
+                                                        f"{result.state} ({run.info.run_id})")
+    return WatchResult(**{**asdict(result), "run_id": run.info.run_id})
+
+
+def watch(settings: Settings, *, once: bool = False, on_look=None) -> WatchResult:
+    """Look every `watch.interval_s` until a decision (passed, rolled back) or nothing to watch; once with `once`."""
+    while True:
+        try:
+            result = watch_once(settings)
+        except RegistryError as exc:  # e.g. production moved between reading and rolling back: look again
+            if once:
+                raise
+            log.warning("watch: %s", exc)
+        else:
+            if on_look is not None:
+                on_look(result)
+            if once or result.state != "waiting":
+                return result
+        time.sleep(settings.watch.interval_s)
