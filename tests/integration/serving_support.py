@@ -188,6 +188,11 @@ class Service:
             assert time.monotonic() < deadline, f"{what}: not seen in {timeout} s; status {status}\n{self.log_tail()}"
             time.sleep(0.1)
 
+    def wait_logged(self) -> dict[str, Any]:
+        """Wait until every row handed to the prediction log is in the database (it is written off the request path)."""
+        return self.wait_for(lambda s: s["log"]["backlog"] == 0 and s["log"]["rows_in"] == s["log"]["rows_out"],
+                             "prediction log written")
+
 
 def log_rows(log_url: str, model: str = NAME):
     """Every row of the prediction log (with labels), straight from the database."""
