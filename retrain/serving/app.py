@@ -172,6 +172,7 @@ class Router:
                                     "or a list of those under \"feedback\"")
         rows = []
         at = utcnow()
+        known: dict[str, int] = {}  # request id -> records, looked up once per call
         for i, item in enumerate(items):
             where = f"feedback {i}" if len(items) > 1 else "feedback"
             if not isinstance(item, dict):
@@ -180,7 +181,7 @@ class Router:
             if type(label) is not int or label not in (0, 1):
                 raise PayloadError(422, f"{where}: label must be 0 or 1, got {label!r}")
             if item.get("request_id") is not None:
-                rows += self._by_request(where, item, label, at)
+                rows.append(self._by_request(where, item, label, at, known))
             elif item.get("entity_id") is not None:
                 rows.append(self._by_entity(where, item, label, at))
             else:
@@ -189,19 +190,22 @@ class Router:
         self.count(feedback=len(rows))
         return {"accepted": len(rows)}
 
-    def _by_request(self, where: str, item: dict, label: int, at) -> list[dict[str, Any]]:
+    def _by_request(self, where: str, item: dict, label: int, at, known: dict[str, int]) -> dict[str, Any]:
         request_id = str(item["request_id"])
         record = item.get("record", 0)
         if type(record) is not int or record < 0:
             raise PayloadError(422, f"{where}: record must be a record index (0, 1, ...), got {record!r}")
-        records = self.log.find_records(self.name, request_id)
-        if records == 0 and self.log.flush(timeout=10):  # rows may still be on their way to the log
+        records = known.get(request_id)
+        if records is None:
             records = self.log.find_records(self.name, request_id)
+            if records == 0 and self.log.flush(timeout=10):  # rows may still be on their way to the log
+                records = self.log.find_records(self.name, request_id)
+            known[request_id] = records
         if records == 0:
             raise PayloadError(404, f"{where}: unknown request_id {request_id!r}: no prediction with that id in the log")
         if record >= records:
             raise PayloadError(422, f"{where}: request {request_id} has {records} records; record {record} does not exist")
-        return [{"request_id": request_id, "record": record, "label": label, "at": at, "entity_id": None}]
+        return {"request_id": request_id, "record": record, "label": label, "at": at, "entity_id": None}
 
     def _by_entity(self, where: str, item: dict, label: int, at) -> dict[str, Any]:
         entity = str(item["entity_id"])

@@ -44,10 +44,10 @@ def load(spec: DataSpec) -> pd.DataFrame:
                         "fix data.path") from None
     try:
         if model is None:
-            from sqlalchemy import distinct, select
+            from sqlalchemy import select
 
             with log.engine.connect() as conn:
-                models = sorted(r[0] for r in conn.execute(select(distinct(log.predictions.c.model))))
+                models = sorted(r[0] for r in conn.execute(select(log.predictions.c.model).distinct()))
             if len(models) > 1:
                 raise DataError(f"the prediction log {redact(url)} holds rows of {len(models)} models "
                                 f"({', '.join(models)}); pick one with data.path={url}#model=NAME")

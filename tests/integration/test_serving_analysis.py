@@ -1,0 +1,162 @@
+"""What the prediction log feeds: `retrain ab report`, `retrain watch` (automatic rollback of a bad model) and
+`retrain check` on served traffic, each from real traffic through the real service with late labels.
+"""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from scipy.stats import chi2_contingency
+
+from retrain import data
+from retrain.cli import cli
+from retrain.config import load_settings
+from retrain.registry import Registry
+from tests.integration.serving_support import (FEATURES, NAME, Service, log_rows, serving_store, split_body,  # noqa: F401
+                                               traffic, use_served_store)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def store(serving_store, monkeypatch, tmp_path):  # noqa: F811
+    uri = use_served_store(monkeypatch, serving_store, tmp_path)
+    return serving_store, uri
+
+
+def run_cli(service: Service, *args: str, code: int = 0) -> dict:
+    sets = [x for item in service.settings for x in ("--set", item)]
+    result = CliRunner().invoke(cli, [*args, *sets, "--json"])
+    assert result.exit_code == code, result.output
+    return json.loads(result.output)
+
+
+def send_labelled(service: Service, frame) -> pd.DataFrame:
+    """Predict `frame` (with ids), then send every true label as feedback; the answers with their labels."""
+    response = service.post("/predict", split_body(frame))
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    feedback = [{"request_id": answer["request_id"], "record": i, "label": int(y)} for i, y in enumerate(frame["label"])]
+    ok = service.post("/feedback", {"feedback": feedback})
+    assert ok.status_code == 200 and ok.json()["accepted"] == len(frame), ok.text
+    service.wait_logged()
+    out = pd.DataFrame(answer["predictions"])
+    out["label"] = frame["label"].to_numpy(int)
+    return out
+
+
+def test_ab_report_numbers_chi_square_sample_ratio_png_and_run(store, tmp_path):
+    served, uri = store
+    service = Service(tmp_path, uri)
+    run_cli(service, "rollout", "start", "--mode", "ab", "--share", "50")
+    with service:
+        service.wait_for(lambda s: s["mode"] == "ab", "A/B route")
+        answers = pd.concat([send_labelled(service, traffic(300, seed=s)) for s in (21, 22)], ignore_index=True)
+    result = run_cli(service, "ab", "report")
+    for variant in ("production", "candidate"):
+        mine = answers[answers["variant"] == variant]
+        got = result["variants"][variant]
+        assert got["records"] == got["labelled"] == len(mine)
+        assert got["accuracy"] == pytest.approx((mine["prediction"] == mine["label"]).mean())
+        assert got["positive_rate"] == pytest.approx(mine["prediction"].mean())
+    p, c = (answers[answers["variant"] == v] for v in ("production", "candidate"))
+    table = [[(x["prediction"] == x["label"]).sum(), (x["prediction"] != x["label"]).sum()] for x in (p, c)]
+    assert result["chi_square"]["p_value"] == pytest.approx(chi2_contingency(np.array(table))[1])
+    delta = (c["prediction"] == c["label"]).mean() - (p["prediction"] == p["label"]).mean()
+    acc = result["difference"]["accuracy"]
+    assert acc["delta"] == pytest.approx(delta) and acc["ci_low"] < delta < acc["ci_high"]
+    assert result["srm"]["expected_share"] == 50 and result["srm"]["mismatch"] is False
+    assert result["srm"]["production_units"] + result["srm"]["candidate_units"] == 600
+    assert result["sample_size"]["needed"]["candidate"] > 0 and result["verdict"]
+    run = mlflow.get_run(result["run_id"])
+    assert mlflow.get_experiment(run.info.experiment_id).name == "retrain-experiments"
+    assert run.info.run_name == f"ab-v{served.versions['good2']}-vs-v{served.versions['good']}"
+    assert run.data.metrics["candidate_records"] == len(c)
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"ab_report.png", "ab_report.json"} <= artifacts
+    sets = [x for item in service.settings for x in ("--set", item)]
+    table_out = CliRunner().invoke(cli, ["ab", "report", *sets])
+    assert table_out.exit_code == 0 and "chi-square (variant x correct)" in table_out.output
+    assert "sample ratio: candidate" in table_out.output
+
+
+def test_ab_report_without_a_rollout_or_traffic_is_a_clear_error(store, tmp_path):
+    served, uri = store
+    service = Service(tmp_path, uri)
+    sets = [x for item in service.settings for x in ("--set", item)]
+    result = CliRunner().invoke(cli, ["ab", "report", *sets])
+    assert result.exit_code == 4 and "no A/B or canary rollout of churn-classifier recorded" in result.output
+    run_cli(service, "rollout", "start", "--mode", "ab", "--share", "10")
+    result = CliRunner().invoke(cli, ["ab", "report", *sets])
+    assert result.exit_code == 3 and "has no rows of rollout #1" in result.output
+
+
+def test_watch_rolls_a_deliberately_bad_model_back_with_the_reason_and_a_notification(store, tmp_path):
+    served, uri = store
+    good, bad = served.versions["good"], served.versions["constant"]
+    with Service(tmp_path, uri, "watch.min_labels=150") as service:
+        before = send_labelled(service, traffic(300, seed=31))
+        assert (before["prediction"] == before["label"]).mean() > 0.8
+        registry = Registry(load_settings(None, service.settings))
+        registry.promote(bad, force=True, reason="test: ship a bad model")
+        service.wait_for(lambda s: s["production"]["version"] == bad, "bad model serving")
+        early = run_cli(service, "watch", "--once")
+        assert early["state"] == "waiting" and "0/150 labelled live records" in early["reason"]
+        after = send_labelled(service, traffic(300, seed=32))
+        assert set(after["version"]) == {bad}
+        result = run_cli(service, "watch", "--once")
+        assert result["state"] == "rolled_back", result
+        assert result["old"]["source"] == "live" and result["old"]["labelled"] == 300
+        assert result["new"]["accuracy"] == pytest.approx((after["prediction"] == after["label"]).mean())
+        assert result["test"]["p_value"] < 0.05
+        service.wait_for(lambda s: s["production"]["version"] == good, "rolled back version serving")
+    move = registry.history()[0]
+    assert (move.kind, move.from_version, move.to_version) == ("rollback", bad, good)
+    assert move.reason.startswith("watch: significant regression: live accuracy")
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert events[-1]["kind"] == "rolled_back" and events[-1]["from_version"] == bad and events[-1]["version"] == good
+    run = mlflow.get_run(result["run_id"])
+    assert run.info.run_name == f"watch-v{bad}" and run.data.tags["retrain.watch_state"] == "rolled_back"
+    assert mlflow.MlflowClient().get_model_version(NAME, bad).tags["retrain.watch"].startswith("rolled_back")
+    again = run_cli(service, "watch", "--once")
+    assert again["state"] == "nothing" and "rollback" in again["reason"]
+
+
+def test_watch_passes_a_good_model_against_its_predecessors_recorded_metrics(store, tmp_path):
+    served, uri = store
+    good2 = served.versions["good2"]
+    with Service(tmp_path, uri, "watch.min_labels=150", "watch.period_minutes=0.0001") as service:
+        Registry(load_settings(None, service.settings)).promote(good2, force=True, reason="test: ship a good model")
+        service.wait_for(lambda s: s["production"]["version"] == good2, "new model serving")
+        send_labelled(service, traffic(300, seed=41))
+        result = run_cli(service, "watch", "--once")
+    assert result["state"] == "passed", result
+    assert result["old"]["source"] == "recorded validation metrics" and result["old"]["labelled"] > 0
+    assert Registry(load_settings(None, service.settings)).state().production == good2
+
+
+def test_check_monitors_served_traffic_from_the_log(store, tmp_path):
+    served, uri = store
+    with Service(tmp_path, uri) as service:
+        answers = send_labelled(service, traffic(250, seed=51))
+        unlabelled = service.post("/predict", split_body(traffic(50, seed=52)))
+        assert unlabelled.status_code == 200
+        service.wait_logged()
+    settings = load_settings(None, [*service.settings, f"data.path={service.log_url}", "trigger.min_labels=100"])
+    frame = data.load(settings.data)
+    assert list(frame.columns[:2]) == ["timestamp", "customer_id"] and set(FEATURES) <= set(frame.columns)
+    assert len(frame) == 300 and frame["label"].notna().sum() == 250
+    assert frame["timestamp"].is_monotonic_increasing and frame["age"].dtype.kind == "i"
+    sets = [x for item in service.settings for x in ("--set", item)]
+    result = CliRunner().invoke(cli, ["check", "--data", service.log_url, "--set", "trigger.min_labels=100", *sets, "--json"])
+    assert result.exit_code == 0, result.output
+    check = json.loads(result.output)
+    assert check["n_rows"] == 300 and check["n_labels"] == 250
+    assert check["production_version"] == served.versions["good"]
+    assert check["performance"]["accuracy"] == pytest.approx((answers["prediction"] == answers["label"]).mean())
+    assert set(check["psi"]) == set(FEATURES)
