@@ -110,14 +110,16 @@ class Service:
     """`retrain serve` in a subprocess on a loopback port."""
 
     def __init__(self, folder: Path, uri: str, *settings: str, poll_s: float = 0.3, env: dict[str, str] | None = None,
-                 command: list[str] | None = None) -> None:
+                 command: list[str] | None = None, port: int | None = None) -> None:
         self.folder = folder
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_url = f"sqlite:///{folder / 'predictions.db'}"
         self.settings = [f"serving.poll_s={poll_s}", f"serving.log_url={self.log_url}",
                          f"notify.events_path={folder / 'events.jsonl'}", *settings]
-        self.env = {**os.environ, "MLFLOW_TRACKING_URI": uri, **(env or {})}
+        # `mlflow run` starts `python -m retrain ...`: the interpreter of this virtualenv, as an activated one would
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        self.env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": uri, **(env or {})}
         self.command = command
         self.process: subprocess.Popen | None = None
         self.output = folder / f"serve-{self.port}.log"

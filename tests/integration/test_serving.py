@@ -161,3 +161,18 @@ def test_sigterm_writes_every_logged_row_before_exit(store, tmp_path):
     assert set(logged["request_id"]) >= set(answered)
     assert len(logged) == logged["request_id"].nunique() * len(rows)
     assert "prediction rows written, 0 lost" in service.log_tail()
+
+
+def test_mlflow_run_serve_entry_point(store, tmp_path):
+    import sys
+
+    from tests.conftest import REPO
+
+    served, uri = store
+    probe = Service(tmp_path, uri)
+    command = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "serve", "--env-manager", "local",
+               "--experiment-name", "retrain-serving", "-P", f"port={probe.port}", "-P", "set=" + " ".join(probe.settings)]
+    with Service(tmp_path, uri, command=command, port=probe.port) as service:
+        answer = service.post("/predict", split_body(traffic(4)))
+        assert answer.status_code == 200
+        assert {p["version"] for p in answer.json()["predictions"]} == {served.versions["good"]}
