@@ -147,7 +147,8 @@ def canary_step(rollout: Rollout, candidate: VariantStats, production: VariantSt
     `candidate`/`production` cover the current stage (error rate and p99 latency judge the load the stage
     brought); `live_candidate`/`live_production` cover the whole rollout (labels arrive late, so the live
     metric uses every labelled row since the start). Rules, in order:
-    1. errors above `max_error_rate * min_requests` breach at once: the stage can no longer pass;
+    1. before `min_requests` records, more errors than `max_error_rate * min_requests` breach at once
+       (judged at `min_requests` records the stage could not pass: no need to send more traffic to it);
     2. with both variants at `min_labels` labelled rows, a live metric below production's by more than
        `max_metric_drop` breaches;
     3. fewer than `min_requests` candidate records: wait;
@@ -157,7 +158,7 @@ def canary_step(rollout: Rollout, candidate: VariantStats, production: VariantSt
     g = rollout.guardrails
     share = stage_share(rollout)
     where = f"stage {rollout.stage + 1}/{len(rollout.stages)} ({share:g}%)"
-    if candidate.errors > g["max_error_rate"] * g["min_requests"]:
+    if candidate.records < g["min_requests"] and candidate.errors > g["max_error_rate"] * g["min_requests"]:
         return Step("breach", f"{where}: {candidate.errors} candidate errors in {candidate.records} records, more than "
                               f"max_error_rate {g['max_error_rate']:g} allows in a {g['min_requests']}-record stage", 0.0)
     live_c, live_p = live_candidate or candidate, live_production or production
