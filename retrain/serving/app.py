@@ -102,8 +102,8 @@ class Router:
         if route.mode == "shadow" and snap.candidate is not None:
             self._submit_shadow(snap.candidate, frame, request_id, at, ids, assignment)
         predictions = [
-            {"prediction": int(p), "probability": float(q), "variant": v, "version": ver}
-            for p, q, v, ver in zip(prediction.tolist(), probability.tolist(), variant, version)
+            {"prediction": p, "probability": q, "variant": v, "version": ver}
+            for p, q, v, ver in zip(prediction.tolist(), probability.tolist(), variant.tolist(), version.tolist())
         ]
         return {"request_id": request_id, "predictions": predictions}, request_id
 

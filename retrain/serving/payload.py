@@ -96,18 +96,33 @@ def _bad(values: list[Any], ok) -> int | None:
     return None
 
 
+def _fast(kind: str, values: list[Any]) -> Any:
+    """The common case (every value present and of the exact type) in one pass, else None for the careful path."""
+    import numpy as np
+
+    if kind == "int" and all(type(v) is int for v in values):
+        return np.array(values, dtype=np.int64)
+    if kind == "float" and all(type(v) is float or type(v) is int for v in values):
+        array = np.array(values, dtype=np.float64)
+        return array if np.isfinite(array).all() else None
+    if kind == "str" and all(type(v) is str for v in values):
+        return np.array(values, dtype=object)
+    return None
+
+
 def _convert(column: Column, values: list[Any]) -> Any:
     """Values of one column as a numpy array of the model's type; PayloadError naming record and field."""
     import numpy as np
 
     name, kind = column.name, column.kind
+    fast = _fast(kind, values)
+    if fast is not None:
+        return fast
     missing = _bad(values, lambda v: not _is_missing(v))
     if missing is not None and column.required:
         wanted = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false"}[kind]
         raise PayloadError(422, f"record {missing}: feature {name!r} is null; send {wanted}")
     if kind == "int":
-        if all(type(v) is int for v in values):
-            return np.array(values, dtype=np.int64)
         i = _bad(values, lambda v: _is_missing(v) or (type(v) in (int, float) and math.isfinite(v) and v == int(v)))
         if i is not None:
             raise PayloadError(422, f"record {i}: feature {name!r} must be a whole number, got {values[i]!r}")

@@ -15,12 +15,14 @@ the claim and the mirror leaves the record in the claim; the next `read()` finds
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from retrain.config import Settings
 from retrain.errors import RegistryError
 from retrain.serving.rollout import Rollout
 
+log = logging.getLogger("retrain.serving")
 TAG_PREFIX = "retrain.rollout."
 RECORD_TAG = "retrain.record"
 
@@ -59,7 +61,7 @@ class RolloutStore:
         except MlflowException as exc:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
                 raise RegistryError(f"no registered model {self.name}; train and register a version first") from None
-            raise
+            raise RegistryError(f"cannot read registered model {self.name}: {str(exc).splitlines()[0][:300]}") from None
 
     def _claimed(self, seq: int) -> Rollout | None:
         experiment = self.client.get_experiment_by_name(self.claim_name(seq))
@@ -72,7 +74,10 @@ class RolloutStore:
         records = parse_records(self._model_tags() if tags is None else tags)
         seq = records[-1].seq if records else 0
         while (record := self._claimed(seq + 1)) is not None:
-            self.client.set_registered_model_tag(self.name, tag_key(record.seq), record.to_json())
+            try:
+                self.client.set_registered_model_tag(self.name, tag_key(record.seq), record.to_json())
+            except Exception as exc:  # noqa: BLE001 - a read-only reader (a serving replica) still sees the record
+                log.warning("could not mirror rollout record #%d of %s into its tag: %s", record.seq, self.name, exc)
             records.append(record)
             seq = record.seq
         return records
@@ -83,7 +88,12 @@ class RolloutStore:
         return records[-1] if records else None
 
     def write(self, new: Rollout, expected_seq: int) -> Rollout:
-        """Append `new` as record `expected_seq + 1` if the latest record is still `expected_seq`; else RolloutConflict."""
+        """Append `new` as record `expected_seq + 1` if the latest record is still `expected_seq`; else RolloutConflict.
+
+        The claim is the commit point. When the store fails while claiming (busy, unreachable), the claim is
+        read back: only a claim holding exactly this record counts as written. After a successful claim,
+        hiding it and mirroring it into the tag are best effort: `read()` completes the mirror.
+        """
         from dataclasses import replace
 
         from mlflow.exceptions import MlflowException
@@ -95,14 +105,35 @@ class RolloutStore:
             raise RolloutConflict(self._conflict(latest))
         record = replace(new, seq=seq)
         try:
-            experiment_id = self.client.create_experiment(self.claim_name(seq), tags={RECORD_TAG: record.to_json()})
+            self.client.create_experiment(self.claim_name(seq), tags={RECORD_TAG: record.to_json()})
         except MlflowException as exc:
-            if exc.error_code == "RESOURCE_ALREADY_EXISTS":
-                raise RolloutConflict(self._conflict(self.read())) from None
-            raise
-        self.client.delete_experiment(experiment_id)  # the name stays reserved; the claim leaves the UI
-        self.client.set_registered_model_tag(self.name, tag_key(seq), record.to_json())
+            claimed = self._claimed_quietly(seq)
+            if claimed != record:  # someone else's claim, or none at all
+                if exc.error_code == "RESOURCE_ALREADY_EXISTS":
+                    raise RolloutConflict(self._conflict(claimed or self.read())) from None
+                raise RegistryError(f"could not write rollout record #{seq} of {self.name}: "
+                                    f"{str(exc).splitlines()[0][:300]}; nothing was written, run it again") from None
+        self._hide_and_mirror(record)
         return record
+
+    def _claimed_quietly(self, seq: int) -> Rollout | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._claimed(seq)
+        except MlflowException:
+            return None
+
+    def _hide_and_mirror(self, record: Rollout) -> None:
+        """Delete the claim experiment (its name stays reserved) and write the model tag; failures only logged."""
+        try:
+            experiment = self.client.get_experiment_by_name(self.claim_name(record.seq))
+            if experiment is not None and experiment.lifecycle_stage == "active":
+                self.client.delete_experiment(experiment.experiment_id)
+            self.client.set_registered_model_tag(self.name, tag_key(record.seq), record.to_json())
+        except Exception as exc:  # noqa: BLE001 - the record is written (the claim); the next read mirrors it
+            log.warning("rollout record #%d of %s is written; hiding its claim or mirroring it failed: %s",
+                        record.seq, self.name, exc)
 
     def _conflict(self, latest: Rollout | None) -> str:
         now = f"record #{latest.seq}: {latest.mode} {latest.status}" if latest else "no record"

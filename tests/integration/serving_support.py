@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import REPO, fast_settings, use_store
+from tests.conftest import fast_settings, use_store
 
 FEATURES = ["age", "income", "tenure_days", "num_purchases", "avg_transaction_value", "days_since_last_purchase",
             "channel"]
@@ -98,6 +98,24 @@ def serving_store(tmp_path_factory, _template_db, stable_data) -> ServedStore:
 
 def use_served_store(mp: pytest.MonkeyPatch, store: ServedStore, folder: Path) -> str:
     return use_store(mp, store.db, folder)
+
+
+@pytest.fixture
+def store(serving_store, monkeypatch, tmp_path) -> tuple[ServedStore, str]:
+    """This test's own copy of the served registry: (what each version is, tracking URI)."""
+    return serving_store, use_served_store(monkeypatch, serving_store, tmp_path)
+
+
+def cli_json(service: Service, *args: str, code: int = 0) -> dict[str, Any]:
+    """`retrain ARGS --json` with the service's settings; the parsed output, or {"output": text} when it must fail."""
+    from click.testing import CliRunner
+
+    from retrain.cli import cli
+
+    sets = [x for item in service.settings for x in ("--set", item)]
+    result = CliRunner().invoke(cli, [*args, *sets, "--json"])
+    assert result.exit_code == code, result.output
+    return json.loads(result.output) if code == 0 else {"output": result.output}
 
 
 def free_port() -> int:
@@ -207,5 +225,5 @@ def log_rows(log_url: str, model: str = NAME):
         log.engine.dispose()
 
 
-__all__ = ["REPO", "FEATURES", "NAME", "Service", "ServedStore", "serving_store", "use_served_store", "traffic",
-           "split_body", "log_rows", "free_port"]
+__all__ = ["FEATURES", "NAME", "Service", "ServedStore", "serving_store", "store", "use_served_store", "traffic",
+           "split_body", "log_rows", "free_port", "cli_json"]

@@ -26,7 +26,8 @@ import os, signal, sys, time
 from pathlib import Path
 from retrain.config import load_settings
 from retrain.serving.rollout import Rollout
-from retrain.serving.state import RolloutConflict, RolloutStore
+from retrain.errors import RegistryError
+from retrain.serving.state import RolloutStore
 
 start, who, expected = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 store = RolloutStore(load_settings(None))
@@ -41,8 +42,8 @@ while not start.exists():
 record = Rollout("ab", "2", "1", 5.0, reason=who)
 try:
     store.write(record, expected)
-except RolloutConflict as exc:
-    print(exc)
+except RegistryError as exc:  # a conflict, or the store too busy to take the claim: either way nothing written
+    print(type(exc).__name__, exc)
     sys.exit(4)
 print("won", who)
 """
@@ -79,12 +80,15 @@ def test_concurrent_writers_exactly_one_wins_each_round(registered, tmp_path):
     for round_, expected in enumerate((0, 1)):
         results = _writers(tmp_path, 4, expected, round_)
         codes = sorted(p.returncode for p, _ in results)
-        assert codes == [0, 4, 4, 4], [out for _, out in results]
+        if codes != [0, 4, 4, 4]:
+            pytest.fail(f"exit codes {codes}:\n" + "\n----\n".join(out for _, out in results), pytrace=False)
         winner = next(out.split()[-1] for p, out in results if p.returncode == 0)
         latest = store.read()
         assert latest.seq == expected + 1 and latest.reason == winner
         losers = [out for p, out in results if p.returncode == 4]
-        assert all("changed while this command ran" in out and "nothing was written" in out for out in losers)
+        # a loser saw the winner's claim, or (SQLite under load) could not take a claim at all: never both writing
+        assert all("nothing was written" in out for out in losers), losers
+        assert any("changed while this command ran" in out for out in losers), losers
     assert [r.seq for r in store.history()] == [1, 2]
 
 

@@ -17,15 +17,9 @@ import pytest
 import requests
 
 from tests.integration.serving_support import (FEATURES, NAME, Service, log_rows, serving_store, split_body,  # noqa: F401
-                                               traffic, use_served_store)
+                                               store, traffic)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def store(serving_store, monkeypatch, tmp_path):  # noqa: F811
-    uri = use_served_store(monkeypatch, serving_store, tmp_path)
-    return serving_store, uri
 
 
 def test_predict_answers_like_the_registered_model_in_every_body_shape(store, tmp_path):
@@ -161,6 +155,20 @@ def test_sigterm_writes_every_logged_row_before_exit(store, tmp_path):
     assert set(logged["request_id"]) >= set(answered)
     assert len(logged) == logged["request_id"].nunique() * len(rows)
     assert "prediction rows written, 0 lost" in service.log_tail()
+
+
+def test_serve_refuses_to_start_without_a_production_version(tracking, tmp_path):
+    from click.testing import CliRunner
+
+    from retrain.cli import cli
+
+    result = CliRunner().invoke(cli, ["serve", "--port", "1"])
+    assert result.exit_code == 4
+    assert "cannot read registered model churn-classifier" in result.output
+    mlflow.MlflowClient().create_registered_model(NAME)
+    result = CliRunner().invoke(cli, ["serve", "--port", "1"])
+    assert result.exit_code == 4
+    assert "churn-classifier has no @production alias; promote a version (`retrain promote`) before serving" in result.output
 
 
 def test_mlflow_run_serve_entry_point(store, tmp_path):

@@ -17,23 +17,10 @@ from retrain import data
 from retrain.cli import cli
 from retrain.config import load_settings
 from retrain.registry import Registry
-from tests.integration.serving_support import (FEATURES, NAME, Service, log_rows, serving_store, split_body,  # noqa: F401
-                                               traffic, use_served_store)
+from tests.integration.serving_support import (FEATURES, NAME, Service, cli_json, serving_store,  # noqa: F401
+                                               split_body, store, traffic)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def store(serving_store, monkeypatch, tmp_path):  # noqa: F811
-    uri = use_served_store(monkeypatch, serving_store, tmp_path)
-    return serving_store, uri
-
-
-def run_cli(service: Service, *args: str, code: int = 0) -> dict:
-    sets = [x for item in service.settings for x in ("--set", item)]
-    result = CliRunner().invoke(cli, [*args, *sets, "--json"])
-    assert result.exit_code == code, result.output
-    return json.loads(result.output)
 
 
 def send_labelled(service: Service, frame) -> pd.DataFrame:
@@ -53,11 +40,11 @@ def send_labelled(service: Service, frame) -> pd.DataFrame:
 def test_ab_report_numbers_chi_square_sample_ratio_png_and_run(store, tmp_path):
     served, uri = store
     service = Service(tmp_path, uri)
-    run_cli(service, "rollout", "start", "--mode", "ab", "--share", "50")
+    cli_json(service, "rollout", "start", "--mode", "ab", "--share", "50")
     with service:
         service.wait_for(lambda s: s["mode"] == "ab", "A/B route")
         answers = pd.concat([send_labelled(service, traffic(300, seed=s)) for s in (21, 22)], ignore_index=True)
-    result = run_cli(service, "ab", "report")
+    result = cli_json(service, "ab", "report")
     for variant in ("production", "candidate"):
         mine = answers[answers["variant"] == variant]
         got = result["variants"][variant]
@@ -91,7 +78,7 @@ def test_ab_report_without_a_rollout_or_traffic_is_a_clear_error(store, tmp_path
     sets = [x for item in service.settings for x in ("--set", item)]
     result = CliRunner().invoke(cli, ["ab", "report", *sets])
     assert result.exit_code == 4 and "no A/B or canary rollout of churn-classifier recorded" in result.output
-    run_cli(service, "rollout", "start", "--mode", "ab", "--share", "10")
+    cli_json(service, "rollout", "start", "--mode", "ab", "--share", "10")
     result = CliRunner().invoke(cli, ["ab", "report", *sets])
     assert result.exit_code == 3 and "has no rows of rollout #1" in result.output
 
@@ -105,11 +92,11 @@ def test_watch_rolls_a_deliberately_bad_model_back_with_the_reason_and_a_notific
         registry = Registry(load_settings(None, service.settings))
         registry.promote(bad, force=True, reason="test: ship a bad model")
         service.wait_for(lambda s: s["production"]["version"] == bad, "bad model serving")
-        early = run_cli(service, "watch", "--once")
+        early = cli_json(service, "watch", "--once")
         assert early["state"] == "waiting" and "0/150 labelled live records" in early["reason"]
         after = send_labelled(service, traffic(300, seed=32))
         assert set(after["version"]) == {bad}
-        result = run_cli(service, "watch", "--once")
+        result = cli_json(service, "watch", "--once")
         assert result["state"] == "rolled_back", result
         assert result["old"]["source"] == "live" and result["old"]["labelled"] == 300
         assert result["new"]["accuracy"] == pytest.approx((after["prediction"] == after["label"]).mean())
@@ -123,7 +110,7 @@ def test_watch_rolls_a_deliberately_bad_model_back_with_the_reason_and_a_notific
     run = mlflow.get_run(result["run_id"])
     assert run.info.run_name == f"watch-v{bad}" and run.data.tags["retrain.watch_state"] == "rolled_back"
     assert mlflow.MlflowClient().get_model_version(NAME, bad).tags["retrain.watch"].startswith("rolled_back")
-    again = run_cli(service, "watch", "--once")
+    again = cli_json(service, "watch", "--once")
     assert again["state"] == "nothing" and "rollback" in again["reason"]
 
 
@@ -134,7 +121,7 @@ def test_watch_passes_a_good_model_against_its_predecessors_recorded_metrics(sto
         Registry(load_settings(None, service.settings)).promote(good2, force=True, reason="test: ship a good model")
         service.wait_for(lambda s: s["production"]["version"] == good2, "new model serving")
         send_labelled(service, traffic(300, seed=41))
-        result = run_cli(service, "watch", "--once")
+        result = cli_json(service, "watch", "--once")
     assert result["state"] == "passed", result
     assert result["old"]["source"] == "recorded validation metrics" and result["old"]["labelled"] > 0
     assert Registry(load_settings(None, service.settings)).state().production == good2

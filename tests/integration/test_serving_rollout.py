@@ -18,31 +18,14 @@ from collections import Counter
 import mlflow
 import pytest
 import requests
-from click.testing import CliRunner
 
-from retrain.cli import cli
 from retrain.config import load_settings
 from retrain.registry import Registry
 from retrain.serving import assign
-from tests.integration.serving_support import (FEATURES, NAME, Service, log_rows, serving_store, split_body,  # noqa: F401
-                                               traffic, use_served_store)
+from tests.integration.serving_support import (FEATURES, NAME, Service, cli_json, log_rows,  # noqa: F401
+                                               serving_store, split_body, store, traffic)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def store(serving_store, monkeypatch, tmp_path):  # noqa: F811
-    uri = use_served_store(monkeypatch, serving_store, tmp_path)
-    return serving_store, uri
-
-
-def cli_json(service: Service, *args: str, code: int = 0) -> dict:
-    sets = []
-    for item in service.settings:
-        sets += ["--set", item]
-    result = CliRunner().invoke(cli, [*args, *sets, "--json"])
-    assert result.exit_code == code, result.output
-    return json.loads(result.output) if code == 0 else {"output": result.output}
 
 
 def settings_of(service: Service):
@@ -209,7 +192,20 @@ def test_a_version_that_fails_to_load_keeps_the_old_one_and_says_so(store, tmp_p
         registry.rollback(reason="test: back to the loadable one")
         status = service.wait_for(lambda s: s["reload"]["error"] is None, "reload error cleared")
         assert status["production"]["version"] == good
+        # a production version that loads but fails to score: 500 with one line, and the service stays up
+        failing = served.versions["failing"]
+        registry.promote(failing, force=True, reason="test: a version that cannot score")
+        service.wait_for(lambda s: s["production"]["version"] == failing, "failing version serving")
+        response = service.post("/predict", split_body(rows))
+        assert response.status_code == 500
+        assert response.json()["error"] == (f"production model version {failing} failed to score the request; "
+                                             "see the service log")
+        assert service.get("/health").status_code == 200
+        registry.rollback(reason="test: back again")
+        service.wait_for(lambda s: s["production"]["version"] == good, "good version back")
+        assert {p["version"] for p in predict(service, rows)} == {good}
     assert f"version {unloadable} failed to load" in service.log_tail(200_000)
+    assert "deliberately broken model" in service.log_tail(200_000)
 
 
 def record_comparison(candidate: str, incumbent: str) -> str:
