@@ -85,17 +85,21 @@ class Router:
         version = np.full(n, snap.production.version, dtype=object)
         cand_idx = np.flatnonzero(to_candidate)
         prod_idx = np.flatnonzero(~to_candidate)
+        batches: list[Batch] = []
         if len(cand_idx):
             ok = self._score(snap.candidate, "candidate", frame, cand_idx, request_id, at, ids, assignment, n,
-                             prediction, probability, served=True)
+                             prediction, probability, served=True, batches=batches)
             if ok:
                 variant[cand_idx] = "candidate"
                 version[cand_idx] = snap.candidate.version
             else:  # the candidate failed: production answers these records too (the error is logged and counted)
                 prod_idx = np.arange(n)
                 self.count(fallbacks=len(cand_idx))
-        if len(prod_idx) and not self._score(snap.production, "production", frame, prod_idx, request_id, at, ids,
-                                             assignment, n, prediction, probability, served=True):
+        answered = not len(prod_idx) or self._score(snap.production, "production", frame, prod_idx, request_id, at,
+                                                    ids, assignment, n, prediction, probability, served=True,
+                                                    batches=batches)
+        self.log.add(*batches)  # one group: a request's rows land in the log together
+        if not answered:
             raise PayloadError(500, f"production model version {snap.production.version} failed to score the request; "
                                     "see the service log")
         self.count(requests=1, **{f"records_{v}": int(c) for v, c in zip(*np.unique(variant, return_counts=True))})
@@ -108,8 +112,9 @@ class Router:
         return {"request_id": request_id, "predictions": predictions}, request_id
 
     def _score(self, loaded: Loaded, name: str, frame: pd.DataFrame, idx, request_id: str, at, ids, assignment, n: int,
-               prediction, probability, *, served: bool) -> bool:
-        """Score the records `idx` with one version, fill the answer arrays, log the rows; False on a failure."""
+               prediction, probability, *, served: bool, batches: list[Batch]) -> bool:
+        """Score the records `idx` with one version, fill the answer arrays, add the log rows to `batches`;
+        False on a failure."""
         part = frame if len(idx) == n else frame.iloc[idx].reset_index(drop=True)
         records = idx.tolist()
         batch = Batch(request_id, at, self.name, name, loaded.version, served, records, [ids[i] for i in records],
@@ -125,7 +130,7 @@ class Router:
             batch.served = False
             batch.latency_ms = (time.perf_counter() - start) * 1000
             batch.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:2000]
-            self.log.add(batch)
+            batches.append(batch)
             self.count(**{f"errors_{name}": len(records)})
             log.warning("%s version %s failed on request %s: %s", name, loaded.version, request_id, batch.error)
             return False
@@ -134,7 +139,7 @@ class Router:
         if served:
             prediction[idx] = p
             probability[idx] = q
-        self.log.add(batch)
+        batches.append(batch)
         return True
 
     def _submit_shadow(self, candidate: Loaded, frame, request_id, at, ids, assignment) -> None:
@@ -150,8 +155,10 @@ class Router:
 
         try:
             n = len(frame)
+            batches: list[Batch] = []
             ok = self._score(candidate, "shadow", frame, np.arange(n), request_id, at, ids, assignment, n, None, None,
-                             served=False)
+                             served=False, batches=batches)
+            self.log.add(*batches)
             self.count(**{"shadow_scored" if ok else "shadow_failed": 1})
         finally:
             with self._lock:

@@ -6,9 +6,9 @@ Table `predictions`: one row per record and variant that scored it: request id, 
 prediction, probability, latency of the variant's scoring call (ms), error. Table `feedback`: late labels
 by request id and record (an entity id is resolved to its latest prediction when the label arrives).
 
-Rows are written off the request path: the service hands each request's batch to `PredictionLog.add`,
-a writer thread inserts them in transactions of up to `batch_rows` rows at least every `flush_s`
-seconds, and `close()` writes everything still queued (graceful shutdown loses nothing). The queue is
+Rows are written off the request path: the service hands each request's batches to `PredictionLog.add`
+as one group, a writer thread inserts groups in transactions of about `batch_rows` rows (a request's
+rows always together) at least every `flush_s` seconds, and `close()` writes everything still queued (graceful shutdown loses nothing). The queue is
 unbounded on purpose: a slow database costs memory (shown in /status), never rows.
 """
 
@@ -165,8 +165,8 @@ class PredictionLog:
                             if mark else None)
         self._sqlite = self.engine.dialect.name == "sqlite"
         self.counters = Counters()
-        self._queue: queue.Queue[Batch | None] = queue.Queue()
-        self._pending = 0  # batches handed over and not yet written (or given up on)
+        self._queue: queue.Queue[list[Batch] | None] = queue.Queue()
+        self._pending = 0  # groups handed over and not yet written (or given up on)
         self._idle = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -178,12 +178,17 @@ class PredictionLog:
         self._thread.start()
         return self
 
-    def add(self, batch: Batch) -> None:
-        """Queue a batch for writing (never blocks, never drops)."""
+    def add(self, *batches: Batch) -> None:
+        """Queue one request's batches for writing, as one group: they land in the same transaction.
+
+        Never blocks, never drops.
+        """
+        if not batches:
+            return
         with self._idle:
             self._pending += 1
-            self.counters.rows_in += len(batch.records)
-        self._queue.put(batch)
+            self.counters.rows_in += sum(len(b.records) for b in batches)
+        self._queue.put(list(batches))
 
     @property
     def backlog(self) -> int:
@@ -214,7 +219,7 @@ class PredictionLog:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            batches: list[Batch] = []
+            groups: list[list[Batch]] = []
             rows = 0
             deadline = time.monotonic() + self.flush_s
             while rows < self.batch_rows:
@@ -230,57 +235,61 @@ class PredictionLog:
                         except queue.Empty:
                             break
                         if rest is not None:
-                            batches.append(rest)
+                            groups.append(rest)
                     break
-                batches.append(item)
-                rows += len(item.records)
-            if batches:
-                self._write(batches, final=stopping)
+                groups.append(item)
+                rows += sum(len(b.records) for b in item)
+            if groups:
+                self._write(groups, final=stopping)
 
-    def _write(self, batches: list[Batch], final: bool) -> None:
-        """Insert the batches' rows, `batch_rows` per transaction; retry with backoff while the database refuses.
+    def _write(self, groups: list[list[Batch]], final: bool) -> None:
+        """Insert the groups' rows in one transaction (about `batch_rows` rows; a request is never split);
+        retry with backoff while the database refuses.
 
         While serving, a refused write is retried until it succeeds (rows wait in memory); once stopping,
         five attempts, then the rows are counted as lost and logged.
         """
         try:
             at = self._sqlite_time if self._sqlite else None
-            rows = [row for batch in batches for row in batch.rows(at(batch.at) if at else None)]
+            rows = [row for group in groups for batch in group for row in batch.rows(at(batch.at) if at else None)]
         except Exception as exc:  # noqa: BLE001 - a row that cannot be built must not stop the writer
             log.exception("prediction log: cannot build rows")
-            self._done(batches, lost=sum(len(b.records) for b in batches), error=str(exc))
+            self._done(groups, lost=sum(len(b.records) for g in groups for b in g), error=str(exc))
             return
-        done, failures, delay = 0, 0, 0.2
-        while done < len(rows):
-            chunk = rows[done:done + self.batch_rows]
+        if not rows:
+            self._done(groups)
+            return
+        failures, delay = 0, 0.2
+        while True:
             try:
                 with self.engine.begin() as conn:
                     if self._insert_sql:
-                        conn.exec_driver_sql(self._insert_sql, chunk)
+                        conn.exec_driver_sql(self._insert_sql, rows)
                     else:
-                        conn.execute(self.predictions.insert(), [dict(zip(COLUMNS, row)) for row in chunk])
+                        conn.execute(self.predictions.insert(), [dict(zip(COLUMNS, row)) for row in rows])
             except Exception as exc:  # noqa: BLE001 - database down or locked: keep the rows and retry
                 failures += 1
                 self.counters.batches_failed += 1
                 self.counters.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
                 log.warning("prediction log: write failed (attempt %d): %s", failures, self.counters.last_error)
                 if (final or self._stopping) and failures >= 5:
-                    break
+                    self._done(groups, lost=len(rows))
+                    return
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            done += len(chunk)
-            self.counters.rows_out += len(chunk)
-        self._done(batches, lost=len(rows) - done)
+            self.counters.rows_out += len(rows)
+            self._done(groups)
+            return
 
     @staticmethod
     def _sqlite_time(at: datetime) -> str:
         """How SQLAlchemy stores a DateTime in SQLite (so reads through SQLAlchemy parse it back)."""
         return at.strftime("%Y-%m-%d %H:%M:%S.%f")
 
-    def _done(self, batches: list[Batch], lost: int = 0, error: str | None = None) -> None:
+    def _done(self, groups: list[list[Batch]], lost: int = 0, error: str | None = None) -> None:
         with self._idle:
-            self._pending -= len(batches)
+            self._pending -= len(groups)
             self.counters.lost += lost
             if error:
                 self.counters.last_error = error
@@ -291,11 +300,11 @@ class PredictionLog:
     # -- feedback
 
     def find_records(self, model: str, request_id: str) -> int:
-        """How many records the log holds for a request id (0 = unknown)."""
+        """How many records the log holds for a request id (0 = unknown); a request's rows land together."""
         from sqlalchemy import func, select
 
         p = self.predictions
-        query = select(func.count(func.distinct(p.c.record))).where(p.c.request_id == request_id, p.c.model == model)
+        query = select(func.max(p.c.record) + 1).where(p.c.request_id == request_id, p.c.model == model)
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar() or 0)
 
