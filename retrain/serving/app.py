@@ -27,7 +27,7 @@ from fastapi import Request  # at module level: FastAPI resolves the endpoints' 
 from retrain.config import Settings
 from retrain.serving import assign
 from retrain.serving.payload import PayloadError, parse
-from retrain.serving.predlog import Batch, PredictionLog, redact, utcnow
+from retrain.serving.predlog import Batch, LoggedRequest, PredictionLog, redact, utcnow
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,7 +66,8 @@ class Router:
         snap = self.live.snapshot
         if snap is None:
             raise PayloadError(503, "no model loaded yet; retry shortly")
-        parsed = parse(_json(body), snap.production.columns, self.settings.data.id)
+        data = _json(body)
+        parsed = parse(data, snap.production.columns, self.settings.data.id)
         frame, ids = parsed.frame, parsed.entity_ids
         n = len(frame)
         request_id = str(uuid.uuid4())
@@ -98,7 +99,11 @@ class Router:
         answered = not len(prod_idx) or self._score(snap.production, "production", frame, prod_idx, request_id, at,
                                                     ids, assignment, n, prediction, probability, served=True,
                                                     batches=batches)
-        self.log.add(*batches)  # one group: a request's rows land in the log together
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:  # UTF-16/32 JSON: keep what it says, in UTF-8
+            text = json.dumps(data)
+        self.log.add(*batches, request=LoggedRequest(request_id, at, self.name, n, text))  # lands in one transaction
         if not answered:
             raise PayloadError(500, f"production model version {snap.production.version} failed to score the request; "
                                     "see the service log")
@@ -118,7 +123,7 @@ class Router:
         part = frame if len(idx) == n else frame.iloc[idx].reset_index(drop=True)
         records = idx.tolist()
         batch = Batch(request_id, at, self.name, name, loaded.version, served, records, [ids[i] for i in records],
-                      [assignment[i] for i in records], part)
+                      [assignment[i] for i in records])
         start = time.perf_counter()
         try:
             out = loaded.model.predict(part)

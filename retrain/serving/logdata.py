@@ -29,8 +29,6 @@ def is_log_url(path: str) -> bool:
 
 def load(spec: DataSpec) -> pd.DataFrame:
     """Served log rows with their labels, sorted by time, in the frame shape of `retrain.data.load`."""
-    import json
-
     import pandas as pd
 
     from retrain.serving.predlog import PredictionLog, redact
@@ -59,7 +57,7 @@ def load(spec: DataSpec) -> pd.DataFrame:
     if rows.empty:
         raise DataError(f"the prediction log {redact(url)} has no served predictions"
                         f"{f' of model {model}' if model else ''}; serve traffic with `retrain serve` first")
-    features = pd.DataFrame.from_records([json.loads(f) for f in rows["features"]], index=rows.index)
+    features = pd.DataFrame.from_records(list(rows["features"]), index=rows.index)
     missing = [c for c in spec.features if c not in features.columns]
     if missing:
         raise DataError(f"column {missing[0]!r} is configured but missing from the features in the prediction log "

@@ -1,24 +1,29 @@
 """The prediction log on SQLAlchemy (SQLite by default, any SQLAlchemy URL such as PostgreSQL): rows, feedback, queries.
 
-Table `predictions`: one row per record and variant that scored it: request id, record index, time
-(UTC), model name, entity id, assignment (`entity` = sticky by id, `request` = per request), variant
-(`production`, `candidate`, `shadow`), version, served (whether this row is the answer), features (JSON),
-prediction, probability, latency of the variant's scoring call (ms), error. Table `feedback`: late labels
-by request id and record (an entity id is resolved to its latest prediction when the label arrives).
+Table `requests`: one row per request: request id, time (UTC), model name, number of records, and the
+body as the client sent it (JSON; the features of every record, read back with `payload.columns_of`).
+Table `predictions`: one row per record and variant that scored it: request id, record index, time,
+model name, entity id, assignment (`entity` = sticky by id, `request` = per request), variant
+(`production`, `candidate`, `shadow`), version, served (whether this row is the answer), prediction,
+probability, latency of the variant's scoring call (ms), error. Table `feedback`: late labels by request
+id and record (an entity id is resolved to its latest prediction when the label arrives).
 
-Rows are written off the request path: the service hands each request's batches to `PredictionLog.add`
-as one group, a writer thread inserts groups in transactions of about `batch_rows` rows (a request's
-rows always together) at least every `flush_s` seconds, and `close()` writes everything still queued (graceful shutdown loses nothing). The queue is
-unbounded on purpose: a slow database costs memory (shown in /status), never rows.
+Rows are written off the request path: the service hands each request's body and batches to
+`PredictionLog.add` as one group; a writer thread inserts groups in transactions of about `batch_rows`
+prediction rows (a request's rows always together) at least every `flush_s` seconds, and `close()`
+writes everything still queued (graceful shutdown loses nothing). Keeping the body instead of one
+features document per row spares the writer a serialisation per record. The queue is unbounded on
+purpose: a slow database costs memory (shown in /status), never rows.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
-from itertools import repeat
 import threading
 import time
+from itertools import repeat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -35,6 +40,14 @@ def _tables():
                             Text)
 
     metadata = MetaData()
+    requests = Table(
+        "requests", metadata,
+        Column("request_id", String(36), primary_key=True),
+        Column("at", DateTime, nullable=False),
+        Column("model", String(256), nullable=False),
+        Column("records", Integer, nullable=False),
+        Column("body", Text, nullable=False),
+    )
     predictions = Table(
         "predictions", metadata,
         Column("id", Integer, primary_key=True, autoincrement=True),
@@ -47,7 +60,6 @@ def _tables():
         Column("variant", String(16), nullable=False),
         Column("version", String(32), nullable=False),
         Column("served", Boolean, nullable=False),
-        Column("features", Text),
         Column("prediction", SmallInteger),
         Column("probability", Float),
         Column("latency_ms", Float),
@@ -66,7 +78,7 @@ def _tables():
         Column("entity_id", String(256)),
         Index("ix_feedback_request", "request_id", "record"),
     )
-    return metadata, predictions, feedback
+    return metadata, requests, predictions, feedback
 
 
 def utcnow() -> datetime:
@@ -115,7 +127,6 @@ class Batch:
     records: list[int]
     entity_ids: list[str | None]
     assignment: list[str]
-    features: pd.DataFrame
     prediction: np.ndarray | None = None
     probability: np.ndarray | None = None
     latency_ms: float | None = None
@@ -124,17 +135,31 @@ class Batch:
     def rows(self, at: Any = None) -> list[tuple]:
         """One tuple per record in `COLUMNS` order (`at` overrides the time value, e.g. pre-formatted for SQLite)."""
         n = len(self.records)
-        features = self.features.to_json(orient="records", lines=True, double_precision=15).splitlines()
         prediction = self.prediction.tolist() if self.prediction is not None else [None] * n
         probability = self.probability.tolist() if self.probability is not None else [None] * n
         return list(zip(repeat(self.request_id), self.records, repeat(self.at if at is None else at), repeat(self.model),
                         self.entity_ids, self.assignment, repeat(self.variant), repeat(self.version),
-                        repeat(self.served), features, prediction, probability, repeat(self.latency_ms),
+                        repeat(self.served), prediction, probability, repeat(self.latency_ms),
                         repeat(self.error)))
 
 
-COLUMNS = ("request_id", "record", "at", "model", "entity_id", "assignment", "variant", "version", "served", "features",
+COLUMNS = ("request_id", "record", "at", "model", "entity_id", "assignment", "variant", "version", "served",
            "prediction", "probability", "latency_ms", "error")
+REQUEST_COLUMNS = ("request_id", "at", "model", "records", "body")
+
+
+@dataclass
+class LoggedRequest:
+    """One request as the client sent it: the features of its records live in its body."""
+
+    request_id: str
+    at: datetime
+    model: str
+    records: int
+    body: str
+
+    def row(self, at: Any = None) -> tuple:
+        return (self.request_id, self.at if at is None else at, self.model, self.records, self.body)
 
 
 @dataclass
@@ -154,7 +179,7 @@ class PredictionLog:
     def __init__(self, url: str, batch_rows: int = 2000, flush_s: float = 0.25) -> None:
         self.url = url
         self.engine = make_engine(url)
-        self.metadata, self.predictions, self.feedback = _tables()
+        self.metadata, self.requests, self.predictions, self.feedback = _tables()
         self.metadata.create_all(self.engine)
         self.batch_rows, self.flush_s = batch_rows, flush_s
         # The writer hands rows to the driver's executemany (a C loop) instead of per-row SQLAlchemy processing:
@@ -163,9 +188,11 @@ class PredictionLog:
         mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(style)
         self._insert_sql = (f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join([mark] * len(COLUMNS))})"
                             if mark else None)
+        self._request_sql = (f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
+                             f"VALUES ({', '.join([mark] * len(REQUEST_COLUMNS))})" if mark else None)
         self._sqlite = self.engine.dialect.name == "sqlite"
         self.counters = Counters()
-        self._queue: queue.Queue[list[Batch] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[LoggedRequest | None, list[Batch]] | None] = queue.Queue()
         self._pending = 0  # groups handed over and not yet written (or given up on)
         self._idle = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -178,17 +205,17 @@ class PredictionLog:
         self._thread.start()
         return self
 
-    def add(self, *batches: Batch) -> None:
-        """Queue one request's batches for writing, as one group: they land in the same transaction.
+    def add(self, *batches: Batch, request: LoggedRequest | None = None) -> None:
+        """Queue one request (its body, if given) and its batches as one group: they land in the same transaction.
 
         Never blocks, never drops.
         """
-        if not batches:
+        if not batches and request is None:
             return
         with self._idle:
             self._pending += 1
             self.counters.rows_in += sum(len(b.records) for b in batches)
-        self._queue.put(list(batches))
+        self._queue.put((request, list(batches)))
 
     @property
     def backlog(self) -> int:
@@ -219,7 +246,7 @@ class PredictionLog:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            groups: list[list[Batch]] = []
+            groups: list[tuple[LoggedRequest | None, list[Batch]]] = []
             rows = 0
             deadline = time.monotonic() + self.flush_s
             while rows < self.batch_rows:
@@ -238,35 +265,37 @@ class PredictionLog:
                             groups.append(rest)
                     break
                 groups.append(item)
-                rows += sum(len(b.records) for b in item)
+                rows += sum(len(b.records) for b in item[1])
             if groups:
                 self._write(groups, final=stopping)
 
-    def _write(self, groups: list[list[Batch]], final: bool) -> None:
-        """Insert the groups' rows in one transaction (about `batch_rows` rows; a request is never split);
-        retry with backoff while the database refuses.
+    def _write(self, groups: list[tuple[LoggedRequest | None, list[Batch]]], final: bool) -> None:
+        """Insert the groups' requests and rows in one transaction (about `batch_rows` rows; a request is never
+        split); retry with backoff while the database refuses.
 
         While serving, a refused write is retried until it succeeds (rows wait in memory); once stopping,
         five attempts, then the rows are counted as lost and logged.
         """
         try:
-            at = self._sqlite_time if self._sqlite else None
-            rows = [row for group in groups for batch in group for row in batch.rows(at(batch.at) if at else None)]
+            at = self._sqlite_time if self._sqlite else (lambda value: None)
+            requests = [r.row(at(r.at)) for r, _ in groups if r is not None]
+            rows = [row for _, batches in groups for batch in batches for row in batch.rows(at(batch.at))]
         except Exception as exc:  # noqa: BLE001 - a row that cannot be built must not stop the writer
             log.exception("prediction log: cannot build rows")
-            self._done(groups, lost=sum(len(b.records) for g in groups for b in g), error=str(exc))
-            return
-        if not rows:
-            self._done(groups)
+            self._done(groups, lost=sum(len(b.records) for _, g in groups for b in g), error=str(exc))
             return
         failures, delay = 0, 0.2
         while True:
             try:
                 with self.engine.begin() as conn:
-                    if self._insert_sql:
-                        conn.exec_driver_sql(self._insert_sql, rows)
-                    else:
-                        conn.execute(self.predictions.insert(), [dict(zip(COLUMNS, row)) for row in rows])
+                    for sql, table, columns, values in ((self._request_sql, self.requests, REQUEST_COLUMNS, requests),
+                                                        (self._insert_sql, self.predictions, COLUMNS, rows)):
+                        if not values:
+                            continue
+                        if sql:
+                            conn.exec_driver_sql(sql, values)
+                        else:
+                            conn.execute(table.insert(), [dict(zip(columns, v)) for v in values])
             except Exception as exc:  # noqa: BLE001 - database down or locked: keep the rows and retry
                 failures += 1
                 self.counters.batches_failed += 1
@@ -287,7 +316,7 @@ class PredictionLog:
         """How SQLAlchemy stores a DateTime in SQLite (so reads through SQLAlchemy parse it back)."""
         return at.strftime("%Y-%m-%d %H:%M:%S.%f")
 
-    def _done(self, groups: list[list[Batch]], lost: int = 0, error: str | None = None) -> None:
+    def _done(self, groups: list[tuple[LoggedRequest | None, list[Batch]]], lost: int = 0, error: str | None = None) -> None:
         with self._idle:
             self._pending -= len(groups)
             self.counters.lost += lost
@@ -300,11 +329,11 @@ class PredictionLog:
     # -- feedback
 
     def find_records(self, model: str, request_id: str) -> int:
-        """How many records the log holds for a request id (0 = unknown); a request's rows land together."""
-        from sqlalchemy import func, select
+        """How many records a logged request had (0 = unknown request id)."""
+        from sqlalchemy import select
 
-        p = self.predictions
-        query = select(func.max(p.c.record) + 1).where(p.c.request_id == request_id, p.c.model == model)
+        r = self.requests
+        query = select(r.c.records).where(r.c.request_id == request_id, r.c.model == model)
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar() or 0)
 
@@ -339,8 +368,6 @@ class PredictionLog:
         labels = select(f.c.request_id, f.c.record, f.c.label).join(latest, f.c.id == latest.c.fid).subquery()
         columns = [p.c.request_id, p.c.record, p.c.at, p.c.entity_id, p.c.assignment, p.c.variant, p.c.version,
                    p.c.served, p.c.prediction, p.c.probability, p.c.latency_ms, p.c.error, labels.c.label]
-        if features:
-            columns.append(p.c.features)
         query = select(*columns).outerjoin(
             labels, (labels.c.request_id == p.c.request_id) & (labels.c.record == p.c.record)).where(p.c.model == model)
         if since is not None:
@@ -359,7 +386,29 @@ class PredictionLog:
         for col in ("prediction", "probability", "latency_ms"):
             frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
         frame["served"] = frame["served"].astype(bool)
+        if features:
+            frame["features"] = self._features(frame)
         return frame
+
+    def _features(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
+        """Every row's record as the client sent it (all its fields), from the request bodies."""
+        from sqlalchemy import select
+
+        from retrain.serving.payload import columns_of
+
+        ids = frame["request_id"].unique().tolist()
+        bodies: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                query = select(self.requests.c.request_id, self.requests.c.body).where(
+                    self.requests.c.request_id.in_(ids[start:start + 500]))
+                bodies.update(conn.execute(query).all())
+        records: dict[str, list[dict[str, Any]]] = {}
+        for request_id, body in bodies.items():
+            columns = columns_of(json.loads(body))
+            names = list(columns)
+            records[request_id] = [dict(zip(names, values)) for values in zip(*columns.values())]
+        return [records[r][i] if r in records else {} for r, i in zip(frame["request_id"], frame["record"])]
 
     def count(self, model: str | None = None) -> int:
         """Rows in the predictions table (of `model`, if given)."""
