@@ -30,6 +30,13 @@ class Group(click.Group):
             return super().invoke(ctx)
         except RetrainError as exc:
             raise RetrainCommandError(exc) from None
+        except Exception as exc:
+            from retrain.tracking import service_error
+
+            error = service_error(exc)
+            if error is None:
+                raise
+            raise RetrainCommandError(error) from None
 
 
 def settings_options(func: Callable) -> Callable:

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from retrain.config import Settings
-from retrain.errors import RetrainError
+from retrain.errors import RetrainError, ServiceError
+from retrain.tracking import service_error
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -133,6 +134,9 @@ def _project_step(project: Path, entry_point: str, parameters: dict[str, str], e
                 experiment_name=experiment, synchronous=True,
             )
     except ExecutionException as exc:
+        from retrain.tracking import client
+
+        client().search_experiments(max_results=1)  # a tracking server that went away is what to report
         raise RetrainError(f"step {entry_point!r} failed: {str(exc).splitlines()[0]}") from None
     return submitted.run_id
 
@@ -191,11 +195,17 @@ def run_cycle(
             with _env(RETRAIN_PARENT_RUN_ID=run.info.run_id, MLFLOW_TRACKING_URI=uri), \
                     tempfile.TemporaryDirectory(prefix="retrain-cycle-") as tmp:
                 _cycle(settings, as_of, force, project, registry, result, lap, Path(tmp))
-        except RetrainError as exc:
-            mlflow.set_tags({"retrain.outcome": "failed", "retrain.error": str(exc)[:5000]})
+        except Exception as exc:
+            error = exc if isinstance(exc, RetrainError) else service_error(exc)
+            if error is None:
+                raise
+            if not isinstance(error, ServiceError):  # with a service down, writing the tags would fail too
+                mlflow.set_tags({"retrain.outcome": "failed", "retrain.error": str(error)[:5000]})
             notify.notify(settings, {"kind": "failed", "model": settings.registry.model_name,
-                                     "as_of": result.as_of, "reason": str(exc), "cycle_run_id": result.run_id})
-            raise
+                                     "as_of": result.as_of, "reason": str(error), "cycle_run_id": result.run_id})
+            if error is exc:
+                raise
+            raise error from exc
         result.production_after = registry.state().production
         mlflow.set_tags({
             "retrain.outcome": result.outcome,

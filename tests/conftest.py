@@ -27,6 +27,7 @@ def point_mlflow(mp: pytest.MonkeyPatch, uri: str) -> None:
     import mlflow
 
     mp.setenv("MLFLOW_TRACKING_URI", uri)
+    mp.setenv("MLFLOW_REGISTRY_URI", uri)  # set_registry_uri writes it too: undo that after the test
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     # set_experiment() caches the experiment id process-wide; a new store must not inherit it

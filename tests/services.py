@@ -100,12 +100,18 @@ class Service:
     def log(self) -> Path:
         return self.folder / f"{self.name}.log"
 
-    def start(self, timeout: float = 180) -> Service:
+    def start(self, timeout: float = 300) -> Service:
+        return self.spawn().wait_ready(timeout)
+
+    def spawn(self) -> Service:
         out = self.log.open("ab")
         # Its own session: stopping it ends its workers too, and never anything else.
         self.proc = subprocess.Popen(self.args, cwd=self.folder, env={**os.environ, **self.env}, stdout=out,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         out.close()
+        return self
+
+    def wait_ready(self, timeout: float = 300) -> Service:
         url = self.ready_url or self.url
         wait_for(lambda: http_ok(url), f"{self.name} on port {self.port}", timeout, self.proc, self.log)
         return self
@@ -159,7 +165,9 @@ def mlflow_server(folder: Path, backend_uri: str, *, artifacts_destination: str 
     else:
         args += ["--serve-artifacts", "--artifacts-destination",
                  artifacts_destination or (folder / "artifacts").as_uri()]
-    return Service(name, args, port, folder, dict(env or {}), ready_url=f"http://{HOST}:{port}/health")
+    # No job executor: its worker processes serve GenAI features this project does not use.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
+    return Service(name, args, port, folder, env, ready_url=f"http://{HOST}:{port}/health")
 
 
 def sqlite_mlflow_server(folder: Path) -> Service:
@@ -296,8 +304,10 @@ def up(state: Path) -> dict[str, str]:
     direct = mlflow_server(state / "direct", pg.create_database("mlflow_direct", TEMPLATE_DB),
                            default_artifact_root=f"s3://{bucket}/direct", env=env, name="mlflow-direct")
     for server in (proxied, direct):
-        server.start()
+        server.spawn()
         _record(state, server.name, {"pid": server.proc.pid})
+    for server in (proxied, direct):
+        server.wait_ready()
     return {
         "RETRAIN_TEST_POSTGRES_URI": pg.uri(),
         "RETRAIN_TEST_S3_ENDPOINT": s3.url,

@@ -30,7 +30,7 @@ def _cli(*args: str) -> list[str]:
 
 
 def _run(args: list[str], tmp_path: Path, uri: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}
     return subprocess.run([sys.executable, "-m", "retrain", *args], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=900)
 
