@@ -215,6 +215,7 @@ def run_cycle(
             "retrain.production_after": result.production_after or "none",
         })
         event = _event(settings, result)
+        mlflow.log_dict(event, "event.json")  # also with the cycle run: a container's files do not last
         result.notification = notify.notify(settings, event).to_dict()
         lap("notify")
         result.timings = timings

@@ -48,7 +48,8 @@ def use_store(mp: pytest.MonkeyPatch, db_source: Path, folder: Path) -> str:
 def tracking(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh tracking URI (copied template DB) with the test's tmp folder as working folder."""
     monkeypatch.chdir(tmp_path)
-    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "RETRAIN_PARENT_RUN_ID"):
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "RETRAIN_PARENT_RUN_ID",
+                "RETRAIN_EVENTS_PATH", "RETRAIN_PROJECT_DIR"):
         monkeypatch.delenv(var, raising=False)
     if "unit" in request.node.nodeid.split("/"):
         yield ""

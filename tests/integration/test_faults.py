@@ -24,7 +24,7 @@ FEW_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACK
 # ...or ride out a restart: 10 retries with backoff wait up to about 10 minutes.
 MANY_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "10", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2"}
 SERVICE_DOWN = 7
-LONG_FIT = ("model.epochs=400", "model.patience=400")  # long enough to kill the server during the fit
+LONG_FIT = ("model.epochs=100", "model.patience=100")  # long enough to kill the server during the fit
 
 
 def retrain(args: list[str], uri: str, cwd: Path, env: dict[str, str] | None = None, *,
@@ -49,13 +49,14 @@ def production(client: MlflowClient, name: str) -> str | None:
     return str(aliases["production"]) if "production" in aliases else None
 
 
-def wait_for_training_run(client: MlflowClient, experiment: str, proc: subprocess.Popen) -> None:
-    """Until the cycle's training run exists and is running (the fit follows)."""
-    def running() -> bool:
-        exp = client.get_experiment_by_name(experiment)
-        return exp is not None and bool(client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'"))
+def wait_for_the_fit(client: MlflowClient, monitoring: str, as_of: str, proc: subprocess.Popen, nth: int) -> None:
+    """Until the `nth` check run for `as_of` has finished: the cycle's fit (no MLflow calls) comes next."""
+    def checked() -> bool:
+        exp = client.get_experiment_by_name(monitoring)
+        return exp is not None and len(client.search_runs(
+            [exp.experiment_id], f"attributes.status = 'FINISHED' and tags.`retrain.as_of` = '{as_of}'")) >= nth
 
-    services.wait_for(running, "the training run", 600, proc)
+    services.wait_for(checked, "the cycle's check run", 600, proc)
 
 
 def assert_consistent(uri: str, cwd: Path, names: list[str], data: Path, expected_production: str | None) -> None:
@@ -83,7 +84,7 @@ def test_tracking_server_killed_mid_cycle_is_one_line_and_the_next_cycle_rides_o
         cycle = ["run", "--in-process", "--force", "--as-of", "2026-03-01",
                  *settings_args(stable_data, names, *LONG_FIT)]
         proc = retrain(cycle, server.url, tmp_path, FEW_RETRIES, wait=False)
-        wait_for_training_run(client, names[1].split("=", 1)[1], proc)
+        wait_for_the_fit(client, names[3].split("=", 1)[1], "2026-03-01", proc, 1)
         server.kill()
         _, stderr = proc.communicate(timeout=900)
         assert proc.returncode == SERVICE_DOWN, stderr[-3000:]
@@ -98,7 +99,7 @@ def test_tracking_server_killed_mid_cycle_is_one_line_and_the_next_cycle_rides_o
 
         # 2. The same cycle again; the server is killed and restarted while it trains: MLflow's retries ride it out.
         proc = retrain(cycle, server.url, tmp_path, MANY_RETRIES, wait=False)
-        wait_for_training_run(client, names[1].split("=", 1)[1], proc)
+        wait_for_the_fit(client, names[3].split("=", 1)[1], "2026-03-01", proc, 2)
         server.kill()
         server.start()
         stdout, stderr = proc.communicate(timeout=1200)
