@@ -238,9 +238,11 @@ class Postgres:
         if os.geteuid() == 0:
             shutil.chown(folder, "postgres")
             shutil.chown(pwfile, "postgres")
-        subprocess.run(_as_postgres([pg_bin("initdb"), "-D", str(folder / "data"), "-U", PG_USER, "--pwfile",
-                                     str(pwfile), "-A", "scram-sha-256", "--no-sync", "-E", "UTF8"]),
-                       check=True, capture_output=True)
+        done = subprocess.run(_as_postgres([pg_bin("initdb"), "-D", str(folder / "data"), "-U", PG_USER, "--pwfile",
+                                            str(pwfile), "-A", "scram-sha-256", "--no-sync", "-E", "UTF8"]),
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb in {folder} failed: {done.stderr.strip()[-1000:]}")
         return cls(folder, port or free_port())
 
     @property

@@ -24,7 +24,7 @@ FEW_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACK
 # ...or ride out a restart: 10 retries with backoff wait up to about 10 minutes.
 MANY_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "10", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2"}
 SERVICE_DOWN = 7
-LONG_FIT = ("model.epochs=100", "model.patience=100")  # long enough to kill the server during the fit
+LONG_FIT = ("model.epochs=30", "model.patience=30")  # fit, register, evaluate: seconds to kill the server in
 
 
 def retrain(args: list[str], uri: str, cwd: Path, env: dict[str, str] | None = None, *,
@@ -159,10 +159,10 @@ def test_s3_down_is_one_line_registers_nothing_and_the_next_train_recovers(stabl
 
 
 @pytest.fixture
-def postgres(tmp_path):
+def postgres():
     if not os.environ.get("RETRAIN_TEST_POSTGRES_URI") or not services.postgres_available():
         pytest.skip("RETRAIN_TEST_POSTGRES_URI is not set: install and start PostgreSQL as .ci/run does")
-    pg = services.Postgres.create(tmp_path / "pg").start()
+    pg = services.Postgres.create().start()  # under /tmp: the postgres user cannot enter pytest's folders
     yield pg
     pg.destroy()
 
