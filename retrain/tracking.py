@@ -182,6 +182,9 @@ def service_error(exc: BaseException) -> Exception | None:
         return ServiceError(f"the artifact store (S3 at {endpoint}) failed: {why}; check MLFLOW_S3_ENDPOINT_URL, "
                             "the bucket and the AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
     alive = server and _answers(uri)
+    if alive and ("503" in text or "TEMPORARILY_UNAVAILABLE" in text or why.startswith("max retries")):
+        text += " | " + _database_probe(uri)  # the retried 503s hide the server's reason: ask once more
+        why = _reason(text)
     if alive and ("mlflow-artifacts" in text or any(m in text for m in _S3)):
         return ServiceError(f"the tracking server {where} cannot store or read artifacts: {why}; check its "
                             "artifact store (the S3 endpoint, bucket and credentials of its --artifacts-destination)")
@@ -212,6 +215,20 @@ def _answers(uri: str) -> bool:
             return response.status == 200
     except Exception:  # noqa: BLE001 - any failure means: it does not answer
         return False
+
+
+def _database_probe(uri: str) -> str:
+    """The server's answer to one request that needs its database (no retries), when it is an error."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1", timeout=10):
+            return ""
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}: {exc.read(2000).decode(errors='replace')}"
+    except Exception:  # noqa: BLE001 - nothing more to learn
+        return ""
 
 
 def _reason(text: str) -> str:

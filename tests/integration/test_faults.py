@@ -180,7 +180,7 @@ def test_postgres_refusing_connections_is_one_line_and_nothing_moves(postgres, s
         first = retrain(["run", "--in-process", "--as-of", "2026-02-10", *settings_args(stable_data, names)],
                         server.url, tmp_path)
         assert first.returncode == 0, first.stderr[-3000:]
-        assert production(client, model) == "1", (first.stdout, client.get_registered_model(model))
+        assert production(client, model) == "1", [x for x in first.stdout.splitlines() if "View" not in x]
 
         postgres.stop("immediate")
         cycle = ["run", "--in-process", "--force", "--as-of", "2026-03-01", *settings_args(stable_data, names)]

@@ -70,7 +70,9 @@ def test_mlflow_run_main_on_postgres_and_s3_then_promote_and_rollback(ci_server,
     model = names[0].split("=", 1)[1]
     cycles = names[4].split("=", 1)[1]
     overrides = " ".join([*FAST, *names, f"notify.events_path={tmp_path / 'events.jsonl'}"])
-    env = {**os.environ, "MLFLOW_TRACKING_URI": ci_server}
+    # `mlflow run` starts `python -m retrain`: the python of this environment, activated or not
+    env = {**os.environ, "MLFLOW_TRACKING_URI": ci_server,
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "main", "--env-manager", "local",
            "--experiment-name", cycles, "-P", f"data={s3_data}", "-P", "as_of=2026-02-10", "-P", f"set={overrides}"]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
