@@ -115,7 +115,7 @@ def cli_json(service: Service, *args: str, code: int = 0) -> dict[str, Any]:
     sets = [x for item in service.settings for x in ("--set", item)]
     result = CliRunner().invoke(cli, [*args, *sets, "--json"])
     assert result.exit_code == code, result.output
-    return json.loads(result.output) if code == 0 else {"output": result.output}
+    return json.loads(result.stdout) if code == 0 else {"output": result.output}
 
 
 def free_port() -> int:
@@ -214,6 +214,22 @@ class Service:
                              "prediction log written")
 
 
+def send_labelled(service: Service, frame):
+    """Predict `frame` (with ids), then send every true label as feedback; the answers with their labels."""
+    import pandas as pd
+
+    response = service.post("/predict", split_body(frame))
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    feedback = [{"request_id": answer["request_id"], "record": i, "label": int(y)} for i, y in enumerate(frame["label"])]
+    ok = service.post("/feedback", {"feedback": feedback})
+    assert ok.status_code == 200 and ok.json()["accepted"] == len(frame), ok.text
+    service.wait_logged()
+    out = pd.DataFrame(answer["predictions"])
+    out["label"] = frame["label"].to_numpy(int)
+    return out
+
+
 def log_rows(log_url: str, model: str = NAME):
     """Every row of the prediction log (with labels), straight from the database."""
     from retrain.serving.predlog import PredictionLog
@@ -226,4 +242,4 @@ def log_rows(log_url: str, model: str = NAME):
 
 
 __all__ = ["FEATURES", "NAME", "Service", "ServedStore", "serving_store", "store", "use_served_store", "traffic",
-           "split_body", "log_rows", "free_port", "cli_json"]
+           "split_body", "log_rows", "free_port", "cli_json", "send_labelled"]

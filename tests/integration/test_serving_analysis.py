@@ -17,24 +17,10 @@ from retrain import data
 from retrain.cli import cli
 from retrain.config import load_settings
 from retrain.registry import Registry
-from tests.integration.serving_support import (FEATURES, NAME, Service, cli_json, serving_store,  # noqa: F401
-                                               split_body, store, traffic)
+from tests.integration.serving_support import (FEATURES, NAME, Service, cli_json, send_labelled,  # noqa: F401
+                                               serving_store, split_body, store, traffic)
 
 pytestmark = pytest.mark.slow
-
-
-def send_labelled(service: Service, frame) -> pd.DataFrame:
-    """Predict `frame` (with ids), then send every true label as feedback; the answers with their labels."""
-    response = service.post("/predict", split_body(frame))
-    assert response.status_code == 200, response.text
-    answer = response.json()
-    feedback = [{"request_id": answer["request_id"], "record": i, "label": int(y)} for i, y in enumerate(frame["label"])]
-    ok = service.post("/feedback", {"feedback": feedback})
-    assert ok.status_code == 200 and ok.json()["accepted"] == len(frame), ok.text
-    service.wait_logged()
-    out = pd.DataFrame(answer["predictions"])
-    out["label"] = frame["label"].to_numpy(int)
-    return out
 
 
 def test_ab_report_numbers_chi_square_sample_ratio_png_and_run(store, tmp_path):
