@@ -25,7 +25,7 @@ from retrain.errors import ConfigError
 MODES = ("single", "ab", "canary", "shadow")
 STARTABLE = ("ab", "canary", "shadow")
 ACTIVE = "active"
-STATUSES = (ACTIVE, "stopped", "breached", "promoted", "blocked")
+STATUSES = (ACTIVE, "stopped", "breached", "promoted", "blocked", "unreadable")
 
 
 class RolloutError(ConfigError):
@@ -95,8 +95,12 @@ def validate_start(mode: str, share: float | None, stages: tuple[float, ...]) ->
 
 def route(rollout: Rollout | None, production: str | None) -> Route:
     """The effective route for the current production version and the latest rollout record."""
-    if rollout is None or rollout.status != ACTIVE or rollout.mode == "single":
+    if rollout is None or rollout.mode == "single":
+        return Route("single", note=rollout.reason if rollout is not None and rollout.status == "unreadable" else "")
+    if rollout.status != ACTIVE:
         return Route("single")
+    if rollout.mode not in STARTABLE:
+        return Route("single", note=f"rollout record #{rollout.seq} has unknown mode {rollout.mode!r}; serving production only")
     if rollout.candidate is None or rollout.candidate == production:
         return Route("single", note=f"candidate version {rollout.candidate} is production now")
     if rollout.production != production:

@@ -16,6 +16,7 @@ the claim and the mirror leaves the record in the claim; the next `read()` finds
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from retrain.config import Settings
@@ -36,9 +37,29 @@ def tag_key(seq: int) -> str:
 
 
 def parse_records(tags: dict[str, str]) -> list[Rollout]:
-    """Rollout records in registered-model tags, oldest first."""
-    records = [Rollout.from_json(v) for k, v in tags.items() if k.startswith(TAG_PREFIX)]
+    """Rollout records in registered-model tags, oldest first.
+
+    The sequence number comes from the tag key. A tag edited by hand into something that is not a record
+    becomes an `unreadable` record in its place: it turns the rollout off (production answers everything)
+    and says why, instead of reviving an older record or stopping every reader.
+    """
+    records = []
+    for key, value in tags.items():
+        if not key.startswith(TAG_PREFIX) or not key[len(TAG_PREFIX):].isdigit():
+            continue
+        seq = int(key[len(TAG_PREFIX):])
+        records.append(read_record(seq, value, f"tag {key}"))
     return sorted(records, key=lambda r: r.seq)
+
+
+def read_record(seq: int, text: str, where: str) -> Rollout:
+    """Record `seq` from its JSON text; an `unreadable` record (rollout off, reason given) if it is not one."""
+    try:
+        return replace(Rollout.from_json(text), seq=seq)
+    except (ValueError, TypeError, AttributeError) as exc:
+        return Rollout("single", None, None, 0.0, status="unreadable", seq=seq,
+                       reason=f"rollout record #{seq} ({where}) is unreadable ({type(exc).__name__}: {str(exc)[:200]}); "
+                              "production answers everything until a new rollout starts")
 
 
 class RolloutStore:
@@ -67,7 +88,7 @@ class RolloutStore:
         experiment = self.client.get_experiment_by_name(self.claim_name(seq))
         if experiment is None or RECORD_TAG not in (experiment.tags or {}):
             return None
-        return Rollout.from_json(experiment.tags[RECORD_TAG])
+        return read_record(seq, experiment.tags[RECORD_TAG], f"claim {self.claim_name(seq)}")
 
     def history(self, tags: dict[str, str] | None = None) -> list[Rollout]:
         """Every record, oldest first, including claimed records whose mirror a crash left unwritten (mirrored now)."""
@@ -94,8 +115,6 @@ class RolloutStore:
         read back: only a claim holding exactly this record counts as written. After a successful claim,
         hiding it and mirroring it into the tag are best effort: `read()` completes the mirror.
         """
-        from dataclasses import replace
-
         from mlflow.exceptions import MlflowException
 
         seq = expected_seq + 1

@@ -323,10 +323,29 @@ def test_rollout_commands_refuse_bad_input_and_write_nothing(store, tmp_path):
     assert "a rollout is active (shadow of version" in out
 
 
-def test_status_counts_and_versions(store, tmp_path):
+def test_a_hand_broken_rollout_record_turns_the_rollout_off_and_reloads_go_on(store, tmp_path):
     served, uri = store
+    good, good2 = served.versions["good"], served.versions["good2"]
     with Service(tmp_path, uri) as service:
         predict(service, traffic(7))
         status = service.status()
-    assert status["counts"] == Counter({"requests": 1, "records_production": 7})
-    assert status["log"]["url"].startswith("sqlite:///") and status["reload"]["poll_s"] == 0.3
+        assert status["counts"] == {"requests": 1, "records_production": 7}
+        assert status["log"]["url"].startswith("sqlite:///") and status["reload"]["poll_s"] == 0.3
+        cli_json(service, "rollout", "start", "--mode", "ab", "--share", "50")
+        service.wait_for(lambda s: s["mode"] == "ab", "A/B route")
+        mlflow.MlflowClient().set_registered_model_tag(NAME, "retrain.rollout.000001", "{edited by hand")
+        status = service.wait_for(lambda s: s["rollout"]["status"] == "unreadable", "the broken record")
+        assert status["mode"] == "single" and status["candidate"] is None
+        assert "rollout record #1 (tag retrain.rollout.000001) is unreadable" in status["reload"]["notes"][0]
+        assert {p["variant"] for p in predict(service, traffic(50))} == {"production"}
+        Registry(settings_of(service)).promote(good2, force=True, reason="test: a move after the broken record")
+        service.wait_for(lambda s: s["production"]["version"] == good2, "reload despite the broken record")
+        assert cli_json(service, "rollout", "status")["route"]["mode"] == "single"
+        started = cli_json(service, "rollout", "start", "--mode", "shadow", "--candidate", good)
+        assert started["rollout"]["seq"] == 2
+        service.wait_for(lambda s: s["mode"] == "shadow", "a new rollout after the broken one")
+        # production's version deleted by hand: MLflow drops the alias; the service keeps the last good model
+        mlflow.MlflowClient().delete_model_version(NAME, good2)
+        status = service.wait_for(lambda s: s["reload"]["error"] is not None, "missing production noticed")
+        assert status["reload"]["error"] == f"{NAME} has no @production alias; still serving version {good2}"
+        assert {p["version"] for p in predict(service, traffic(5))} == {good2}

@@ -95,3 +95,21 @@ def test_records_round_trip_through_json():
     rollout = canary(1)
     assert Rollout.from_json(rollout.to_json()) == rollout
     assert VariantStats(records=0).error_rate == 0.0
+
+
+def test_a_hand_edited_record_turns_the_rollout_off_and_says_why():
+    from retrain.serving.state import parse_records, tag_key
+
+    good = Rollout("ab", "7", "6", 5.0, seq=1)
+    tags = {tag_key(1): good.to_json(), tag_key(2): "{not json", "retrain.rollout.notes": "ignored",
+            "retrain.history.production.000001": "{}"}
+    records = parse_records(tags)
+    assert [r.seq for r in records] == [1, 2] and records[0] == good
+    broken = records[1]
+    assert broken.status == "unreadable" and "rollout record #2 (tag retrain.rollout.000002) is unreadable" in broken.reason
+    off = route(broken, "6")
+    assert off.mode == "single" and off.note == broken.reason
+    wrong_shape = parse_records({tag_key(3): '["a", "list"]', tag_key(4): '{"mode": "ab"}'})
+    assert [r.status for r in wrong_shape] == ["unreadable", "unreadable"]
+    unknown = route(replace(good, mode="blue-green"), "6")
+    assert unknown.mode == "single" and "unknown mode 'blue-green'" in unknown.note
