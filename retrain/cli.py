@@ -432,6 +432,8 @@ def rollout_status(settings, as_json: bool) -> None:
              + (f" (candidate {info['route']['candidate']}, {info['route']['share']:g}%)" if info["route"]["candidate"] else "")
              + (f"; {info['route']['note']}" if info["route"]["note"] else ""),
              "latest rollout: " + control.describe(record)]
+    if info.get("stats_note"):
+        lines.append(f"  no live numbers: {info['stats_note']}")
     for variant, st in (info["stats"] or {}).items():
         p99 = f"{st['p99_ms']:.1f} ms" if st["p99_ms"] is not None else "-"
         metric = f"{st['metric']:.4f}" if st["metric"] is not None else "-"

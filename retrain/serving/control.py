@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from retrain.config import Settings
-from retrain.errors import RegistryError
+from retrain.errors import DataError, RegistryError
 from retrain.serving.rollout import (ACTIVE, Rollout, Step, VariantStats, apply_step, canary_step, route,
                                      validate_start)
 
@@ -106,7 +106,7 @@ def stop(settings: Settings, *, reason: str | None = None, actor: str | None = N
 def _log(settings: Settings):
     from retrain.serving.predlog import PredictionLog
 
-    return PredictionLog(settings.serving.log_url)
+    return PredictionLog.existing(settings.serving.log_url)
 
 
 def variant_stats(settings: Settings, rollout: Rollout, since: str) -> dict[str, VariantStats]:
@@ -145,7 +145,10 @@ def status(settings: Settings) -> dict[str, Any]:
                            "rollout": latest.to_dict() if latest else None, "route": asdict(effective),
                            "records": len(records), "stats": None}
     if latest is not None and latest.status == ACTIVE:
-        out["stats"] = {k: asdict(v) for k, v in variant_stats(settings, latest, latest.started_at).items()}
+        try:
+            out["stats"] = {k: asdict(v) for k, v in variant_stats(settings, latest, latest.started_at).items()}
+        except DataError as exc:  # no log yet (nothing served): the record still says what is planned
+            out["stats_note"] = str(exc)
     return out
 
 
@@ -190,8 +193,11 @@ def canary_step_once(settings: Settings, *, actor: str | None = None) -> CanaryR
         record = store.write(replace(latest, status="stopped", share=0.0, at=_now(), actor=actor,
                                      reason=f"canary stopped: {effective.note}"), latest.seq)
         return CanaryResult("done", record.reason, record)
-    stage = variant_stats(settings, latest, latest.stage_started_at)
-    whole = variant_stats(settings, latest, latest.started_at)
+    try:
+        stage = variant_stats(settings, latest, latest.stage_started_at)
+        whole = variant_stats(settings, latest, latest.started_at)
+    except DataError as exc:  # the service has not logged anything yet (or serving.log_url points elsewhere)
+        return CanaryResult("wait", f"waiting for traffic: {exc}", latest)
     step: Step = canary_step(latest, stage["candidate"], stage["production"], whole["candidate"], whole["production"])
     now = _now()
     if step.action == "promote":

@@ -35,11 +35,7 @@ def load(spec: DataSpec) -> pd.DataFrame:
 
     url, _, fragment = spec.path.partition("#")
     model = fragment[len("model="):] if fragment.startswith("model=") else None
-    try:
-        log = PredictionLog(url)
-    except Exception as exc:  # noqa: BLE001 - a bad URL or unreachable database means the same to the user
-        raise DataError(f"cannot open the prediction log {redact(url)}: {str(exc).splitlines()[0]}; "
-                        "fix data.path") from None
+    log = PredictionLog.existing(url)
     try:
         if model is None:
             from sqlalchemy import select

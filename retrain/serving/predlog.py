@@ -176,11 +176,12 @@ class Counters:
 class PredictionLog:
     """The log's tables on one engine, with a background writer for prediction rows."""
 
-    def __init__(self, url: str, batch_rows: int = 2000, flush_s: float = 0.25) -> None:
+    def __init__(self, url: str, batch_rows: int = 2000, flush_s: float = 0.25, *, create: bool = True) -> None:
         self.url = url
         self.engine = make_engine(url)
         self.metadata, self.requests, self.predictions, self.feedback = _tables()
-        self.metadata.create_all(self.engine)
+        if create:
+            self.metadata.create_all(self.engine)
         self.batch_rows, self.flush_s = batch_rows, flush_s
         # The writer hands rows to the driver's executemany (a C loop) instead of per-row SQLAlchemy processing:
         # at 1,000-record requests that keeps the writer thread from competing with scoring for the GIL.
@@ -197,6 +198,37 @@ class PredictionLog:
         self._idle = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
+
+    @classmethod
+    def existing(cls, url: str) -> PredictionLog:
+        """A log that `retrain serve` already wrote, for reading; DataError (and nothing created) if there is none."""
+        from sqlalchemy import inspect
+        from sqlalchemy.engine import make_url
+
+        from retrain.errors import DataError
+
+        where = redact(url)
+        try:
+            parsed = make_url(url)
+        except Exception:  # noqa: BLE001 - any unparsable URL
+            raise DataError(f"{where} is not a database URL; set serving.log_url (or data.path) to the service's log") from None
+        if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+            from pathlib import Path
+
+            if not Path(parsed.database).exists():
+                raise DataError(f"no prediction log at {where} (file {parsed.database} does not exist); point "
+                                "serving.log_url at the log `retrain serve` writes")
+        log = cls(url, create=False)
+        try:
+            found = inspect(log.engine).has_table("predictions") and inspect(log.engine).has_table("requests")
+        except Exception as exc:  # noqa: BLE001 - unreachable server, bad credentials, missing driver
+            log.engine.dispose()
+            raise DataError(f"cannot open the prediction log {where}: {str(exc).splitlines()[0][:300]}") from None
+        if not found:
+            log.engine.dispose()
+            raise DataError(f"{where} holds no prediction log (no predictions/requests tables); point "
+                            "serving.log_url at the log `retrain serve` writes")
+        return log
 
     # -- writing
 

@@ -30,7 +30,7 @@ def build(settings: Settings, *, since: datetime | None = None, until: datetime 
                             "`retrain rollout start --mode ab --share 5`")
     rollout = records[-1]
     started = [r for r in records if r.started_at == rollout.started_at][0]
-    predictions = PredictionLog(settings.serving.log_url)
+    predictions = PredictionLog.existing(settings.serving.log_url)
     try:
         rows = predictions.rows(name, since=since or _naive_utc(rollout.started_at), until=until,
                                 variants=("production", "candidate"), versions=(rollout.production, rollout.candidate))

@@ -77,7 +77,7 @@ def watch_once(settings: Settings, *, now: datetime | None = None) -> WatchResul
     moved_at = datetime.fromisoformat(move.at).astimezone(timezone.utc).replace(tzinfo=None)
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(tzinfo=None)
     period = timedelta(minutes=policy.period_minutes)
-    predictions = PredictionLog(settings.serving.log_url)
+    predictions = PredictionLog.existing(settings.serving.log_url)
     try:
         new_rows = predictions.rows(name, since=moved_at, variants=("production",), versions=(new_v,))
         old_rows = predictions.rows(name, since=moved_at - period, until=moved_at, variants=("production",),

@@ -66,6 +66,13 @@ def test_ab_report_without_a_rollout_or_traffic_is_a_clear_error(store, tmp_path
     assert result.exit_code == 4 and "no A/B or canary rollout of churn-classifier recorded" in result.output
     cli_json(service, "rollout", "start", "--mode", "ab", "--share", "10")
     result = CliRunner().invoke(cli, ["ab", "report", *sets])
+    assert result.exit_code == 3 and "no prediction log at sqlite:///" in result.output
+    assert not (tmp_path / "predictions.db").exists()  # reading never creates a log
+    status = CliRunner().invoke(cli, ["rollout", "status", *sets])
+    assert status.exit_code == 0 and "no live numbers: no prediction log at" in status.output
+    with service:
+        service.wait_for(lambda s: s["mode"] == "ab", "A/B route")
+    result = CliRunner().invoke(cli, ["ab", "report", *sets])
     assert result.exit_code == 3 and "has no rows of rollout #1" in result.output
 
 

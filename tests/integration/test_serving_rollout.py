@@ -226,9 +226,10 @@ def test_canary_advances_stage_by_stage_and_promotes_through_the_registry(store,
     start = ["rollout", "start", "--mode", "canary", "--stages", "50,100", "--min-requests", "60", "--once"]
     first = cli_json(service, *start)
     assert first["resumed"] is False and first["step"]["action"] == "wait"
-    assert "0/60 candidate records" in first["step"]["reason"]
+    assert first["step"]["reason"].startswith("waiting for traffic: no prediction log at sqlite:///")
     with service:
         service.wait_for(lambda s: s["mode"] == "canary" and s["share"] == 50, "canary at 50%")
+        assert "0/60 candidate records" in cli_json(service, *start)["step"]["reason"]
         answers = predict(service, traffic(200, seed=1))
         assert 60 <= sum(p["variant"] == "candidate" for p in answers) <= 140
         status = cli_json(service, "rollout", "status")
