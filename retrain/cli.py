@@ -149,6 +149,7 @@ def train(settings, as_of, reason: str | None, as_json: bool) -> None:
     emit(outcome.to_dict(), as_json, [
         f"{what} {outcome.model_name} version {outcome.version} as @{outcome.alias} (run {outcome.run_id})",
         "validation: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()),
+        *(f"note: {n}" for n in outcome.notes),
     ])
 
 

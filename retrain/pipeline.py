@@ -144,8 +144,9 @@ def run_cycle(
         clock = now
 
     notify.ensure_writable(settings)
+    source = data.DataSource(settings.data)  # in-process, every step takes its windows from this one read
     if as_of is None:
-        as_of = data.latest_day(data.load(settings.data), settings.data)
+        as_of = source.latest_day()
     uri = absolute_tracking_uri()
     for name in (settings.experiments.training, settings.experiments.comparisons, settings.experiments.monitoring):
         if mlflow.get_experiment_by_name(name) is None:
@@ -160,7 +161,7 @@ def run_cycle(
         try:
             with _env(RETRAIN_PARENT_RUN_ID=run.info.run_id, MLFLOW_TRACKING_URI=uri), \
                     tempfile.TemporaryDirectory(prefix="retrain-cycle-") as tmp:
-                _cycle(settings, as_of, force, in_process, registry, result, lap, Path(tmp))
+                _cycle(settings, as_of, force, in_process, registry, result, lap, Path(tmp), source)
         except RetrainError as exc:
             mlflow.set_tags({"retrain.outcome": "failed", "retrain.error": str(exc)[:5000]})
             notify.notify(settings, {"kind": "failed", "model": settings.registry.model_name,
@@ -182,10 +183,12 @@ def run_cycle(
     return result
 
 
-def _cycle(settings, as_of, force, in_process, registry, result, lap, tmp: Path) -> None:
-    from retrain import monitoring
+def _cycle(settings, as_of, force, in_process, registry, result, lap, tmp: Path, source) -> None:
+    from retrain import data, monitoring
 
-    check = monitoring.check(settings, as_of, force=force)
+    if in_process:  # one read of everything the cycle needs; project steps read their own windows
+        source.prefetch(data.windows_for(as_of, settings.windows).span)
+    check = monitoring.check(settings, as_of, force=force, source=source)
     lap("check")
     result.check = check.to_dict()
     result.reasons = list(check.decision["reasons"])
@@ -198,7 +201,7 @@ def _cycle(settings, as_of, force, in_process, registry, result, lap, tmp: Path)
     if in_process:
         from retrain.training import train
 
-        candidate = train(settings, as_of, trigger_reason=reason).version
+        candidate = train(settings, as_of, trigger_reason=reason, source=source).version
     else:
         run_id = _project_step("train", {**params, "reason": reason}, settings.experiments.training)
         candidate = registry.client.get_run(run_id).data.tags.get("retrain.model_version")
@@ -213,7 +216,7 @@ def _cycle(settings, as_of, force, in_process, registry, result, lap, tmp: Path)
     if in_process:
         from retrain.evaluation import evaluate
 
-        comparison = evaluate(settings, as_of, candidate=candidate).to_dict()
+        comparison = evaluate(settings, as_of, candidate=candidate, source=source).to_dict()
     else:
         from retrain.tracking import load_json_artifact
 
