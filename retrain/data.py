@@ -241,6 +241,7 @@ class _Part:
     file: DataFile
     table: pa.Table
     kinds: dict[str, str]
+    scanned: int  # rows the reader returned before the exact time filter (what pushdown did not skip)
 
 
 class DataSource:
@@ -256,7 +257,9 @@ class DataSource:
         self._files: list[DataFile] | None = None
         self._cache: list[tuple[datetime, datetime, pd.DataFrame]] = []
         self._latest: date | None = None
-        self.stats = {"reads": 0, "files_read": 0, "rows_read": 0}
+        # reads: window reads; files_read: files opened by them; rows_scanned: rows the readers returned (Parquet
+        # row groups outside a window are skipped by their statistics); rows_read: rows inside the windows.
+        self.stats = {"reads": 0, "files_read": 0, "rows_scanned": 0, "rows_read": 0}
 
     # -- listing --
 
@@ -343,7 +346,7 @@ class DataSource:
                     table = table.filter(expr)
         except Exception as exc:  # noqa: BLE001
             self._unreadable(f, exc)
-        n = table.num_rows
+        n = scanned = table.num_rows
         for col, value in f.partitions:  # hive partition values fill configured columns the files lack
             if col in columns and col not in names:
                 if col == ts:
@@ -360,7 +363,7 @@ class DataSource:
                            pc.less(column, pa.scalar(end_utc, pa.timestamp("ns"))))
             table = table.filter(keep)
         kinds = {name: _kind(source_schema.field(name).type) for name in present if name != ts}
-        return _Part(f, table.select(columns).replace_schema_metadata(None), kinds)
+        return _Part(f, table.select(columns).replace_schema_metadata(None), kinds, scanned)
 
     def _read_csv(self, f: DataFile) -> tuple[pa.Table, list[str]]:
         """A CSV file's configured columns through pandas (types inferred from the whole file), and its header."""
@@ -469,6 +472,7 @@ class DataSource:
             parts = list(pool.map(lambda f: self._read_file(f, start_utc, end_utc, columns), files))
         self.stats["reads"] += 1
         self.stats["files_read"] += len(files)
+        self.stats["rows_scanned"] += sum(p.scanned for p in parts)
         _check_kinds(parts, self.spec)
         tables = [p.table for p in parts if p.table.num_rows] or [p.table for p in parts[:1]]
         if not tables:
@@ -547,7 +551,7 @@ class DataSource:
                     return lo, hi
         part = self._read_file(f, None, None, [ts])
         column = part.table[ts]
-        if column.num_rows == 0 or column.null_count == column.num_rows:
+        if len(column) == 0 or column.null_count == len(column):
             return None
         import pyarrow.compute as pc
 
@@ -803,12 +807,6 @@ def time_range(frame: pd.DataFrame, spec: DataSpec) -> str:
     if ts.empty:
         return "no rows"
     return f"{ts.min():%Y-%m-%d}..{ts.max():%Y-%m-%d}"
-
-
-def latest_day(frame: pd.DataFrame, spec: DataSpec) -> date:
-    if frame.empty:
-        raise DataError(f"no rows in {spec.path}")
-    return frame[spec.timestamp].max().date()
 
 
 def select(
