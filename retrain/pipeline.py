@@ -37,6 +37,7 @@ class CycleResult:
     decision: dict[str, Any] | None = None
     notification: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    data_reads: dict[str, int] = field(default_factory=dict)  # this process's reads (DataSource.stats)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -179,7 +180,9 @@ def run_cycle(
         result.notification = notify.notify(settings, event).to_dict()
         lap("notify")
         result.timings = timings
-        mlflow.log_metrics({f"time_{k}_s": v for k, v in timings.items()})
+        result.data_reads = dict(source.stats)
+        mlflow.log_metrics({f"time_{k}_s": v for k, v in timings.items()} |
+                           {f"data_{k}": v for k, v in source.stats.items()})
     return result
 
 

@@ -132,7 +132,6 @@ def test_parse_overrides_splits_spaces_and_commas():
         ("model.seed=18446744073709551616", ["model.seed", "between 0 and 4294967295"]),
         # checks and notifications
         ("checks.latency_repeats=0", ["checks.latency_repeats", "between 1 and 10000", "got 0"]),
-        ("checks.single_row_p95_ms=0", ["checks.single_row_p95_ms", "> 0"]),
         ("notify.retries=-1", ["notify.retries", "between 0 and 10", "got -1"]),
         ("notify.timeout_s=0", ["notify.timeout_s", "more than 0", "got 0.0"]),
         ("trigger.min_accuracy=1.5", ["trigger.min_accuracy", "between 0 and 1"]),
