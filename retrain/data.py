@@ -335,8 +335,10 @@ class DataSource:
         ts_kind = _kind(ts_type)
         unit = None
         expr = None
+        exact = False  # the reader's own filter already keeps exactly the window's rows
         if start_utc is not None and ts in names:
             expr, unit = self._pushdown(f, fragment, ts_type, ts_kind, start_utc, end_utc)
+            exact = expr is not None and ts_kind in ("timestamp", "integer")
         try:
             if fragment is not None:
                 table = fragment.to_table(columns=present, filter=expr)
@@ -357,7 +359,7 @@ class DataSource:
         if spec.label not in table.column_names:  # a file without the label column holds unlabelled rows
             table = table.append_column(spec.label, pa.nulls(n))
         table = table.set_column(table.column_names.index(ts), ts, self._timestamps(f, table[ts], ts_kind, unit))
-        if start_utc is not None and end_utc is not None:
+        if start_utc is not None and end_utc is not None and not exact:
             column = table[ts]
             keep = pc.and_(pc.greater_equal(column, pa.scalar(start_utc, pa.timestamp("ns"))),
                            pc.less(column, pa.scalar(end_utc, pa.timestamp("ns"))))
