@@ -749,28 +749,38 @@ def labels(raw: pd.Series, spec: DataSpec, where: str) -> pd.Series:
     import numpy as np
     import pandas as pd
 
-    values = raw.astype(object).where(raw.notna(), None)
-    text = values.map(_label_text)
-    empty = text.isna()
-    seen = sorted(set(text[~empty]))
+    if raw.dtype.kind in "biuf":  # numbers and booleans, vectorised (the common case, on every row)
+        values = pd.Series(raw.to_numpy(dtype=np.float64, na_value=np.nan), index=raw.index)
+        text = None
+    else:
+        values = raw.astype(object).where(raw.notna(), None)
+        text = values.map({v: _label_text(v) for v in pd.unique(values.dropna())})  # once per distinct value
+    empty = values.isna() if text is None else text.isna()
     positive = spec.positive_label
     if positive is None:
-        bad = ~empty & ~text.isin(["0", "1", "false", "true"])
+        bad = ~empty & ~(values.isin([0.0, 1.0]) if text is None else text.isin(["0", "1", "false", "true"]))
         if bad.any():
-            example = _plain(values[bad].iloc[0])
+            example = _plain(raw[bad].iloc[0])
             hint = ("set data.positive_label to the value that means positive" if isinstance(example, str)
                     else "labels must be 0, 1 or empty (unlabelled)")
             raise DataError(f"{where}: label column {spec.label!r} has {int(bad.sum())} values outside {{0, 1}} "
                             f"(e.g. {example!r}); {hint}")
-        out = text.isin(["1", "true"]).astype(np.float64)
+        out = (values == 1.0) if text is None else text.isin(["1", "true"])
     else:
         wanted = positive.strip().lower() if positive.strip().lower() in ("true", "false") else positive.strip()
+        if text is None:  # numbers: name the few distinct values as text, compare numbers (vectorised)
+            names = {v: _label_text(v) for v in pd.unique(raw[~empty])}
+            seen = sorted(set(names.values()))
+            hits = [v for v, name in names.items() if name == wanted]
+            out = raw.isin(hits)
+        else:
+            seen = sorted(set(text[~empty]))
+            out = text == wanted
         if len(seen) > 2:
             shown = ", ".join(repr(s) for s in seen[:5])
             raise DataError(f"{where}: label column {spec.label!r} has {len(seen)} different values ({shown}); a binary "
                             f"label has two: data.positive_label={positive!r} and one other")
-        out = (text == wanted).astype(np.float64)
-    return pd.Series(np.where(empty, np.nan, out), index=raw.index, dtype=np.float64)
+    return pd.Series(np.where(empty, np.nan, out.astype(np.float64)), index=raw.index, dtype=np.float64)
 
 
 def _label_text(value: object) -> str | None:
