@@ -8,8 +8,8 @@ monitoring and never used for training or validation.
 A `DataSource` reads only what a window needs: files in `date=YYYY-MM-DD/` folders outside the window
 (plus a day of margin for time zones) are never opened, Parquet row groups outside it are skipped by
 their statistics, and only the timestamp, label and feature columns are read. The default as-of comes
-from folder names and Parquet statistics. Each window read is kept for the process, so a cycle that
-hands one source to check, train and evaluate reads each file once.
+from folder names and Parquet statistics. What was read is kept for the life of the source, so a cycle
+that hands one source to check, train and evaluate reads each day once.
 """
 
 from __future__ import annotations
@@ -65,11 +65,6 @@ class Windows3:
     train: Window
     validation: Window
     monitor: Window
-
-    @property
-    def span(self) -> Window:
-        """Everything a cycle reads: from the earliest window start to the as-of day's end."""
-        return Window("cycle", min(self.train.start, self.monitor.start), self.validation.end)
 
 
 def windows_for(as_of: date, windows: Windows) -> Windows3:
@@ -496,20 +491,31 @@ class DataSource:
             frame = frame.sort_values(spec.timestamp, kind="stable", ignore_index=True)
         return pd.DataFrame(frame) if not isinstance(frame, pd.DataFrame) else frame
 
-    def prefetch(self, window: Window) -> None:
-        """Read `window` now and keep it, so later windows inside it cost no read."""
-        self.rows(window)
-
     def rows(self, window: Window) -> pd.DataFrame:
-        """Every row (labelled or not) with a timestamp in `window`; read once, then served from memory."""
-        for start, end, frame in self._cache:
+        """Every row (labelled or not) with a timestamp in `window`, sorted by time.
+
+        Rows already read are served from memory; a window that overlaps what was read reads only the days
+        it lacks (a cycle's check reads the monitoring days, training then reads only the older ones).
+        """
+        import pandas as pd
+
+        for i, (start, end, frame) in enumerate(self._cache):
             if start <= window.start and window.end <= end:
-                ts = frame[self.spec.timestamp]
-                lo, hi = ts.searchsorted(window.start, "left"), ts.searchsorted(window.end, "left")
-                return frame.iloc[lo:hi]
+                return self._slice(frame, window)
+            if start <= window.end and window.start <= end:  # overlaps or touches: read the missing days only
+                before = self._read(window.start, start) if window.start < start else None
+                after = self._read(end, window.end) if end < window.end else None
+                merged = pd.concat([f for f in (before, frame, after) if f is not None], ignore_index=True)
+                self._cache[i] = (min(start, window.start), max(end, window.end), merged)
+                return self._slice(merged, window)
         frame = self._read(window.start, window.end)
         self._cache.append((window.start, window.end, frame))
         return frame
+
+    def _slice(self, frame: pd.DataFrame, window: Window) -> pd.DataFrame:
+        ts = frame[self.spec.timestamp]
+        lo, hi = ts.searchsorted(window.start, "left"), ts.searchsorted(window.end, "left")
+        return frame.iloc[lo:hi]
 
     def load(self) -> pd.DataFrame:
         """Every row of the data set (for notebooks and tests; the steps read windows)."""

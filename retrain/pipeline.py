@@ -145,7 +145,7 @@ def run_cycle(
         clock = now
 
     notify.ensure_writable(settings)
-    source = data.DataSource(settings.data)  # in-process, every step takes its windows from this one read
+    source = data.DataSource(settings.data)
     if as_of is None:
         as_of = source.latest_day()
     uri = absolute_tracking_uri()
@@ -187,10 +187,10 @@ def run_cycle(
 
 
 def _cycle(settings, as_of, force, in_process, registry, result, lap, tmp: Path, source) -> None:
-    from retrain import data, monitoring
+    from retrain import monitoring
 
-    if in_process:  # one read of everything the cycle needs; project steps read their own windows
-        source.prefetch(data.windows_for(as_of, settings.windows).span)
+    # In-process, check, train and evaluate share `source`: each day is read once (check reads the monitoring
+    # days, train only the older ones it lacks, evaluate nothing); project steps read their own windows.
     check = monitoring.check(settings, as_of, force=force, source=source)
     lap("check")
     result.check = check.to_dict()

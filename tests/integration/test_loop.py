@@ -141,8 +141,8 @@ def _spoil_before(folder, first_kept: date) -> int:
     return spoiled
 
 
-def test_in_process_cycle_reads_its_window_once_and_nothing_older(stable_data, tmp_path):
-    """The cycle's span (training + validation = 40 days here) is read once and handed to check, train, evaluate."""
+def test_in_process_cycle_reads_each_day_once_and_nothing_older(stable_data, tmp_path):
+    """Check reads the 7 monitoring days, train only the 33 older days it lacks, evaluate nothing: each row once."""
     import shutil
 
     from click.testing import CliRunner
@@ -159,8 +159,10 @@ def test_in_process_cycle_reads_its_window_once_and_nothing_older(stable_data, t
     assert out.exit_code == 0, out.output
     result = json.loads(out.stdout)
     assert result["outcome"] == "promoted"
-    assert result["data_reads"] == {"reads": 1, "files_read": 41, "rows_scanned": 40 * 250, "rows_read": 40 * 250}
-    assert MlflowClient().get_run(result["run_id"]).data.metrics["data_reads"] == 1
+    # files: 7 monitoring days + the day before (margin), then 33 older days + a margin day on each side
+    assert result["data_reads"] == {"reads": 2, "files_read": 8 + 35, "rows_scanned": 40 * 250,
+                                    "rows_read": 40 * 250}
+    assert MlflowClient().get_run(result["run_id"]).data.metrics["data_rows_read"] == 40 * 250
 
 
 def test_malformed_webhook_url_never_fails_a_cycle_nor_prints(stable_data, tmp_path, monkeypatch):

@@ -77,17 +77,23 @@ def test_latest_day_reads_only_the_newest_footers(tmp_path):
     assert source.stats["rows_scanned"] == 0  # statistics only: no rows were read
 
 
-def test_a_window_is_read_once_and_served_from_memory(tmp_path):
+def test_rows_already_read_are_never_read_again(tmp_path):
     folder = _write(tmp_path / "d", days=30)
     source = _source(folder)
-    span = _window("2026-01-05", 20)
-    source.prefetch(span)
+    recent = source.rows(_window("2026-01-20", 5))  # like check: the monitoring days
+    assert source.stats["rows_read"] == 5 * 40
+    span = source.rows(_window("2026-01-05", 20))  # like train: reads only 2026-01-05..2026-01-19
+    assert source.stats["reads"] == 2 and source.stats["rows_read"] == 20 * 40
+    assert source.stats["rows_scanned"] == 20 * 40  # no row was read twice
+    assert span["timestamp"].is_monotonic_increasing and len(span) == 20 * 40
     before = dict(source.stats)
-    inner = source.rows(_window("2026-01-10", 3))
-    assert source.stats == before  # no second read
+    inner = source.rows(_window("2026-01-10", 3))  # like evaluate: inside what was read
+    assert source.stats == before
     assert len(inner) == 3 * 40 and inner["timestamp"].min() >= datetime(2026, 1, 10)
     assert inner["timestamp"].max() < datetime(2026, 1, 13)
-    source.rows(_window("2025-12-30", 3))  # outside: a new read
+    pd.testing.assert_frame_equal(span.tail(5 * 40).reset_index(drop=True).astype({"channel": str}),
+                                  recent.reset_index(drop=True).astype({"channel": str}))
+    source.rows(_window("2025-12-01", 3))  # far away: a new read
     assert source.stats["reads"] == before["reads"] + 1
 
 
