@@ -104,8 +104,14 @@ def locate(uri: str) -> Location:
         kwargs.update(endpoint_override=parsed.netloc, scheme=parsed.scheme)
     import boto3
 
-    session = boto3.Session()
-    credentials = session.get_credentials()
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        session = boto3.Session()
+        credentials = session.get_credentials()
+    except BotoCoreError as exc:  # e.g. AWS_PROFILE names a profile that does not exist
+        raise DataError(f"cannot load AWS credentials to read s3://{bucket}: {_first_line(exc)}; check AWS_PROFILE, "
+                        "AWS_SHARED_CREDENTIALS_FILE and AWS_CONFIG_FILE") from None
     if credentials is None:
         raise DataError(
             f"no AWS credentials found to read s3://{bucket}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "

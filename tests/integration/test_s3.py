@@ -121,6 +121,17 @@ def test_missing_credentials_is_one_line(moto_s3, bucket, monkeypatch):
     _nothing_recorded()
 
 
+def test_unknown_profile_is_one_line(moto_s3, bucket, monkeypatch):
+    _clear_aws(monkeypatch)
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", moto_s3)
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    out = CliRunner().invoke(cli, _args("check", f"s3://{BUCKET}/daily"))
+    assert out.exit_code == 3, out.output
+    line = _error_line(out)
+    assert f"cannot load AWS credentials to read s3://{BUCKET}" in line and "no-such-profile" in line
+    _nothing_recorded()
+
+
 def test_unreachable_endpoint_is_one_line(s3, bucket, monkeypatch):
     import socket
 
