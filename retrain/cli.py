@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -27,6 +30,13 @@ class Group(click.Group):
             return super().invoke(ctx)
         except RetrainError as exc:
             raise RetrainCommandError(exc) from None
+        except Exception as exc:
+            from retrain.tracking import service_error
+
+            error = service_error(exc)
+            if error is None:
+                raise
+            raise RetrainCommandError(error) from None
 
 
 def settings_options(func: Callable) -> Callable:
@@ -64,12 +74,56 @@ def as_of_option(func: Callable) -> Callable:
     return wrapper
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else.")
+_JSON_OUT: contextvars.ContextVar[Any] = contextvars.ContextVar("json_out", default=None)
+
+
+def json_option(func: Callable) -> Callable:
+    """--json: one JSON object on stdout. Whatever else is printed meanwhile (MLflow's "View run" lines
+    against a tracking server, the output of child steps) goes to stderr instead."""
+
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, as_json: bool, **kw: Any):
+        if not as_json:
+            return func(*args, as_json=False, **kw)
+        with _stdout_to_stderr() as stdout:
+            token = _JSON_OUT.set(stdout)
+            try:
+                return func(*args, as_json=True, **kw)
+            finally:
+                _JSON_OUT.reset(token)
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[Any]:
+    """Point stdout at stderr, for this process and the processes it starts; yields the real stdout."""
+    real = sys.stdout
+    real.flush()
+    try:
+        fd = real.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (click's CliRunner): Python level only
+        with contextlib.redirect_stdout(sys.stderr):
+            yield real
+        return
+    saved = os.dup(fd)
+    os.dup2(sys.stderr.fileno(), fd)
+    try:
+        with os.fdopen(os.dup(saved), "w", encoding="utf-8") as out, contextlib.redirect_stdout(sys.stderr):
+            yield out
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 def emit(obj: dict[str, Any], as_json: bool, lines: list[str]) -> None:
     if as_json:
-        click.echo(json.dumps(obj, default=str, sort_keys=True))
+        out = _JSON_OUT.get()
+        click.echo(json.dumps(obj, default=str, sort_keys=True), file=out)
+        if out is not None:
+            out.flush()
     else:
         for line in lines:
             click.echo(line)
@@ -284,6 +338,7 @@ def run_loop(settings, as_of, force: bool, force_flag: str, in_process: bool, as
     result = run_cycle(settings, as_of, force=force or force_flag == "true", in_process=in_process)
     lines = [f"cycle {result.as_of}: {result.outcome.upper()} (run {result.run_id})"]
     lines += [f"  - {r}" for r in result.reasons]
+    lines.append(f"steps: {result.steps} ({result.steps_detail})")
     if result.production_before != result.production_after:
         lines.append(f"production {result.production_before or '(none)'} -> {result.production_after}")
     emit(result.to_dict(), as_json, lines)

@@ -64,14 +64,24 @@ def _append(events_path: str, text: str) -> Path:
             out.write(text)
     except OSError as exc:
         raise NotifyError(
-            f"cannot append events to {path}: {exc.strerror or exc}; set notify.events_path to a writable file"
+            f"cannot append events to {path}: {exc.strerror or exc}; set notify.events_path (or "
+            f"${EVENTS_PATH_ENV}) to a writable file"
         ) from None
     return path
 
 
+EVENTS_PATH_ENV = "RETRAIN_EVENTS_PATH"
+
+
+def events_path(settings: Settings) -> str:
+    """Where events go: $RETRAIN_EVENTS_PATH when set (a container's volume), else notify.events_path
+    (relative paths count from the working folder)."""
+    return os.environ.get(EVENTS_PATH_ENV, "").strip() or settings.notify.events_path
+
+
 def ensure_writable(settings: Settings) -> None:
     """Fail before a cycle does any work if its events file cannot be appended to."""
-    _append(settings.notify.events_path, "")
+    _append(events_path(settings), "")
 
 
 def notify(settings: Settings, event: dict[str, Any]) -> NotifyResult:
@@ -83,7 +93,7 @@ def notify(settings: Settings, event: dict[str, Any]) -> NotifyResult:
     message = format_message(event)
     record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "kind": "event", **event,
               "message": message}
-    path = _append(spec.events_path, json.dumps(record, default=str, sort_keys=True) + "\n")
+    path = _append(events_path(settings), json.dumps(record, default=str, sort_keys=True) + "\n")
     log.info(message)
     url = os.environ.get(spec.webhook_env, "").strip()
     webhook = _post(url, message, spec.timeout_s, spec.retries) if url else "not configured"

@@ -231,8 +231,10 @@ def _log_and_register(settings, windows, net, net_spec, fitted, val_metrics, pro
             files = model.save(net, net_spec, Path(tmp))
             info = tracking.log_pyfunc_model(files, golden_input.head(3), golden_output.head(3))
         _ensure_registered(mlflow_client, reg.model_name)
+        # model_id names the logged model the `models:/m-...` source belongs to: every tracking
+        # server refuses the source without it (a local SQLite store does not check).
         version = mlflow_client.create_model_version(
-            reg.model_name, info.model_uri, run_id=run_id, tags=_version_tags(tags, val_metrics)
+            reg.model_name, info.model_uri, run_id=run_id, tags=_version_tags(tags, val_metrics), model_id=info.model_id
         )
         mlflow_client.set_registered_model_alias(reg.model_name, reg.staging_alias, version.version)
         mlflow.set_tag("retrain.model_version", version.version)
