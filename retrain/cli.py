@@ -156,12 +156,13 @@ def data() -> None:
 
 @data.command("synth")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write date=YYYY-MM-DD/ files into.")
-@click.option("--days", default=150, show_default=True, type=click.IntRange(min=1))
+@click.option("--days", default=150, show_default=True, type=click.IntRange(1, 36_500))
 @click.option("--start", default="2026-01-01", show_default=True, help="First day (YYYY-MM-DD).")
-@click.option("--rows-per-day", default=400, show_default=True, type=click.IntRange(min=1))
+@click.option("--rows-per-day", default=400, show_default=True, type=click.IntRange(1, 100_000_000))
 @click.option("--scenario", type=click.Choice(["stable", "covariate_shift", "concept_shift"]), default="stable", show_default=True)
-@click.option("--shift-day", default=90, show_default=True, type=click.IntRange(min=0), help="Day index the shift starts on.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--shift-day", default=90, show_default=True, type=click.IntRange(0, 36_500),
+              help="Day index the shift starts on.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
 @click.option("--label-fraction", default=1.0, show_default=True, type=click.FloatRange(0, 1),
               help="Share of rows that carry a label (the rest are unlabelled).")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
@@ -177,6 +178,8 @@ def data_synth(out: str, days: int, start: str, rows_per_day: int, scenario: str
         first = date.fromisoformat(start)
     except ValueError:
         raise click.BadParameter(f"{start!r} is not a date; use YYYY-MM-DD", param_hint="--start") from None
+    if date.max.toordinal() - first.toordinal() < days:
+        raise click.BadParameter(f"{days} days from {first} run past year 9999", param_hint="--days")
     spec = synth.SynthSpec(days, first, rows_per_day, scenario, shift_day, seed, label_fraction)  # type: ignore[arg-type]
     paths = synth.write(spec, out, fmt)  # type: ignore[arg-type]
     emit({"out": out, "files": len(paths), "rows": days * rows_per_day, "scenario": scenario}, as_json,
@@ -203,6 +206,7 @@ def train(settings, as_of, reason: str | None, as_json: bool) -> None:
     emit(outcome.to_dict(), as_json, [
         f"{what} {outcome.model_name} version {outcome.version} as @{outcome.alias} (run {outcome.run_id})",
         "validation: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()),
+        *(f"note: {n}" for n in outcome.notes),
     ])
 
 

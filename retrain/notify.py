@@ -105,15 +105,23 @@ def notify(settings: Settings, event: dict[str, Any]) -> NotifyResult:
 def _post(url: str, message: str, timeout_s: float, retries: int) -> str:
     """POST {"text": message} with bounded retries and capped exponential backoff; "sent" or "failed: ..."."""
     import urllib.error
+    import urllib.parse
     import urllib.request
 
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        usable = parsed.scheme in ("http", "https") and bool(parsed.netloc)
+    except ValueError:
+        usable = False
+    if not usable:  # never echo the URL: it may hold a secret token
+        return "failed: the webhook URL is not an http(s)://host/... URL; fix the variable's value (not sent)"
     body = json.dumps({"text": message}).encode()
     reason = ""
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
-        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
         try:
+            request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(request, timeout=timeout_s):
                 return "sent"
         except urllib.error.HTTPError as exc:
@@ -122,5 +130,8 @@ def _post(url: str, message: str, timeout_s: float, retries: int) -> str:
                 break  # the request itself is wrong: retrying cannot help
         except (urllib.error.URLError, OSError) as exc:
             reason = str(getattr(exc, "reason", exc)) or type(exc).__name__
+        except Exception as exc:  # noqa: BLE001 - e.g. a URL http.client refuses; never fail the cycle, never retry
+            reason = f"{type(exc).__name__} (the URL cannot be used)"
+            break
     # Error texts rarely carry the URL, but it may hold a secret token: never let it through.
     return f"failed: {reason.replace(url, '<webhook>')} after {attempt + 1} attempt(s)"

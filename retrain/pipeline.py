@@ -42,6 +42,7 @@ class CycleResult:
     timings: dict[str, float] = field(default_factory=dict)
     steps: str = "mlflow-projects"  # how train/evaluate ran: mlflow-projects | in-process
     steps_detail: str = ""  # the project folder, or why the steps ran in-process
+    data_reads: dict[str, int] = field(default_factory=dict)  # this process's reads (DataSource.stats)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,8 +169,9 @@ def run_cycle(
         clock = now
 
     notify.ensure_writable(settings)
+    source = data.DataSource(settings.data)
     if as_of is None:
-        as_of = data.latest_day(data.load(settings.data), settings.data)
+        as_of = source.latest_day()
     uri = absolute_tracking_uri()
     for name in (settings.experiments.training, settings.experiments.comparisons, settings.experiments.monitoring):
         if mlflow.get_experiment_by_name(name) is None:
@@ -194,7 +196,7 @@ def run_cycle(
         try:
             with _env(RETRAIN_PARENT_RUN_ID=run.info.run_id, MLFLOW_TRACKING_URI=uri), \
                     tempfile.TemporaryDirectory(prefix="retrain-cycle-") as tmp:
-                _cycle(settings, as_of, force, project, registry, result, lap, Path(tmp))
+                _cycle(settings, as_of, force, project, registry, result, lap, Path(tmp), source)
         except Exception as exc:
             error = exc if isinstance(exc, RetrainError) else service_error(exc)
             if error is None:
@@ -219,14 +221,18 @@ def run_cycle(
         result.notification = notify.notify(settings, event).to_dict()
         lap("notify")
         result.timings = timings
-        mlflow.log_metrics({f"time_{k}_s": v for k, v in timings.items()})
+        result.data_reads = dict(source.stats)
+        mlflow.log_metrics({f"time_{k}_s": v for k, v in timings.items()} |
+                           {f"data_{k}": v for k, v in source.stats.items()})
     return result
 
 
-def _cycle(settings, as_of, force, project: Path | None, registry, result, lap, tmp: Path) -> None:
+def _cycle(settings, as_of, force, project: Path | None, registry, result, lap, tmp: Path, source) -> None:
     from retrain import monitoring
 
-    check = monitoring.check(settings, as_of, force=force)
+    # In-process, check, train and evaluate share `source`: each day is read once (check reads the monitoring
+    # days, train only the older ones it lacks, evaluate nothing); project steps read their own windows.
+    check = monitoring.check(settings, as_of, force=force, source=source)
     lap("check")
     result.check = check.to_dict()
     result.reasons = list(check.decision["reasons"])
@@ -239,7 +245,7 @@ def _cycle(settings, as_of, force, project: Path | None, registry, result, lap, 
     if project is None:
         from retrain.training import train
 
-        candidate = train(settings, as_of, trigger_reason=reason).version
+        candidate = train(settings, as_of, trigger_reason=reason, source=source).version
     else:
         run_id = _project_step(project, "train", {**params, "reason": reason}, settings.experiments.training)
         candidate = registry.client.get_run(run_id).data.tags.get("retrain.model_version")
@@ -254,7 +260,7 @@ def _cycle(settings, as_of, force, project: Path | None, registry, result, lap, 
     if project is None:
         from retrain.evaluation import evaluate
 
-        comparison = evaluate(settings, as_of, candidate=candidate).to_dict()
+        comparison = evaluate(settings, as_of, candidate=candidate, source=source).to_dict()
     else:
         from retrain.tracking import load_json_artifact
 

@@ -92,6 +92,16 @@ def stable_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3-compatible server (moto in server mode) on 127.0.0.1 at a free port; stopped after the session."""
+    from tests.services import moto_server
+
+    server = moto_server(tmp_path_factory.mktemp("moto"))
+    yield server.url
+    server.stop()
+
+
 # ---- tracking servers -------------------------------------------------------------------------------------------
 # `sqlite_server`: an `mlflow server` on SQLite that every run of the suite starts (proves the REST path).
 # `ci_server` / `ci_server_direct`: the servers .ci/run starts on PostgreSQL + S3 (see tests/services.py);

@@ -128,10 +128,14 @@ def test_check_monitors_served_traffic_from_the_log(store, tmp_path):
         assert unlabelled.status_code == 200
         service.wait_logged()
     settings = load_settings(None, [*service.settings, f"data.path={service.log_url}", "trigger.min_labels=100"])
-    frame = data.load(settings.data)
-    assert list(frame.columns[:2]) == ["timestamp", "customer_id"] and set(FEATURES) <= set(frame.columns)
+    source = data.DataSource(settings.data)
+    assert type(source).__name__ == "LogSource"
+    frame = source.load()
+    assert frame.columns[0] == "timestamp" and set(FEATURES) <= set(frame.columns)
+    assert {"served_version", "served_prediction", "served_probability"} <= set(frame.columns)
     assert len(frame) == 300 and frame["label"].notna().sum() == 250
     assert frame["timestamp"].is_monotonic_increasing and frame["age"].dtype.kind == "i"
+    assert source.latest_day() == frame["timestamp"].max().date()
     sets = [x for item in service.settings for x in ("--set", item)]
     result = CliRunner().invoke(cli, ["check", "--data", service.log_url, "--set", "trigger.min_labels=100", *sets, "--json"])
     assert result.exit_code == 0, result.output
