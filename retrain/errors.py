@@ -37,3 +37,9 @@ class NotifyError(RetrainError):
     """The notification sink cannot be written."""
 
     exit_code = 6
+
+
+class TrainingError(RetrainError):
+    """Training ran but learned nothing usable: no candidate is registered."""
+
+    exit_code = 7
