@@ -113,12 +113,13 @@ def classification_metrics(
     y, (p,) = _labels(y_true, probability)
     tn, fp, fn, tp = confusion(y, p >= threshold)
     q = np.clip(p, _EPS, 1.0 - _EPS)
-    return {
+    found = {
         **_at_counts(tn, fp, fn, tp, cost_fp, cost_fn),
         "roc_auc": roc_auc(y, p),
         "log_loss": float(-np.mean(np.where(y, np.log(q), np.log1p(-q)))),
         "brier": float(np.mean((p - y) ** 2)),
     }
+    return {name: found[name] for name in METRIC_NAMES}
 
 
 def _at_counts(tn, fp, fn, tp, cost_fp: float, cost_fn: float) -> dict[str, float]:

@@ -63,14 +63,16 @@ def fit(
     """Train `net` in place on (numeric, codes, label) arrays; keep the weights of the best epoch."""
     import copy
 
+    import numpy as np
     import torch
     from torch.nn import functional as F
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     net.to(device)
-    x_num, x_cat, y = (torch.from_numpy(a).to(device) for a in train)
-    v_num, v_cat, v_y = (torch.from_numpy(a).to(device) for a in val)
+    # torch warns on read-only arrays (pandas may hand those out); copy only then
+    x_num, x_cat, y = (torch.from_numpy(np.require(a, requirements="W")).to(device) for a in train)
+    v_num, v_cat, v_y = (torch.from_numpy(np.require(a, requirements="W")).to(device) for a in val)
     y = y.long()
     v_y = v_y.long()
     # The fused kernel updates all parameters in one call: ~15% less time per epoch on CPU for this small MLP.

@@ -106,6 +106,23 @@ def test_parse_overrides_splits_spaces_and_commas():
         ("model.epochs", ["model.epochs", "section.key=value"]),
         ("epochs=3", ["epochs=3", "section.key=value"]),
         ("model.hidden_dim=[1, 2]", ["model.hidden_dim", "whole number"]),
+        ("model.min_epochs=0", ["model.min_epochs", ">= 1"]),
+        ("model.missing_default=drop", ["model.missing_default", "'drop'", "error, impute"]),
+        ("model.missing={income: drop}", ["model.missing.income", "'drop'", "error, impute"]),
+        ("model.missing={incme: impute}", ["model.missing.incme", "not a feature", "income"]),
+        ("windows.tuning_days=0", ["windows.tuning_days", ">= 1"]),
+        ("windows.tuning_days=60", ["windows.tuning_days", "fewer than windows.train_days (60)"]),
+        ("threshold.policy=best", ["threshold.policy", "'best'", "max_f1, target_recall"]),
+        ("threshold.target=0", ["threshold.target", "(0, 1]"]),
+        ("threshold.value=1.5", ["threshold.value", "[0, 1]"]),
+        ("cost.false_negative=-2", ["cost.false_negative", ">= 0"]),
+        ("cost.false_positive=.inf", ["cost.false_positive", "finite"]),
+        ("gate.guardrails={f1: -0.1}", ["gate.guardrails.f1", ">= 0"]),
+        ("gate.guardrails={expected_costs: 0.1}", ["gate.guardrails", "'expected_costs'", "expected_cost"]),
+        ("gate.baseline_floors=[log_loss, auc]", ["gate.baseline_floors", "'auc'", "decision"]),
+        ("gate.stalled_after=0", ["gate.stalled_after", ">= 1"]),
+        ("checks.latency_ratio=0.9", ["checks.latency_ratio", ">= 1"]),
+        ("checks.latency_retries=-1", ["checks.latency_retries", ">= 0"]),
     ],
 )
 def test_invalid_settings_name_the_key(override, needles):
@@ -147,6 +164,14 @@ def test_flat_lists_every_setting_once():
     expected = sum(len(dataclasses.fields(getattr(Settings(), s.name))) for s in dataclasses.fields(Settings))
     assert len(flat) == expected
     assert all(key.count(".") == 1 for key in flat)
+
+
+def test_both_costs_zero_is_refused_and_policies_read_per_feature():
+    with pytest.raises(ConfigError, match="both 0"):
+        load_settings(None, ["cost.false_positive=0", "cost.false_negative=0"])
+    settings = load_settings(None, ["model.missing_default=impute", "model.missing={age: error}"])
+    assert settings.model.missing_policy("age") == "error" and settings.model.missing_policy("income") == "impute"
+    assert load_settings().model.missing_policy("income") == "error"
 
 
 def test_settings_are_frozen():
