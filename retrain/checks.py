@@ -64,7 +64,7 @@ def _outputs(model: Any, frame: pd.DataFrame, threshold: float | None = None) ->
     if threshold is not None:
         wrong = int((out["prediction"].to_numpy() != (prob >= threshold)).sum())
         if wrong:
-            raise ValueError(f"{wrong} prediction(s) disagree with probability >= the version's threshold {threshold:g}")
+            raise ValueError(f"{wrong} prediction(s) differ from probability >= the version's threshold {threshold:g}")
     return out
 
 

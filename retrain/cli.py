@@ -120,7 +120,8 @@ def data() -> None:
 @click.option("--days", default=150, show_default=True, type=click.IntRange(min=1))
 @click.option("--start", default="2026-01-01", show_default=True, help="First day (YYYY-MM-DD).")
 @click.option("--rows-per-day", default=400, show_default=True, type=click.IntRange(min=1))
-@click.option("--scenario", type=click.Choice(["stable", "covariate_shift", "concept_shift"]), default="stable", show_default=True)
+@click.option("--scenario", type=click.Choice(["stable", "covariate_shift", "concept_shift", "hard"]), default="stable",
+              show_default=True)
 @click.option("--shift-day", default=90, show_default=True, type=click.IntRange(min=0), help="Day index the shift starts on.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--label-fraction", default=1.0, show_default=True, type=click.FloatRange(0, 1),
