@@ -262,7 +262,8 @@ def evaluate(
     costs = {"cost_fp": settings.cost.false_positive, "cost_fn": settings.cost.false_negative}
     cand, prod = _resolve(settings, candidate)
     as_of, window, rows = _rows(settings, as_of, cand, prod, allow_past)
-    backtest = bool(allow_past and past_as_of(settings, as_of, prod))
+    prod_fresh = fresh_from(prod)
+    backtest = bool(allow_past and prod_fresh and window.start < datetime.fromisoformat(prod_fresh[:10]))
     features = rows[list(spec.features)]
     y = rows[spec.label].to_numpy(np.int64)
     lap("load")
@@ -312,10 +313,9 @@ def evaluate(
     decision = gate.decide(policy, cand_metrics, inc_metrics, p_value=p_value, bootstrap_ci=ci,
                            incumbent_error=incumbent_error, allow_schema_change=allow_schema_change,
                            failed_checks=failed, baselines=baselines, chance_p_value=chance["p_value_one_sided"],
-                           threshold_policy=cand.tags.get("retrain.threshold_policy", "fixed"))
-    if backtest:
-        decision = replace(decision, reasons=(*decision.reasons, f"backtest (--allow-past): production trained on "
-                                              f"rows before {fresh_from(prod)[:10]}, some of which were scored"))
+                           threshold_policy=cand.tags.get("retrain.threshold_policy", "fixed"),
+                           backtest=f"--allow-past: production v{prod.version} learned from rows before "
+                                    f"{fresh_from(prod)[:10]}, and {window} starts earlier" if backtest else None)
     lap("checks")
 
     comparison = Comparison(

@@ -1,7 +1,7 @@
 """The promotion gate: a pure function from two metric sets, a significance result and the policy to a decision.
 
 Rules, in order (every rule adds a line to `reasons`; any failing rule keeps production):
-- failed pre-promotion checks block promotion;
+- failed pre-promotion checks block promotion; so does a backtest (production scored on rows it learned from);
 - production cannot score the validation rows (schema change): keep, unless allowed, then judge as below;
 - no production model (or an allowed schema change): the candidate must clear every floor:
   the relative floors of `baseline_floors`, against trivial baselines computed on the same rows --
@@ -180,6 +180,7 @@ def decide(
     baselines: Mapping[str, float] | None = None,
     chance_p_value: float | None = None,
     threshold_policy: str = "max_f1",
+    backtest: str | None = None,
 ) -> Decision:
     """Decide whether `candidate` replaces `incumbent` (None = no production model yet).
 
@@ -187,10 +188,13 @@ def decide(
     primary metric; `incumbent_error`: why production could not score the rows; `failed_checks`: failed check
     descriptions; `baselines`: `metrics.trivial_baselines` of the comparison rows and `chance_p_value` the
     candidate's DeLong p against a constant score, both for the floors of a first model; `threshold_policy`:
-    how the candidate's threshold was chosen (the `decision` floor depends on it).
+    how the candidate's threshold was chosen (the `decision` floor depends on it); `backtest`: why the rows are
+    not fresh for production (an as-of in its past): the comparison is reported, never promoted.
     """
     primary = policy.primary_metric
     blockers = [f"pre-promotion check failed: {text}" for text in failed_checks]
+    if backtest:
+        blockers.append(f"backtest, never promoted: {backtest}")
     passes: list[str] = []
     schema_change = incumbent_error is not None
     if schema_change:

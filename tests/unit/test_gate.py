@@ -117,6 +117,12 @@ def test_failed_check_blocks_an_otherwise_clear_win():
     assert any("improves" in r for r in d.reasons)
 
 
+def test_a_backtest_never_promotes():
+    d = decide(POLICY, cand(roc_auc=0.9), BASE, p_value=0.0, backtest="production learned from rows before 2026-02-20")
+    assert not d.promote and d.reason == "backtest, never promoted: production learned from rows before 2026-02-20"
+    assert any("improves" in r for r in d.reasons)
+
+
 def test_decision_is_frozen_and_serialisable():
     d = decide(POLICY, cand(roc_auc=0.83), BASE, p_value=0.001)
     assert isinstance(d, Decision)
