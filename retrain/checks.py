@@ -96,11 +96,14 @@ def p95_side_by_side(models: list[Any], frame: pd.DataFrame, repeats: int) -> li
     return [float(np.percentile(t, 95) * 1000) for t in times]
 
 
-def latency_verdict(candidate_ms: float, production_ms: float | None, budget_ms: float, ratio: float) -> tuple[bool, str]:
-    """Pass or fail, with the numbers: relative to production when there is one (budget = outer bound), else absolute."""
+def latency_verdict(
+    candidate_ms: float, production_ms: float | None, budget_ms: float, ratio: float
+) -> tuple[bool, str]:
+    """Pass or fail, with the numbers: relative to production if there is one (budget = outer bound), else absolute."""
     if production_ms is None:
         ok = candidate_ms <= budget_ms
-        return ok, f"p95 {candidate_ms:.1f} ms ({'within' if ok else 'over'} {budget_ms:g} ms; no production to compare)"
+        word = "within" if ok else "over"
+        return ok, f"p95 {candidate_ms:.1f} ms ({word} {budget_ms:g} ms; no production to compare)"
     within_ratio = candidate_ms <= ratio * production_ms
     within_budget = candidate_ms <= budget_ms
     found = candidate_ms / production_ms if production_ms > 0 else float("inf")
@@ -201,7 +204,8 @@ def run_checks(
         detail = f"a null scores in: {', '.join(scored) or 'none'}; is refused naming the column in: " \
                  f"{', '.join(refused) or 'none'}"
         if wrong:
-            detail = f"a null in {'; '.join(wrong)} failed without naming the column or scored no valid output; " + detail
+            detail = (f"a null in {'; '.join(wrong)} failed without naming the column or scored no valid output; "
+                      + detail)
         return not wrong, detail
 
     return [

@@ -241,7 +241,8 @@ def status(settings, repair: bool, as_json: bool) -> None:
     if count >= settings.gate.stalled_after:
         lines.append(stalled_text(count, settings))
     elif count:
-        lines.append(f"no production model yet: {count} cycle(s) in a row ended without a candidate clearing the floors")
+        lines.append(f"no production model yet: {count} cycle(s) in a row ended without a candidate clearing the "
+                     "floors")
     for role, v in info["versions"].items():
         if v is None:
             lines.append(f"  {role:<10}  (none)")

@@ -193,7 +193,8 @@ class GatePolicy:
                     raise ConfigError(f"gate.{key}: unknown metric {name!r}; allowed: {', '.join(METRICS)}")
         for name in self.baseline_floors:
             if name not in BASELINE_FLOORS:
-                raise ConfigError(f"gate.baseline_floors: unknown floor {name!r}; allowed: {', '.join(BASELINE_FLOORS)}")
+                raise ConfigError(f"gate.baseline_floors: unknown floor {name!r}; allowed: "
+                                  f"{', '.join(BASELINE_FLOORS)}")
         for key, values in (("guardrails", self.guardrails), ("floors", self.floors)):
             for name, value in values.items():
                 if value != value or abs(value) == float("inf") or (key == "guardrails" and value < 0):

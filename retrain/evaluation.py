@@ -105,8 +105,9 @@ class Comparison:
             delta = f"{self.deltas[name]:+8.4f}" if name in self.deltas else f"{'-':>8}"
             out.append(f"{name:<13} {prod} {value:10.4f} {delta}")
         b = self.baselines
-        out.append(f"trivial baselines: positive rate {b['positive_rate']:.4f}, majority rate {b['majority_rate']:.4f}, "
-                   f"constant log_loss {b['constant_log_loss']:.4f}, constant brier {b['constant_brier']:.4f}")
+        out.append(f"trivial baselines: positive rate {b['positive_rate']:.4f}, majority rate "
+                   f"{b['majority_rate']:.4f}, constant log_loss {b['constant_log_loss']:.4f}, "
+                   f"constant brier {b['constant_brier']:.4f}")
         for floor in self.decision.get("floors", []):
             out.append(f"floor {'ok  ' if floor['passed'] else 'MISS'} ({floor['kind']}) {floor['detail']}")
         if self.delong:
@@ -279,7 +280,6 @@ def evaluate(
             inc_model, p_inc, inc_threshold = _score(f"models:/{reg.model_name}/{prod.version}", features)
         except Exception as exc:  # noqa: BLE001 - production failing on today's schema is a finding, not a crash
             incumbent_error = short_error(exc)
-            inc_model = None
     lap("scoring")
 
     cand_metrics = metrics.classification_metrics(y, p_cand, cand_threshold, **costs)
@@ -384,7 +384,10 @@ def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, tim
         run_id = run.info.run_id
         mlflow.log_metrics({k: float(v) for k, v in values.items()})
         with tempfile.TemporaryDirectory() as tmp:
-            mlflow.log_artifact(str(plots.comparison_figure(y, probabilities, Path(tmp) / "comparison.png")))
+            thresholds = {label: c.candidate_threshold if label.startswith("staging") else c.incumbent_threshold
+                          for label in probabilities}
+            mlflow.log_artifact(str(plots.comparison_figure(y, probabilities, Path(tmp) / "comparison.png",
+                                                            thresholds)))
         for key, value in (("retrain.comparison_run_id", run_id), ("retrain.decision", c.decision["decision"])):
             tracking.client().set_model_version_tag(c.model_name, c.candidate_version, key, value)
         lap("logging")

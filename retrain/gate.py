@@ -91,8 +91,9 @@ def _relative_floor(
     if name in ("log_loss", "brier"):
         value, bound = candidate[name], baselines[f"constant_{name}"]
         ok = value < bound - _EPS
-        return Floor(name, "relative", name, value, bound, ok, f"{name} {value:.4f} {'beats' if ok else 'does not beat'} "
-                     f"the constant predictor's {bound:.4f} (always the positive rate {baselines['positive_rate']:.4f})")
+        word = "beats" if ok else "does not beat"
+        return Floor(name, "relative", name, value, bound, ok, f"{name} {value:.4f} {word} the constant predictor's "
+                     f"{bound:.4f} (always the positive rate {baselines['positive_rate']:.4f})")
     if name == "roc_auc":
         value = candidate["roc_auc"]
         ok = value > 0.5 and chance_p_value is not None and chance_p_value < policy.alpha

@@ -76,7 +76,8 @@ class ModelSpec:
         for col in self.numeric:
             refused = "null refused (400 naming the column)"
             if self.policy(col) == "impute":
-                null = f"null -> training median {self.impute[col]:g}" + " + missing indicator" * (col in self.indicators)
+                indicator = " + missing indicator" if col in self.indicators else ""
+                null = f"null -> training median {self.impute[col]:g}{indicator}"
             else:
                 null = refused
             out[col] = f"numeric: int or float (cast to float64 in the model); {null}"

@@ -144,8 +144,8 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False)
         age = trigger.age_days(as_of, trained_as_of, created, datetime.now(timezone.utc))
     age_unknown = "the production version has no training date"
     if version is not None and age is None and trained_as_of:
-        age_unknown = (f"as-of {as_of.isoformat()} is before production's training as-of {trained_as_of[:10]} (a replay "
-                       "into its past); drift and performance here compare it with rows it may have learned from")
+        age_unknown = (f"as-of {as_of.isoformat()} is before production's training as-of {trained_as_of[:10]} "
+                       "(a replay into its past); drift and performance here compare it with rows it may have learned from")
     decision = trigger.decide(
         psi, performance, len(labelled), age, has_production=version is not None, force=force, policy=policy,
         age_unknown=age_unknown,

@@ -154,7 +154,7 @@ def stalled_text(count: int, settings: Settings) -> str:
 
 
 def _count_cycle(settings: Settings, result: CycleResult, production_after: str | None, rejected: bool) -> None:
-    """Update the run of cycles without a model: +1 when a candidate was rejected with no production, 0 once one serves."""
+    """Count cycles without a model: +1 when a candidate was rejected with no production, 0 once one serves."""
     import mlflow
 
     previous = cycles_without_model(settings, exclude=result.run_id)
@@ -306,6 +306,9 @@ def _cycle(settings, as_of, force, in_process, allow_past, registry, result, lap
         "comparison_run_id": comparison["run_id"],
         "candidate_value": comparison["candidate_metrics"].get(metric),
         "incumbent_value": (comparison["incumbent_metrics"] or {}).get(metric),
+        "candidate_threshold": comparison["candidate_threshold"],
+        "incumbent_threshold": comparison["incumbent_threshold"],
+        "backtest": comparison["backtest"],
     }
     if decision["promote"]:
         registry.promote(candidate, reason=decision["reason"])

@@ -91,7 +91,8 @@ def prepare(settings: Settings, as_of: date | None) -> Prepared:
     val = data.select(frame, spec, windows.validation, allow_missing=keep_nan)
     refuse_missing(train, settings, str(windows.train))
     refuse_missing(val, settings, str(windows.validation))
-    tuning_window = Window("tuning", windows.train.end - timedelta(days=settings.windows.tuning_days), windows.train.end)
+    tuning_start = windows.train.end - timedelta(days=settings.windows.tuning_days)
+    tuning_window = Window("tuning", tuning_start, windows.train.end)
     in_tuning = train[spec.timestamp] >= tuning_window.start
     parts = {}
     for name, rows, window in (("fit", train[~in_tuning], Window("fitting", windows.train.start, tuning_window.start)),

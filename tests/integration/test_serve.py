@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from retrain import synth
-from tests.conftest import fast_settings, use_store
+from tests.conftest import fast_settings, use_store, write_with_gaps
 
 FEATURES = ["age", "income", "tenure_days", "num_purchases", "avg_transaction_value", "days_since_last_purchase",
             "channel", "region"]
@@ -49,19 +49,6 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
-def _data(folder: Path) -> Path:
-    """Stable synthetic days plus `region` (int64 codes 1..4), income missing in 5% of rows, channel in 3%."""
-    frame = synth.generate(synth.SynthSpec(days=45, rows_per_day=200, seed=6))
-    rng = np.random.default_rng(2)
-    frame["region"] = rng.integers(1, 5, len(frame))
-    frame.loc[rng.random(len(frame)) < 0.05, "income"] = np.nan
-    frame["channel"] = frame["channel"].astype(object)
-    frame.loc[rng.random(len(frame)) < 0.03, "channel"] = None
-    folder.mkdir(parents=True)
-    frame.to_parquet(folder / "data.parquet")
-    return folder
-
-
 @dataclass
 class Served:
     url: str
@@ -76,7 +63,7 @@ def served(tmp_path_factory, _template_db):
     from retrain.training import train
 
     folder = tmp_path_factory.mktemp("serve")
-    data = _data(folder / "data")
+    data = write_with_gaps(folder / "data", seed=6, region=True)
     with pytest.MonkeyPatch.context() as mp:
         tracking = use_store(mp, _template_db, folder)
         outcome = train(fast_settings(data, *SETTINGS))

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from retrain import synth
 from retrain.cli import cli
-from tests.conftest import FAST, REPO, fast_settings, point_mlflow, use_store
+from tests.conftest import FAST, REPO, fast_settings, point_mlflow, use_store, write_with_gaps
 
 REASON = "drift on income"
 FEATURES = ["age", "income", "tenure_days", "num_purchases", "avg_transaction_value", "days_since_last_purchase",
@@ -556,25 +556,13 @@ def test_training_that_learned_nothing_is_a_failed_training(tmp_path):
     assert client.get_metric_history(run.info.run_id, "val_loss")  # the loss curves say why
 
 
-def _with_gaps(folder: Path) -> Path:
-    """Stable data with income missing in 5% of rows and channel in 3% (as null), written as parquet."""
-    frame = synth.generate(synth.SynthSpec(days=45, rows_per_day=200, seed=8))
-    rng = np.random.default_rng(1)
-    frame.loc[rng.random(len(frame)) < 0.05, "income"] = np.nan
-    frame["channel"] = frame["channel"].astype(object)
-    frame.loc[rng.random(len(frame)) < 0.03, "channel"] = None
-    folder.mkdir(parents=True)
-    frame.to_parquet(folder / "data.parquet")
-    return folder
-
-
 IMPUTE = "model.missing={income: impute, channel: impute}"
 
 
 def test_missing_values_are_imputed_the_same_in_training_and_serving(tmp_path, monkeypatch):
     from retrain.training import prepare, train
 
-    settings = fast_settings(_with_gaps(tmp_path / "d"), IMPUTE)
+    settings = fast_settings(write_with_gaps(tmp_path / "d", seed=8), IMPUTE)
     outcome = train(settings)
     rows = prepare(settings, None)
     version = mlflow.MlflowClient().get_model_version("churn-classifier", outcome.version)
@@ -605,7 +593,8 @@ def test_missing_values_are_imputed_the_same_in_training_and_serving(tmp_path, m
 
 
 def test_null_category_with_missing_error_is_refused_naming_the_fix(tmp_path):
-    result = CliRunner().invoke(cli, _train_args(_with_gaps(tmp_path / "d"), "--set", "model.missing={income: impute}"))
+    data = write_with_gaps(tmp_path / "d", seed=8)
+    result = CliRunner().invoke(cli, _train_args(data, "--set", "model.missing={income: impute}"))
     assert result.exit_code == 3, result.output
     line = _error_line(result)
     assert "feature 'channel' has" in line and "missing (null) values" in line and "model.missing.channel=impute" in line
