@@ -296,9 +296,11 @@ def evaluate(
             p_value = delong["p_value_one_sided"]
         elif policy.require_significance:
             name = policy.primary_metric
-            _, low, high = metrics.bootstrap_ci(
-                y, p_inc, p_cand, lambda yy, pp: metrics.classification_metrics(yy, pp)[name], alpha=2 * policy.alpha
-            )
+            def at(threshold: float):  # each model's metric at its own threshold
+                return lambda yy, pp: metrics.classification_metrics(yy, pp, threshold, **costs)[name]
+
+            _, low, high = metrics.bootstrap_ci(y, p_inc, p_cand, at(inc_threshold), alpha=2 * policy.alpha,
+                                                metric_fn_b=at(cand_threshold))
             ci = (low, high)
     lap("delong")
 

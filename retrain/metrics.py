@@ -320,14 +320,19 @@ def bootstrap_ci(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    metric_fn_b: Callable[[np.ndarray, np.ndarray], float] | None = None,
 ) -> tuple[float, float, float]:
-    """Paired percentile bootstrap (delta, low, high) of metric_fn(b) - metric_fn(a), for metrics without DeLong."""
+    """Paired percentile bootstrap (delta, low, high) of metric_fn_b(b) - metric_fn(a), for metrics without DeLong.
+
+    `metric_fn_b` (default `metric_fn`) lets each model be scored its own way, e.g. at its own threshold.
+    """
     y, (a, b) = _labels(y_true, score_a, score_b)
+    fn_b = metric_fn_b or metric_fn
     rng = np.random.default_rng(seed)
     deltas = np.empty(n_boot)
     for i in range(n_boot):
         idx = rng.integers(0, y.size, y.size)
-        deltas[i] = metric_fn(y[idx], b[idx]) - metric_fn(y[idx], a[idx])
+        deltas[i] = fn_b(y[idx], b[idx]) - metric_fn(y[idx], a[idx])
     # Resamples where the metric is undefined (e.g. one class for AUC) carry no information.
     low, high = np.nanquantile(deltas, [alpha / 2, 1 - alpha / 2])
-    return float(metric_fn(y, b) - metric_fn(y, a)), float(low), float(high)
+    return float(fn_b(y, b) - metric_fn(y, a)), float(low), float(high)

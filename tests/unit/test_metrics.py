@@ -275,3 +275,13 @@ def test_auc_above_chance_is_delong_against_a_constant_score():
     assert test.p_value_one_sided < 1e-6
     noise = auc_above_chance(y, rng.normal(size=y.size))
     assert noise.p_value_one_sided > 0.01
+
+
+def test_bootstrap_scores_each_model_its_own_way():
+    """Threshold metrics compare each model at its own threshold: the same scores at 0.3 vs 0.7 differ in recall."""
+    y, a, _ = _tied_data(5, 500)
+    recall_at = lambda t: (lambda yy, pp: classification_metrics(yy, pp, t)["recall"])  # noqa: E731
+    delta, low, high = bootstrap_ci(y, a, a, recall_at(0.7), n_boot=200, metric_fn_b=recall_at(0.3))
+    assert delta == pytest.approx(classification_metrics(y, a, 0.3)["recall"] - classification_metrics(y, a, 0.7)["recall"])
+    assert 0 < low <= delta <= high
+    assert bootstrap_ci(y, a, a, recall_at(0.5), n_boot=50)[:1] == (0.0,)
