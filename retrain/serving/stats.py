@@ -159,6 +159,17 @@ def regression(correct_new: int, n_new: int, correct_old: int, n_old: int, margi
 # ---- the A/B report --------------------------------------------------------------------------
 
 
+THRESHOLD_METRICS = ("accuracy", "precision", "recall", "f1", "expected_cost")
+
+
+def served_metrics(y: np.ndarray, prediction: np.ndarray, probability: np.ndarray) -> dict[str, float]:
+    """Metrics of what was served: threshold metrics from the 0/1 answers (each at its model's own decision
+    threshold), ROC AUC, log loss and Brier score from the probabilities."""
+    decided = classification_metrics(y, np.asarray(prediction, dtype=np.float64))  # 0/1 at 0.5: the answers as given
+    scored = classification_metrics(y, probability)
+    return {name: (decided if name in THRESHOLD_METRICS else scored)[name] for name in scored}
+
+
 def summarise(frame: pd.DataFrame) -> dict[str, Any]:
     """Per-variant numbers from log rows (columns prediction, probability, label with NaN = unlabelled)."""
     out: dict[str, Any] = {"records": int(len(frame)), "positive_rate": float(frame["prediction"].mean()) if len(frame) else None}
@@ -166,7 +177,8 @@ def summarise(frame: pd.DataFrame) -> dict[str, Any]:
     out["labelled"] = int(len(labelled))
     out["correct"] = int((labelled["prediction"] == labelled["label"]).sum())
     if len(labelled):
-        found = classification_metrics(labelled["label"].to_numpy(int), labelled["probability"].to_numpy(float))
+        found = served_metrics(labelled["label"].to_numpy(int), labelled["prediction"].to_numpy(float),
+                               labelled["probability"].to_numpy(float))
         for name in ("accuracy", "precision", "recall", "roc_auc"):
             value = float(found[name])
             out[name] = value if math.isfinite(value) else None  # roc_auc needs both classes
@@ -184,7 +196,8 @@ def variant_stats(frame: pd.DataFrame, metric: str) -> VariantStats:
     ok = frame[frame["error"].isna() & frame["label"].notna() & frame["probability"].notna()]
     value = None
     if len(ok):
-        found = classification_metrics(ok["label"].to_numpy(int), ok["probability"].to_numpy(float))[metric]
+        found = served_metrics(ok["label"].to_numpy(int), ok["prediction"].to_numpy(float),
+                               ok["probability"].to_numpy(float))[metric]
         value = float(found) if math.isfinite(found) else None
     return VariantStats(len(frame), errors, p99, int(len(ok)), value)
 

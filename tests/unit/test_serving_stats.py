@@ -103,3 +103,14 @@ def test_variant_stats_count_errors_and_take_p99_per_request():
     per_request = frame.drop_duplicates("request_id")["latency_ms"]  # two records per request share one call
     assert stats.p99_ms == pytest.approx(np.percentile(per_request, 99))
     assert variant_stats(frame.iloc[:0], "accuracy").records == 0
+
+
+def test_served_metrics_judge_the_answers_as_given_not_at_half():
+    from retrain.serving.stats import served_metrics
+
+    y = np.array([1, 1, 0, 0])
+    probability = np.array([0.40, 0.35, 0.30, 0.10])  # a model with threshold 0.33 answered 1, 1, 0, 0
+    prediction = np.array([1, 1, 0, 0])
+    found = served_metrics(y, prediction, probability)
+    assert found["accuracy"] == 1.0 and found["recall"] == 1.0 and found["precision"] == 1.0
+    assert found["roc_auc"] == 1.0 and found["brier"] == pytest.approx(np.mean((probability - y) ** 2))
