@@ -125,7 +125,39 @@ def run_cycle(
     force: bool = False,
     in_process: bool = False,
 ) -> CycleResult:
-    """One cycle of the loop. `in_process` runs train/evaluate as library calls, not project runs."""
+    """One cycle of the loop. `in_process` runs train/evaluate as library calls, not project runs.
+
+    Any failure, ours or not (an MlflowException, a database error), sends a "failed" event and is
+    raised as one RetrainError line; a broken events file stops the cycle before any work.
+    """
+    from retrain import notify
+
+    notify.ensure_writable(settings)
+    try:
+        return _run_cycle(settings, as_of, force=force, in_process=in_process)
+    except Exception as exc:  # noqa: BLE001 - every failure notifies and becomes one line
+        error = cycle_error(exc)
+        if not getattr(exc, "notified", False):
+            notify.notify(settings, {"kind": "failed", "model": settings.registry.model_name,
+                                     "as_of": as_of.isoformat() if as_of else None, "reason": str(error)})
+        raise error from None
+
+
+def cycle_error(exc: BaseException) -> RetrainError:
+    """The project's error for any failure: ours as is; the tracking store's naming the server; others by type."""
+    if isinstance(exc, RetrainError):
+        return exc
+    from mlflow.exceptions import MlflowException
+
+    from retrain.errors import RegistryError
+    from retrain.store import describe, server_uri
+
+    if isinstance(exc, MlflowException) or type(exc).__module__.startswith("sqlalchemy"):
+        return RegistryError(f"tracking server {server_uri()} failed: {describe(exc)}")
+    return RetrainError(f"cycle failed with {type(exc).__name__}: {describe(exc)}")
+
+
+def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_process: bool) -> CycleResult:
     import tempfile
     import time
 
@@ -143,7 +175,6 @@ def run_cycle(
         timings[name] = round(now - clock, 3)
         clock = now
 
-    notify.ensure_writable(settings)
     if as_of is None:
         as_of = data.latest_day(data.load(settings.data), settings.data)
     uri = absolute_tracking_uri()
@@ -161,11 +192,18 @@ def run_cycle(
             with _env(RETRAIN_PARENT_RUN_ID=run.info.run_id, MLFLOW_TRACKING_URI=uri), \
                     tempfile.TemporaryDirectory(prefix="retrain-cycle-") as tmp:
                 _cycle(settings, as_of, force, in_process, registry, result, lap, Path(tmp))
-        except RetrainError as exc:
-            mlflow.set_tags({"retrain.outcome": "failed", "retrain.error": str(exc)[:5000]})
+        except Exception as exc:  # noqa: BLE001 - recorded on the cycle run, then raised as one line
+            error = cycle_error(exc)
+            with contextlib.suppress(Exception):  # the tracking server may be what failed
+                mlflow.set_tags({"retrain.outcome": "failed", "retrain.error": str(error)[:4000]})
+                if error is not exc:
+                    import traceback
+
+                    mlflow.log_text("".join(traceback.format_exception(exc)), "error.txt")
             notify.notify(settings, {"kind": "failed", "model": settings.registry.model_name,
-                                     "as_of": result.as_of, "reason": str(exc), "cycle_run_id": result.run_id})
-            raise
+                                     "as_of": result.as_of, "reason": str(error), "cycle_run_id": result.run_id})
+            error.notified = True  # type: ignore[attr-defined]
+            raise error from None
         result.production_after = registry.state().production
         mlflow.set_tags({
             "retrain.outcome": result.outcome,
@@ -228,12 +266,16 @@ def _cycle(settings, as_of, force, in_process, registry, result, lap, tmp: Path)
         "candidate_value": comparison["candidate_metrics"].get(metric),
         "incumbent_value": (comparison["incumbent_metrics"] or {}).get(metric),
     }
-    if decision["promote"]:
-        registry.promote(candidate, reason=decision["reason"])
-        result.outcome = "promoted"
-    else:
-        result.outcome = "kept"
     result.reasons.append(decision["reason"])
+    result.outcome = "kept"
+    if decision["promote"]:
+        from retrain.errors import Refused
+
+        try:  # the cycle's own event announces the move
+            registry.promote(candidate, reason=decision["reason"], as_of=as_of, notify=False)
+            result.outcome = "promoted"
+        except Refused as exc:  # e.g. a version production was rolled back from: keep, say why
+            result.reasons.append(f"promotion refused: {exc}")
     lap("promote")
 
 

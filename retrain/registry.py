@@ -247,7 +247,7 @@ class Registry:
                      "reason": ("forced: " if force else "") + move.reason}
             if f"staging_{metric}" in metrics:
                 event.update(metric=metric, after=metrics[f"staging_{metric}"],
-                             before=metrics.get(f"production_{metric}"))
+                             before=metrics.get(f"production_{metric}") if move.from_version else None)
             self._notify(move, event)
         return move
 
@@ -340,7 +340,8 @@ class Registry:
 
         head = view.head
         assert head is not None
-        move = Move(head.seq + 1, head.production, to, _now(), actor or who(), kind, mv.bounded(reason, mv.REASON_LIMIT),
+        move = Move(head.seq + 1, head.production, to, _now(), mv.bounded(actor or who(), mv.NAME_LIMIT), kind,
+                    mv.bounded(reason, mv.REASON_LIMIT),
                     comparison_id, token=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid(),
                     skipped=skipped, overrode=overrode)
         try:
@@ -651,10 +652,17 @@ class Registry:
         head_seq = view.head.seq if view.head is not None else max(
             (int(k[len(self.mirror_prefix):]) for k in view.tags
              if k.startswith(self.mirror_prefix) and k[len(self.mirror_prefix):].isdigit()), default=0)
-        top = before - 1 if before else head_seq + 1
+        entries: list[tuple[int, Entry | None]] = []
+        if before is None:
+            pending = self.ledger.get(head_seq + 1)
+            entries = [(head_seq + 1, pending)] if pending is not None else []
+            top = head_seq
+        else:
+            top = min(before - 1, head_seq)
+        entries += self.ledger.page(top, limit - len(entries))
         out: list[Logged] = []
         exists: dict[str, bool] = {}
-        for seq, entry in self.ledger.page(top, limit):
+        for seq, entry in entries:
             if entry is None:
                 if seq > head_seq:
                     continue

@@ -52,8 +52,8 @@ def redact(uri: str) -> str:
         parts = urlsplit(uri)
     except ValueError:
         return "<unparseable tracking URI>"
-    if not parts.netloc:
-        return urlunsplit((parts.scheme, "", parts.path, "", ""))
+    if not (parts.username or parts.password or parts.query or parts.fragment):
+        return uri
     host = parts.hostname or ""
     if parts.port:
         host = f"{host}:{parts.port}"
