@@ -19,7 +19,7 @@ Design (why every move of production is atomic, and what each piece of state is 
 
 A move: read the head (N) and check every precondition; claim N+1; re-read the registry and refuse
 if the head or the alias changed meanwhile; then write the alias, the version tags (archived,
-production_since, rolled_back), the mirror, drop staging if it pointed at the target, and finally
+rolled_back), the mirror, drop staging if it pointed at the target, and finally
 the head. A claim is a commitment (write-ahead): a crash after it leaves move N+1 claimed but
 unfinished, which every writing command refuses to build on (naming `retrain status --repair`),
 and which `--repair` finishes by doing exactly the writes the mover would have done. Finishing
@@ -54,7 +54,6 @@ from retrain.moves import Head, Move, Pending, Problem, Snapshot
 
 ARCHIVED = "retrain.archived"
 ROLLED_BACK = "retrain.rolled_back"
-PRODUCTION_SINCE = "retrain.production_since"
 ABORTED = "retrain.aborted"
 RUN_HOST = "retrain.host"
 RUN_PID = "retrain.pid"
@@ -292,7 +291,7 @@ class Registry:
                 raise Refused(f"version {to} is already production; nothing to roll back")
             target = self.version(to)
             tags = target.tags or {}
-            if PRODUCTION_SINCE not in tags and to not in head.stack and not force:
+            if ARCHIVED not in tags and to not in head.stack and not force:  # archived: it served, then stopped
                 raise Refused(f"version {to} never served as production; add --force to roll back to it anyway")
         else:
             target = None
@@ -389,7 +388,6 @@ class Registry:
                         "to": to}
                 self._set_version_tag(move.from_version, ROLLED_BACK, json.dumps(mark, sort_keys=True))
         if to is not None:
-            self._set_version_tag(to, PRODUCTION_SINCE, move.at)
             for key in (ARCHIVED, ROLLED_BACK):
                 if to_tags is None or key in to_tags:
                     self.client.delete_model_version_tag(name, to, key)
