@@ -154,7 +154,7 @@ def cycle_error(exc: BaseException) -> RetrainError:
 
     if isinstance(exc, MlflowException) or type(exc).__module__.startswith("sqlalchemy"):
         return RegistryError(f"tracking server {server_uri()} failed: {describe(exc)}")
-    return RetrainError(f"cycle failed with {type(exc).__name__}: {describe(exc)}")
+    return RetrainError(f"cycle failed: {describe(exc)}")
 
 
 def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_process: bool) -> CycleResult:

@@ -74,8 +74,11 @@ def is_contention(exc: BaseException) -> bool:
 def describe(exc: BaseException) -> str:
     """The first meaningful line of an error, without credentials, at most 300 characters."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
-    text = str(exc).strip() or type(exc).__name__
+    text = str(exc).strip()
+    if not isinstance(exc, MlflowException):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     raw = mlflow.get_tracking_uri()
     safe = redact(raw)
     if raw != safe:

@@ -219,3 +219,43 @@ def test_http_retries_are_bounded_unless_the_user_chose(monkeypatch):
 
         assert MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() == 2 and MLFLOW_HTTP_REQUEST_TIMEOUT.get() == 7
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ and os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
+
+
+# ---- calls to the store: contention retried, everything else one line (items 1 and 10) --------------
+
+
+class Flaky:
+    """Stands in for MlflowClient: raises the given errors first, then answers."""
+
+    def __init__(self, errors: list[Exception]) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def get_registered_model(self, name: str) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return name
+
+
+def test_lock_contention_is_retried_and_other_failures_become_one_line():
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
+
+    from retrain.errors import RegistryError
+    from retrain.store import GuardedClient
+
+    locked = MlflowException("(sqlite3.OperationalError) database is locked", error_code=TEMPORARILY_UNAVAILABLE)
+    flaky = Flaky([locked, locked])
+    assert GuardedClient(flaky, first_wait_s=0.001).get_registered_model("m") == "m" and flaky.calls == 3
+    with pytest.raises(MlflowException) as missing:
+        GuardedClient(Flaky([MlflowException("no such model", error_code=RESOURCE_DOES_NOT_EXIST)])).get_registered_model("m")
+    assert missing.value.error_code == "RESOURCE_DOES_NOT_EXIST"  # an answer, passed on for the caller to read
+    with pytest.raises(RegistryError, match=r"failed \(get_registered_model\): API request failed with 401$"):
+        GuardedClient(Flaky([MlflowException("API request failed with 401\nResponse body: ...")])).get_registered_model("m")
+    flaky = Flaky([locked] * 10)
+    with pytest.raises(RegistryError, match="database is locked"):
+        GuardedClient(flaky, attempts=4, first_wait_s=0.001).get_registered_model("m")
+    assert flaky.calls == 4
+    with pytest.raises(RegistryError, match="ConnectionResetError$"):
+        GuardedClient(Flaky([ConnectionResetError()])).get_registered_model("m")
