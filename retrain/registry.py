@@ -347,9 +347,9 @@ class Registry:
             entry = self.ledger.claim(move.seq, move.record())
         except Taken as taken:
             other = _describe_entry(taken.entry)
-            raise Refused(f"production of {self.name} was moved by another command at the same time: move "
-                          f"#{move.seq} is {other}; nothing changed. If no other retrain command is running, it "
-                          "died: run `retrain status --repair`") from None
+            raise Refused(f"production of {self.name} was moved by another command at the same time ({other}); "
+                          "nothing changed. If no other retrain command is running, that one died: run "
+                          "`retrain status --repair`") from None
         now = self._read(migrate=False, probe=False)
         if now.head is None or now.head.seq != head.seq:
             if now.head is not None and now.head.seq >= move.seq:  # our number was re-used after `mlflow gc`
@@ -466,7 +466,7 @@ class Registry:
         look(view.production)
         fallback = None
         if head is not None and view.production is None and head.production and not exists.get(head.production, True):
-            fallback = self._first_existing(mv.rollback_candidates(head))[0]
+            fallback = self._first_existing(mv.rollback_candidates(head), found)[0]
         mirror_problems = []
         for key, value in sorted(view.tags.items()):
             suffix = key[len(self.mirror_prefix):]
@@ -491,11 +491,14 @@ class Registry:
         except ValueError:
             return None
 
-    def _first_existing(self, candidates: list[str]) -> tuple[str | None, list[str]]:
+    def _first_existing(self, candidates: list[str], found: dict[str, Any] | None = None) -> tuple[str | None, list[str]]:
         """The first candidate version that still exists, and the deleted ones passed over."""
         skipped = []
+        found = {} if found is None else found
         for candidate in candidates:
-            if self._version(candidate) is not None:
+            if candidate not in found:
+                found[candidate] = self._version(candidate)
+            if found[candidate] is not None:
                 return candidate, skipped
             skipped.append(candidate)
         return None, skipped
@@ -701,7 +704,7 @@ class Registry:
         notes = []
         head = view.head
         if head is not None and head.production and view.production == head.production:
-            target, skipped = self._first_existing(mv.rollback_candidates(head))
+            target, skipped = self._first_existing(mv.rollback_candidates(head), found)
             for version in skipped:
                 notes.append(f"version {version} served before and no longer exists: rollback skips it")
             out["rollback_target"] = target
@@ -764,9 +767,9 @@ def _entry_move(entry: Entry) -> tuple[Move | None, str | None]:
 
 def _describe_entry(entry: Entry | None) -> str:
     if entry is None:
-        return "taken"
+        return "its record is gone"
     move, problem = _entry_move(entry)
-    return move.describe() if move is not None else f"unreadable ({problem})"
+    return move.describe() if move is not None else f"move #{entry.seq}, unreadable: {problem}"
 
 
 def rolled_back_mark(tags: dict[str, str]) -> str | None:
