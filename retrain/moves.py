@@ -71,8 +71,8 @@ class Move:
                 f"by {self.actor} at {self.at[:19]})")
 
 
-def parse_move(data: Any, seq: int | None = None) -> Move:
-    """A Move from a decoded record; ValueError naming the problem. Unknown keys are ignored."""
+def _object(data: Any) -> dict[str, Any]:
+    """A JSON object from its text (or as is); ValueError naming what it is instead."""
     if isinstance(data, str):
         try:
             data = json.loads(data)
@@ -80,6 +80,12 @@ def parse_move(data: Any, seq: int | None = None) -> Move:
             raise ValueError(f"not JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
+    return data
+
+
+def parse_move(data: Any, seq: int | None = None) -> Move:
+    """A Move from a record (JSON text or decoded); ValueError naming the problem. Unknown keys are ignored."""
+    data = _object(data)
     missing = [k for k in ("seq", "to_version", "kind") if k not in data]
     if missing:
         raise ValueError(f"missing {', '.join(missing)}")
@@ -136,12 +142,7 @@ class Head:
 
 
 def parse_head(text: str) -> Head:
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise ValueError(f"not JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
+    data = _object(text)
     seq = data.get("seq")
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
         raise ValueError(f"seq is {seq!r}, not a non-negative integer")
