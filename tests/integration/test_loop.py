@@ -64,7 +64,7 @@ def test_covariate_shift_loop_promotes_skips_detects_drift_and_rolls_back(covari
     assert (move.from_version, move.to_version) == ("2", "1") and production() == "1"
 
     events = [json.loads(line) for line in open(tmp_path / "events.jsonl")]
-    assert [e["kind"] for e in events] == ["promoted", "skipped", "promoted", "kept"]
+    assert [e["kind"] for e in events] == ["promoted", "skipped", "promoted", "kept", "rolled_back"]
     assert "roc_auc" in events[2]["message"] and "%" in events[2]["message"]
     assert all("unreachable" not in json.dumps(e) for e in events)
 
