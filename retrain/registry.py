@@ -92,13 +92,11 @@ class State:
 class View:
     """One read of the registered model."""
 
-    exists: bool
     production: str | None = None
     staging: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     head: Head | None = None
     head_problem: str | None = None
-    legacy: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,11 +143,11 @@ class Registry:
             model = self.client.get_registered_model(self.name)
         except MlflowException as exc:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                return View(False, head=Head())
+                return View(head=Head())
             raise RegistryError(f"cannot read model {self.name!r}: {str(exc).splitlines()[0][:300]}") from None
         aliases = {k: str(v) for k, v in (model.aliases or {}).items()}
         tags = dict(model.tags or {})
-        view = View(True, aliases.get(self.spec.production_alias), aliases.get(self.spec.staging_alias), tags)
+        view = View(aliases.get(self.spec.production_alias), aliases.get(self.spec.staging_alias), tags)
         text = tags.get(self.head_key)
         if text is not None:
             try:
@@ -158,11 +156,11 @@ class Registry:
                 view.head_problem = f"is unreadable: {exc}"
             return view
         mirrors = [v for k, v in tags.items() if k.startswith(self.mirror_prefix)]
-        if mirrors and not any(_is_v2(v) for v in mirrors):
-            view.legacy = True
+        if mirrors and not any(_is_v2(v) for v in mirrors):  # written by retrain 0.1
             if migrate:
                 self._migrate(view)
                 return self._read(migrate=False)
+            view.head_problem = "is missing: the history is still in the old format"
         elif mirrors or (probe and self.ledger.get(1) is not None):
             view.head_problem = "is missing but moves are recorded"
         else:
