@@ -27,6 +27,9 @@ def point_mlflow(mp: pytest.MonkeyPatch, uri: str) -> None:
     import mlflow
 
     mp.setenv("MLFLOW_TRACKING_URI", uri)
+    # set_registry_uri also exports MLFLOW_REGISTRY_URI; through mp it is undone after the test, so child
+    # processes of later tests do not inherit this test's registry
+    mp.setenv("MLFLOW_REGISTRY_URI", uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     # set_experiment() caches the experiment id process-wide; a new store must not inherit it

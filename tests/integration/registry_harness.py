@@ -77,8 +77,8 @@ def warm(uri: str) -> None:
     from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
 
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
+    old = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    os.environ.update(dict.fromkeys(old, uri))
     try:
         client = MlflowClient()
         client.get_experiment_by_name("warm-up")
@@ -87,10 +87,11 @@ def warm(uri: str) -> None:
         except MlflowException:
             pass
     finally:
-        if old is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     for store in (TrackingStore, RegistryStore):
         for engine in getattr(store, "_engine_map", {}).values():
             engine.dispose()

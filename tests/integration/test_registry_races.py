@@ -65,7 +65,7 @@ def store(tracking, monkeypatch, tmp_path) -> str:
 
 
 def job(store: str, cwd, name: str, *commands: list[str], kill_after: int | None = None) -> dict:
-    return {"cwd": str(cwd), "env": {"MLFLOW_TRACKING_URI": store}, "kill_after": kill_after,
+    return {"cwd": str(cwd), "env": {"MLFLOW_TRACKING_URI": store, "MLFLOW_REGISTRY_URI": store}, "kill_after": kill_after,
             "commands": [[*c, "--set", f"registry.model_name={name}"] for c in commands]}
 
 
