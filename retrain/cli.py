@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -23,13 +26,31 @@ class RetrainCommandError(click.ClickException):
 
 class Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
-        from retrain.store import bounded_http_retries
-
         try:
-            with bounded_http_retries():
-                return super().invoke(ctx)
+            return super().invoke(ctx)
         except RetrainError as exc:
             raise RetrainCommandError(exc) from None
+        except Exception as exc:
+            from retrain.tracking import service_error
+
+            error = service_error(exc)
+            if error is None:
+                raise
+            raise RetrainCommandError(error) from None
+
+
+def fail_fast(func: Callable) -> Callable:
+    """Operator commands on the registry bound MLflow's HTTP retries (unless the user set them): a dead server
+    is reported in seconds. The loop keeps MLflow's defaults, which ride out a server restart."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kw: Any):
+        from retrain.store import bounded_http_retries
+
+        with bounded_http_retries():
+            return func(*args, **kw)
+
+    return wrapper
 
 
 def settings_options(func: Callable) -> Callable:
@@ -67,12 +88,56 @@ def as_of_option(func: Callable) -> Callable:
     return wrapper
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else.")
+_JSON_OUT: contextvars.ContextVar[Any] = contextvars.ContextVar("json_out", default=None)
+
+
+def json_option(func: Callable) -> Callable:
+    """--json: one JSON object on stdout. Whatever else is printed meanwhile (MLflow's "View run" lines
+    against a tracking server, the output of child steps) goes to stderr instead."""
+
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, as_json: bool, **kw: Any):
+        if not as_json:
+            return func(*args, as_json=False, **kw)
+        with _stdout_to_stderr() as stdout:
+            token = _JSON_OUT.set(stdout)
+            try:
+                return func(*args, as_json=True, **kw)
+            finally:
+                _JSON_OUT.reset(token)
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[Any]:
+    """Point stdout at stderr, for this process and the processes it starts; yields the real stdout."""
+    real = sys.stdout
+    real.flush()
+    try:
+        fd = real.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (click's CliRunner): Python level only
+        with contextlib.redirect_stdout(sys.stderr):
+            yield real
+        return
+    saved = os.dup(fd)
+    os.dup2(sys.stderr.fileno(), fd)
+    try:
+        with os.fdopen(os.dup(saved), "w", encoding="utf-8") as out, contextlib.redirect_stdout(sys.stderr):
+            yield out
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 def emit(obj: dict[str, Any], as_json: bool, lines: list[str]) -> None:
     if as_json:
-        click.echo(json.dumps(obj, default=str, sort_keys=True))
+        out = _JSON_OUT.get()
+        click.echo(json.dumps(obj, default=str, sort_keys=True), file=out)
+        if out is not None:
+            out.flush()
     else:
         for line in lines:
             click.echo(line)
@@ -105,12 +170,13 @@ def data() -> None:
 
 @data.command("synth")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write date=YYYY-MM-DD/ files into.")
-@click.option("--days", default=150, show_default=True, type=click.IntRange(min=1))
+@click.option("--days", default=150, show_default=True, type=click.IntRange(1, 36_500))
 @click.option("--start", default="2026-01-01", show_default=True, help="First day (YYYY-MM-DD).")
-@click.option("--rows-per-day", default=400, show_default=True, type=click.IntRange(min=1))
+@click.option("--rows-per-day", default=400, show_default=True, type=click.IntRange(1, 100_000_000))
 @click.option("--scenario", type=click.Choice(["stable", "covariate_shift", "concept_shift"]), default="stable", show_default=True)
-@click.option("--shift-day", default=90, show_default=True, type=click.IntRange(min=0), help="Day index the shift starts on.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--shift-day", default=90, show_default=True, type=click.IntRange(0, 36_500),
+              help="Day index the shift starts on.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
 @click.option("--label-fraction", default=1.0, show_default=True, type=click.FloatRange(0, 1),
               help="Share of rows that carry a label (the rest are unlabelled).")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
@@ -126,6 +192,8 @@ def data_synth(out: str, days: int, start: str, rows_per_day: int, scenario: str
         first = date.fromisoformat(start)
     except ValueError:
         raise click.BadParameter(f"{start!r} is not a date; use YYYY-MM-DD", param_hint="--start") from None
+    if date.max.toordinal() - first.toordinal() < days:
+        raise click.BadParameter(f"{days} days from {first} run past year 9999", param_hint="--days")
     spec = synth.SynthSpec(days, first, rows_per_day, scenario, shift_day, seed, label_fraction)  # type: ignore[arg-type]
     paths = synth.write(spec, out, fmt)  # type: ignore[arg-type]
     emit({"out": out, "files": len(paths), "rows": days * rows_per_day, "scenario": scenario}, as_json,
@@ -152,10 +220,12 @@ def train(settings, as_of, reason: str | None, as_json: bool) -> None:
     emit(outcome.to_dict(), as_json, [
         f"{what} {outcome.model_name} version {outcome.version} as @{outcome.alias} (run {outcome.run_id})",
         "validation: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()),
+        *(f"note: {n}" for n in outcome.notes),
     ])
 
 
 @cli.command()
+@fail_fast
 @settings_options
 @click.option("--candidate", default="", help="Version to promote (default: the staging alias).")
 @click.option("--force", is_flag=True,
@@ -182,6 +252,7 @@ def promote(settings, candidate: str, force: bool, reason: str, as_of: str | Non
 
 
 @cli.command()
+@fail_fast
 @settings_options
 @click.option("--to", "to", default="", help="Version to roll back to (default: the previous production version).")
 @click.option("--reason", default="", help="Why; recorded in the history.")
@@ -204,6 +275,7 @@ def _move_line(name: str, move) -> str:
 
 
 @cli.command()
+@fail_fast
 @settings_options
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="Moves per page.")
 @click.option("--before", default=None, type=click.IntRange(min=2), metavar="N",
@@ -236,11 +308,12 @@ def history(settings, limit: int, before: int | None, as_json: bool) -> None:
                      "deleted_versions": list(e.deleted)} for e in page]}, as_json, lines)
 
 
-STATUS_PROBLEMS = 7
+STATUS_PROBLEMS = 8  # 7 is a service that cannot be reached (ServiceError)
 
 
 @cli.command(epilog=f"Exit codes: 0 consistent, {STATUS_PROBLEMS} problems found (after --repair: problems left), "
-                    "4 the registry could not be read.")
+                    "7 the tracking server or its database is unreachable, 4 the registry could not be read.")
+@fail_fast
 @settings_options
 @click.option("--repair", is_flag=True,
               help="Fix what status finds: finish or abort an unfinished move, record moves made outside retrain, "
@@ -323,6 +396,7 @@ def run_loop(settings, as_of, force: bool, force_flag: str, in_process: bool, as
     result = run_cycle(settings, as_of, force=force or force_flag == "true", in_process=in_process)
     lines = [f"cycle {result.as_of}: {result.outcome.upper()} (run {result.run_id})"]
     lines += [f"  - {r}" for r in result.reasons]
+    lines.append(f"steps: {result.steps} ({result.steps_detail})")
     if result.production_before != result.production_after:
         lines.append(f"production {result.production_before or '(none)'} -> {result.production_after}")
     emit(result.to_dict(), as_json, lines)

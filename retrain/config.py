@@ -7,6 +7,8 @@ keys and values of the wrong type or outside their allowed set raise `ConfigErro
 from __future__ import annotations
 
 import dataclasses
+import math
+import posixpath
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +20,49 @@ from retrain.errors import ConfigError
 DEFAULT_CONFIG = Path("mlproject/config.yaml")
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier")
+MAX_DAYS = 36_500  # 100 years: any longer window or age is a typo, and date arithmetic overflows soon after
+MAX_SEED = 2**32 - 1  # numpy's seed range (torch accepts it too)
+
+
+def _in_range(key: str, value: int, low: int, high: int, unit: str = "") -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{key}: must be between {low} and {high}{unit}, got {value}")
+
+
+def check_model_name(name: str) -> None:
+    """Refuse names the MLflow registry cannot hold, or that our `models:/` URIs and search filters cannot quote.
+
+    MLflow (`mlflow.utils.validation._validate_model_name`) refuses empty names, '/', ':' and names that
+    normalise to another path ('.', 'a/../b'); its file store also '\\' and '%'. We also refuse quotes and
+    backticks (registry search filters), '@' (`models:/name@alias`), control characters and edge spaces.
+    """
+    bad = sorted({c for c in name if c in "/:\\%'\"`@" or not c.isprintable()})
+    if not name.strip():
+        problem = "is empty"
+    elif bad:
+        problem = "contains " + " ".join(repr(c) for c in bad)
+    elif name != name.strip():
+        problem = "starts or ends with a space"
+    elif posixpath.normpath(name) != name or name.startswith("."):
+        problem = "reads as a relative path"
+    elif len(name) > 256:
+        problem = f"is {len(name)} characters long (at most 256)"
+    else:
+        return
+    raise ConfigError(
+        f"registry.model_name {name!r} {problem}; the MLflow registry cannot hold it: use letters, digits, "
+        "'-', '_', '.' and spaces, e.g. churn-eu"
+    )
+
+
+def check_alias(key: str, alias: str) -> None:
+    """MLflow alias rules: letters, digits, '_' and '-'; not 'latest' nor a version name like 'v3'."""
+    import re
+
+    if not alias or not re.fullmatch(r"[\w\-]{1,255}", alias, flags=re.ASCII) or alias.lower() == "latest" \
+            or re.fullmatch(r"[vV]\d+", alias):
+        raise ConfigError(f"{key} {alias!r} is not an alias MLflow accepts: use letters, digits, '_' and '-', "
+                          "not 'latest' nor v<number>")
 
 
 @dataclass(frozen=True)
@@ -27,7 +72,12 @@ class DataSpec:
     path: str = "data/daily"
     timestamp: str = "timestamp"
     label: str = "label"
-    id: str = "customer_id"
+    # Which label value means the positive class, for text or boolean labels; unset: 0/1 (or true/false) labels.
+    positive_label: str | None = None
+    # Identifies the entity (lineage only; no step reads it). May be left unset.
+    id: str | None = "customer_id"
+    # Calendar days of the windows are days in this IANA time zone; timestamps without an offset are UTC.
+    timezone: str = "UTC"
     numeric: tuple[str, ...] = (
         "age",
         "income",
@@ -50,6 +100,16 @@ class DataSpec:
             if name in seen:
                 raise ConfigError(f"data: column {name!r} is configured twice; each column has one role")
             seen.add(name)
+        try:
+            import zoneinfo
+
+            zoneinfo.ZoneInfo(self.timezone)
+        except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+            raise ConfigError(
+                f"data.timezone: {self.timezone!r} is not an IANA time zone name; use e.g. UTC or Europe/Berlin"
+            ) from None
+        if self.positive_label is not None and not self.positive_label.strip():
+            raise ConfigError("data.positive_label: empty; leave it unset (null) for 0/1 labels or name the positive value")
 
 
 @dataclass(frozen=True)
@@ -64,6 +124,7 @@ class Windows:
         for key in ("train_days", "validation_days", "monitor_days"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"windows.{key}: must be >= 1 day, got {getattr(self, key)}")
+            _in_range(f"windows.{key}", getattr(self, key), 1, MAX_DAYS, " days")
 
 
 @dataclass(frozen=True)
@@ -87,6 +148,7 @@ class ModelSpec:
                 raise ConfigError(f"model.{key}: must be >= 1, got {getattr(self, key)}")
         if self.profile_bins < 2:
             raise ConfigError(f"model.profile_bins: must be >= 2, got {self.profile_bins}")
+        _in_range("model.seed", self.seed, 0, MAX_SEED)
         if self.learning_rate <= 0:
             raise ConfigError(f"model.learning_rate: must be > 0, got {self.learning_rate}")
         if self.device != "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
@@ -102,6 +164,9 @@ class RegistrySpec:
     production_alias: str = "production"
 
     def __post_init__(self) -> None:
+        check_model_name(self.model_name)
+        check_alias("registry.staging_alias", self.staging_alias)
+        check_alias("registry.production_alias", self.production_alias)
         if self.staging_alias == self.production_alias:
             raise ConfigError("registry: staging_alias and production_alias must differ")
 
@@ -154,6 +219,9 @@ class CheckPolicy:
     single_row_p95_ms: float = 50.0
     batch_1000_p95_ms: float = 500.0
 
+    def __post_init__(self) -> None:
+        _in_range("checks.latency_repeats", self.latency_repeats, 1, 10_000)
+
 
 @dataclass(frozen=True)
 class TriggerPolicy:
@@ -166,6 +234,18 @@ class TriggerPolicy:
     min_labels: int = 200
     max_age_days: int = 30
 
+    def __post_init__(self) -> None:
+        _in_range("trigger.max_age_days", self.max_age_days, 1, MAX_DAYS, " days")
+        _in_range("trigger.min_labels", self.min_labels, 1, 2**31 - 1)
+        for key, value in (("psi_threshold", self.psi_threshold), *((f"psi_per_feature.{k}", v) for k, v in
+                                                                     self.psi_per_feature.items())):
+            if value <= 0:
+                raise ConfigError(f"trigger.{key}: must be > 0, got {value}")
+        for key in ("min_accuracy", "min_roc_auc"):
+            value = getattr(self, key)
+            if value is not None and not 0 <= value <= 1:
+                raise ConfigError(f"trigger.{key}: must be between 0 and 1, got {value}")
+
 
 @dataclass(frozen=True)
 class NotifySpec:
@@ -175,6 +255,11 @@ class NotifySpec:
     webhook_env: str = "RETRAIN_WEBHOOK_URL"
     timeout_s: float = 5.0
     retries: int = 3
+
+    def __post_init__(self) -> None:
+        if not 0 < self.timeout_s <= 600:
+            raise ConfigError(f"notify.timeout_s: must be more than 0 and at most 600 seconds, got {self.timeout_s}")
+        _in_range("notify.retries", self.retries, 0, 10)
 
 
 @dataclass(frozen=True)
@@ -311,9 +396,14 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"setting {key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"setting {key}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if value is None or isinstance(value, (dict, list)):
             raise ConfigError(f"setting {key}: expected text, got {value!r}")
+        if isinstance(value, bool):  # YAML reads unquoted yes/no/on/off/true/false as booleans
+            raise ConfigError(f"setting {key}: got {value!r}, which YAML read from an unquoted yes/no/true/false; "
+                              f"quote the text, e.g. {key.rpartition('.')[2]}: \"yes\"")
         return str(value)
     raise ConfigError(f"setting {key}: unsupported type {hint!r}")  # pragma: no cover - programming error

@@ -44,3 +44,12 @@ class NotifyError(RetrainError):
     """The notification sink cannot be written."""
 
     exit_code = 6
+
+
+class ServiceError(RetrainError):
+    """A service the loop talks to is unreachable: the tracking server, its database, the artifact store (S3).
+
+    Nothing was moved; running the same command again once the service is back is safe.
+    """
+
+    exit_code = 7

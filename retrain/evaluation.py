@@ -123,18 +123,18 @@ def _resolve(settings: Settings, candidate: str | None):
     return cand, prod
 
 
-def _rows(settings: Settings, as_of: date | None, train_end: str | None):
+def _rows(settings: Settings, as_of: date | None, train_end: str | None, source=None):
     """Labelled validation rows for `as_of` that the candidate did not train on (both classes, >= gate.min_rows)."""
     from retrain import data
 
     spec = settings.data
-    frame = data.load(spec)
-    as_of = as_of or data.latest_day(frame, spec)
+    source = source or data.DataSource(spec)
+    as_of = as_of or source.latest_day()
     window = data.windows_for(as_of, settings.windows).validation
     if train_end:
         start = max(window.start, datetime.fromisoformat(train_end))
         window = data.Window("validation", start, max(start, window.end))
-    rows = data.select(frame, spec, window, need_both_classes=False, min_rows=0)
+    rows = source.select(window, need_both_classes=False, min_rows=0)
     if len(rows) < settings.gate.min_rows:
         raise DataError(
             f"{window} has {len(rows)} labelled rows the candidate did not train on, fewer than gate.min_rows="
@@ -163,12 +163,16 @@ def _score(uri: str, features):
 
 
 def evaluate(
-    settings: Settings, as_of: date | None = None, *, candidate: str | None = None, allow_schema_change: bool = False
+    settings: Settings, as_of: date | None = None, *, candidate: str | None = None, allow_schema_change: bool = False,
+    source=None,
 ) -> Comparison:
-    """Compare the candidate (@staging or `candidate`) with @production, gate, check, and log a comparison run."""
+    """Compare the candidate (@staging or `candidate`) with @production, gate, check, and log a comparison run.
+
+    `source` (a `retrain.data.DataSource`) hands over windows already read; without it the step reads its own.
+    """
     import numpy as np
 
-    from retrain import checks, gate, metrics, tracking
+    from retrain import checks, data, gate, metrics, tracking
     from retrain.checks import short_error
 
     timings: dict[str, float] = {}
@@ -183,7 +187,8 @@ def evaluate(
 
     reg, policy, spec = settings.registry, settings.gate, settings.data
     cand, prod = _resolve(settings, candidate)
-    as_of, window, rows = _rows(settings, as_of, cand.tags.get("retrain.train_end"))
+    as_of, window, rows = _rows(settings, as_of, cand.tags.get("retrain.train_end"), source)
+    used = data.coverage(rows, spec, window)
     features = rows[list(spec.features)]
     y = rows[spec.label].to_numpy(np.int64)
     lap("load")
@@ -250,12 +255,13 @@ def evaluate(
     curves = {f"staging v{cand.version}": p_cand}
     if p_inc is not None:
         curves = {f"production v{prod.version}": p_inc, **curves}
-    run_id = _log(settings, comparison, y, curves, timings, lap)
+    run_id = _log(settings, comparison, y, curves, timings, lap, used.tags("window"))
     timings["total_s"] = round(time.perf_counter() - start, 4)
     return replace(comparison, run_id=run_id, timings=timings)
 
 
-def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, timings: dict, lap) -> str:
+def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, timings: dict, lap,
+         data_tags: dict[str, str]) -> str:
     """The comparison run (metrics, decision tags, comparison.json, figure) and the candidate's version tags."""
     import mlflow
 
@@ -273,6 +279,7 @@ def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, tim
         "retrain.as_of": c.as_of,
         "retrain.window_start": c.window_start,
         "retrain.window_end": c.window_end,
+        **data_tags,
     }
     values = {f"staging_{k}": v for k, v in c.candidate_metrics.items()}
     values |= {f"production_{k}": v for k, v in (c.incumbent_metrics or {}).items()}

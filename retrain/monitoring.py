@@ -51,7 +51,8 @@ class CheckResult:
         ]
         if self.performance:
             out.append("production on labelled rows: " + ", ".join(f"{k} {v:.4f}" for k, v in self.performance.items()))
-        return out + [f"note: {n}" for n in d["notes"]] + [f"run {self.run_id}"]
+        notes = [*d["notes"], *([self.window["note"]] if self.window.get("note") else [])]
+        return out + [f"note: {n}" for n in notes] + [f"run {self.run_id}"]
 
 
 def production_version(settings: Settings) -> ModelVersion | None:
@@ -99,17 +100,21 @@ def _performance(settings: Settings, labelled: pd.DataFrame) -> dict[str, float]
     return {k: float(v) for k, v in found.items() if math.isfinite(v)}  # roc_auc is NaN with one class
 
 
-def check(settings: Settings, as_of: date | None = None, *, force: bool = False) -> CheckResult:
-    """Decide whether to retrain from the last `monitor_days` before `as_of`; log the evidence as a run."""
+def check(settings: Settings, as_of: date | None = None, *, force: bool = False, source=None) -> CheckResult:
+    """Decide whether to retrain from the last `monitor_days` before `as_of`; log the evidence as a run.
+
+    `source` (a `retrain.data.DataSource`) hands over windows already read; without it the step reads its own.
+    """
     import numpy as np
 
     from retrain import data, drift, trigger
 
     spec, policy = settings.data, settings.trigger
-    frame = data.load(spec)
-    as_of = as_of or data.latest_day(frame, spec)
+    source = source or data.DataSource(spec)
+    as_of = as_of or source.latest_day()
     window = data.windows_for(as_of, settings.windows).monitor
-    recent = data.select(frame, spec, window, labelled=False, need_both_classes=False, allow_missing=True)
+    recent = source.select(window, labelled=False, need_both_classes=False, allow_missing=True)
+    used = data.coverage(recent, spec, window)
     # Only complete labelled rows can be scored; unlabelled and incomplete rows still count for drift.
     labelled = recent[recent[spec.label].notna() & recent[list(spec.numeric)].notna().all(axis=1)]
     version = production_version(settings)
@@ -133,7 +138,8 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False)
     thresholds = trigger.psi_thresholds(list(psi), policy)
     result = dict(
         as_of=as_of.isoformat(),
-        window={"start": f"{window.start:%Y-%m-%d}", "end": f"{window.end:%Y-%m-%d}"},
+        window={"start": f"{window.start:%Y-%m-%d}", "end": f"{window.end:%Y-%m-%d}",
+                "days_used": f"{used.days_with_rows} of {used.days}", **({"note": used.note()} if used.note() else {})},
         production_version=str(version.version) if version is not None else None,
         psi=psi,
         thresholds=thresholds,
@@ -160,6 +166,8 @@ def _log(settings: Settings, result: dict[str, Any], decision: Any) -> str:
         "retrain.production_version": result["production_version"] or "none",
         "retrain.window_start": result["window"]["start"],
         "retrain.window_end": result["window"]["end"],
+        "retrain.monitor_days_used": result["window"]["days_used"],
+        **({"retrain.monitor_note": result["window"]["note"]} if result["window"].get("note") else {}),
     }
     metrics = {f"psi_{k}": v for k, v in result["psi"].items()}
     metrics |= {f"production_{k}": v for k, v in (result["performance"] or {}).items()}

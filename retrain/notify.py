@@ -66,14 +66,24 @@ def _append(events_path: str, text: str) -> Path:
             out.write(text)
     except OSError as exc:
         raise NotifyError(
-            f"cannot append events to {path}: {exc.strerror or exc}; set notify.events_path to a writable file"
+            f"cannot append events to {path}: {exc.strerror or exc}; set notify.events_path (or "
+            f"${EVENTS_PATH_ENV}) to a writable file"
         ) from None
     return path
 
 
+EVENTS_PATH_ENV = "RETRAIN_EVENTS_PATH"
+
+
+def events_path(settings: Settings) -> str:
+    """Where events go: $RETRAIN_EVENTS_PATH when set (a container's volume), else notify.events_path
+    (relative paths count from the working folder)."""
+    return os.environ.get(EVENTS_PATH_ENV, "").strip() or settings.notify.events_path
+
+
 def ensure_writable(settings: Settings) -> None:
     """Fail before a cycle does any work if its events file cannot be appended to."""
-    _append(settings.notify.events_path, "")
+    _append(events_path(settings), "")
 
 
 def notify(settings: Settings, event: dict[str, Any]) -> NotifyResult:
@@ -85,7 +95,7 @@ def notify(settings: Settings, event: dict[str, Any]) -> NotifyResult:
     message = format_message(event)
     record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "kind": "event", **event,
               "message": message}
-    path = _append(spec.events_path, json.dumps(record, default=str, sort_keys=True) + "\n")
+    path = _append(events_path(settings), json.dumps(record, default=str, sort_keys=True) + "\n")
     log.info(message)
     url = os.environ.get(spec.webhook_env, "").strip()
     webhook = _post(url, message, spec.timeout_s, spec.retries) if url else "not configured"
@@ -97,15 +107,23 @@ def notify(settings: Settings, event: dict[str, Any]) -> NotifyResult:
 def _post(url: str, message: str, timeout_s: float, retries: int) -> str:
     """POST {"text": message} with bounded retries and capped exponential backoff; "sent" or "failed: ..."."""
     import urllib.error
+    import urllib.parse
     import urllib.request
 
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        usable = parsed.scheme in ("http", "https") and bool(parsed.netloc)
+    except ValueError:
+        usable = False
+    if not usable:  # never echo the URL: it may hold a secret token
+        return "failed: the webhook URL is not an http(s)://host/... URL; fix the variable's value (not sent)"
     body = json.dumps({"text": message}).encode()
     reason = ""
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
-        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
         try:
+            request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(request, timeout=timeout_s):
                 return "sent"
         except urllib.error.HTTPError as exc:
@@ -114,5 +132,8 @@ def _post(url: str, message: str, timeout_s: float, retries: int) -> str:
                 break  # the request itself is wrong: retrying cannot help
         except (urllib.error.URLError, OSError) as exc:
             reason = str(getattr(exc, "reason", exc)) or type(exc).__name__
+        except Exception as exc:  # noqa: BLE001 - e.g. a URL http.client refuses; never fail the cycle, never retry
+            reason = f"{type(exc).__name__} (the URL cannot be used)"
+            break
     # Error texts rarely carry the URL, but it may hold a secret token: never let it through.
     return f"failed: {reason.replace(url, '<webhook>')} after {attempt + 1} attempt(s)"

@@ -1,7 +1,9 @@
 """The closed loop: check -> train -> evaluate -> promote or keep -> notify, one parent run per cycle.
 
 `train` and `evaluate` run as MLflow Projects runs of this repository's `MLproject` (so another
-MLflow backend can run them); `check` and `promote` are quick registry/metric work done in-process.
+MLflow backend can run them), or in-process with `--in-process` or when no project folder exists
+(an installed package); the cycle run says which (`retrain.steps`). `check` and `promote` are quick
+registry/metric work done in-process.
 Child runs are nested under the cycle run through RETRAIN_PARENT_RUN_ID. A repeated cycle for the
 same as-of and data re-uses the version it trained (training is idempotent) and never promotes twice.
 """
@@ -17,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from retrain.config import Settings
-from retrain.errors import RetrainError
+from retrain.errors import RetrainError, ServiceError
+from retrain.tracking import service_error
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -37,6 +40,9 @@ class CycleResult:
     decision: dict[str, Any] | None = None
     notification: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    steps: str = "mlflow-projects"  # how train/evaluate ran: mlflow-projects | in-process
+    steps_detail: str = ""  # the project folder, or why the steps ran in-process
+    data_reads: dict[str, int] = field(default_factory=dict)  # this process's reads (DataSource.stats)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,38 +88,56 @@ def _effective_config(settings: Settings, folder: Path) -> str:
     return str(path)
 
 
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """Send child processes' output to stderr, so `retrain run --json` keeps stdout to one object."""
-    import sys
+def project_dir() -> Path | None:
+    """The MLflow Project the steps run from, or None (then they run in-process).
 
-    sys.stdout.flush()
+    $RETRAIN_PROJECT_DIR when set; else the source checkout this package is imported from; else the
+    working folder when it holds retrain's MLproject (`mlflow run .` starts the loop there, also with
+    a non-editable install, as in the image). A plain `pip install` has no project folder.
+    """
+    from retrain.errors import ConfigError
+
+    chosen = os.environ.get("RETRAIN_PROJECT_DIR", "").strip()
+    if chosen:
+        if not _is_project(Path(chosen)):
+            raise ConfigError(f"RETRAIN_PROJECT_DIR={chosen} holds no retrain MLproject; point it at a checkout "
+                              "of retrain or unset it (steps then run in-process)")
+        return Path(chosen).resolve()
+    for folder in (PROJECT_DIR, Path.cwd()):
+        if _is_project(folder):
+            return folder.resolve()
+    return None
+
+
+def _is_project(folder: Path) -> bool:
+    import yaml
+
+    spec = folder / "MLproject"
     try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # not a real file (e.g. click's CliRunner)
-        yield
-        return
-    saved = os.dup(fd)
-    os.dup2(sys.stderr.fileno(), fd)
-    try:
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
+        return spec.is_file() and (yaml.safe_load(spec.read_text()) or {}).get("name") == "retrain"
+    except (OSError, yaml.YAMLError):
+        return False
 
 
-def _project_step(entry_point: str, parameters: dict[str, str], experiment: str) -> str:
+def _project_step(project: Path, entry_point: str, parameters: dict[str, str], experiment: str) -> str:
     """Run one MLproject entry point locally and synchronously; returns its run id."""
     import mlflow.projects
     from mlflow.exceptions import ExecutionException
 
+    import sys
+
+    # The MLproject says `python -m retrain`: make that this interpreter, whatever PATH says.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     try:
-        with _stdout_to_stderr():
+        with _env(PATH=path):
             submitted = mlflow.projects.run(
-                str(PROJECT_DIR), entry_point=entry_point, parameters=parameters, env_manager="local",
+                str(project), entry_point=entry_point, parameters=parameters, env_manager="local",
                 experiment_name=experiment, synchronous=True,
             )
     except ExecutionException as exc:
+        from retrain.tracking import client
+
+        client().search_experiments(max_results=1)  # a tracking server that went away is what to report
         raise RetrainError(f"step {entry_point!r} failed: {str(exc).splitlines()[0]}") from None
     return submitted.run_id
 
@@ -125,7 +149,8 @@ def run_cycle(
     force: bool = False,
     in_process: bool = False,
 ) -> CycleResult:
-    """One cycle of the loop. `in_process` runs train/evaluate as library calls, not project runs.
+    """One cycle of the loop. `in_process` runs train/evaluate as library calls, not project runs
+    (also what happens when there is no project folder, e.g. after a plain `pip install`).
 
     Any failure, ours or not (an MlflowException, a database error), sends a "failed" event and is
     raised as one RetrainError line; a broken events file stops the cycle before any work.
@@ -144,9 +169,13 @@ def run_cycle(
 
 
 def cycle_error(exc: BaseException) -> RetrainError:
-    """The project's error for any failure: ours as is; the tracking store's naming the server; others by type."""
+    """The project's error for any failure: ours as is; a service's naming it (exit 7); the tracking store's
+    naming the server; others by type."""
     if isinstance(exc, RetrainError):
         return exc
+    service = service_error(exc)
+    if service is not None:
+        return service  # type: ignore[return-value]
     from mlflow.exceptions import MlflowException
 
     from retrain.errors import RegistryError
@@ -175,31 +204,43 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
         timings[name] = round(now - clock, 3)
         clock = now
 
+    source = data.DataSource(settings.data)
     if as_of is None:
-        as_of = data.latest_day(data.load(settings.data), settings.data)
+        as_of = source.latest_day()
     uri = absolute_tracking_uri()
     for name in (settings.experiments.training, settings.experiments.comparisons, settings.experiments.monitoring):
         if mlflow.get_experiment_by_name(name) is None:
             mlflow.create_experiment(name)  # created here so artifacts land under this working folder
     registry = Registry(settings)
     before = registry.state().production
+    project = None if in_process else project_dir()
+    if in_process:
+        steps = ("in-process", "--in-process")
+    elif project is None:
+        steps = ("in-process", "no MLproject folder (installed package): set RETRAIN_PROJECT_DIR to a checkout "
+                               "of retrain to run the steps as MLflow Projects runs")
+    else:
+        steps = ("mlflow-projects", str(project))
     lap("setup")
     from retrain.tracking import step_run
 
     with step_run(settings.experiments.cycles, f"cycle-{as_of.isoformat()}", {"retrain.as_of": as_of.isoformat()}) as run:
-        result = CycleResult(as_of.isoformat(), "skipped", [], run.info.run_id, production_before=before)
+        result = CycleResult(as_of.isoformat(), "skipped", [], run.info.run_id, production_before=before,
+                             steps=steps[0], steps_detail=steps[1])
+        mlflow.set_tags({"retrain.steps": steps[0], "retrain.steps_detail": steps[1][:5000]})
         try:
             with _env(RETRAIN_PARENT_RUN_ID=run.info.run_id, MLFLOW_TRACKING_URI=uri), \
                     tempfile.TemporaryDirectory(prefix="retrain-cycle-") as tmp:
-                _cycle(settings, as_of, force, in_process, registry, result, lap, Path(tmp))
+                _cycle(settings, as_of, force, project, registry, result, lap, Path(tmp), source)
         except Exception as exc:  # noqa: BLE001 - recorded on the cycle run, then raised as one line
             error = cycle_error(exc)
-            with contextlib.suppress(Exception):  # the tracking server may be what failed
-                mlflow.set_tags({"retrain.outcome": "failed", "retrain.error": str(error)[:4000]})
-                if error is not exc:
-                    import traceback
+            if not isinstance(error, ServiceError):  # with a service down, writing to it would fail too
+                with contextlib.suppress(Exception):
+                    mlflow.set_tags({"retrain.outcome": "failed", "retrain.error": str(error)[:4000]})
+                    if not isinstance(exc, RetrainError):
+                        import traceback
 
-                    mlflow.log_text("".join(traceback.format_exception(exc)), "error.txt")
+                        mlflow.log_text("".join(traceback.format_exception(exc)), "error.txt")
             notify.notify(settings, {"kind": "failed", "model": settings.registry.model_name,
                                      "as_of": result.as_of, "reason": str(error), "cycle_run_id": result.run_id})
             error.notified = True  # type: ignore[attr-defined]
@@ -213,17 +254,22 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
             "retrain.production_after": result.production_after or "none",
         })
         event = _event(settings, result)
+        mlflow.log_dict(event, "event.json")  # also with the cycle run: a container's files do not last
         result.notification = notify.notify(settings, event).to_dict()
         lap("notify")
         result.timings = timings
-        mlflow.log_metrics({f"time_{k}_s": v for k, v in timings.items()})
+        result.data_reads = dict(source.stats)
+        mlflow.log_metrics({f"time_{k}_s": v for k, v in timings.items()} |
+                           {f"data_{k}": v for k, v in source.stats.items()})
     return result
 
 
-def _cycle(settings, as_of, force, in_process, registry, result, lap, tmp: Path) -> None:
+def _cycle(settings, as_of, force, project: Path | None, registry, result, lap, tmp: Path, source) -> None:
     from retrain import monitoring
 
-    check = monitoring.check(settings, as_of, force=force)
+    # In-process, check, train and evaluate share `source`: each day is read once (check reads the monitoring
+    # days, train only the older ones it lacks, evaluate nothing); project steps read their own windows.
+    check = monitoring.check(settings, as_of, force=force, source=source)
     lap("check")
     result.check = check.to_dict()
     result.reasons = list(check.decision["reasons"])
@@ -233,12 +279,12 @@ def _cycle(settings, as_of, force, in_process, registry, result, lap, tmp: Path)
         return
     reason = "; ".join(result.reasons)
     params = {"config": _effective_config(settings, tmp), "as_of": as_of.isoformat()}
-    if in_process:
+    if project is None:
         from retrain.training import train
 
-        candidate = train(settings, as_of, trigger_reason=reason).version
+        candidate = train(settings, as_of, trigger_reason=reason, source=source).version
     else:
-        run_id = _project_step("train", {**params, "reason": reason}, settings.experiments.training)
+        run_id = _project_step(project, "train", {**params, "reason": reason}, settings.experiments.training)
         candidate = registry.client.get_run(run_id).data.tags.get("retrain.model_version")
         if candidate is None:
             raise RetrainError(f"train step (run {run_id}) registered no model version")
@@ -248,14 +294,14 @@ def _cycle(settings, as_of, force, in_process, registry, result, lap, tmp: Path)
         result.outcome = "kept"
         result.reasons.append(f"candidate version {candidate} is already production (same data and settings)")
         return
-    if in_process:
+    if project is None:
         from retrain.evaluation import evaluate
 
-        comparison = evaluate(settings, as_of, candidate=candidate).to_dict()
+        comparison = evaluate(settings, as_of, candidate=candidate, source=source).to_dict()
     else:
         from retrain.tracking import load_json_artifact
 
-        run_id = _project_step("evaluate", {**params, "candidate": candidate}, settings.experiments.comparisons)
+        run_id = _project_step(project, "evaluate", {**params, "candidate": candidate}, settings.experiments.comparisons)
         comparison = load_json_artifact(run_id, "comparison.json")
     lap("evaluate")
     decision = comparison["decision"]

@@ -3,9 +3,11 @@
 `GuardedClient` wraps an MlflowClient. "Does not exist", "already exists" and "invalid parameter"
 answers pass through as MlflowException, because callers decide what they mean (no model, a lost
 claim, a bad version number). A busy SQLite file or a PostgreSQL deadlock is retried with capped,
-jittered backoff: under concurrent writers it is contention, not an answer. Anything else (401/403,
-connection refused, a database error) becomes a RegistryError naming the tracking server (without
-credentials) and the error, so no command ever mistakes an unreachable server for an empty registry.
+jittered backoff: under concurrent writers it is contention, not an answer. A service that cannot be
+reached or refuses us (connection refused, 401/403, its database down) becomes the project's
+ServiceError (exit 7, `tracking.service_error` says which service and what to check); anything else
+becomes a RegistryError naming the tracking server (without credentials) and the error. So no command
+ever mistakes an unreachable server for an empty registry.
 """
 
 from __future__ import annotations
@@ -136,4 +138,9 @@ class GuardedClient:
                 break
             wait = min(self.max_wait_s, self.first_wait_s * 2 ** attempt)
             time.sleep(wait * (0.5 + random.random()))
+        from retrain.tracking import service_error
+
+        service = service_error(error)
+        if service is not None:
+            raise service from None
         raise RegistryError(f"tracking server {server_uri()} failed ({name}): {describe(error)}") from None

@@ -8,13 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from retrain.config import Settings
-from retrain.data import Windows3
+from retrain.data import DataSource, Windows3
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class TrainOutcome:
     as_of: str
     metrics: dict[str, float]
     reused: bool = False
+    notes: tuple[str, ...] = ()  # e.g. a window that starts before the data
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -36,8 +37,8 @@ class TrainOutcome:
 EpochCallback = Callable[[int, float, float], None]
 
 
-def prepare(settings: Settings, as_of: date | None):
-    """Load the data and cut validated training and validation windows (no MLflow).
+def prepare(settings: Settings, as_of: date | None, source: DataSource | None = None):
+    """Read (or take from `source`) and validate the training and validation windows (no MLflow).
 
     Also returns the numeric features stored as integers in the raw data: the model's signature
     keeps them `long`, so clients can send them as they come.
@@ -45,11 +46,12 @@ def prepare(settings: Settings, as_of: date | None):
     from retrain import data
 
     spec = settings.data
-    frame = data.load(spec)
-    as_of = as_of or data.latest_day(frame, spec)
+    source = source or data.DataSource(spec)
+    as_of = as_of or source.latest_day()
     windows = data.windows_for(as_of, settings.windows)
-    train = data.select(frame, spec, windows.train)
-    val = data.select(frame, spec, windows.validation)
+    frame = source.rows(data.Window("training and validation", windows.train.start, windows.validation.end))
+    train = source.select(windows.train)
+    val = source.select(windows.validation)
     integer = [c for c in spec.numeric if frame[c].dtype.kind in "iu"]
     return windows, train, val, integer
 
@@ -60,21 +62,27 @@ def train(
     *,
     trigger_reason: str | None = None,
     on_epoch: EpochCallback | None = None,
+    source: DataSource | None = None,
 ) -> TrainOutcome:
-    """Train a candidate on the windows before `as_of` and register it under the staging alias."""
+    """Train a candidate on the windows before `as_of` and register it under the staging alias.
+
+    `source` hands over windows already read (the in-process loop); without it the step reads its own.
+    """
     import numpy as np
 
     from retrain import data, drift, metrics, model
     from retrain import train as loop
 
-    windows, train_rows, val_rows, integer_columns = prepare(settings, as_of)
+    windows, train_rows, val_rows, integer_columns = prepare(settings, as_of, source)
     spec = settings.data
+    used = (data.coverage(train_rows, spec, windows.train), data.coverage(val_rows, spec, windows.validation))
+    notes = tuple(n for n in (c.note() for c in used) if n)
     features = list(spec.features)
     train_fp = data.fingerprint(train_rows, [spec.timestamp, *features, spec.label])
     key = _idempotency_key(settings, windows, train_fp, data.fingerprint(val_rows, [*features, spec.label]))
     existing = _find_version(settings.registry.model_name, key)
     if existing is not None:
-        return _reuse(settings, existing, windows)
+        return replace(_reuse(settings, existing, windows), notes=notes)
 
     net_spec = model.build_spec(train_rows, list(spec.numeric), list(spec.categorical), settings.model.hidden_dim)
     tr_num, tr_cat = model.encode(train_rows, net_spec)
@@ -129,6 +137,8 @@ def train(
         "retrain.features": ",".join(features),
         "retrain.device": device,
         "retrain.best_epoch": str(fitted.best_epoch),
+        **used[0].tags("train"),
+        **used[1].tags("validation"),
     }
     from retrain.tracking import git_commit
 
@@ -137,9 +147,10 @@ def train(
         tags["retrain.git_commit"] = commit
     if trigger_reason:
         tags["retrain.trigger"] = trigger_reason
-    return _log_and_register(
+    outcome = _log_and_register(
         settings, windows, net, net_spec, fitted, val_metrics, profile, golden_input, golden_output, tags
     )
+    return replace(outcome, notes=notes)
 
 
 def _idempotency_key(settings: Settings, windows: Windows3, train_fp: str, val_fp: str) -> str:
@@ -220,8 +231,10 @@ def _log_and_register(settings, windows, net, net_spec, fitted, val_metrics, pro
             files = model.save(net, net_spec, Path(tmp))
             info = tracking.log_pyfunc_model(files, golden_input.head(3), golden_output.head(3))
         _ensure_registered(mlflow_client, reg.model_name)
+        # model_id names the logged model the `models:/m-...` source belongs to: every tracking
+        # server refuses the source without it (a local SQLite store does not check).
         version = mlflow_client.create_model_version(
-            reg.model_name, info.model_uri, run_id=run_id, tags=_version_tags(tags, val_metrics)
+            reg.model_name, info.model_uri, run_id=run_id, tags=_version_tags(tags, val_metrics), model_id=info.model_id
         )
         mlflow_client.set_registered_model_alias(reg.model_name, reg.staging_alias, version.version)
         mlflow.set_tag("retrain.model_version", version.version)

@@ -27,9 +27,7 @@ def point_mlflow(mp: pytest.MonkeyPatch, uri: str) -> None:
     import mlflow
 
     mp.setenv("MLFLOW_TRACKING_URI", uri)
-    # set_registry_uri also exports MLFLOW_REGISTRY_URI; through mp it is undone after the test, so child
-    # processes of later tests do not inherit this test's registry
-    mp.setenv("MLFLOW_REGISTRY_URI", uri)
+    mp.setenv("MLFLOW_REGISTRY_URI", uri)  # set_registry_uri writes it too: undo that after the test
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     # set_experiment() caches the experiment id process-wide; a new store must not inherit it
@@ -50,7 +48,8 @@ def use_store(mp: pytest.MonkeyPatch, db_source: Path, folder: Path) -> str:
 def tracking(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh tracking URI (copied template DB) with the test's tmp folder as working folder."""
     monkeypatch.chdir(tmp_path)
-    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "RETRAIN_PARENT_RUN_ID"):
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "RETRAIN_PARENT_RUN_ID",
+                "RETRAIN_EVENTS_PATH", "RETRAIN_PROJECT_DIR"):
         monkeypatch.delenv(var, raising=False)
     if "unit" in request.node.nodeid.split("/"):
         yield ""
@@ -91,3 +90,92 @@ def stable_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("stable")
     synth.write(synth.SynthSpec(days=60, rows_per_day=250, scenario="stable", seed=1), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3-compatible server (moto in server mode) on 127.0.0.1 at a free port; stopped after the session."""
+    from tests.services import moto_server
+
+    server = moto_server(tmp_path_factory.mktemp("moto"))
+    yield server.url
+    server.stop()
+
+
+# ---- tracking servers -------------------------------------------------------------------------------------------
+# `sqlite_server`: an `mlflow server` on SQLite that every run of the suite starts (proves the REST path).
+# `ci_server` / `ci_server_direct`: the servers .ci/run starts on PostgreSQL + S3 (see tests/services.py);
+# tests that use them are marked `server` and skip when RETRAIN_TEST_TRACKING_URI is not set.
+# `tracking_server`: both, one after the other: point any test at "a real tracking server" with it.
+
+
+# Servers, busy CI machine: the pre-promotion latency limits are about the model, not about this machine's load.
+BUSY_MACHINE = ("checks.single_row_p95_ms=10000", "checks.batch_1000_p95_ms=100000")
+
+
+def unique_names(prefix: str = "t") -> list[str]:
+    """Overrides giving a test its own registered model and experiments on a shared server (model name
+    first, then the training, comparisons, monitoring and cycles experiments), plus BUSY_MACHINE."""
+    import uuid
+
+    tag = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    return [f"registry.model_name=churn-{tag}", f"experiments.training=training-{tag}",
+            f"experiments.comparisons=comparisons-{tag}", f"experiments.monitoring=monitoring-{tag}",
+            f"experiments.cycles=cycles-{tag}", *BUSY_MACHINE]
+
+
+def _needs_env(name: str) -> str:
+    import os
+
+    value = os.environ.get(name, "").strip()
+    if not value:
+        pytest.skip(f"{name} is not set: start PostgreSQL, the S3 server and the tracking servers as .ci/run does "
+                    "(`python -m tests.services up DIR`, then source its output)")
+    return value
+
+
+@pytest.fixture(scope="session")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory):
+    """`mlflow server` on a SQLite file with proxied artifacts, for the whole session."""
+    from tests.services import sqlite_mlflow_server
+
+    server = sqlite_mlflow_server(tmp_path_factory.mktemp("sqlite-server"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ci_server(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The CI tracking server (PostgreSQL, artifacts proxied to S3), MLflow pointed at it; skips without it."""
+    uri = _needs_env("RETRAIN_TEST_TRACKING_URI")
+    point_mlflow(monkeypatch, uri)
+    return uri
+
+
+@pytest.fixture
+def ci_server_direct(monkeypatch: pytest.MonkeyPatch, ci_s3: str) -> str:
+    """The CI tracking server whose clients write artifacts to S3 themselves (`--no-serve-artifacts`)."""
+    uri = _needs_env("RETRAIN_TEST_TRACKING_URI_DIRECT")
+    point_mlflow(monkeypatch, uri)
+    return uri
+
+
+@pytest.fixture
+def ci_s3(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The CI S3 server's endpoint, with this process's S3 clients (boto3, MLflow) pointed at it."""
+    from tests.services import s3_env
+
+    endpoint = _needs_env("RETRAIN_TEST_S3_ENDPOINT")
+    for key, value in s3_env(endpoint).items():
+        monkeypatch.setenv(key, value)
+    return endpoint
+
+
+@pytest.fixture(params=["sqlite-server", pytest.param("ci-server", marks=pytest.mark.server)])
+def tracking_server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A real tracking server's URI with MLflow pointed at it: the session's SQLite one, then CI's."""
+    if request.param == "ci-server":
+        return request.getfixturevalue("ci_server")
+    uri = request.getfixturevalue("sqlite_server").url
+    point_mlflow(monkeypatch, uri)
+    return uri

@@ -86,7 +86,8 @@ def test_before_the_shift_nothing_fires_and_the_run_holds_the_evidence(covariate
     assert set(result.psi) == SHIFTED | UNSHIFTED and max(result.psi.values()) < 0.1
     assert result.performance["accuracy"] >= settings.trigger.min_accuracy
     assert (result.age_days, result.n_rows, result.n_labels) == (4.0, 7 * 250, 7 * 250)
-    assert result.window == {"start": "2026-02-13", "end": "2026-02-20"}
+    assert result.window == {"start": "2026-02-13", "end": "2026-02-20", "days_used": "7 of 7"}
+    assert "retrain.monitor_note" not in MlflowClient().get_run(result.run_id).data.tags  # the data covers it
 
     run = MlflowClient().get_run(result.run_id)
     assert run.info.status == "FINISHED"

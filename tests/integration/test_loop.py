@@ -129,3 +129,54 @@ def test_unwritable_events_file_stops_the_cycle_before_any_work(stable_data, tmp
     client = MlflowClient()
     assert client.search_registered_models() == []
     assert client.get_experiment_by_name("retrain-cycles") is None
+
+
+def _spoil_before(folder, first_kept: date) -> int:
+    """Replace every day file before `first_kept` with garbage: a step that opened one would fail."""
+    spoiled = 0
+    for day_folder in folder.iterdir():
+        if date.fromisoformat(day_folder.name.removeprefix("date=")) < first_kept:
+            (day_folder / "part-0.parquet").write_bytes(b"garbage")
+            spoiled += 1
+    return spoiled
+
+
+def test_in_process_cycle_reads_each_day_once_and_nothing_older(stable_data, tmp_path):
+    """Check reads the 7 monitoring days, train only the 33 older days it lacks, evaluate nothing: each row once."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from retrain.cli import cli
+
+    data = tmp_path / "data"
+    shutil.copytree(stable_data, data)
+    # as-of 2026-03-01: the cycle needs 2026-01-21.. (one day of margin: 2026-01-20); older days are garbage
+    assert _spoil_before(data, date(2026, 1, 20)) == 19
+    out = CliRunner().invoke(cli, ["run", "--json", "--in-process", "--force", "--data", str(data),
+                                   "--set", "model.epochs=2", "--set", "windows.train_days=30",
+                                   "--set", "windows.validation_days=10", "--set", "gate.min_rows=100"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.stdout)
+    # trained and evaluated (promotion itself may depend on the latency checks, which are not this test's subject)
+    assert result["candidate_version"] == "1" and result["decision"]["comparison_run_id"]
+    # files: 7 monitoring days + the day before (margin), then 33 older days + a margin day on each side
+    assert result["data_reads"] == {"reads": 2, "files_read": 8 + 35, "rows_scanned": 40 * 250,
+                                    "rows_read": 40 * 250}
+    assert MlflowClient().get_run(result["run_id"]).data.metrics["data_rows_read"] == 40 * 250
+
+
+def test_malformed_webhook_url_never_fails_a_cycle_nor_prints(stable_data, tmp_path, monkeypatch):
+    """A failing cycle notifies too: a webhook URL without a scheme leaves its exit code and line alone."""
+    from click.testing import CliRunner
+
+    from retrain.cli import cli
+
+    monkeypatch.setenv("RETRAIN_WEBHOOK_URL", "hooks.example.com/services/SECRET-TOKEN")
+    # as of 2026-01-03 the monitoring window has rows, so the cycle starts; the training window has none: exit 3
+    out = CliRunner().invoke(cli, ["run", "--in-process", "--data", str(stable_data), "--as-of", "2026-01-03"])
+    assert out.exit_code == 3, out.output
+    assert out.output.count("\n") == 1 and out.output.startswith("Error: ")
+    assert "SECRET" not in out.output
+    event = json.loads((tmp_path / "events.jsonl").read_text().splitlines()[-1])
+    assert event["kind"] == "failed" and "SECRET" not in json.dumps(event)

@@ -81,7 +81,8 @@ def test_json_output_is_one_object(trained):
     lines = trained.stdout.strip().splitlines()
     assert len(lines) == 1
     out = trained.out
-    assert set(out) == {"model_name", "version", "run_id", "alias", "as_of", "metrics", "reused"}
+    assert set(out) == {"model_name", "version", "run_id", "alias", "as_of", "metrics", "reused", "notes"}
+    assert out["notes"] == []  # the windows lie inside the data
     assert (out["model_name"], out["version"], out["alias"], out["reused"]) == ("churn-classifier", "1", "staging", False)
     assert out["as_of"] == "2026-03-01"  # the latest day of the data
     assert {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"} <= set(out["metrics"])

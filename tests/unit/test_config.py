@@ -106,6 +106,40 @@ def test_parse_overrides_splits_spaces_and_commas():
         ("model.epochs", ["model.epochs", "section.key=value"]),
         ("epochs=3", ["epochs=3", "section.key=value"]),
         ("model.hidden_dim=[1, 2]", ["model.hidden_dim", "whole number"]),
+        # names the registry cannot hold (MLflow refuses '/', ':' and path-like names; quotes break search filters)
+        ("registry.model_name=churn/eu", ["registry.model_name 'churn/eu'", "contains '/'", "e.g. churn-eu"]),
+        ("registry.model_name=churn:eu", ["contains ':'"]),
+        ("registry.model_name=\"churn'eu\"", ["contains \"'\""]),
+        ("registry.model_name='a\"b'", ["contains '\"'"]),
+        ("registry.model_name=`churn`", ["contains '`'"]),
+        ("registry.model_name=churn@eu", ["contains '@'"]),
+        ("registry.model_name=..", ["reads as a relative path"]),
+        ("registry.model_name=' churn'", ["starts or ends with a space"]),
+        ("registry.model_name=''", ["is empty"]),
+        ("registry.staging_alias=latest", ["registry.staging_alias 'latest'", "not an alias MLflow accepts"]),
+        ("registry.production_alias=v3", ["registry.production_alias 'v3'"]),
+        ("registry.staging_alias=my.alias", ["registry.staging_alias 'my.alias'"]),
+        # NaN and infinite numbers
+        ("gate.alpha=.nan", ["gate.alpha", "finite number", "nan"]),
+        ("gate.min_improvement=.inf", ["gate.min_improvement", "finite number", "inf"]),
+        ("gate.guardrails={accuracy: .nan}", ["gate.guardrails.accuracy", "finite number"]),
+        ("trigger.min_accuracy=-.inf", ["trigger.min_accuracy", "finite number"]),
+        # day counts and seeds out of range
+        ("windows.train_days=100000000", ["windows.train_days", "between 1 and 36500 days", "100000000"]),
+        ("windows.monitor_days=36501", ["windows.monitor_days", "between 1 and 36500"]),
+        ("trigger.max_age_days=0", ["trigger.max_age_days", "between 1 and 36500"]),
+        ("model.seed=-1", ["model.seed", "between 0 and 4294967295", "-1"]),
+        ("model.seed=18446744073709551616", ["model.seed", "between 0 and 4294967295"]),
+        # checks and notifications
+        ("checks.latency_repeats=0", ["checks.latency_repeats", "between 1 and 10000", "got 0"]),
+        ("notify.retries=-1", ["notify.retries", "between 0 and 10", "got -1"]),
+        ("notify.timeout_s=0", ["notify.timeout_s", "more than 0", "got 0.0"]),
+        ("trigger.min_accuracy=1.5", ["trigger.min_accuracy", "between 0 and 1"]),
+        ("trigger.psi_threshold=0", ["trigger.psi_threshold", "> 0"]),
+        # data settings
+        ("data.timezone=Mars/Base", ["data.timezone", "'Mars/Base'", "IANA time zone", "Europe/Berlin"]),
+        ("data.positive_label=yes", ["data.positive_label", "True", "quote", 'positive_label: "yes"']),
+        ("data.positive_label=''", ["data.positive_label", "empty"]),
     ],
 )
 def test_invalid_settings_name_the_key(override, needles):
@@ -115,6 +149,34 @@ def test_invalid_settings_name_the_key(override, needles):
     assert "\n" not in message
     for needle in needles:
         assert needle in message
+
+
+def test_data_id_may_be_unset_and_labels_may_be_named():
+    settings = load_settings(None, ["data.id=", "data.positive_label='yes'", "data.timezone=Europe/Berlin"])
+    assert settings.data.id is None
+    assert settings.data.positive_label == "yes"
+    assert settings.data.timezone == "Europe/Berlin"
+    assert load_settings(None, ["data.id=null"]).data.id is None
+
+
+@pytest.mark.parametrize("name", ["churn/eu", "churn:eu", "..", ".", "a/../b", "/abs", "churn-eu", "Churn EU v2"])
+def test_model_name_rule_refuses_everything_mlflow_refuses(name):
+    """Our check runs before any run starts; it must refuse at least what MLflow's registry refuses."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    try:
+        _validate_model_name(name)
+        mlflow_ok = True
+    except MlflowException:
+        mlflow_ok = False
+    try:
+        load_settings(None, [f"registry.model_name={name}"])
+        ours_ok = True
+    except ConfigError:
+        ours_ok = False
+    assert ours_ok <= mlflow_ok
+    assert ours_ok == (name in ("churn-eu", "Churn EU v2"))
 
 
 def test_unknown_key_in_file_names_it_and_allowed_keys(tmp_path):

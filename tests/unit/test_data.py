@@ -60,8 +60,7 @@ def test_select_is_half_open_and_labelled_only(days):
     assert len(everything) == len(in_window)
 
 
-def test_as_of_defaults_to_latest_day(days):
-    assert data.latest_day(days, DataSpec()) == date(2026, 1, 20)
+def test_as_of_parsing(days):
     assert data.parse_as_of(None) is None and data.parse_as_of("") is None
     assert data.parse_as_of("2026-02-03") == date(2026, 2, 3)
     with pytest.raises(DataError, match="'03/02/2026' is not a date; use YYYY-MM-DD"):
@@ -94,8 +93,10 @@ def test_folder_tree_and_single_file_load_the_same_rows(tmp_path, days):
     from_file = data.load(_spec(tmp_path / "all.csv"))
     assert len(from_tree) == len(from_file) == len(days)
     assert from_tree[DataSpec().timestamp].is_monotonic_increasing
-    cols = ["customer_id", "age", "income", "channel"]
-    pd.testing.assert_frame_equal(from_tree[cols], from_file[cols], check_dtype=False)
+    cols = ["timestamp", "age", "income", "channel", "label"]
+    pd.testing.assert_frame_equal(from_tree[cols].astype({"channel": str}), from_file[cols].astype({"channel": str}),
+                                  check_dtype=False)
+    assert "customer_id" not in from_tree.columns  # data.id is lineage only: never read
     assert str(from_file["timestamp"].dtype).startswith("datetime64")
 
 
@@ -205,3 +206,59 @@ def test_examples_read_as_plain_values(days):
     with pytest.raises(DataError) as info:
         data.validate(frame, DataSpec(), where="x")
     assert "(e.g. 7)" in str(info.value)
+
+
+# --- labels as sources deliver them ----------------------------------------------------------------------------
+
+
+def _labelled(values) -> pd.DataFrame:
+    frame = synth.generate(synth.SynthSpec(days=1, rows_per_day=len(values), seed=1))
+    return frame.assign(label=pd.Series(values, dtype=object))
+
+
+def test_text_labels_with_positive_label_and_empty_means_unlabelled():
+    frame = _labelled(["churned", "active", "", None, " churned ", "active"])
+    out = data.validate(frame, DataSpec(positive_label="churned"), where="x")
+    assert out["label"].tolist()[:2] == [1.0, 0.0]
+    assert out["label"].isna().tolist() == [False, False, True, True, False, False]
+    assert out["label"].tolist()[4:] == [1.0, 0.0]
+
+
+def test_boolean_labels_with_and_without_positive_label():
+    frame = _labelled([True, False, None, True])
+    plain = data.validate(frame, DataSpec(), where="x")["label"]
+    assert plain.tolist()[:2] == [1.0, 0.0] and plain.isna().tolist() == [False, False, True, False]
+    inverted = data.validate(frame, DataSpec(positive_label="False"), where="x")["label"]
+    assert inverted.tolist()[:2] == [0.0, 1.0]
+
+
+def test_numeric_labels_with_positive_label():
+    out = data.validate(_labelled([1, 2, 2, None]), DataSpec(positive_label="2"), where="x")["label"]
+    assert out.tolist()[:3] == [0.0, 1.0, 1.0] and np.isnan(out.iloc[3])
+
+
+def test_text_labels_without_positive_label_say_what_to_set():
+    with pytest.raises(DataError, match=r"label column 'label' has 2 values outside \{0, 1\} \(e.g. 'yes'\); set "
+                                        r"data.positive_label to the value that means positive"):
+        data.validate(_labelled(["yes", "no", "1"]), DataSpec(), where="x")
+
+
+def test_three_label_values_are_refused_with_positive_label():
+    with pytest.raises(DataError, match=r"has 3 different values \('active', 'churned', 'unknown'\); a binary label "
+                                        r"has two: data.positive_label='churned' and one other"):
+        data.validate(_labelled(["churned", "active", "unknown"]), DataSpec(positive_label="churned"), where="x")
+
+
+def test_empty_text_labels_are_not_training_rows(days):
+    frame = days.assign(label=days["label"].map({0.0: "no", 1.0: "yes"}).fillna(""))
+    w = data.windows_for(date(2026, 1, 20), Windows(train_days=5, validation_days=3))
+    rows = data.select(frame, DataSpec(positive_label="yes"), w.train)
+    expected = days[(days.timestamp >= w.train.start) & (days.timestamp < w.train.end)].label
+    assert len(rows) == int(expected.notna().sum())
+    assert rows["label"].sum() == expected.sum()
+
+
+@pytest.mark.parametrize("text", ["2026-04-10junk", "2026-04-10T00:00", "20260410", " 2026-4-10", "2026-02-30"])
+def test_as_of_must_be_exactly_a_date(text):
+    with pytest.raises(DataError, match="is not a date; use YYYY-MM-DD"):
+        data.parse_as_of(text)

@@ -141,3 +141,15 @@ def test_unwritable_events_path_raises(tmp_path, monkeypatch, kind):
     path = tmp_path if kind == "directory" else tmp_path / "plain" / "events.jsonl"
     with pytest.raises(NotifyError, match=f"cannot append events to {path}"):
         notify(_settings(path), PROMOTED)
+
+
+@pytest.mark.parametrize("url", ["hooks.example.com/services/SECRET-TOKEN", "ftp://hooks.example.com/SECRET-TOKEN",
+                                 "http:///SECRET-TOKEN", "http://exa mple.com/SECRET-TOKEN", "http://[SECRET-TOKEN/x"])
+def test_malformed_webhook_url_is_reported_without_the_url(tmp_path, monkeypatch, caplog, url):
+    monkeypatch.setenv("TEST_RETRAIN_WEBHOOK", url)
+    with caplog.at_level(logging.INFO, logger="retrain"):
+        result = notify(_settings(tmp_path / "e.jsonl", timeout_s=0.2, retries=1), PROMOTED)
+    assert result.webhook.startswith("failed: ")
+    assert "SECRET" not in result.webhook and "SECRET" not in caplog.text
+    assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 1
+    assert "SECRET" not in (tmp_path / "e.jsonl").read_text()

@@ -146,7 +146,11 @@ def test_cli_writes_what_the_library_writes(tmp_path, fmt):
     [
         (["--start", "01/05/2026"], "'01/05/2026' is not a date; use YYYY-MM-DD"),
         (["--scenario", "drifty"], "'drifty' is not one of 'stable', 'covariate_shift', 'concept_shift'"),
-        (["--days", "0"], "0 is not in the range x>=1"),
+        (["--days", "0"], "0 is not in the range 1<=x<=36500"),
+        (["--seed", "-1"], "-1 is not in the range 0<=x<=4294967295"),
+        (["--seed", "4294967296"], "4294967296 is not in the range 0<=x<=4294967295"),
+        (["--shift-day", "99999"], "99999 is not in the range 0<=x<=36500"),
+        (["--start", "9999-12-01", "--days", "100"], "100 days from 9999-12-01 run past year 9999"),
         (["--format", "xlsx"], "'xlsx' is not one of 'parquet', 'csv'"),
     ],
 )
