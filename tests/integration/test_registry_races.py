@@ -1,12 +1,10 @@
 """Moves of production under real concurrent processes and real `kill -9`, repeated.
 
 The processes are real `retrain` CLI processes forked by tests/integration/registry_harness.py; they
-share one tracking store. By default that is the test's SQLite file; to run the same tests against a
-tracking server (e.g. `mlflow server` on PostgreSQL), point RETRAIN_RACE_TRACKING_URI at it:
-
-    RETRAIN_RACE_TRACKING_URI=http://127.0.0.1:5000 python -m pytest tests/integration/test_registry_races.py
-
-Every repetition uses its own registered model, so one store serves all of them.
+share one tracking store: the test's SQLite file, and (marker `server`, `python -m pytest -m server`
+with the services of .ci/run) CI's `mlflow server` on PostgreSQL. Every repetition uses its own
+registered model and experiments, so one store serves all of them. RETRAIN_RACE_REPEAT overrides the
+number of repetitions (20) for a quick look.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ from mlflow import MlflowClient
 
 from retrain.config import load_settings
 from retrain.registry import Registry
-from tests.conftest import REPO, point_mlflow
+from tests.conftest import REPO
 from tests.integration.test_registry import make_versions, record_comparison
 
 REPEAT = int(os.environ.get("RETRAIN_RACE_REPEAT", "20"))
@@ -55,22 +53,26 @@ def harness():
     h.close()
 
 
-@pytest.fixture
-def store(tracking, monkeypatch, tmp_path) -> str:
-    """The tracking URI the processes share: the test's SQLite file, or RETRAIN_RACE_TRACKING_URI."""
-    uri = os.environ.get("RETRAIN_RACE_TRACKING_URI") or tracking
-    if uri != tracking:
-        point_mlflow(monkeypatch, uri)
-    return uri
+@pytest.fixture(params=["sqlite", pytest.param("ci-server", marks=pytest.mark.server)])
+def store(request, tracking) -> str:
+    """The tracking URI the processes share (MLflow in this process pointed at it too)."""
+    return request.getfixturevalue("ci_server") if request.param == "ci-server" else tracking
+
+
+def overrides(name: str) -> list[str]:
+    """The model `name`, and experiments of its own (a shared server holds other tests' runs)."""
+    return [f"registry.model_name={name}", *(f"experiments.{kind}={name}-{kind}"
+                                              for kind in ("training", "comparisons", "monitoring", "cycles"))]
 
 
 def job(store: str, cwd, name: str, *commands: list[str], kill_after: int | None = None) -> dict:
-    return {"cwd": str(cwd), "env": {"MLFLOW_TRACKING_URI": store, "MLFLOW_REGISTRY_URI": store}, "kill_after": kill_after,
-            "commands": [[*c, "--set", f"registry.model_name={name}"] for c in commands]}
+    sets = [arg for o in overrides(name) for arg in ("--set", o)]
+    return {"cwd": str(cwd), "env": {"MLFLOW_TRACKING_URI": store, "MLFLOW_REGISTRY_URI": store},
+            "kill_after": kill_after, "commands": [[*c, *sets] for c in commands]}
 
 
 def registry(name: str) -> Registry:
-    return Registry(load_settings(None, [f"registry.model_name={name}"]))
+    return Registry(load_settings(None, overrides(name)))
 
 
 def model(name: str, versions: int = 3, production: tuple[str, ...] = ("1", "2")) -> Registry:
