@@ -215,7 +215,7 @@ def test_training_that_learns_nothing_fails_the_cycle_in_process_and_as_project_
               "--set", "windows.validation_days=10", "--set", "model.epochs=4", *(f"--set={o}" for o in LAX)]
     for mode in (["--in-process"], []):
         result = _cli("run", *mode, *common)
-        assert result.exit_code == 7, result.output
+        assert result.exit_code == 8, result.output
         lines = [line for line in result.output.splitlines() if line.startswith("Error: ")]
         assert len(lines) == 1 and lines[0].startswith("Error: training learned nothing: tuning ")
     assert MlflowClient().search_registered_models() == []
