@@ -132,6 +132,21 @@ def _stdout_to_stderr() -> Iterator[Any]:
         os.close(saved)
 
 
+def allow_past_option(func: Callable) -> Callable:
+    """--allow-past (and the hidden --allow-past-flag true|false that MLproject entry points pass)."""
+
+    @click.option("--allow-past", is_flag=True,
+                  help="Allow an --as-of before production's first fresh day: a backtest that scores production on "
+                       "rows it learned from.")
+    @click.option("--allow-past-flag", type=click.Choice(["true", "false"]), default="false", hidden=True)
+    @functools.wraps(func)
+    def wrapper(*args: Any, allow_past: bool, allow_past_flag: str, **kw: Any):
+        kw["allow_past"] = allow_past or allow_past_flag == "true"
+        return func(*args, **kw)
+
+    return wrapper
+
+
 def emit(obj: dict[str, Any], as_json: bool, lines: list[str]) -> None:
     if as_json:
         out = _JSON_OUT.get()
@@ -173,7 +188,8 @@ def data() -> None:
 @click.option("--days", default=150, show_default=True, type=click.IntRange(1, 36_500))
 @click.option("--start", default="2026-01-01", show_default=True, help="First day (YYYY-MM-DD).")
 @click.option("--rows-per-day", default=400, show_default=True, type=click.IntRange(1, 100_000_000))
-@click.option("--scenario", type=click.Choice(["stable", "covariate_shift", "concept_shift"]), default="stable", show_default=True)
+@click.option("--scenario", type=click.Choice(["stable", "covariate_shift", "concept_shift", "hard"]), default="stable",
+              show_default=True)
 @click.option("--shift-day", default=90, show_default=True, type=click.IntRange(0, 36_500),
               help="Day index the shift starts on.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
@@ -219,7 +235,7 @@ def train(settings, as_of, reason: str | None, as_json: bool) -> None:
     what = "reused" if outcome.reused else "registered"
     emit(outcome.to_dict(), as_json, [
         f"{what} {outcome.model_name} version {outcome.version} as @{outcome.alias} (run {outcome.run_id})",
-        "validation: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()),
+        f"decision threshold {outcome.threshold:.4f}; validation: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()),
         *(f"note: {n}" for n in outcome.notes),
     ])
 
@@ -308,7 +324,7 @@ def history(settings, limit: int, before: int | None, as_json: bool) -> None:
                      "deleted_versions": list(e.deleted)} for e in page]}, as_json, lines)
 
 
-STATUS_PROBLEMS = 8  # 7 is a service that cannot be reached (ServiceError)
+STATUS_PROBLEMS = 9  # 7 is a service that cannot be reached (ServiceError), 8 training that learned nothing
 
 
 @cli.command(epilog=f"Exit codes: 0 consistent, {STATUS_PROBLEMS} problems found (after --repair: problems left), "
@@ -324,8 +340,16 @@ def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
     """Production and staging versions, their metrics, age, last comparison, and consistency."""
     from retrain.registry import Registry
 
+    from retrain.pipeline import cycles_without_model, stalled_text
+
     info = Registry(settings).status(repair=repair)
+    info["cycles_without_model"] = count = cycles_without_model(settings)
     lines = [f"model {info['model_name']} ({info['moves']} recorded moves of production)"]
+    if count >= settings.gate.stalled_after:
+        lines.append(stalled_text(count, settings))
+    elif count:
+        lines.append(f"no production model yet: {count} cycle(s) in a row ended without a candidate clearing the "
+                     "floors")
     for role, v in info["versions"].items():
         if v is None:
             lines.append(f"  {role:<10}  (none)")
@@ -357,12 +381,14 @@ def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
 @click.option("--candidate", default="", help="Version to evaluate (default: the staging alias).")
 @click.option("--allow-schema-change", is_flag=True,
               help="If production cannot score today's columns, judge the candidate on the floors instead of keeping production.")
+@allow_past_option
 @json_option
-def evaluate(settings, as_of, candidate: str, allow_schema_change: bool, as_json: bool) -> None:
+def evaluate(settings, as_of, candidate: str, allow_schema_change: bool, allow_past: bool, as_json: bool) -> None:
     """Compare the candidate with production on fresh held-out rows; gate and check it (exit 0 for promote or keep)."""
     from retrain.evaluation import evaluate as evaluate_step
 
-    comparison = evaluate_step(settings, as_of, candidate=candidate or None, allow_schema_change=allow_schema_change)
+    comparison = evaluate_step(settings, as_of, candidate=candidate or None, allow_schema_change=allow_schema_change,
+                               allow_past=allow_past)
     emit(comparison.to_dict(), as_json, comparison.lines())
 
 
@@ -388,15 +414,19 @@ def check(settings, as_of, force: bool, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Retrain even if no trigger fires.")
 @click.option("--force-flag", "force_flag", type=click.Choice(["true", "false"]), default="false", hidden=True)
 @click.option("--in-process", is_flag=True, help="Run train and evaluate in this process instead of as MLflow Projects runs.")
+@allow_past_option
 @json_option
-def run_loop(settings, as_of, force: bool, force_flag: str, in_process: bool, as_json: bool) -> None:
+def run_loop(settings, as_of, force: bool, force_flag: str, in_process: bool, allow_past: bool, as_json: bool) -> None:
     """Run one cycle of the loop: check, then train, evaluate, promote or keep, and notify."""
-    from retrain.pipeline import run_cycle
+    from retrain.pipeline import run_cycle, stalled_text
 
-    result = run_cycle(settings, as_of, force=force or force_flag == "true", in_process=in_process)
+    result = run_cycle(settings, as_of, force=force or force_flag == "true", in_process=in_process,
+                       allow_past=allow_past)
     lines = [f"cycle {result.as_of}: {result.outcome.upper()} (run {result.run_id})"]
     lines += [f"  - {r}" for r in result.reasons]
     lines.append(f"steps: {result.steps} ({result.steps_detail})")
+    if result.stalled:
+        lines.append(stalled_text(result.cycles_without_model, settings))
     if result.production_before != result.production_after:
         lines.append(f"production {result.production_before or '(none)'} -> {result.production_after}")
     emit(result.to_dict(), as_json, lines)

@@ -19,7 +19,11 @@ from retrain.errors import ConfigError
 
 DEFAULT_CONFIG = Path("mlproject/config.yaml")
 
-METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier")
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier", "expected_cost")
+# First-model floors relative to trivial baselines on the comparison rows (see retrain/gate.py).
+BASELINE_FLOORS = ("log_loss", "brier", "roc_auc", "accuracy", "decision")
+
+
 MAX_DAYS = 36_500  # 100 years: any longer window or age is a typo, and date arithmetic overflows soon after
 MAX_SEED = 2**32 - 1  # numpy's seed range (torch accepts it too)
 
@@ -119,12 +123,15 @@ class Windows:
     train_days: int = 60
     validation_days: int = 14
     monitor_days: int = 7
+    # The last days of the training window: early stopping and the decision threshold, never fitted on.
+    tuning_days: int = 7
 
     def __post_init__(self) -> None:
-        for key in ("train_days", "validation_days", "monitor_days"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"windows.{key}: must be >= 1 day, got {getattr(self, key)}")
+        for key in ("train_days", "validation_days", "monitor_days", "tuning_days"):
             _in_range(f"windows.{key}", getattr(self, key), 1, MAX_DAYS, " days")
+        if self.tuning_days >= self.train_days:
+            raise ConfigError(f"windows.tuning_days: must be fewer than windows.train_days ({self.train_days}) so "
+                              f"some days are left to fit on, got {self.tuning_days}")
 
 
 @dataclass(frozen=True)
@@ -137,13 +144,21 @@ class ModelSpec:
     learning_rate: float = 3e-3
     weight_decay: float = 1e-5
     patience: int = 4
+    min_epochs: int = 3  # early stopping neither stops nor picks the best epoch before this many epochs
     seed: int = 42
     device: str = "auto"
     profile_bins: int = 10
     golden_rows: int = 8
+    # Missing values per feature: error (refuse the rows) or impute (numerics: training median plus a
+    # missing-indicator input; categoricals: a "__missing__" category), the same in training and serving.
+    missing_default: Literal["error", "impute"] = "error"
+    missing: dict[str, Literal["error", "impute"]] = field(default_factory=dict)
+
+    def missing_policy(self, feature: str) -> str:
+        return self.missing.get(feature, self.missing_default)
 
     def __post_init__(self) -> None:
-        for key in ("hidden_dim", "epochs", "batch_size", "patience", "golden_rows"):
+        for key in ("hidden_dim", "epochs", "batch_size", "patience", "min_epochs", "golden_rows"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"model.{key}: must be >= 1, got {getattr(self, key)}")
         if self.profile_bins < 2:
@@ -153,6 +168,37 @@ class ModelSpec:
             raise ConfigError(f"model.learning_rate: must be > 0, got {self.learning_rate}")
         if self.device != "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
             raise ConfigError(f"model.device: {self.device!r} is not one of auto, cpu, cuda[:N], mps")
+
+
+@dataclass(frozen=True)
+class ThresholdPolicy:
+    """How training chooses the decision threshold, on the tuning rows (never on rows the model fitted)."""
+
+    policy: Literal["max_f1", "target_recall", "target_precision", "min_cost", "fixed"] = "max_f1"
+    target: float = 0.5  # the recall or precision to reach (target_recall, target_precision)
+    value: float = 0.5  # the threshold itself (fixed)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target <= 1:
+            raise ConfigError(f"threshold.target: must be in (0, 1], got {self.target}")
+        if not 0 <= self.value <= 1:
+            raise ConfigError(f"threshold.value: must be in [0, 1], got {self.value}")
+
+
+@dataclass(frozen=True)
+class CostSpec:
+    """What one wrong decision costs (any unit): expected_cost and the min_cost threshold policy use it."""
+
+    false_positive: float = 1.0
+    false_negative: float = 1.0
+
+    def __post_init__(self) -> None:
+        for key in ("false_positive", "false_negative"):
+            value = getattr(self, key)
+            if not value >= 0 or value == float("inf"):
+                raise ConfigError(f"cost.{key}: must be a finite number >= 0, got {value}")
+        if self.false_positive == self.false_negative == 0:
+            raise ConfigError("cost: false_positive and false_negative are both 0; at least one must cost something")
 
 
 @dataclass(frozen=True)
@@ -189,11 +235,17 @@ class GatePolicy:
     min_improvement: float = 0.01
     require_significance: bool = True
     alpha: float = 0.05
-    # Largest allowed drop per guardrail metric (absolute; for log_loss/brier: largest allowed rise).
-    guardrails: dict[str, float] = field(default_factory=lambda: {"accuracy": 0.02, "log_loss": 0.05})
-    # With no production model yet, the candidate must reach these (for log_loss/brier: stay below).
-    floors: dict[str, float] = field(default_factory=lambda: {"roc_auc": 0.70, "accuracy": 0.60})
+    # Largest allowed drop per guardrail metric (absolute; for log_loss/brier/expected_cost: largest allowed
+    # rise). Threshold metrics are each model at its own threshold; the defaults protect the positive class.
+    guardrails: dict[str, float] = field(default_factory=lambda: {"f1": 0.02, "recall": 0.05, "log_loss": 0.05})
+    # With no production model yet, the candidate must beat trivial baselines on the same rows (gate.py) ...
+    baseline_floors: tuple[str, ...] = ("log_loss", "brier", "roc_auc", "decision")
+    # ... and reach these absolute values, if any (for log_loss/brier/expected_cost: stay below).
+    floors: dict[str, float] = field(default_factory=dict)
     min_rows: int = 200
+    # Consecutive cycles without production in which no candidate cleared the floors before the cycle says so
+    # loudly (a `stalled` event, `retrain status`, `retrain check`).
+    stalled_after: int = 3
 
     def __post_init__(self) -> None:
         for key, names in (
@@ -204,10 +256,21 @@ class GatePolicy:
             for name in names:
                 if name not in METRICS:
                     raise ConfigError(f"gate.{key}: unknown metric {name!r}; allowed: {', '.join(METRICS)}")
+        for name in self.baseline_floors:
+            if name not in BASELINE_FLOORS:
+                raise ConfigError(f"gate.baseline_floors: unknown floor {name!r}; allowed: "
+                                  f"{', '.join(BASELINE_FLOORS)}")
+        for key, values in (("guardrails", self.guardrails), ("floors", self.floors)):
+            for name, value in values.items():
+                if value != value or abs(value) == float("inf") or (key == "guardrails" and value < 0):
+                    raise ConfigError(f"gate.{key}.{name}: must be a finite number{' >= 0' * (key == 'guardrails')}, "
+                                      f"got {value}")
         if not 0 < self.alpha < 1:
             raise ConfigError(f"gate.alpha: must be between 0 and 1, got {self.alpha}")
         if self.min_rows < 1:
             raise ConfigError(f"gate.min_rows: must be >= 1, got {self.min_rows}")
+        if self.stalled_after < 1:
+            raise ConfigError(f"gate.stalled_after: must be >= 1 cycle, got {self.stalled_after}")
 
 
 @dataclass(frozen=True)
@@ -216,11 +279,20 @@ class CheckPolicy:
 
     golden_tolerance: float = 1e-6
     latency_repeats: int = 30
+    # With production: the candidate's p95 may be at most latency_ratio x production's, measured side by side
+    # (interleaved, same process); the budgets below are then only an outer bound. Without production the
+    # budgets decide. A failed latency measurement is repeated up to latency_retries times.
+    latency_ratio: float = 1.5
+    latency_retries: int = 2
     single_row_p95_ms: float = 50.0
     batch_1000_p95_ms: float = 500.0
 
     def __post_init__(self) -> None:
         _in_range("checks.latency_repeats", self.latency_repeats, 1, 10_000)
+        if not self.latency_ratio >= 1 or self.latency_ratio == float("inf"):
+            raise ConfigError(f"checks.latency_ratio: must be a finite number >= 1, got {self.latency_ratio}")
+        if self.latency_retries < 0:
+            raise ConfigError(f"checks.latency_retries: must be >= 0, got {self.latency_retries}")
 
 
 @dataclass(frozen=True)
@@ -229,8 +301,10 @@ class TriggerPolicy:
 
     psi_threshold: float = 0.2
     psi_per_feature: dict[str, float] = field(default_factory=dict)
-    min_accuracy: float = 0.80
-    min_roc_auc: float | None = None
+    # Production's metrics on recent labelled rows, as served (threshold metrics at its own threshold, whose
+    # accuracy depends on the threshold policy: off by default); ROC AUC does not depend on the threshold.
+    min_accuracy: float | None = None
+    min_roc_auc: float | None = 0.6
     min_labels: int = 200
     max_age_days: int = 30
 
@@ -269,12 +343,20 @@ class Settings:
     data: DataSpec = field(default_factory=DataSpec)
     windows: Windows = field(default_factory=Windows)
     model: ModelSpec = field(default_factory=ModelSpec)
+    threshold: ThresholdPolicy = field(default_factory=ThresholdPolicy)
+    cost: CostSpec = field(default_factory=CostSpec)
     registry: RegistrySpec = field(default_factory=RegistrySpec)
     experiments: Experiments = field(default_factory=Experiments)
     gate: GatePolicy = field(default_factory=GatePolicy)
     checks: CheckPolicy = field(default_factory=CheckPolicy)
     trigger: TriggerPolicy = field(default_factory=TriggerPolicy)
     notify: NotifySpec = field(default_factory=NotifySpec)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.model.missing) - set(self.data.features))
+        if unknown:
+            raise ConfigError(f"model.missing.{unknown[0]}: {unknown[0]!r} is not a feature; features: "
+                              f"{', '.join(self.data.features)}")
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

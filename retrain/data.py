@@ -18,7 +18,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -714,11 +714,14 @@ def load(spec: DataSpec) -> pd.DataFrame:
 # --- validation ------------------------------------------------------------------------------------------------
 
 
-def validate(frame: pd.DataFrame, spec: DataSpec, *, where: str, allow_missing: bool = False) -> pd.DataFrame:
+def validate(
+    frame: pd.DataFrame, spec: DataSpec, *, where: str, allow_missing: bool | Collection[str] = False
+) -> pd.DataFrame:
     """Coerce feature and label types; raise DataError naming column, example and count.
 
     Returns the frame with float64 numerics, str categoricals and a float label (NaN = unlabelled).
-    With `allow_missing` (monitoring), NaN numerics are kept for PSI's missing bucket.
+    With `allow_missing` True (monitoring) NaN numerics are kept for PSI's missing bucket; a collection of
+    names keeps NaN only in those numerics (the features the model imputes).
     """
     import numpy as np
     import pandas as pd
@@ -736,9 +739,10 @@ def validate(frame: pd.DataFrame, spec: DataSpec, *, where: str, allow_missing: 
         values = values.astype(np.float64)
         n_inf = int(np.isinf(values.to_numpy()).sum())
         n_nan = int(values.isna().sum())
-        if n_inf or (n_nan and not allow_missing):
+        if n_inf or (n_nan and not (allow_missing is True or (allow_missing and col in allow_missing))):
             what = f"{n_nan} missing (NaN)" if n_nan else f"{n_inf} infinite"
-            raise DataError(f"{where}: feature {col!r} has {what} values; clean or impute them before training")
+            fix = "" if n_inf else f", or set model.missing.{col}=impute"
+            raise DataError(f"{where}: feature {col!r} has {what} values; clean or impute them before training{fix}")
         out[col] = values
     for col in spec.categorical:
         out[col] = out[col].astype("string").fillna("__missing__").astype(object)
@@ -834,7 +838,7 @@ def select(
     *,
     labelled: bool = True,
     need_both_classes: bool = True,
-    allow_missing: bool = False,
+    allow_missing: bool | Collection[str] = False,
     min_rows: int = 1,
     covers: Callable[[], str] | None = None,
 ) -> pd.DataFrame:

@@ -53,3 +53,9 @@ class ServiceError(RetrainError):
     """
 
     exit_code = 7
+
+
+class TrainingError(RetrainError):
+    """Training ran but learned nothing usable: no candidate is registered."""
+
+    exit_code = 8

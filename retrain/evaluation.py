@@ -1,28 +1,45 @@
 """The `evaluate` step: score the candidate and production on the same fresh rows, test, gate, check, log.
 
-Rows: the validation window for `as_of`, restricted to timestamps >= the candidate's `retrain.train_end`
-tag, labelled only. Both models are loaded from the registry as served (`models:/<name>/<version>`).
-Every precondition (versions, window size, both classes) is checked before the comparison run is created.
+Rows: the labelled rows of the validation window for `as_of` that neither model trained, stopped or tuned on:
+timestamps >= each model's `retrain.fresh_from` tag (versions from before that tag: `retrain.validation_end`,
+since they early-stopped on their validation window). An `as_of` before production's fresh_from (a replay into
+the past, where production would be scored on rows it learned from) is refused unless `allow_past` (a
+backtest: production's fresh_from is then ignored and the comparison says so). Both models are loaded from the
+registry as served (`models:/<name>/<version>`) and judged at their own decision thresholds (the one inside
+each model; models from before thresholds use 0.5). Every precondition (versions, window size, both classes)
+is checked before the comparison run is created.
 
-`comparison.json` (artifact of the comparison run), schema_version 1:
-  schema_version      1
+`comparison.json` (artifact of the comparison run), schema_version 2:
+  schema_version      2
   model_name          registered model name
   candidate_version   version under review (str)
   incumbent_version   production version (str) or null when there is none
   as_of               YYYY-MM-DD
-  window_start/end    YYYY-MM-DD, half-open [start, end)
+  window_start/end    YYYY-MM-DD, half-open [start, end): the rows scored
   n_rows              labelled rows scored by both models
-  candidate_metrics   {metric: value} for accuracy, precision, recall, f1, roc_auc, log_loss, brier
+  candidate_fresh_from, incumbent_fresh_from
+                      YYYY-MM-DD (or null): the first day each model never trained, stopped or tuned on
+  backtest            true when allow_past let production be scored on rows before its fresh_from
+  candidate_threshold, incumbent_threshold
+                      each model's decision threshold (incumbent: null without production)
+  candidate_metrics   {metric: value} for accuracy, precision, recall, f1, roc_auc, log_loss, brier,
+                      expected_cost (threshold metrics at the model's own threshold; costs from cost.*)
   incumbent_metrics   same, or null (no production, or production could not score the rows)
   incumbent_error     why production could not score the rows, or null
   deltas              {metric: candidate - incumbent}, {} without incumbent metrics
+  baselines           trivial baselines on the same rows: n_rows, positive_rate, majority_rate,
+                      constant_log_loss, constant_brier (always predicting positive_rate), all_positive_f1,
+                      all_positive_precision, constant_cost (the cheaper of flagging nothing or everything)
+  chance              DeLong test of the candidate's roc_auc against 0.5 {auc_b, delta, se, ..., p_value_one_sided}
   delong              {auc_a (production), auc_b (candidate), delta, se, ci_low, ci_high, z,
                        p_value_one_sided, p_value_two_sided} or null
   checks              [{name, passed, detail}] pre-promotion checks on the candidate
   decision            {decision: promote|keep, promote, reason, reasons[], primary_metric, improvement,
-                       significant, schema_change}
+                       significant, schema_change, floors[]}; floors (applied when there is no production to
+                       beat): [{name, kind: relative|absolute, metric, value, bound, passed, detail}]
   run_id              the comparison run
   timings             seconds per phase: load_s, scoring_s, metrics_s, delong_s, checks_s, logging_s, total_s
+Schema 1 had neither the thresholds, fresh_from, backtest, baselines, chance nor floors, and no expected_cost.
 """
 
 from __future__ import annotations
@@ -37,7 +54,7 @@ from typing import Any
 from retrain.config import Settings
 from retrain.errors import CheckError, DataError, RegistryError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -51,10 +68,17 @@ class Comparison:
     window_start: str
     window_end: str
     n_rows: int
+    candidate_fresh_from: str | None
+    incumbent_fresh_from: str | None
+    backtest: bool
+    candidate_threshold: float
+    incumbent_threshold: float | None
     candidate_metrics: dict[str, float]
     incumbent_metrics: dict[str, float] | None
     incumbent_error: str | None
     deltas: dict[str, float]
+    baselines: dict[str, float]
+    chance: dict[str, float]
     delong: dict[str, float] | None
     checks: list[dict[str, Any]]
     decision: dict[str, Any]
@@ -65,18 +89,27 @@ class Comparison:
         return {"schema_version": SCHEMA_VERSION, **asdict(self)}
 
     def lines(self) -> list[str]:
-        """The readable report: metric table, DeLong line, checks, decision."""
+        """The readable report: metric table, baselines, DeLong line, floors, checks, decision."""
         inc = self.incumbent_metrics
         who = f"v{self.incumbent_version}" if self.incumbent_version else "none"
         out = [
             f"{self.model_name}: candidate v{self.candidate_version} vs production {who} on "
-            f"{self.window_start}..{self.window_end} (end exclusive, {self.n_rows} rows)",
-            f"{'metric':<10} {'production':>10} {'staging':>10} {'delta':>8}",
+            f"{self.window_start}..{self.window_end} (end exclusive, {self.n_rows} rows neither model trained, "
+            f"stopped or tuned on{'; BACKTEST: production trained on some of them' if self.backtest else ''})",
+            f"{'metric':<13} {'production':>10} {'staging':>10} {'delta':>8}",
         ]
+        inc_threshold = f"{self.incumbent_threshold:10.4f}" if self.incumbent_threshold is not None else f"{'-':>10}"
+        out.append(f"{'threshold':<13} {inc_threshold} {self.candidate_threshold:10.4f} {'':>8}")
         for name, value in self.candidate_metrics.items():
             prod = f"{inc[name]:10.4f}" if inc else f"{'-':>10}"
             delta = f"{self.deltas[name]:+8.4f}" if name in self.deltas else f"{'-':>8}"
-            out.append(f"{name:<10} {prod} {value:10.4f} {delta}")
+            out.append(f"{name:<13} {prod} {value:10.4f} {delta}")
+        b = self.baselines
+        out.append(f"trivial baselines: positive rate {b['positive_rate']:.4f}, majority rate "
+                   f"{b['majority_rate']:.4f}, constant log_loss {b['constant_log_loss']:.4f}, "
+                   f"constant brier {b['constant_brier']:.4f}")
+        for floor in self.decision.get("floors", []):
+            out.append(f"floor {'ok  ' if floor['passed'] else 'MISS'} ({floor['kind']}) {floor['detail']}")
         if self.delong:
             d = self.delong
             out.append(f"DeLong roc_auc: delta {d['delta']:+.4f}, 95% CI [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], "
@@ -123,21 +156,52 @@ def _resolve(settings: Settings, candidate: str | None):
     return cand, prod
 
 
-def _rows(settings: Settings, as_of: date | None, train_end: str | None, source=None):
-    """Labelled validation rows for `as_of` that the candidate did not train on (both classes, >= gate.min_rows)."""
+def fresh_from(version) -> str | None:
+    """The first day (YYYY-MM-DD) a version never trained, stopped or tuned on, from its tags.
+
+    Versions trained before the tuning split early-stopped on their validation window: for them it is the end
+    of that window.
+    """
+    if version is None:
+        return None
+    tags = version.tags or {}
+    return tags.get("retrain.fresh_from") or tags.get("retrain.validation_end") or tags.get("retrain.train_end")
+
+
+def past_as_of(settings: Settings, as_of: date, production) -> str | None:
+    """Why `as_of` replays into production's past (the one-line refusal without --allow-past), or None."""
+    first_fresh = fresh_from(production)
+    if production is None or not first_fresh or as_of >= date.fromisoformat(first_fresh[:10]):
+        return None
+    return (f"--as-of {as_of.isoformat()} is before {first_fresh[:10]}, the first day production version "
+            f"{production.version} of {settings.registry.model_name!r} did not train, stop or tune on, so it would be "
+            "judged on rows it learned from; use a later --as-of, or pass --allow-past for a backtest")
+
+
+def _rows(settings: Settings, as_of: date | None, cand, prod, allow_past: bool, source=None):
+    """Labelled validation rows for `as_of` that neither model learned from (both classes, >= gate.min_rows)."""
     from retrain import data
+    from retrain.training import imputed, refuse_missing
 
     spec = settings.data
     source = source or data.DataSource(spec)
     as_of = as_of or source.latest_day()
+    if not allow_past and (why := past_as_of(settings, as_of, prod)):
+        raise DataError(why)
     window = data.windows_for(as_of, settings.windows).validation
-    if train_end:
-        start = max(window.start, datetime.fromisoformat(train_end))
-        window = data.Window("validation", start, max(start, window.end))
-    rows = source.select(window, need_both_classes=False, min_rows=0)
+    limits = [(f"candidate v{cand.version}", fresh_from(cand))]
+    if not allow_past:
+        limits.append((f"production v{prod.version}" if prod is not None else "", fresh_from(prod)))
+    start, why_later = window.start, ""
+    for who, day in limits:
+        if day and datetime.fromisoformat(day[:10]) > start:
+            start, why_later = datetime.fromisoformat(day[:10]), f" (from {day[:10]}: {who} learned from earlier rows)"
+    window = data.Window("validation", start, max(start, window.end))
+    rows = source.select(window, need_both_classes=False, min_rows=0, allow_missing=imputed(settings))
+    refuse_missing(rows, settings, str(window))
     if len(rows) < settings.gate.min_rows:
         raise DataError(
-            f"{window} has {len(rows)} labelled rows the candidate did not train on, fewer than gate.min_rows="
+            f"{window}{why_later} has {len(rows)} labelled rows no model learned from, fewer than gate.min_rows="
             f"{settings.gate.min_rows}; pick a later --as-of, widen windows.validation_days or lower gate.min_rows"
         )
     classes = sorted(set(rows[spec.label].astype(int)))
@@ -148,7 +212,7 @@ def _rows(settings: Settings, as_of: date | None, train_end: str | None, source=
 
 
 def _score(uri: str, features):
-    """Load a registered model as served and score the rows in one call -> (model, probability)."""
+    """Load a registered model as served and score the rows in one call -> (model, probability, threshold)."""
     import mlflow.pyfunc
     import numpy as np
 
@@ -159,11 +223,25 @@ def _score(uri: str, features):
     probability = np.asarray(out["probability"], dtype=np.float64)
     if probability.shape != (len(features),) or not np.isfinite(probability).all():
         raise ValueError(f"expected {len(features)} finite probabilities, got shape {probability.shape}")
-    return model, probability
+    return model, probability, served_threshold(model)
+
+
+def served_threshold(model) -> float:
+    """The decision threshold inside a loaded model (what its `prediction` uses); 0.5 for models without one."""
+    try:
+        spec = model.unwrap_python_model().spec
+    except Exception:  # noqa: BLE001 - not one of our pyfunc models: it predicts at 0.5 as before thresholds
+        return 0.5
+    return float(getattr(spec, "threshold", 0.5))
 
 
 def evaluate(
-    settings: Settings, as_of: date | None = None, *, candidate: str | None = None, allow_schema_change: bool = False,
+    settings: Settings,
+    as_of: date | None = None,
+    *,
+    candidate: str | None = None,
+    allow_schema_change: bool = False,
+    allow_past: bool = False,
     source=None,
 ) -> Comparison:
     """Compare the candidate (@staging or `candidate`) with @production, gate, check, and log a comparison run.
@@ -186,29 +264,34 @@ def evaluate(
         clock = now
 
     reg, policy, spec = settings.registry, settings.gate, settings.data
+    costs = {"cost_fp": settings.cost.false_positive, "cost_fn": settings.cost.false_negative}
     cand, prod = _resolve(settings, candidate)
-    as_of, window, rows = _rows(settings, as_of, cand.tags.get("retrain.train_end"), source)
+    as_of, window, rows = _rows(settings, as_of, cand, prod, allow_past, source)
     used = data.coverage(rows, spec, window)
+    prod_fresh = fresh_from(prod)
+    backtest = bool(allow_past and prod_fresh and window.start < datetime.fromisoformat(prod_fresh[:10]))
     features = rows[list(spec.features)]
     y = rows[spec.label].to_numpy(np.int64)
     lap("load")
 
     try:
-        cand_model, p_cand = _score(f"models:/{reg.model_name}/{cand.version}", features)
+        cand_model, p_cand, cand_threshold = _score(f"models:/{reg.model_name}/{cand.version}", features)
     except Exception as exc:  # noqa: BLE001 - a candidate that cannot score is rejected with its error
         raise CheckError(f"candidate version {cand.version} cannot load or score {window}: {short_error(exc)}; "
                          "it cannot be promoted: retrain it") from None
-    p_inc = incumbent_error = None
+    p_inc = incumbent_error = inc_model = inc_threshold = None
     if prod is not None:
         try:
-            _, p_inc = _score(f"models:/{reg.model_name}/{prod.version}", features)
+            inc_model, p_inc, inc_threshold = _score(f"models:/{reg.model_name}/{prod.version}", features)
         except Exception as exc:  # noqa: BLE001 - production failing on today's schema is a finding, not a crash
             incumbent_error = short_error(exc)
     lap("scoring")
 
-    cand_metrics = metrics.classification_metrics(y, p_cand)
-    inc_metrics = metrics.classification_metrics(y, p_inc) if p_inc is not None else None
+    cand_metrics = metrics.classification_metrics(y, p_cand, cand_threshold, **costs)
+    inc_metrics = metrics.classification_metrics(y, p_inc, inc_threshold, **costs) if p_inc is not None else None
     deltas = {k: cand_metrics[k] - inc_metrics[k] for k in cand_metrics} if inc_metrics else {}
+    baselines = metrics.trivial_baselines(y, **costs)
+    chance = metrics.auc_above_chance(y, p_cand).to_dict()
     lap("metrics")
 
     delong = p_value = ci = None
@@ -218,9 +301,11 @@ def evaluate(
             p_value = delong["p_value_one_sided"]
         elif policy.require_significance:
             name = policy.primary_metric
-            _, low, high = metrics.bootstrap_ci(
-                y, p_inc, p_cand, lambda yy, pp: metrics.classification_metrics(yy, pp)[name], alpha=2 * policy.alpha
-            )
+            def at(threshold: float):  # each model's metric at its own threshold
+                return lambda yy, pp: metrics.classification_metrics(yy, pp, threshold, **costs)[name]
+
+            _, low, high = metrics.bootstrap_ci(y, p_inc, p_cand, at(inc_threshold), alpha=2 * policy.alpha,
+                                                metric_fn_b=at(cand_threshold))
             ci = (low, high)
     lap("delong")
 
@@ -229,11 +314,15 @@ def evaluate(
     except Exception:  # noqa: BLE001 - absence is reported by the golden check itself
         golden = None
     results = [checks.CheckResult("loads", True, f"models:/{reg.model_name}/{cand.version} loaded from the registry"),
-               *checks.run_checks(cand_model, features, golden, spec, settings.checks)]
+               *checks.run_checks(cand_model, features, golden, spec, settings.checks, incumbent=inc_model,
+                                  threshold=cand_threshold)]
     failed = [f"{r.name}: {r.detail}" for r in results if not r.passed]
     decision = gate.decide(policy, cand_metrics, inc_metrics, p_value=p_value, bootstrap_ci=ci,
                            incumbent_error=incumbent_error, allow_schema_change=allow_schema_change,
-                           failed_checks=failed)
+                           failed_checks=failed, baselines=baselines, chance_p_value=chance["p_value_one_sided"],
+                           threshold_policy=cand.tags.get("retrain.threshold_policy", "fixed"),
+                           backtest=f"--allow-past: production v{prod.version} learned from rows before "
+                                    f"{fresh_from(prod)[:10]}, and {window} starts earlier" if backtest else None)
     lap("checks")
 
     comparison = Comparison(
@@ -244,10 +333,17 @@ def evaluate(
         window_start=f"{window.start:%Y-%m-%d}",
         window_end=f"{window.end:%Y-%m-%d}",
         n_rows=len(rows),
+        candidate_fresh_from=fresh_from(cand),
+        incumbent_fresh_from=fresh_from(prod),
+        backtest=backtest,
+        candidate_threshold=cand_threshold,
+        incumbent_threshold=inc_threshold,
         candidate_metrics=cand_metrics,
         incumbent_metrics=inc_metrics,
         incumbent_error=incumbent_error,
         deltas=deltas,
+        baselines=baselines,
+        chance=chance,
         delong=delong,
         checks=[r.to_dict() for r in results],
         decision=decision.to_dict(),
@@ -284,6 +380,10 @@ def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, tim
     values = {f"staging_{k}": v for k, v in c.candidate_metrics.items()}
     values |= {f"production_{k}": v for k, v in (c.incumbent_metrics or {}).items()}
     values |= {f"delta_{k}": v for k, v in c.deltas.items()}
+    values |= {f"baseline_{k}": v for k, v in c.baselines.items() if k != "n_rows"}
+    values["staging_threshold"] = c.candidate_threshold
+    if c.incumbent_threshold is not None:
+        values["production_threshold"] = c.incumbent_threshold
     if c.delong:
         values |= {"p_value": c.delong["p_value_one_sided"], "delong_ci_low": c.delong["ci_low"],
                    "delong_ci_high": c.delong["ci_high"], "delong_delta": c.delong["delta"]}
@@ -293,7 +393,10 @@ def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, tim
         run_id = run.info.run_id
         mlflow.log_metrics({k: float(v) for k, v in values.items()})
         with tempfile.TemporaryDirectory() as tmp:
-            mlflow.log_artifact(str(plots.comparison_figure(y, probabilities, Path(tmp) / "comparison.png")))
+            thresholds = {label: c.candidate_threshold if label.startswith("staging") else c.incumbent_threshold
+                          for label in probabilities}
+            mlflow.log_artifact(str(plots.comparison_figure(y, probabilities, Path(tmp) / "comparison.png",
+                                                            thresholds)))
         for key, value in (("retrain.comparison_run_id", run_id), ("retrain.decision", c.decision["decision"])):
             tracking.client().set_model_version_tag(c.model_name, c.candidate_version, key, value)
         lap("logging")

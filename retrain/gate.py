@@ -1,10 +1,20 @@
 """The promotion gate: a pure function from two metric sets, a significance result and the policy to a decision.
 
 Rules, in order (every rule adds a line to `reasons`; any failing rule keeps production):
-- failed pre-promotion checks block promotion;
+- failed pre-promotion checks block promotion; so does a backtest (production scored on rows it learned from);
 - production cannot score the validation rows (schema change): keep, unless allowed, then judge as below;
-- no production model (or an allowed schema change): the candidate must meet every floor
-  (for log_loss/brier the floor is a ceiling);
+- no production model (or an allowed schema change): the candidate must clear every floor:
+  the relative floors of `baseline_floors`, against trivial baselines computed on the same rows --
+    log_loss  below the constant predictor's (always the rows' positive rate),
+    brier     below the constant predictor's,
+    roc_auc   above 0.5 with DeLong significance (one-sided p < alpha against a constant score),
+    accuracy  at least the majority rate,
+    decision  the model's decisions at its own threshold at least as good as the best trivial decision on the
+              metric its threshold policy optimises (max_f1: F1 of flagging every row; min_cost and fixed:
+              expected cost of the cheaper of flagging nothing or everything, which with equal costs is
+              "accuracy at least the majority rate"; target_recall/target_precision: precision of flagging
+              every row, i.e. the positive rate);
+  and the absolute `floors`, if any (for log_loss/brier/expected_cost the floor is a ceiling);
 - otherwise the primary metric must improve by at least `min_improvement` (a tie never promotes), each
   guardrail metric may drop at most its allowance (log_loss/brier: rise), and with `require_significance`
   the improvement must be significant: DeLong one-sided p < alpha for roc_auc, else a paired bootstrap
@@ -19,9 +29,89 @@ from typing import Any
 
 from retrain.config import GatePolicy
 
-LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "expected_cost"})
+# The `decision` floor per threshold policy: (metric, baseline key, what the baseline is).
+DECISION_FLOOR = {
+    "max_f1": ("f1", "all_positive_f1", "the F1 of flagging every row"),
+    "min_cost": ("expected_cost", "constant_cost", "the expected cost of the cheaper constant decision"),
+    "fixed": ("expected_cost", "constant_cost", "the expected cost of the cheaper constant decision"),
+    "target_recall": ("precision", "all_positive_precision", "the precision of flagging every row"),
+    "target_precision": ("precision", "all_positive_precision", "the precision of flagging every row"),
+}
 # Metric differences are float sums; an improvement equal to the threshold on paper must pass.
 _EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class Floor:
+    """One floor the first model must clear: relative (to a trivial baseline on the same rows) or absolute."""
+
+    name: str
+    kind: str  # relative | absolute
+    metric: str
+    value: float
+    bound: float
+    passed: bool
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_floors(
+    policy: GatePolicy,
+    candidate: Mapping[str, float],
+    baselines: Mapping[str, float] | None,
+    *,
+    chance_p_value: float | None,
+    threshold_policy: str = "max_f1",
+) -> list[Floor]:
+    """Every configured floor for a candidate with no production to beat: relative ones first, then absolute."""
+    out = []
+    for name in policy.baseline_floors:
+        if baselines is None:
+            out.append(Floor(name, "relative", name, float("nan"), float("nan"), False,
+                             f"relative floor {name}: no trivial baselines were computed"))
+        else:
+            out.append(_relative_floor(name, policy, candidate, baselines, chance_p_value, threshold_policy))
+    for metric, bound in sorted(policy.floors.items()):
+        value = candidate[metric]
+        ceiling = metric in LOWER_IS_BETTER
+        ok = value <= bound + _EPS if ceiling else value >= bound - _EPS
+        out.append(Floor(metric, "absolute", metric, value, bound, ok,
+                         f"{metric} {value:.4f} {'meets' if ok else 'misses'} the "
+                         f"{'ceiling' if ceiling else 'floor'} {bound:g}"))
+    return out
+
+
+def _relative_floor(
+    name: str, policy: GatePolicy, candidate: Mapping[str, float], baselines: Mapping[str, float],
+    chance_p_value: float | None, threshold_policy: str,
+) -> Floor:
+    if name in ("log_loss", "brier"):
+        value, bound = candidate[name], baselines[f"constant_{name}"]
+        ok = value < bound - _EPS
+        word = "beats" if ok else "does not beat"
+        return Floor(name, "relative", name, value, bound, ok, f"{name} {value:.4f} {word} the constant predictor's "
+                     f"{bound:.4f} (always the positive rate {baselines['positive_rate']:.4f})")
+    if name == "roc_auc":
+        value = candidate["roc_auc"]
+        ok = value > 0.5 and chance_p_value is not None and chance_p_value < policy.alpha
+        p_text = "no significance result" if chance_p_value is None else f"DeLong one-sided p = {chance_p_value:.4g}"
+        return Floor(name, "relative", "roc_auc", value, 0.5, ok, f"roc_auc {value:.4f} is {'' if ok else 'not '}"
+                     f"significantly above 0.5 ({p_text}, alpha {policy.alpha:g})")
+    if name == "accuracy":
+        value, bound = candidate["accuracy"], baselines["majority_rate"]
+        ok = value >= bound - _EPS
+        return Floor(name, "relative", "accuracy", value, bound, ok,
+                     f"accuracy {value:.4f} is {'at least' if ok else 'below'} the majority rate {bound:.4f}")
+    # versions from before thresholds (or with an edited tag) decide at a fixed threshold
+    metric, key, what = DECISION_FLOOR.get(threshold_policy, DECISION_FLOOR["fixed"])
+    value, bound = candidate[metric], baselines[key]
+    ok = value <= bound + _EPS if metric in LOWER_IS_BETTER else value >= bound - _EPS
+    word = ("at most" if ok else "above") if metric in LOWER_IS_BETTER else ("at least" if ok else "below")
+    return Floor(name, "relative", metric, value, bound, ok, f"decisions at the model's threshold "
+                 f"({threshold_policy}): {metric} {value:.4f} is {word} {what}, {bound:.4f}")
 
 
 @dataclass(frozen=True)
@@ -35,13 +125,42 @@ class Decision:
     improvement: float | None = None
     significant: bool | None = None
     schema_change: bool = False
+    floors: tuple[Floor, ...] = ()
 
     @property
     def label(self) -> str:
         return "promote" if self.promote else "keep"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "reasons": list(self.reasons), "decision": self.label}
+        return {**asdict(self), "reasons": list(self.reasons), "floors": [f.to_dict() for f in self.floors],
+                "decision": self.label}
+
+
+def learned_nothing(
+    *,
+    best_epoch: int,
+    epochs: int,
+    log_loss: float,
+    constant_log_loss: float,
+    roc_auc: float,
+    chance_p_value: float,
+    alpha: float,
+) -> str | None:
+    """Why a fitted model is no candidate (None = it learned something), judged on its tuning rows.
+
+    Early stopping that kept the first epoch of several, a log loss no better than always predicting the fitted
+    rows' positive rate, or a ROC AUC not significantly above 0.5 (DeLong, one-sided p < alpha) all mean the
+    network learned nothing usable.
+    """
+    if epochs > 1 and best_epoch == 0:
+        return "early stopping kept epoch 0: the tuning loss never improved after the first pass over the data"
+    if not log_loss < constant_log_loss - _EPS:
+        return (f"tuning log loss {log_loss:.4f} is no better than the constant predictor's {constant_log_loss:.4f} "
+                "(always the positive rate of the fitted rows)")
+    if not (roc_auc > 0.5 and chance_p_value < alpha):
+        return (f"tuning ROC AUC {roc_auc:.4f} is not significantly above 0.5 "
+                f"(DeLong one-sided p = {chance_p_value:.4g}, alpha {alpha:g})")
+    return None
 
 
 def improvement(metric: str, candidate: float, incumbent: float) -> float:
@@ -59,15 +178,24 @@ def decide(
     incumbent_error: str | None = None,
     allow_schema_change: bool = False,
     failed_checks: Sequence[str] = (),
+    baselines: Mapping[str, float] | None = None,
+    chance_p_value: float | None = None,
+    threshold_policy: str = "max_f1",
+    backtest: str | None = None,
 ) -> Decision:
     """Decide whether `candidate` replaces `incumbent` (None = no production model yet).
 
     `p_value`: DeLong one-sided p for roc_auc; `bootstrap_ci`: (low, high) of candidate - incumbent for another
     primary metric; `incumbent_error`: why production could not score the rows; `failed_checks`: failed check
-    descriptions.
+    descriptions; `baselines`: `metrics.trivial_baselines` of the comparison rows and `chance_p_value` the
+    candidate's DeLong p against a constant score, both for the floors of a first model; `threshold_policy`:
+    how the candidate's threshold was chosen (the `decision` floor depends on it); `backtest`: why the rows are
+    not fresh for production (an as-of in its past): the comparison is reported, never promoted.
     """
     primary = policy.primary_metric
     blockers = [f"pre-promotion check failed: {text}" for text in failed_checks]
+    if backtest:
+        blockers.append(f"backtest, never promoted: {backtest}")
     passes: list[str] = []
     schema_change = incumbent_error is not None
     if schema_change:
@@ -79,16 +207,16 @@ def decide(
         incumbent = None
 
     gain = significant = None
+    floors: list[Floor] = []
     if incumbent is None:
         if not schema_change:
             passes.append("no production model yet: judging the candidate on floors")
-        for metric, floor in sorted(policy.floors.items()):
-            value = candidate[metric]
-            ceiling = metric in LOWER_IS_BETTER
-            ok = value <= floor + _EPS if ceiling else value >= floor - _EPS
-            (passes if ok else blockers).append(
-                f"{metric} {value:.4f} {'meets' if ok else 'misses'} the {'ceiling' if ceiling else 'floor'} {floor:g}"
-            )
+        floors = check_floors(policy, candidate, baselines, chance_p_value=chance_p_value,
+                              threshold_policy=threshold_policy)
+        for floor in floors:
+            (passes if floor.passed else blockers).append(floor.detail)
+        if not floors:
+            passes.append("no floors configured (gate.baseline_floors and gate.floors are empty)")
     else:
         gain = improvement(primary, candidate[primary], incumbent[primary])
         ok = gain > _EPS and gain + _EPS >= policy.min_improvement
@@ -111,7 +239,7 @@ def decide(
     promote = not blockers
     reasons = tuple(blockers + passes)
     reason = "; ".join(passes if promote else blockers)
-    return Decision(promote, reason, reasons, primary, gain, significant, schema_change)
+    return Decision(promote, reason, reasons, primary, gain, significant, schema_change, tuple(floors))
 
 
 def _significance(

@@ -1,4 +1,9 @@
-"""Binary classification metrics and the fast DeLong test used to compare a candidate with production."""
+"""Binary classification metrics, decision thresholds, trivial baselines and the fast DeLong test.
+
+Threshold metrics (accuracy, precision, recall, F1, expected cost) take the model's decision threshold: a row is
+predicted positive when its probability is >= the threshold. Expected cost is per row:
+(cost_fp * false positives + cost_fn * false negatives) / rows; with both costs 1 it is the error rate.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,9 @@ from scipy.special import ndtr, ndtri
 
 from retrain.errors import DataError
 
-METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier")
-HIGHER_IS_BETTER = {name: name not in ("log_loss", "brier") for name in METRIC_NAMES}
+METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier", "expected_cost")
+HIGHER_IS_BETTER = {name: name not in ("log_loss", "brier", "expected_cost") for name in METRIC_NAMES}
+THRESHOLD_POLICIES = ("max_f1", "target_recall", "target_precision", "min_cost", "fixed")
 
 _EPS = 1e-15
 _Z95 = float(ndtri(0.975))
@@ -100,22 +106,162 @@ def confusion(y_true, prediction) -> tuple[int, int, int, int]:
     return y.size - tp - fp - fn, fp, fn, tp
 
 
-def classification_metrics(y_true, probability, threshold: float = 0.5) -> dict[str, float]:
-    """All METRIC_NAMES for one model, keyed exactly by METRIC_NAMES so callers can iterate."""
+def classification_metrics(
+    y_true, probability, threshold: float = 0.5, *, cost_fp: float = 1.0, cost_fn: float = 1.0
+) -> dict[str, float]:
+    """All METRIC_NAMES for one model at its decision threshold, keyed exactly by METRIC_NAMES."""
     y, (p,) = _labels(y_true, probability)
     tn, fp, fn, tp = confusion(y, p >= threshold)
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
     q = np.clip(p, _EPS, 1.0 - _EPS)
-    return {
-        "accuracy": (tp + tn) / y.size,
-        "precision": precision,
-        "recall": recall,
-        "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
+    found = {
+        **_at_counts(tn, fp, fn, tp, cost_fp, cost_fn),
         "roc_auc": roc_auc(y, p),
         "log_loss": float(-np.mean(np.where(y, np.log(q), np.log1p(-q)))),
         "brier": float(np.mean((p - y) ** 2)),
     }
+    return {name: found[name] for name in METRIC_NAMES}
+
+
+def _at_counts(tn, fp, fn, tp, cost_fp: float, cost_fn: float) -> dict[str, float]:
+    """Threshold metrics from confusion counts (scalars or arrays); precision is 0 when nothing is predicted."""
+    n = tn + fp + fn + tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
+        recall = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
+        f1 = np.where(tp > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+    out = {
+        "accuracy": (tp + tn) / n,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "expected_cost": (cost_fp * fp + cost_fn * fn) / n,
+    }
+    return {k: float(v) if np.ndim(v) == 0 else np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The chosen decision threshold, the policy behind it and the threshold metrics it gives on the tuning rows."""
+
+    threshold: float
+    policy: str
+    reached: bool
+    detail: str
+    metrics: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def choose_threshold(
+    y_true,
+    probability,
+    policy: str = "max_f1",
+    *,
+    target: float = 0.5,
+    value: float = 0.5,
+    cost_fp: float = 1.0,
+    cost_fn: float = 1.0,
+) -> ThresholdChoice:
+    """Choose the decision threshold on rows the model did not fit (O(n log n): one sort, cumulative counts).
+
+    Policies: `max_f1`; `target_recall` (the highest precision among thresholds whose recall reaches `target`);
+    `target_precision` (the lowest threshold whose precision reaches `target`, which keeps
+    recall highest; if no threshold reaches it, the one with the highest precision and `reached` False);
+    `min_cost` (least `cost_fp * FP + cost_fn * FN`); `fixed` (`value`). A chosen threshold lies halfway between
+    two neighbouring distinct probabilities, so rows on either side keep their side when scores move a little.
+    Ties in the objective go to the higher threshold (fewer positive predictions).
+    """
+    if policy not in THRESHOLD_POLICIES:
+        raise ValueError(f"unknown threshold policy {policy!r}; allowed: {', '.join(THRESHOLD_POLICIES)}")
+    y, (p,) = _labels(y_true, probability)
+    if policy == "fixed":
+        found = classification_metrics(y, p, value, cost_fp=cost_fp, cost_fn=cost_fn)
+        return ThresholdChoice(float(value), policy, True, f"fixed threshold {value:g}", _threshold_part(found))
+    order = np.argsort(-p, kind="stable")
+    s, ys = p[order], y[order]
+    # Cut k = "the k highest-scoring rows are predicted positive", only between distinct scores: k in cuts.
+    last_of_group = np.r_[s[1:] != s[:-1], True]
+    cuts = np.r_[0, np.flatnonzero(last_of_group) + 1]
+    tp = np.r_[0, np.cumsum(ys)][cuts]
+    fp = cuts - tp
+    positives = int(ys.sum())
+    fn, tn = positives - tp, (y.size - positives) - fp
+    at = _at_counts(tn, fp, fn, tp, cost_fp, cost_fn)
+    thresholds = _cut_thresholds(s, cuts)
+    reached = True
+    if policy == "max_f1":
+        k = int(np.argmax(at["f1"]))
+        detail = f"maximum F1 {at['f1'][k]:.4f}"
+    elif policy == "min_cost":
+        k = int(np.argmin(at["expected_cost"]))
+        detail = (f"least expected cost {at['expected_cost'][k]:.4f} per row "
+                  f"(false positive {cost_fp:g}, false negative {cost_fn:g})")
+    elif policy == "target_recall":
+        k = int(np.argmax(np.where(at["recall"] >= target - 1e-12, at["precision"], -1.0)))
+        detail = f"recall {at['recall'][k]:.4f} >= target {target:g} at precision {at['precision'][k]:.4f}"
+    else:
+        ok = np.flatnonzero((at["precision"] >= target - 1e-12) & (cuts > 0))
+        reached = ok.size > 0
+        k = int(ok[-1]) if reached else int(np.argmax(np.where(cuts > 0, at["precision"], -1.0)))
+        detail = (f"precision {at['precision'][k]:.4f} {'>=' if reached else 'never reaches'} target {target:g}"
+                  f"{'' if reached else ' (the highest precision instead)'}, recall {at['recall'][k]:.4f}")
+    threshold = float(thresholds[k])
+    return ThresholdChoice(threshold, policy, reached, detail, {name: float(v[k]) for name, v in at.items()})
+
+
+def _cut_thresholds(s: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """Threshold of each cut over scores sorted descending: halfway between the last positive and the next score."""
+    n = s.size
+    k = cuts[1:]
+    last_in = s[k - 1]
+    next_out = np.where(k < n, s[np.minimum(k, n - 1)], 0.0)
+    middle = (last_in + next_out) / 2
+    # Halfway between two adjacent floats can round onto the lower one; the last positive score itself still works.
+    middle = np.where(middle > next_out, middle, last_in)
+    none = (s[0] + 1.0) / 2 if s[0] < 1.0 else float(np.nextafter(1.0, 2.0))
+    return np.r_[none, middle]
+
+
+def _threshold_part(found: dict[str, float]) -> dict[str, float]:
+    return {k: found[k] for k in ("accuracy", "precision", "recall", "f1", "expected_cost")}
+
+
+def trivial_baselines(y_true, *, cost_fp: float = 1.0, cost_fn: float = 1.0) -> dict[str, float]:
+    """What models that learned nothing score on these rows.
+
+    `constant_log_loss` / `constant_brier`: always predicting the rows' own positive rate (the best constant
+    probability in hindsight); `majority_rate`: accuracy of always predicting the majority class; `all_positive_f1`
+    and `all_positive_precision`: flagging every row; `constant_cost`: expected cost of the cheaper of
+    "flag nothing" and "flag everything".
+    """
+    y, _ = _labels(y_true)
+    rate = float(y.mean())
+    q = min(max(rate, _EPS), 1.0 - _EPS)
+    return {
+        "n_rows": int(y.size),
+        "positive_rate": rate,
+        "majority_rate": max(rate, 1.0 - rate),
+        "constant_log_loss": float(-(rate * np.log(q) + (1.0 - rate) * np.log1p(-q))),
+        "constant_brier": rate * (1.0 - rate),
+        "all_positive_f1": 2 * rate / (1 + rate),
+        "all_positive_precision": rate,
+        "constant_cost": min(cost_fn * rate, cost_fp * (1.0 - rate)),
+    }
+
+
+def constant_log_loss(y_true, rate: float) -> float:
+    """Log loss on these rows of always predicting `rate` (e.g. the positive rate of the rows a model was fit on)."""
+    y, _ = _labels(y_true)
+    q = min(max(float(rate), _EPS), 1.0 - _EPS)
+    pos = float(y.mean())
+    return float(-(pos * np.log(q) + (1.0 - pos) * np.log1p(-q)))
+
+
+def auc_above_chance(y_true, score) -> DeLongResult:
+    """DeLong test of the ROC AUC of `score` against 0.5 (a constant score ranks nothing): one-sided p for AUC > 0.5."""
+    y, (s,) = _labels(y_true, score)
+    return delong_test(y, np.zeros_like(s), s)
 
 
 @dataclass(frozen=True)
@@ -174,14 +320,19 @@ def bootstrap_ci(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    metric_fn_b: Callable[[np.ndarray, np.ndarray], float] | None = None,
 ) -> tuple[float, float, float]:
-    """Paired percentile bootstrap (delta, low, high) of metric_fn(b) - metric_fn(a), for metrics without DeLong."""
+    """Paired percentile bootstrap (delta, low, high) of metric_fn_b(b) - metric_fn(a), for metrics without DeLong.
+
+    `metric_fn_b` (default `metric_fn`) lets each model be scored its own way, e.g. at its own threshold.
+    """
     y, (a, b) = _labels(y_true, score_a, score_b)
+    fn_b = metric_fn_b or metric_fn
     rng = np.random.default_rng(seed)
     deltas = np.empty(n_boot)
     for i in range(n_boot):
         idx = rng.integers(0, y.size, y.size)
-        deltas[i] = metric_fn(y[idx], b[idx]) - metric_fn(y[idx], a[idx])
+        deltas[i] = fn_b(y[idx], b[idx]) - metric_fn(y[idx], a[idx])
     # Resamples where the metric is undefined (e.g. one class for AUC) carry no information.
     low, high = np.nanquantile(deltas, [alpha / 2, 1 - alpha / 2])
-    return float(metric_fn(y, b) - metric_fn(y, a)), float(low), float(high)
+    return float(fn_b(y, b) - metric_fn(y, a)), float(low), float(high)

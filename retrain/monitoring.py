@@ -33,6 +33,8 @@ class CheckResult:
     age_days: float | None
     decision: dict[str, Any]
     run_id: str
+    cycles_without_model: int = 0  # with no production: consecutive cycles in which no candidate cleared the floors
+    stalled: str | None = None  # the STALLED line once cycles_without_model >= gate.stalled_after
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,6 +53,11 @@ class CheckResult:
         ]
         if self.performance:
             out.append("production on labelled rows: " + ", ".join(f"{k} {v:.4f}" for k, v in self.performance.items()))
+        if self.stalled:
+            out.append(self.stalled)
+        elif self.production_version is None and self.cycles_without_model:
+            out.append(f"no production model yet: {self.cycles_without_model} cycle(s) in a row ended without a "
+                       "candidate clearing the first-model floors")
         notes = [*d["notes"], *([self.window["note"]] if self.window.get("note") else [])]
         return out + [f"note: {n}" for n in notes] + [f"run {self.run_id}"]
 
@@ -93,10 +100,15 @@ def _performance(settings: Settings, labelled: pd.DataFrame) -> dict[str, float]
     from retrain.metrics import classification_metrics
     from retrain.model import conform
 
+    from retrain.evaluation import served_threshold
+
     reg = settings.registry
     model = mlflow.pyfunc.load_model(f"models:/{reg.model_name}@{reg.production_alias}")
     scored = model.predict(conform(labelled[list(settings.data.features)], model))
-    found = classification_metrics(labelled[settings.data.label].to_numpy(int), scored["probability"].to_numpy())
+    # threshold metrics as served: at the model's own decision threshold
+    found = classification_metrics(labelled[settings.data.label].to_numpy(int), scored["probability"].to_numpy(),
+                                   served_threshold(model), cost_fp=settings.cost.false_positive,
+                                   cost_fn=settings.cost.false_negative)
     return {k: float(v) for k, v in found.items() if math.isfinite(v)}  # roc_auc is NaN with one class
 
 
@@ -115,12 +127,14 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
     window = data.windows_for(as_of, settings.windows).monitor
     recent = source.select(window, labelled=False, need_both_classes=False, allow_missing=True)
     used = data.coverage(recent, spec, window)
-    # Only complete labelled rows can be scored; unlabelled and incomplete rows still count for drift.
-    labelled = recent[recent[spec.label].notna() & recent[list(spec.numeric)].notna().all(axis=1)]
+    # Only labelled rows the model can score count for performance (numerics it imputes may be missing);
+    # unlabelled and incomplete rows still count for drift.
+    refused = [c for c in spec.numeric if settings.model.missing_policy(c) == "error"]
+    labelled = recent[recent[spec.label].notna() & recent[refused].notna().all(axis=1)]
     version = production_version(settings)
     psi: dict[str, float] = {}
     performance = None
-    age = None
+    age = trained_as_of = None
     if version is not None:
         profile = reference_profile(settings, version)
         psi = drift.feature_psi(
@@ -131,10 +145,23 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
         if len(labelled) >= policy.min_labels:
             performance = _performance(settings, labelled)
         created = datetime.fromtimestamp(version.creation_timestamp / 1000, timezone.utc)
-        age = trigger.age_days(as_of, version.tags.get("retrain.as_of"), created, datetime.now(timezone.utc))
+        trained_as_of = version.tags.get("retrain.as_of")
+        age = trigger.age_days(as_of, trained_as_of, created, datetime.now(timezone.utc))
+    age_unknown = "the production version has no training date"
+    if version is not None and age is None and trained_as_of:
+        age_unknown = (f"as-of {as_of.isoformat()} is before production's training as-of {trained_as_of[:10]} "
+                       "(a replay into its past); drift and performance here compare it with rows it may have learned from")
     decision = trigger.decide(
-        psi, performance, len(labelled), age, has_production=version is not None, force=force, policy=policy
+        psi, performance, len(labelled), age, has_production=version is not None, force=force, policy=policy,
+        age_unknown=age_unknown,
     )
+    without_model, stalled = 0, None
+    if version is None:
+        from retrain.pipeline import cycles_without_model, stalled_text
+
+        without_model = cycles_without_model(settings)
+        if without_model >= settings.gate.stalled_after:
+            stalled = stalled_text(without_model, settings)
     thresholds = trigger.psi_thresholds(list(psi), policy)
     result = dict(
         as_of=as_of.isoformat(),
@@ -148,6 +175,8 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
         n_labels=len(labelled),
         age_days=age,
         decision=decision.to_dict(),
+        cycles_without_model=without_model,
+        stalled=stalled,
     )
     run_id = _log(settings, result, decision)
     return CheckResult(**result, run_id=run_id)

@@ -6,6 +6,11 @@ MLflow backend can run them), or in-process with `--in-process` or when no proje
 registry/metric work done in-process.
 Child runs are nested under the cycle run through RETRAIN_PARENT_RUN_ID. A repeated cycle for the
 same as-of and data re-uses the version it trained (training is idempotent) and never promotes twice.
+
+An as-of before production's first fresh day (a replay into the past) is refused before any work unless
+`allow_past`. Each cycle run carries `retrain.cycles_without_model`: how many cycles in a row ended with no
+production model because no candidate cleared the floors (or training learned nothing); from
+`gate.stalled_after` on, the cycle's event is `stalled`, and `retrain check` / `retrain status` say so.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from retrain.config import Settings
-from retrain.errors import RetrainError, ServiceError
+from retrain.errors import DataError, RetrainError, ServiceError, TrainingError
 from retrain.tracking import service_error
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -43,6 +48,8 @@ class CycleResult:
     steps: str = "mlflow-projects"  # how train/evaluate ran: mlflow-projects | in-process
     steps_detail: str = ""  # the project folder, or why the steps ran in-process
     data_reads: dict[str, int] = field(default_factory=dict)  # this process's reads (DataSource.stats)
+    cycles_without_model: int = 0  # consecutive cycles, this one included, that left production empty
+    stalled: bool = False  # cycles_without_model >= gate.stalled_after
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,24 +149,78 @@ def _project_step(project: Path, entry_point: str, parameters: dict[str, str], e
     return submitted.run_id
 
 
+def cycles_without_model(settings: Settings, *, exclude: str | None = None) -> int:
+    """The `retrain.cycles_without_model` count of the latest cycle of this model (0 if none or not recorded)."""
+    import mlflow
+
+    from retrain.tracking import client
+
+    experiment = mlflow.get_experiment_by_name(settings.experiments.cycles)
+    if experiment is None:
+        return 0
+    name = settings.registry.model_name.replace("'", "\\'")
+    runs = client().search_runs([experiment.experiment_id], f"tags.`retrain.model_name` = '{name}'",
+                                order_by=["attributes.start_time DESC"], max_results=5)
+    for run in runs:
+        if run.info.run_id != exclude:
+            try:
+                return int(run.data.tags.get("retrain.cycles_without_model", 0))
+            except ValueError:  # edited by hand: count afresh
+                return 0
+    return 0
+
+
+def stalled_text(count: int, settings: Settings) -> str:
+    return (f"STALLED: no production model after {count} consecutive cycles in which no candidate cleared the "
+            f"first-model floors or training learned nothing (gate.stalled_after={settings.gate.stalled_after}); "
+            "read the reasons in the comparison and training runs, check the data and labels, or adjust "
+            "gate.baseline_floors / gate.floors")
+
+
+def _count_cycle(settings: Settings, result: CycleResult, production_after: str | None, rejected: bool) -> None:
+    """Count cycles without a model: +1 when a candidate was rejected with no production, 0 once one serves."""
+    import mlflow
+
+    previous = cycles_without_model(settings, exclude=result.run_id)
+    count = 0 if production_after else previous + (1 if rejected else 0)
+    result.cycles_without_model = count
+    result.stalled = count >= settings.gate.stalled_after
+    mlflow.set_tag("retrain.cycles_without_model", str(count))
+
+
+def refuse_past(settings: Settings, as_of: date, production: str | None) -> None:
+    """DataError when `as_of` is before production's first fresh day (see `evaluation.past_as_of`)."""
+    from retrain.evaluation import past_as_of
+    from retrain.tracking import client
+
+    if production is None:
+        return
+    why = past_as_of(settings, as_of, client().get_model_version(settings.registry.model_name, production))
+    if why:
+        raise DataError(why)
+
+
 def run_cycle(
     settings: Settings,
     as_of: date | None = None,
     *,
     force: bool = False,
     in_process: bool = False,
+    allow_past: bool = False,
 ) -> CycleResult:
     """One cycle of the loop. `in_process` runs train/evaluate as library calls, not project runs
     (also what happens when there is no project folder, e.g. after a plain `pip install`).
 
     Any failure, ours or not (an MlflowException, a database error), sends a "failed" event and is
     raised as one RetrainError line; a broken events file stops the cycle before any work.
+
+    `allow_past`: replay an as-of before production's first fresh day (a backtest).
     """
     from retrain import notify
 
     notify.ensure_writable(settings)
     try:
-        return _run_cycle(settings, as_of, force=force, in_process=in_process)
+        return _run_cycle(settings, as_of, force=force, in_process=in_process, allow_past=allow_past)
     except Exception as exc:  # noqa: BLE001 - every failure notifies and becomes one line
         error = cycle_error(exc)
         if not getattr(exc, "notified", False):
@@ -186,7 +247,8 @@ def cycle_error(exc: BaseException) -> RetrainError:
     return RetrainError(f"cycle failed: {describe(exc)}")
 
 
-def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_process: bool) -> CycleResult:
+def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_process: bool,
+               allow_past: bool) -> CycleResult:
     import tempfile
     import time
 
@@ -221,31 +283,44 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
                                "of retrain to run the steps as MLflow Projects runs")
     else:
         steps = ("mlflow-projects", str(project))
+    if not allow_past:
+        refuse_past(settings, as_of, before)
     lap("setup")
     from retrain.tracking import step_run
 
-    with step_run(settings.experiments.cycles, f"cycle-{as_of.isoformat()}", {"retrain.as_of": as_of.isoformat()}) as run:
+    tags = {"retrain.as_of": as_of.isoformat(), "retrain.model_name": settings.registry.model_name}
+    with step_run(settings.experiments.cycles, f"cycle-{as_of.isoformat()}", tags) as run:
         result = CycleResult(as_of.isoformat(), "skipped", [], run.info.run_id, production_before=before,
                              steps=steps[0], steps_detail=steps[1])
         mlflow.set_tags({"retrain.steps": steps[0], "retrain.steps_detail": steps[1][:5000]})
         try:
             with _env(RETRAIN_PARENT_RUN_ID=run.info.run_id, MLFLOW_TRACKING_URI=uri), \
                     tempfile.TemporaryDirectory(prefix="retrain-cycle-") as tmp:
-                _cycle(settings, as_of, force, project, registry, result, lap, Path(tmp), source)
+                _cycle(settings, as_of, force, project, allow_past, registry, result, lap, Path(tmp), source)
         except Exception as exc:  # noqa: BLE001 - recorded on the cycle run, then raised as one line
             error = cycle_error(exc)
+            failed_training = isinstance(error, TrainingError)
             if not isinstance(error, ServiceError):  # with a service down, writing to it would fail too
+                with contextlib.suppress(Exception):
+                    _count_cycle(settings, result, before, rejected=failed_training)
                 with contextlib.suppress(Exception):
                     mlflow.set_tags({"retrain.outcome": "failed", "retrain.error": str(error)[:4000]})
                     if not isinstance(exc, RetrainError):
                         import traceback
 
                         mlflow.log_text("".join(traceback.format_exception(exc)), "error.txt")
-            notify.notify(settings, {"kind": "failed", "model": settings.registry.model_name,
-                                     "as_of": result.as_of, "reason": str(error), "cycle_run_id": result.run_id})
+            kind = "training_failed" if failed_training else "failed"
+            reason = str(error)
+            if result.stalled and failed_training:
+                kind, reason = "stalled", f"{stalled_text(result.cycles_without_model, settings)}; this cycle: {error}"
+            notify.notify(settings, {"kind": kind, "model": settings.registry.model_name, "as_of": result.as_of,
+                                     "reason": reason, "cycle_run_id": result.run_id,
+                                     "cycles_without_model": result.cycles_without_model})
             error.notified = True  # type: ignore[attr-defined]
             raise error from None
         result.production_after = registry.state().production
+        _count_cycle(settings, result, result.production_after,
+                     rejected=result.outcome == "kept" and result.candidate_version is not None)
         mlflow.set_tags({
             "retrain.outcome": result.outcome,
             "retrain.reasons": "; ".join(result.reasons)[:5000],
@@ -264,7 +339,7 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
     return result
 
 
-def _cycle(settings, as_of, force, project: Path | None, registry, result, lap, tmp: Path, source) -> None:
+def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, result, lap, tmp: Path, source) -> None:
     from retrain import monitoring
 
     # In-process, check, train and evaluate share `source`: each day is read once (check reads the monitoring
@@ -284,7 +359,11 @@ def _cycle(settings, as_of, force, project: Path | None, registry, result, lap, 
 
         candidate = train(settings, as_of, trigger_reason=reason, source=source).version
     else:
-        run_id = _project_step(project, "train", {**params, "reason": reason}, settings.experiments.training)
+        try:
+            run_id = _project_step(project, "train", {**params, "reason": reason}, settings.experiments.training)
+        except RetrainError:
+            _raise_training_failure(settings, result.run_id)
+            raise
         candidate = registry.client.get_run(run_id).data.tags.get("retrain.model_version")
         if candidate is None:
             raise RetrainError(f"train step (run {run_id}) registered no model version")
@@ -297,11 +376,13 @@ def _cycle(settings, as_of, force, project: Path | None, registry, result, lap, 
     if project is None:
         from retrain.evaluation import evaluate
 
-        comparison = evaluate(settings, as_of, candidate=candidate, source=source).to_dict()
+        comparison = evaluate(settings, as_of, candidate=candidate, allow_past=allow_past, source=source).to_dict()
     else:
         from retrain.tracking import load_json_artifact
 
-        run_id = _project_step(project, "evaluate", {**params, "candidate": candidate}, settings.experiments.comparisons)
+        run_id = _project_step(project, "evaluate",
+                               {**params, "candidate": candidate, "allow_past": str(allow_past).lower()},
+                               settings.experiments.comparisons)
         comparison = load_json_artifact(run_id, "comparison.json")
     lap("evaluate")
     decision = comparison["decision"]
@@ -311,6 +392,9 @@ def _cycle(settings, as_of, force, project: Path | None, registry, result, lap, 
         "comparison_run_id": comparison["run_id"],
         "candidate_value": comparison["candidate_metrics"].get(metric),
         "incumbent_value": (comparison["incumbent_metrics"] or {}).get(metric),
+        "candidate_threshold": comparison["candidate_threshold"],
+        "incumbent_threshold": comparison["incumbent_threshold"],
+        "backtest": comparison["backtest"],
     }
     result.reasons.append(decision["reason"])
     result.outcome = "kept"
@@ -325,17 +409,37 @@ def _cycle(settings, as_of, force, project: Path | None, registry, result, lap, 
     lap("promote")
 
 
+def _raise_training_failure(settings: Settings, cycle_run_id: str) -> None:
+    """If the train step of this cycle ended as a failed training (learned nothing), raise its TrainingError."""
+    import mlflow
+
+    from retrain.tracking import client
+
+    experiment = mlflow.get_experiment_by_name(settings.experiments.training)
+    if experiment is None:
+        return
+    runs = client().search_runs([experiment.experiment_id],
+                                f"tags.mlflow.parentRunId = '{cycle_run_id}' and tags.`retrain.outcome` = 'failed'")
+    if runs:
+        run = runs[0]
+        raise TrainingError(f"training learned nothing: {run.data.tags.get('retrain.failure', '?')}; no version "
+                            f"registered (training run {run.info.run_id})")
+
+
 def _event(settings: Settings, result: CycleResult) -> dict[str, Any]:
     """The notification event: old and new primary metric on promotion, otherwise the reason."""
+    reasons = "; ".join(result.reasons)
     event: dict[str, Any] = {
-        "kind": result.outcome,
+        "kind": "stalled" if result.stalled else result.outcome,
         "model": settings.registry.model_name,
         "as_of": result.as_of,
         "cycle_run_id": result.run_id,
-        "reason": "; ".join(result.reasons),
+        "reason": f"{stalled_text(result.cycles_without_model, settings)}; this cycle: {reasons}" if result.stalled
+        else reasons,
         "version": result.candidate_version,
         "production_before": result.production_before,
         "production_after": result.production_after,
+        "cycles_without_model": result.cycles_without_model,
     }
     decision = result.decision or {}
     metric = decision.get("primary_metric") or settings.gate.primary_metric

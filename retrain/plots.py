@@ -21,8 +21,11 @@ def _thin(*arrays: np.ndarray) -> list[np.ndarray]:
     return [a[idx] for a in arrays]
 
 
-def comparison_figure(y: np.ndarray, probabilities: dict[str, np.ndarray], path: str | Path) -> Path:
-    """Write one PNG: ROC, precision-recall, and a confusion matrix (threshold 0.5) per model."""
+def comparison_figure(
+    y: np.ndarray, probabilities: dict[str, np.ndarray], path: str | Path, thresholds: dict[str, float] | None = None
+) -> Path:
+    """Write one PNG: ROC, precision-recall (each model's operating point marked), and a confusion matrix per
+    model at its own decision threshold (0.5 when none is given)."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -35,11 +38,15 @@ def comparison_figure(y: np.ndarray, probabilities: dict[str, np.ndarray], path:
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2 + n)
     roc_ax, pr_ax = axes[0], axes[1]
+    thresholds = thresholds or {}
     for label, p in probabilities.items():
         fpr, tpr, _ = roc_curve(y, p)
-        roc_ax.plot(*_thin(fpr, tpr), label=f"{label} (AUC {roc_auc(y, p):.3f})")
+        line = roc_ax.plot(*_thin(fpr, tpr), label=f"{label} (AUC {roc_auc(y, p):.3f})")[0]
         precision, recall, _ = precision_recall_curve(y, p)
         pr_ax.plot(*_thin(recall, precision), label=label)
+        tn, fp, fn, tp = confusion(y, p >= thresholds.get(label, 0.5))
+        roc_ax.plot(fp / max(fp + tn, 1), tp / max(tp + fn, 1), "o", color=line.get_color())
+        pr_ax.plot(tp / max(tp + fn, 1), tp / max(tp + fp, 1), "o", color=line.get_color())
     roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     roc_ax.set(title="ROC", xlabel="false positive rate", ylabel="true positive rate")
     pr_ax.axhline(float(np.mean(y)), color="grey", linestyle=":", linewidth=1)
@@ -47,13 +54,14 @@ def comparison_figure(y: np.ndarray, probabilities: dict[str, np.ndarray], path:
     for ax in (roc_ax, pr_ax):
         ax.legend(loc="lower right" if ax is roc_ax else "upper right")
     for ax, (label, p) in zip(axes[2:], probabilities.items()):
-        tn, fp, fn, tp = confusion(y, p >= 0.5)
+        threshold = thresholds.get(label, 0.5)
+        tn, fp, fn, tp = confusion(y, p >= threshold)
         cells = np.array([[tn, fp], [fn, tp]])
         ax.imshow(cells, cmap="Blues")
         for (i, j), count in np.ndenumerate(cells):
             ax.text(j, i, f"{count:,}", ha="center", va="center",
                     color="white" if count > cells.max() / 2 else "black")
-        ax.set(title=f"{label}: confusion (threshold 0.5)", xlabel="predicted", ylabel="actual",
+        ax.set(title=f"{label}: confusion (threshold {threshold:.3g})", xlabel="predicted", ylabel="actual",
                xticks=[0, 1], yticks=[0, 1])
     path = Path(path)
     fig.savefig(path, dpi=100)

@@ -109,12 +109,17 @@ def pip_requirements() -> list[str]:
 
 
 def log_pyfunc_model(
-    model_files: dict[str, str], input_example: pd.DataFrame, output_example: pd.DataFrame, name: str = "model"
+    model_files: dict[str, str],
+    input_example: pd.DataFrame,
+    output_example: pd.DataFrame,
+    name: str = "model",
+    metadata: dict[str, Any] | None = None,
 ) -> Any:
     """Log the network as a models-from-code pyfunc; returns MLflow's ModelInfo.
 
     The code is `pyfunc_entry.py` plus a copy of just `retrain/__init__.py` and `retrain/model.py`,
     so the model loads without the rest of this package and without unpickling anything.
+    `metadata` lands in the MLmodel file (what each input accepts, the decision threshold).
     """
     import mlflow
 
@@ -131,18 +136,28 @@ def log_pyfunc_model(
             signature=_signature(input_example, output_example),
             input_example=input_example,
             pip_requirements=pip_requirements(),
+            metadata=metadata,
         )
 
 
 def _signature(input_example: pd.DataFrame, output_example: pd.DataFrame) -> Any:
-    """The signature from the raw columns; integer columns stay `long` on purpose (see model.conform)."""
+    """Every input column is declared `any` (required): the model casts inside (see retrain/model.py).
+
+    MLflow 3.17 enforces declared column types before the model sees a row and refuses int64 -> double,
+    float64 -> long and int64 -> string, so no declared type accepts a numeric sent as int or float, or an
+    integer-coded categorical. What each column accepts is in the model's metadata (`inputs`).
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+    from mlflow.types.utils import _infer_schema
+
     import warnings
 
-    from mlflow.models import infer_signature
-
-    with warnings.catch_warnings():
+    inputs = Schema([ColSpec(AnyType(), str(col)) for col in input_example.columns])
+    with warnings.catch_warnings():  # `prediction` is an integer column on purpose: it is never missing
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
-        return infer_signature(input_example, output_example)
+        outputs = _infer_schema(output_example)
+    return ModelSignature(inputs=inputs, outputs=outputs)
 
 
 # ---- failures of the services behind MLflow, as one line ---------------------------------------------------------

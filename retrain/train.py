@@ -1,6 +1,10 @@
 """The fitting loop: shuffled index slices over tensors held in memory, early stopping on
 validation loss, best weights restored. No MLflow here; callers log what `fit` returns.
 
+Early stopping waits `min_epochs` epochs (like Keras' `start_from_epoch`): before that it neither stops nor
+records a best epoch, so a validation loss that is lowest after one pass (e.g. when the label rate differs
+between the fitted and the validation rows) cannot keep a model that has barely trained.
+
 Slicing a permuted index over pre-built tensors avoids the per-row `__getitem__` and collate cost
 of `DataLoader(TensorDataset)`, which dominates for small tabular models.
 """
@@ -24,6 +28,7 @@ class FitResult:
     val_loss: list[float] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
+    min_epochs: int = 1
     seconds: float = 0.0
 
 
@@ -50,6 +55,7 @@ def fit(
     learning_rate: float,
     weight_decay: float = 0.0,
     patience: int = 4,
+    min_epochs: int = 1,
     seed: int = 0,
     device: str = "cpu",
     on_epoch: Callable[[int, float, float], None] | None = None,
@@ -57,20 +63,22 @@ def fit(
     """Train `net` in place on (numeric, codes, label) arrays; keep the weights of the best epoch."""
     import copy
 
+    import numpy as np
     import torch
     from torch.nn import functional as F
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     net.to(device)
-    x_num, x_cat, y = (torch.from_numpy(a).to(device) for a in train)
-    v_num, v_cat, v_y = (torch.from_numpy(a).to(device) for a in val)
+    # torch warns on read-only arrays (pandas may hand those out); copy only then
+    x_num, x_cat, y = (torch.from_numpy(np.require(a, requirements="W")).to(device) for a in train)
+    v_num, v_cat, v_y = (torch.from_numpy(np.require(a, requirements="W")).to(device) for a in val)
     y = y.long()
     v_y = v_y.long()
     # The fused kernel updates all parameters in one call: ~15% less time per epoch on CPU for this small MLP.
     fused = device.split(":")[0] in ("cpu", "cuda")
     optimizer = torch.optim.Adam(net.parameters(), lr=learning_rate, weight_decay=weight_decay, fused=fused)
-    result = FitResult()
+    result = FitResult(min_epochs=max(1, min(min_epochs, epochs)))
     best_loss = float("inf")
     best_state = copy.deepcopy(net.state_dict())
     n = len(y)
@@ -91,6 +99,8 @@ def fit(
         result.val_loss.append(val_loss)
         if on_epoch is not None:
             on_epoch(epoch, train_loss, val_loss)
+        if epoch < result.min_epochs - 1:
+            continue
         if val_loss < best_loss - 1e-6:
             best_loss, result.best_epoch = val_loss, epoch
             best_state = copy.deepcopy(net.state_dict())

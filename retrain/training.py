@@ -1,6 +1,13 @@
-"""The `train` step: load and validate the windows, fit, log everything, register, set `staging`.
+"""The `train` step: load and validate the windows, fit, choose the threshold, log, register, set `staging`.
 
-All validation happens before the first MLflow write, so bad input leaves nothing registered.
+Windows (days before `as_of`, see README "Windows"): the training window is split in time into the rows the
+network is fitted on and the last `windows.tuning_days` (the tuning rows), which early stopping and the
+decision threshold use; the validation window after it is never touched by training decisions, so evaluate
+compares models on rows neither of them trained, stopped or tuned on. The version's `retrain.fresh_from` tag
+is the first day a model has not seen.
+
+All validation happens before the first MLflow write, so bad input leaves nothing registered. A fit that
+learned nothing (`gate.learned_nothing`) is logged as a FAILED training run and raises TrainingError.
 """
 
 from __future__ import annotations
@@ -9,12 +16,16 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retrain.config import Settings
-from retrain.data import DataSource, Windows3
+from retrain.data import DataSource, Window, Windows3
+from retrain.errors import DataError, TrainingError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,7 @@ class TrainOutcome:
     alias: str
     as_of: str
     metrics: dict[str, float]
+    threshold: float = 0.5
     reused: bool = False
     notes: tuple[str, ...] = ()  # e.g. a window that starts before the data
 
@@ -37,12 +49,38 @@ class TrainOutcome:
 EpochCallback = Callable[[int, float, float], None]
 
 
-def prepare(settings: Settings, as_of: date | None, source: DataSource | None = None):
-    """Read (or take from `source`) and validate the training and validation windows (no MLflow).
+@dataclass(frozen=True)
+class Prepared:
+    """Validated rows of one as-of: the training window split into fitted and tuning rows, and validation."""
 
-    Also returns the numeric features stored as integers in the raw data: the model's signature
-    keeps them `long`, so clients can send them as they come.
-    """
+    windows: Windows3
+    tuning_window: Window
+    train: pd.DataFrame  # fit + tuning: the whole training window (the reference profile describes it)
+    fit: pd.DataFrame
+    tuning: pd.DataFrame
+    validation: pd.DataFrame
+    integer: list[str]  # numerics stored as integers in the raw data (golden inputs keep them integers)
+
+
+def imputed(settings: Settings) -> frozenset[str]:
+    """The features whose missing values the model imputes (`model.missing` / `model.missing_default`)."""
+    return frozenset(f for f in settings.data.features if settings.model.missing_policy(f) == "impute")
+
+
+def refuse_missing(rows: pd.DataFrame, settings: Settings, where: str) -> None:
+    """DataError naming the first categorical with `missing: error` that has nulls (numerics: data.validate)."""
+    from retrain.model import MISSING
+
+    for col in settings.data.categorical:
+        if settings.model.missing_policy(col) == "error":
+            count = int((rows[col] == MISSING).sum())
+            if count:
+                raise DataError(f"{where}: feature {col!r} has {count} missing (null) values; clean them, or set "
+                                f"model.missing.{col}=impute to make them the {MISSING} category")
+
+
+def prepare(settings: Settings, as_of: date | None, source: DataSource | None = None) -> Prepared:
+    """Read (or take from `source`) and cut validated fitting, tuning and validation rows (no MLflow)."""
     from retrain import data
 
     spec = settings.data
@@ -50,10 +88,25 @@ def prepare(settings: Settings, as_of: date | None, source: DataSource | None = 
     as_of = as_of or source.latest_day()
     windows = data.windows_for(as_of, settings.windows)
     frame = source.rows(data.Window("training and validation", windows.train.start, windows.validation.end))
-    train = source.select(windows.train)
-    val = source.select(windows.validation)
+    keep_nan = imputed(settings)
+    train = source.select(windows.train, allow_missing=keep_nan)
+    val = source.select(windows.validation, allow_missing=keep_nan)
+    refuse_missing(train, settings, str(windows.train))
+    refuse_missing(val, settings, str(windows.validation))
+    tuning_start = windows.train.end - timedelta(days=settings.windows.tuning_days)
+    tuning_window = Window("tuning", tuning_start, windows.train.end)
+    in_tuning = train[spec.timestamp] >= tuning_window.start
+    parts = {}
+    for name, rows, window in (("fit", train[~in_tuning], Window("fitting", windows.train.start, tuning_window.start)),
+                               ("tuning", train[in_tuning], tuning_window)):
+        classes = sorted(set(rows[spec.label].astype(int)))
+        if len(classes) < 2:
+            found = f"only class {classes[0]}" if classes else "no labelled rows"
+            raise DataError(f"{window} (part of the training window) has {found} in {len(rows)} rows; both classes "
+                            "are needed: widen windows.train_days or change windows.tuning_days")
+        parts[name] = rows.reset_index(drop=True)
     integer = [c for c in spec.numeric if frame[c].dtype.kind in "iu"]
-    return windows, train, val, integer
+    return Prepared(windows, tuning_window, train, parts["fit"], parts["tuning"], val, integer)
 
 
 def train(
@@ -68,89 +121,185 @@ def train(
 
     `source` hands over windows already read (the in-process loop); without it the step reads its own.
     """
-    import numpy as np
+    import time
 
-    from retrain import data, drift, metrics, model
+    import numpy as np
+    import torch
+
+    from retrain import data, drift, gate, metrics, model
     from retrain import train as loop
 
-    windows, train_rows, val_rows, integer_columns = prepare(settings, as_of, source)
-    spec = settings.data
-    used = (data.coverage(train_rows, spec, windows.train), data.coverage(val_rows, spec, windows.validation))
+    rows = prepare(settings, as_of, source)
+    windows, spec, cost = rows.windows, settings.data, settings.cost
+    used = (data.coverage(rows.train, spec, windows.train), data.coverage(rows.validation, spec, windows.validation))
     notes = tuple(n for n in (c.note() for c in used) if n)
     features = list(spec.features)
-    train_fp = data.fingerprint(train_rows, [spec.timestamp, *features, spec.label])
-    key = _idempotency_key(settings, windows, train_fp, data.fingerprint(val_rows, [*features, spec.label]))
+    train_fp = data.fingerprint(rows.train, [spec.timestamp, *features, spec.label])
+    key = _idempotency_key(settings, windows, train_fp, data.fingerprint(rows.validation, [*features, spec.label]))
     existing = _find_version(settings.registry.model_name, key)
     if existing is not None:
         return replace(_reuse(settings, existing, windows), notes=notes)
 
-    net_spec = model.build_spec(train_rows, list(spec.numeric), list(spec.categorical), settings.model.hidden_dim)
-    tr_num, tr_cat = model.encode(train_rows, net_spec)
-    va_num, va_cat = model.encode(val_rows, net_spec)
-    mean = tr_num.mean(axis=0)
-    std = tr_num.std(axis=0)
+    policies = {f: settings.model.missing_policy(f) for f in features}
+    net_spec = model.build_spec(rows.fit, list(spec.numeric), list(spec.categorical), settings.model.hidden_dim,
+                                policies)
+    arrays = {}
+    for name, part in (("fit", rows.fit), ("tuning", rows.tuning), ("validation", rows.validation)):
+        numeric, codes = model.encode(part, net_spec)
+        arrays[name] = (numeric, codes, part[spec.label].to_numpy(np.int64))
+    mean = arrays["fit"][0].mean(axis=0)
+    std = arrays["fit"][0].std(axis=0)
     std[std == 0] = 1.0
-    import torch
-
     torch.manual_seed(settings.model.seed)  # initial weights come from the global RNG: same seed, same model
     net = model.build_network(net_spec, mean, std)
     device = loop.resolve_device(settings.model.device)
-    tr_y = train_rows[spec.label].to_numpy(np.int64)
-    va_y = val_rows[spec.label].to_numpy(np.int64)
-    import time
-
     fit_start = time.perf_counter()
     fitted = loop.fit(
         net,
-        (tr_num, tr_cat, tr_y),
-        (va_num, va_cat, va_y),
+        arrays["fit"],
+        arrays["tuning"],
         epochs=settings.model.epochs,
         batch_size=settings.model.batch_size,
         learning_rate=settings.model.learning_rate,
         weight_decay=settings.model.weight_decay,
         patience=settings.model.patience,
+        min_epochs=settings.model.min_epochs,
         seed=settings.model.seed,
         device=device,
         on_epoch=on_epoch,
     )
     fitted.seconds = time.perf_counter() - fit_start
-    probability = model.predict_proba(net, va_num, va_cat)
-    val_metrics = metrics.classification_metrics(va_y, probability)
+    y_fit, y_tune, y_val = (arrays[n][2] for n in ("fit", "tuning", "validation"))
+    p_tune = model.predict_proba(net, *arrays["tuning"][:2])
+    p_val = model.predict_proba(net, *arrays["validation"][:2])
+    choice = metrics.choose_threshold(
+        y_tune, p_tune, settings.threshold.policy, target=settings.threshold.target, value=settings.threshold.value,
+        cost_fp=cost.false_positive, cost_fn=cost.false_negative,
+    )
+    net_spec = replace(net_spec, threshold=choice.threshold)
+    costs = {"cost_fp": cost.false_positive, "cost_fn": cost.false_negative}
+    tuning_metrics = metrics.classification_metrics(y_tune, p_tune, choice.threshold, **costs)
+    val_metrics = metrics.classification_metrics(y_val, p_val, choice.threshold, **costs)
+    tags = {**_tags(rows, settings, train_fp, key, device, fitted, choice), **used[0].tags("train"),
+            **used[1].tags("validation")}
+    if trigger_reason:
+        tags["retrain.trigger"] = trigger_reason
+    failure = gate.learned_nothing(
+        best_epoch=fitted.best_epoch,
+        epochs=settings.model.epochs,
+        log_loss=tuning_metrics["log_loss"],
+        constant_log_loss=metrics.constant_log_loss(y_tune, float(y_fit.mean())),
+        roc_auc=tuning_metrics["roc_auc"],
+        chance_p_value=metrics.auc_above_chance(y_tune, p_tune).p_value_one_sided,
+        alpha=settings.gate.alpha,
+    )
+    if failure is not None:
+        _log_failure(settings, windows, fitted, tuning_metrics, val_metrics, tags, failure)
     profile = drift.build_profile(
-        {c: train_rows[c].to_numpy(np.float64) for c in spec.numeric},
-        {c: train_rows[c].to_numpy() for c in spec.categorical},
+        {c: rows.train[c].to_numpy(np.float64) for c in spec.numeric},
+        {c: rows.train[c].to_numpy() for c in spec.categorical},
         bins=settings.model.profile_bins,
     )
-    golden_input = val_rows[features].head(settings.model.golden_rows).reset_index(drop=True)
-    golden_input = golden_input.astype({c: "int64" for c in integer_columns})
+    golden_input = _golden_input(rows, net_spec, settings.model.golden_rows)
     golden_output = model.score_frame(net, net_spec, golden_input)
-    tags = {
-        "retrain.as_of": windows.as_of.isoformat(),
-        "retrain.train_start": f"{windows.train.start:%Y-%m-%d}",
-        "retrain.train_end": f"{windows.train.end:%Y-%m-%d}",
-        "retrain.validation_start": f"{windows.validation.start:%Y-%m-%d}",
-        "retrain.validation_end": f"{windows.validation.end:%Y-%m-%d}",
-        "retrain.train_rows": str(len(train_rows)),
-        "retrain.validation_rows": str(len(val_rows)),
-        "retrain.train_fingerprint": train_fp,
-        "retrain.idempotency_key": key,
-        "retrain.features": ",".join(features),
-        "retrain.device": device,
-        "retrain.best_epoch": str(fitted.best_epoch),
-        **used[0].tags("train"),
-        **used[1].tags("validation"),
-    }
+    outcome = _log_and_register(
+        settings, windows, net, net_spec, fitted, val_metrics, tuning_metrics, choice, profile, golden_input,
+        golden_output, tags
+    )
+    return replace(outcome, notes=notes)
+
+
+def _tags(rows: Prepared, settings: Settings, train_fp: str, key: str, device: str, fitted, choice) -> dict[str, str]:
     from retrain.tracking import git_commit
 
+    w = rows.windows
+    train_end = f"{w.train.end:%Y-%m-%d}"
+    tags = {
+        "retrain.as_of": w.as_of.isoformat(),
+        "retrain.train_start": f"{w.train.start:%Y-%m-%d}",
+        "retrain.train_end": train_end,
+        "retrain.tuning_start": f"{rows.tuning_window.start:%Y-%m-%d}",
+        "retrain.fresh_from": train_end,  # the model fitted, stopped and tuned on rows before this day only
+        "retrain.validation_start": f"{w.validation.start:%Y-%m-%d}",
+        "retrain.validation_end": f"{w.validation.end:%Y-%m-%d}",
+        "retrain.train_rows": str(len(rows.train)),
+        "retrain.fit_rows": str(len(rows.fit)),
+        "retrain.tuning_rows": str(len(rows.tuning)),
+        "retrain.validation_rows": str(len(rows.validation)),
+        "retrain.train_fingerprint": train_fp,
+        "retrain.idempotency_key": key,
+        "retrain.features": ",".join(settings.data.features),
+        "retrain.device": device,
+        "retrain.best_epoch": str(fitted.best_epoch),
+        "retrain.threshold": repr(float(choice.threshold)),
+        "retrain.threshold_policy": choice.policy,
+        "retrain.threshold_detail": choice.detail,
+    }
     commit = git_commit()
     if commit:
         tags["retrain.git_commit"] = commit
-    if trigger_reason:
-        tags["retrain.trigger"] = trigger_reason
-    outcome = _log_and_register(
-        settings, windows, net, net_spec, fitted, val_metrics, profile, golden_input, golden_output, tags
-    )
-    return replace(outcome, notes=notes)
+    return tags
+
+
+def _golden_input(rows: Prepared, net_spec, n: int) -> pd.DataFrame:
+    """The first `n` validation rows as sources send them, plus one row per imputed feature with it missing."""
+    import pandas as pd
+
+    from retrain.model import MISSING
+
+    features = net_spec.numeric + net_spec.categorical
+    golden = rows.validation[features].head(n).reset_index(drop=True)
+    golden = golden.astype({c: "int64" for c in rows.integer if golden[c].notna().all()})
+    extra = []
+    for col in features:
+        if net_spec.policy(col) == "impute":
+            row = golden.head(1).astype(object)
+            row[col] = None
+            extra.append(row)
+    if not extra:
+        return golden
+    # categoricals read back from the data say MISSING for null: send a real null like a client would
+    out = pd.concat([golden.astype(object), *extra], ignore_index=True)
+    for col in net_spec.categorical:
+        out.loc[out[col] == MISSING, col] = None
+    return out
+
+
+def _log_failure(settings: Settings, windows: Windows3, fitted, tuning_metrics, val_metrics, tags, reason) -> None:
+    """A FAILED training run with the loss curves and the reason; nothing is registered."""
+    import mlflow
+
+    from retrain import tracking
+
+    tags = {**tags, "retrain.outcome": "failed", "retrain.failure": reason}
+    with tracking.step_run(settings.experiments.training, f"train-{windows.as_of.isoformat()}-failed", tags) as run:
+        _log_params_and_history(settings, run.info.run_id, fitted, val_metrics, tuning_metrics)
+        mlflow.set_tag("retrain.model_version", "none")
+        # raised inside the run: it ends FAILED
+        raise TrainingError(f"training learned nothing: {reason}; no version registered (training run "
+                            f"{run.info.run_id}); check the data and labels, or change model.* settings")
+
+
+def _log_params_and_history(settings: Settings, run_id: str, fitted, val_metrics, tuning_metrics) -> None:
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    from retrain import tracking
+
+    now = int(time.time() * 1000)
+    history = [Metric("train_loss", v, now, i) for i, v in enumerate(fitted.train_loss)]
+    history += [Metric("val_loss", v, now, i) for i, v in enumerate(fitted.val_loss)]  # on the tuning rows
+    history += [Metric(f"val_{k}", float(v), now, 0) for k, v in val_metrics.items()]
+    history += [Metric(f"tuning_{k}", float(v), now, 0) for k, v in tuning_metrics.items()]
+    history.append(Metric("time_fit_s", fitted.seconds, now, 0))
+    items = list(settings.flat().items())
+    for start in range(0, len(items), 100):
+        mlflow.log_params(dict(items[start : start + 100]))
+    mlflow_client = tracking.client()
+    for start in range(0, len(history), 1000):
+        mlflow_client.log_batch(run_id, metrics=history[start : start + 1000])
 
 
 def _idempotency_key(settings: Settings, windows: Windows3, train_fp: str, val_fp: str) -> str:
@@ -189,17 +338,23 @@ def _reuse(settings: Settings, version, windows: Windows3) -> TrainOutcome:
         metrics = mlflow_client.get_run(version.run_id).data.metrics
         val_metrics = {m: metrics[f"val_{m}"] for m in METRIC_NAMES if f"val_{m}" in metrics}
         mlflow.log_metrics({f"val_{k}": v for k, v in val_metrics.items()})
-    return TrainOutcome(
-        reg.model_name, str(version.version), version.run_id, reg.staging_alias, windows.as_of.isoformat(), val_metrics, True
-    )
+    return TrainOutcome(reg.model_name, str(version.version), version.run_id, reg.staging_alias,
+                        windows.as_of.isoformat(), val_metrics, threshold_of(version), True)
 
 
-def _log_and_register(settings, windows, net, net_spec, fitted, val_metrics, profile, golden_input, golden_output, tags):
+def threshold_of(version) -> float:
+    """A version's decision threshold (`retrain.threshold` tag); 0.5 for versions trained before thresholds."""
+    try:
+        return float(version.tags.get("retrain.threshold", 0.5))
+    except (TypeError, ValueError):
+        return 0.5
+
+
+def _log_and_register(settings, windows, net, net_spec, fitted, val_metrics, tuning_metrics, choice, profile,
+                      golden_input, golden_output, tags):
     import tempfile
-    import time
 
     import mlflow
-    from mlflow.entities import Metric
 
     from retrain import model, tracking
 
@@ -207,17 +362,8 @@ def _log_and_register(settings, windows, net, net_spec, fitted, val_metrics, pro
     with tracking.step_run(settings.experiments.training, f"train-{windows.as_of.isoformat()}", tags) as run:
         run_id = run.info.run_id
         mlflow_client = tracking.client()
-        now = int(time.time() * 1000)
-        history = [Metric("train_loss", v, now, i) for i, v in enumerate(fitted.train_loss)]
-        history += [Metric("val_loss", v, now, i) for i, v in enumerate(fitted.val_loss)]
-        history += [Metric(f"val_{k}", float(v), now, 0) for k, v in val_metrics.items()]
-        history.append(Metric("time_fit_s", fitted.seconds, now, 0))
-        params = settings.flat()
-        items = list(params.items())
-        for start in range(0, len(items), 100):
-            mlflow.log_params(dict(items[start : start + 100]))
-        for start in range(0, len(history), 1000):
-            mlflow_client.log_batch(run_id, metrics=history[start : start + 1000])
+        _log_params_and_history(settings, run_id, fitted, val_metrics, tuning_metrics)
+        mlflow.log_metric("threshold", choice.threshold)
         tracking.log_json(profile, "reference_profile.json")
         golden = {
             "inputs": json.loads(golden_input.to_json(orient="split", index=False)),
@@ -229,7 +375,9 @@ def _log_and_register(settings, windows, net, net_spec, fitted, val_metrics, pro
         tracking.log_json(golden, "golden_samples.json")
         with tempfile.TemporaryDirectory() as tmp:
             files = model.save(net, net_spec, Path(tmp))
-            info = tracking.log_pyfunc_model(files, golden_input.head(3), golden_output.head(3))
+            metadata = {"inputs": net_spec.describe_inputs(), "threshold": net_spec.threshold,
+                        "threshold_policy": choice.policy}
+            info = tracking.log_pyfunc_model(files, golden_input.head(3), golden_output.head(3), metadata=metadata)
         _ensure_registered(mlflow_client, reg.model_name)
         # model_id names the logged model the `models:/m-...` source belongs to: every tracking
         # server refuses the source without it (a local SQLite store does not check).
@@ -238,7 +386,8 @@ def _log_and_register(settings, windows, net, net_spec, fitted, val_metrics, pro
         )
         mlflow_client.set_registered_model_alias(reg.model_name, reg.staging_alias, version.version)
         mlflow.set_tag("retrain.model_version", version.version)
-    return TrainOutcome(reg.model_name, str(version.version), run_id, reg.staging_alias, windows.as_of.isoformat(), val_metrics)
+    return TrainOutcome(reg.model_name, str(version.version), run_id, reg.staging_alias, windows.as_of.isoformat(),
+                        val_metrics, net_spec.threshold)
 
 
 def _version_tags(run_tags: dict[str, str], val_metrics: dict[str, float]) -> dict[str, str]:

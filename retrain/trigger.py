@@ -47,7 +47,7 @@ def drift_reasons(psi_by_feature: Mapping[str, float], policy: TriggerPolicy) ->
 
 
 def performance_reasons(metrics: Mapping[str, float], n_labels: int, policy: TriggerPolicy) -> list[str]:
-    """One reason per metric below its floor (accuracy always; roc_auc when `min_roc_auc` is set)."""
+    """One reason per metric below its floor (`min_accuracy`, `min_roc_auc`; each only when set)."""
     floors = {"accuracy": policy.min_accuracy, "roc_auc": policy.min_roc_auc}
     return [
         f"performance: {name} {_vs(metrics[name], '<', floor)} on {n_labels:,} labelled rows"
@@ -59,10 +59,12 @@ def performance_reasons(metrics: Mapping[str, float], n_labels: int, policy: Tri
 def age_days(as_of: date, trained_as_of: str | None, created_at: datetime | None, now: datetime) -> float | None:
     """Days the production model has served: in data time (as-of minus its training as-of) so replays work.
 
-    Without a training as-of tag, falls back to wall time since the version was created; None if neither is known.
+    Without a training as-of tag, falls back to wall time since the version was created; None if neither is known,
+    or if `as_of` is before the training as-of (a replay into production's past has no age).
     """
     if trained_as_of:
-        return float((as_of - date.fromisoformat(trained_as_of[:10])).days)
+        days = (as_of - date.fromisoformat(trained_as_of[:10])).days
+        return float(days) if days >= 0 else None
     if created_at is not None:
         return (now - created_at).total_seconds() / 86_400
     return None
@@ -77,6 +79,7 @@ def decide(
     has_production: bool,
     force: bool,
     policy: TriggerPolicy,
+    age_unknown: str = "the production version has no training date",
 ) -> TriggerDecision:
     """Apply the hybrid policy: any of forced, no production, drift, performance, age asks for retraining."""
     reasons: list[str] = ["forced"] if force else []
@@ -91,7 +94,7 @@ def decide(
     else:
         reasons += performance_reasons(performance, n_labels, policy)
     if age is None:
-        notes.append("age not assessed: the production version has no training date")
+        notes.append(f"age not assessed: {age_unknown}")
     elif age > policy.max_age_days:
         reasons.append(f"age: production trained {age:.0f} days before as-of (max {policy.max_age_days})")
     drifted = {n: psi_by_feature[n] for n in drift}

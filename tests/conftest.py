@@ -179,3 +179,20 @@ def tracking_server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
     uri = request.getfixturevalue("sqlite_server").url
     point_mlflow(monkeypatch, uri)
     return uri
+def write_with_gaps(folder: Path, *, seed: int, region: bool = False) -> Path:
+    """45 days x 200 stable rows as sources deliver them: income missing in 5% of rows and channel (null) in 3%;
+    with `region`, an integer-coded categorical (int64 codes 1..4). One parquet file in `folder`."""
+    import numpy as np
+
+    from retrain import synth
+
+    frame = synth.generate(synth.SynthSpec(days=45, rows_per_day=200, seed=seed))
+    rng = np.random.default_rng(seed + 1)
+    if region:
+        frame["region"] = rng.integers(1, 5, len(frame))
+    frame.loc[rng.random(len(frame)) < 0.05, "income"] = np.nan
+    frame["channel"] = frame["channel"].astype(object)
+    frame.loc[rng.random(len(frame)) < 0.03, "channel"] = None
+    folder.mkdir(parents=True)
+    frame.to_parquet(folder / "data.parquet")
+    return folder

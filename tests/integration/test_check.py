@@ -84,7 +84,10 @@ def test_before_the_shift_nothing_fires_and_the_run_holds_the_evidence(covariate
     assert result.decision["summary"].startswith("no retraining needed (largest PSI ")
     assert result.production_version == covariate["version"]
     assert set(result.psi) == SHIFTED | UNSHIFTED and max(result.psi.values()) < 0.1
-    assert result.performance["accuracy"] >= settings.trigger.min_accuracy
+    assert result.performance["roc_auc"] >= settings.trigger.min_roc_auc
+    # threshold metrics as served: at production's own decision threshold
+    version = MlflowClient().get_model_version(covariate["name"], covariate["version"])
+    assert 0 < float(version.tags["retrain.threshold"]) < 0.5 and result.performance["recall"] > 0.3
     assert (result.age_days, result.n_rows, result.n_labels) == (4.0, 7 * 250, 7 * 250)
     assert result.window == {"start": "2026-02-13", "end": "2026-02-20", "days_used": "7 of 7"}
     assert "retrain.monitor_note" not in MlflowClient().get_run(result.run_id).data.tags  # the data covers it
@@ -141,6 +144,15 @@ def test_too_few_labels_skips_performance(concept):
 def test_age_alone_is_scheduled_retraining(covariate):
     result = check(fast_settings(covariate["data"], "trigger.max_age_days=2"), BEFORE_SHIFT)
     assert result.decision["reasons"] == ["age: production trained 4 days before as-of (max 2)"]
+
+
+def test_replay_before_production_was_trained_has_no_negative_age(covariate):
+    result = check(fast_settings(covariate["data"], "trigger.max_age_days=1"), date(2026, 2, 10))
+    assert result.age_days is None
+    assert not any(r.startswith("age") for r in result.decision["reasons"])
+    assert ("age not assessed: as-of 2026-02-10 is before production's training as-of 2026-02-15 (a replay into its "
+            "past); drift and performance here compare it with rows it may have learned from") in result.decision["notes"]
+    assert "age_days" not in MlflowClient().get_run(result.run_id).data.metrics
 
 
 def test_force(covariate):

@@ -271,7 +271,7 @@ def test_a_promotion_killed_after_its_claim_blocks_every_writer_until_repaired(s
     back = invoke("rollback")
     assert back.exit_code == 4 and "retrain status --repair" in one_line(back)
     out = invoke("status")
-    assert out.exit_code == 8 and "move #3 (force 2 -> 3" in out.output and "never applied" in out.output
+    assert out.exit_code == 9 and "move #3 (force 2 -> 3" in out.output and "never applied" in out.output
     fixed = invoke("status", "--repair", "--json")
     assert fixed.exit_code == 0 and json.loads(fixed.output)["consistent"]
     assert aliases()["production"] == "3"  # the claimed move is finished, exactly as recorded
@@ -392,7 +392,7 @@ def test_a_deleted_production_version_is_reported_and_repaired(settings, tmp_pat
     ship(reg, "1", "2", "3")
     MlflowClient().delete_model_version(NAME, "3")  # deletes its alias too
     out = invoke("status")
-    assert out.exit_code == 8 and "production version 3 was deleted" in out.output
+    assert out.exit_code == 9 and "production version 3 was deleted" in out.output
     refused = invoke("rollback")
     assert refused.exit_code == 4 and "production version 3 was deleted" in one_line(refused)
     assert "retrain status --repair" in refused.output
@@ -428,7 +428,7 @@ def test_a_hand_edited_history_tag_is_reported_and_skipped(settings):
     record = json.loads(model_tags()[f"{MIRROR}000002"])
     client.set_registered_model_tag(NAME, f"{MIRROR}000002", json.dumps({**record, "ticket": "OPS-1"}))
     out = invoke("status")
-    assert out.exit_code == 8 and f"history tag {MIRROR}000001 is unreadable: not JSON" in out.output
+    assert out.exit_code == 9 and f"history tag {MIRROR}000001 is unreadable: not JSON" in out.output
     assert "000002" not in out.output  # an extra key is fine
     assert [m.seq for m in reg.history()] == [2, 1]  # the full log is elsewhere
     assert reg.promote("3", force=True, reason="x").seq == 3  # not a blocking problem
@@ -443,7 +443,7 @@ def test_a_hand_edited_head_blocks_writers_until_rebuilt(settings):
     reg.rollback()
     MlflowClient().set_registered_model_tag(NAME, HEAD, "production=1")
     out = invoke("status")
-    assert out.exit_code == 8 and f"tag {HEAD} is unreadable: not JSON" in out.output
+    assert out.exit_code == 9 and f"tag {HEAD} is unreadable: not JSON" in out.output
     refused = invoke("promote", "--candidate", "3", "--force", "--reason", "x")
     assert refused.exit_code == 4 and "retrain status --repair" in one_line(refused)
     assert invoke("history").exit_code == 0
@@ -451,7 +451,7 @@ def test_a_hand_edited_head_blocks_writers_until_rebuilt(settings):
     head = json.loads(model_tags()[HEAD])
     assert (head["seq"], head["production"], head["stack"]) == (3, "1", ["1"])
     MlflowClient().delete_registered_model_tag(NAME, HEAD)
-    assert invoke("status").exit_code == 8
+    assert invoke("status").exit_code == 9
     assert invoke("status", "--repair").exit_code == 0 and json.loads(model_tags()[HEAD])["seq"] == 3
 
 
@@ -542,7 +542,7 @@ def test_status_exits_7_on_problems_and_a_blocked_rollback_names_repair(settings
     ship(reg, "1", "2")
     MlflowClient().set_registered_model_alias(NAME, "production", "3")  # moved in the UI
     out = invoke("status", "--json")
-    assert out.exit_code == 8 and not json.loads(out.output)["consistent"]
+    assert out.exit_code == 9 and not json.loads(out.output)["consistent"]
     refused = invoke("rollback")
     assert refused.exit_code == 4 and "moved outside retrain" in one_line(refused)
     assert "retrain status --repair" in refused.output
@@ -603,7 +603,7 @@ def test_runs_left_running_by_a_killed_process_are_listed_and_marked_killed(sett
     (run,) = client.search_runs([client.get_experiment_by_name("retrain-training").experiment_id])
     assert run.info.status == "RUNNING"
     out = invoke("status")
-    assert out.exit_code == 8 and f"run {run.info.run_id} is still RUNNING but its process" in out.output
+    assert out.exit_code == 9 and f"run {run.info.run_id} is still RUNNING but its process" in out.output
     from retrain.tracking import step_run
 
     with step_run("retrain-training", "live") as live:  # this process is alive: its run is not stale

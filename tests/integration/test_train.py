@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from retrain import synth
 from retrain.cli import cli
-from tests.conftest import FAST, REPO, fast_settings, point_mlflow, use_store
+from tests.conftest import FAST, REPO, fast_settings, point_mlflow, use_store, write_with_gaps
 
 REASON = "drift on income"
 FEATURES = ["age", "income", "tenure_days", "num_purchases", "avg_transaction_value", "days_since_last_purchase",
@@ -64,7 +64,7 @@ def trained(tmp_path_factory, _template_db, stable_data) -> Trained:
 
 @pytest.fixture(scope="module")
 def windows(stable_data):
-    """The validated training and validation rows the module's model was trained on."""
+    """The validated training (fit + tuning) and validation rows the module's model was trained on."""
     from retrain.training import prepare
 
     return prepare(fast_settings(stable_data), None)
@@ -81,11 +81,12 @@ def test_json_output_is_one_object(trained):
     lines = trained.stdout.strip().splitlines()
     assert len(lines) == 1
     out = trained.out
-    assert set(out) == {"model_name", "version", "run_id", "alias", "as_of", "metrics", "reused", "notes"}
+    assert set(out) == {"model_name", "version", "run_id", "alias", "as_of", "metrics", "threshold", "reused", "notes"}
     assert out["notes"] == []  # the windows lie inside the data
     assert (out["model_name"], out["version"], out["alias"], out["reused"]) == ("churn-classifier", "1", "staging", False)
     assert out["as_of"] == "2026-03-01"  # the latest day of the data
-    assert {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"} <= set(out["metrics"])
+    assert {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "expected_cost"} <= set(out["metrics"])
+    assert 0 < out["threshold"] < 1
 
 
 def test_params_are_the_full_effective_settings(trained, stable_data):
@@ -114,14 +115,15 @@ def test_logged_metrics_are_the_registered_models_metrics(trained, windows, monk
     from retrain.model import conform
 
     trained.use(monkeypatch)
-    val = windows[2]
+    val = windows.validation
     model = mlflow.pyfunc.load_model("models:/churn-classifier@staging")
     probability = model.predict(conform(val[FEATURES], model))["probability"].to_numpy()
-    recomputed = classification_metrics(val["label"].to_numpy(np.int64), probability)
-    run = trained.client().get_run(trained.out["run_id"])
     version = trained.client().get_model_version("churn-classifier", "1")
+    recomputed = classification_metrics(val["label"].to_numpy(np.int64), probability,
+                                        float(version.tags["retrain.threshold"]))
+    run = trained.client().get_run(trained.out["run_id"])
     version_metrics = json.loads(version.tags["retrain.metrics"])
-    for name in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"):
+    for name in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "expected_cost"):
         assert run.data.metrics[f"val_{name}"] == pytest.approx(recomputed[name], abs=1e-9), name
         assert trained.out["metrics"][name] == pytest.approx(recomputed[name], abs=1e-9), name
         assert version_metrics[name] == pytest.approx(recomputed[name], abs=1e-6), name
@@ -134,7 +136,7 @@ def _constant_baseline(y: np.ndarray) -> tuple[float, float]:
 
 
 def test_fast_model_beats_a_constant_predictor(trained, windows):
-    constant_log_loss, _ = _constant_baseline(windows[2]["label"].to_numpy(np.int64))
+    constant_log_loss, _ = _constant_baseline(windows.validation["label"].to_numpy(np.int64))
     assert trained.out["metrics"]["roc_auc"] > 0.75
     assert trained.out["metrics"]["log_loss"] < constant_log_loss
 
@@ -148,11 +150,12 @@ def test_default_settings_beat_a_constant_predictor(tmp_path):
     synth.write(synth.SynthSpec(days=80, rows_per_day=400, seed=2), tmp_path / "d")
     settings = load_settings(None, [f"data.path={tmp_path / 'd'}"])
     outcome = train(settings)
-    y = prepare(settings, None)[2]["label"].to_numpy(np.int64)
-    constant_log_loss, majority = _constant_baseline(y)
+    y = prepare(settings, None).validation["label"].to_numpy(np.int64)
+    constant_log_loss, _ = _constant_baseline(y)
     assert outcome.metrics["roc_auc"] > 0.75
     assert outcome.metrics["log_loss"] < constant_log_loss - 0.05
-    assert outcome.metrics["accuracy"] >= majority
+    # its decisions (max F1 threshold) beat flagging every customer, the best trivial decision for F1
+    assert outcome.metrics["f1"] > 2 * y.mean() / (1 + y.mean()) + 0.1
 
 
 @pytest.mark.slow
@@ -172,7 +175,7 @@ def test_tags_on_run_and_version(trained, windows):
     from retrain.data import fingerprint
     from retrain.tracking import git_commit
 
-    train_rows, val_rows = windows[1], windows[2]
+    train_rows, val_rows = windows.train, windows.validation
     client = trained.client()
     run_tags = client.get_run(trained.out["run_id"]).data.tags
     version = client.get_model_version("churn-classifier", "1")
@@ -182,7 +185,12 @@ def test_tags_on_run_and_version(trained, windows):
         "retrain.validation_end": "2026-03-02",
         "retrain.train_start": "2026-01-21",  # the 30 days before validation
         "retrain.train_end": "2026-02-20",
+        "retrain.tuning_start": "2026-02-13",  # its last 7 days: early stopping and the threshold
+        "retrain.fresh_from": "2026-02-20",
         "retrain.train_rows": str(len(train_rows)),
+        "retrain.fit_rows": str(23 * 250),
+        "retrain.tuning_rows": str(7 * 250),
+        "retrain.threshold_policy": "max_f1",
         "retrain.validation_rows": str(len(val_rows)),
         "retrain.train_fingerprint": fingerprint(train_rows, ["timestamp", *FEATURES, "label"]),
         "retrain.features": ",".join(FEATURES),
@@ -208,7 +216,7 @@ def test_staging_alias_points_at_the_new_version(trained):
 def test_reference_profile_describes_the_training_rows(trained, windows, tmp_path):
     from retrain.drift import build_profile
 
-    train_rows = windows[1]
+    train_rows = windows.train
     logged = json.loads(_artifact(trained, trained.out["run_id"], "reference_profile.json", tmp_path).read_text())
     expected = build_profile({c: train_rows[c].to_numpy(np.float64) for c in FEATURES[:-1]},
                              {"channel": train_rows["channel"].to_numpy()}, bins=10)
@@ -246,6 +254,11 @@ def test_model_artifacts_are_code_and_tensors(trained, tmp_path, monkeypatch):
     assert f"mlflow=={mlflow.__version__}" in requirements
     signature = json.loads(mlmodel["signature"]["inputs"])
     assert [c["name"] for c in signature] == FEATURES
+    assert {c["type"] for c in signature} == {"any"}  # the model casts inside; what it accepts is documented:
+    assert set(mlmodel["metadata"]["inputs"]) == set(FEATURES)
+    assert mlmodel["metadata"]["inputs"]["age"].startswith("numeric: int or float")
+    assert mlmodel["metadata"]["inputs"]["channel"].startswith("categorical: text or integer codes")
+    assert mlmodel["metadata"]["threshold"] == trained.out["threshold"]
     assert [c["name"] for c in json.loads(mlmodel["signature"]["outputs"])] == ["prediction", "probability"]
     example = json.loads((root / "input_example.json").read_text())
     assert example["columns"] == FEATURES and len(example["data"]) == 3
@@ -286,9 +299,46 @@ def test_pyfunc_scores_raw_feature_rows(trained, monkeypatch):
     assert list(scored.columns) == ["prediction", "probability"] and len(scored) == 50
     assert set(scored["prediction"]) <= {0, 1}
     assert ((scored["probability"] > 0) & (scored["probability"] < 1)).all()
-    assert (scored["prediction"] == (scored["probability"] >= 0.5)).all()
+    threshold = trained.out["threshold"]
+    assert (scored["prediction"] == (scored["probability"] >= threshold)).all() and threshold != 0.5
     unseen = fresh[FEATURES].head(3).assign(channel="carrier-pigeon")  # unseen category still scores
     assert len(model.predict(unseen)) == 3
+    # numerics as int or float alike (MLflow's declared types refuse int64 -> double and float64 -> long)
+    as_float = model.predict(fresh[FEATURES].astype({c: float for c in FEATURES[:-1]}))
+    pd.testing.assert_frame_equal(as_float, scored)
+    as_text = model.predict(fresh[FEATURES].astype(str))
+    pd.testing.assert_frame_equal(as_text, scored)
+
+
+def test_threshold_and_early_stopping_use_the_tuning_rows_only(trained, windows, tmp_path, monkeypatch):
+    """The threshold is the policy's choice on the tuning rows (the tail of the training window), stored as a tag
+    and inside the model; early stopping kept the epoch with the lowest loss on those same rows."""
+    import torch
+
+    from retrain import model as network
+    from retrain.metrics import choose_threshold
+    from retrain.train import evaluate_loss
+
+    trained.use(monkeypatch)
+    version = trained.client().get_model_version("churn-classifier", "1")
+    threshold = float(version.tags["retrain.threshold"])
+    root = Path(mlflow.artifacts.download_artifacts("models:/churn-classifier/1", dst_path=str(tmp_path)))
+    net, spec = network.load(root / "artifacts" / "spec.json", root / "artifacts" / "weights.pt")
+    assert spec.threshold == threshold == trained.out["threshold"]
+    tuning = windows.tuning
+    assert len(tuning) == 7 * 250 and tuning["timestamp"].min() >= pd.Timestamp("2026-02-13")
+    assert len(windows.fit) == 23 * 250 and windows.fit["timestamp"].max() < pd.Timestamp("2026-02-13")
+    y = tuning["label"].to_numpy(np.int64)
+    probability = mlflow.pyfunc.load_model("models:/churn-classifier/1").predict(tuning[FEATURES])["probability"]
+    assert choose_threshold(y, probability.to_numpy(), "max_f1").threshold == pytest.approx(threshold, abs=1e-12)
+    num, codes = network.encode(tuning, spec)
+    history = [m.value for m in trained.client().get_metric_history(trained.out["run_id"], "val_loss")]
+    loss = evaluate_loss(net, torch.from_numpy(num), torch.from_numpy(codes), torch.from_numpy(y))
+    assert loss == pytest.approx(min(history), rel=1e-4)
+    assert int(version.tags["retrain.best_epoch"]) >= 2  # model.min_epochs = 3
+    run = trained.client().get_run(trained.out["run_id"])
+    assert run.data.metrics["threshold"] == threshold
+    assert run.data.metrics["tuning_f1"] > 0 and run.data.metrics["val_f1"] == pytest.approx(trained.out["metrics"]["f1"])
 
 
 def test_same_data_settings_and_as_of_reuse_the_version(trained, monkeypatch):
@@ -297,7 +347,7 @@ def test_same_data_settings_and_as_of_reuse_the_version(trained, monkeypatch):
     result = CliRunner().invoke(cli, [*_train_args(trained.data, "--reason", REASON), "--json"])
     assert result.exit_code == 0, result.output
     again = json.loads(result.stdout)
-    assert again["reused"] is True
+    assert again["reused"] is True and again["threshold"] == trained.out["threshold"]
     assert (again["version"], again["run_id"]) == (trained.out["version"], trained.out["run_id"])
     assert again["metrics"] == pytest.approx(trained.out["metrics"])
     assert len(trained.client().search_model_versions("name='churn-classifier'")) == 1
@@ -485,3 +535,68 @@ def test_mlflow_run_train_entry_point(stable_data, tracking, tmp_path):
     assert run.data.tags["retrain.trigger"] == "scheduled"
     assert len(client.get_metric_history(run.info.run_id, "val_loss")) <= 3
     assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == 1
+
+
+# --- training that learned nothing, missing values ------------------------------------------------------------
+
+
+def test_training_that_learned_nothing_is_a_failed_training(tmp_path):
+    """Labels shuffled: nothing to learn. Exit 8 with the reason, a FAILED training run, nothing registered."""
+    frame = _base_frame()
+    frame["label"] = np.random.default_rng(0).permutation(frame["label"].to_numpy())
+    result = CliRunner().invoke(cli, [*_train_args(_csv(frame, tmp_path / "d")), "--json"])
+    assert result.exit_code == 8, result.output
+    line = _error_line(result)
+    assert line.startswith("Error: training learned nothing: tuning ") and "no version registered" in line
+    assert result.stdout.strip() == ""
+    client = mlflow.MlflowClient()
+    assert client.search_registered_models() == []
+    [run] = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.info.status == "FAILED" and run.info.run_name.endswith("-failed")
+    assert run.data.tags["retrain.outcome"] == "failed" and run.data.tags["retrain.failure"] in line
+    assert client.get_metric_history(run.info.run_id, "val_loss")  # the loss curves say why
+
+
+IMPUTE = "model.missing={income: impute, channel: impute}"
+
+
+def test_missing_values_are_imputed_the_same_in_training_and_serving(tmp_path, monkeypatch):
+    from retrain.training import prepare, train
+
+    settings = fast_settings(write_with_gaps(tmp_path / "d", seed=8), IMPUTE)
+    outcome = train(settings)
+    rows = prepare(settings, None)
+    version = mlflow.MlflowClient().get_model_version("churn-classifier", outcome.version)
+    # the reference profile keeps the training missing share (drift checks see a change in it)
+    profile = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=outcome.run_id,
+                                                                  artifact_path="reference_profile.json")).read_text())
+    assert profile["numeric"]["income"]["nan_share"] == pytest.approx(rows.train["income"].isna().mean())
+    assert profile["categorical"]["channel"]["shares"]["__missing__"] == pytest.approx(
+        (rows.train["channel"] == "__missing__").mean())
+    # golden samples hold one row per imputed feature with it missing, scored by the training code
+    golden = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=outcome.run_id,
+                                                                 artifact_path="golden_samples.json")).read_text())
+    inputs = pd.DataFrame(golden["inputs"]["data"], columns=golden["inputs"]["columns"])
+    assert len(inputs) == 8 + 2 and inputs["income"].isna().iloc[8] and inputs["channel"].isna().iloc[9]
+    served = mlflow.pyfunc.load_model(f"models:/churn-classifier/{outcome.version}")
+    scored = served.predict(inputs)
+    np.testing.assert_allclose(scored["probability"], golden["outputs"]["probability"], rtol=0, atol=1e-7)
+    assert scored["prediction"].tolist() == golden["outputs"]["prediction"]
+    # a missing income is not a made-up number: the missing indicator moves the score
+    row = inputs.iloc[[0]]
+    median = json.loads(Path(mlflow.artifacts.download_artifacts(f"models:/churn-classifier/{outcome.version}",
+                                                                 dst_path=str(tmp_path / "m")))
+                        .joinpath("artifacts", "spec.json").read_text())["impute"]["income"]
+    gap, at_median = served.predict(row.assign(income=None)), served.predict(row.assign(income=median))
+    assert gap["probability"].iloc[0] != at_median["probability"].iloc[0]
+    assert np.isfinite(served.predict(rows.validation[FEATURES])["probability"]).all()
+    assert version.tags["retrain.threshold_policy"] == "max_f1"
+
+
+def test_null_category_with_missing_error_is_refused_naming_the_fix(tmp_path):
+    data = write_with_gaps(tmp_path / "d", seed=8)
+    result = CliRunner().invoke(cli, _train_args(data, "--set", "model.missing={income: impute}"))
+    assert result.exit_code == 3, result.output
+    line = _error_line(result)
+    assert "feature 'channel' has" in line and "missing (null) values" in line and "model.missing.channel=impute" in line
+    _assert_nothing_recorded()

@@ -99,7 +99,7 @@ def test_parse_overrides_splits_spaces_and_commas():
         ("gate.floors={auc: 0.5}", ["gate.floors", "'auc'", "roc_auc"]),
         ("gate.alpha=2", ["gate.alpha", "between 0 and 1"]),
         ("gate.require_significance=maybe", ["gate.require_significance", "true or false"]),
-        ("windows.validation_days=0", ["windows.validation_days", ">= 1"]),
+        ("windows.validation_days=0", ["windows.validation_days", "between 1 and 36500"]),
         ("registry.production_alias=staging", ["staging_alias", "production_alias", "differ"]),
         ("data.numeric=[age, age]", ["'age'", "twice"]),
         ("data.label=age", ["'age'", "twice"]),
@@ -140,6 +140,23 @@ def test_parse_overrides_splits_spaces_and_commas():
         ("data.timezone=Mars/Base", ["data.timezone", "'Mars/Base'", "IANA time zone", "Europe/Berlin"]),
         ("data.positive_label=yes", ["data.positive_label", "True", "quote", 'positive_label: "yes"']),
         ("data.positive_label=''", ["data.positive_label", "empty"]),
+        ("model.min_epochs=0", ["model.min_epochs", ">= 1"]),
+        ("model.missing_default=drop", ["model.missing_default", "'drop'", "error, impute"]),
+        ("model.missing={income: drop}", ["model.missing.income", "'drop'", "error, impute"]),
+        ("model.missing={incme: impute}", ["model.missing.incme", "not a feature", "income"]),
+        ("windows.tuning_days=0", ["windows.tuning_days", "between 1 and 36500"]),
+        ("windows.tuning_days=60", ["windows.tuning_days", "fewer than windows.train_days (60)"]),
+        ("threshold.policy=best", ["threshold.policy", "'best'", "max_f1, target_recall"]),
+        ("threshold.target=0", ["threshold.target", "(0, 1]"]),
+        ("threshold.value=1.5", ["threshold.value", "[0, 1]"]),
+        ("cost.false_negative=-2", ["cost.false_negative", ">= 0"]),
+        ("cost.false_positive=.inf", ["cost.false_positive", "finite"]),
+        ("gate.guardrails={f1: -0.1}", ["gate.guardrails.f1", ">= 0"]),
+        ("gate.guardrails={expected_costs: 0.1}", ["gate.guardrails", "'expected_costs'", "expected_cost"]),
+        ("gate.baseline_floors=[log_loss, auc]", ["gate.baseline_floors", "'auc'", "decision"]),
+        ("gate.stalled_after=0", ["gate.stalled_after", ">= 1"]),
+        ("checks.latency_ratio=0.9", ["checks.latency_ratio", ">= 1"]),
+        ("checks.latency_retries=-1", ["checks.latency_retries", ">= 0"]),
     ],
 )
 def test_invalid_settings_name_the_key(override, needles):
@@ -209,6 +226,14 @@ def test_flat_lists_every_setting_once():
     expected = sum(len(dataclasses.fields(getattr(Settings(), s.name))) for s in dataclasses.fields(Settings))
     assert len(flat) == expected
     assert all(key.count(".") == 1 for key in flat)
+
+
+def test_both_costs_zero_is_refused_and_policies_read_per_feature():
+    with pytest.raises(ConfigError, match="both 0"):
+        load_settings(None, ["cost.false_positive=0", "cost.false_negative=0"])
+    settings = load_settings(None, ["model.missing_default=impute", "model.missing={age: error}"])
+    assert settings.model.missing_policy("age") == "error" and settings.model.missing_policy("income") == "impute"
+    assert load_settings().model.missing_policy("income") == "error"
 
 
 def test_settings_are_frozen():

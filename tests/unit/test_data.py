@@ -46,7 +46,7 @@ def test_windows_count_back_from_as_of_including_it():
 
 def test_select_is_half_open_and_labelled_only(days):
     spec = DataSpec()
-    w = data.windows_for(date(2026, 1, 20), Windows(train_days=5, validation_days=3))
+    w = data.windows_for(date(2026, 1, 20), Windows(train_days=5, validation_days=3, tuning_days=2))
     train = data.select(days, spec, w.train)
     val = data.select(days, spec, w.validation)
     assert train[spec.timestamp].min() >= datetime(2026, 1, 13)
@@ -68,7 +68,7 @@ def test_as_of_parsing(days):
 
 
 def test_empty_window_names_window_and_data_range(days):
-    w = data.windows_for(date(2025, 6, 1), Windows(train_days=5, validation_days=3))
+    w = data.windows_for(date(2025, 6, 1), Windows(train_days=5, validation_days=3, tuning_days=2))
     with pytest.raises(DataError) as info:
         data.select(days, DataSpec(), w.train)
     message = str(info.value)
@@ -78,7 +78,7 @@ def test_empty_window_names_window_and_data_range(days):
 
 def test_single_class_window_is_refused(days):
     one_class = days.assign(label=days.label.where(days.label.isna(), 0))
-    w = data.windows_for(date(2026, 1, 20), Windows(train_days=5, validation_days=3))
+    w = data.windows_for(date(2026, 1, 20), Windows(train_days=5, validation_days=3, tuning_days=2))
     with pytest.raises(DataError, match="validation window 2026-01-18..2026-01-20 has only class 0"):
         data.select(one_class, DataSpec(), w.validation)
 
@@ -251,7 +251,7 @@ def test_three_label_values_are_refused_with_positive_label():
 
 def test_empty_text_labels_are_not_training_rows(days):
     frame = days.assign(label=days["label"].map({0.0: "no", 1.0: "yes"}).fillna(""))
-    w = data.windows_for(date(2026, 1, 20), Windows(train_days=5, validation_days=3))
+    w = data.windows_for(date(2026, 1, 20), Windows(train_days=5, validation_days=3, tuning_days=2))
     rows = data.select(frame, DataSpec(positive_label="yes"), w.train)
     expected = days[(days.timestamp >= w.train.start) & (days.timestamp < w.train.end)].label
     assert len(rows) == int(expected.notna().sum())

@@ -12,11 +12,15 @@ from retrain.errors import DataError
 from retrain.metrics import (
     HIGHER_IS_BETTER,
     METRIC_NAMES,
+    auc_above_chance,
     bootstrap_ci,
+    choose_threshold,
     classification_metrics,
     confusion,
+    constant_log_loss,
     delong_test,
     roc_auc,
+    trivial_baselines,
 )
 
 
@@ -64,6 +68,7 @@ def test_classification_metrics_match_sklearn(seed, threshold):
         "roc_auc": skm.roc_auc_score(y, p),
         "log_loss": skm.log_loss(y, p),
         "brier": skm.brier_score_loss(y, p),
+        "expected_cost": 1 - skm.accuracy_score(y, pred),  # both costs 1: the error rate
     }
     assert tuple(got) == METRIC_NAMES
     for name in METRIC_NAMES:
@@ -166,3 +171,117 @@ def test_bootstrap_ci_brackets_the_delta():
     assert low <= delta <= high
     assert delta == pytest.approx(roc_auc(y, b) - roc_auc(y, a))
     assert bootstrap_ci(y, a, b, roc_auc, n_boot=200, seed=1) == (delta, low, high)
+
+
+# --- decision thresholds ---------------------------------------------------------------------------------------
+
+
+def _all_thresholds(y, p, **costs) -> list[dict[str, float]]:
+    """Metrics at every threshold that changes a decision (each distinct score, and above the highest)."""
+    return [classification_metrics(y, p, t, **costs) for t in [*np.unique(p), 1.0 + 1e-9]]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_threshold_choice_is_the_brute_force_optimum(seed):
+    y, p, _ = _tied_data(seed, 300, levels=int(10 + 15 * seed))
+    costs = {"cost_fp": 1.0, "cost_fn": 4.0}
+    every = _all_thresholds(y, p, **costs)
+    f1 = choose_threshold(y, p, "max_f1")
+    assert f1.metrics["f1"] == pytest.approx(max(m["f1"] for m in _all_thresholds(y, p)), abs=1e-12)
+    cost = choose_threshold(y, p, "min_cost", **costs)
+    assert cost.metrics["expected_cost"] == pytest.approx(min(m["expected_cost"] for m in every), abs=1e-12)
+    recall = choose_threshold(y, p, "target_recall", target=0.8)
+    assert recall.metrics["recall"] >= 0.8
+    assert recall.metrics["precision"] == pytest.approx(max(m["precision"] for m in every if m["recall"] >= 0.8))
+    precision = choose_threshold(y, p, "target_precision", target=0.6)
+    reachable = [m["recall"] for m in every if m["precision"] >= 0.6 and m["recall"] > 0]
+    assert precision.reached == bool(reachable)
+    if reachable:
+        assert precision.metrics["recall"] == pytest.approx(max(reachable))
+    for choice in (f1, cost, recall, precision):
+        # the reported metrics are what the threshold gives (prediction = probability >= threshold)
+        again = classification_metrics(y, p, choice.threshold, **costs)
+        assert {k: again[k] for k in ("accuracy", "precision", "recall", "f1")} == pytest.approx(
+            {k: choice.metrics[k] for k in ("accuracy", "precision", "recall", "f1")}, abs=1e-12)
+        assert 0 < choice.threshold <= 1 + 1e-9
+
+
+def test_threshold_lies_between_scores_and_ties_go_up():
+    y = np.array([1, 1, 0, 1, 0, 0])
+    p = np.array([0.9, 0.8, 0.6, 0.4, 0.3, 0.1])
+    choice = choose_threshold(y, p, "max_f1")
+    assert choice.threshold == pytest.approx(0.35)  # top 4 flagged: F1 6/7 beats 2 flagged (0.8)
+    assert choice.metrics["recall"] == 1.0 and choice.metrics["precision"] == 0.75
+    # equal objectives: the higher threshold (fewer positive predictions) wins
+    tied = choose_threshold(np.array([1, 0, 1, 0]), np.array([0.9, 0.7, 0.5, 0.2]), "min_cost")
+    assert tied.threshold == pytest.approx(0.8)  # cost 1 either way: flag the top row only, not the top 3
+    assert choose_threshold(y, p, "fixed", value=0.5).threshold == 0.5
+
+
+def test_unreachable_precision_target_says_so():
+    y = np.array([1, 0, 0, 1, 0, 0])
+    p = np.array([0.9, 0.85, 0.8, 0.7, 0.3, 0.1])
+    choice = choose_threshold(y, p, "target_precision", target=0.9)
+    assert choice.reached and choice.metrics["precision"] == 1.0 and choice.threshold == pytest.approx(0.875)
+    choice = choose_threshold(np.array([0, 1, 0, 1]), np.array([0.9, 0.8, 0.7, 0.6]), "target_precision", target=0.9)
+    assert not choice.reached and "never reaches target 0.9" in choice.detail
+    assert choice.metrics["precision"] == pytest.approx(0.5)
+
+
+def test_threshold_choice_rejects_bad_input():
+    with pytest.raises(ValueError, match="unknown threshold policy 'best'"):
+        choose_threshold([0, 1], [0.1, 0.9], "best")
+    with pytest.raises(DataError):
+        choose_threshold([0, 2], [0.1, 0.9])
+
+
+def test_expected_cost_weighs_each_error():
+    y = np.array([1, 1, 0, 0, 0])
+    p = np.array([0.9, 0.2, 0.7, 0.1, 0.1])  # at 0.5: one false negative, one false positive
+    got = classification_metrics(y, p, 0.5, cost_fp=1.0, cost_fn=5.0)
+    assert got["expected_cost"] == pytest.approx((1 * 1 + 5 * 1) / 5)
+    assert not HIGHER_IS_BETTER["expected_cost"]
+
+
+# --- trivial baselines -----------------------------------------------------------------------------------------
+
+
+def test_trivial_baselines_are_what_constant_predictors_score():
+    rng = np.random.default_rng(3)
+    y = (rng.random(1000) < 0.21).astype(int)
+    rate = y.mean()
+    b = trivial_baselines(y, cost_fp=1.0, cost_fn=3.0)
+    constant = np.full(y.size, rate)
+    assert b["positive_rate"] == pytest.approx(rate)
+    assert b["majority_rate"] == pytest.approx(skm.accuracy_score(y, np.zeros(y.size)))
+    assert b["constant_log_loss"] == pytest.approx(skm.log_loss(y, constant), abs=1e-12)
+    assert b["constant_brier"] == pytest.approx(skm.brier_score_loss(y, constant), abs=1e-12)
+    assert b["all_positive_f1"] == pytest.approx(skm.f1_score(y, np.ones(y.size)))
+    assert b["all_positive_precision"] == pytest.approx(skm.precision_score(y, np.ones(y.size)))
+    flag_none = classification_metrics(y, constant, 1.1, cost_fp=1.0, cost_fn=3.0)["expected_cost"]
+    flag_all = classification_metrics(y, constant, 0.0, cost_fp=1.0, cost_fn=3.0)["expected_cost"]
+    assert b["constant_cost"] == pytest.approx(min(flag_none, flag_all))
+    assert b["n_rows"] == 1000
+    assert constant_log_loss(y, rate) == pytest.approx(b["constant_log_loss"])
+    assert constant_log_loss(y, 0.5) == pytest.approx(math.log(2))
+
+
+def test_auc_above_chance_is_delong_against_a_constant_score():
+    rng = np.random.default_rng(4)
+    y = (rng.random(2000) < 0.2).astype(int)
+    signal = rng.normal(size=y.size) + 0.4 * y
+    test = auc_above_chance(y, signal)
+    assert test.auc_a == 0.5 and test.auc_b == pytest.approx(skm.roc_auc_score(y, signal))
+    assert test.p_value_one_sided < 1e-6
+    noise = auc_above_chance(y, rng.normal(size=y.size))
+    assert noise.p_value_one_sided > 0.01
+
+
+def test_bootstrap_scores_each_model_its_own_way():
+    """Threshold metrics compare each model at its own threshold: the same scores at 0.3 vs 0.7 differ in recall."""
+    y, a, _ = _tied_data(5, 500)
+    recall_at = lambda t: (lambda yy, pp: classification_metrics(yy, pp, t)["recall"])  # noqa: E731
+    delta, low, high = bootstrap_ci(y, a, a, recall_at(0.7), n_boot=200, metric_fn_b=recall_at(0.3))
+    assert delta == pytest.approx(classification_metrics(y, a, 0.3)["recall"] - classification_metrics(y, a, 0.7)["recall"])
+    assert 0 < low <= delta <= high
+    assert bootstrap_ci(y, a, a, recall_at(0.5), n_boot=50)[:1] == (0.0,)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -134,3 +135,105 @@ def test_score_frame_outputs_and_missing_column():
     assert scored["prediction"].tolist() == (scored["probability"] >= 0.5).astype(int).tolist()
     with pytest.raises(ValueError, match="missing feature columns: x2"):
         model.score_frame(net, spec, frame[["x1", "colour"]])
+
+
+# --- inputs as sources deliver them, missing values, thresholds ------------------------------------------------
+
+
+def _imputing_spec(frame: pd.DataFrame):
+    """A spec that imputes x1 (missing in training) and colour, and refuses a missing x2."""
+    return model.build_spec(frame, ["x1", "x2"], ["colour"], hidden_dim=16,
+                            missing={"x1": "impute", "x2": "error", "colour": "impute"})
+
+
+def _with_gaps(n: int = 400) -> pd.DataFrame:
+    frame = _frame(n, seed=4)
+    frame.loc[frame.index[::10], "x1"] = np.nan
+    frame.loc[frame.index[::7], "colour"] = None
+    return frame
+
+
+def test_impute_learns_median_indicator_and_missing_category():
+    frame = _with_gaps()
+    spec = _imputing_spec(frame)
+    assert spec.impute == {"x1": pytest.approx(float(np.nanmedian(frame["x1"])))}
+    assert spec.indicators == ["x1"] and spec.numeric_dim == 3
+    assert spec.categories["colour"] == ["__missing__", "blue", "green", "red"]
+    num, codes = model.encode(frame, spec)
+    gaps = frame["x1"].isna().to_numpy()
+    assert (num[gaps, 0] == np.float32(spec.impute["x1"])).all() and (num[:, 2] == gaps).all()
+    assert not np.isnan(num).any()
+    assert (codes[frame["colour"].isna().to_numpy(), 0] == 0).all()  # the __missing__ category, not "unknown"
+
+
+def test_training_rows_and_client_rows_encode_the_same():
+    """What training sees (validated: NaN, "__missing__", floats) and what clients send (None, pd.NA, ints,
+    integral floats, numeric text) are the same inputs to the network."""
+    spec = _imputing_spec(_with_gaps())
+    training = pd.DataFrame({"x1": [np.nan, 12.0, np.nan], "x2": [150.0, 3.0, 80.0],
+                             "colour": ["__missing__", "red", "blue"]})
+    for x1, colour in (([None, 12, None], [None, "red", "blue"]),
+                       ([pd.NA, 12.0, np.nan], [np.nan, "red", "blue"]),
+                       (["", "12", None], [pd.NA, "red", "blue"])):
+        client = pd.DataFrame({"x1": pd.Series(x1, dtype=object).replace("", None),
+                               "x2": pd.Series([150, 3, 80], dtype=object), "colour": pd.Series(colour, dtype=object)})
+        for got, want in zip(model.encode(client, spec), model.encode(training, spec), strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_integer_coded_categories_match_their_text():
+    frame = pd.DataFrame({"x1": [1.0] * 4, "x2": [1.0] * 4, "code": ["1", "2", "3", "1"]})
+    spec = model.build_spec(frame, ["x1", "x2"], ["code"], hidden_dim=4)
+    assert spec.categories == {"code": ["1", "2", "3"]}
+    for values in ([1, 2, 3, 7], [1.0, 2.0, 3.0, 7.0], ["1", "2.0", "3", "7"], [np.int8(1), 2, "3", "x"]):
+        codes = model.encode(pd.DataFrame({"x1": [0] * 4, "x2": [0] * 4, "code": values}), spec)[1][:, 0]
+        assert codes.tolist() == [0, 1, 2, 3], values  # 7 / "x": the unknown bucket
+
+
+@pytest.mark.parametrize(("column", "value", "needle"), [
+    ("x2", None, "feature 'x2' is missing (null) in 1 row(s)"),
+    ("x2", np.nan, "model.missing.x2=impute"),
+    ("x1", "52k", "feature 'x1' must be numeric: 1 value(s) are not (e.g. '52k')"),
+    ("x2", float("inf"), "feature 'x2' has 1 infinite value(s)"),
+])
+def test_inputs_the_model_cannot_score_name_the_column(column, value, needle):
+    spec = _imputing_spec(_with_gaps())
+    row = pd.DataFrame({"x1": [10.0], "x2": [5.0], "colour": ["red"]}).astype(object)
+    row[column] = [value]
+    with pytest.raises(model.InputError) as info:
+        model.encode(row, spec)
+    assert needle in str(info.value)
+    refused = model.build_spec(_frame(50), ["x1", "x2"], ["colour"], hidden_dim=4)  # missing: error for all
+    with pytest.raises(model.InputError, match="feature 'colour' is missing"):
+        model.encode(pd.DataFrame({"x1": [1.0], "x2": [1.0], "colour": [None]}), refused)
+
+
+def test_prediction_uses_the_spec_threshold_and_old_specs_load():
+    frame, spec, arrays = _prepared(300)
+    net = _net(spec, arrays)
+    scored = model.score_frame(net, dataclasses.replace(spec, threshold=0.3), frame)
+    assert (scored["prediction"] == (scored["probability"] >= 0.3)).all()
+    legacy = json.loads(spec.to_json())
+    for key in ("threshold", "impute", "indicators", "missing"):
+        del legacy[key]
+    old = model.ModelSpec.from_json(json.dumps(legacy))
+    assert old.threshold == 0.5 and old.missing is None and old.policy("colour") == "impute"
+    with pytest.raises(model.InputError, match="feature 'x1' is missing"):
+        model.encode(pd.DataFrame({"x1": [None], "x2": [1.0], "colour": ["red"]}), old)
+
+
+def test_describe_inputs_documents_each_column():
+    doc = _imputing_spec(_with_gaps()).describe_inputs()
+    assert doc["x1"].startswith("numeric: int or float") and "missing indicator" in doc["x1"]
+    assert "null refused" in doc["x2"] and "__missing__" in doc["colour"]
+
+
+def test_early_stopping_waits_min_epochs():
+    _, spec, train = _prepared(600, seed=1)
+    _, _, val = _prepared(300, seed=2)
+    net = _net(spec, train)
+    result = fit(net, train, val, epochs=60, batch_size=32, learning_rate=0.05, patience=1, min_epochs=8, seed=0)
+    assert result.min_epochs == 8
+    assert len(result.val_loss) >= 8 and result.best_epoch >= 7
+    assert result.val_loss[result.best_epoch] == min(result.val_loss[7:])
+    assert fit(_net(spec, train), train, val, epochs=2, batch_size=64, learning_rate=1e-2, min_epochs=5).min_epochs == 2

@@ -9,7 +9,7 @@ import pytest
 from retrain.config import TriggerPolicy
 from retrain.trigger import age_days, decide, drift_reasons, performance_reasons, psi_thresholds
 
-POLICY = TriggerPolicy(psi_threshold=0.2, min_accuracy=0.80, min_labels=200, max_age_days=30)
+POLICY = TriggerPolicy(psi_threshold=0.2, min_accuracy=0.80, min_roc_auc=None, min_labels=200, max_age_days=30)
 CALM = {"age": 0.01, "income": 0.05, "channel": 0.02}
 GOOD = {"accuracy": 0.86, "roc_auc": 0.81}
 
@@ -63,12 +63,15 @@ def test_age_fires_above_max_only():
     assert not _decide(age=30.0).retrain
     assert _decide(age=41.0).reasons == ("age: production trained 41 days before as-of (max 30)",)
     assert _decide(age=None).notes == ("age not assessed: the production version has no training date",)
+    past = decide(CALM, GOOD, 1_400, None, has_production=True, force=False, policy=POLICY,
+                  age_unknown="as-of 2026-02-10 is before production's training as-of 2026-02-15")
+    assert past.notes == ("age not assessed: as-of 2026-02-10 is before production's training as-of 2026-02-15",)
 
 
 def test_age_in_data_time_with_wall_time_fallback():
     now = datetime(2026, 5, 1, 12, tzinfo=timezone.utc)
     assert age_days(date(2026, 3, 10), "2026-02-15", None, now) == 23.0
-    assert age_days(date(2026, 2, 10), "2026-02-15", None, now) == -5.0  # replaying before training
+    assert age_days(date(2026, 2, 10), "2026-02-15", None, now) is None  # replaying before training: no age
     created = datetime(2026, 4, 29, 0, tzinfo=timezone.utc)
     assert age_days(date(2026, 3, 10), None, created, now) == pytest.approx(2.5)
     assert age_days(date(2026, 3, 10), None, None, now) is None
