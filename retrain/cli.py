@@ -39,6 +39,20 @@ class Group(click.Group):
             raise RetrainCommandError(error) from None
 
 
+def fail_fast(func: Callable) -> Callable:
+    """Operator commands on the registry bound MLflow's HTTP retries (unless the user set them): a dead server
+    is reported in seconds. The loop keeps MLflow's defaults, which ride out a server restart."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kw: Any):
+        from retrain.store import bounded_http_retries
+
+        with bounded_http_retries():
+            return func(*args, **kw)
+
+    return wrapper
+
+
 def settings_options(func: Callable) -> Callable:
     """--config, --set, --data: which settings to use."""
 
@@ -227,22 +241,34 @@ def train(settings, as_of, reason: str | None, as_json: bool) -> None:
 
 
 @cli.command()
+@fail_fast
 @settings_options
 @click.option("--candidate", default="", help="Version to promote (default: the staging alias).")
-@click.option("--force", is_flag=True, help="Promote without a passing comparison (needs --reason).")
+@click.option("--force", is_flag=True,
+              help="Promote without a passing comparison, or a version production was rolled back from (needs --reason).")
 @click.option("--reason", default="", help="Why; recorded in the history.")
+@click.option("--as-of", "as_of", default=None, metavar="YYYY-MM-DD",
+              help="Refuse a comparison made for another as-of day.")
 @json_option
-def promote(settings, candidate: str, force: bool, reason: str, as_json: bool) -> None:
-    """Move production to the candidate when its latest comparison with current production says promote."""
+def promote(settings, candidate: str, force: bool, reason: str, as_of: str | None, as_json: bool) -> None:
+    """Move production to the candidate when its latest comparison with current production says promote.
+
+    Refuses (exit 4) a comparison that did not finish, is older than the last move of production,
+    or was made against another production version or as-of day, and a version production was
+    rolled back from unless --force --reason.
+    """
     from dataclasses import asdict
 
+    from retrain.data import parse_as_of
     from retrain.registry import Registry
 
-    move = Registry(settings).promote(candidate or None, force=force, reason=reason or None)
+    move = Registry(settings).promote(candidate or None, force=force, reason=reason or None,
+                                      as_of=parse_as_of(as_of) if as_of else None)
     emit(asdict(move), as_json, [_move_line(settings.registry.model_name, move)])
 
 
 @cli.command()
+@fail_fast
 @settings_options
 @click.option("--to", "to", default="", help="Version to roll back to (default: the previous production version).")
 @click.option("--reason", default="", help="Why; recorded in the history.")
@@ -259,35 +285,58 @@ def rollback(settings, to: str, reason: str, force: bool, as_json: bool) -> None
 
 
 def _move_line(name: str, move) -> str:
-    return (f"{move.kind}: {name} production {move.from_version or '(none)'} -> {move.to_version} "
-            f"(move #{move.seq} by {move.actor}: {move.reason})")
+    skipped = f"; skipped deleted versions {', '.join(move.skipped)}" if move.skipped else ""
+    return (f"{move.kind}: {name} production {move.from_version or '(none)'} -> {move.to_version or '(none)'} "
+            f"(move #{move.seq} by {move.actor}: {move.reason}{skipped})")
 
 
 @cli.command()
+@fail_fast
 @settings_options
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="Moves per page.")
+@click.option("--before", default=None, type=click.IntRange(min=2), metavar="N",
+              help="Show moves numbered below N (the next page).")
 @json_option
-def history(settings, as_json: bool) -> None:
-    """Every move of production, newest first."""
+def history(settings, limit: int, before: int | None, as_json: bool) -> None:
+    """Moves of production, newest first, a page at a time."""
     from dataclasses import asdict
 
     from retrain.registry import Registry
 
-    moves = Registry(settings).history()
-    lines = [f"{'#':>4}  {'time (UTC)':<23}  {'kind':<8}  {'from':>4} -> {'to':<4}  {'actor':<24}  reason"]
-    for m in moves:
-        flag = " [aborted]" if m.aborted else ""
-        lines.append(f"{m.seq:>4}  {m.at[:23]:<23}  {m.kind:<8}  {m.from_version or '-':>4} -> {m.to_version:<4}  "
-                     f"{m.actor[:24]:<24}  {m.reason}{flag}")
-    if not moves:
+    page = Registry(settings).history_page(limit, before)
+    lines = [f"{'#':>5}  {'time (UTC)':<19}  {'kind':<8}  {'from':>5} -> {'to':<5}  {'actor':<24}  reason"]
+    for entry in page:
+        m = entry.move
+        if m is None:
+            lines.append(f"{entry.seq:>5}  [{entry.state}: {entry.problem}]")
+            continue
+        flags = "".join(f" [{f}]" for f in (entry.state if entry.state != "applied" else "",
+                                            *(f"v{v} deleted" for v in entry.deleted)) if f)
+        lines.append(f"{m.seq:>5}  {m.at[:19]:<19}  {m.kind:<8}  {m.from_version or '-':>5} -> {m.to_version or '-':<5}  "
+                     f"{m.actor[:24]:<24}  {m.reason}{flags}")
+    more = page[-1].seq if page and page[-1].seq > 1 else None
+    if more:
+        lines.append(f"older moves: retrain history --before {more}")
+    if not page:
         lines = [f"no moves of production recorded for {settings.registry.model_name}"]
-    emit({"model_name": settings.registry.model_name, "moves": [asdict(m) for m in moves]}, as_json, lines)
+    emit({"model_name": settings.registry.model_name, "next_before": more,
+          "moves": [{**(asdict(e.move) if e.move else {"seq": e.seq}), "state": e.state, "problem": e.problem,
+                     "deleted_versions": list(e.deleted)} for e in page]}, as_json, lines)
 
 
-@cli.command()
+STATUS_PROBLEMS = 9  # 7 is a service that cannot be reached (ServiceError), 8 training that learned nothing
+
+
+@cli.command(epilog=f"Exit codes: 0 consistent, {STATUS_PROBLEMS} problems found (after --repair: problems left), "
+                    "7 the tracking server or its database is unreachable, 4 the registry could not be read.")
+@fail_fast
 @settings_options
-@click.option("--repair", is_flag=True, help="Make alias, history and archived tags agree (production stays put).")
+@click.option("--repair", is_flag=True,
+              help="Fix what status finds: finish or abort an unfinished move, record moves made outside retrain, "
+                   "replace a deleted production version, fix tags, mark dead runs KILLED.")
 @json_option
-def status(settings, repair: bool, as_json: bool) -> None:
+@click.pass_context
+def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
     """Production and staging versions, their metrics, age, last comparison, and consistency."""
     from retrain.registry import Registry
 
@@ -305,16 +354,25 @@ def status(settings, repair: bool, as_json: bool) -> None:
         if v is None:
             lines.append(f"  {role:<10}  (none)")
             continue
+        if v.get("deleted"):
+            lines.append(f"  {role:<10}  version {v['version']} (deleted)")
+            continue
         metrics = ", ".join(f"{k} {val:.4f}" for k, val in v["metrics"].items() if k in ("roc_auc", "accuracy", "f1"))
         comp = v["last_comparison"]
         lines.append(f"  {role:<10}  version {v['version']}  as-of {v['as_of']}  age {v['age_days']} days  {metrics}")
         if comp:
             lines.append(f"  {'':<10}  last comparison {comp['run_id']}: {comp['decision']}")
+        if v["rolled_back"]:
+            lines.append(f"  {'':<10}  {v['rolled_back']}")
     for p in info["repaired"]:
         lines.append(f"repaired: {p['what']} -> {p['fix']}")
+    for note in info["notes"]:
+        lines.append(f"note: {note}")
     for p in info["problems"]:
-        lines.append(f"INCONSISTENT: {p['what']}; `retrain status --repair` will {p['fix']}")
+        lines.append(f"PROBLEM: {p['what']}; `retrain status --repair` will {p['fix']}")
     emit(info, as_json, lines)
+    if info["problems"]:
+        ctx.exit(STATUS_PROBLEMS)
 
 
 @cli.command()

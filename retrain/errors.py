@@ -27,6 +27,13 @@ class RegistryError(RetrainError):
     exit_code = 4
 
 
+class Refused(RegistryError):
+    """A move of production was refused on its merits (stale comparison, rolled-back version, lost race).
+
+    The loop records a refused promotion as outcome "kept" with this reason instead of failing.
+    """
+
+
 class CheckError(RetrainError):
     """A pre-promotion check failed."""
 

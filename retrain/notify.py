@@ -3,6 +3,8 @@
 Events are dicts with a `kind` and the caller's fields. `format_message` knows these shapes:
 - `{"kind": "promoted", "model", "version", "metric", "before", "after"}` (`before` None for a first model);
 - `{"kind": "rolled_back", "model", "version", "from_version", "reason"}`;
+- registry moves (`retrain promote`, `rollback`, `status --repair`) add `seq` and `actor`; a forced
+  promotion is `promoted` with the reason "forced: ...", a repair is `repaired`;
 - any other kind: `"<kind> <model> v<version>: <reason>"` with whichever of those fields are present.
 The webhook URL is read from the environment variable named by `notify.webhook_env`; it is never logged
 or written to the events file.

@@ -211,8 +211,44 @@ def run_cycle(
     """One cycle of the loop. `in_process` runs train/evaluate as library calls, not project runs
     (also what happens when there is no project folder, e.g. after a plain `pip install`).
 
+    Any failure, ours or not (an MlflowException, a database error), sends a "failed" event and is
+    raised as one RetrainError line; a broken events file stops the cycle before any work.
+
     `allow_past`: replay an as-of before production's first fresh day (a backtest).
     """
+    from retrain import notify
+
+    notify.ensure_writable(settings)
+    try:
+        return _run_cycle(settings, as_of, force=force, in_process=in_process, allow_past=allow_past)
+    except Exception as exc:  # noqa: BLE001 - every failure notifies and becomes one line
+        error = cycle_error(exc)
+        if not getattr(exc, "notified", False):
+            notify.notify(settings, {"kind": "failed", "model": settings.registry.model_name,
+                                     "as_of": as_of.isoformat() if as_of else None, "reason": str(error)})
+        raise error from None
+
+
+def cycle_error(exc: BaseException) -> RetrainError:
+    """The project's error for any failure: ours as is; a service's naming it (exit 7); the tracking store's
+    naming the server; others by type."""
+    if isinstance(exc, RetrainError):
+        return exc
+    service = service_error(exc)
+    if service is not None:
+        return service  # type: ignore[return-value]
+    from mlflow.exceptions import MlflowException
+
+    from retrain.errors import RegistryError
+    from retrain.store import describe, server_uri
+
+    if isinstance(exc, MlflowException) or type(exc).__module__.startswith("sqlalchemy"):
+        return RegistryError(f"tracking server {server_uri()} failed: {describe(exc)}")
+    return RetrainError(f"cycle failed: {describe(exc)}")
+
+
+def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_process: bool,
+               allow_past: bool) -> CycleResult:
     import tempfile
     import time
 
@@ -230,7 +266,6 @@ def run_cycle(
         timings[name] = round(now - clock, 3)
         clock = now
 
-    notify.ensure_writable(settings)
     source = data.DataSource(settings.data)
     if as_of is None:
         as_of = source.latest_day()
@@ -262,14 +297,18 @@ def run_cycle(
             with _env(RETRAIN_PARENT_RUN_ID=run.info.run_id, MLFLOW_TRACKING_URI=uri), \
                     tempfile.TemporaryDirectory(prefix="retrain-cycle-") as tmp:
                 _cycle(settings, as_of, force, project, allow_past, registry, result, lap, Path(tmp), source)
-        except Exception as exc:
-            error = exc if isinstance(exc, RetrainError) else service_error(exc)
-            if error is None:
-                raise
+        except Exception as exc:  # noqa: BLE001 - recorded on the cycle run, then raised as one line
+            error = cycle_error(exc)
             failed_training = isinstance(error, TrainingError)
-            if not isinstance(error, ServiceError):  # with a service down, writing the tags would fail too
-                _count_cycle(settings, result, before, rejected=failed_training)
-                mlflow.set_tags({"retrain.outcome": "failed", "retrain.error": str(error)[:5000]})
+            if not isinstance(error, ServiceError):  # with a service down, writing to it would fail too
+                with contextlib.suppress(Exception):
+                    _count_cycle(settings, result, before, rejected=failed_training)
+                with contextlib.suppress(Exception):
+                    mlflow.set_tags({"retrain.outcome": "failed", "retrain.error": str(error)[:4000]})
+                    if not isinstance(exc, RetrainError):
+                        import traceback
+
+                        mlflow.log_text("".join(traceback.format_exception(exc)), "error.txt")
             kind = "training_failed" if failed_training else "failed"
             reason = str(error)
             if result.stalled and failed_training:
@@ -277,9 +316,8 @@ def run_cycle(
             notify.notify(settings, {"kind": kind, "model": settings.registry.model_name, "as_of": result.as_of,
                                      "reason": reason, "cycle_run_id": result.run_id,
                                      "cycles_without_model": result.cycles_without_model})
-            if error is exc:
-                raise
-            raise error from exc
+            error.notified = True  # type: ignore[attr-defined]
+            raise error from None
         result.production_after = registry.state().production
         _count_cycle(settings, result, result.production_after,
                      rejected=result.outcome == "kept" and result.candidate_version is not None)
@@ -358,12 +396,16 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
         "incumbent_threshold": comparison["incumbent_threshold"],
         "backtest": comparison["backtest"],
     }
-    if decision["promote"]:
-        registry.promote(candidate, reason=decision["reason"])
-        result.outcome = "promoted"
-    else:
-        result.outcome = "kept"
     result.reasons.append(decision["reason"])
+    result.outcome = "kept"
+    if decision["promote"]:
+        from retrain.errors import Refused
+
+        try:  # the cycle's own event announces the move
+            registry.promote(candidate, reason=decision["reason"], as_of=as_of, notify=False)
+            result.outcome = "promoted"
+        except Refused as exc:  # e.g. a version production was rolled back from: keep, say why
+            result.reasons.append(f"promotion refused: {exc}")
     lap("promote")
 
 

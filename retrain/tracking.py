@@ -58,7 +58,8 @@ def step_run(experiment: str, run_name: str, tags: dict[str, str] | None = None)
 
     import mlflow
 
-    all_tags = dict(tags or {})
+    # host and pid let `retrain status` tell a run left RUNNING by a killed process from a live one
+    all_tags = {"retrain.host": socket.gethostname(), "retrain.pid": str(os.getpid()), **(tags or {})}
     parent = os.environ.get("RETRAIN_PARENT_RUN_ID")
     if parent:
         all_tags["mlflow.parentRunId"] = parent

@@ -147,7 +147,7 @@ def test_age_alone_is_scheduled_retraining(covariate):
 
 
 def test_replay_before_production_was_trained_has_no_negative_age(covariate):
-    result = check(fast_settings(covariate["data"], "trigger.max_age_days=0"), date(2026, 2, 10))
+    result = check(fast_settings(covariate["data"], "trigger.max_age_days=1"), date(2026, 2, 10))
     assert result.age_days is None
     assert not any(r.startswith("age") for r in result.decision["reasons"])
     assert ("age not assessed: as-of 2026-02-10 is before production's training as-of 2026-02-15 (a replay into its "

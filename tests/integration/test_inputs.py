@@ -18,7 +18,7 @@ from retrain import synth
 from retrain.cli import cli
 from tests.conftest import FAST
 
-FEW = (*FAST, "model.epochs=2")
+FEW = (*FAST, "model.batch_size=64")
 
 
 def _frame() -> pd.DataFrame:

@@ -71,7 +71,7 @@ def test_covariate_shift_loop_promotes_skips_detects_drift_and_rolls_back(covari
     assert (move.from_version, move.to_version) == ("2", "1") and production() == "1"
 
     events = [json.loads(line) for line in open(tmp_path / "events.jsonl")]
-    assert [e["kind"] for e in events] == ["promoted", "skipped", "promoted", "kept"]
+    assert [e["kind"] for e in events] == ["promoted", "skipped", "promoted", "kept", "rolled_back"]
     assert "roc_auc" in events[2]["message"] and "%" in events[2]["message"]
     assert all("unreachable" not in json.dumps(e) for e in events)
 
@@ -215,7 +215,7 @@ def test_training_that_learns_nothing_fails_the_cycle_in_process_and_as_project_
               "--set", "windows.validation_days=10", "--set", "model.epochs=4", *(f"--set={o}" for o in LAX)]
     for mode in (["--in-process"], []):
         result = _cli("run", *mode, *common)
-        assert result.exit_code == 7, result.output
+        assert result.exit_code == 8, result.output
         lines = [line for line in result.output.splitlines() if line.startswith("Error: ")]
         assert len(lines) == 1 and lines[0].startswith("Error: training learned nothing: tuning ")
     assert MlflowClient().search_registered_models() == []

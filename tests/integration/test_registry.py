@@ -1,8 +1,12 @@
-"""Promotion, rollback, history and repair against a real SQLite registry."""
+"""Promotion, rollback, history, status and repair against a real SQLite registry.
+
+Each test of a defect from issue 7 names the item it covers; each fails on the code before it.
+"""
 
 from __future__ import annotations
 
 import json
+from datetime import date
 
 import mlflow
 import pytest
@@ -11,43 +15,48 @@ from mlflow import MlflowClient
 
 from retrain.cli import cli
 from retrain.config import load_settings
-from retrain.errors import RegistryError
-from retrain.registry import ARCHIVED, Registry
+from retrain.errors import Refused, RegistryError
+from retrain.registry import ARCHIVED, ROLLED_BACK, Registry
 
 NAME = "churn-classifier"
+HEAD = "retrain.state.production"
+MIRROR = "retrain.history.production."
 WRITES = {
-    "set_registered_model_tag",
-    "set_registered_model_alias",
-    "delete_registered_model_alias",
-    "set_model_version_tag",
-    "delete_model_version_tag",
+    "create_experiment", "delete_experiment", "restore_experiment", "set_experiment_tag",
+    "set_registered_model_tag", "delete_registered_model_tag",
+    "set_registered_model_alias", "delete_registered_model_alias",
+    "set_model_version_tag", "delete_model_version_tag",
 }
 
 
-def make_versions(n: int) -> list[str]:
+def make_versions(n: int, name: str = NAME) -> list[str]:
     """Register `n` real versions, each from its own run with a small artifact."""
     client = MlflowClient()
-    client.create_registered_model(NAME)
+    client.create_registered_model(name)
     versions = []
     for i in range(n):
         with mlflow.start_run() as run:
             mlflow.log_text(f"model {i}", "model/weights.txt")
-        mv = client.create_model_version(NAME, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+        mv = client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
         versions.append(str(mv.version))
     return versions
 
 
-def record_comparison(candidate: str, incumbent: str | None, decision: str = "promote") -> str:
+def record_comparison(candidate: str, incumbent: str | None, decision: str = "promote", *, as_of: str = "2026-03-01",
+                      status: str = "FINISHED", name: str = NAME) -> str:
     """A comparison run carrying the tags `retrain evaluate` writes (decision made elsewhere)."""
     mlflow.set_experiment("retrain-comparisons")
-    with mlflow.start_run() as run:
-        mlflow.set_tags({
-            "retrain.model_name": NAME,
-            "retrain.candidate_version": candidate,
-            "retrain.incumbent_version": incumbent or "none",
-            "retrain.decision": decision,
-            "retrain.reason": f"test says {decision}",
-        })
+    run = mlflow.start_run()
+    mlflow.set_tags({
+        "retrain.model_name": name,
+        "retrain.candidate_version": candidate,
+        "retrain.incumbent_version": incumbent or "none",
+        "retrain.decision": decision,
+        "retrain.reason": f"test says {decision}",
+        "retrain.as_of": as_of,
+    })
+    mlflow.log_metrics({"staging_roc_auc": 0.85, "production_roc_auc": 0.80})
+    mlflow.end_run(status)
     return run.info.run_id
 
 
@@ -58,6 +67,36 @@ def settings():
 
 def aliases() -> dict[str, str]:
     return {k: str(v) for k, v in MlflowClient().get_registered_model(NAME).aliases.items()}
+
+
+def model_tags() -> dict[str, str]:
+    return dict(MlflowClient().get_registered_model(NAME).tags)
+
+
+def version_tags(version: str) -> dict[str, str]:
+    return dict(MlflowClient().get_model_version(NAME, version).tags)
+
+
+def events(tmp_path) -> list[dict]:
+    path = tmp_path / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def one_line(result) -> str:
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output, result.output
+    return result.output
+
+
+def ship(reg: Registry, *versions: str) -> None:
+    for v in versions:
+        reg.promote(v, force=True, reason=f"ship {v}")
+
+
+# ---- the basics ----------------------------------------------------------------------------------
 
 
 def test_promote_needs_a_comparison_of_exactly_this_pair(settings):
@@ -78,9 +117,7 @@ def test_promote_needs_a_comparison_of_exactly_this_pair(settings):
     run_id = record_comparison(v2, v1)
     second = reg.promote(v2)
     assert second.comparison_run_id == run_id and aliases()["production"] == "2"
-    tags = MlflowClient().get_model_version(NAME, "1").tags
-    assert ARCHIVED in tags
-    assert ARCHIVED not in MlflowClient().get_model_version(NAME, "2").tags
+    assert ARCHIVED in version_tags("1") and ARCHIVED not in version_tags("2")
 
 
 def test_promote_bad_input_moves_nothing(settings):
@@ -101,8 +138,7 @@ def test_promote_bad_input_moves_nothing(settings):
 def test_rollback_walks_back_through_history_and_is_recorded(settings):
     make_versions(4)
     reg = Registry(settings)
-    for v in ("1", "2", "3"):
-        reg.promote(v, force=True, reason=f"ship {v}")
+    ship(reg, "1", "2", "3")
     MlflowClient().set_registered_model_alias(NAME, "staging", "4")
     assert reg.rollback(reason="bad metrics").to_version == "2"
     assert reg.rollback().to_version == "1"
@@ -117,10 +153,10 @@ def test_rollback_walks_back_through_history_and_is_recorded(settings):
         ("force", "2", "3"), ("force", "1", "2"), ("force", None, "1"),
     ]
     assert moves[-1].actor and moves[2].reason == "bad metrics"
-    # the history is plain JSON in registered-model tags, readable by any MLflow client
-    raw = MlflowClient().get_registered_model(NAME).tags
-    entries = [json.loads(v) for k, v in raw.items() if k.startswith("retrain.history.production.")]
+    # the recent history is plain JSON in registered-model tags, readable by any MLflow client and the UI
+    entries = [json.loads(v) for k, v in model_tags().items() if k.startswith(MIRROR)]
     assert len(entries) == 6 and {"from_version", "to_version", "at", "actor", "reason", "comparison_run_id"} <= set(entries[0])
+    assert "staging" not in aliases()  # it pointed at the version that went to production
 
 
 def test_rollback_with_no_history_is_a_clear_error(settings):
@@ -129,8 +165,81 @@ def test_rollback_with_no_history_is_a_clear_error(settings):
         Registry(settings).rollback()
 
 
+def test_cli_promote_rollback_history_status(settings):
+    make_versions(2)
+    MlflowClient().set_registered_model_alias(NAME, "staging", "1")
+    record_comparison("1", None)
+    out = invoke("promote", "--json")
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["to_version"] == "1"
+    out = invoke("promote", "--candidate", "2")
+    assert out.exit_code == 4 and "no comparison of version 2" in one_line(out)
+    assert invoke("promote", "--candidate", "2", "--force", "--reason", "hotfix").exit_code == 0
+    out = invoke("rollback", "--reason", "oops")
+    assert out.exit_code == 0 and "production 2 -> 1" in out.output
+    out = invoke("history", "--json")
+    assert [m["to_version"] for m in json.loads(out.output)["moves"]] == ["1", "2", "1"]
+    table = invoke("history").output
+    assert "oops" in table and "hotfix" in table
+    out = invoke("status")
+    assert out.exit_code == 0 and "production  version 1" in out.output and "PROBLEM" not in out.output
+
+
+# ---- item 2: a rollback sticks ------------------------------------------------------------------
+
+
+def test_a_version_production_was_rolled_back_from_is_refused_until_forced(settings, tmp_path):
+    make_versions(2)
+    reg = Registry(settings)
+    record_comparison("1", None)
+    reg.promote("1")
+    record_comparison("2", "1")
+    reg.promote("2")
+    reg.rollback(reason="p95 latency doubled", actor="ops@pager")
+    mark = json.loads(version_tags("2")[ROLLED_BACK])
+    assert (mark["actor"], mark["reason"], mark["seq"]) == ("ops@pager", "p95 latency doubled", 3)
+    record_comparison("2", "1")  # the scheduler's retry re-evaluates the same version: it passes again
+    day = mark["at"][:10]
+    with pytest.raises(Refused, match=f"v2 was rolled back on {day} by ops@pager: p95 latency doubled"):
+        reg.promote("2")
+    out = invoke("promote", "--candidate", "2")
+    assert out.exit_code == 4 and "--force --reason" in one_line(out)
+    assert invoke("promote", "--candidate", "2", "--force").exit_code == 4  # --force alone is not enough
+    assert aliases()["production"] == "1"
+    out = invoke("promote", "--candidate", "2", "--force", "--reason", "latency fixed upstream", "--json")
+    assert out.exit_code == 0, out.output
+    move = json.loads(out.output)
+    assert move["kind"] == "force" and "p95 latency doubled" in move["overrode"]
+    assert ROLLED_BACK not in version_tags("2") and aliases()["production"] == "2"
+
+
+def test_promote_refuses_an_unfinished_older_or_other_as_of_comparison(settings):
+    make_versions(3)
+    reg = Registry(settings)
+    ship(reg, "1")
+    record_comparison("2", "1", status="FAILED")
+    with pytest.raises(Refused, match=r"did not finish \(status FAILED\)"):
+        reg.promote("2")
+    record_comparison("2", "1", as_of="2026-02-01")
+    with pytest.raises(Refused, match="made for as-of 2026-02-01, not 2026-03-01"):
+        reg.promote("2", as_of=date(2026, 3, 1))
+    out = invoke("promote", "--candidate", "2", "--as-of", "2026-03-01")
+    assert out.exit_code == 4 and "evaluate --as-of 2026-03-01" in one_line(out)
+    # compared with version 1, then production went 1 -> 3 -> 1: same pair, but the comparison is stale
+    record_comparison("2", "1")
+    ship(reg, "3")
+    reg.rollback()
+    with pytest.raises(Refused, match="older than the last move of production"):
+        reg.promote("2")
+    record_comparison("2", "1")
+    assert reg.promote("2", as_of=date(2026, 3, 1)).to_version == "2"
+
+
+# ---- item 3: a crash is never hidden by the next command ------------------------------------------
+
+
 class FaultyClient:
-    """A real MlflowClient that crashes after `budget` registry writes (simulated process death)."""
+    """A real MlflowClient whose process 'dies' (raises) before registry write number `budget`."""
 
     def __init__(self, budget: int) -> None:
         self._client = MlflowClient()
@@ -143,70 +252,364 @@ class FaultyClient:
 
         def write(*args, **kwargs):
             if self.budget == 0:
-                raise RuntimeError("injected crash")
+                raise KeyboardInterrupt("injected crash")  # not an Exception: nothing may catch it
             self.budget -= 1
             return attr(*args, **kwargs)
 
         return write
 
 
-@pytest.mark.parametrize("op", ["promote", "rollback"])
-def test_a_crash_between_any_two_writes_is_detected_and_repaired(settings, op):
+def test_a_promotion_killed_after_its_claim_blocks_every_writer_until_repaired(settings):
     make_versions(3)
     reg = Registry(settings)
-    reg.promote("1", force=True, reason="one")
-    reg.promote("2", force=True, reason="two")
+    ship(reg, "1", "2")
+    with pytest.raises(KeyboardInterrupt):
+        Registry(settings, client=FaultyClient(2)).promote("3", force=True, reason="three")  # claim made and hidden
+    assert aliases()["production"] == "2"
+    again = invoke("promote", "--candidate", "3", "--force", "--reason", "retry")
+    assert again.exit_code == 4 and "retrain status --repair" in one_line(again)
+    back = invoke("rollback")
+    assert back.exit_code == 4 and "retrain status --repair" in one_line(back)
+    out = invoke("status")
+    assert out.exit_code == 9 and "move #3 (force 2 -> 3" in out.output and "never applied" in out.output
+    fixed = invoke("status", "--repair", "--json")
+    assert fixed.exit_code == 0 and json.loads(fixed.output)["consistent"]
+    assert aliases()["production"] == "3"  # the claimed move is finished, exactly as recorded
+    back = invoke("rollback")
+    assert back.exit_code == 0 and "production 3 -> 2" in back.output
+    assert [(m.seq, m.from_version, m.to_version) for m in reg.history()] == [
+        (4, "3", "2"), (3, "2", "3"), (2, "1", "2"), (1, None, "1")]
+
+
+@pytest.mark.parametrize("op", ["promote", "rollback"])
+def test_a_crash_before_any_write_is_detected_and_repaired(settings, op):
+    make_versions(3)
+    reg = Registry(settings)
+    ship(reg, "1", "2")
     MlflowClient().set_registered_model_alias(NAME, "staging", "3")
     budget = 0
     while True:
+        seq_before = json.loads(model_tags()[HEAD])["seq"]
         faulty = Registry(settings, client=FaultyClient(budget))
         try:
             if op == "promote":
                 faulty.promote("3", force=True, reason="three")
             else:
-                faulty.rollback(reason="back")
-        except RuntimeError:
+                faulty.rollback(reason="back", force=True)
+        except KeyboardInterrupt:
             pass
         else:
             break
-        production = aliases()["production"]
-        assert production in {"1", "2", "3"}
+        assert aliases()["production"] in {"2", "3" if op == "promote" else "1"}
         problems = reg.problems()
-        result = CliRunner().invoke(cli, ["status"])
-        assert result.exit_code == 0
-        if problems:
-            assert "INCONSISTENT" in result.output and "retrain status --repair" in result.output
-            fixed = CliRunner().invoke(cli, ["status", "--repair", "--json"])
-            assert fixed.exit_code == 0 and json.loads(fixed.output)["consistent"]
-        assert reg.problems() == [] and aliases()["production"] == production
-        # put things back to the state before the operation, for the next crash point
-        if production != "2":
+        status = invoke("status")
+        assert status.exit_code == (8 if problems else 0), status.output
+        if any(p.blocking for p in problems):
+            refused = invoke("promote", "--candidate", "1", "--force", "--reason", "x")
+            assert refused.exit_code == 4 and "retrain status --repair" in one_line(refused)
+        fixed = invoke("status", "--repair", "--json")
+        assert fixed.exit_code == 0 and json.loads(fixed.output)["consistent"], fixed.output
+        head = json.loads(model_tags()[HEAD])
+        assert head["production"] == aliases()["production"]
+        claimed = head["seq"] == seq_before + 1
+        assert aliases()["production"] == ({"promote": "3", "rollback": "1"}[op] if claimed else "2")
+        # put things back for the next crash point
+        if claimed:
             reg.rollback("2", force=True, reason="reset")
-        if op == "promote":
-            MlflowClient().set_registered_model_alias(NAME, "staging", "3")
+        MlflowClient().set_registered_model_alias(NAME, "staging", "3")
         budget += 1
-    assert budget >= 3  # the operation did at least three writes, each one a crash point
+    assert budget >= 7  # every write of the move was a crash point
 
 
-def test_cli_promote_rollback_history_status(settings):
-    make_versions(2)
-    runner = CliRunner()
-    MlflowClient().set_registered_model_alias(NAME, "staging", "1")
-    record_comparison("1", None)
-    out = runner.invoke(cli, ["promote", "--json"])
+def test_a_legacy_history_damaged_by_a_crash_is_read_correctly(settings):
+    """Registries written by retrain 0.1 keep their history in tags; item 3's damage must not survive."""
+    make_versions(3)
+    client = MlflowClient()
+
+    def legacy(seq, frm, to, kind="promote", **extra):
+        record = {"seq": seq, "from_version": frm, "to_version": to, "at": f"2026-01-0{seq}T00:00:00+00:00",
+                  "actor": "old@host", "kind": kind, "reason": f"legacy {seq}", "comparison_run_id": None,
+                  "aborted": False, **extra}
+        client.set_registered_model_tag(NAME, f"{MIRROR}{seq:06d}", json.dumps(record))
+
+    legacy(1, None, "1")
+    legacy(2, "1", "2", note="an extra key added by hand")
+    legacy(3, "2", "3")  # killed before the alias moved
+    legacy(4, "2", "3")  # promoted again without --repair
+    legacy(5, "3", "3", kind="rollback")  # main printed "production 3 -> 3"
+    client.set_registered_model_alias(NAME, "production", "3")
+    reg = Registry(settings)
+    out = invoke("status")
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output)["to_version"] == "1"
-    out = runner.invoke(cli, ["promote", "--candidate", "2"])
-    assert out.exit_code == 4 and out.output.count("\n") == 1 and "no comparison of version 2" in out.output
-    assert runner.invoke(cli, ["promote", "--candidate", "2", "--force", "--reason", "hotfix"]).exit_code == 0
-    out = runner.invoke(cli, ["rollback", "--reason", "oops"])
-    assert out.exit_code == 0 and "production 2 -> 1" in out.output
-    out = runner.invoke(cli, ["history", "--json"])
-    assert [m["to_version"] for m in json.loads(out.output)["moves"]] == ["1", "2", "1"]
-    table = runner.invoke(cli, ["history"]).output
-    assert "oops" in table and "hotfix" in table
-    out = runner.invoke(cli, ["status"])
-    assert "production  version 1" in out.output and "INCONSISTENT" not in out.output
+    page = reg.history_page(10)
+    assert [(e.seq, e.state) for e in page] == [(5, "aborted"), (4, "applied"), (3, "aborted"), (2, "applied"),
+                                                (1, "applied")]
+    assert HEAD in model_tags()
+    move = reg.rollback()
+    assert (move.seq, move.from_version, move.to_version) == (6, "3", "2")
+
+
+def test_a_long_legacy_history_moves_into_the_log_keeping_every_move(settings):
+    make_versions(2)
+    client = MlflowClient()
+    for seq in range(1, 26):
+        frm, to = ("1", "2") if seq % 2 == 0 else ("2", "1")
+        record = {"seq": seq, "from_version": None if seq == 1 else frm, "to_version": to, "at": "2026-01-01T00:00:00",
+                  "actor": "old@host", "kind": "force", "reason": f"legacy {seq}", "comparison_run_id": None,
+                  "aborted": False}
+        client.set_registered_model_tag(NAME, f"{MIRROR}{seq:06d}", json.dumps(record))
+    client.set_registered_model_alias(NAME, "production", "1")
+    reg = Registry(settings)
+    assert [m.seq for m in reg.history(limit=30)] == list(range(25, 0, -1))
+    assert len([k for k in model_tags() if k.startswith(MIRROR)]) == 20
+    assert reg.rollback().to_version == "2"
+
+
+# ---- item 4: deleted versions ----------------------------------------------------------------
+
+
+def test_rollback_skips_a_deleted_version_and_says_so(settings, tmp_path):
+    make_versions(3)
+    reg = Registry(settings)
+    ship(reg, "1", "2", "3")
+    MlflowClient().delete_model_version(NAME, "2")
+    out = invoke("status")
+    assert out.exit_code == 0 and "version 2 served before and no longer exists: rollback skips it" in out.output
+    with pytest.raises(RegistryError, match="has no version 2"):
+        reg.rollback("2", force=True)
+    assert json.loads(model_tags()[HEAD])["seq"] == 3  # nothing written
+    out = invoke("rollback", "--reason", "bad")
+    assert out.exit_code == 0 and "production 3 -> 1" in out.output and "skipped deleted versions 2" in out.output
+    assert "skipped deleted versions 2" in events(tmp_path)[-1]["message"]
+    history = invoke("history").output
+    assert "[v2 deleted]" in history
+    assert invoke("status").exit_code == 0
+
+
+def test_a_deleted_production_version_is_reported_and_repaired(settings, tmp_path):
+    make_versions(3)
+    reg = Registry(settings)
+    ship(reg, "1", "2", "3")
+    MlflowClient().delete_model_version(NAME, "3")  # deletes its alias too
+    out = invoke("status")
+    assert out.exit_code == 9 and "production version 3 was deleted" in out.output
+    refused = invoke("rollback")
+    assert refused.exit_code == 4 and "production version 3 was deleted" in one_line(refused)
+    assert "retrain status --repair" in refused.output
+    fixed = invoke("status", "--repair")
+    assert fixed.exit_code == 0, fixed.output
+    assert aliases()["production"] == "2"
+    latest = reg.history()[0]
+    assert (latest.kind, latest.from_version, latest.to_version) == ("repair", "3", "2")
+    assert events(tmp_path)[-1]["kind"] == "repaired"
+    assert reg.rollback().to_version == "1"
+
+
+def test_with_every_served_version_deleted_repair_records_that_nothing_serves(settings):
+    make_versions(2)
+    reg = Registry(settings)
+    ship(reg, "1", "2")
+    MlflowClient().delete_model_version(NAME, "1")
+    MlflowClient().delete_model_version(NAME, "2")
+    assert invoke("status", "--repair").exit_code == 0
+    assert reg.state().production is None and reg.history()[0].to_version is None
+    assert invoke("status").exit_code == 0
+
+
+# ---- item 5: hand-edited tags -------------------------------------------------------------------
+
+
+def test_a_hand_edited_history_tag_is_reported_and_skipped(settings):
+    make_versions(3)
+    reg = Registry(settings)
+    ship(reg, "1", "2")
+    client = MlflowClient()
+    client.set_registered_model_tag(NAME, f"{MIRROR}000001", "{edited by hand")
+    record = json.loads(model_tags()[f"{MIRROR}000002"])
+    client.set_registered_model_tag(NAME, f"{MIRROR}000002", json.dumps({**record, "ticket": "OPS-1"}))
+    out = invoke("status")
+    assert out.exit_code == 9 and f"history tag {MIRROR}000001 is unreadable: not JSON" in out.output
+    assert "000002" not in out.output  # an extra key is fine
+    assert [m.seq for m in reg.history()] == [2, 1]  # the full log is elsewhere
+    assert reg.promote("3", force=True, reason="x").seq == 3  # not a blocking problem
+    assert invoke("status", "--repair").exit_code == 0
+    assert json.loads(model_tags()[f"{MIRROR}000001"])["to_version"] == "1"
+
+
+def test_a_hand_edited_head_blocks_writers_until_rebuilt(settings):
+    make_versions(3)
+    reg = Registry(settings)
+    ship(reg, "1", "2")
+    reg.rollback()
+    MlflowClient().set_registered_model_tag(NAME, HEAD, "production=1")
+    out = invoke("status")
+    assert out.exit_code == 9 and f"tag {HEAD} is unreadable: not JSON" in out.output
+    refused = invoke("promote", "--candidate", "3", "--force", "--reason", "x")
+    assert refused.exit_code == 4 and "retrain status --repair" in one_line(refused)
+    assert invoke("history").exit_code == 0
+    assert invoke("status", "--repair").exit_code == 0
+    head = json.loads(model_tags()[HEAD])
+    assert (head["seq"], head["production"], head["stack"]) == (3, "1", ["1"])
+    MlflowClient().delete_registered_model_tag(NAME, HEAD)
+    assert invoke("status").exit_code == 9
+    assert invoke("status", "--repair").exit_code == 0 and json.loads(model_tags()[HEAD])["seq"] == 3
+
+
+def test_an_unreadable_rolled_back_mark_still_refuses(settings):
+    make_versions(2)
+    reg = Registry(settings)
+    ship(reg, "1")
+    MlflowClient().set_model_version_tag(NAME, "2", ROLLED_BACK, "yes")
+    record_comparison("2", "1")
+    with pytest.raises(Refused, match="unreadable mark: yes"):
+        reg.promote("2")
+
+
+# ---- item 6: cost independent of the history's length ------------------------------------------
+
+
+class CountingClient:
+    def __init__(self) -> None:
+        self._client = MlflowClient()
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            self.calls.append(name)
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def test_rollback_and_status_make_the_same_calls_with_a_short_and_a_long_history(settings):
+    calls = {}
+    for n_moves, name in ((22, "short"), (44, "long")):
+        make_versions(2, name)
+        s = load_settings(None, [f"registry.model_name={name}"])
+        reg = Registry(s)
+        for i in range(n_moves):
+            reg.promote(str(i % 2 + 1), force=True, reason="x")
+        counting = CountingClient()
+        Registry(s, client=counting).rollback("1" if n_moves % 2 == 0 else "2", force=True)
+        rollback_calls = list(counting.calls)
+        counting.calls.clear()
+        Registry(s, client=counting).status()
+        calls[name] = (rollback_calls, list(counting.calls))
+    assert calls["short"] == calls["long"], calls
+    assert len(calls["long"][1]) <= 14
+
+
+def test_history_pages_through_the_log(settings):
+    make_versions(2)
+    reg = Registry(settings)
+    for i in range(7):
+        reg.promote(str(i % 2 + 1), force=True, reason=f"move {i + 1}")
+    out = invoke("history", "--limit", "3", "--json")
+    page = json.loads(out.output)
+    assert [m["seq"] for m in page["moves"]] == [7, 6, 5] and page["next_before"] == 5
+    out = invoke("history", "--limit", "3", "--before", "5")
+    assert "move 4" in out.output and "move 2" in out.output and "move 5" not in out.output
+    assert "retrain history --before 2" in out.output
+
+
+# ---- item 7: bounded texts ----------------------------------------------------------------------
+
+
+def test_every_tag_written_stays_under_5000_characters(settings):
+    make_versions(2)
+    reg = Registry(settings)
+    reason = "why " * 5000
+    reg.promote("1", force=True, reason=reason)
+    reg.promote("2", force=True, reason=reason)
+    reg.rollback(reason=reason, actor="x" * 10_000)
+    lengths = [len(v) for v in model_tags().values()]
+    lengths += [len(v) for version in ("1", "2") for v in version_tags(version).values()]
+    lengths += [len(v) for e in MlflowClient().search_experiments(view_type=3) for v in e.tags.values()]
+    assert max(lengths) < 5000
+    assert reg.history()[0].reason.endswith("...[truncated]")
+
+
+# ---- item 8: exit codes -------------------------------------------------------------------------
+
+
+def test_status_exits_7_on_problems_and_a_blocked_rollback_names_repair(settings):
+    make_versions(3)
+    reg = Registry(settings)
+    ship(reg, "1", "2")
+    MlflowClient().set_registered_model_alias(NAME, "production", "3")  # moved in the UI
+    out = invoke("status", "--json")
+    assert out.exit_code == 9 and not json.loads(out.output)["consistent"]
+    refused = invoke("rollback")
+    assert refused.exit_code == 4 and "moved outside retrain" in one_line(refused)
+    assert "retrain status --repair" in refused.output
+    assert "8 problems found" in invoke("status", "--help").output
+    assert invoke("status", "--repair").exit_code == 0
+    latest = reg.history()[0]
+    assert (latest.kind, latest.from_version, latest.to_version) == ("external", "2", "3")
+    assert reg.rollback().to_version == "2"
+
+
+# ---- item 9: every move of production notifies ----------------------------------------------------
+
+
+def test_promote_rollback_and_forced_moves_notify(settings, tmp_path):
+    make_versions(2)
+    record_comparison("1", None)
+    assert invoke("promote", "--candidate", "1").exit_code == 0
+    assert invoke("promote", "--candidate", "2", "--force", "--reason", "hotfix").exit_code == 0
+    assert invoke("rollback", "--reason", "errors up").exit_code == 0
+    sent = events(tmp_path)
+    assert [e["kind"] for e in sent] == ["promoted", "promoted", "rolled_back"]
+    assert sent[0]["message"] == "promoted churn-classifier v1 (roc_auc 0.850; first production model)"
+    assert sent[1]["message"] == "promoted churn-classifier v2: forced: hotfix"
+    assert sent[2]["message"] == "rolled back churn-classifier to v1 from v2: errors up"
+    assert sent[2]["seq"] == 3 and sent[2]["actor"]
+
+
+def test_a_broken_events_file_stops_a_move_before_it_writes(settings, tmp_path):
+    make_versions(1)
+    (tmp_path / "events-dir").mkdir()
+    out = invoke("promote", "--candidate", "1", "--force", "--reason", "x", "--set",
+                 f"notify.events_path={tmp_path / 'events-dir'}")
+    assert out.exit_code == 6 and "events-dir" in one_line(out)
+    assert HEAD not in model_tags() and aliases() == {}
+
+
+# ---- item 11: runs left RUNNING by a killed process -------------------------------------------------
+
+
+@pytest.mark.slow
+def test_runs_left_running_by_a_killed_process_are_listed_and_marked_killed(settings, tracking, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    script = (
+        "import os, signal\n"
+        "from retrain.tracking import step_run\n"
+        "with step_run('retrain-training', 'train-killed'):\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == -9, done.stderr
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("retrain-training").experiment_id])
+    assert run.info.status == "RUNNING"
+    out = invoke("status")
+    assert out.exit_code == 9 and f"run {run.info.run_id} is still RUNNING but its process" in out.output
+    from retrain.tracking import step_run
+
+    with step_run("retrain-training", "live") as live:  # this process is alive: its run is not stale
+        assert invoke("status", "--repair").exit_code == 0
+        assert client.get_run(live.info.run_id).info.status == "RUNNING"
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
 
 
 @pytest.mark.slow

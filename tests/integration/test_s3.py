@@ -53,7 +53,7 @@ def bucket(moto_s3, tmp_path_factory):
 
 
 def _args(command: str, data: str, *extra: str) -> list[str]:
-    return [command, "--data", data, "--overrides", " ".join(FAST), "--set", "model.epochs=2", *extra]
+    return [command, "--data", data, "--overrides", " ".join(FAST), "--set", "model.batch_size=64", *extra]
 
 
 def _nothing_recorded() -> None:

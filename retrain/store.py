@@ -1,0 +1,146 @@
+"""Calls to the tracking store for registry work: lock contention retried, every other failure one line.
+
+`GuardedClient` wraps an MlflowClient. "Does not exist", "already exists" and "invalid parameter"
+answers pass through as MlflowException, because callers decide what they mean (no model, a lost
+claim, a bad version number). A busy SQLite file or a PostgreSQL deadlock is retried with capped,
+jittered backoff: under concurrent writers it is contention, not an answer. A service that cannot be
+reached or refuses us (connection refused, 401/403, its database down) becomes the project's
+ServiceError (exit 7, `tracking.service_error` says which service and what to check); anything else
+becomes a RegistryError naming the tracking server (without credentials) and the error. So no command
+ever mistakes an unreachable server for an empty registry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from retrain.errors import RegistryError, RetrainError
+
+PASS_THROUGH = frozenset({"RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "INVALID_PARAMETER_VALUE"})
+CONTENTION = ("database is locked", "deadlock detected", "could not serialize access", "database table is locked")
+
+# MLflow's defaults retry an unreachable server for ~4 minutes (7 retries, backoff factor 2, 120 s
+# timeout). Our commands fail fast instead; a value the user set in the environment wins.
+HTTP_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+@contextlib.contextmanager
+def bounded_http_retries() -> Iterator[None]:
+    """Bound MLflow's HTTP retries and timeout for the duration of one command (user settings win)."""
+    added = [k for k in HTTP_BOUNDS if k not in os.environ]
+    for key in added:
+        os.environ[key] = HTTP_BOUNDS[key]
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def redact(uri: str) -> str:
+    """The URI without user, password and query (which may carry tokens)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparseable tracking URI>"
+    if not (parts.username or parts.password or parts.query or parts.fragment):
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def server_uri() -> str:
+    import mlflow
+
+    return redact(mlflow.get_registry_uri() or mlflow.get_tracking_uri())
+
+
+def is_contention(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(marker in text for marker in CONTENTION)
+
+
+def describe(exc: BaseException) -> str:
+    """The first meaningful line of an error, without credentials, at most 300 characters."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    text = str(exc).strip()
+    if not isinstance(exc, MlflowException):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    raw = mlflow.get_tracking_uri()
+    safe = redact(raw)
+    if raw != safe:
+        text = text.replace(raw, safe)
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), text)
+    return line[:300]
+
+
+class _DropHandledLockErrors(logging.Filter):
+    """MLflow logs a full traceback for every SQLite lock error before raising it; we retry those."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (exc is not None and is_contention(exc))
+
+
+_FILTER = _DropHandledLockErrors()
+
+
+class GuardedClient:
+    """An MlflowClient whose calls retry lock contention and turn other failures into RegistryError."""
+
+    def __init__(self, client: Any, attempts: int = 12, first_wait_s: float = 0.02, max_wait_s: float = 1.0) -> None:
+        self._client = client
+        self.attempts = attempts
+        self.first_wait_s = first_wait_s
+        self.max_wait_s = max_wait_s
+        logging.getLogger("mlflow.store.db.utils").addFilter(_FILTER)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._call(name, attr, args, kwargs)
+
+        return call
+
+    def _call(self, name: str, fn: Any, args: tuple, kwargs: dict) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        for attempt in range(self.attempts):
+            try:
+                return fn(*args, **kwargs)
+            except RetrainError:
+                raise
+            except MlflowException as exc:
+                if exc.error_code in PASS_THROUGH:
+                    raise
+                error: Exception = exc
+            except Exception as exc:  # noqa: BLE001 - any failure of the store becomes one line
+                error = exc
+            if not is_contention(error) or attempt == self.attempts - 1:
+                break
+            wait = min(self.max_wait_s, self.first_wait_s * 2 ** attempt)
+            time.sleep(wait * (0.5 + random.random()))
+        from retrain.tracking import service_error
+
+        service = service_error(error)
+        if service is not None:
+            raise service from None
+        raise RegistryError(f"tracking server {server_uri()} failed ({name}): {describe(error)}") from None

@@ -1,0 +1,229 @@
+"""Moves of production under real concurrent processes and real `kill -9`, repeated.
+
+The processes are real `retrain` CLI processes forked by tests/integration/registry_harness.py; they
+share one tracking store: the test's SQLite file, and (marker `server`, `python -m pytest -m server`
+with the services of .ci/run) CI's `mlflow server` on PostgreSQL. Every repetition uses its own
+registered model and experiments, so one store serves all of them. RETRAIN_RACE_REPEAT overrides the
+number of repetitions (20) for a quick look.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from retrain.config import load_settings
+from retrain.registry import Registry
+from tests.conftest import REPO
+from tests.integration.test_registry import make_versions, record_comparison
+
+REPEAT = int(os.environ.get("RETRAIN_RACE_REPEAT", "20"))
+HEAD = "retrain.state.production"
+SELF_MOVE = re.compile(r"production (\S+) -> \1 ")
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.integration.registry_harness"], cwd=REPO,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert json.loads(self.proc.stdout.readline())["ready"]
+
+    def run(self, jobs: list[dict]) -> list[dict]:
+        self.proc.stdin.write(json.dumps({"jobs": jobs}) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())["results"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def harness():
+    h = Harness()
+    yield h
+    h.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("ci-server", marks=pytest.mark.server)])
+def store(request, tracking) -> str:
+    """The tracking URI the processes share (MLflow in this process pointed at it too)."""
+    return request.getfixturevalue("ci_server") if request.param == "ci-server" else tracking
+
+
+def overrides(name: str) -> list[str]:
+    """The model `name`, and experiments of its own (a shared server holds other tests' runs)."""
+    return [f"registry.model_name={name}", *(f"experiments.{kind}={name}-{kind}"
+                                              for kind in ("training", "comparisons", "monitoring", "cycles"))]
+
+
+def job(store: str, cwd, name: str, *commands: list[str], kill_after: int | None = None) -> dict:
+    sets = [arg for o in overrides(name) for arg in ("--set", o)]
+    return {"cwd": str(cwd), "env": {"MLFLOW_TRACKING_URI": store, "MLFLOW_REGISTRY_URI": store},
+            "kill_after": kill_after, "commands": [[*c, *sets] for c in commands]}
+
+
+def registry(name: str) -> Registry:
+    return Registry(load_settings(None, overrides(name)))
+
+
+def model(name: str, versions: int = 3, production: tuple[str, ...] = ("1", "2")) -> Registry:
+    """A registered model with real versions and production moved through `production`."""
+    make_versions(versions, name)
+    reg = registry(name)
+    for v in production:
+        reg.promote(v, force=True, reason="setup")
+    return reg
+
+
+def head(name: str) -> dict:
+    return json.loads(MlflowClient().get_registered_model(name).tags[HEAD])
+
+
+def assert_clean(results: list[dict]) -> int:
+    """No process died, no traceback, failures are one line with exit 4; returns the number of successes."""
+    successes = 0
+    for r in results:
+        assert r["signal"] is None, r
+        text = r["stdout"] + r["stderr"]
+        assert "Traceback" not in text and not SELF_MOVE.search(text), text
+        for code in r["codes"]:
+            assert code in (0, 4), r
+            successes += code == 0
+        failures = [ln for ln in r["stderr"].splitlines() if ln.startswith("Error:")]
+        assert len(failures) == r["codes"].count(4), r  # one line per refusal
+    return successes
+
+
+def assert_history_intact(name: str, first_seq: int) -> None:
+    """Every recorded move applied, each starting where the previous one ended, production at the last."""
+    reg = registry(name)
+    state = reg.state()
+    moves = list(reversed(reg.history(limit=1000)))
+    assert [m.seq for m in moves] == list(range(1, state.head.seq + 1))
+    assert all(not m.aborted for m in moves)
+    for before, after in zip(moves, moves[1:]):
+        assert after.from_version == before.to_version, (before, after)
+    assert state.production == state.head.production == moves[-1].to_version
+    assert reg.status()["problems"] == []
+
+
+def oracle_consistent(name: str) -> bool:
+    """Consistency read from raw MLflow, independently of retrain's own diagnosis."""
+    client = MlflowClient()
+    m = client.get_registered_model(name)
+    h = json.loads(m.tags[HEAD])
+    pending = client.get_experiment_by_name(f"retrain-ledger/{name}/production/{h['seq'] + 1:010d}")
+    alias = m.aliases.get("production")
+    return pending is None and (None if alias is None else str(alias)) == h["production"]
+
+
+# ---- races ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_concurrent_promotions_of_the_same_candidate_succeed_once(harness, store, tmp_path):
+    for rep in range(REPEAT):
+        name = f"race-promote-{rep}-{uuid.uuid4().hex[:6]}"
+        model(name)
+        MlflowClient().set_registered_model_alias(name, "staging", "3")
+        record_comparison("3", "2", name=name)
+        results = harness.run([job(store, tmp_path, name, ["promote"]), job(store, tmp_path, name, ["promote"])])
+        assert assert_clean(results) == 1, results
+        assert head(name)["seq"] == 3 and head(name)["production"] == "3"
+        assert_history_intact(name, 3)
+
+
+@pytest.mark.slow
+def test_two_concurrent_promotions_of_different_candidates_succeed_once(harness, store, tmp_path):
+    for rep in range(REPEAT):
+        name = f"race-two-{rep}-{uuid.uuid4().hex[:6]}"
+        model(name, versions=4)
+        record_comparison("3", "2", name=name)
+        record_comparison("4", "2", name=name)
+        results = harness.run([job(store, tmp_path, name, ["promote", "--candidate", "3"]),
+                               job(store, tmp_path, name, ["promote", "--candidate", "4"])])
+        assert assert_clean(results) == 1, results
+        assert head(name)["seq"] == 3 and head(name)["production"] in ("3", "4")
+        assert_history_intact(name, 3)
+
+
+@pytest.mark.slow
+def test_a_promotion_racing_a_rollback_never_loses_a_move(harness, store, tmp_path):
+    outcomes = set()
+    for rep in range(REPEAT):
+        name = f"race-mixed-{rep}-{uuid.uuid4().hex[:6]}"
+        model(name)
+        MlflowClient().set_registered_model_alias(name, "staging", "3")
+        record_comparison("3", "2", name=name)
+        results = harness.run([job(store, tmp_path, name, ["promote"]),
+                               job(store, tmp_path, name, ["rollback", "--reason", "race"])])
+        successes = assert_clean(results)
+        assert successes >= 1 and head(name)["seq"] == 2 + successes, results
+        assert_history_intact(name, 3)
+        outcomes.add(tuple(r["codes"][0] for r in results))
+    assert outcomes  # (which orders occurred is up to the scheduler)
+
+
+@pytest.mark.slow
+def test_forty_forced_promotions_from_each_of_two_processes_record_every_success(harness, store, tmp_path):
+    for rep in range(REPEAT):
+        name = f"race-many-{rep}-{uuid.uuid4().hex[:6]}"
+        model(name, versions=4, production=("1",))
+        jobs = [job(store, tmp_path, name, *[["promote", "--candidate", vs[i % 2], "--force", "--reason", who]
+                                             for i in range(40)])
+                for vs, who in ((("2", "3"), "a"), (("4", "1"), "b"))]
+        results = harness.run(jobs)
+        successes = assert_clean(results)
+        assert head(name)["seq"] == 1 + successes, (successes, head(name))
+        assert_history_intact(name, 2)
+
+
+# ---- kill -9 at every registry write ---------------------------------------------------------------
+
+
+def _kill_scenario(harness, store, tmp_path, op: list[str], name: str, kill_after: int) -> bool:
+    """Kill `op` before write `kill_after`+1, then promote, rollback, status, repair; False when op finished."""
+    model(name)
+    MlflowClient().set_registered_model_alias(name, "staging", "3")
+    record_comparison("3", "2", name=name)
+    (killed,) = harness.run([job(store, tmp_path, name, op, kill_after=kill_after)])
+    if killed["signal"] is None:
+        assert killed["codes"] == [0], killed
+        return False
+    assert killed["signal"] == 9
+    consistent = oracle_consistent(name)
+    (status,) = harness.run([job(store, tmp_path, name, ["status"])])
+    assert status["codes"] == [0 if consistent else 8], (kill_after, status)
+    (after,) = harness.run([job(store, tmp_path, name, ["promote"], ["rollback", "--reason", "after crash"],
+                                ["status"])])
+    assert_clean([{**after, "codes": after["codes"][:2]}])
+    text = after["stdout"] + after["stderr"]
+    if not consistent:  # both writers refused, naming the repair
+        assert after["codes"] == [4, 4, 8] and text.count("retrain status --repair") >= 2, text
+    else:
+        assert after["codes"][2] == 0, text
+    (repaired,) = harness.run([job(store, tmp_path, name, ["status", "--repair"], ["rollback"], ["status"])])
+    assert repaired["codes"][0] == 0 and repaired["codes"][2] == 0, repaired
+    assert "Traceback" not in repaired["stdout"] + repaired["stderr"]
+    assert not SELF_MOVE.search(repaired["stdout"] + repaired["stderr"])
+    assert_history_intact(name, 3)
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("op", [["promote"], ["rollback", "--reason", "killed"]], ids=["promote", "rollback"])
+def test_kill_9_at_every_registry_write_is_never_silent(harness, store, tmp_path, op):
+    kill_after = 0
+    while _kill_scenario(harness, store, tmp_path, op, f"kill-{op[0]}-{kill_after}-{uuid.uuid4().hex[:6]}",
+                         kill_after):
+        kill_after += 1
+    assert kill_after >= 7  # every write was a kill point, then the operation ran through
