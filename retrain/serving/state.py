@@ -5,17 +5,18 @@ None), `RolloutStore.write(new, expected_seq)` appends record `expected_seq + 1`
 `RolloutConflict` when someone else wrote it first, `history()` lists every record.
 
 Records are registered-model tags `retrain.rollout.<seq>` (JSON of `Rollout`), next to the production
-history, so every replica, restart and MLflow client sees the same state. The compare-and-set is a
-create the tracking store makes atomic: record N is first written as the tags of a new experiment
-named `retrain-claims/<model>/rollout/<N>` (experiment names are unique in every MLflow store,
-deleted experiments included), which only one writer can create; the experiment is then deleted (it
-stays reserved, out of the UI) and the record mirrored into the model tag. A writer killed between
-the claim and the mirror leaves the record in the claim; the next `read()` finds it and mirrors it.
+history, so every replica, restart and MLflow client sees the same state. The compare-and-set is the
+registry's own (`retrain.ledger`): record N is first claimed as entry N of the ledger namespace
+`<model>/rollout` (an experiment whose unique name only one writer can create; it is deleted at once,
+so it stays reserved and out of the UI), then mirrored into the model tag. A writer killed between the
+claim and the mirror leaves the record in the claim; the next `read()` finds it and mirrors it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -25,7 +26,6 @@ from retrain.serving.rollout import Rollout
 
 log = logging.getLogger("retrain.serving")
 TAG_PREFIX = "retrain.rollout."
-RECORD_TAG = "retrain.record"
 
 
 class RolloutConflict(RegistryError):
@@ -71,8 +71,11 @@ class RolloutStore:
         self.name = settings.registry.model_name
         self.client = client if client is not None else make_client()
 
-    def claim_name(self, seq: int) -> str:
-        return f"retrain-claims/{self.name}/rollout/{seq:06d}"
+    @property
+    def ledger(self):
+        from retrain.ledger import Ledger
+
+        return Ledger(self.client, f"{self.name}/rollout")
 
     def _model_tags(self) -> dict[str, str]:
         from mlflow.exceptions import MlflowException
@@ -85,10 +88,13 @@ class RolloutStore:
             raise RegistryError(f"cannot read registered model {self.name}: {str(exc).splitlines()[0][:300]}") from None
 
     def _claimed(self, seq: int) -> Rollout | None:
-        experiment = self.client.get_experiment_by_name(self.claim_name(seq))
-        if experiment is None or RECORD_TAG not in (experiment.tags or {}):
+        entry = self.ledger.get(seq)
+        if entry is None:
             return None
-        return read_record(seq, experiment.tags[RECORD_TAG], f"claim {self.claim_name(seq)}")
+        where = f"claim {self.ledger.name(seq)}"
+        if entry.record is None:
+            return read_record(seq, "", f"{where}: {entry.problem}")
+        return read_record(seq, json.dumps(entry.record), where)
 
     def history(self, tags: dict[str, str] | None = None) -> list[Rollout]:
         """Every record, oldest first, including claimed records whose mirror a crash left unwritten (mirrored now)."""
@@ -117,22 +123,28 @@ class RolloutStore:
         """
         from mlflow.exceptions import MlflowException
 
+        from retrain.ledger import Taken
+
         seq = expected_seq + 1
         tags = self._model_tags()
         latest = self.read(tags)
         if (latest.seq if latest else 0) != expected_seq or tag_key(seq) in tags:
             raise RolloutConflict(self._conflict(latest))
         record = replace(new, seq=seq)
+        token = uuid.uuid4().hex
         try:
-            self.client.create_experiment(self.claim_name(seq), tags={RECORD_TAG: record.to_json()})
+            self.ledger.claim(seq, {**json.loads(record.to_json()), "token": token})
+        except Taken as taken:
+            raise RolloutConflict(self._conflict(self._claimed_quietly(seq) or self.read())) from None
         except MlflowException as exc:
-            claimed = self._claimed_quietly(seq)
-            if claimed != record:  # someone else's claim, or none at all
-                if exc.error_code == "RESOURCE_ALREADY_EXISTS":
-                    raise RolloutConflict(self._conflict(claimed or self.read())) from None
+            try:
+                entry = self.ledger.get(seq)
+            except MlflowException:
+                entry = None
+            if entry is None or (entry.record or {}).get("token") != token:  # someone else's claim, or none
                 raise RegistryError(f"could not write rollout record #{seq} of {self.name}: "
                                     f"{str(exc).splitlines()[0][:300]}; nothing was written, run it again") from None
-        self._hide_and_mirror(record)
+        self._mirror(record)
         return record
 
     def _claimed_quietly(self, seq: int) -> Rollout | None:
@@ -143,15 +155,12 @@ class RolloutStore:
         except MlflowException:
             return None
 
-    def _hide_and_mirror(self, record: Rollout) -> None:
-        """Delete the claim experiment (its name stays reserved) and write the model tag; failures only logged."""
+    def _mirror(self, record: Rollout) -> None:
+        """Write the model tag of a claimed record; a failure is only logged (the next read mirrors it)."""
         try:
-            experiment = self.client.get_experiment_by_name(self.claim_name(record.seq))
-            if experiment is not None and experiment.lifecycle_stage == "active":
-                self.client.delete_experiment(experiment.experiment_id)
             self.client.set_registered_model_tag(self.name, tag_key(record.seq), record.to_json())
         except Exception as exc:  # noqa: BLE001 - the record is written (the claim); the next read mirrors it
-            log.warning("rollout record #%d of %s is written; hiding its claim or mirroring it failed: %s",
+            log.warning("rollout record #%d of %s is written; mirroring it into its tag failed: %s",
                         record.seq, self.name, exc)
 
     def _conflict(self, latest: Rollout | None) -> str:

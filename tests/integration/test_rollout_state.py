@@ -106,7 +106,7 @@ def test_a_writer_killed_between_claim_and_mirror_leaves_a_record_the_next_read_
     assert store.write(Rollout("shadow", "2", "1", 100.0), 1).seq == 2
     # claims leave the UI: they are deleted experiments
     visible = [e.name for e in MlflowClient().search_experiments()]
-    assert not [n for n in visible if n.startswith("retrain-claims/")]
+    assert not [n for n in visible if n.startswith("retrain-ledger/")]
 
 
 def test_a_stale_writer_is_refused_and_writes_nothing(registered):
