@@ -93,6 +93,12 @@ def test_tracking_server_killed_mid_cycle_is_one_line_and_the_next_cycle_rides_o
         assert "connection refused" in line and "MLFLOW_TRACKING_URI" in line
         server.start()
         assert production(client, model) == "1"
+        # the cycle could not close its runs with the server down: status names them (exit 9), --repair kills them
+        found = retrain(["status", "--json", *settings_args(stable_data, names)], server.url, tmp_path)
+        problems = json.loads(found.stdout)["problems"]
+        assert found.returncode == 9 and problems, found.stdout
+        assert all("is still RUNNING but" in str(p) for p in problems), problems
+        assert retrain(["status", "--repair", *settings_args(stable_data, names)], server.url, tmp_path).returncode == 0
         assert_consistent(server.url, tmp_path, names, stable_data, "1")
         events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
         assert events[-1]["kind"] == "failed" and "unreachable" in events[-1]["reason"]

@@ -31,7 +31,8 @@ def failed_events(tmp_path) -> list[dict]:
 @pytest.mark.slow
 def test_a_rerun_cycle_keeps_production_where_an_operator_rolled_it_back(stable_data, tmp_path):
     settings = fast_settings(stable_data, *PERMISSIVE)
-    weak = fast_settings(stable_data, *PERMISSIVE, "model.epochs=1", "model.hidden_dim=2", "model.learning_rate=0.0001")
+    # weak but not useless (it must beat the constant predictor to be registered): no recency feature
+    weak = fast_settings(stable_data, *PERMISSIVE, "data.numeric=[age, num_purchases]", "data.categorical=[channel]")
     first = run_cycle(weak, date(2026, 2, 10), in_process=True)
     assert first.outcome == "promoted" and production() == "1"
     second = run_cycle(settings, date(2026, 2, 25), force=True, in_process=True)

@@ -202,13 +202,13 @@ def _kill_scenario(harness, store, tmp_path, op: list[str], name: str, kill_afte
     assert killed["signal"] == 9
     consistent = oracle_consistent(name)
     (status,) = harness.run([job(store, tmp_path, name, ["status"])])
-    assert status["codes"] == [0 if consistent else 8], (kill_after, status)
+    assert status["codes"] == [0 if consistent else 9], (kill_after, status)
     (after,) = harness.run([job(store, tmp_path, name, ["promote"], ["rollback", "--reason", "after crash"],
                                 ["status"])])
     assert_clean([{**after, "codes": after["codes"][:2]}])
     text = after["stdout"] + after["stderr"]
     if not consistent:  # both writers refused, naming the repair
-        assert after["codes"] == [4, 4, 8] and text.count("retrain status --repair") >= 2, text
+        assert after["codes"] == [4, 4, 9] and text.count("retrain status --repair") >= 2, text
     else:
         assert after["codes"][2] == 0, text
     (repaired,) = harness.run([job(store, tmp_path, name, ["status", "--repair"], ["rollback"], ["status"])])
