@@ -67,12 +67,27 @@ class ReloadStatus:
 
 
 def schema_columns(model: Any, settings: Settings) -> list[Column]:
-    """The model's input columns from its signature (the settings' features if it has none)."""
+    """The model's input columns from its signature (the settings' features if it has none).
+
+    Our models declare every column `any` (the model casts inside: numerics as int or float, categoricals as
+    text or integer codes); their kinds and null policies come from the model's own spec, else the settings.
+    """
     schema = model.metadata.get_input_schema()
+    try:
+        spec = model.unwrap_python_model().spec
+        numeric, imputed = set(spec.numeric), {c for c in (*spec.numeric, *spec.categorical) if spec.policy(c) == "impute"}
+    except AttributeError:  # not one of ours: the settings describe the features
+        numeric = set(settings.data.numeric)
+        imputed = {c for c in settings.data.features if settings.model.missing_policy(c) == "impute"}
     if schema is None or not schema.has_input_names():
-        spec = settings.data
-        return [Column(c, "float") for c in spec.numeric] + [Column(c, "str") for c in spec.categorical]
-    return [Column(c.name, KINDS.get(c.type.name, "str"), bool(getattr(c, "required", True))) for c in schema.inputs]
+        return [Column(c, "number" if c in numeric else "category", c not in imputed) for c in settings.data.features]
+
+    def kind(column: Any) -> str:
+        declared = KINDS.get(getattr(column.type, "name", None))
+        return declared or ("number" if column.name in numeric else "category")
+
+    return [Column(c.name, kind(c), bool(getattr(c, "required", True)) and c.name not in imputed)
+            for c in schema.inputs]
 
 
 class Live:
@@ -189,12 +204,14 @@ class Live:
 
     def _preload_rollback_target(self, tags: dict[str, str], production: str) -> None:
         """Load the version a rollback would return to, so that rollback reaches traffic without a model load."""
-        from retrain.registry import parse_history, serving_stack
+        from retrain.moves import parse_head, rollback_candidates
 
         try:
-            stack = serving_stack(parse_history(tags, self.settings.registry.production_alias))
-            if len(stack) >= 2 and stack[-1] == production:
-                self._load(stack[-2])
+            text = tags.get(f"retrain.state.{self.settings.registry.production_alias}")  # the registry's head
+            head = parse_head(text) if text else None
+            targets = rollback_candidates(head) if head is not None and head.production == production else []
+            if targets:
+                self._load(targets[0])
         except Exception as exc:  # noqa: BLE001 - only a speed-up: a failure here is logged, nothing more
             log.warning("could not preload the rollback target of %s: %s", self.name, exc)
 

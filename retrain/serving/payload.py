@@ -34,7 +34,8 @@ class PayloadError(Exception):
 
 @dataclass(frozen=True)
 class Column:
-    """One input column of the model: name, value kind (int | float | str | bool) and whether it is required."""
+    """One input column of the model: name, value kind (int | float | str | bool; number | category
+    for columns our models declare `any` and cast themselves) and whether it is required."""
 
     name: str
     kind: str
@@ -100,12 +101,12 @@ def _fast(kind: str, values: list[Any]) -> Any:
     """The common case (every value present and of the exact type) in one pass, else None for the careful path."""
     import numpy as np
 
-    if kind == "int" and all(type(v) is int for v in values):
+    if kind in ("int", "number") and all(type(v) is int for v in values):
         return np.array(values, dtype=np.int64)
-    if kind == "float" and all(type(v) is float or type(v) is int for v in values):
+    if kind in ("float", "number") and all(type(v) is float or type(v) is int for v in values):
         array = np.array(values, dtype=np.float64)
         return array if np.isfinite(array).all() else None
-    if kind == "str" and all(type(v) is str for v in values):
+    if kind in ("str", "category") and all(type(v) is str for v in values):
         return np.array(values, dtype=object)
     return None
 
@@ -120,7 +121,8 @@ def _convert(column: Column, values: list[Any]) -> Any:
         return fast
     missing = _bad(values, lambda v: not _is_missing(v))
     if missing is not None and column.required:
-        wanted = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false"}[kind]
+        wanted = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false",
+                  "category": "text or a whole-number code", "number": "a number"}[kind]
         raise PayloadError(422, f"record {missing}: feature {name!r} is null; send {wanted}")
     if kind == "int":
         i = _bad(values, lambda v: _is_missing(v) or (type(v) in (int, float) and math.isfinite(v) and v == int(v)))
@@ -129,7 +131,7 @@ def _convert(column: Column, values: list[Any]) -> Any:
         if missing is not None:
             return np.array([np.nan if _is_missing(v) else float(v) for v in values], dtype=np.float64)
         return np.array([int(v) for v in values], dtype=np.int64)
-    if kind == "float":
+    if kind in ("float", "number"):  # number: a column our model casts itself (ints stay ints for other models)
         i = _bad(values, lambda v: _is_missing(v) or (type(v) in (int, float) and not math.isinf(v)))
         if i is not None:
             raise PayloadError(422, f"record {i}: feature {name!r} must be a number, got {values[i]!r}")
@@ -139,6 +141,12 @@ def _convert(column: Column, values: list[Any]) -> Any:
         if i is not None:
             raise PayloadError(422, f"record {i}: feature {name!r} must be true or false, got {values[i]!r}")
         return np.array(values, dtype=object if missing is not None else bool)
+    if kind == "category":  # text or integer codes (1, 1.0 and "1" are one category: the model casts)
+        i = _bad(values, lambda v: _is_missing(v) or type(v) in (str, int)
+                 or (type(v) is float and math.isfinite(v) and v == int(v)))
+        if i is not None:
+            raise PayloadError(422, f"record {i}: feature {name!r} must be text or a whole-number code, got {values[i]!r}")
+        return np.array([None if _is_missing(v) else v for v in values], dtype=object)
     i = _bad(values, lambda v: _is_missing(v) or type(v) is str)
     if i is not None:
         raise PayloadError(422, f"record {i}: feature {name!r} must be text, got {values[i]!r}")

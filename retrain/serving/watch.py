@@ -53,7 +53,7 @@ def _labelled(rows):
 
 def watch_once(settings: Settings, *, now: datetime | None = None) -> WatchResult:
     """Look once at the latest promotion; roll back when the new production regressed significantly."""
-    from retrain.registry import Registry, effective
+    from retrain.registry import Registry
     from retrain.serving.predlog import PredictionLog
     from retrain.serving.stats import regression
 
@@ -61,12 +61,12 @@ def watch_once(settings: Settings, *, now: datetime | None = None) -> WatchResul
     name = settings.registry.model_name
     registry = Registry(settings)
     state = registry.state()
-    moves = effective(state.moves)
-    if not moves or moves[-1].kind == "rollback" or moves[-1].from_version is None:
+    moves = [e.move for e in registry.history_page(limit=10) if e.state == "applied" and e.move is not None]
+    if not moves or moves[0].kind == "rollback" or moves[0].from_version is None:
         what = "no move of production recorded" if not moves else (
-            "the latest move of production is a rollback" if moves[-1].kind == "rollback" else "the first production version has no predecessor")
+            "the latest move of production is a rollback" if moves[0].kind == "rollback" else "the first production version has no predecessor")
         return WatchResult("nothing", f"nothing to watch: {what}", name, state.production)
-    move = moves[-1]
+    move = moves[0]  # the latest applied move, newest first
     new_v, old_v = move.to_version, move.from_version
     if state.production != new_v:
         return WatchResult("nothing", f"production is version {state.production}, not {new_v} of the latest move; "

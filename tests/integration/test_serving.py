@@ -79,11 +79,11 @@ def test_bad_input_gets_one_clear_4xx_and_the_service_keeps_serving(store, tmp_p
     wrong_type = json.loads(json.dumps(good))
     wrong_type["dataframe_split"]["data"][1][0] = "forty"
     fractional = json.loads(json.dumps(good))
-    fractional["dataframe_split"]["data"][2][2] = 10.5
+    fractional["dataframe_split"]["data"][2][FEATURES.index("channel")] = 1.5  # a category code must be whole
     cases = [
         (missing, 422, "missing feature 'income'"),
-        (wrong_type, 422, "record 1: feature 'age' must be a whole number, got 'forty'"),
-        (fractional, 422, "record 2: feature 'tenure_days' must be a whole number, got 10.5"),
+        (wrong_type, 422, "record 1: feature 'age' must be a number, got 'forty'"),
+        (fractional, 422, "record 2: feature 'channel' must be text or a whole-number code, got 1.5"),
         ({"dataframe_split": {"columns": FEATURES, "data": []}}, 400, "no records"),
         ({"rows": []}, 400, "exactly one of the keys"),
         ({}, 400, "empty request body"),

@@ -81,7 +81,7 @@ def test_watch_rolls_a_deliberately_bad_model_back_with_the_reason_and_a_notific
     good, bad = served.versions["good"], served.versions["constant"]
     with Service(tmp_path, uri, "watch.min_labels=150") as service:
         before = send_labelled(service, traffic(300, seed=31))
-        assert (before["prediction"] == before["label"]).mean() > 0.8
+        assert (before["prediction"] == before["label"]).mean() > 0.7  # at its max-F1 threshold, not 0.5
         registry = Registry(load_settings(None, service.settings))
         registry.promote(bad, force=True, reason="test: ship a bad model")
         service.wait_for(lambda s: s["production"]["version"] == bad, "bad model serving")
@@ -139,7 +139,7 @@ def test_check_monitors_served_traffic_from_the_log(store, tmp_path):
     sets = [x for item in service.settings for x in ("--set", item)]
     result = CliRunner().invoke(cli, ["check", "--data", service.log_url, "--set", "trigger.min_labels=100", *sets, "--json"])
     assert result.exit_code == 0, result.output
-    check = json.loads(result.output)
+    check = json.loads(result.stdout)  # the readable lines go to stderr with --json
     assert check["n_rows"] == 300 and check["n_labels"] == 250
     assert check["production_version"] == served.versions["good"]
     assert check["performance"]["accuracy"] == pytest.approx((answers["prediction"] == answers["label"]).mean())
