@@ -356,6 +356,12 @@ def evaluate(
     return replace(comparison, run_id=run_id, timings=timings)
 
 
+def run_name(c: Comparison) -> str:
+    """`evaluate v3 vs v1: PROMOTE` (or `evaluate v1 (no production): PROMOTE`)."""
+    against = f"vs v{c.incumbent_version}" if c.incumbent_version else "(no production)"
+    return f"evaluate v{c.candidate_version} {against}: {c.decision['decision'].upper()}"
+
+
 def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, timings: dict, lap,
          data_tags: dict[str, str]) -> str:
     """The comparison run (metrics, decision tags, comparison.json, figure) and the candidate's version tags."""
@@ -388,8 +394,8 @@ def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, tim
         values |= {"p_value": c.delong["p_value_one_sided"], "delong_ci_low": c.delong["ci_low"],
                    "delong_ci_high": c.delong["ci_high"], "delong_delta": c.delong["delta"]}
     values["n_rows"] = c.n_rows
-    name = f"evaluate-{c.model_name}-v{c.candidate_version}-{c.as_of}"
-    with tracking.step_run(settings.experiments.comparisons, name, tags) as run:
+    with tracking.step_run(settings.experiments.comparisons, run_name(c), tags, params={"as_of": c.as_of},
+                           settings=settings) as run:
         run_id = run.info.run_id
         mlflow.log_metrics({k: float(v) for k, v in values.items()})
         with tempfile.TemporaryDirectory() as tmp:

@@ -80,21 +80,6 @@ def _env(**values: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _effective_config(settings: Settings, folder: Path) -> str:
-    """The cycle's exact settings as YAML for the child steps (data path made absolute); also logged."""
-    import mlflow
-    import yaml
-
-    values = settings.to_dict()
-    if not values["data"]["path"].startswith("s3://"):
-        values["data"]["path"] = str(Path(values["data"]["path"]).resolve())
-    text = yaml.safe_dump(values, sort_keys=False)
-    mlflow.log_text(text, "settings.yaml")
-    path = folder / "settings.yaml"
-    path.write_text(text)
-    return str(path)
-
-
 def project_dir() -> Path | None:
     """The MLflow Project the steps run from, or None (then they run in-process).
 
@@ -249,13 +234,13 @@ def cycle_error(exc: BaseException) -> RetrainError:
 
 def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_process: bool,
                allow_past: bool) -> CycleResult:
-    import tempfile
     import time
 
     import mlflow
 
     from retrain import data, notify
     from retrain.registry import Registry
+    from retrain.tracking import ensure_experiment, step_run
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -271,8 +256,7 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
         as_of = source.latest_day()
     uri = absolute_tracking_uri()
     for name in (settings.experiments.training, settings.experiments.comparisons, settings.experiments.monitoring):
-        if mlflow.get_experiment_by_name(name) is None:
-            mlflow.create_experiment(name)  # created here so artifacts land under this working folder
+        ensure_experiment(name)  # created here so artifacts land under this working folder
     registry = Registry(settings)
     before = registry.state().production
     project = None if in_process else project_dir()
@@ -286,17 +270,15 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
     if not allow_past:
         refuse_past(settings, as_of, before)
     lap("setup")
-    from retrain.tracking import step_run
-
     tags = {"retrain.as_of": as_of.isoformat(), "retrain.model_name": settings.registry.model_name}
-    with step_run(settings.experiments.cycles, f"cycle-{as_of.isoformat()}", tags) as run:
+    with step_run(settings.experiments.cycles, f"cycle {as_of.isoformat()}", tags, params={"as_of": as_of.isoformat()},
+                  settings=settings) as run:
         result = CycleResult(as_of.isoformat(), "skipped", [], run.info.run_id, production_before=before,
                              steps=steps[0], steps_detail=steps[1])
         mlflow.set_tags({"retrain.steps": steps[0], "retrain.steps_detail": steps[1][:5000]})
         try:
-            with _env(RETRAIN_PARENT_RUN_ID=run.info.run_id, MLFLOW_TRACKING_URI=uri), \
-                    tempfile.TemporaryDirectory(prefix="retrain-cycle-") as tmp:
-                _cycle(settings, as_of, force, project, allow_past, registry, result, lap, Path(tmp), source)
+            with _env(RETRAIN_PARENT_RUN_ID=run.info.run_id, MLFLOW_TRACKING_URI=uri):
+                _cycle(settings, as_of, force, project, allow_past, registry, result, lap, source)
         except Exception as exc:  # noqa: BLE001 - recorded on the cycle run, then raised as one line
             error = cycle_error(exc)
             failed_training = isinstance(error, TrainingError)
@@ -339,8 +321,11 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
     return result
 
 
-def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, result, lap, tmp: Path, source) -> None:
+def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, result, lap, source) -> None:
+    import yaml
+
     from retrain import monitoring
+    from retrain.tracking import settings_yaml
 
     # In-process, check, train and evaluate share `source`: each day is read once (check reads the monitoring
     # days, train only the older ones it lacks, evaluate nothing); project steps read their own windows.
@@ -353,7 +338,9 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
         result.reasons = [check.decision["summary"]]
         return
     reason = "; ".join(result.reasons)
-    params = {"config": _effective_config(settings, tmp), "as_of": as_of.isoformat()}
+    # the steps run with the cycle's own settings: the file it logged (a run artifact, never a temporary path)
+    params = {"config": f"runs:/{result.run_id}/settings.yaml", "as_of": as_of.isoformat(), "set": "none",
+              "data": yaml.safe_load(settings_yaml(settings))["data"]["path"]}
     if project is None:
         from retrain.training import train
 

@@ -1,0 +1,118 @@
+"""What a reviewer sees in the MLflow UI: run names, experiments (never Default), params, descriptions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date
+
+import pytest
+from mlflow import MlflowClient
+
+from retrain.pipeline import run_cycle
+from retrain.registry import Registry
+from retrain.training import train
+from tests.conftest import REPO, fast_settings
+
+LAX = ("checks.single_row_p95_ms=5000", "checks.batch_1000_p95_ms=20000", "checks.latency_ratio=1000",
+       "checks.latency_repeats=3")
+AS_OF = date(2026, 2, 20)
+
+
+def runs_in(client: MlflowClient, experiment: str) -> list:
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment}"
+    return client.search_runs([exp.experiment_id])
+
+
+def assert_nothing_in_default(client: MlflowClient, wait_s: float = 0) -> None:
+    """No active run in Default (a run `mlflow run` put there is deleted once `mlflow run` ended it: wait)."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while client.search_runs(["0"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert client.search_runs(["0"]) == [], [r.data.tags.get("mlflow.runName") for r in client.search_runs(["0"])]
+
+
+def assert_effective_params(run) -> None:
+    for key, value in run.data.params.items():
+        assert value != "", f"param {key} of {run.data.tags['mlflow.runName']} is ''"
+        assert "retrain-cycle-" not in value and "/tmp/tmp" not in value, (key, value)
+
+
+def test_in_process_cycle_names_runs_tags_experiments_and_logs_effective_params(stable_data, tmp_path):
+    settings = fast_settings(stable_data, *LAX, f"notify.events_path={tmp_path}/events.jsonl")
+    result = run_cycle(settings, AS_OF, in_process=True)
+    assert result.outcome == "promoted", result.reasons
+    client = MlflowClient()
+    cycle = client.get_run(result.run_id)
+    assert cycle.data.tags["mlflow.runName"] == "cycle 2026-02-20"
+    names = {
+        "retrain-monitoring": "check 2026-02-20: no production model",
+        "retrain-training": "train v1 (as-of 2026-02-20)",
+        "retrain-comparisons": "evaluate v1 (no production): PROMOTE",
+    }
+    for experiment, name in names.items():
+        [run] = runs_in(client, experiment)
+        assert run.data.tags["mlflow.runName"] == name
+        assert run.data.tags["mlflow.parentRunId"] == result.run_id
+        assert run.data.params["as_of"] == "2026-02-20"
+        assert run.data.params["data"] == str(stable_data)
+        assert_effective_params(run)
+        assert "settings.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    for experiment in (*names, "retrain-cycles"):
+        assert client.get_experiment_by_name(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert_effective_params(cycle)
+    check = runs_in(client, "retrain-monitoring")[0]
+    assert float(check.data.params["trigger.psi_threshold"]) > 0
+    assert_nothing_in_default(client)
+
+
+def mlflow_run(entry_point: str, params: dict[str, str], cwd, tracking: str, *extra: str):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking}
+    env.pop("MLFLOW_EXPERIMENT_NAME", None)
+    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry_point, "--env-manager", "local", *extra]
+    for key, value in params.items():
+        cmd += ["-P", f"{key}={value}"]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_readme_command_1_files_the_cycle_in_retrain_cycles_with_named_steps(stable_data, tmp_path, tracking):
+    """README command 1 (`mlflow run . -e main --env-manager local`, no --experiment-name), small."""
+    overrides = " ".join(["model.epochs=3", "model.patience=2", "windows.train_days=30", "windows.validation_days=10",
+                          "windows.monitor_days=7", "gate.min_rows=100", "trigger.min_labels=100", *LAX,
+                          f"notify.events_path={tmp_path}/events.jsonl"])
+    done = mlflow_run("main", {"data": str(stable_data), "set": overrides, "as_of": AS_OF.isoformat()}, tmp_path,
+                      tracking)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient()
+    [cycle] = runs_in(client, "retrain-cycles")
+    assert cycle.data.tags["mlflow.runName"] == "cycle 2026-02-20"
+    assert cycle.data.tags["mlflow.project.entryPoint"] == "main"  # the project run's own tags came along
+    assert cycle.info.status == "FINISHED"
+    [train] = runs_in(client, "retrain-training")
+    assert train.data.tags["mlflow.runName"] == "train v1 (as-of 2026-02-20)"
+    assert train.data.params["config"] == f"runs:/{cycle.info.run_id}/settings.yaml"
+    [comparison] = runs_in(client, "retrain-comparisons")
+    assert comparison.data.tags["mlflow.runName"] == "evaluate v1 (no production): PROMOTE"
+    for run in (cycle, train, comparison):
+        assert_effective_params(run)
+    assert_nothing_in_default(client, wait_s=120)
+
+
+@pytest.mark.slow
+def test_rollback_entry_point_leaves_no_run_in_default(stable_data, tmp_path, tracking):
+    settings = fast_settings(stable_data, *LAX, f"notify.events_path={tmp_path}/events.jsonl")
+    assert run_cycle(settings, date(2026, 2, 10), in_process=True).outcome == "promoted"
+    assert train(settings, AS_OF).version == "2"
+    Registry(settings).promote("2", force=True, reason="a test needs two productions")
+    overrides = f"notify.events_path={tmp_path}/events.jsonl"
+    done = mlflow_run("rollback", {"set": overrides, "data": str(stable_data)}, tmp_path, tracking)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient()
+    assert_nothing_in_default(client, wait_s=120)
+    named = [r for r in runs_in(client, "retrain-cycles") if r.data.tags.get("mlflow.project.entryPoint") == "rollback"]
+    assert [r.data.tags["mlflow.runName"] for r in named] == ["rollback v2 -> v1"]
