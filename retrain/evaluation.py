@@ -356,6 +356,25 @@ def evaluate(
     return replace(comparison, run_id=run_id, timings=timings)
 
 
+def _describe(settings: Settings, c: Comparison, mlflow_client) -> None:
+    """The comparison run's description (decision, side-by-side table, DeLong, links) and the candidate
+    version's description (its fate now says what the gate decided)."""
+    from retrain import describe, tracking
+    from retrain.registry import _run_link, write_version_description
+
+    links = {"candidate": describe.version_link(c.model_name, c.candidate_version),
+             "production": describe.version_link(c.model_name, c.incumbent_version)}
+    for role, version in (("candidate", c.candidate_version), ("production", c.incumbent_version)):
+        if version:
+            found = mlflow_client.get_model_version(c.model_name, version)
+            links[f"{role}_run"] = _run_link(mlflow_client, found.run_id, "training run")
+    gate_policy = settings.gate
+    tracking.describe(describe.comparison_markdown(c.to_dict(), primary=gate_policy.primary_metric,
+                                                   min_improvement=gate_policy.min_improvement,
+                                                   guardrails=gate_policy.guardrails, links=links))
+    write_version_description(mlflow_client, settings, c.candidate_version)
+
+
 def run_name(c: Comparison) -> str:
     """`evaluate v3 vs v1: PROMOTE` (or `evaluate v1 (no production): PROMOTE`)."""
     against = f"vs v{c.incumbent_version}" if c.incumbent_version else "(no production)"
@@ -367,7 +386,7 @@ def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, tim
     """The comparison run (metrics, decision tags, comparison.json, figure) and the candidate's version tags."""
     import mlflow
 
-    from retrain import plots, tracking
+    from retrain import describe, plots, tracking
 
     c = comparison
     checks_ok = all(r["passed"] for r in c.checks)
@@ -398,13 +417,18 @@ def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, tim
                            settings=settings) as run:
         run_id = run.info.run_id
         mlflow.log_metrics({k: float(v) for k, v in values.items()})
+        title = f"{c.model_name}: {run_name(c)}\n(as of {c.as_of}, {c.n_rows:,} fresh rows " \
+                f"{describe.inclusive(c.window_start, c.window_end)})"
         with tempfile.TemporaryDirectory() as tmp:
             thresholds = {label: c.candidate_threshold if label.startswith("staging") else c.incumbent_threshold
                           for label in probabilities}
             mlflow.log_artifact(str(plots.comparison_figure(y, probabilities, Path(tmp) / "comparison.png",
-                                                            thresholds)))
-        for key, value in (("retrain.comparison_run_id", run_id), ("retrain.decision", c.decision["decision"])):
-            tracking.client().set_model_version_tag(c.model_name, c.candidate_version, key, value)
+                                                            thresholds, title=title)))
+        mlflow_client = tracking.client()
+        for key, value in (("retrain.comparison_run_id", run_id), ("retrain.decision", c.decision["decision"]),
+                           ("retrain.decision_reason", c.decision["reason"][:1000])):
+            mlflow_client.set_model_version_tag(c.model_name, c.candidate_version, key, value)
+        _describe(settings, c, mlflow_client)
         lap("logging")
         tracking.log_json({**c.to_dict(), "run_id": run_id, "timings": timings}, "comparison.json")
         mlflow.log_metrics({f"time_{k}": v for k, v in timings.items()})

@@ -50,6 +50,7 @@ class CycleResult:
     data_reads: dict[str, int] = field(default_factory=dict)  # this process's reads (DataSource.stats)
     cycles_without_model: int = 0  # consecutive cycles, this one included, that left production empty
     stalled: bool = False  # cycles_without_model >= gate.stalled_after
+    runs: dict[str, str] = field(default_factory=dict)  # step (check, train, evaluate) -> its run id
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -310,6 +311,7 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
             "retrain.production_before": before or "none",
             "retrain.production_after": result.production_after or "none",
         })
+        _describe_cycle(settings, result, registry.client)
         event = _event(settings, result)
         mlflow.log_dict(event, "event.json")  # also with the cycle run: a container's files do not last
         result.notification = notify.notify(settings, event).to_dict()
@@ -332,6 +334,7 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
     check = monitoring.check(settings, as_of, force=force, source=source)
     lap("check")
     result.check = check.to_dict()
+    result.runs["check"] = check.run_id
     result.reasons = list(check.decision["reasons"])
     if not check.decision["retrain"]:
         result.outcome = "skipped"
@@ -344,13 +347,15 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
     if project is None:
         from retrain.training import train
 
-        candidate = train(settings, as_of, trigger_reason=reason, source=source).version
+        trained = train(settings, as_of, trigger_reason=reason, source=source)
+        candidate, result.runs["train"] = trained.version, trained.run_id
     else:
         try:
             run_id = _project_step(project, "train", {**params, "reason": reason}, settings.experiments.training)
         except RetrainError:
             _raise_training_failure(settings, result.run_id)
             raise
+        result.runs["train"] = run_id
         candidate = registry.client.get_run(run_id).data.tags.get("retrain.model_version")
         if candidate is None:
             raise RetrainError(f"train step (run {run_id}) registered no model version")
@@ -372,6 +377,7 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
                                settings.experiments.comparisons)
         comparison = load_json_artifact(run_id, "comparison.json")
     lap("evaluate")
+    result.runs["evaluate"] = comparison["run_id"]
     decision = comparison["decision"]
     metric = decision["primary_metric"]
     result.decision = {
@@ -394,6 +400,16 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
         except Refused as exc:  # e.g. a version production was rolled back from: keep, say why
             result.reasons.append(f"promotion refused: {exc}")
     lap("promote")
+
+
+def _describe_cycle(settings: Settings, result: CycleResult, mlflow_client) -> None:
+    """The cycle run's description: outcome, reasons, production before/after, links to its step runs."""
+    from retrain import describe, tracking
+    from retrain.registry import _run_link
+
+    labels = {"check": "check run", "train": f"train v{result.candidate_version}", "evaluate": "comparison run"}
+    links = {step: _run_link(mlflow_client, run_id, labels[step]) for step, run_id in result.runs.items() if run_id}
+    tracking.describe(describe.cycle_markdown(result.to_dict(), settings.registry.model_name, links))
 
 
 def _raise_training_failure(settings: Settings, cycle_run_id: str) -> None:

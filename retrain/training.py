@@ -392,6 +392,9 @@ def _log_and_register(settings, windows, net, net_spec, fitted, val_metrics, tun
         mlflow_client.set_registered_model_alias(reg.model_name, reg.staging_alias, version.version)
         mlflow.set_tag("retrain.model_version", version.version)
         tracking.set_name(f"train v{version.version} (as-of {as_of})")  # the version is known only now
+        from retrain.registry import write_version_description
+
+        write_version_description(mlflow_client, settings, version.version)
     return TrainOutcome(reg.model_name, str(version.version), run_id, reg.staging_alias, windows.as_of.isoformat(),
                         val_metrics, net_spec.threshold)
 

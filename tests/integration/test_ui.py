@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -68,6 +69,81 @@ def test_in_process_cycle_names_runs_tags_experiments_and_logs_effective_params(
     check = runs_in(client, "retrain-monitoring")[0]
     assert float(check.data.params["trigger.psi_threshold"]) > 0
     assert_nothing_in_default(client)
+
+    # the comparison's description: decision, reason, a side-by-side table with the logged numbers, links
+    [comparison] = runs_in(client, "retrain-comparisons")
+    note = comparison.data.tags["mlflow.note.content"]
+    assert note.startswith("## PROMOTE: churn-classifier v1 vs no production")
+    assert comparison.data.tags["retrain.reason"] in note
+    row = table_row(note, "**roc_auc**")
+    assert row[1] == f"{comparison.data.metrics['staging_roc_auc']:.4g}" and row[2] == "-"
+    assert "#/models/churn-classifier/versions/1" in note
+    [training] = runs_in(client, "retrain-training")
+    assert f"#/experiments/{training.info.experiment_id}/runs/{training.info.run_id}" in note
+    # the cycle's description links its three step runs
+    cycle_note = client.get_run(result.run_id).data.tags["mlflow.note.content"]
+    for run in (check, training, comparison):
+        assert f"runs/{run.info.run_id})" in cycle_note
+    assert "Production: (none) -> [v1]" in cycle_note
+
+
+def table_row(markdown: str, first_cell: str) -> list[str]:
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no row {first_cell!r} in:\n{markdown}")
+
+
+def test_model_and_version_descriptions_follow_promote_and_rollback(stable_data, tmp_path):
+    settings = fast_settings(stable_data, *LAX, f"notify.events_path={tmp_path}/events.jsonl")
+    assert run_cycle(settings, date(2026, 2, 10), in_process=True).outcome == "promoted"
+    client = MlflowClient()
+    v1 = client.get_model_version("churn-classifier", "1")
+    assert "**Fate:** serving (@production)" in v1.description
+    assert "**Trained on:**" in v1.description
+    metrics = json.loads(v1.tags["retrain.metrics"])
+    assert table_row(v1.description, "roc_auc")[1] == f"{metrics['roc_auc']:.4g}"
+
+    assert train(settings, AS_OF).version == "2"
+    assert "candidate (@staging), not compared yet" in client.get_model_version("churn-classifier", "2").description
+    registry = Registry(settings)
+    registry.promote("2", force=True, reason="a test needs two productions")
+    assert "archived" in client.get_model_version("churn-classifier", "1").description
+    registry.rollback(reason="live accuracy fell")
+
+    model = client.get_registered_model("churn-classifier")
+    rows = [line for line in model.description.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [r.split("|")[1].strip() for r in rows] == ["3", "2", "1"]  # newest first
+    assert "rollback" in rows[0] and "live accuracy fell" in rows[0]
+    assert "[v2](#/models/churn-classifier/versions/2) -> [v1](#/models/churn-classifier/versions/1)" in rows[0]
+    assert "force" in rows[1] and "[comparison](#/experiments/" in rows[2]
+    assert "**Production now:** [v1]" in model.description
+    v2 = client.get_model_version("churn-classifier", "2").description
+    assert "**Fate:** rolled back from" in v2 and "live accuracy fell" in v2
+    assert "**Fate:** serving" in client.get_model_version("churn-classifier", "1").description
+    # the JSON tags stay the record
+    assert any(k.startswith("retrain.") for k in model.tags)
+
+
+def test_a_rejected_candidate_says_why_in_its_description(stable_data, tmp_path):
+    settings = fast_settings(stable_data, *LAX, f"notify.events_path={tmp_path}/events.jsonl")
+    assert run_cycle(settings, date(2026, 2, 10), in_process=True).outcome == "promoted"
+    strict = fast_settings(stable_data, *LAX, f"notify.events_path={tmp_path}/events.jsonl", "gate.min_improvement=0.5")
+    kept = run_cycle(strict, AS_OF, force=True, in_process=True)
+    assert kept.outcome == "kept" and kept.candidate_version == "2"
+    client = MlflowClient()
+    comparison = client.get_run(kept.decision["comparison_run_id"])
+    assert comparison.data.tags["mlflow.runName"] == "evaluate v2 vs v1: KEEP"
+    note = comparison.data.tags["mlflow.note.content"]
+    row = table_row(note, "**roc_auc**")
+    m = comparison.data.metrics
+    assert row[1:4] == [f"{m['staging_roc_auc']:.4g}", f"{m['production_roc_auc']:.4g}",
+                        f"{m['delta_roc_auc']:+.4g}"]
+    assert row[4] == "primary: rise >= 0.5 ✗"
+    assert f"difference {m['delong_delta']:+.4g}" in note
+    v2 = client.get_model_version("churn-classifier", "2").description
+    assert "**Fate:** rejected by the gate" in v2 and kept.decision["reason"][:80] in v2
 
 
 def mlflow_run(entry_point: str, params: dict[str, str], cwd, tracking: str, *extra: str):
