@@ -27,8 +27,14 @@ class RetrainCommandError(click.ClickException):
 
 class Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
+        failed = True
         try:
-            return super().invoke(ctx)
+            out = super().invoke(ctx)
+            failed = False
+            return out
+        except click.exceptions.Exit as exc:
+            failed = exc.exit_code != 0
+            raise
         except RetrainError as exc:
             raise RetrainCommandError(exc) from None
         except Exception as exc:
@@ -38,6 +44,12 @@ class Group(click.Group):
             if error is None:
                 raise
             raise RetrainCommandError(error) from None
+        finally:
+            if "retrain.tracking" in sys.modules:
+                from retrain.tracking import adopted, finish_adopted
+
+                if adopted:
+                    finish_adopted(failed)
 
 
 def fail_fast(func: Callable) -> Callable:
@@ -76,6 +88,7 @@ def settings_options(func: Callable) -> Callable:
         given = [*parse_overrides(overrides_text), *overrides]
         config_path = unless_default(config_path, "default")
         kw["settings"] = load_settings(config_path, [*given, *extra])
+        _adopt_project_run(kw["settings"])
         tracking.invocation.clear()
         tracking.invocation.update({
             "config": _config_label(config_path),
@@ -84,6 +97,23 @@ def settings_options(func: Callable) -> Callable:
         return func(*args, **kw)
 
     return wrapper
+
+
+# The experiment (Settings.experiments field) each command files its run in when `mlflow run` started it.
+_EXPERIMENT_OF = {"run": "cycles", "check": "monitoring", "train": "training", "evaluate": "comparisons",
+                  "promote": "cycles", "rollback": "cycles", "serve": "monitoring"}
+
+
+def _adopt_project_run(settings) -> None:
+    """Under `mlflow run`, move its run out of Default before anything can fail (see tracking.adopt_project_run)."""
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        return
+    ctx = click.get_current_context(silent=True)
+    field = _EXPERIMENT_OF.get(ctx.command.name if ctx else "")
+    if field:
+        from retrain.tracking import adopt_project_run
+
+        adopt_project_run(getattr(settings.experiments, field))
 
 
 def _config_label(path: str | None) -> str:
@@ -131,12 +161,16 @@ def json_option(func: Callable) -> Callable:
     def wrapper(*args: Any, as_json: bool, **kw: Any):
         if not as_json:
             return func(*args, as_json=False, **kw)
+        quiet = os.environ.get(QUIET_ENV)
+        os.environ[QUIET_ENV] = "1"  # no progress bars here nor in the steps this command starts
         with _stdout_to_stderr() as stdout:
             token = _JSON_OUT.set(stdout)
             try:
                 return func(*args, as_json=True, **kw)
             finally:
                 _JSON_OUT.reset(token)
+                if quiet is None:
+                    os.environ.pop(QUIET_ENV, None)
 
     return wrapper
 
@@ -189,9 +223,13 @@ def emit(obj: dict[str, Any], as_json: bool, lines: list[str]) -> None:
             click.echo(line)
 
 
+QUIET_ENV = "RETRAIN_NO_PROGRESS"  # set by --json for this process and the steps it starts
+
+
 def epoch_bar(total: int, enabled: bool):
-    """A progress bar over epochs on stderr when it is a terminal; else a no-op callback."""
-    if not enabled or not sys.stderr.isatty():
+    """A progress bar over epochs on stderr when it is a terminal (and no --json anywhere up the chain);
+    else a no-op callback."""
+    if not enabled or not sys.stderr.isatty() or os.environ.get(QUIET_ENV):
         return None, None
     bar = click.progressbar(length=total, label="training", file=sys.stderr, show_pos=True)
     bar.__enter__()
@@ -483,12 +521,17 @@ def run_loop(settings, as_of, force: bool, force_flag: str, in_process: bool, al
     result = run_cycle(settings, as_of, force=force or force_flag == "true", in_process=in_process,
                        allow_past=allow_past)
     lines = [f"cycle {result.as_of}: {result.outcome.upper()} (run {result.run_id})"]
+    if result.outcome == "promoted" and result.notification:  # the notification's line: metric before -> after
+        lines.append(result.notification["message"])
     lines += [f"  - {r}" for r in result.reasons]
     lines.append(f"steps: {result.steps} ({result.steps_detail})")
     if result.stalled:
         lines.append(stalled_text(result.cycles_without_model, settings))
     if result.production_before != result.production_after:
         lines.append(f"production {result.production_before or '(none)'} -> {result.production_after}")
+    if as_json:  # the readable summary still reaches the operator, on stderr
+        for line in lines:
+            click.echo(line, err=True)
     emit(result.to_dict(), as_json, lines)
 
 

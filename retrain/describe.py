@@ -47,17 +47,6 @@ def cell(text: Any) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def inclusive(start: str, end_exclusive: str) -> str:
-    """`2026-05-17..2026-05-30` from a window whose end is exclusive (2026-05-31)."""
-    from datetime import date, timedelta
-
-    try:
-        last = date.fromisoformat(end_exclusive[:10]) - timedelta(days=1)
-    except ValueError:
-        return f"{start}..{end_exclusive} (end exclusive)"
-    return f"{start}..{last.isoformat()}"
-
-
 def run_link(experiment_id: str | None, run_id: str | None, label: str | None = None) -> str:
     if not run_id:
         return "-"
@@ -101,7 +90,7 @@ def comparison_markdown(c: Mapping[str, Any], *, primary: str, min_improvement: 
     for reason in d.get("reasons", []):
         if reason != d["reason"]:
             lines.append(f"- {reason}")
-    lines += ["", f"Fresh held-out rows: {c['n_rows']:,} from {inclusive(c['window_start'], c['window_end'])}"
+    lines += ["", f"Fresh held-out rows: {c['n_rows']:,} from {c['window_start']}..{c['window_end']}"
               + (" — **backtest** (production learned from these rows; never promotes)" if c.get("backtest") else ""),
               "",
               f"| metric | candidate v{c['candidate_version']} | production "
@@ -150,10 +139,25 @@ def cycle_markdown(result: Mapping[str, Any], model: str, links: Mapping[str, st
     return fit("\n".join(lines), NOTE_LIMIT)
 
 
-def history_markdown(model: str, production: str | None, moves: Iterable[Any], links: Mapping[str, str],
-                     header: str = "") -> str:
-    """The registered model's description: what serves, and the production history newest first.
-    `moves` are `retrain.moves.Move`s (newest first); `links` maps a comparison run id to its markdown link."""
+def move_row(model: str, m: Any, comparison_link: str = "-") -> str:
+    """One row of the production history table for `retrain.moves.Move` `m`."""
+    kind = m.kind + (" (aborted)" if m.aborted else "")
+    return (f"| {m.seq} | {m.at[:19].replace('T', ' ')} | {kind} | {version_link(model, m.from_version)} -> "
+            f"{version_link(model, m.to_version)} | {cell(m.actor)[:60]} | {cell(m.reason)[:200]} | {comparison_link} |")
+
+
+def history_rows(description: str | None) -> list[str]:
+    """The move rows of a description `history_markdown` wrote (newest first)."""
+    return [line for line in (description or "").splitlines() if line.startswith("| ") and line[2:3].isdigit()]
+
+
+def _row_seq(row: str) -> int:
+    return int(row.split("|")[1].strip())
+
+
+def history_markdown(model: str, production: str | None, rows: Iterable[str], header: str = "") -> str:
+    """The registered model's description: what serves, and the production history newest first, as many
+    rows of `rows` (from `move_row`, newest first) as fit MLflow's limit, then where to find older ones."""
     lines = [header, ""] if header else []
     lines += [f"**Production now:** {version_link(model, production)}", "",
               "### Production history (newest first)", "",
@@ -161,21 +165,25 @@ def history_markdown(model: str, production: str | None, moves: Iterable[Any], l
               "|---:|---|---|---|---|---|---|"]
     footer = ["", "The record is the move log (`retrain history`); this table is redrawn after every move."]
     budget = DESCRIPTION_LIMIT - len("\n".join(lines + footer)) - 120
-    count = 0
-    for m in moves:
-        kind = m.kind + (" (aborted)" if m.aborted else "")
-        row = (f"| {m.seq} | {m.at[:19].replace('T', ' ')} | {kind} | {version_link(model, m.from_version)} -> "
-               f"{version_link(model, m.to_version)} | {cell(m.actor)[:60]} | {cell(m.reason)[:200]} | "
-               f"{links.get(m.comparison_run_id or '', '-')} |")
-        if count >= HISTORY_ROWS or len(row) + 1 > budget:
-            lines.append(f"| | | | | | older moves: `retrain history --before {m.seq + 1}` | |")
+    shown: list[str] = []
+    for row in rows:
+        if len(shown) >= HISTORY_ROWS or len(row) + 1 > budget:
+            lines += shown + [f"| | | | | | older moves: `retrain history --before {_row_seq(shown[-1])}` | |"]
             break
         budget -= len(row) + 1
-        lines.append(row)
-        count += 1
-    if not count:
-        lines.append("| | | | | | no moves yet | |")
+        shown.append(row)
+    else:
+        lines += shown or ["| | | | | | no moves yet | |"]
     return fit("\n".join(lines + footer), DESCRIPTION_LIMIT)
+
+
+def history_after_move(model: str, production: str | None, row: str, previous: str | None, header: str = "") -> str:
+    """The description after one more move: its row on top of the rows already shown (a rendering kept up to
+    date with a constant number of calls, whatever the history's length; `retrain status --repair` redraws
+    it from the move log)."""
+    seq = _row_seq(row)
+    older = [r for r in history_rows(previous) if _row_seq(r) < seq]
+    return history_markdown(model, production, [row, *older], header)
 
 
 def version_markdown(model: str, version: str, tags: Mapping[str, str], aliases: Iterable[str], *,

@@ -94,7 +94,7 @@ class Comparison:
         who = f"v{self.incumbent_version}" if self.incumbent_version else "none"
         out = [
             f"{self.model_name}: candidate v{self.candidate_version} vs production {who} on "
-            f"{self.window_start}..{self.window_end} (end exclusive, {self.n_rows} rows neither model trained, "
+            f"{self.window_start}..{self.window_end} ({self.n_rows} rows neither model trained, "
             f"stopped or tuned on{'; BACKTEST: production trained on some of them' if self.backtest else ''})",
             f"{'metric':<13} {'production':>10} {'staging':>10} {'delta':>8}",
         ]
@@ -331,7 +331,7 @@ def evaluate(
         incumbent_version=str(prod.version) if prod is not None else None,
         as_of=as_of.isoformat(),
         window_start=f"{window.start:%Y-%m-%d}",
-        window_end=f"{window.end:%Y-%m-%d}",
+        window_end=window.last_day,  # inclusive
         n_rows=len(rows),
         candidate_fresh_from=fresh_from(cand),
         incumbent_fresh_from=fresh_from(prod),
@@ -418,7 +418,7 @@ def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, tim
         run_id = run.info.run_id
         mlflow.log_metrics({k: float(v) for k, v in values.items()})
         title = f"{c.model_name}: {run_name(c)}\n(as of {c.as_of}, {c.n_rows:,} fresh rows " \
-                f"{describe.inclusive(c.window_start, c.window_end)})"
+                f"{c.window_start}..{c.window_end})"
         with tempfile.TemporaryDirectory() as tmp:
             thresholds = {label: c.candidate_threshold if label.startswith("staging") else c.incumbent_threshold
                           for label in probabilities}

@@ -44,7 +44,7 @@ class CheckResult:
         d = self.decision
         out = [
             d["summary"],
-            f"as of {self.as_of}: monitoring window {self.window['start']}..{self.window['end']} (end exclusive), "
+            f"as of {self.as_of}: monitoring window {self.window['start']}..{self.window['end']}, "
             f"{self.n_rows:,} rows, {self.n_labels:,} labelled; production version {self.production_version or '(none)'}",
         ]
         out += [
@@ -170,7 +170,7 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
     thresholds = trigger.psi_thresholds(list(psi), policy)
     result = dict(
         as_of=as_of.isoformat(),
-        window={"start": f"{window.start:%Y-%m-%d}", "end": f"{window.end:%Y-%m-%d}",
+        window={"start": f"{window.start:%Y-%m-%d}", "end": window.last_day,  # inclusive
                 "days_used": f"{used.days_with_rows} of {used.days}", **({"note": used.note()} if used.note() else {})},
         production_version=str(version.version) if version is not None else None,
         psi=psi,

@@ -357,7 +357,7 @@ class Registry:
             raise RegistryError(f"production of {self.name} was moved outside retrain while this command ran (now "
                                 f"{now.production or '(none)'}); move #{move.seq} is unfinished: {REPAIR_HINT}")
         self._apply(move, head, now, to_tags)
-        self.refresh_descriptions(move.from_version, move.to_version)
+        self.refresh_descriptions(move.from_version, move.to_version, move=move)
         if notify:
             self._notify(move, {"kind": move.kind, "version": to, "from_version": move.from_version,
                                 "reason": move.reason})
@@ -395,11 +395,12 @@ class Registry:
             self.client.delete_registered_model_alias(name, self.spec.staging_alias)
         self.client.set_registered_model_tag(name, self.head_key, head.after(move).to_json())
 
-    def refresh_descriptions(self, *versions: str | None) -> None:
+    def refresh_descriptions(self, *versions: str | None, move: Move | None = None) -> None:
         """Redraw the model's description (production history, newest first) and the descriptions of
-        `versions`. Best effort: the move log and tags are the record, this is their rendering."""
+        `versions`: after `move`, its row on top of the table; without, the whole table from the move log.
+        Best effort: the move log and tags are the record, this is their rendering."""
         try:
-            write_model_description(self)
+            write_model_description(self, move)
             for version in dict.fromkeys(v for v in versions if v):
                 write_version_description(self.client, self.settings, version)
         except Exception as exc:  # noqa: BLE001 - a rendering never fails a move
@@ -876,17 +877,25 @@ def _run_link(client: Any, run_id: str | None, label: str | None = None) -> str:
     return run_link(experiment_id, run_id, label)
 
 
-def write_model_description(registry: Registry) -> None:
-    """The registered model's description: production now and the latest moves, newest first."""
-    from retrain.describe import HISTORY_ROWS, history_markdown
+def write_model_description(registry: Registry, move: Move | None = None) -> None:
+    """The registered model's description: production now and the latest moves, newest first. After `move`
+    its row goes on top of the rows shown (constant calls); without, the table is redrawn from the move log."""
+    from retrain.describe import HISTORY_ROWS, history_after_move, history_markdown, move_row
 
-    spec = registry.spec
-    moves = registry.history(limit=HISTORY_ROWS + 1)
-    links = {m.comparison_run_id: _run_link(registry.client, m.comparison_run_id, "comparison")
-             for m in moves if m.comparison_run_id}
+    spec, client = registry.spec, registry.client
     header = MODEL_HEADER.format(staging=spec.staging_alias, production=spec.production_alias)
-    text = history_markdown(registry.name, registry.state().production, moves, links, header)
-    registry.client.update_registered_model(registry.name, description=text)
+
+    def row(m: Move) -> str:
+        link = _run_link(client, m.comparison_run_id, "comparison") if m.comparison_run_id else "-"
+        return move_row(registry.name, m, link)
+
+    if move is not None:
+        previous = client.get_registered_model(registry.name).description
+        text = history_after_move(registry.name, move.to_version, row(move), previous, header)
+    else:
+        moves = registry.history(limit=HISTORY_ROWS + 1)
+        text = history_markdown(registry.name, registry.state().production, [row(m) for m in moves], header)
+    client.update_registered_model(registry.name, description=text)
 
 
 def write_version_description(client: Any, settings: Settings, version: str) -> None:

@@ -52,6 +52,8 @@ DEFAULT_EXPERIMENT_ID = "0"
 
 # What the command line was given (config file, overrides), logged as params by the step that runs.
 invocation: dict[str, str] = {}
+# The run that replaced the one `mlflow run` filed in Default (see adopt_project_run), if any.
+adopted: list[str] = []
 
 
 def ensure_experiment(name: str) -> str:
@@ -121,9 +123,22 @@ def adopt_project_run(experiment: str) -> str | None:
                                           RunTag("mlflow.runName", f"moved to {experiment}")])
     _delete_later(run_id)
     os.environ["MLFLOW_RUN_ID"] = new.info.run_id
+    adopted.append(new.info.run_id)
     print(f"retrain: run {run_id} that `mlflow run` created in the Default experiment continues as run "
           f"{new.info.run_id} in {experiment} (pass --experiment-name {experiment} to skip this)", file=sys.stderr)
     return new.info.run_id
+
+
+def finish_adopted(failed: bool) -> None:
+    """End the run that replaced a Default one if this command did not (it failed before its step ran):
+    `mlflow run` ends only the run it made."""
+    from mlflow.exceptions import MlflowException
+
+    for run_id in adopted:
+        with contextlib.suppress(MlflowException):
+            if client().get_run(run_id).info.status == "RUNNING":
+                client().set_terminated(run_id, "FAILED" if failed else "FINISHED")
+    adopted.clear()
 
 
 def _delete_later(run_id: str) -> None:
@@ -284,16 +299,36 @@ def log_pyfunc_model(
         code.mkdir()
         for file in ("__init__.py", "model.py"):
             shutil.copy(PACKAGE_DIR / file, code / file)
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=str(PACKAGE_DIR / "pyfunc_entry.py"),
-            artifacts=model_files,
-            code_paths=[str(code)],
-            signature=_signature(input_example, output_example),
-            input_example=input_example,
-            pip_requirements=pip_requirements(),
-            metadata=metadata,
-        )
+        with _without_log_line("mlflow.pyfunc", "Validating input example against model signature"):
+            return mlflow.pyfunc.log_model(
+                name=name,
+                python_model=str(PACKAGE_DIR / "pyfunc_entry.py"),
+                artifacts=model_files,
+                code_paths=[str(code)],
+                signature=_signature(input_example, output_example),
+                input_example=input_example,
+                pip_requirements=pip_requirements(),
+                metadata=metadata,
+            )
+
+
+@contextlib.contextmanager
+def _without_log_line(logger: str, text: str) -> Iterator[None]:
+    """Drop one known INFO line of MLflow's during our own call (MLflow logs it on every model we log with a
+    signature and an input example); everything else, the user's own logging included, passes."""
+    import logging
+
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not (record.levelno <= logging.INFO and record.getMessage() == text)
+
+    drop = _Drop()
+    target = logging.getLogger(logger)
+    target.addFilter(drop)
+    try:
+        yield
+    finally:
+        target.removeFilter(drop)
 
 
 def _signature(input_example: pd.DataFrame, output_example: pd.DataFrame) -> Any:

@@ -217,11 +217,11 @@ def _tags(rows: Prepared, settings: Settings, train_fp: str, key: str, device: s
     tags = {
         "retrain.as_of": w.as_of.isoformat(),
         "retrain.train_start": f"{w.train.start:%Y-%m-%d}",
-        "retrain.train_end": train_end,
+        "retrain.train_end": w.train.last_day,  # inclusive
         "retrain.tuning_start": f"{rows.tuning_window.start:%Y-%m-%d}",
         "retrain.fresh_from": train_end,  # the model fitted, stopped and tuned on rows before this day only
         "retrain.validation_start": f"{w.validation.start:%Y-%m-%d}",
-        "retrain.validation_end": f"{w.validation.end:%Y-%m-%d}",
+        "retrain.validation_end": w.validation.last_day,  # inclusive
         "retrain.train_rows": str(len(rows.train)),
         "retrain.fit_rows": str(len(rows.fit)),
         "retrain.tuning_rows": str(len(rows.tuning)),

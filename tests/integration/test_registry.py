@@ -303,7 +303,7 @@ def test_a_crash_before_any_write_is_detected_and_repaired(settings, op):
         assert aliases()["production"] in {"2", "3" if op == "promote" else "1"}
         problems = reg.problems()
         status = invoke("status")
-        assert status.exit_code == (8 if problems else 0), status.output
+        assert status.exit_code == (9 if problems else 0), status.output
         if any(p.blocking for p in problems):
             refused = invoke("promote", "--candidate", "1", "--force", "--reason", "x")
             assert refused.exit_code == 4 and "retrain status --repair" in one_line(refused)
@@ -546,7 +546,7 @@ def test_status_exits_7_on_problems_and_a_blocked_rollback_names_repair(settings
     refused = invoke("rollback")
     assert refused.exit_code == 4 and "moved outside retrain" in one_line(refused)
     assert "retrain status --repair" in refused.output
-    assert "8 problems found" in invoke("status", "--help").output
+    assert "9 problems found" in invoke("status", "--help").output
     assert invoke("status", "--repair").exit_code == 0
     latest = reg.history()[0]
     assert (latest.kind, latest.from_version, latest.to_version) == ("external", "2", "3")

@@ -182,9 +182,9 @@ def test_tags_on_run_and_version(trained, windows):
     expected = {
         "retrain.as_of": "2026-03-01",
         "retrain.validation_start": "2026-02-20",  # 10 days, the as-of day included
-        "retrain.validation_end": "2026-03-02",
+        "retrain.validation_end": "2026-03-01",  # inclusive
         "retrain.train_start": "2026-01-21",  # the 30 days before validation
-        "retrain.train_end": "2026-02-20",
+        "retrain.train_end": "2026-02-19",  # inclusive
         "retrain.tuning_start": "2026-02-13",  # its last 7 days: early stopping and the threshold
         "retrain.fresh_from": "2026-02-20",
         "retrain.train_rows": str(len(train_rows)),
@@ -366,7 +366,7 @@ def test_another_as_of_trains_a_new_version(stable_data, tracking):
     assert first["as_of"] == "2026-02-27"
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("churn-classifier", "staging").version) == "2"
-    assert client.get_model_version("churn-classifier", "1").tags["retrain.validation_end"] == "2026-02-28"
+    assert client.get_model_version("churn-classifier", "1").tags["retrain.validation_end"] == "2026-02-27"
 
 
 def _base_frame() -> pd.DataFrame:

@@ -192,3 +192,11 @@ def test_rollback_entry_point_leaves_no_run_in_default(stable_data, tmp_path, tr
     assert_nothing_in_default(client, wait_s=120)
     named = [r for r in runs_in(client, "retrain-cycles") if r.data.tags.get("mlflow.project.entryPoint") == "rollback"]
     assert [r.data.tags["mlflow.runName"] for r in named] == ["rollback v2 -> v1"]
+
+    # a step that fails before its run starts (no such version) leaves its run FAILED in its own experiment
+    failed = mlflow_run("evaluate", {"set": overrides, "data": str(stable_data), "candidate": "99"}, tmp_path, tracking)
+    assert failed.returncode != 0 and "99" in failed.stderr
+    assert_nothing_in_default(client, wait_s=120)
+    [evaluate] = [r for r in runs_in(client, "retrain-comparisons")
+                  if r.data.tags.get("mlflow.project.entryPoint") == "evaluate"]
+    assert evaluate.info.status == "FAILED"
