@@ -105,7 +105,7 @@ def test_library_better_candidate_is_promoted_and_logged(stable_data, registry):
     }
     assert t["retrain.reason"] == c.decision["reason"]
     assert registry.get_experiment(run.info.experiment_id).name == "retrain-comparisons"
-    assert {a.path for a in registry.list_artifacts(c.run_id)} == {"comparison.json", "comparison.png"}
+    assert {a.path for a in registry.list_artifacts(c.run_id)} == {"comparison.json", "comparison.png", "settings.yaml"}
     saved = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=c.run_id, artifact_path="comparison.json"))
                        .read_text())
     assert saved["schema_version"] == 2 and saved["run_id"] == c.run_id and saved["decision"] == c.decision
