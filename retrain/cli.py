@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -26,8 +27,14 @@ class RetrainCommandError(click.ClickException):
 
 class Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
+        failed = True
         try:
-            return super().invoke(ctx)
+            out = super().invoke(ctx)
+            failed = False
+            return out
+        except click.exceptions.Exit as exc:
+            failed = exc.exit_code != 0
+            raise
         except RetrainError as exc:
             raise RetrainCommandError(exc) from None
         except Exception as exc:
@@ -37,6 +44,12 @@ class Group(click.Group):
             if error is None:
                 raise
             raise RetrainCommandError(error) from None
+        finally:
+            if "retrain.tracking" in sys.modules:
+                from retrain.tracking import adopted, finish_adopted
+
+                if adopted:
+                    finish_adopted(failed)
 
 
 def fail_fast(func: Callable) -> Callable:
@@ -66,13 +79,61 @@ def settings_options(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(*args: Any, config_path: str | None, overrides: tuple[str, ...], overrides_text: str,
                 data_path: str | None, **kw: Any):
+        from retrain import tracking
         from retrain.config import load_settings, parse_overrides
 
+        overrides_text = unless_default(overrides_text, "none") or ""
+        data_path = unless_default(data_path, FROM_SETTINGS)
         extra = [f"data.path={data_path}"] if data_path else []
-        kw["settings"] = load_settings(config_path or None, [*parse_overrides(overrides_text), *overrides, *extra])
+        given = [*parse_overrides(overrides_text), *overrides]
+        config_path = unless_default(config_path, "default")
+        kw["settings"] = load_settings(config_path, [*given, *extra])
+        _adopt_project_run(kw["settings"])
+        tracking.invocation.clear()
+        tracking.invocation.update({
+            "config": _config_label(config_path),
+            "set": " ".join(given) or "none",
+        })
         return func(*args, **kw)
 
     return wrapper
+
+
+# The experiment (Settings.experiments field) each command files its run in when `mlflow run` started it.
+_EXPERIMENT_OF = {"run": "cycles", "check": "monitoring", "train": "training", "evaluate": "comparisons",
+                  "promote": "cycles", "rollback": "cycles", "serve": "monitoring"}
+
+
+def _adopt_project_run(settings) -> None:
+    """Under `mlflow run`, move its run out of Default before anything can fail (see tracking.adopt_project_run)."""
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        return
+    ctx = click.get_current_context(silent=True)
+    field = _EXPERIMENT_OF.get(ctx.command.name if ctx else "")
+    if field:
+        from retrain.tracking import adopt_project_run
+
+        adopt_project_run(getattr(settings.experiments, field))
+
+
+def _config_label(path: str | None) -> str:
+    """The settings file a run used, as its `config` param: an absolute path, a runs:/ URI or "built-in defaults"."""
+    from retrain.config import DEFAULT_CONFIG
+
+    if path and "://" in path:
+        return path
+    if path is None and not DEFAULT_CONFIG.exists():
+        return "built-in defaults"
+    return str(Path(path or DEFAULT_CONFIG).resolve())
+
+
+# What MLproject parameters say when not given (MLflow logs them as params: never ''):
+FROM_SETTINGS = "from-settings"
+
+
+def unless_default(value: str | None, default: str) -> str | None:
+    """The value, or None when it is the MLproject default word that means "not given" (or empty)."""
+    return None if value is None or value.strip() in ("", default) else value
 
 
 def as_of_option(func: Callable) -> Callable:
@@ -82,7 +143,7 @@ def as_of_option(func: Callable) -> Callable:
     def wrapper(*args: Any, as_of: str | None, **kw: Any):
         from retrain.data import parse_as_of
 
-        kw["as_of"] = parse_as_of(as_of)
+        kw["as_of"] = parse_as_of(unless_default(as_of, "latest"))
         return func(*args, **kw)
 
     return wrapper
@@ -100,12 +161,16 @@ def json_option(func: Callable) -> Callable:
     def wrapper(*args: Any, as_json: bool, **kw: Any):
         if not as_json:
             return func(*args, as_json=False, **kw)
+        quiet = os.environ.get(QUIET_ENV)
+        os.environ[QUIET_ENV] = "1"  # no progress bars here nor in the steps this command starts
         with _stdout_to_stderr() as stdout:
             token = _JSON_OUT.set(stdout)
             try:
                 return func(*args, as_json=True, **kw)
             finally:
                 _JSON_OUT.reset(token)
+                if quiet is None:
+                    os.environ.pop(QUIET_ENV, None)
 
     return wrapper
 
@@ -158,9 +223,13 @@ def emit(obj: dict[str, Any], as_json: bool, lines: list[str]) -> None:
             click.echo(line)
 
 
+QUIET_ENV = "RETRAIN_NO_PROGRESS"  # set by --json for this process and the steps it starts
+
+
 def epoch_bar(total: int, enabled: bool):
-    """A progress bar over epochs on stderr when it is a terminal; else a no-op callback."""
-    if not enabled or not sys.stderr.isatty():
+    """A progress bar over epochs on stderr when it is a terminal (and no --json anywhere up the chain);
+    else a no-op callback."""
+    if not enabled or not sys.stderr.isatty() or os.environ.get(QUIET_ENV):
         return None, None
     bar = click.progressbar(length=total, label="training", file=sys.stderr, show_pos=True)
     bar.__enter__()
@@ -262,8 +331,11 @@ def promote(settings, candidate: str, force: bool, reason: str, as_of: str | Non
     from retrain.data import parse_as_of
     from retrain.registry import Registry
 
-    move = Registry(settings).promote(candidate or None, force=force, reason=reason or None,
-                                      as_of=parse_as_of(as_of) if as_of else None)
+    as_of = unless_default(as_of, "latest")
+    with project_run(settings.experiments.cycles, "promote", {"retrain.model_name": settings.registry.model_name}):
+        move = Registry(settings).promote(unless_default(candidate, "staging"), force=force, reason=reason or None,
+                                          as_of=parse_as_of(as_of) if as_of else None)
+        _name_move_run(move)
     emit(asdict(move), as_json, [_move_line(settings.registry.model_name, move)])
 
 
@@ -280,8 +352,34 @@ def rollback(settings, to: str, reason: str, force: bool, as_json: bool) -> None
 
     from retrain.registry import Registry
 
-    move = Registry(settings).rollback(to or None, reason=reason or None, force=force)
+    with project_run(settings.experiments.cycles, "rollback", {"retrain.model_name": settings.registry.model_name}):
+        move = Registry(settings).rollback(unless_default(to, "previous"), reason=reason or None, force=force)
+        _name_move_run(move)
     emit(asdict(move), as_json, [_move_line(settings.registry.model_name, move)])
+
+
+@contextlib.contextmanager
+def project_run(experiment: str, name: str, tags: dict[str, str]) -> Iterator[None]:
+    """Under `mlflow run`, the run it made for a command that has no run of its own: filed in `experiment`
+    (never Default) and named `name`. Otherwise nothing."""
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        yield
+        return
+    from retrain.tracking import step_run
+
+    with step_run(experiment, name, tags):
+        yield
+
+
+def _name_move_run(move) -> None:
+    """Name the `mlflow run` run of a promote or rollback after the move it made."""
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        from retrain.tracking import set_name
+
+        set_name(f"{move.kind} v{move.from_version or '-'} -> v{move.to_version or '-'}")
+        mlflow.set_tags({"retrain.move_seq": str(move.seq), "retrain.move_kind": move.kind})
 
 
 def _move_line(name: str, move) -> str:
@@ -387,7 +485,7 @@ def evaluate(settings, as_of, candidate: str, allow_schema_change: bool, allow_p
     """Compare the candidate with production on fresh held-out rows; gate and check it (exit 0 for promote or keep)."""
     from retrain.evaluation import evaluate as evaluate_step
 
-    comparison = evaluate_step(settings, as_of, candidate=candidate or None, allow_schema_change=allow_schema_change,
+    comparison = evaluate_step(settings, as_of, candidate=unless_default(candidate, "staging"), allow_schema_change=allow_schema_change,
                                allow_past=allow_past)
     emit(comparison.to_dict(), as_json, comparison.lines())
 
@@ -423,12 +521,17 @@ def run_loop(settings, as_of, force: bool, force_flag: str, in_process: bool, al
     result = run_cycle(settings, as_of, force=force or force_flag == "true", in_process=in_process,
                        allow_past=allow_past)
     lines = [f"cycle {result.as_of}: {result.outcome.upper()} (run {result.run_id})"]
+    if result.outcome == "promoted" and result.notification:  # the notification's line: metric before -> after
+        lines.append(result.notification["message"])
     lines += [f"  - {r}" for r in result.reasons]
     lines.append(f"steps: {result.steps} ({result.steps_detail})")
     if result.stalled:
         lines.append(stalled_text(result.cycles_without_model, settings))
     if result.production_before != result.production_after:
         lines.append(f"production {result.production_before or '(none)'} -> {result.production_after}")
+    if as_json:  # the readable summary still reaches the operator, on stderr
+        for line in lines:
+            click.echo(line, err=True)
     emit(result.to_dict(), as_json, lines)
 
 
@@ -462,10 +565,13 @@ def serve(settings, host: str, port: str) -> None:
     """
     from retrain.serving.app import serve as run_service
 
+    host, port = unless_default(host, FROM_SETTINGS) or "", unless_default(port, FROM_SETTINGS) or ""
     if port and not port.isdigit():
         raise click.BadParameter(f"{port!r} is not a port number", param_hint="--port")
     _log_to_stderr()
-    run_service(settings, host or None, int(port) if port else None)
+    with project_run(settings.experiments.monitoring, f"serve {settings.registry.model_name}",
+                     {"retrain.model_name": settings.registry.model_name}):
+        run_service(settings, host or None, int(port) if port else None)
 
 
 @cli.group()

@@ -469,6 +469,8 @@ def load_settings(path: str | Path | None = None, overrides: list[str] | tuple[s
     raw: dict[str, Any] = {}
     if path is None and DEFAULT_CONFIG.exists():
         path = DEFAULT_CONFIG
+    if path is not None and str(path).startswith("runs:/"):
+        return _load_run_settings(str(path), overrides)
     if path is not None:
         path = Path(path)
         if not path.exists():
@@ -483,6 +485,21 @@ def load_settings(path: str | Path | None = None, overrides: list[str] | tuple[s
     for item in overrides:
         _apply_override(raw, item)
     return _build(Settings, raw, "")
+
+
+def _load_run_settings(uri: str, overrides: list[str] | tuple[str, ...]) -> Settings:
+    """Settings from a run's artifact (`runs:/RUN_ID/settings.yaml`: the file a cycle logs for its steps)."""
+    import tempfile
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+        except Exception as exc:  # noqa: BLE001 - any failure to fetch it is a settings problem
+            raise ConfigError(f"settings {uri} cannot be read: {str(exc).splitlines()[0][:300]}; pass --config "
+                              "a YAML file or a runs:/RUN_ID/settings.yaml of an existing run") from None
+        return load_settings(local, overrides)
 
 
 def parse_overrides(text: str) -> list[str]:

@@ -50,7 +50,12 @@ class Window:
     end: datetime
 
     def __str__(self) -> str:
-        return f"{self.name} window {self.start:%Y-%m-%d}..{(self.end - timedelta(days=1)):%Y-%m-%d}"
+        return f"{self.name} window {self.start:%Y-%m-%d}..{self.last_day}"
+
+    @property
+    def last_day(self) -> str:
+        """The window's last day (inclusive), as printed and tagged: `end` is exclusive."""
+        return f"{self.end - timedelta(days=1):%Y-%m-%d}"
 
     @property
     def days(self) -> int:

@@ -94,7 +94,7 @@ class Comparison:
         who = f"v{self.incumbent_version}" if self.incumbent_version else "none"
         out = [
             f"{self.model_name}: candidate v{self.candidate_version} vs production {who} on "
-            f"{self.window_start}..{self.window_end} (end exclusive, {self.n_rows} rows neither model trained, "
+            f"{self.window_start}..{self.window_end} ({self.n_rows} rows neither model trained, "
             f"stopped or tuned on{'; BACKTEST: production trained on some of them' if self.backtest else ''})",
             f"{'metric':<13} {'production':>10} {'staging':>10} {'delta':>8}",
         ]
@@ -331,7 +331,7 @@ def evaluate(
         incumbent_version=str(prod.version) if prod is not None else None,
         as_of=as_of.isoformat(),
         window_start=f"{window.start:%Y-%m-%d}",
-        window_end=f"{window.end:%Y-%m-%d}",
+        window_end=window.last_day,  # inclusive
         n_rows=len(rows),
         candidate_fresh_from=fresh_from(cand),
         incumbent_fresh_from=fresh_from(prod),
@@ -356,12 +356,37 @@ def evaluate(
     return replace(comparison, run_id=run_id, timings=timings)
 
 
+def _describe(settings: Settings, c: Comparison, mlflow_client) -> None:
+    """The comparison run's description (decision, side-by-side table, DeLong, links) and the candidate
+    version's description (its fate now says what the gate decided)."""
+    from retrain import describe, tracking
+    from retrain.registry import _run_link, write_version_description
+
+    links = {"candidate": describe.version_link(c.model_name, c.candidate_version),
+             "production": describe.version_link(c.model_name, c.incumbent_version)}
+    for role, version in (("candidate", c.candidate_version), ("production", c.incumbent_version)):
+        if version:
+            found = mlflow_client.get_model_version(c.model_name, version)
+            links[f"{role}_run"] = _run_link(mlflow_client, found.run_id, "training run")
+    gate_policy = settings.gate
+    tracking.describe(describe.comparison_markdown(c.to_dict(), primary=gate_policy.primary_metric,
+                                                   min_improvement=gate_policy.min_improvement,
+                                                   guardrails=gate_policy.guardrails, links=links))
+    write_version_description(mlflow_client, settings, c.candidate_version)
+
+
+def run_name(c: Comparison) -> str:
+    """`evaluate v3 vs v1: PROMOTE` (or `evaluate v1 (no production): PROMOTE`)."""
+    against = f"vs v{c.incumbent_version}" if c.incumbent_version else "(no production)"
+    return f"evaluate v{c.candidate_version} {against}: {c.decision['decision'].upper()}"
+
+
 def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, timings: dict, lap,
          data_tags: dict[str, str]) -> str:
     """The comparison run (metrics, decision tags, comparison.json, figure) and the candidate's version tags."""
     import mlflow
 
-    from retrain import plots, tracking
+    from retrain import describe, plots, tracking
 
     c = comparison
     checks_ok = all(r["passed"] for r in c.checks)
@@ -388,17 +413,22 @@ def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, tim
         values |= {"p_value": c.delong["p_value_one_sided"], "delong_ci_low": c.delong["ci_low"],
                    "delong_ci_high": c.delong["ci_high"], "delong_delta": c.delong["delta"]}
     values["n_rows"] = c.n_rows
-    name = f"evaluate-{c.model_name}-v{c.candidate_version}-{c.as_of}"
-    with tracking.step_run(settings.experiments.comparisons, name, tags) as run:
+    with tracking.step_run(settings.experiments.comparisons, run_name(c), tags, params={"as_of": c.as_of},
+                           settings=settings) as run:
         run_id = run.info.run_id
         mlflow.log_metrics({k: float(v) for k, v in values.items()})
+        title = f"{c.model_name}: {run_name(c)}\n(as of {c.as_of}, {c.n_rows:,} fresh rows " \
+                f"{c.window_start}..{c.window_end})"
         with tempfile.TemporaryDirectory() as tmp:
             thresholds = {label: c.candidate_threshold if label.startswith("staging") else c.incumbent_threshold
                           for label in probabilities}
             mlflow.log_artifact(str(plots.comparison_figure(y, probabilities, Path(tmp) / "comparison.png",
-                                                            thresholds)))
-        for key, value in (("retrain.comparison_run_id", run_id), ("retrain.decision", c.decision["decision"])):
-            tracking.client().set_model_version_tag(c.model_name, c.candidate_version, key, value)
+                                                            thresholds, title=title)))
+        mlflow_client = tracking.client()
+        for key, value in (("retrain.comparison_run_id", run_id), ("retrain.decision", c.decision["decision"]),
+                           ("retrain.decision_reason", c.decision["reason"][:1000])):
+            mlflow_client.set_model_version_tag(c.model_name, c.candidate_version, key, value)
+        _describe(settings, c, mlflow_client)
         lap("logging")
         tracking.log_json({**c.to_dict(), "run_id": run_id, "timings": timings}, "comparison.json")
         mlflow.log_metrics({f"time_{k}": v for k, v in timings.items()})

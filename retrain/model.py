@@ -326,6 +326,12 @@ def conform(frame: pd.DataFrame, pyfunc_model: Any) -> pd.DataFrame:
     return frame.astype(casts) if casts else frame
 
 
+def _pandas():
+    import pandas
+
+    return pandas
+
+
 def _pyfunc_class() -> type:
     import mlflow.pyfunc
 
@@ -350,6 +356,13 @@ def _pyfunc_class() -> type:
                 return score_frame(self.net, self.spec, model_input)
             except InputError as exc:  # the scoring server answers 400 with this message
                 raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+
+        # This module postpones annotations (strings) and imports pandas lazily, so MLflow (which reads the
+        # hints when the class is made) could not resolve "pd.DataFrame": it logged "Unsupported type hint" and
+        # warned "Add type hints to `predict`" on every log and load. Real objects instead: a DataFrame hint
+        # is one MLflow takes without schema inference (the signature declares the inputs: tracking._signature).
+        predict.__annotations__.update(context=Any, model_input=_pandas().DataFrame, params=dict | None,
+                                       **{"return": _pandas().DataFrame})
 
     return ChurnPyfunc
 

@@ -44,7 +44,7 @@ class CheckResult:
         d = self.decision
         out = [
             d["summary"],
-            f"as of {self.as_of}: monitoring window {self.window['start']}..{self.window['end']} (end exclusive), "
+            f"as of {self.as_of}: monitoring window {self.window['start']}..{self.window['end']}, "
             f"{self.n_rows:,} rows, {self.n_labels:,} labelled; production version {self.production_version or '(none)'}",
         ]
         out += [
@@ -170,7 +170,7 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
     thresholds = trigger.psi_thresholds(list(psi), policy)
     result = dict(
         as_of=as_of.isoformat(),
-        window={"start": f"{window.start:%Y-%m-%d}", "end": f"{window.end:%Y-%m-%d}",
+        window={"start": f"{window.start:%Y-%m-%d}", "end": window.last_day,  # inclusive
                 "days_used": f"{used.days_with_rows} of {used.days}", **({"note": used.note()} if used.note() else {})},
         production_version=str(version.version) if version is not None else None,
         psi=psi,
@@ -185,6 +185,16 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
     )
     run_id = _log(settings, result, decision)
     return CheckResult(**result, run_id=run_id)
+
+
+def run_name(as_of: str, decision: Any) -> str:
+    """`check 2026-05-30: drift` (what fired: drift, performance, age, forced, no production), or `: ok`."""
+    kinds: list[str] = []
+    for reason in decision.reasons if decision.retrain else ():
+        kind = reason.split(":")[0].strip()
+        if kind not in kinds:
+            kinds.append(kind)
+    return f"check {as_of}: {', '.join(kinds) or 'ok'}"
 
 
 def _log(settings: Settings, result: dict[str, Any], decision: Any) -> str:
@@ -208,15 +218,22 @@ def _log(settings: Settings, result: dict[str, Any], decision: Any) -> str:
     metrics |= {"n_rows": result["n_rows"], "n_labels": result["n_labels"]}
     if result["age_days"] is not None:
         metrics["age_days"] = result["age_days"]
-    with tracking.step_run(settings.experiments.monitoring, f"check-{result['as_of']}", tags) as run:
+    with tracking.step_run(settings.experiments.monitoring, run_name(result["as_of"], decision), tags,
+                           params={"as_of": result["as_of"], **{k: v for k, v in settings.flat().items()
+                                                                 if k.startswith("trigger.")},
+                                   **{f"trigger.psi_limit.{k}": str(v) for k, v in result["thresholds"].items()}},
+                           settings=settings) as run:
         mlflow.log_metrics(metrics)
         if result["psi"]:
-            mlflow.log_figure(_psi_chart(result["psi"], result["thresholds"]), "psi.png")
+            title = (f"{settings.registry.model_name} drift as of {result['as_of']} (window "
+                     f"{result['window']['start']}..{result['window']['end']}): "
+                     f"{'RETRAIN' if decision.retrain else 'no retraining'}")
+            mlflow.log_figure(_psi_chart(result["psi"], result["thresholds"], title), "psi.png")
         tracking.log_json({**result, "run_id": run.info.run_id}, "check.json")
     return run.info.run_id
 
 
-def _psi_chart(psi: dict[str, float], thresholds: dict[str, float]):
+def _psi_chart(psi: dict[str, float], thresholds: dict[str, float], title: str = ""):
     """Horizontal bars of PSI per feature, each with its threshold marked; drifted bars in red."""
     from matplotlib.figure import Figure  # a bare Figure renders with Agg and touches no global pyplot state
 
@@ -230,5 +247,7 @@ def _psi_chart(psi: dict[str, float], thresholds: dict[str, float]):
     ax.invert_yaxis()
     ax.set_xlabel("PSI (recent rows vs the production model's training profile)")
     ax.legend(loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=10, wrap=True)
     fig.tight_layout()
     return fig

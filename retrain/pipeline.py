@@ -50,6 +50,7 @@ class CycleResult:
     data_reads: dict[str, int] = field(default_factory=dict)  # this process's reads (DataSource.stats)
     cycles_without_model: int = 0  # consecutive cycles, this one included, that left production empty
     stalled: bool = False  # cycles_without_model >= gate.stalled_after
+    runs: dict[str, str] = field(default_factory=dict)  # step (check, train, evaluate) -> its run id
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,21 +79,6 @@ def _env(**values: str) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def _effective_config(settings: Settings, folder: Path) -> str:
-    """The cycle's exact settings as YAML for the child steps (data path made absolute); also logged."""
-    import mlflow
-    import yaml
-
-    values = settings.to_dict()
-    if not values["data"]["path"].startswith("s3://"):
-        values["data"]["path"] = str(Path(values["data"]["path"]).resolve())
-    text = yaml.safe_dump(values, sort_keys=False)
-    mlflow.log_text(text, "settings.yaml")
-    path = folder / "settings.yaml"
-    path.write_text(text)
-    return str(path)
 
 
 def project_dir() -> Path | None:
@@ -249,13 +235,13 @@ def cycle_error(exc: BaseException) -> RetrainError:
 
 def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_process: bool,
                allow_past: bool) -> CycleResult:
-    import tempfile
     import time
 
     import mlflow
 
     from retrain import data, notify
     from retrain.registry import Registry
+    from retrain.tracking import ensure_experiment, step_run
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -271,8 +257,7 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
         as_of = source.latest_day()
     uri = absolute_tracking_uri()
     for name in (settings.experiments.training, settings.experiments.comparisons, settings.experiments.monitoring):
-        if mlflow.get_experiment_by_name(name) is None:
-            mlflow.create_experiment(name)  # created here so artifacts land under this working folder
+        ensure_experiment(name)  # created here so artifacts land under this working folder
     registry = Registry(settings)
     before = registry.state().production
     project = None if in_process else project_dir()
@@ -286,17 +271,15 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
     if not allow_past:
         refuse_past(settings, as_of, before)
     lap("setup")
-    from retrain.tracking import step_run
-
     tags = {"retrain.as_of": as_of.isoformat(), "retrain.model_name": settings.registry.model_name}
-    with step_run(settings.experiments.cycles, f"cycle-{as_of.isoformat()}", tags) as run:
+    with step_run(settings.experiments.cycles, f"cycle {as_of.isoformat()}", tags, params={"as_of": as_of.isoformat()},
+                  settings=settings) as run:
         result = CycleResult(as_of.isoformat(), "skipped", [], run.info.run_id, production_before=before,
                              steps=steps[0], steps_detail=steps[1])
         mlflow.set_tags({"retrain.steps": steps[0], "retrain.steps_detail": steps[1][:5000]})
         try:
-            with _env(RETRAIN_PARENT_RUN_ID=run.info.run_id, MLFLOW_TRACKING_URI=uri), \
-                    tempfile.TemporaryDirectory(prefix="retrain-cycle-") as tmp:
-                _cycle(settings, as_of, force, project, allow_past, registry, result, lap, Path(tmp), source)
+            with _env(RETRAIN_PARENT_RUN_ID=run.info.run_id, MLFLOW_TRACKING_URI=uri):
+                _cycle(settings, as_of, force, project, allow_past, registry, result, lap, source)
         except Exception as exc:  # noqa: BLE001 - recorded on the cycle run, then raised as one line
             error = cycle_error(exc)
             failed_training = isinstance(error, TrainingError)
@@ -328,6 +311,7 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
             "retrain.production_before": before or "none",
             "retrain.production_after": result.production_after or "none",
         })
+        _describe_cycle(settings, result, registry.client)
         event = _event(settings, result)
         mlflow.log_dict(event, "event.json")  # also with the cycle run: a container's files do not last
         result.notification = notify.notify(settings, event).to_dict()
@@ -339,31 +323,39 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
     return result
 
 
-def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, result, lap, tmp: Path, source) -> None:
+def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, result, lap, source) -> None:
+    import yaml
+
     from retrain import monitoring
+    from retrain.tracking import settings_yaml
 
     # In-process, check, train and evaluate share `source`: each day is read once (check reads the monitoring
     # days, train only the older ones it lacks, evaluate nothing); project steps read their own windows.
     check = monitoring.check(settings, as_of, force=force, source=source)
     lap("check")
     result.check = check.to_dict()
+    result.runs["check"] = check.run_id
     result.reasons = list(check.decision["reasons"])
     if not check.decision["retrain"]:
         result.outcome = "skipped"
         result.reasons = [check.decision["summary"]]
         return
     reason = "; ".join(result.reasons)
-    params = {"config": _effective_config(settings, tmp), "as_of": as_of.isoformat()}
+    # the steps run with the cycle's own settings: the file it logged (a run artifact, never a temporary path)
+    params = {"config": f"runs:/{result.run_id}/settings.yaml", "as_of": as_of.isoformat(), "set": "none",
+              "data": yaml.safe_load(settings_yaml(settings))["data"]["path"]}
     if project is None:
         from retrain.training import train
 
-        candidate = train(settings, as_of, trigger_reason=reason, source=source).version
+        trained = train(settings, as_of, trigger_reason=reason, source=source)
+        candidate, result.runs["train"] = trained.version, trained.run_id
     else:
         try:
             run_id = _project_step(project, "train", {**params, "reason": reason}, settings.experiments.training)
         except RetrainError:
             _raise_training_failure(settings, result.run_id)
             raise
+        result.runs["train"] = run_id
         candidate = registry.client.get_run(run_id).data.tags.get("retrain.model_version")
         if candidate is None:
             raise RetrainError(f"train step (run {run_id}) registered no model version")
@@ -385,6 +377,7 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
                                settings.experiments.comparisons)
         comparison = load_json_artifact(run_id, "comparison.json")
     lap("evaluate")
+    result.runs["evaluate"] = comparison["run_id"]
     decision = comparison["decision"]
     metric = decision["primary_metric"]
     result.decision = {
@@ -407,6 +400,16 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
         except Refused as exc:  # e.g. a version production was rolled back from: keep, say why
             result.reasons.append(f"promotion refused: {exc}")
     lap("promote")
+
+
+def _describe_cycle(settings: Settings, result: CycleResult, mlflow_client) -> None:
+    """The cycle run's description: outcome, reasons, production before/after, links to its step runs."""
+    from retrain import describe, tracking
+    from retrain.registry import _run_link
+
+    labels = {"check": "check run", "train": f"train v{result.candidate_version}", "evaluate": "comparison run"}
+    links = {step: _run_link(mlflow_client, run_id, labels[step]) for step, run_id in result.runs.items() if run_id}
+    tracking.describe(describe.cycle_markdown(result.to_dict(), settings.registry.model_name, links))
 
 
 def _raise_training_failure(settings: Settings, cycle_run_id: str) -> None:

@@ -1,4 +1,5 @@
-"""The comparison figure: ROC and precision-recall curves of both models, and their confusion matrices."""
+"""The comparison figure: a titled 2x2 grid of ROC and precision-recall curves of both models, and their
+confusion matrices (with one model, its score distribution per class instead of the second matrix)."""
 
 from __future__ import annotations
 
@@ -22,10 +23,12 @@ def _thin(*arrays: np.ndarray) -> list[np.ndarray]:
 
 
 def comparison_figure(
-    y: np.ndarray, probabilities: dict[str, np.ndarray], path: str | Path, thresholds: dict[str, float] | None = None
+    y: np.ndarray, probabilities: dict[str, np.ndarray], path: str | Path, thresholds: dict[str, float] | None = None,
+    title: str = "",
 ) -> Path:
-    """Write one PNG: ROC, precision-recall (each model's operating point marked), and a confusion matrix per
-    model at its own decision threshold (0.5 when none is given)."""
+    """Write one PNG (1200x1000, readable in the MLflow artifact preview): ROC and precision-recall (each
+    model's operating point marked), and a confusion matrix per model at its own decision threshold (0.5
+    when none is given)."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -33,11 +36,11 @@ def comparison_figure(
 
     from retrain.metrics import confusion, roc_auc
 
-    n = len(probabilities)
-    fig = Figure(figsize=(5 * (2 + n), 4.5), layout="constrained")
+    fig = Figure(figsize=(12, 10), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2 + n)
-    roc_ax, pr_ax = axes[0], axes[1]
+    (roc_ax, pr_ax), (left, right) = fig.subplots(2, 2)
+    if title:
+        fig.suptitle(title, fontsize=14, fontweight="bold")
     thresholds = thresholds or {}
     for label, p in probabilities.items():
         fpr, tpr, _ = roc_curve(y, p)
@@ -48,21 +51,28 @@ def comparison_figure(
         roc_ax.plot(fp / max(fp + tn, 1), tp / max(tp + fn, 1), "o", color=line.get_color())
         pr_ax.plot(tp / max(tp + fn, 1), tp / max(tp + fp, 1), "o", color=line.get_color())
     roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    roc_ax.set(title="ROC", xlabel="false positive rate", ylabel="true positive rate")
+    roc_ax.set(title="ROC (dot: decision threshold)", xlabel="false positive rate", ylabel="true positive rate")
     pr_ax.axhline(float(np.mean(y)), color="grey", linestyle=":", linewidth=1)
-    pr_ax.set(title="precision-recall", xlabel="recall", ylabel="precision")
+    pr_ax.set(title="precision-recall (dotted: positive rate)", xlabel="recall", ylabel="precision")
     for ax in (roc_ax, pr_ax):
         ax.legend(loc="lower right" if ax is roc_ax else "upper right")
-    for ax, (label, p) in zip(axes[2:], probabilities.items()):
+    panels = [left, right]
+    for ax, (label, p) in zip(panels, probabilities.items()):
         threshold = thresholds.get(label, 0.5)
         tn, fp, fn, tp = confusion(y, p >= threshold)
         cells = np.array([[tn, fp], [fn, tp]])
         ax.imshow(cells, cmap="Blues")
         for (i, j), count in np.ndenumerate(cells):
-            ax.text(j, i, f"{count:,}", ha="center", va="center",
+            ax.text(j, i, f"{count:,}", ha="center", va="center", fontsize=13,
                     color="white" if count > cells.max() / 2 else "black")
-        ax.set(title=f"{label}: confusion (threshold {threshold:.3g})", xlabel="predicted", ylabel="actual",
+        ax.set(title=f"{label}: confusion at threshold {threshold:.3g}", xlabel="predicted", ylabel="actual",
                xticks=[0, 1], yticks=[0, 1])
+    if len(probabilities) == 1:
+        label, p = next(iter(probabilities.items()))
+        right.hist([p[y == 0], p[y == 1]], bins=30, label=["actual 0", "actual 1"], alpha=0.7)
+        right.axvline(thresholds.get(label, 0.5), color="black", linestyle="--", label="threshold")
+        right.set(title=f"{label}: scores per class (no production model)", xlabel="probability", ylabel="rows")
+        right.legend()
     path = Path(path)
     fig.savefig(path, dpi=100)
     return path

@@ -357,6 +357,7 @@ class Registry:
             raise RegistryError(f"production of {self.name} was moved outside retrain while this command ran (now "
                                 f"{now.production or '(none)'}); move #{move.seq} is unfinished: {REPAIR_HINT}")
         self._apply(move, head, now, to_tags)
+        self.refresh_descriptions(move.from_version, move.to_version, move=move)
         if notify:
             self._notify(move, {"kind": move.kind, "version": to, "from_version": move.from_version,
                                 "reason": move.reason})
@@ -393,6 +394,17 @@ class Registry:
         if to is not None and view.staging == to:
             self.client.delete_registered_model_alias(name, self.spec.staging_alias)
         self.client.set_registered_model_tag(name, self.head_key, head.after(move).to_json())
+
+    def refresh_descriptions(self, *versions: str | None, move: Move | None = None) -> None:
+        """Redraw the model's description (production history, newest first) and the descriptions of
+        `versions`: after `move`, its row on top of the table; without, the whole table from the move log.
+        Best effort: the move log and tags are the record, this is their rendering."""
+        try:
+            write_model_description(self, move)
+            for version in dict.fromkeys(v for v in versions if v):
+                write_version_description(self.client, self.settings, version)
+        except Exception as exc:  # noqa: BLE001 - a rendering never fails a move
+            log.warning("retrain: could not redraw the descriptions of %s: %s", self.name, exc)
 
     def _set_version_tag(self, version: str, key: str, value: str) -> None:
         from mlflow.exceptions import MlflowException
@@ -709,6 +721,9 @@ class Registry:
     def status(self, *, repair: bool = False) -> dict[str, Any]:
         """Production and staging with metrics and age; problems (or what was repaired); notes."""
         repaired = [asdict(p) for p in self.repair()] if repair else []
+        if repair:
+            view = self._read()
+            self.refresh_descriptions(view.production, view.staging)
         view = self._read()
         found: dict[str, Any] = {}
         snapshot = self._snapshot(view, found)
@@ -845,3 +860,52 @@ def _process_start(pid: int) -> float | None:
         return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
     except (OSError, StopIteration, IndexError, ValueError):
         return 0.0  # alive, start time unknown
+
+
+MODEL_HEADER = "Churn classifier managed by retrain: @{staging} = candidate, @{production} = serving."
+
+
+def _run_link(client: Any, run_id: str | None, label: str | None = None) -> str:
+    from retrain.describe import run_link
+
+    if not run_id:
+        return "-"
+    try:
+        experiment_id = client.get_run(run_id).info.experiment_id
+    except Exception:  # noqa: BLE001 - a deleted run is still worth naming
+        experiment_id = None
+    return run_link(experiment_id, run_id, label)
+
+
+def write_model_description(registry: Registry, move: Move | None = None) -> None:
+    """The registered model's description: production now and the latest moves, newest first. After `move`
+    its row goes on top of the rows shown (constant calls); without, the table is redrawn from the move log."""
+    from retrain.describe import HISTORY_ROWS, history_after_move, history_markdown, move_row
+
+    spec, client = registry.spec, registry.client
+    header = MODEL_HEADER.format(staging=spec.staging_alias, production=spec.production_alias)
+
+    def row(m: Move) -> str:
+        link = _run_link(client, m.comparison_run_id, "comparison") if m.comparison_run_id else "-"
+        return move_row(registry.name, m, link)
+
+    if move is not None:
+        previous = client.get_registered_model(registry.name).description
+        text = history_after_move(registry.name, move.to_version, row(move), previous, header)
+    else:
+        moves = registry.history(limit=HISTORY_ROWS + 1)
+        text = history_markdown(registry.name, registry.state().production, [row(m) for m in moves], header)
+    client.update_registered_model(registry.name, description=text)
+
+
+def write_version_description(client: Any, settings: Settings, version: str) -> None:
+    """A version's description: trained on, validation metrics, fate (from its tags and aliases)."""
+    from retrain.describe import version_markdown
+
+    reg = settings.registry
+    found = client.get_model_version(reg.model_name, version)
+    comparison = found.tags.get("retrain.comparison_run_id")
+    text = version_markdown(reg.model_name, str(version), found.tags, found.aliases or [],
+                            production_alias=reg.production_alias, staging_alias=reg.staging_alias,
+                            comparison=_run_link(client, comparison, "comparison") if comparison else None)
+    client.update_model_version(reg.model_name, version, description=text)

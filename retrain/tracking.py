@@ -47,12 +47,138 @@ def git_commit(path: Path = PACKAGE_DIR) -> str | None:
     return out.stdout.strip() or None
 
 
-@contextlib.contextmanager
-def step_run(experiment: str, run_name: str, tags: dict[str, str] | None = None) -> Iterator[Run]:
-    """Start a run in `experiment`, or continue the one `mlflow run` created for this step.
+EXPERIMENT_KIND = "custom_model_development"  # the MLflow UI opens such experiments on their runs table
+DEFAULT_EXPERIMENT_ID = "0"
 
-    `mlflow run` passes its run id through MLFLOW_RUN_ID; the run then keeps its experiment.
-    A parent run id in RETRAIN_PARENT_RUN_ID nests this run under the loop's cycle run.
+# What the command line was given (config file, overrides), logged as params by the step that runs.
+invocation: dict[str, str] = {}
+# The run that replaced the one `mlflow run` filed in Default (see adopt_project_run), if any.
+adopted: list[str] = []
+
+
+def ensure_experiment(name: str) -> str:
+    """The id of experiment `name`, created if missing; tagged so the MLflow UI opens it on its runs table."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client()
+    exp = mlflow_client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return mlflow_client.create_experiment(name, tags={"mlflow.experimentKind": EXPERIMENT_KIND})
+        except MlflowException:  # created meanwhile by another process
+            exp = mlflow_client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND:
+        with contextlib.suppress(MlflowException):  # a read-only user may still log runs
+            mlflow_client.set_experiment_tag(exp.experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND)
+    return exp.experiment_id
+
+
+def set_name(name: str) -> None:
+    """Rename the active run (the UI's run name)."""
+    import mlflow
+
+    mlflow.set_tag("mlflow.runName", name)
+
+
+def describe(markdown: str) -> None:
+    """The active run's description: the markdown note the MLflow UI shows on the run page."""
+    import mlflow
+
+    mlflow.set_tag("mlflow.note.content", markdown)
+
+
+def adopt_project_run(experiment: str) -> str | None:
+    """Move the run `mlflow run` made for this process out of the Default experiment.
+
+    MLflow Projects creates its run before our command starts, in the experiment named by
+    `--experiment-name` / MLFLOW_EXPERIMENT_NAME, else in Default. A run that landed in Default is
+    replaced by one in `experiment` (MLflow cannot move runs): the new run gets its source tags and
+    parameters, and the Default run is deleted (`mlflow gc` purges it) by a small detached process once
+    `mlflow run` has marked it finished (mlflow 3.17's `mlflow run` fails when its run is already deleted).
+    Returns the run id to continue (the new one, or MLFLOW_RUN_ID as it was), or None when not under
+    `mlflow run`. MLFLOW_RUN_ID is updated for this process and its children.
+    """
+    import os
+
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return None
+    mlflow_client = client()
+    old = mlflow_client.get_run(run_id)
+    if old.info.experiment_id != DEFAULT_EXPERIMENT_ID or old.info.lifecycle_stage != "active":
+        return run_id
+    import sys
+
+    from mlflow.entities import Param, RunTag
+
+    exp_id = ensure_experiment(experiment)
+    keep = {k: v for k, v in old.data.tags.items() if k.startswith("mlflow.") and k != "mlflow.runName"}
+    new = mlflow_client.create_run(exp_id, start_time=old.info.start_time, tags=keep)
+    params = [Param(k, v) for k, v in old.data.params.items() if v != ""]
+    if params:
+        mlflow_client.log_batch(new.info.run_id, params=params)
+    mlflow_client.log_batch(run_id, tags=[RunTag("retrain.moved_to", f"{experiment}/{new.info.run_id}"),
+                                          RunTag("mlflow.runName", f"moved to {experiment}")])
+    _delete_later(run_id)
+    os.environ["MLFLOW_RUN_ID"] = new.info.run_id
+    adopted.append(new.info.run_id)
+    print(f"retrain: run {run_id} that `mlflow run` created in the Default experiment continues as run "
+          f"{new.info.run_id} in {experiment} (pass --experiment-name {experiment} to skip this)", file=sys.stderr)
+    return new.info.run_id
+
+
+def finish_adopted(failed: bool) -> None:
+    """End the run that replaced a Default one if this command did not (it failed before its step ran):
+    `mlflow run` ends only the run it made."""
+    from mlflow.exceptions import MlflowException
+
+    for run_id in adopted:
+        with contextlib.suppress(MlflowException):
+            if client().get_run(run_id).info.status == "RUNNING":
+                client().set_terminated(run_id, "FAILED" if failed else "FINISHED")
+    adopted.clear()
+
+
+def _delete_later(run_id: str) -> None:
+    """Start a detached process that deletes run `run_id` once `mlflow run` has ended it."""
+    import os
+    import sys
+
+    code = f"from retrain.tracking import delete_when_ended; delete_when_ended({run_id!r}, {os.getppid()})"
+    subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def delete_when_ended(run_id: str, watch_pid: int, poll_s: float = 0.5, grace_s: float = 120) -> None:
+    """Delete run `run_id` once it is no longer RUNNING (or `grace_s` after process `watch_pid` is gone)."""
+    import os
+    import time
+
+    mlflow_client = client()
+    gone_at = None
+    while mlflow_client.get_run(run_id).info.status == "RUNNING":
+        if gone_at is None:
+            try:
+                os.kill(watch_pid, 0)
+            except OSError:
+                gone_at = time.monotonic()
+        elif time.monotonic() - gone_at > grace_s:  # nobody will end it: `mlflow run` was killed
+            break
+        time.sleep(poll_s)
+    mlflow_client.delete_run(run_id)
+
+
+@contextlib.contextmanager
+def step_run(experiment: str, run_name: str, tags: dict[str, str] | None = None, *,
+             params: dict[str, str] | None = None, settings: Any = None) -> Iterator[Run]:
+    """Start a run named `run_name` in `experiment`, or continue the one `mlflow run` created for this step.
+
+    `mlflow run` passes its run id through MLFLOW_RUN_ID; the run keeps its experiment unless that is
+    Default (see `adopt_project_run`), and is renamed `run_name`. A parent run id in RETRAIN_PARENT_RUN_ID
+    nests this run under the loop's cycle run. `params` and the command line's `invocation` are logged as
+    params (effective values); `settings` as the artifact `settings.yaml` (and its data path as param `data`).
     """
     import os
 
@@ -63,20 +189,65 @@ def step_run(experiment: str, run_name: str, tags: dict[str, str] | None = None)
     parent = os.environ.get("RETRAIN_PARENT_RUN_ID")
     if parent:
         all_tags["mlflow.parentRunId"] = parent
-    if os.environ.get("MLFLOW_RUN_ID"):
+    if os.environ.get("MLFLOW_RUN_ID") and mlflow.active_run() is None:
+        adopt_project_run(experiment)
         run = mlflow.start_run()
-        if all_tags:
-            mlflow.set_tags(all_tags)
-        if "mlflow.runName" not in run.data.tags or run.data.tags["mlflow.runName"] == "":
-            mlflow.set_tag("mlflow.runName", run_name)
+        ensure_experiment_kind(run.info.experiment_id)
+        mlflow.set_tags({**all_tags, "mlflow.runName": run_name})
     else:
-        exp = mlflow.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp is not None else mlflow.create_experiment(experiment)
+        exp_id = ensure_experiment(experiment)
         # Inside a cycle run (in-process loop) the step becomes its child run.
         nested = mlflow.active_run() is not None
         run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=all_tags, nested=nested)
     with run:
+        values = dict(params or {})
+        if settings is not None:
+            log_settings(settings)
+            values.setdefault("data", settings.data.path)
+        log_invocation(values)
         yield run
+
+
+def ensure_experiment_kind(experiment_id: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client()
+    with contextlib.suppress(MlflowException):
+        if mlflow_client.get_experiment(experiment_id).tags.get("mlflow.experimentKind") != EXPERIMENT_KIND:
+            mlflow_client.set_experiment_tag(experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND)
+
+
+def log_invocation(values: dict[str, str] | None = None) -> None:
+    """Params of the active run: the effective values of what the command was given (`invocation`, then
+    `values`), never ''. Keys `mlflow run` logged already are kept (MLflow refuses to change a param)."""
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None:
+        return
+    wanted = {k: v for k, v in {**invocation, **(values or {})}.items() if v not in ("", None)}
+    logged = client().get_run(run.info.run_id).data.params
+    fresh = {k: v for k, v in wanted.items() if k not in logged}
+    if fresh:
+        mlflow.log_params(fresh)
+
+
+def settings_yaml(settings: Any) -> str:
+    """The effective settings as YAML (a local data path made absolute): what a step really ran with."""
+    import yaml
+
+    values = settings.to_dict()
+    path = values["data"]["path"]
+    if "://" not in path and not path.startswith(("sqlite:", "postgresql", "mysql")):
+        values["data"]["path"] = str(Path(path).resolve())
+    return yaml.safe_dump(values, sort_keys=False)
+
+
+def log_settings(settings: Any) -> None:
+    """The effective settings file as the active run's artifact `settings.yaml`."""
+    import mlflow
+
+    mlflow.log_text(settings_yaml(settings), "settings.yaml")
 
 
 def log_json(obj: Any, artifact_file: str) -> None:
@@ -128,16 +299,36 @@ def log_pyfunc_model(
         code.mkdir()
         for file in ("__init__.py", "model.py"):
             shutil.copy(PACKAGE_DIR / file, code / file)
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=str(PACKAGE_DIR / "pyfunc_entry.py"),
-            artifacts=model_files,
-            code_paths=[str(code)],
-            signature=_signature(input_example, output_example),
-            input_example=input_example,
-            pip_requirements=pip_requirements(),
-            metadata=metadata,
-        )
+        with _without_log_line("mlflow.pyfunc", "Validating input example against model signature"):
+            return mlflow.pyfunc.log_model(
+                name=name,
+                python_model=str(PACKAGE_DIR / "pyfunc_entry.py"),
+                artifacts=model_files,
+                code_paths=[str(code)],
+                signature=_signature(input_example, output_example),
+                input_example=input_example,
+                pip_requirements=pip_requirements(),
+                metadata=metadata,
+            )
+
+
+@contextlib.contextmanager
+def _without_log_line(logger: str, text: str) -> Iterator[None]:
+    """Drop one known INFO line of MLflow's during our own call (MLflow logs it on every model we log with a
+    signature and an input example); everything else, the user's own logging included, passes."""
+    import logging
+
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not (record.levelno <= logging.INFO and record.getMessage() == text)
+
+    drop = _Drop()
+    target = logging.getLogger(logger)
+    target.addFilter(drop)
+    try:
+        yield
+    finally:
+        target.removeFilter(drop)
 
 
 def _signature(input_example: pd.DataFrame, output_example: pd.DataFrame) -> Any:

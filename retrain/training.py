@@ -217,11 +217,11 @@ def _tags(rows: Prepared, settings: Settings, train_fp: str, key: str, device: s
     tags = {
         "retrain.as_of": w.as_of.isoformat(),
         "retrain.train_start": f"{w.train.start:%Y-%m-%d}",
-        "retrain.train_end": train_end,
+        "retrain.train_end": w.train.last_day,  # inclusive
         "retrain.tuning_start": f"{rows.tuning_window.start:%Y-%m-%d}",
         "retrain.fresh_from": train_end,  # the model fitted, stopped and tuned on rows before this day only
         "retrain.validation_start": f"{w.validation.start:%Y-%m-%d}",
-        "retrain.validation_end": f"{w.validation.end:%Y-%m-%d}",
+        "retrain.validation_end": w.validation.last_day,  # inclusive
         "retrain.train_rows": str(len(rows.train)),
         "retrain.fit_rows": str(len(rows.fit)),
         "retrain.tuning_rows": str(len(rows.tuning)),
@@ -272,7 +272,8 @@ def _log_failure(settings: Settings, windows: Windows3, fitted, tuning_metrics, 
     from retrain import tracking
 
     tags = {**tags, "retrain.outcome": "failed", "retrain.failure": reason}
-    with tracking.step_run(settings.experiments.training, f"train-{windows.as_of.isoformat()}-failed", tags) as run:
+    with tracking.step_run(settings.experiments.training, f"train (as-of {windows.as_of.isoformat()}): learned nothing",
+                           tags, params={"as_of": windows.as_of.isoformat()}, settings=settings) as run:
         _log_params_and_history(settings, run.info.run_id, fitted, val_metrics, tuning_metrics)
         mlflow.set_tag("retrain.model_version", "none")
         # raised inside the run: it ends FAILED
@@ -333,7 +334,9 @@ def _reuse(settings: Settings, version, windows: Windows3) -> TrainOutcome:
     reg = settings.registry
     mlflow_client = tracking.client()
     tags = {"retrain.reused": "true", "retrain.model_version": str(version.version), "retrain.as_of": windows.as_of.isoformat()}
-    with tracking.step_run(settings.experiments.training, f"train-{windows.as_of.isoformat()}-reused", tags):
+    name = f"train v{version.version} (as-of {windows.as_of.isoformat()}, reused)"
+    with tracking.step_run(settings.experiments.training, name, tags, params={"as_of": windows.as_of.isoformat()},
+                           settings=settings):
         mlflow_client.set_registered_model_alias(reg.model_name, reg.staging_alias, version.version)
         metrics = mlflow_client.get_run(version.run_id).data.metrics
         val_metrics = {m: metrics[f"val_{m}"] for m in METRIC_NAMES if f"val_{m}" in metrics}
@@ -359,7 +362,9 @@ def _log_and_register(settings, windows, net, net_spec, fitted, val_metrics, tun
     from retrain import model, tracking
 
     reg = settings.registry
-    with tracking.step_run(settings.experiments.training, f"train-{windows.as_of.isoformat()}", tags) as run:
+    as_of = windows.as_of.isoformat()
+    with tracking.step_run(settings.experiments.training, f"train (as-of {as_of})", tags, params={"as_of": as_of},
+                           settings=settings) as run:
         run_id = run.info.run_id
         mlflow_client = tracking.client()
         _log_params_and_history(settings, run_id, fitted, val_metrics, tuning_metrics)
@@ -386,6 +391,10 @@ def _log_and_register(settings, windows, net, net_spec, fitted, val_metrics, tun
         )
         mlflow_client.set_registered_model_alias(reg.model_name, reg.staging_alias, version.version)
         mlflow.set_tag("retrain.model_version", version.version)
+        tracking.set_name(f"train v{version.version} (as-of {as_of})")  # the version is known only now
+        from retrain.registry import write_version_description
+
+        write_version_description(mlflow_client, settings, version.version)
     return TrainOutcome(reg.model_name, str(version.version), run_id, reg.staging_alias, windows.as_of.isoformat(),
                         val_metrics, net_spec.threshold)
 

@@ -89,7 +89,7 @@ def test_before_the_shift_nothing_fires_and_the_run_holds_the_evidence(covariate
     version = MlflowClient().get_model_version(covariate["name"], covariate["version"])
     assert 0 < float(version.tags["retrain.threshold"]) < 0.5 and result.performance["recall"] > 0.3
     assert (result.age_days, result.n_rows, result.n_labels) == (4.0, 7 * 250, 7 * 250)
-    assert result.window == {"start": "2026-02-13", "end": "2026-02-20", "days_used": "7 of 7"}
+    assert result.window == {"start": "2026-02-13", "end": "2026-02-19", "days_used": "7 of 7"}  # inclusive
     assert "retrain.monitor_note" not in MlflowClient().get_run(result.run_id).data.tags  # the data covers it
 
     run = MlflowClient().get_run(result.run_id)
@@ -100,7 +100,7 @@ def test_before_the_shift_nothing_fires_and_the_run_holds_the_evidence(covariate
     assert metrics["psi_income"] == pytest.approx(result.psi["income"])
     assert metrics["production_accuracy"] == pytest.approx(result.performance["accuracy"])
     assert (metrics["age_days"], metrics["n_rows"], metrics["n_labels"]) == (4.0, 1750, 1750)
-    assert {a.path for a in MlflowClient().list_artifacts(result.run_id)} == {"check.json", "psi.png"}
+    assert {a.path for a in MlflowClient().list_artifacts(result.run_id)} == {"check.json", "psi.png", "settings.yaml"}
     stored = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="check.json")).read_text())
     assert stored == json.loads(json.dumps(result.to_dict()))
 

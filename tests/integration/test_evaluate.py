@@ -78,7 +78,7 @@ def test_library_better_candidate_is_promoted_and_logged(stable_data, registry):
     set_production(registry, "1")
     c = evaluate(fast_settings(stable_data, *LAX))
     assert (c.candidate_version, c.incumbent_version) == ("3", "1")
-    assert (c.window_start, c.window_end, c.n_rows) == ("2026-02-20", "2026-03-02", 2500)
+    assert (c.window_start, c.window_end, c.n_rows) == ("2026-02-20", "2026-03-01", 2500)
     # the rows start where both models' training (fit, early stopping, threshold) ended
     assert c.candidate_fresh_from == c.incumbent_fresh_from == "2026-02-20" and c.backtest is False
     assert c.decision["decision"] == "promote", c.decision["reason"]
@@ -105,7 +105,7 @@ def test_library_better_candidate_is_promoted_and_logged(stable_data, registry):
     }
     assert t["retrain.reason"] == c.decision["reason"]
     assert registry.get_experiment(run.info.experiment_id).name == "retrain-comparisons"
-    assert {a.path for a in registry.list_artifacts(c.run_id)} == {"comparison.json", "comparison.png"}
+    assert {a.path for a in registry.list_artifacts(c.run_id)} == {"comparison.json", "comparison.png", "settings.yaml"}
     saved = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=c.run_id, artifact_path="comparison.json"))
                        .read_text())
     assert saved["schema_version"] == 2 and saved["run_id"] == c.run_id and saved["decision"] == c.decision

@@ -92,6 +92,9 @@ def test_json_output_is_one_object(trained):
 def test_params_are_the_full_effective_settings(trained, stable_data):
     run = trained.client().get_run(trained.out["run_id"])
     expected = fast_settings(stable_data).flat()
+    # plus what the command was given, as effective values (the CLI's --config, --set; the as-of and data read)
+    given = {k: run.data.params.pop(k) for k in ("as_of", "config", "data", "set")}
+    assert given["as_of"] == "2026-03-01" and given["data"] == str(stable_data) and "model.epochs=6" in given["set"]
     assert run.data.params == expected
     assert run.data.params["model.epochs"] == "6" and run.data.params["windows.train_days"] == "30"
 
@@ -182,9 +185,9 @@ def test_tags_on_run_and_version(trained, windows):
     expected = {
         "retrain.as_of": "2026-03-01",
         "retrain.validation_start": "2026-02-20",  # 10 days, the as-of day included
-        "retrain.validation_end": "2026-03-02",
+        "retrain.validation_end": "2026-03-01",  # inclusive
         "retrain.train_start": "2026-01-21",  # the 30 days before validation
-        "retrain.train_end": "2026-02-20",
+        "retrain.train_end": "2026-02-19",  # inclusive
         "retrain.tuning_start": "2026-02-13",  # its last 7 days: early stopping and the threshold
         "retrain.fresh_from": "2026-02-20",
         "retrain.train_rows": str(len(train_rows)),
@@ -366,7 +369,7 @@ def test_another_as_of_trains_a_new_version(stable_data, tracking):
     assert first["as_of"] == "2026-02-27"
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("churn-classifier", "staging").version) == "2"
-    assert client.get_model_version("churn-classifier", "1").tags["retrain.validation_end"] == "2026-02-28"
+    assert client.get_model_version("churn-classifier", "1").tags["retrain.validation_end"] == "2026-02-27"
 
 
 def _base_frame() -> pd.DataFrame:
@@ -552,7 +555,7 @@ def test_training_that_learned_nothing_is_a_failed_training(tmp_path):
     client = mlflow.MlflowClient()
     assert client.search_registered_models() == []
     [run] = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    assert run.info.status == "FAILED" and run.info.run_name.endswith("-failed")
+    assert run.info.status == "FAILED" and run.info.run_name.endswith(": learned nothing")
     assert run.data.tags["retrain.outcome"] == "failed" and run.data.tags["retrain.failure"] in line
     assert client.get_metric_history(run.info.run_id, "val_loss")  # the loss curves say why
 

@@ -62,7 +62,7 @@ def test_kubernetes_project_is_the_root_project_with_a_docker_env():
         other = cluster._entry_points[name]
         assert other.command == entry.command, name
         assert set(other.parameters) == set(entry.parameters), name
-        assert other.compute_command({}, None) == entry.compute_command({"config": ""}, None), name
+        assert other.compute_command({}, None) == entry.compute_command({"config": "default"}, None), name
 
 
 def test_backend_config_and_job_template_load_with_mlflows_kubernetes_backend(monkeypatch):

@@ -1,0 +1,202 @@
+"""What a reviewer sees in the MLflow UI: run names, experiments (never Default), params, descriptions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import date
+
+import pytest
+from mlflow import MlflowClient
+
+from retrain.pipeline import run_cycle
+from retrain.registry import Registry
+from retrain.training import train
+from tests.conftest import REPO, fast_settings
+
+LAX = ("checks.single_row_p95_ms=5000", "checks.batch_1000_p95_ms=20000", "checks.latency_ratio=1000",
+       "checks.latency_repeats=3")
+AS_OF = date(2026, 2, 20)
+
+
+def runs_in(client: MlflowClient, experiment: str) -> list:
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment}"
+    return client.search_runs([exp.experiment_id])
+
+
+def assert_nothing_in_default(client: MlflowClient, wait_s: float = 0) -> None:
+    """No active run in Default (a run `mlflow run` put there is deleted once `mlflow run` ended it: wait)."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while client.search_runs(["0"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert client.search_runs(["0"]) == [], [r.data.tags.get("mlflow.runName") for r in client.search_runs(["0"])]
+
+
+def assert_effective_params(run) -> None:
+    for key, value in run.data.params.items():
+        assert value != "", f"param {key} of {run.data.tags['mlflow.runName']} is ''"
+        assert "retrain-cycle-" not in value and "/tmp/tmp" not in value, (key, value)
+
+
+def test_in_process_cycle_names_runs_tags_experiments_and_logs_effective_params(stable_data, tmp_path):
+    settings = fast_settings(stable_data, *LAX, f"notify.events_path={tmp_path}/events.jsonl")
+    result = run_cycle(settings, AS_OF, in_process=True)
+    assert result.outcome == "promoted", result.reasons
+    client = MlflowClient()
+    cycle = client.get_run(result.run_id)
+    assert cycle.data.tags["mlflow.runName"] == "cycle 2026-02-20"
+    names = {
+        "retrain-monitoring": "check 2026-02-20: no production model",
+        "retrain-training": "train v1 (as-of 2026-02-20)",
+        "retrain-comparisons": "evaluate v1 (no production): PROMOTE",
+    }
+    for experiment, name in names.items():
+        [run] = runs_in(client, experiment)
+        assert run.data.tags["mlflow.runName"] == name
+        assert run.data.tags["mlflow.parentRunId"] == result.run_id
+        assert run.data.params["as_of"] == "2026-02-20"
+        assert run.data.params["data"] == str(stable_data)
+        assert_effective_params(run)
+        assert "settings.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    for experiment in (*names, "retrain-cycles"):
+        assert client.get_experiment_by_name(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert_effective_params(cycle)
+    check = runs_in(client, "retrain-monitoring")[0]
+    assert float(check.data.params["trigger.psi_threshold"]) > 0
+    assert_nothing_in_default(client)
+
+    # the comparison's description: decision, reason, a side-by-side table with the logged numbers, links
+    [comparison] = runs_in(client, "retrain-comparisons")
+    note = comparison.data.tags["mlflow.note.content"]
+    assert note.startswith("## PROMOTE: churn-classifier v1 vs no production")
+    assert comparison.data.tags["retrain.reason"] in note
+    row = table_row(note, "**roc_auc**")
+    assert row[1] == f"{comparison.data.metrics['staging_roc_auc']:.4g}" and row[2] == "-"
+    assert "#/models/churn-classifier/versions/1" in note
+    [training] = runs_in(client, "retrain-training")
+    assert f"#/experiments/{training.info.experiment_id}/runs/{training.info.run_id}" in note
+    # the cycle's description links its three step runs
+    cycle_note = client.get_run(result.run_id).data.tags["mlflow.note.content"]
+    for run in (check, training, comparison):
+        assert f"runs/{run.info.run_id})" in cycle_note
+    assert "Production: (none) -> [v1]" in cycle_note
+
+
+def table_row(markdown: str, first_cell: str) -> list[str]:
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no row {first_cell!r} in:\n{markdown}")
+
+
+def test_model_and_version_descriptions_follow_promote_and_rollback(stable_data, tmp_path):
+    settings = fast_settings(stable_data, *LAX, f"notify.events_path={tmp_path}/events.jsonl")
+    assert run_cycle(settings, date(2026, 2, 10), in_process=True).outcome == "promoted"
+    client = MlflowClient()
+    v1 = client.get_model_version("churn-classifier", "1")
+    assert "**Fate:** serving (@production)" in v1.description
+    assert "**Trained on:**" in v1.description
+    metrics = json.loads(v1.tags["retrain.metrics"])
+    assert table_row(v1.description, "roc_auc")[1] == f"{metrics['roc_auc']:.4g}"
+
+    assert train(settings, AS_OF).version == "2"
+    assert "candidate (@staging), not compared yet" in client.get_model_version("churn-classifier", "2").description
+    registry = Registry(settings)
+    registry.promote("2", force=True, reason="a test needs two productions")
+    assert "archived" in client.get_model_version("churn-classifier", "1").description
+    registry.rollback(reason="live accuracy fell")
+
+    model = client.get_registered_model("churn-classifier")
+    rows = [line for line in model.description.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [r.split("|")[1].strip() for r in rows] == ["3", "2", "1"]  # newest first
+    assert "rollback" in rows[0] and "live accuracy fell" in rows[0]
+    assert "[v2](#/models/churn-classifier/versions/2) -> [v1](#/models/churn-classifier/versions/1)" in rows[0]
+    assert "force" in rows[1] and "[comparison](#/experiments/" in rows[2]
+    assert "**Production now:** [v1]" in model.description
+    v2 = client.get_model_version("churn-classifier", "2").description
+    assert "**Fate:** rolled back from" in v2 and "live accuracy fell" in v2
+    assert "**Fate:** serving" in client.get_model_version("churn-classifier", "1").description
+    # the JSON tags stay the record
+    assert any(k.startswith("retrain.") for k in model.tags)
+
+
+def test_a_rejected_candidate_says_why_in_its_description(stable_data, tmp_path):
+    settings = fast_settings(stable_data, *LAX, f"notify.events_path={tmp_path}/events.jsonl")
+    assert run_cycle(settings, date(2026, 2, 10), in_process=True).outcome == "promoted"
+    strict = fast_settings(stable_data, *LAX, f"notify.events_path={tmp_path}/events.jsonl", "gate.min_improvement=0.5")
+    kept = run_cycle(strict, AS_OF, force=True, in_process=True)
+    assert kept.outcome == "kept" and kept.candidate_version == "2"
+    client = MlflowClient()
+    comparison = client.get_run(kept.decision["comparison_run_id"])
+    assert comparison.data.tags["mlflow.runName"] == "evaluate v2 vs v1: KEEP"
+    note = comparison.data.tags["mlflow.note.content"]
+    row = table_row(note, "**roc_auc**")
+    m = comparison.data.metrics
+    assert row[1:4] == [f"{m['staging_roc_auc']:.4g}", f"{m['production_roc_auc']:.4g}",
+                        f"{m['delta_roc_auc']:+.4g}"]
+    assert row[4] == "primary: rise >= 0.5 ✗"
+    assert f"difference {m['delong_delta']:+.4g}" in note
+    v2 = client.get_model_version("churn-classifier", "2").description
+    assert "**Fate:** rejected by the gate" in v2 and kept.decision["reason"][:80] in v2
+
+
+def mlflow_run(entry_point: str, params: dict[str, str], cwd, tracking: str, *extra: str):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking}
+    env.pop("MLFLOW_EXPERIMENT_NAME", None)
+    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry_point, "--env-manager", "local", *extra]
+    for key, value in params.items():
+        cmd += ["-P", f"{key}={value}"]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_readme_command_1_files_the_cycle_in_retrain_cycles_with_named_steps(stable_data, tmp_path, tracking):
+    """README command 1 (`mlflow run . -e main --env-manager local`, no --experiment-name), small."""
+    overrides = " ".join(["model.epochs=3", "model.patience=2", "windows.train_days=30", "windows.validation_days=10",
+                          "windows.monitor_days=7", "gate.min_rows=100", "trigger.min_labels=100", *LAX,
+                          f"notify.events_path={tmp_path}/events.jsonl"])
+    done = mlflow_run("main", {"data": str(stable_data), "set": overrides, "as_of": AS_OF.isoformat()}, tmp_path,
+                      tracking)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient()
+    [cycle] = runs_in(client, "retrain-cycles")
+    assert cycle.data.tags["mlflow.runName"] == "cycle 2026-02-20"
+    assert cycle.data.tags["mlflow.project.entryPoint"] == "main"  # the project run's own tags came along
+    assert cycle.info.status == "FINISHED"
+    [train] = runs_in(client, "retrain-training")
+    assert train.data.tags["mlflow.runName"] == "train v1 (as-of 2026-02-20)"
+    assert train.data.params["config"] == f"runs:/{cycle.info.run_id}/settings.yaml"
+    [comparison] = runs_in(client, "retrain-comparisons")
+    assert comparison.data.tags["mlflow.runName"] == "evaluate v1 (no production): PROMOTE"
+    for run in (cycle, train, comparison):
+        assert_effective_params(run)
+    assert_nothing_in_default(client, wait_s=120)
+
+
+@pytest.mark.slow
+def test_rollback_entry_point_leaves_no_run_in_default(stable_data, tmp_path, tracking):
+    settings = fast_settings(stable_data, *LAX, f"notify.events_path={tmp_path}/events.jsonl")
+    assert run_cycle(settings, date(2026, 2, 10), in_process=True).outcome == "promoted"
+    assert train(settings, AS_OF).version == "2"
+    Registry(settings).promote("2", force=True, reason="a test needs two productions")
+    overrides = f"notify.events_path={tmp_path}/events.jsonl"
+    done = mlflow_run("rollback", {"set": overrides, "data": str(stable_data)}, tmp_path, tracking)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient()
+    assert_nothing_in_default(client, wait_s=120)
+    named = [r for r in runs_in(client, "retrain-cycles") if r.data.tags.get("mlflow.project.entryPoint") == "rollback"]
+    assert [r.data.tags["mlflow.runName"] for r in named] == ["rollback v2 -> v1"]
+
+    # a step that fails before its run starts (no such version) leaves its run FAILED in its own experiment
+    failed = mlflow_run("evaluate", {"set": overrides, "data": str(stable_data), "candidate": "99"}, tmp_path, tracking)
+    assert failed.returncode != 0 and "99" in failed.stderr
+    assert_nothing_in_default(client, wait_s=120)
+    [evaluate] = [r for r in runs_in(client, "retrain-comparisons")
+                  if r.data.tags.get("mlflow.project.entryPoint") == "evaluate"]
+    assert evaluate.info.status == "FAILED"
