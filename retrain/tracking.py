@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+STEP_LAUNCHED_AT = "RETRAIN_STEP_LAUNCHED_AT"  # set by the cycle for a step it starts as an MLflow Projects run
+PROCESS_STARTED_AT: float | None = None  # when `python -m retrain` reached our code (set by retrain/__main__.py)
+IMPORTS_DONE_AT: float | None = None  # when a step process had imported what every step needs
 
 
 def client() -> MlflowClient:
@@ -47,6 +50,60 @@ def git_commit(path: Path = PACKAGE_DIR) -> str | None:
     return out.stdout.strip() or None
 
 
+def import_for_step() -> None:
+    """In a process the cycle started for a step: import what every step needs now, so the step's phases
+    (`step_phases`) tell imports apart from work. Nothing is imported that the step would not import anyway."""
+    import os
+    import time
+
+    global IMPORTS_DONE_AT
+    if not os.environ.get(STEP_LAUNCHED_AT):
+        return
+    import mlflow  # noqa: F401
+    import pandas  # noqa: F401
+    import torch  # noqa: F401
+
+    IMPORTS_DONE_AT = time.time()
+
+
+def _process_created_at() -> float | None:
+    """When this process was created (Linux /proc, 10 ms resolution), as a time.time() value."""
+    import os
+    import time
+
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime: clock ticks after boot
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    return time.time() - age
+
+
+def step_phases(end: float) -> dict[str, float]:
+    """Where a step process the cycle started spent its time, in seconds (empty outside such a process):
+    `launch` (the cycle asked MLflow Projects for the run until this process existed: project and environment
+    checks, run creation, the shell), `interpreter` (Python's start until our code), `imports` (mlflow, torch,
+    pandas), `data_read` (reading windows), `work` (everything else until `end`)."""
+    import os
+
+    from retrain.data import READ_SECONDS
+
+    launched = os.environ.get(STEP_LAUNCHED_AT)
+    if not launched or PROCESS_STARTED_AT is None or IMPORTS_DONE_AT is None:
+        return {}
+    created = _process_created_at()
+    created = PROCESS_STARTED_AT if created is None else min(max(created, float(launched)), PROCESS_STARTED_AT)
+    phases = {
+        "launch": created - float(launched),
+        "interpreter": PROCESS_STARTED_AT - created,
+        "imports": IMPORTS_DONE_AT - PROCESS_STARTED_AT,
+        "data_read": READ_SECONDS[0],
+        "work": end - IMPORTS_DONE_AT - READ_SECONDS[0],
+    }
+    return {k: round(v, 3) for k, v in phases.items()}
+
+
 @contextlib.contextmanager
 def step_run(experiment: str, run_name: str, tags: dict[str, str] | None = None) -> Iterator[Run]:
     """Start a run in `experiment`, or continue the one `mlflow run` created for this step.
@@ -63,7 +120,8 @@ def step_run(experiment: str, run_name: str, tags: dict[str, str] | None = None)
     parent = os.environ.get("RETRAIN_PARENT_RUN_ID")
     if parent:
         all_tags["mlflow.parentRunId"] = parent
-    if os.environ.get("MLFLOW_RUN_ID"):
+    continued = bool(os.environ.get("MLFLOW_RUN_ID"))  # start_run removes it
+    if continued:
         run = mlflow.start_run()
         if all_tags:
             mlflow.set_tags(all_tags)
@@ -77,6 +135,11 @@ def step_run(experiment: str, run_name: str, tags: dict[str, str] | None = None)
         run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=all_tags, nested=nested)
     with run:
         yield run
+        import time
+
+        phases = step_phases(time.time()) if continued else {}
+        if phases:  # a step the cycle started as an MLflow Projects run: where its process spent its time
+            mlflow.log_metrics({f"time_{k}_s": v for k, v in phases.items()})
 
 
 def log_json(obj: Any, artifact_file: str) -> None:
