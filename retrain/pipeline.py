@@ -129,7 +129,7 @@ def _is_project(folder: Path) -> bool:
 
 
 def _project_step(project: Path, entry_point: str, parameters: dict[str, str], experiment: str,
-                  phases: dict[str, float]) -> str:
+                  phases: dict[str, float], run_name: str) -> str:
     """Run one MLproject entry point locally and synchronously; returns its run id.
 
     `phases` receives where the step's wall time went (`<entry_point>_<phase>`, see `tracking.step_phases`,
@@ -150,7 +150,7 @@ def _project_step(project: Path, entry_point: str, parameters: dict[str, str], e
         with _env(PATH=path, **{STEP_LAUNCHED_AT: repr(launched)}):
             submitted = mlflow.projects.run(
                 str(project), entry_point=entry_point, parameters=parameters, env_manager="local",
-                experiment_name=experiment, synchronous=True,
+                experiment_name=experiment, synchronous=True, run_name=run_name,
             )
     except ExecutionException as exc:
         client().search_experiments(max_results=1)  # a tracking server that went away is what to report
@@ -382,7 +382,7 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
     else:
         try:
             run_id = _project_step(project, "train", {**params, "reason": reason}, settings.experiments.training,
-                                   result.step_phases)
+                                   result.step_phases, f"train-{as_of.isoformat()}")
         except RetrainError:
             _raise_training_failure(settings, result.run_id)
             raise
@@ -404,7 +404,8 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
 
         run_id = _project_step(project, "evaluate",
                                {**params, "candidate": candidate, "allow_past": str(allow_past).lower()},
-                               settings.experiments.comparisons, result.step_phases)
+                               settings.experiments.comparisons, result.step_phases,
+                               f"evaluate-{settings.registry.model_name}-v{candidate}-{as_of.isoformat()}")
         comparison = load_json_artifact(run_id, "comparison.json")
     lap("evaluate")
     decision = comparison["decision"]
