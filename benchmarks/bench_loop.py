@@ -1,66 +1,112 @@
-"""The full loop on 100k rows with --force: wall time and the share spent outside training and evaluation.
+"""One forced cycle as MLflow Projects runs (`mlflow run . -e main --env-manager local`) against the same cycle
+in one process (`retrain run --in-process`), on the same data and settings, with the per-phase breakdown.
 
-"Inside" is the model fit (`time_fit_s` on the training run) plus evaluation's own work (scoring,
-metrics, DeLong, checks on the comparison run); everything else (process starts, imports, data
-loading, MLflow runs and logging, registry writes) is overhead. Measured for the default mode, where
-train and evaluate are MLflow Projects runs, and for `--in-process`, side by side.
+Each cycle is a fresh process on a fresh SQLite store whose four experiments are created beforehand (so both
+sides start from the same store and artifacts stay in the store's folder). The two sides alternate; medians.
+The breakdown comes from the cycle run's metrics: `time_<phase>_s` for setup/check/train/evaluate/promote/
+notify and, for the MLflow Projects path, `time_<step>_<launch|interpreter|imports|data_read|work|exit>_s` of
+the train and evaluate processes. `outside` is the wall time the cycle run does not see: `mlflow run` starting,
+its bookkeeping and the `retrain run` interpreter's own start (its imports are `startup`).
+
+Run from the repository root: python -m benchmarks.bench_loop [--days 100 --rows-per-day 1000 --repeats 2]
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+QUICK = {"days": 60, "rows_per_day": 300, "repeats": 1, "overrides": ("model.epochs=3",)}
+EXPERIMENTS = ("retrain-cycles", "retrain-training", "retrain-comparisons", "retrain-monitoring")
 
-def _cycle(data: Path, folder: Path, in_process: bool) -> dict:
+
+def _store(folder: Path) -> dict[str, str]:
+    """A fresh SQLite store in `folder` with the loop's experiments; the environment to use it."""
+    folder.mkdir()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env.pop("MLFLOW_REGISTRY_URI", None)
+    env.pop("MLFLOW_RUN_ID", None)
+    code = ("import mlflow, sys\n"
+            "for name in sys.argv[1:]: mlflow.create_experiment(name, artifact_location=f'{sys.argv[0]}/' + name)")
+    subprocess.run([sys.executable, "-c", code, str(folder / "artifacts"), *EXPERIMENTS], env=env, cwd=folder,
+                   check=True, capture_output=True)
+    return env
+
+
+def _cycle(data: Path, folder: Path, projects: bool, overrides: tuple[str, ...]) -> dict:
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{folder}/mlflow.db"
-    cmd = [sys.executable, "-m", "retrain", "run", "--force", "--json", "--data", str(data)]
-    if in_process:
-        cmd.append("--in-process")
+    env = _store(folder)
+    sets = " ".join([*overrides, f"notify.events_path={folder / 'events.jsonl'}"])
+    if projects:
+        cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "main", "--env-manager", "local",
+               "--experiment-name", "retrain-cycles", "-P", f"data={data}", "-P", f"set={sets}", "-P", "force=true"]
+    else:
+        cmd = [sys.executable, "-m", "retrain", "run", "--in-process", "--force", "--json", "--data", str(data),
+               "--overrides", sets]
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=folder, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(cmd, env=env, cwd=folder, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    result = json.loads(done.stdout)
-    client = MlflowClient(uri)
-    children = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                                  filter_string=f"tags.mlflow.parentRunId = '{result['run_id']}'")
-    metrics: dict[str, float] = {}
-    for run in children:
-        metrics.update(run.data.metrics)
-    fit = metrics.get("time_fit_s", 0.0)
-    evaluation = sum(metrics.get(f"time_{k}_s", 0.0) for k in ("scoring", "metrics", "delong", "checks"))
-    return {"wall_s": round(wall, 2), "fit_s": round(fit, 2), "evaluation_s": round(evaluation, 2),
-            "outside_share": round((wall - fit - evaluation) / wall, 3), "steps": result["timings"],
-            "outcome": result["outcome"]}
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])} failed: {done.stderr[-3000:]}")
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    cycles = client.get_experiment_by_name("retrain-cycles").experiment_id
+    (run,) = client.search_runs([cycles], "tags.`retrain.outcome` != ''", max_results=1)
+    phases = {k[len("time_"):-len("_s")]: v for k, v in run.data.metrics.items()
+              if k.startswith("time_") and k.endswith("_s")}
+    if run.data.tags.get("retrain.outcome") not in ("promoted", "kept"):
+        raise RuntimeError(f"cycle ended {run.data.tags.get('retrain.outcome')}: {run.data.tags.get('retrain.reasons')}")
+    inside = sum(v for k, v in phases.items() if k in ("startup", "setup", "check", "train", "evaluate", "promote",
+                                                         "notify"))
+    phases["outside"] = round(wall - inside, 3)
+    return {"wall_s": wall, "phases": phases, "steps": run.data.tags.get("retrain.steps")}
 
 
-def run(days: int = 100, rows_per_day: int = 1000) -> dict:
+def run(days: int = 100, rows_per_day: int = 1000, repeats: int = 2, overrides: tuple[str, ...] = ()) -> dict:
+    sys.path.insert(0, str(REPO))
     from retrain import synth
 
+    results: dict[str, list[dict]] = {"projects": [], "in_process": []}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         synth.write(synth.SynthSpec(days=days, rows_per_day=rows_per_day, seed=5), data)
-        results = {}
-        for mode, in_process in (("projects", False), ("in_process", True)):
-            folder = Path(tmp) / mode
-            folder.mkdir()
-            results[mode] = _cycle(data, folder, in_process)
+        for i in range(repeats):  # alternating, order swapped each repeat
+            for mode in (("projects", "in_process") if i % 2 == 0 else ("in_process", "projects")):
+                results[mode].append(_cycle(data, Path(tmp) / f"{mode}-{i}", mode == "projects", overrides))
+    wall = {mode: statistics.median(r["wall_s"] for r in rs) for mode, rs in results.items()}
+    phases = {}
+    for mode, rs in results.items():
+        keys = sorted({k for r in rs for k in r["phases"]})
+        phases[mode] = {k: round(statistics.median(r["phases"].get(k, 0.0) for r in rs), 3) for k in keys}
     return {
         "name": f"loop_{days * rows_per_day // 1000}k_force",
-        **{f"{mode}_{k}": v for mode, r in results.items() for k, v in r.items() if k != "steps"},
-        "projects_steps": results["projects"]["steps"],
-        "ratio": round(results["projects"]["wall_s"] / results["in_process"]["wall_s"], 2),
-        "target": "report (ratio = projects / in-process wall time)",
+        "rows": days * rows_per_day,
+        "repeats": repeats,
+        "overrides": list(overrides),
+        "projects_wall_s": round(wall["projects"], 2),
+        "in_process_wall_s": round(wall["in_process"], 2),
+        "ratio": round(wall["projects"] / wall["in_process"], 3),
+        "target": "<= 1.2 (mlflow run . -e main / retrain run --in-process)",
+        "all_wall_s": {mode: [round(r["wall_s"], 2) for r in rs] for mode, rs in results.items()},
+        "phases_s": phases,
     }
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(), indent=2))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=100)
+    parser.add_argument("--rows-per-day", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    args = parser.parse_args()
+    print(json.dumps(run(args.days, args.rows_per_day, args.repeats, tuple(args.overrides)), indent=2))

@@ -1,11 +1,14 @@
 """Time logging + registering our model against `mlflow.pytorch.log_model(..., registered_model_name=...)`.
 
 Ours is what the train step does: `retrain.tracking.log_pyfunc_model` (models-from-code pyfunc with signature,
-input example and explicit pip requirements) then `MlflowClient.create_model_version`. The baseline logs the
-same trained network with `mlflow.pytorch.log_model` at its default settings (requirements inferred),
-except `serialization_format="pickle"`: MLflow 3's default `pt2` format needs a hand-written TensorSpec
-signature for this two-input network, and pickle is the format tutorials use. Both write to the same
-temporary SQLite store, each call in its own run.
+input example and explicit pip requirements) then `MlflowClient.create_model_version`. Two baselines log the
+same trained network with `mlflow.pytorch.log_model(serialization_format="pickle")` (MLflow 3's default `pt2`
+format needs a hand-written TensorSpec signature for this two-input network; pickle is what tutorials use):
+- fair: given the same explicit `pip_requirements` ours passes (the target, <= 1.0, is judged on this pair);
+- common idiom: default settings, so MLflow infers the requirements in a subprocess (context only).
+Ours also writes a signature and an input example, which the baseline cannot take for this network without a
+hand-written tensor schema. All write to the same temporary SQLite store, each call in its own run; the three
+sides alternate within each repeat and the medians are reported.
 
 Run from the repository root: python -m benchmarks.bench_register
 """
@@ -48,7 +51,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def run(repeats: int = 3) -> dict:
+def run(repeats: int = 5) -> dict:
     """Benchmark result as a dict for benchmarks/run_all.py (median seconds over `repeats` calls each)."""
     import mlflow
     import mlflow.pytorch
@@ -74,21 +77,30 @@ def run(repeats: int = 3) -> dict:
                     info = tracking.log_pyfunc_model(files, example, output)
                     client.create_model_version("ours", info.model_uri, run_id=run.info.run_id)
 
-            def baseline() -> None:
+            requirements = tracking.pip_requirements()
+
+            def baseline() -> None:  # fair: the same explicit requirements
+                with mlflow.start_run(experiment_id=experiment):
+                    mlflow.pytorch.log_model(net, name="model", registered_model_name="baseline",
+                                             serialization_format="pickle", pip_requirements=requirements)
+
+            def idiom() -> None:  # common idiom: requirements inferred
                 with mlflow.start_run(experiment_id=experiment):
                     mlflow.pytorch.log_model(
-                        net, name="model", registered_model_name="baseline", serialization_format="pickle"
+                        net, name="model", registered_model_name="idiom", serialization_format="pickle"
                     )
 
             # Untimed first calls: imports and first-time setup are paid once by each side.
             ours()
             baseline()
-            ours_times, baseline_times = [], []
-            for _ in range(repeats):
-                ours_times.append(_timed(ours))
-                baseline_times.append(_timed(baseline))
-            versions = (len(client.search_model_versions("name='ours'")),
-                        len(client.search_model_versions("name='baseline'")))
+            idiom()
+            ours_times, baseline_times, idiom_times = [], [], []
+            for i in range(repeats):  # alternating, the order rotated, so load hits all sides alike
+                sides = [(ours, ours_times), (baseline, baseline_times), (idiom, idiom_times)]
+                for fn, times in sides[i % 3:] + sides[:i % 3]:
+                    times.append(_timed(fn))
+            versions = {name: len(client.search_model_versions(f"name='{name}'"))
+                        for name in ("ours", "baseline", "idiom")}
         finally:
             os.chdir(old_cwd)
             mlflow.set_tracking_uri(None)
@@ -99,14 +111,19 @@ def run(repeats: int = 3) -> dict:
                 else:
                     os.environ[key] = value
     ours_s, baseline_s = statistics.median(ours_times), statistics.median(baseline_times)
+    idiom_s = statistics.median(idiom_times)
     return {
         "name": "log_and_register_model",
         "repeats": repeats,
         "ours_s": round(ours_s, 3),
         "baseline_s": round(baseline_s, 3),
         "ratio": round(ours_s / baseline_s, 3),
-        "target": "<= 0.3",
-        "versions_registered": {"ours": versions[0], "baseline": versions[1]},
+        "target": "<= 1.0 (fair: same explicit pip_requirements)",
+        "idiom_baseline_s": round(idiom_s, 3),
+        "idiom_ratio": round(ours_s / idiom_s, 3),
+        "ours_all_s": [round(t, 3) for t in ours_times],
+        "baseline_all_s": [round(t, 3) for t in baseline_times],
+        "versions_registered": versions,
     }
 
 

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 from retrain.config import DataSpec, Windows
 from retrain.errors import DataError
 
+READ_SECONDS = [0.0]  # seconds this process spent reading windows (all sources): a cycle step's `time_data_read_s`
+
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
@@ -470,6 +472,15 @@ class DataSource:
 
     def _read(self, start: datetime | None, end: datetime | None) -> pd.DataFrame:
         """All rows in local [start, end) (None: everything), configured columns, local timestamps, sorted."""
+        import time
+
+        started = time.perf_counter()
+        try:
+            return self._read_rows(start, end)
+        finally:
+            READ_SECONDS[0] += time.perf_counter() - started
+
+    def _read_rows(self, start: datetime | None, end: datetime | None) -> pd.DataFrame:
         import pyarrow as pa
 
         tz = self.spec.timezone

@@ -386,7 +386,7 @@ def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, tim
     """The comparison run (metrics, decision tags, comparison.json, figure) and the candidate's version tags."""
     import mlflow
 
-    from retrain import describe, plots, tracking
+    from retrain import plots, tracking
 
     c = comparison
     checks_ok = all(r["passed"] for r in c.checks)

@@ -239,13 +239,17 @@ def build_network(spec: ModelSpec, mean: np.ndarray | None = None, std: np.ndarr
                 nn.Linear(spec.hidden_dim, 2),
             )
 
-        def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        def features(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+            """The input layer's rows: standardised numerics, then the one-hot codes (nothing learnt here)."""
             x = (numeric - self.mean) / self.std
             if self.onehot_dim:
                 onehot = torch.zeros(numeric.shape[0], self.onehot_dim, device=numeric.device, dtype=x.dtype)
                 onehot.scatter_(1, codes + self.offsets, 1.0)
                 x = torch.cat([x, onehot], dim=1)
-            return self.net(x)
+            return x
+
+        def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+            return self.net(self.features(numeric, codes))
 
     return ChurnNet()
 

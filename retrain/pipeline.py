@@ -48,6 +48,8 @@ class CycleResult:
     steps: str = "mlflow-projects"  # how train/evaluate ran: mlflow-projects | in-process
     steps_detail: str = ""  # the project folder, or why the steps ran in-process
     data_reads: dict[str, int] = field(default_factory=dict)  # this process's reads (DataSource.stats)
+    # where the MLflow Projects steps spent their time: <step>_<launch|interpreter|imports|data_read|work|exit>
+    step_phases: dict[str, float] = field(default_factory=dict)
     cycles_without_model: int = 0  # consecutive cycles, this one included, that left production empty
     stalled: bool = False  # cycles_without_model >= gate.stalled_after
     runs: dict[str, str] = field(default_factory=dict)  # step (check, train, evaluate) -> its run id
@@ -112,26 +114,40 @@ def _is_project(folder: Path) -> bool:
         return False
 
 
-def _project_step(project: Path, entry_point: str, parameters: dict[str, str], experiment: str) -> str:
-    """Run one MLproject entry point locally and synchronously; returns its run id."""
+def _project_step(project: Path, entry_point: str, parameters: dict[str, str], experiment: str,
+                  phases: dict[str, float], run_name: str) -> str:
+    """Run one MLproject entry point locally and synchronously; returns its run id.
+
+    `phases` receives where the step's wall time went (`<entry_point>_<phase>`, see `tracking.step_phases`,
+    plus `exit`: the step's end until MLflow Projects returned) from the metrics the step logged."""
+    import time
+
     import mlflow.projects
     from mlflow.exceptions import ExecutionException
 
     import sys
 
+    from retrain.tracking import STEP_LAUNCHED_AT, client
+
     # The MLproject says `python -m retrain`: make that this interpreter, whatever PATH says.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    launched = time.time()
     try:
-        with _env(PATH=path):
+        with _env(PATH=path, **{STEP_LAUNCHED_AT: repr(launched)}):
             submitted = mlflow.projects.run(
                 str(project), entry_point=entry_point, parameters=parameters, env_manager="local",
-                experiment_name=experiment, synchronous=True,
+                experiment_name=experiment, synchronous=True, run_name=run_name,
             )
     except ExecutionException as exc:
-        from retrain.tracking import client
-
         client().search_experiments(max_results=1)  # a tracking server that went away is what to report
         raise RetrainError(f"step {entry_point!r} failed: {str(exc).splitlines()[0]}") from None
+    total = time.time() - launched
+    metrics = client().get_run(submitted.run_id).data.metrics
+    names = ("launch", "interpreter", "imports", "data_read", "work")
+    if all(f"time_{n}_s" in metrics for n in names):
+        step = {n: metrics[f"time_{n}_s"] for n in names}
+        step["exit"] = round(total - sum(step.values()), 3)
+        phases.update({f"{entry_point}_{n}": v for n, v in step.items()})
     return submitted.run_id
 
 
@@ -243,7 +259,11 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
     from retrain.registry import Registry
     from retrain.tracking import ensure_experiment, step_run
 
+    from retrain import tracking
+
     timings: dict[str, float] = {}
+    if tracking.PROCESS_STARTED_AT is not None:  # `python -m retrain run`: the interpreter's imports and settings
+        timings["startup"] = round(time.time() - tracking.PROCESS_STARTED_AT, 3)
     clock = time.perf_counter()
 
     def lap(name: str) -> None:
@@ -319,6 +339,7 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
         result.timings = timings
         result.data_reads = dict(source.stats)
         mlflow.log_metrics({f"time_{k}_s": v for k, v in timings.items()} |
+                           {f"time_{k}_s": v for k, v in result.step_phases.items()} |
                            {f"data_{k}": v for k, v in source.stats.items()})
     return result
 
@@ -351,7 +372,8 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
         candidate, result.runs["train"] = trained.version, trained.run_id
     else:
         try:
-            run_id = _project_step(project, "train", {**params, "reason": reason}, settings.experiments.training)
+            run_id = _project_step(project, "train", {**params, "reason": reason}, settings.experiments.training,
+                                   result.step_phases, f"train-{as_of.isoformat()}")
         except RetrainError:
             _raise_training_failure(settings, result.run_id)
             raise
@@ -374,7 +396,8 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
 
         run_id = _project_step(project, "evaluate",
                                {**params, "candidate": candidate, "allow_past": str(allow_past).lower()},
-                               settings.experiments.comparisons)
+                               settings.experiments.comparisons, result.step_phases,
+                               f"evaluate-{settings.registry.model_name}-v{candidate}-{as_of.isoformat()}")
         comparison = load_json_artifact(run_id, "comparison.json")
     lap("evaluate")
     result.runs["evaluate"] = comparison["run_id"]

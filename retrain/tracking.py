@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+STEP_LAUNCHED_AT = "RETRAIN_STEP_LAUNCHED_AT"  # set by the cycle for a step it starts as an MLflow Projects run
+PROCESS_STARTED_AT: float | None = None  # when `python -m retrain` reached our code (set by retrain/__main__.py)
+IMPORTS_DONE_AT: float | None = None  # when a step process had imported what every step needs
 
 
 def client() -> MlflowClient:
@@ -49,6 +52,61 @@ def git_commit(path: Path = PACKAGE_DIR) -> str | None:
 
 EXPERIMENT_KIND = "custom_model_development"  # the MLflow UI opens such experiments on their runs table
 DEFAULT_EXPERIMENT_ID = "0"
+
+
+def import_for_step() -> None:
+    """In a process the cycle started for a step: import what every step needs now, so the step's phases
+    (`step_phases`) tell imports apart from work. Nothing is imported that the step would not import anyway."""
+    import os
+    import time
+
+    global IMPORTS_DONE_AT
+    if not os.environ.get(STEP_LAUNCHED_AT):
+        return
+    import mlflow  # noqa: F401
+    import pandas  # noqa: F401
+    import torch  # noqa: F401
+
+    IMPORTS_DONE_AT = time.time()
+
+
+def _process_created_at() -> float | None:
+    """When this process was created (Linux /proc, 10 ms resolution), as a time.time() value."""
+    import os
+    import time
+
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime: clock ticks after boot
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    return time.time() - age
+
+
+def step_phases(end: float) -> dict[str, float]:
+    """Where a step process the cycle started spent its time, in seconds (empty outside such a process):
+    `launch` (the cycle asked MLflow Projects for the run until this process existed: project and environment
+    checks, run creation, the shell), `interpreter` (Python's start until our code), `imports` (mlflow, torch,
+    pandas), `data_read` (reading windows), `work` (everything else until `end`)."""
+    import os
+
+    from retrain.data import READ_SECONDS
+
+    launched = os.environ.get(STEP_LAUNCHED_AT)
+    if not launched or PROCESS_STARTED_AT is None or IMPORTS_DONE_AT is None:
+        return {}
+    created = _process_created_at()
+    created = PROCESS_STARTED_AT if created is None else min(max(created, float(launched)), PROCESS_STARTED_AT)
+    phases = {
+        "launch": created - float(launched),
+        "interpreter": PROCESS_STARTED_AT - created,
+        "imports": IMPORTS_DONE_AT - PROCESS_STARTED_AT,
+        "data_read": READ_SECONDS[0],
+        "work": end - IMPORTS_DONE_AT - READ_SECONDS[0],
+    }
+    return {k: round(v, 3) for k, v in phases.items()}
+
 
 # What the command line was given (config file, overrides), logged as params by the step that runs.
 invocation: dict[str, str] = {}
@@ -189,7 +247,8 @@ def step_run(experiment: str, run_name: str, tags: dict[str, str] | None = None,
     parent = os.environ.get("RETRAIN_PARENT_RUN_ID")
     if parent:
         all_tags["mlflow.parentRunId"] = parent
-    if os.environ.get("MLFLOW_RUN_ID") and mlflow.active_run() is None:
+    continued = bool(os.environ.get("MLFLOW_RUN_ID")) and mlflow.active_run() is None  # start_run removes it
+    if continued:
         adopt_project_run(experiment)
         run = mlflow.start_run()
         ensure_experiment_kind(run.info.experiment_id)
@@ -206,6 +265,11 @@ def step_run(experiment: str, run_name: str, tags: dict[str, str] | None = None,
             values.setdefault("data", settings.data.path)
         log_invocation(values)
         yield run
+        import time
+
+        phases = step_phases(time.time()) if continued else {}
+        if phases:  # a step the cycle started as an MLflow Projects run: where its process spent its time
+            mlflow.log_metrics({f"time_{k}_s": v for k, v in phases.items()})
 
 
 def ensure_experiment_kind(experiment_id: str) -> None:
@@ -291,8 +355,13 @@ def log_pyfunc_model(
     The code is `pyfunc_entry.py` plus a copy of just `retrain/__init__.py` and `retrain/model.py`,
     so the model loads without the rest of this package and without unpickling anything.
     `metadata` lands in the MLmodel file (what each input accepts, the decision threshold).
+
+    This is `mlflow.pyfunc.log_model` minus its serving-input validation: that check loads the logged model
+    back (checking every requirement against the installed packages) and scores the example, ~40% of the
+    call, and a failure there is only a warning. The candidate is loaded as the registry serves it and scored
+    on the golden samples by the pre-promotion checks (`checks.run_checks`), which block promotion instead.
     """
-    import mlflow
+    from mlflow.models import Model
 
     with tempfile.TemporaryDirectory() as tmp:
         code = Path(tmp) / "retrain"
@@ -300,8 +369,12 @@ def log_pyfunc_model(
         for file in ("__init__.py", "model.py"):
             shutil.copy(PACKAGE_DIR / file, code / file)
         with _without_log_line("mlflow.pyfunc", "Validating input example against model signature"):
-            return mlflow.pyfunc.log_model(
+            return Model.log(
+                artifact_path=None,
                 name=name,
+                flavor=_PyfuncFlavor,
+                flavor_name="pyfunc.ModelFromCode",  # what mlflow.pyfunc.log_model records for a code file
+                validate_serving_input=False,
                 python_model=str(PACKAGE_DIR / "pyfunc_entry.py"),
                 artifacts=model_files,
                 code_paths=[str(code)],
@@ -329,6 +402,17 @@ def _without_log_line(logger: str, text: str) -> Iterator[None]:
         yield
     finally:
         target.removeFilter(drop)
+
+
+class _PyfuncFlavor:
+    """`mlflow.pyfunc` as `Model.log`'s flavor. `Model.log` reads `validate_serving_input` from the keywords
+    it hands on to the flavor's `save_model`, which `mlflow.pyfunc.save_model` refuses: drop it there."""
+
+    @staticmethod
+    def save_model(*, validate_serving_input: bool = True, **kwargs: Any) -> Any:
+        import mlflow.pyfunc
+
+        return mlflow.pyfunc.save_model(**kwargs)
 
 
 def _signature(input_example: pd.DataFrame, output_example: pd.DataFrame) -> Any:

@@ -6,7 +6,10 @@ records a best epoch, so a validation loss that is lowest after one pass (e.g. w
 between the fitted and the validation rows) cannot keep a model that has barely trained.
 
 Slicing a permuted index over pre-built tensors avoids the per-row `__getitem__` and collate cost
-of `DataLoader(TensorDataset)`, which dominates for small tabular models.
+of `DataLoader(TensorDataset)`, which dominates for small tabular models. The rows are gathered and turned
+into the network's input layer (`features`: standardisation and one-hot, nothing learnt) a chunk of batches
+at a time, so each batch is a view into the chunk and runs only the learnt layers; the batches, their order
+and the arithmetic are the same as gathering and encoding batch by batch.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
     import torch
+
+
+CHUNK_ROWS = 65_536  # rows gathered and encoded at once (a few MB), rounded down to whole batches
 
 
 @dataclass
@@ -60,7 +66,8 @@ def fit(
     device: str = "cpu",
     on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> FitResult:
-    """Train `net` in place on (numeric, codes, label) arrays; keep the weights of the best epoch."""
+    """Train `net` (a `model.build_network` network) in place on (numeric, codes, label) arrays; keep the
+    weights of the best epoch."""
     import copy
 
     import numpy as np
@@ -82,17 +89,23 @@ def fit(
     best_loss = float("inf")
     best_state = copy.deepcopy(net.state_dict())
     n = len(y)
+    chunk = batch_size * max(1, CHUNK_ROWS // batch_size)
     for epoch in range(epochs):
         net.train()
         order = torch.randperm(n, generator=generator).to(device)
         total = torch.zeros((), device=device)
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            loss = F.cross_entropy(net(x_num[idx], x_cat[idx]), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * len(idx)
+        for first in range(0, n, chunk):
+            idx = order[first : first + chunk]
+            with torch.no_grad():
+                x = net.features(x_num[idx], x_cat[idx])
+            y_chunk = y[idx]
+            for start in range(0, len(idx), batch_size):
+                rows = slice(start, start + batch_size)
+                loss = F.cross_entropy(net.net(x[rows]), y_chunk[rows])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total.add_(loss.detach(), alpha=min(batch_size, len(idx) - start))
         train_loss = float(total) / n
         val_loss = evaluate_loss(net, v_num, v_cat, v_y)
         result.train_loss.append(train_loss)

@@ -134,7 +134,7 @@ class RolloutStore:
         token = uuid.uuid4().hex
         try:
             self.ledger.claim(seq, {**json.loads(record.to_json()), "token": token})
-        except Taken as taken:
+        except Taken:
             raise RolloutConflict(self._conflict(self._claimed_quietly(seq) or self.read())) from None
         except MlflowException as exc:
             try:

@@ -107,8 +107,22 @@ def test_main_entry_point_runs_the_loop_as_project_runs(stable_data, tmp_path, t
     train_runs = client.search_runs([client.get_experiment_by_name("retrain-training").experiment_id])
     assert len(train_runs) == 1 and train_runs[0].data.tags.get("mlflow.parentRunId")
     assert train_runs[0].data.tags.get("mlflow.project.entryPoint") == "train"
+    assert train_runs[0].info.run_name == "train-2026-03-01"  # named for what it is, not by MLflow at random
     event = json.loads((tmp_path / "events.jsonl").read_text().splitlines()[-1])
     assert event["kind"] == "promoted" and event["production_after"] == "1"
+    # where the cycle's time went, on the cycle run: its own phases, and each step process's phases
+    (cycle,) = client.search_runs([client.get_experiment_by_name("retrain-cycles").experiment_id])
+    metrics = cycle.data.metrics
+    sub = ("launch", "interpreter", "imports", "data_read", "work", "exit")
+    own = ("startup", "setup", "check", "train", "evaluate", "promote", "notify")
+    phases = [*own, *(f"{step}_{p}" for step in ("train", "evaluate") for p in sub)]
+    assert {f"time_{p}_s" for p in phases} <= set(metrics), sorted(metrics)
+    assert all(metrics[f"time_{p}_s"] >= 0 for p in phases), {p: metrics[f"time_{p}_s"] for p in phases}
+    for step in ("train", "evaluate"):  # the step's parts add up to the step as the cycle timed it
+        parts = sum(metrics[f"time_{step}_{p}_s"] for p in sub)
+        assert parts <= metrics[f"time_{step}_s"] + 0.01
+        assert metrics[f"time_{step}_work_s"] > 0 and metrics[f"time_{step}_imports_s"] > 0
+    assert train_runs[0].data.metrics["time_imports_s"] == metrics["time_train_imports_s"]
 
 
 def test_run_json_prints_one_object(stable_data):
@@ -283,7 +297,12 @@ def test_in_process_cycle_reads_each_day_once_and_nothing_older(stable_data, tmp
     # files: 7 monitoring days + the day before (margin), then 33 older days + a margin day on each side
     assert result["data_reads"] == {"reads": 2, "files_read": 8 + 35, "rows_scanned": 40 * 250,
                                     "rows_read": 40 * 250}
-    assert MlflowClient().get_run(result["run_id"]).data.metrics["data_rows_read"] == 40 * 250
+    metrics = MlflowClient().get_run(result["run_id"]).data.metrics
+    assert metrics["data_rows_read"] == 40 * 250
+    # the cycle's phases; in one process there are no step processes to break down
+    assert {f"time_{p}_s" for p in ("setup", "check", "train", "evaluate", "promote", "notify")} <= set(metrics)
+    assert result["step_phases"] == {}
+    assert not {f"time_{s}_{p}_s" for s in ("train", "evaluate") for p in ("launch", "imports", "work")} & set(metrics)
 
 
 def test_malformed_webhook_url_never_fails_a_cycle_nor_prints(stable_data, tmp_path, monkeypatch):
