@@ -107,7 +107,7 @@ def test_main_entry_point_runs_the_loop_as_project_runs(stable_data, tmp_path, t
     train_runs = client.search_runs([client.get_experiment_by_name("retrain-training").experiment_id])
     assert len(train_runs) == 1 and train_runs[0].data.tags.get("mlflow.parentRunId")
     assert train_runs[0].data.tags.get("mlflow.project.entryPoint") == "train"
-    assert train_runs[0].info.run_name == "train-2026-03-01"  # named for what it is, not by MLflow at random
+    assert train_runs[0].info.run_name == "train v1 (as-of 2026-03-01)"  # named for what it is, not by MLflow at random
     event = json.loads((tmp_path / "events.jsonl").read_text().splitlines()[-1])
     assert event["kind"] == "promoted" and event["production_after"] == "1"
     # where the cycle's time went, on the cycle run: its own phases, and each step process's phases
