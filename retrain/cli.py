@@ -227,18 +227,24 @@ QUIET_ENV = "RETRAIN_NO_PROGRESS"  # set by --json for this process and the step
 
 
 def epoch_bar(total: int, enabled: bool):
-    """A progress bar over epochs on stderr when it is a terminal (and no --json anywhere up the chain);
-    else a no-op callback."""
+    """(close, on_epoch): a progress bar over epochs on stderr, drawn from the first epoch on, when stderr is a
+    terminal and no --json is anywhere up the chain; else no callback. Call `close()` when training is over."""
     if not enabled or not sys.stderr.isatty() or os.environ.get(QUIET_ENV):
-        return None, None
-    bar = click.progressbar(length=total, label="training", file=sys.stderr, show_pos=True)
-    bar.__enter__()
+        return (lambda: None), None
+    bars: list = []
 
     def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
-        bar.label = f"training (val loss {val_loss:.4f})"
-        bar.update(1)
+        if not bars:
+            bars.append(click.progressbar(length=total, label="training", file=sys.stderr, show_pos=True))
+            bars[0].__enter__()
+        bars[0].label = f"training (val loss {val_loss:.4f})"
+        bars[0].update(1)
 
-    return bar, on_epoch
+    def close() -> None:
+        for bar in bars:
+            bar.__exit__(None, None, None)
+
+    return close, on_epoch
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -294,12 +300,11 @@ def train(settings, as_of, reason: str | None, as_json: bool) -> None:
     """Train a candidate, register it as a new version and point the staging alias at it."""
     from retrain.training import train as train_step
 
-    bar, on_epoch = epoch_bar(settings.model.epochs, not as_json)
+    close, on_epoch = epoch_bar(settings.model.epochs, not as_json)
     try:
         outcome = train_step(settings, as_of, trigger_reason=reason, on_epoch=on_epoch)
     finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
+        close()
     m = outcome.metrics
     what = "reused" if outcome.reused else "registered"
     emit(outcome.to_dict(), as_json, [
@@ -518,8 +523,12 @@ def run_loop(settings, as_of, force: bool, force_flag: str, in_process: bool, al
     """Run one cycle of the loop: check, then train, evaluate, promote or keep, and notify."""
     from retrain.pipeline import run_cycle, stalled_text
 
-    result = run_cycle(settings, as_of, force=force or force_flag == "true", in_process=in_process,
-                       allow_past=allow_past)
+    close, on_epoch = epoch_bar(settings.model.epochs, not as_json)  # drawn only if this process trains
+    try:
+        result = run_cycle(settings, as_of, force=force or force_flag == "true", in_process=in_process,
+                           allow_past=allow_past, on_epoch=on_epoch)
+    finally:
+        close()
     lines = [f"cycle {result.as_of}: {result.outcome.upper()} (run {result.run_id})"]
     if result.outcome == "promoted" and result.notification:  # the notification's line: metric before -> after
         lines.append(result.notification["message"])

@@ -209,6 +209,7 @@ def run_cycle(
     force: bool = False,
     in_process: bool = False,
     allow_past: bool = False,
+    on_epoch: Any = None,
 ) -> CycleResult:
     """One cycle of the loop. `in_process` runs train/evaluate as library calls, not project runs
     (also what happens when there is no project folder, e.g. after a plain `pip install`).
@@ -216,13 +217,15 @@ def run_cycle(
     Any failure, ours or not (an MlflowException, a database error), sends a "failed" event and is
     raised as one RetrainError line; a broken events file stops the cycle before any work.
 
-    `allow_past`: replay an as-of before production's first fresh day (a backtest).
+    `allow_past`: replay an as-of before production's first fresh day (a backtest). `on_epoch` is called
+    after each training epoch when the cycle trains in this process (the CLI's progress bar).
     """
     from retrain import notify
 
     notify.ensure_writable(settings)
     try:
-        return _run_cycle(settings, as_of, force=force, in_process=in_process, allow_past=allow_past)
+        return _run_cycle(settings, as_of, force=force, in_process=in_process, allow_past=allow_past,
+                          on_epoch=on_epoch)
     except Exception as exc:  # noqa: BLE001 - every failure notifies and becomes one line
         error = cycle_error(exc)
         if not getattr(exc, "notified", False):
@@ -250,7 +253,7 @@ def cycle_error(exc: BaseException) -> RetrainError:
 
 
 def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_process: bool,
-               allow_past: bool) -> CycleResult:
+               allow_past: bool, on_epoch: Any = None) -> CycleResult:
     import time
 
     import mlflow
@@ -299,7 +302,7 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
         mlflow.set_tags({"retrain.steps": steps[0], "retrain.steps_detail": steps[1][:5000]})
         try:
             with _env(RETRAIN_PARENT_RUN_ID=run.info.run_id, MLFLOW_TRACKING_URI=uri):
-                _cycle(settings, as_of, force, project, allow_past, registry, result, lap, source)
+                _cycle(settings, as_of, force, project, allow_past, registry, result, lap, source, on_epoch)
         except Exception as exc:  # noqa: BLE001 - recorded on the cycle run, then raised as one line
             error = cycle_error(exc)
             failed_training = isinstance(error, TrainingError)
@@ -344,7 +347,8 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
     return result
 
 
-def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, result, lap, source) -> None:
+def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, result, lap, source,
+           on_epoch=None) -> None:
     import yaml
 
     from retrain import monitoring
@@ -368,7 +372,7 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
     if project is None:
         from retrain.training import train
 
-        trained = train(settings, as_of, trigger_reason=reason, source=source)
+        trained = train(settings, as_of, trigger_reason=reason, source=source, on_epoch=on_epoch)
         candidate, result.runs["train"] = trained.version, trained.run_id
     else:
         try:

@@ -49,9 +49,11 @@ def test_covariate_shift_loop_promotes_skips_detects_drift_and_rolls_back(covari
     monkeypatch.setenv("RETRAIN_WEBHOOK_URL", "http://127.0.0.1:9/unreachable")
     settings = load_settings(None, [f"data.path={covariate_data}", "notify.timeout_s=0.2", "notify.retries=1", *LAX])
 
-    first = run_cycle(settings, day(59), in_process=True)
+    epochs: list[int] = []  # the CLI's progress bar is this callback
+    first = run_cycle(settings, day(59), in_process=True, on_epoch=lambda epoch, *_: epochs.append(epoch))
     assert first.outcome == "promoted" and first.reasons[0] == "no production model"
     assert production() == first.candidate_version == "1"
+    assert epochs and epochs == sorted(epochs)
 
     quiet = run_cycle(settings, day(79), in_process=True)
     assert quiet.outcome == "skipped" and "no retraining needed" in quiet.reasons[0]
