@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from retrain.errors import RetrainError
+from retrain.progress import QUIET_ENV  # set by --json for this process and the steps it starts
 
 
 class RetrainCommandError(click.ClickException):
@@ -221,9 +222,6 @@ def emit(obj: dict[str, Any], as_json: bool, lines: list[str]) -> None:
     else:
         for line in lines:
             click.echo(line)
-
-
-QUIET_ENV = "RETRAIN_NO_PROGRESS"  # set by --json for this process and the steps it starts
 
 
 def epoch_bar(total: int, enabled: bool):

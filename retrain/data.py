@@ -489,8 +489,13 @@ class DataSource:
         files = self._pruned(start_utc, end_utc) if start_utc is not None and end_utc is not None else self.files()
         columns = self.columns
         workers = min(len(files), 8 if self.location.is_s3 else max(2, os.cpu_count() or 2)) or 1
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(lambda f: self._read_file(f, start_utc, end_utc, columns), files))
+        from retrain.progress import files_bar
+
+        parts = []
+        with ThreadPoolExecutor(max_workers=workers) as pool, files_bar(len(files), f"reading {self.spec.path}") as done:
+            for part in pool.map(lambda f: self._read_file(f, start_utc, end_utc, columns), files):
+                parts.append(part)
+                done()
         self.stats["reads"] += 1
         self.stats["files_read"] += len(files)
         self.stats["rows_scanned"] += sum(p.scanned for p in parts)

@@ -33,3 +33,26 @@ def test_no_bar_with_json_off_a_terminal_or_when_a_parent_asked_for_quiet(monkey
     close, on_epoch = cli.epoch_bar(3, True)
     assert on_epoch is None
     close()
+
+
+def test_a_read_of_many_day_files_draws_a_bar_on_a_terminal(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from retrain import synth
+    from retrain.config import load_settings
+    from retrain.data import DataSource
+    from retrain.progress import MIN_FILES
+
+    synth.write(synth.SynthSpec(days=MIN_FILES + 5, rows_per_day=5, seed=3), tmp_path)
+    source = DataSource(load_settings(None, [f"data.path={tmp_path}"]).data)
+    monkeypatch.delenv(cli.QUIET_ENV, raising=False)
+    err = Terminal()
+    monkeypatch.setattr(cli.sys, "stderr", err)
+    rows = source.load()
+    assert len(rows) == (MIN_FILES + 5) * 5 and isinstance(rows, pd.DataFrame)
+    assert f"reading {tmp_path}" in err.getvalue() and f"{MIN_FILES + 5}/{MIN_FILES + 5}" in err.getvalue()
+    monkeypatch.setenv(cli.QUIET_ENV, "1")  # --json
+    quiet = Terminal()
+    monkeypatch.setattr(cli.sys, "stderr", quiet)
+    DataSource(load_settings(None, [f"data.path={tmp_path}"]).data).load()
+    assert quiet.getvalue() == ""
