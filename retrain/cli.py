@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from retrain.errors import RetrainError
+from retrain.synth import SCENARIOS
 
 
 class RetrainCommandError(click.ClickException):
@@ -188,17 +189,18 @@ def data() -> None:
 @click.option("--days", default=150, show_default=True, type=click.IntRange(1, 36_500))
 @click.option("--start", default="2026-01-01", show_default=True, help="First day (YYYY-MM-DD).")
 @click.option("--rows-per-day", default=400, show_default=True, type=click.IntRange(1, 100_000_000))
-@click.option("--scenario", type=click.Choice(["stable", "covariate_shift", "concept_shift", "hard"]), default="stable",
-              show_default=True)
+@click.option("--scenario", type=click.Choice(list(SCENARIOS)), default="stable", show_default=True)
 @click.option("--shift-day", default=90, show_default=True, type=click.IntRange(0, 36_500),
               help="Day index the shift starts on.")
+@click.option("--drift-days", default=60, show_default=True, type=click.IntRange(1, 36_500),
+              help="gradual_drift: days from --shift-day until the new churn mechanism has fully taken over.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
 @click.option("--label-fraction", default=1.0, show_default=True, type=click.FloatRange(0, 1),
               help="Share of rows that carry a label (the rest are unlabelled).")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
 @json_option
-def data_synth(out: str, days: int, start: str, rows_per_day: int, scenario: str, shift_day: int, seed: int,
-               label_fraction: float, fmt: str, as_json: bool) -> None:
+def data_synth(out: str, days: int, start: str, rows_per_day: int, scenario: str, shift_day: int, drift_days: int,
+               seed: int, label_fraction: float, fmt: str, as_json: bool) -> None:
     """Write synthetic daily customer data, one file per day."""
     from datetime import date
 
@@ -210,7 +212,8 @@ def data_synth(out: str, days: int, start: str, rows_per_day: int, scenario: str
         raise click.BadParameter(f"{start!r} is not a date; use YYYY-MM-DD", param_hint="--start") from None
     if date.max.toordinal() - first.toordinal() < days:
         raise click.BadParameter(f"{days} days from {first} run past year 9999", param_hint="--days")
-    spec = synth.SynthSpec(days, first, rows_per_day, scenario, shift_day, seed, label_fraction)  # type: ignore[arg-type]
+    spec = synth.SynthSpec(days, first, rows_per_day, scenario, shift_day, seed, label_fraction,  # type: ignore[arg-type]
+                           drift_days)
     paths = synth.write(spec, out, fmt)  # type: ignore[arg-type]
     emit({"out": out, "files": len(paths), "rows": days * rows_per_day, "scenario": scenario}, as_json,
          [f"wrote {len(paths)} files ({days * rows_per_day} rows, {scenario}) under {out}"])
