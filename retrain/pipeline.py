@@ -80,7 +80,7 @@ def _env(**values: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _effective_config(settings: Settings, folder: Path) -> str:
+def _effective_config(settings: Settings, folder: Path, *, log: bool = True) -> str:
     """The cycle's exact settings as YAML for the child steps (data path made absolute); also logged."""
     import mlflow
     import yaml
@@ -89,7 +89,8 @@ def _effective_config(settings: Settings, folder: Path) -> str:
     if not values["data"]["path"].startswith("s3://"):
         values["data"]["path"] = str(Path(values["data"]["path"]).resolve())
     text = yaml.safe_dump(values, sort_keys=False)
-    mlflow.log_text(text, "settings.yaml")
+    if log:
+        mlflow.log_text(text, "settings.yaml")
     path = folder / "settings.yaml"
     path.write_text(text)
     return str(path)
@@ -373,13 +374,24 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
         result.outcome = "kept"
         result.reasons.append(f"candidate version {candidate} is already production (same data and settings)")
         return
+    from retrain.trigger import ADAPTING_SIGNALS
+
+    adapts = bool(set(check.decision.get("signals", ())) & ADAPTING_SIGNALS)
     if project is None:
         from retrain.evaluation import evaluate
 
-        comparison = evaluate(settings, as_of, candidate=candidate, allow_past=allow_past, source=source).to_dict()
+        comparison = evaluate(settings, as_of, candidate=candidate, allow_past=allow_past, source=source,
+                              adapts=adapts).to_dict()
     else:
+        from retrain.gate import resolve_mode
         from retrain.tracking import load_json_artifact
 
+        if settings.gate.mode == "auto":  # the evaluate step has no check: hand it the resolved mode
+            from dataclasses import replace
+
+            resolved = replace(settings, gate=replace(settings.gate, mode=resolve_mode(settings.gate, adapts)))
+            (tmp / "evaluate").mkdir(exist_ok=True)
+            params = {**params, "config": _effective_config(resolved, tmp / "evaluate", log=False)}
         run_id = _project_step(project, "evaluate",
                                {**params, "candidate": candidate, "allow_past": str(allow_past).lower()},
                                settings.experiments.comparisons)

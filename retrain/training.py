@@ -200,6 +200,10 @@ def train(
         {c: rows.train[c].to_numpy() for c in spec.categorical},
         bins=settings.model.profile_bins,
     )
+    if len(y_val) and 0 < y_val.sum() < len(y_val):  # the relative triggers' reference (needs both classes)
+        profile["validation"] = drift.validation_block(y_val, p_val, val_metrics["roc_auc"],
+                                                       metrics.auc_above_chance(y_val, p_val).se,
+                                                       bins=settings.model.profile_bins)
     golden_input = _golden_input(rows, net_spec, settings.model.golden_rows)
     golden_output = model.score_frame(net, net_spec, golden_input)
     outcome = _log_and_register(
