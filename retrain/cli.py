@@ -435,6 +435,46 @@ def run_loop(settings, as_of, force: bool, force_flag: str, in_process: bool, al
     emit(result.to_dict(), as_json, lines)
 
 
+@cli.command()
+@settings_options
+@click.option("--from", "start", required=True, metavar="YYYY-MM-DD", help="First as-of day of the replay.")
+@click.option("--to", "end", required=True, metavar="YYYY-MM-DD", help="Last possible as-of day (included).")
+@click.option("--every", default="7d", show_default=True, metavar="Nd", help="Days between as-of days.")
+@click.option("--policies", default="loop,never,always,every:28d", show_default=True,
+              help="Comma-separated: loop, never, always, every:<N>d.")
+@click.option("--store", default="", metavar="TRACKING_URI",
+              help="Replay into this tracking store and keep it (default: a temporary one, deleted afterwards).")
+@click.option("--out", default="", type=click.Path(file_okay=False),
+              help="Also write backtest.json and backtest.png into this folder.")
+@json_option
+def backtest(settings, start: str, end: str, every: str, policies: str, store: str, out: str, as_json: bool) -> None:
+    """Replay the loop and fixed policies over history; report what each would have served.
+
+    Each policy gets its own production alias in a throwaway registry; at every as-of it decides as it would
+    have, and the model it then serves is scored on the labelled rows up to the next as-of. The report is a run
+    in experiment `retrain-backtests`.
+    """
+    from pathlib import Path
+
+    from retrain import backtest as bt
+
+    first, last = bt.parse_day("--from", start), bt.parse_day("--to", end)
+    chosen = bt.parse_policies(policies)
+    days = bt.parse_every(every)
+    total = len(bt.step_days(first, last, days)) * len(chosen)
+    show = not as_json and sys.stderr.isatty()
+    bar = click.progressbar(length=total, label="backtest", file=sys.stderr, show_pos=True) if show else None
+    with bar if bar is not None else contextlib.nullcontext():
+        def advance(what: str) -> None:
+            if bar is not None:
+                bar.label = f"backtest {what}"
+                bar.update(1)
+
+        result = bt.run_backtest(settings, first, last, days, chosen, store=store or None,
+                                 out=Path(out) if out else None, progress=advance)
+    emit(result.to_dict(), as_json, result.lines())
+
+
 def main() -> None:
     cli(prog_name="retrain")
 
