@@ -77,6 +77,8 @@ def parse_policies(text: str) -> list[Policy]:
 
 def parse_day(option: str, text: str) -> date:
     """`YYYY-MM-DD` -> date; ConfigError naming the option otherwise."""
+    if not (text or "").strip():
+        raise ConfigError(f"{option} is required: the day, YYYY-MM-DD")
     try:
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", (text or "").strip()):
             raise ValueError

@@ -437,8 +437,8 @@ def run_loop(settings, as_of, force: bool, force_flag: str, in_process: bool, al
 
 @cli.command()
 @settings_options
-@click.option("--from", "start", required=True, metavar="YYYY-MM-DD", help="First as-of day of the replay.")
-@click.option("--to", "end", required=True, metavar="YYYY-MM-DD", help="Last possible as-of day (included).")
+@click.option("--from", "start", default="", metavar="YYYY-MM-DD", help="First as-of day of the replay (required).")
+@click.option("--to", "end", default="", metavar="YYYY-MM-DD", help="Last possible as-of day, included (required).")
 @click.option("--every", default="7d", show_default=True, metavar="Nd", help="Days between as-of days.")
 @click.option("--policies", default="loop,never,always,every:28d", show_default=True,
               help="Comma-separated: loop, never, always, every:<N>d.")
