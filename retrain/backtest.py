@@ -43,30 +43,35 @@ _CLEARED_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME
 
 @dataclass(frozen=True)
 class Policy:
-    """One way of choosing what serves: loop | never | always | every:Nd."""
+    """One way of choosing what serves: loop | never | always | every:Nd, optionally with its own settings
+    (`loop@trigger.drift_action=warn@gate.mode=auto`: the loop with those overrides)."""
 
     name: str
     kind: str
     days: int = 0
+    overrides: tuple[str, ...] = ()
 
     @property
     def slug(self) -> str:
         """The policy as alias and metric-name text (`every:28d` -> `every-28d`)."""
-        return self.name.replace(":", "-")
+        return re.sub(r"[^\w-]", "-", self.name)
 
 
 def parse_policies(text: str) -> list[Policy]:
     """`loop,never,always,every:28d` -> policies; ConfigError naming the bad one."""
     out: list[Policy] = []
     for part in [p.strip() for p in text.split(",") if p.strip()]:
-        found = re.fullmatch(r"every:(\d+)d", part)
-        if part in ("loop", "never", "always"):
-            policy = Policy(part, part)
+        base, *overrides = part.split("@")
+        found = re.fullmatch(r"every:(\d+)d", base)
+        if base in ("loop", "never", "always"):
+            policy = Policy(base, base)
         elif found and 1 <= int(found.group(1)) <= 36_500:
             policy = Policy(f"every:{int(found.group(1))}d", "every", int(found.group(1)))
         else:
             raise ConfigError(f"--policies: {part!r} is not a policy; use loop, never, always or every:<N>d "
-                              "(e.g. every:28d)")
+                              "(e.g. every:28d), optionally with @section.key=value overrides")
+        if overrides:
+            policy = replace(policy, name="@".join([policy.name, *overrides]), overrides=tuple(overrides))
         if policy.name in {p.name for p in out}:
             raise ConfigError(f"--policies: {policy.name!r} is listed twice")
         out.append(policy)
@@ -225,6 +230,13 @@ def pointed_at(uri: str) -> Iterator[None]:
 
 def policy_settings(settings: Settings, policy: Policy, folder: Path) -> Settings:
     """The settings a policy replays with: its own aliases; events in the temporary folder; no webhook."""
+    if policy.overrides:
+        from retrain.config import Settings as SettingsType, _apply_override, _build
+
+        raw = settings.to_dict()
+        for item in policy.overrides:
+            _apply_override(raw, item)
+        settings = _build(SettingsType, raw, "")
     registry = replace(settings.registry, production_alias=f"bt-{policy.slug}",
                        staging_alias=f"bt-{policy.slug}-staging")
     notify = replace(settings.notify, events_path=str(folder / "events.jsonl"), webhook_env=NO_WEBHOOK_ENV)
@@ -252,6 +264,8 @@ def run_backtest(
     from retrain.pipeline import absolute_tracking_uri
 
     as_ofs = step_days(start, end, every)
+    for policy in policies:  # bad overrides fail here, before any store is made
+        policy_settings(settings, policy, Path("."))
     source = data.DataSource(settings.data)
     source.files()  # a missing data path fails here, before any store is made
     report_uri = absolute_tracking_uri()
@@ -426,6 +440,11 @@ def _served(settings: Settings, version: str, period, source, models: dict[str, 
     return {k: float(v) for k, v in found.items()}, len(rows)
 
 
+def _metric_key(policy: str) -> str:
+    """A policy name as MLflow metric-name text (`every:28d` -> `every_28d`)."""
+    return re.sub(r"[^\w.-]", "_", policy)
+
+
 def _log(result: BacktestResult, out: Path | None) -> tuple[str, str | None]:
     """The report run in `retrain-backtests`: per-policy metrics, served metric per step, JSON, PNG."""
     import json
@@ -442,7 +461,7 @@ def _log(result: BacktestResult, out: Path | None) -> tuple[str, str | None]:
     with tracking.step_run(EXPERIMENT, name, tags) as run:
         values: dict[str, float] = {}
         for s in result.summaries:
-            slug = s["policy"].replace(":", "_")
+            slug = _metric_key(s["policy"])
             for key in ("mean_roc_auc", "worst_roc_auc", "mean_primary", "mean_expected_cost"):
                 if s[key] is not None:
                     values[f"{slug}_{key}"] = s[key]
@@ -454,7 +473,7 @@ def _log(result: BacktestResult, out: Path | None) -> tuple[str, str | None]:
 
         now = int(time.time() * 1000)
         order = sorted({s["as_of"] for s in result.steps})
-        history = [Metric(f"served_roc_auc_{s['policy'].replace(':', '_')}", s["served"]["roc_auc"], now,
+        history = [Metric(f"served_roc_auc_{_metric_key(s['policy'])}", s["served"]["roc_auc"], now,
                           order.index(s["as_of"])) for s in result.steps if s["served"]]
         for start in range(0, len(history), 1000):
             tracking.client().log_batch(run.info.run_id, metrics=history[start : start + 1000])

@@ -85,3 +85,20 @@ def test_cli_refuses_bad_arguments_with_exit_2_and_one_line(tmp_path, args, need
     assert needle in result.output
     assert len([line for line in result.output.splitlines() if line.strip()]) == 1
     assert list(tmp_path.iterdir()) == []  # nothing made
+
+
+def test_a_policy_may_carry_its_own_settings(tmp_path):
+    from retrain.backtest import policy_settings
+    from retrain.config import load_settings
+
+    (warn,) = parse_policies("loop@trigger.drift_action=warn@gate.mode=auto")
+    assert (warn.name, warn.kind, warn.overrides) == ("loop@trigger.drift_action=warn@gate.mode=auto", "loop",
+                                                      ("trigger.drift_action=warn", "gate.mode=auto"))
+    assert warn.slug == "loop-trigger-drift_action-warn-gate-mode-auto"
+    settings = policy_settings(load_settings(None, ["model.epochs=3"]), warn, tmp_path)
+    assert (settings.trigger.drift_action, settings.gate.mode, settings.model.epochs) == ("warn", "auto", 3)
+    assert settings.registry.production_alias == "bt-loop-trigger-drift_action-warn-gate-mode-auto"
+    assert settings.notify.events_path == str(tmp_path / "events.jsonl")
+    (bad,) = parse_policies("loop@gate.mode=best")
+    with pytest.raises(ConfigError, match="gate.mode"):
+        policy_settings(load_settings(None, []), bad, tmp_path)
