@@ -306,15 +306,16 @@ def _log_params_and_history(settings: Settings, run_id: str, fitted, val_metrics
         mlflow_client.log_batch(run_id, metrics=history[start : start + 1000])
 
 
-# Settings that never change what training produces: two trainings that differ only in these are the same model
-# (so a backtest's policies, each with its own aliases, share versions).
-_NOT_TRAINING = ("experiments", "trigger", "checks", "notify")
+# Settings that never change what training produces: two trainings that differ only in these (or in aliases and
+# gate settings other than alpha) are the same model, so a backtest's policies share versions.
+_NOT_TRAINING = ("experiments", "trigger", "checks", "notify", "gate")
 
 
 def _idempotency_key(settings: Settings, windows: Windows3, train_fp: str, val_fp: str) -> str:
     """Same data, same settings that shape the model, same as-of: same key, so a repeated cycle reuses the version."""
     shaping = {k: v for k, v in settings.to_dict().items() if k not in _NOT_TRAINING}
     shaping["registry"] = {"model_name": settings.registry.model_name}
+    shaping["gate"] = {"alpha": settings.gate.alpha}  # the learned-nothing test is the only gate setting training uses
     payload = json.dumps(
         {"settings": shaping, "as_of": windows.as_of.isoformat(), "train": train_fp, "val": val_fp},
         sort_keys=True,
