@@ -236,7 +236,7 @@ class GatePolicy:
     # worse by more than `margin` (lower 1 - alpha confidence bound of candidate - production above -margin);
     # auto: non_inferiority in a cycle whose check found drift, a performance drop or a label-rate shift, else
     # superiority (a standalone `retrain evaluate` has no check: superiority).
-    mode: Literal["superiority", "non_inferiority", "auto"] = "superiority"
+    mode: Literal["superiority", "non_inferiority", "auto"] = "auto"  # from backtests: see BENCHMARKS.md
     margin: float = 0.005
     min_improvement: float = 0.01
     require_significance: bool = True
@@ -325,7 +325,7 @@ class TriggerPolicy:
     prediction_psi_threshold: float | None = 0.2
     alpha: float = 0.05
     # What feature and prediction drift do alone: retrain, or only warn (marked on the check, no training).
-    drift_action: Literal["retrain", "warn"] = "retrain"
+    drift_action: Literal["retrain", "warn"] = "warn"  # from backtests: see BENCHMARKS.md
 
     def __post_init__(self) -> None:
         _in_range("trigger.max_age_days", self.max_age_days, 1, MAX_DAYS, " days")

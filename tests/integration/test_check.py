@@ -30,6 +30,7 @@ AFTER_SHIFT = date(2026, 3, 10)
 SHIFTED = {"days_since_last_purchase", "income", "channel"}
 UNSHIFTED = {"age", "tenure_days", "num_purchases", "avg_transaction_value"}
 NO_AGE = "trigger.max_age_days=365"
+RETRAIN_ON_DRIFT = "trigger.drift_action=retrain"  # drift alone retrains (the default only warns)
 
 
 def _train_production(tmp_path_factory, template_db: Path, scenario: str) -> dict:
@@ -106,7 +107,7 @@ def test_before_the_shift_nothing_fires_and_the_run_holds_the_evidence(covariate
 
 
 def test_covariate_shift_fires_drift_for_the_shifted_features_only(covariate):
-    result = check(fast_settings(covariate["data"], NO_AGE), AFTER_SHIFT)
+    result = check(fast_settings(covariate["data"], NO_AGE, RETRAIN_ON_DRIFT), AFTER_SHIFT)
     assert result.decision["retrain"] is True
     assert set(result.decision["drifted"]) == SHIFTED
     assert all(result.psi[f] > 0.25 for f in SHIFTED), result.psi
@@ -159,7 +160,8 @@ def test_relative_trigger_compares_production_with_its_own_validation(concept):
 
 
 def test_per_feature_threshold_silences_one_feature(covariate):
-    result = check(fast_settings(covariate["data"], NO_AGE, "trigger.psi_per_feature={channel: 5}"), AFTER_SHIFT)
+    result = check(fast_settings(covariate["data"], NO_AGE, RETRAIN_ON_DRIFT, "trigger.psi_per_feature={channel: 5}"),
+                   AFTER_SHIFT)
     assert set(result.decision["drifted"]) == SHIFTED - {"channel"}
     assert result.thresholds["channel"] == 5.0
 
@@ -212,7 +214,7 @@ def test_no_production_model_retrains_and_still_logs(stable_data):
 
 def test_cli_json_prints_one_object_matching_the_run(covariate):
     args = ["check", "--data", str(covariate["data"]), "--as-of", AFTER_SHIFT.isoformat(),
-            "--overrides", f"trigger.min_labels=100 {NO_AGE}", "--json"]
+            "--overrides", f"trigger.min_labels=100 {NO_AGE} {RETRAIN_ON_DRIFT}", "--json"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)

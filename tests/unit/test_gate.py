@@ -287,7 +287,8 @@ def test_resolve_mode_and_lower_bound():
     assert resolve_mode(GatePolicy(mode="auto"), False) == "superiority"
     assert resolve_mode(GatePolicy(mode="auto"), None) == "superiority"
     assert resolve_mode(GatePolicy(mode="non_inferiority"), False) == "non_inferiority"
-    assert resolve_mode(GatePolicy(), True) == "superiority"
+    assert resolve_mode(GatePolicy(mode="superiority"), True) == "superiority"
+    assert GatePolicy().mode == "auto"  # the default, from the backtests in BENCHMARKS.md
     # DeLong: delta - z(0.95) * se
     assert lower_bound("roc_auc", 0.05, {"delta": 0.01, "se": 0.01}, None) == pytest.approx(0.01 - 0.0164485, abs=1e-6)
     assert lower_bound("f1", 0.05, None, (-0.02, 0.03)) == -0.02

@@ -9,7 +9,8 @@ import pytest
 from retrain.config import TriggerPolicy
 from retrain.trigger import age_days, decide, drift_reasons, performance_reasons, psi_thresholds
 
-POLICY = TriggerPolicy(psi_threshold=0.2, min_accuracy=0.80, min_roc_auc=None, min_labels=200, max_age_days=30)
+POLICY = TriggerPolicy(psi_threshold=0.2, min_accuracy=0.80, min_roc_auc=None, min_labels=200, max_age_days=30,
+                       drift_action="retrain")
 CALM = {"age": 0.01, "income": 0.05, "channel": 0.02}
 GOOD = {"accuracy": 0.86, "roc_auc": 0.81}
 
@@ -97,7 +98,7 @@ def test_every_reason_that_fired_is_listed():
 from retrain.trigger import Evidence, label_rate_reason, prediction_drift_reason, relative_performance_reason  # noqa: E402
 
 RELATIVE = TriggerPolicy(min_roc_auc=None, max_roc_auc_drop=0.03, max_label_rate_shift=0.05,
-                         prediction_psi_threshold=0.2, alpha=0.05)
+                         prediction_psi_threshold=0.2, alpha=0.05, drift_action="retrain")
 
 
 def _evidence(**kw) -> Evidence:
@@ -178,6 +179,8 @@ def test_drift_action_warn_keeps_drift_out_of_the_reasons():
     both = decide(drifting, GOOD, 1_400, 5.0, has_production=True, force=False, policy=warn,
                   evidence=_evidence(roc_auc=0.70))
     assert both.retrain and [r.split(":")[0] for r in both.reasons] == ["performance"] and len(both.warnings) == 1
-    # with retrain (the default), the same drift retrains
-    assert decide(drifting, GOOD, 1_400, 5.0, has_production=True, force=False, policy=TriggerPolicy(min_roc_auc=None),
+    # with retrain, the same drift retrains
+    assert decide(drifting, GOOD, 1_400, 5.0, has_production=True, force=False,
+                  policy=TriggerPolicy(min_roc_auc=None, drift_action="retrain"),
                   evidence=_evidence()).reasons == ("drift: income PSI 0.31 > 0.20",)
+    assert TriggerPolicy().drift_action == "warn"  # the default, from the backtests in BENCHMARKS.md
