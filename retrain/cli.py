@@ -16,6 +16,7 @@ import click
 
 from retrain.errors import RetrainError
 from retrain.progress import QUIET_ENV  # set by --json for this process and the steps it starts
+from retrain.synth import SCENARIOS
 
 
 class RetrainCommandError(click.ClickException):
@@ -261,17 +262,18 @@ def data() -> None:
 @click.option("--days", default=150, show_default=True, type=click.IntRange(1, 36_500))
 @click.option("--start", default="2026-01-01", show_default=True, help="First day (YYYY-MM-DD).")
 @click.option("--rows-per-day", default=400, show_default=True, type=click.IntRange(1, 100_000_000))
-@click.option("--scenario", type=click.Choice(["stable", "covariate_shift", "concept_shift", "hard"]), default="stable",
-              show_default=True)
+@click.option("--scenario", type=click.Choice(list(SCENARIOS)), default="stable", show_default=True)
 @click.option("--shift-day", default=90, show_default=True, type=click.IntRange(0, 36_500),
               help="Day index the shift starts on.")
+@click.option("--drift-days", default=60, show_default=True, type=click.IntRange(1, 36_500),
+              help="gradual_drift: days from --shift-day until the new churn mechanism has fully taken over.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
 @click.option("--label-fraction", default=1.0, show_default=True, type=click.FloatRange(0, 1),
               help="Share of rows that carry a label (the rest are unlabelled).")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
 @json_option
-def data_synth(out: str, days: int, start: str, rows_per_day: int, scenario: str, shift_day: int, seed: int,
-               label_fraction: float, fmt: str, as_json: bool) -> None:
+def data_synth(out: str, days: int, start: str, rows_per_day: int, scenario: str, shift_day: int, drift_days: int,
+               seed: int, label_fraction: float, fmt: str, as_json: bool) -> None:
     """Write synthetic daily customer data, one file per day."""
     from datetime import date
 
@@ -283,7 +285,8 @@ def data_synth(out: str, days: int, start: str, rows_per_day: int, scenario: str
         raise click.BadParameter(f"{start!r} is not a date; use YYYY-MM-DD", param_hint="--start") from None
     if date.max.toordinal() - first.toordinal() < days:
         raise click.BadParameter(f"{days} days from {first} run past year 9999", param_hint="--days")
-    spec = synth.SynthSpec(days, first, rows_per_day, scenario, shift_day, seed, label_fraction)  # type: ignore[arg-type]
+    spec = synth.SynthSpec(days, first, rows_per_day, scenario, shift_day, seed, label_fraction,  # type: ignore[arg-type]
+                           drift_days)
     paths = synth.write(spec, out, fmt)  # type: ignore[arg-type]
     emit({"out": out, "files": len(paths), "rows": days * rows_per_day, "scenario": scenario}, as_json,
          [f"wrote {len(paths)} files ({days * rows_per_day} rows, {scenario}) under {out}"])
@@ -693,6 +696,46 @@ def watch(settings, once: bool, as_json: bool) -> None:
         lines.append(f"rolled back {result.model_name} production {result.rollback['from_version']} -> "
                      f"{result.rollback['to_version']} (move #{result.rollback['seq']})")
     emit(result.to_dict(), as_json, lines)
+
+
+@cli.command()
+@settings_options
+@click.option("--from", "start", default="", metavar="YYYY-MM-DD", help="First as-of day of the replay (required).")
+@click.option("--to", "end", default="", metavar="YYYY-MM-DD", help="Last possible as-of day, included (required).")
+@click.option("--every", default="7d", show_default=True, metavar="Nd", help="Days between as-of days.")
+@click.option("--policies", default="loop,never,always,every:28d", show_default=True,
+              help="Comma-separated: loop, never, always, every:<N>d.")
+@click.option("--store", default="", metavar="TRACKING_URI",
+              help="Replay into this tracking store and keep it (default: a temporary one, deleted afterwards).")
+@click.option("--out", default="", type=click.Path(file_okay=False),
+              help="Also write backtest.json and backtest.png into this folder.")
+@json_option
+def backtest(settings, start: str, end: str, every: str, policies: str, store: str, out: str, as_json: bool) -> None:
+    """Replay the loop and fixed policies over history; report what each would have served.
+
+    Each policy gets its own production alias in a throwaway registry; at every as-of it decides as it would
+    have, and the model it then serves is scored on the labelled rows up to the next as-of. The report is a run
+    in experiment `retrain-backtests`.
+    """
+    from pathlib import Path
+
+    from retrain import backtest as bt
+
+    first, last = bt.parse_day("--from", start), bt.parse_day("--to", end)
+    chosen = bt.parse_policies(policies)
+    days = bt.parse_every(every)
+    total = len(bt.step_days(first, last, days)) * len(chosen)
+    show = not as_json and sys.stderr.isatty()
+    bar = click.progressbar(length=total, label="backtest", file=sys.stderr, show_pos=True) if show else None
+    with bar if bar is not None else contextlib.nullcontext():
+        def advance(what: str) -> None:
+            if bar is not None:
+                bar.label = f"backtest {what}"
+                bar.update(1)
+
+        result = bt.run_backtest(settings, first, last, days, chosen, store=store or None,
+                                 out=Path(out) if out else None, progress=advance)
+    emit(result.to_dict(), as_json, result.lines())
 
 
 def main() -> None:

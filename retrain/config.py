@@ -233,6 +233,12 @@ class GatePolicy:
     """When a candidate replaces production."""
 
     primary_metric: str = "roc_auc"
+    # superiority: the candidate must be better (min_improvement, significance); non_inferiority: it may not be
+    # worse by more than `margin` (lower 1 - alpha confidence bound of candidate - production above -margin);
+    # auto: non_inferiority in a cycle whose check found drift, a performance drop or a label-rate shift, else
+    # superiority (a standalone `retrain evaluate` has no check: superiority).
+    mode: Literal["superiority", "non_inferiority", "auto"] = "auto"  # from backtests: see BENCHMARKS.md
+    margin: float = 0.005
     min_improvement: float = 0.01
     require_significance: bool = True
     alpha: float = 0.05
@@ -268,6 +274,8 @@ class GatePolicy:
                                       f"got {value}")
         if not 0 < self.alpha < 1:
             raise ConfigError(f"gate.alpha: must be between 0 and 1, got {self.alpha}")
+        if not 0 <= self.margin < 1:
+            raise ConfigError(f"gate.margin: must be at least 0 and below 1, got {self.margin}")
         if self.min_rows < 1:
             raise ConfigError(f"gate.min_rows: must be >= 1, got {self.min_rows}")
         if self.stalled_after < 1:
@@ -308,9 +316,29 @@ class TriggerPolicy:
     min_roc_auc: float | None = 0.6
     min_labels: int = 200
     max_age_days: int = 30
+    # Relative to the model itself (its validation rows at training time, stored in its reference profile):
+    # production's recent ROC AUC fires when even the upper confidence bound of (recent - validation) is below
+    # -max_roc_auc_drop; the churn rate fires when the confidence interval of (recent - validation) lies
+    # entirely beyond +-max_label_rate_shift. Confidence 1 - alpha (one-sided), so small samples do not fire.
+    max_roc_auc_drop: float | None = 0.03
+    max_label_rate_shift: float | None = 0.05
+    # PSI of production's scores on the recent rows against its scores on its validation rows.
+    prediction_psi_threshold: float | None = 0.2
+    alpha: float = 0.05
+    # What feature and prediction drift do alone: retrain, or only warn (marked on the check, no training).
+    drift_action: Literal["retrain", "warn"] = "warn"  # from backtests: see BENCHMARKS.md
 
     def __post_init__(self) -> None:
         _in_range("trigger.max_age_days", self.max_age_days, 1, MAX_DAYS, " days")
+        for key in ("max_roc_auc_drop", "max_label_rate_shift"):
+            value = getattr(self, key)
+            if value is not None and not 0 <= value < 1:
+                raise ConfigError(f"trigger.{key}: must be at least 0 and below 1 (or null to turn it off), got {value}")
+        if self.prediction_psi_threshold is not None and self.prediction_psi_threshold <= 0:
+            raise ConfigError(f"trigger.prediction_psi_threshold: must be > 0 (or null to turn it off), got "
+                              f"{self.prediction_psi_threshold}")
+        if not 0 < self.alpha < 0.5:
+            raise ConfigError(f"trigger.alpha: must be between 0 and 0.5, got {self.alpha}")
         _in_range("trigger.min_labels", self.min_labels, 1, 2**31 - 1)
         for key, value in (("psi_threshold", self.psi_threshold), *((f"psi_per_feature.{k}", v) for k, v in
                                                                      self.psi_per_feature.items())):

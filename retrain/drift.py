@@ -123,6 +123,14 @@ def build_profile(
     }
 
 
+def validation_block(y: np.ndarray, scores: np.ndarray, roc_auc: float, roc_auc_se: float, bins: int = 10) -> dict:
+    """What the relative triggers compare production with later: its validation rows' churn rate, ROC AUC (with its
+    DeLong standard error) and score distribution (a numeric profile entry of the scores). Stored in the profile."""
+    y = np.asarray(y, dtype=np.float64)
+    return {"rows": int(y.size), "label_rate": float(y.mean()), "roc_auc": float(roc_auc),
+            "roc_auc_se": float(roc_auc_se), "scores": _numeric_entry(np.asarray(scores, dtype=np.float64), bins)}
+
+
 def psi(expected_shares: Iterable[float], actual_shares: Iterable[float], eps: float = 1e-4) -> float:
     """PSI = sum over buckets of (a - e) * ln(a / e), each share first floored at eps."""
     e = np.maximum(np.asarray(list(expected_shares), dtype=np.float64), eps)

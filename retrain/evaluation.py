@@ -35,7 +35,8 @@ is checked before the comparison run is created.
                        p_value_one_sided, p_value_two_sided} or null
   checks              [{name, passed, detail}] pre-promotion checks on the candidate
   decision            {decision: promote|keep, promote, reason, reasons[], primary_metric, improvement,
-                       significant, schema_change, floors[]}; floors (applied when there is no production to
+                       significant, schema_change, floors[], mode (superiority|non_inferiority|floors),
+                       lower_bound (non_inferiority: lower 1 - alpha bound of the improvement, else null)}; floors (applied when there is no production to
                        beat): [{name, kind: relative|absolute, metric, value, bound, passed, detail}]
   run_id              the comparison run
   timings             seconds per phase: load_s, scoring_s, metrics_s, delong_s, checks_s, logging_s, total_s
@@ -243,10 +244,12 @@ def evaluate(
     allow_schema_change: bool = False,
     allow_past: bool = False,
     source=None,
+    adapts: bool | None = None,
 ) -> Comparison:
     """Compare the candidate (@staging or `candidate`) with @production, gate, check, and log a comparison run.
 
     `source` (a `retrain.data.DataSource`) hands over windows already read; without it the step reads its own.
+    `adapts`: whether the cycle's check saw the problem move (drift, performance, label rate), for `gate.mode: auto`.
     """
     import numpy as np
 
@@ -295,11 +298,12 @@ def evaluate(
     lap("metrics")
 
     delong = p_value = ci = None
+    mode = gate.resolve_mode(policy, adapts)
     if p_inc is not None:
         delong = metrics.delong_test(y, p_inc, p_cand).to_dict()
         if policy.primary_metric == "roc_auc":
             p_value = delong["p_value_one_sided"]
-        elif policy.require_significance:
+        elif policy.require_significance or mode == "non_inferiority":
             name = policy.primary_metric
             def at(threshold: float):  # each model's metric at its own threshold
                 return lambda yy, pp: metrics.classification_metrics(yy, pp, threshold, **costs)[name]
@@ -320,7 +324,9 @@ def evaluate(
     decision = gate.decide(policy, cand_metrics, inc_metrics, p_value=p_value, bootstrap_ci=ci,
                            incumbent_error=incumbent_error, allow_schema_change=allow_schema_change,
                            failed_checks=failed, baselines=baselines, chance_p_value=chance["p_value_one_sided"],
-                           threshold_policy=cand.tags.get("retrain.threshold_policy", "fixed"),
+                           threshold_policy=cand.tags.get("retrain.threshold_policy", "fixed"), mode=mode,
+                           lower_bound=gate.lower_bound(policy.primary_metric, policy.alpha, delong, ci)
+                           if mode == "non_inferiority" else None,
                            backtest=f"--allow-past: production v{prod.version} learned from rows before "
                                     f"{fresh_from(prod)[:10]}, and {window} starts earlier" if backtest else None)
     lap("checks")
@@ -397,6 +403,7 @@ def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, tim
         "retrain.candidate_version": c.candidate_version,
         "retrain.incumbent_version": c.incumbent_version or "none",
         "retrain.checks": "passed" if checks_ok else "failed",
+        "retrain.gate_mode": c.decision.get("mode", "superiority"),
         "retrain.as_of": c.as_of,
         "retrain.window_start": c.window_start,
         "retrain.window_end": c.window_end,
@@ -412,6 +419,8 @@ def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, tim
     if c.delong:
         values |= {"p_value": c.delong["p_value_one_sided"], "delong_ci_low": c.delong["ci_low"],
                    "delong_ci_high": c.delong["ci_high"], "delong_delta": c.delong["delta"]}
+    if c.decision.get("lower_bound") is not None:
+        values["lower_bound"] = c.decision["lower_bound"]
     values["n_rows"] = c.n_rows
     with tracking.step_run(settings.experiments.comparisons, run_name(c), tags, params={"as_of": c.as_of},
                            settings=settings) as run:

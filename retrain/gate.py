@@ -15,10 +15,14 @@ Rules, in order (every rule adds a line to `reasons`; any failing rule keeps pro
               "accuracy at least the majority rate"; target_recall/target_precision: precision of flagging
               every row, i.e. the positive rate);
   and the absolute `floors`, if any (for log_loss/brier/expected_cost the floor is a ceiling);
-- otherwise the primary metric must improve by at least `min_improvement` (a tie never promotes), each
-  guardrail metric may drop at most its allowance (log_loss/brier: rise), and with `require_significance`
-  the improvement must be significant: DeLong one-sided p < alpha for roc_auc, else a paired bootstrap
-  confidence interval at level 1 - 2*alpha that excludes zero in the improving direction.
+- otherwise, in `superiority` mode, the primary metric must improve by at least `min_improvement` (a tie never
+  promotes), each guardrail metric may drop at most its allowance (log_loss/brier: rise), and with
+  `require_significance` the improvement must be significant: DeLong one-sided p < alpha for roc_auc, else a
+  paired bootstrap confidence interval at level 1 - 2*alpha that excludes zero in the improving direction;
+- in `non_inferiority` mode (under drift the fresh model is usually at least as good, and keeping the old one
+  costs more than a tie), the lower one-sided 1 - alpha confidence bound of the improvement (DeLong for roc_auc,
+  else the paired bootstrap) must be above -`margin`; guardrails apply as above; min_improvement and
+  require_significance do not.
 """
 
 from __future__ import annotations
@@ -126,6 +130,8 @@ class Decision:
     significant: bool | None = None
     schema_change: bool = False
     floors: tuple[Floor, ...] = ()
+    mode: str = "superiority"  # superiority | non_inferiority | floors (no production to compare with)
+    lower_bound: float | None = None  # non_inferiority: the lower confidence bound of the improvement
 
     @property
     def label(self) -> str:
@@ -182,6 +188,8 @@ def decide(
     chance_p_value: float | None = None,
     threshold_policy: str = "max_f1",
     backtest: str | None = None,
+    mode: str = "superiority",
+    lower_bound: float | None = None,
 ) -> Decision:
     """Decide whether `candidate` replaces `incumbent` (None = no production model yet).
 
@@ -190,8 +198,12 @@ def decide(
     descriptions; `baselines`: `metrics.trivial_baselines` of the comparison rows and `chance_p_value` the
     candidate's DeLong p against a constant score, both for the floors of a first model; `threshold_policy`:
     how the candidate's threshold was chosen (the `decision` floor depends on it); `backtest`: why the rows are
-    not fresh for production (an as-of in its past): the comparison is reported, never promoted.
+    not fresh for production (an as-of in its past): the comparison is reported, never promoted. `mode`:
+    superiority or non_inferiority (`auto` resolved by the caller); `lower_bound`: the lower one-sided 1 - alpha
+    confidence bound of the improvement (positive = better) that non_inferiority judges.
     """
+    if mode not in ("superiority", "non_inferiority"):
+        raise ValueError(f"gate mode {mode!r} must be resolved to superiority or non_inferiority")
     primary = policy.primary_metric
     blockers = [f"pre-promotion check failed: {text}" for text in failed_checks]
     if backtest:
@@ -219,12 +231,21 @@ def decide(
             passes.append("no floors configured (gate.baseline_floors and gate.floors are empty)")
     else:
         gain = improvement(primary, candidate[primary], incumbent[primary])
-        ok = gain > _EPS and gain + _EPS >= policy.min_improvement
-        (passes if ok else blockers).append(
-            f"{primary} {'improves' if gain > 0 else 'changes'} by {gain:+.4f} "
-            f"({incumbent[primary]:.4f} -> {candidate[primary]:.4f}; "
-            f"{'at least' if ok else 'needs at least'} {policy.min_improvement:g})"
-        )
+        if mode == "superiority":
+            ok = gain > _EPS and gain + _EPS >= policy.min_improvement
+            (passes if ok else blockers).append(
+                f"{primary} {'improves' if gain > 0 else 'changes'} by {gain:+.4f} "
+                f"({incumbent[primary]:.4f} -> {candidate[primary]:.4f}; "
+                f"{'at least' if ok else 'needs at least'} {policy.min_improvement:g})"
+            )
+        else:
+            ok = lower_bound is not None and lower_bound > -policy.margin + _EPS
+            bound = "no confidence bound" if lower_bound is None else f"lower {100 * (1 - policy.alpha):g}% bound " \
+                                                                        f"{lower_bound:+.4f}"
+            (passes if ok else blockers).append(
+                f"non-inferiority: {primary} changes by {gain:+.4f} ({incumbent[primary]:.4f} -> "
+                f"{candidate[primary]:.4f}; {bound} {'above' if ok else 'not above'} -{policy.margin:g})"
+            )
         for metric, allowed in sorted(policy.guardrails.items()):
             drop = -improvement(metric, candidate[metric], incumbent[metric])
             ok = drop <= allowed + _EPS
@@ -232,14 +253,36 @@ def decide(
                 f"guardrail {metric} {candidate[metric] - incumbent[metric]:+.4f} ({'within' if ok else 'more than'} "
                 f"the allowed {'rise' if metric in LOWER_IS_BETTER else 'drop'} of {allowed:g})"
             )
-        if policy.require_significance:
+        if policy.require_significance and mode == "superiority":
             significant, text = _significance(primary, policy.alpha, p_value, bootstrap_ci)
             (passes if significant else blockers).append(text)
 
     promote = not blockers
     reasons = tuple(blockers + passes)
     reason = "; ".join(passes if promote else blockers)
-    return Decision(promote, reason, reasons, primary, gain, significant, schema_change, tuple(floors))
+    return Decision(promote, reason, reasons, primary, gain, significant, schema_change, tuple(floors),
+                    mode if incumbent is not None else "floors", lower_bound)
+
+
+def resolve_mode(policy: GatePolicy, adapts: bool | None) -> str:
+    """The gate mode a comparison uses: `auto` is non_inferiority when the check saw the problem move."""
+    if policy.mode != "auto":
+        return policy.mode
+    return "non_inferiority" if adapts else "superiority"
+
+
+def lower_bound(primary: str, alpha: float, delong: Mapping[str, float] | None,
+                ci: tuple[float, float] | None) -> float | None:
+    """Lower one-sided 1 - alpha bound of the improvement: DeLong delta - z * se for roc_auc, else the bootstrap CI
+    (a two-sided 1 - 2 alpha interval, so each end is a one-sided 1 - alpha bound) in the improving direction."""
+    from statistics import NormalDist
+
+    if primary == "roc_auc" and delong is not None:
+        return float(delong["delta"] - NormalDist().inv_cdf(1 - alpha) * delong["se"])
+    if ci is None:
+        return None
+    low, high = ci
+    return -high if primary in LOWER_IS_BETTER else low
 
 
 def _significance(

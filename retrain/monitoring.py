@@ -35,6 +35,7 @@ class CheckResult:
     run_id: str
     cycles_without_model: int = 0  # with no production: consecutive cycles in which no candidate cleared the floors
     stalled: str | None = None  # the STALLED line once cycles_without_model >= gate.stalled_after
+    evidence: dict[str, Any] | None = None  # production against its own validation-time values (trigger.Evidence)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +59,9 @@ class CheckResult:
         elif self.production_version is None and self.cycles_without_model:
             out.append(f"no production model yet: {self.cycles_without_model} cycle(s) in a row ended without a "
                        "candidate clearing the first-model floors")
+        if self.evidence and self.evidence.get("prediction_psi") is not None:
+            out.append(f"production's scores: PSI {self.evidence['prediction_psi']:.4f} against its validation scores")
+        out += [f"WARNING: {w}" for w in d.get("warnings", [])]
         notes = [*d["notes"], *([self.window["note"]] if self.window.get("note") else [])]
         return out + [f"note: {n}" for n in notes] + [f"run {self.run_id}"]
 
@@ -93,26 +97,48 @@ def reference_profile(settings: Settings, version: ModelVersion) -> dict:
         ) from None
 
 
-def _performance(settings: Settings, labelled: pd.DataFrame) -> dict[str, float]:
-    """Production metrics on recent labelled rows, scored by the served pyfunc model."""
+def _scored(settings: Settings, recent: pd.DataFrame, labelled: pd.DataFrame):
+    """Production's scores on the recent rows it can score, and on the labelled ones, with its served threshold."""
     import mlflow
 
-    from retrain.metrics import classification_metrics
-    from retrain.model import conform
-
     from retrain.evaluation import served_threshold
+    from retrain.model import conform
 
     reg = settings.registry
     model = mlflow.pyfunc.load_model(f"models:/{reg.model_name}@{reg.production_alias}")
-    if "served_probability" in labelled.columns:  # rows from the prediction log: what production answered
-        probability = labelled["served_probability"].to_numpy(float)
+    features = list(settings.data.features)
+    if "served_probability" in recent.columns:  # rows from the prediction log: what production answered
+        scores = recent["served_probability"].to_numpy(float)
     else:
-        probability = model.predict(conform(labelled[list(settings.data.features)], model))["probability"].to_numpy()
-    # threshold metrics as served: at the model's own decision threshold
-    found = classification_metrics(labelled[settings.data.label].to_numpy(int), probability,
-                                   served_threshold(model), cost_fp=settings.cost.false_positive,
-                                   cost_fn=settings.cost.false_negative)
-    return {k: float(v) for k, v in found.items() if math.isfinite(v)}  # roc_auc is NaN with one class
+        scores = model.predict(conform(recent[features], model))["probability"].to_numpy()
+    position = recent.index.get_indexer(labelled.index)
+    return scores, scores[position], served_threshold(model)
+
+
+def _evaluate_production(settings: Settings, recent: pd.DataFrame, labelled: pd.DataFrame, profile: dict):
+    """(metrics on labelled rows as served, or None below min_labels; Evidence against the validation block)."""
+    from retrain import drift, metrics
+    from retrain.trigger import Evidence
+
+    reference = profile.get("validation") or {}
+    scores, labelled_scores, threshold = _scored(settings, recent, labelled)
+    prediction_psi = drift.numeric_psi(reference["scores"], scores) if reference and len(scores) else None
+    found = None
+    auc = auc_se = rate = None
+    if len(labelled) >= settings.trigger.min_labels:
+        y = labelled[settings.data.label].to_numpy(int)
+        # threshold metrics as served: at the model's own decision threshold
+        raw = metrics.classification_metrics(y, labelled_scores, threshold, cost_fp=settings.cost.false_positive,
+                                             cost_fn=settings.cost.false_negative)
+        found = {k: float(v) for k, v in raw.items() if math.isfinite(v)}  # roc_auc is NaN with one class
+        rate = float(y.mean())
+        if 0 < y.sum() < len(y):
+            auc, auc_se = found["roc_auc"], metrics.auc_above_chance(y, labelled_scores).se
+    evidence = Evidence(roc_auc=auc, roc_auc_se=auc_se, validation_roc_auc=reference.get("roc_auc"),
+                        validation_roc_auc_se=reference.get("roc_auc_se"), label_rate=rate,
+                        validation_label_rate=reference.get("label_rate"),
+                        validation_rows=int(reference.get("rows", 0)), prediction_psi=prediction_psi)
+    return found, evidence
 
 
 def check(settings: Settings, as_of: date | None = None, *, force: bool = False, source=None) -> CheckResult:
@@ -133,10 +159,11 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
     # Only labelled rows the model can score count for performance (numerics it imputes may be missing);
     # unlabelled and incomplete rows still count for drift.
     refused = [c for c in spec.numeric if settings.model.missing_policy(c) == "error"]
-    labelled = recent[recent[spec.label].notna() & recent[refused].notna().all(axis=1)]
+    scorable = recent[recent[refused].notna().all(axis=1)]
+    labelled = scorable[scorable[spec.label].notna()]
     version = production_version(settings)
     psi: dict[str, float] = {}
-    performance = None
+    performance = evidence = None
     age = trained_as_of = None
     if version is not None:
         profile = reference_profile(settings, version)
@@ -145,10 +172,11 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
             {c: recent[c].to_numpy(np.float64) for c in spec.numeric},
             {c: recent[c].to_numpy() for c in spec.categorical},
         )
-        if "served_version" in labelled.columns:  # the prediction log: only what this production version answered
+        if "served_version" in scorable.columns:  # the prediction log: only what this production version answered
+            scorable = scorable[scorable["served_version"] == str(version.version)]
             labelled = labelled[labelled["served_version"] == str(version.version)]
-        if len(labelled) >= policy.min_labels:
-            performance = _performance(settings, labelled)
+        if len(labelled) >= policy.min_labels or (profile.get("validation") and len(scorable)):
+            performance, evidence = _evaluate_production(settings, scorable, labelled, profile)
         created = datetime.fromtimestamp(version.creation_timestamp / 1000, timezone.utc)
         trained_as_of = version.tags.get("retrain.as_of")
         age = trigger.age_days(as_of, trained_as_of, created, datetime.now(timezone.utc))
@@ -158,7 +186,7 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
                        "(a replay into its past); drift and performance here compare it with rows it may have learned from")
     decision = trigger.decide(
         psi, performance, len(labelled), age, has_production=version is not None, force=force, policy=policy,
-        age_unknown=age_unknown,
+        age_unknown=age_unknown, evidence=evidence,
     )
     without_model, stalled = 0, None
     if version is None:
@@ -182,6 +210,7 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
         decision=decision.to_dict(),
         cycles_without_model=without_model,
         stalled=stalled,
+        evidence=asdict(evidence) if evidence is not None else None,
     )
     run_id = _log(settings, result, decision)
     return CheckResult(**result, run_id=run_id)
@@ -218,6 +247,12 @@ def _log(settings: Settings, result: dict[str, Any], decision: Any) -> str:
     metrics |= {"n_rows": result["n_rows"], "n_labels": result["n_labels"]}
     if result["age_days"] is not None:
         metrics["age_days"] = result["age_days"]
+    for key in ("prediction_psi", "label_rate", "validation_label_rate", "roc_auc_se"):
+        value = (result["evidence"] or {}).get(key)
+        if value is not None:
+            metrics[f"production_{key}" if key != "prediction_psi" else key] = value
+    if decision.warnings:
+        tags["retrain.warnings"] = "; ".join(decision.warnings)[:5000]
     with tracking.step_run(settings.experiments.monitoring, run_name(result["as_of"], decision), tags,
                            params={"as_of": result["as_of"], **{k: v for k, v in settings.flat().items()
                                                                  if k.startswith("trigger.")},

@@ -391,13 +391,20 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
         result.outcome = "kept"
         result.reasons.append(f"candidate version {candidate} is already production (same data and settings)")
         return
+    from retrain.trigger import ADAPTING_SIGNALS
+
+    adapts = bool(set(check.decision.get("signals", ())) & ADAPTING_SIGNALS)
     if project is None:
         from retrain.evaluation import evaluate
 
-        comparison = evaluate(settings, as_of, candidate=candidate, allow_past=allow_past, source=source).to_dict()
+        comparison = evaluate(settings, as_of, candidate=candidate, allow_past=allow_past, source=source,
+                              adapts=adapts).to_dict()
     else:
+        from retrain.gate import resolve_mode
         from retrain.tracking import load_json_artifact
 
+        if settings.gate.mode == "auto":  # the evaluate step has no check: hand it the resolved mode
+            params = {**params, "set": f"gate.mode={resolve_mode(settings.gate, adapts)}"}
         run_id = _project_step(project, "evaluate",
                                {**params, "candidate": candidate, "allow_past": str(allow_past).lower()},
                                settings.experiments.comparisons, result.step_phases,

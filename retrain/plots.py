@@ -76,3 +76,35 @@ def comparison_figure(
     path = Path(path)
     fig.savefig(path, dpi=100)
     return path
+
+
+def backtest_figure(steps: list[dict], policies: list[str], path: str | Path) -> Path:
+    """Write one PNG: the served ROC AUC per step for each policy, with a marker where it trained (o) and where
+    it promoted (filled)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    days = sorted({s["as_of"] for s in steps})
+    fig = Figure(figsize=(max(7.0, 0.35 * len(days) + 3), 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for i, policy in enumerate(policies):
+        mine = [s for s in steps if s["policy"] == policy]
+        colour = f"C{i % 10}"
+        xs = [days.index(s["as_of"]) for s in mine if s["served"]]
+        ys = [s["served"]["roc_auc"] for s in mine if s["served"]]
+        ax.plot(xs, ys, color=colour, label=policy, linewidth=1.5)
+        for s in mine:
+            if s["served"] and s["trained"]:
+                ax.plot(days.index(s["as_of"]), s["served"]["roc_auc"], marker="o", color=colour,
+                        markerfacecolor=colour if s["promoted"] else "white", markersize=6)
+    step = max(1, len(days) // 12)
+    ax.set_xticks(range(0, len(days), step), [days[k] for k in range(0, len(days), step)], rotation=45, ha="right",
+                  fontsize=8)
+    ax.set_ylabel("served ROC AUC on the following period")
+    ax.set_title("backtest: o = trained, filled = promoted")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return Path(path)

@@ -10,12 +10,23 @@
 - `hard`: stable, but churn depends only weakly on the features (the stable log-odds scaled by 0.42):
   about 21% churners and a ROC AUC of about 0.67 for the true probabilities, so a model reaches about
   0.65, well below the usual absolute floors, yet clearly better than predicting the churn rate.
+- `seasonal`: the churn mechanism never changes, but features move with the calendar: basket values and
+  purchase gaps follow the year (a sine over the day of the year: larger baskets and shorter gaps in
+  spring) and mobile takes over on weekends. Feature PSI rises above the usual 0.2 between seasons, and
+  the churn rate moves with them, while a model trained in one season keeps scoring well in the next.
+- `gradual_drift`: concept drift spread over `drift_days` from `shift_day`: the churn log-odds blend
+  linearly from the stable mechanism into the `concept_shift` one, features unchanged.
+- `sudden_break`: on `shift_day` the mechanism switches to the `concept_shift` one and churn jumps (a
+  competitor's launch: log-odds +0.8 for everyone), features unchanged: the label rate moves, the
+  features do not.
 
 Each day draws from its own seed derived from (seed, day index): same arguments, same bytes.
 """
 
 from __future__ import annotations
 
+import math
+import typing
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -25,8 +36,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-Scenario = Literal["stable", "covariate_shift", "concept_shift", "hard"]
-SCENARIOS: tuple[str, ...] = ("stable", "covariate_shift", "concept_shift", "hard")
+Scenario = Literal["stable", "covariate_shift", "concept_shift", "hard", "seasonal", "gradual_drift", "sudden_break"]
+SCENARIOS: tuple[str, ...] = typing.get_args(Scenario)
 CHANNELS = ("web", "mobile", "store", "partner")
 
 
@@ -41,6 +52,24 @@ class SynthSpec:
     shift_day: int = 90
     seed: int = 0
     label_fraction: float = 1.0
+    drift_days: int = 60  # gradual_drift: days from shift_day until the new mechanism has fully taken over
+
+
+def concept_weight(spec: SynthSpec, day: int) -> float:
+    """How much of the post-shift churn mechanism drives `day` (0 = the stable one, 1 = the new one)."""
+    if spec.scenario in ("concept_shift", "sudden_break"):
+        return float(day >= spec.shift_day)
+    if spec.scenario == "gradual_drift":
+        return min(max((day - spec.shift_day + 1) / max(spec.drift_days, 1), 0.0), 1.0)
+    return 0.0
+
+
+def season(spec: SynthSpec, day: int) -> tuple[float, bool]:
+    """(yearly phase in [-1, 1], weekend) of `day` for the seasonal scenario; (0, False) for the others."""
+    if spec.scenario != "seasonal":
+        return 0.0, False
+    when = spec.start + timedelta(days=day)
+    return math.sin(2 * math.pi * (when.timetuple().tm_yday - 1) / 365.25), when.weekday() >= 5
 
 
 def generate_day(spec: SynthSpec, day: int) -> pd.DataFrame:
@@ -52,19 +81,28 @@ def generate_day(spec: SynthSpec, day: int) -> pd.DataFrame:
     n = spec.rows_per_day
     shifted = day >= spec.shift_day
     covariate = shifted and spec.scenario == "covariate_shift"
-    concept = shifted and spec.scenario == "concept_shift"
+    weight = concept_weight(spec, day)
+    phase, weekend = season(spec, day)
 
     channel_p = [0.25, 0.55, 0.12, 0.08] if covariate else [0.45, 0.30, 0.15, 0.10]
+    if weekend:
+        channel_p = [0.30, 0.50, 0.12, 0.08]
     channel = rng.choice(np.array(CHANNELS), size=n, p=channel_p)
     age = np.clip(rng.normal(41, 12, n), 18, 90).round()
     income = np.round(rng.lognormal(np.log(52_000 if not covariate else 38_000), 0.45, n), 2)
     tenure = np.floor(rng.exponential(720, n)).astype(np.int64)
     num_purchases = rng.poisson(1 + 0.02 * tenure).astype(np.int64)
-    avg_value = np.round(rng.lognormal(np.log(58), 0.55, n), 2)
-    recency_scale = 24 if not covariate else 90
+    # seasonal: baskets grow and gaps shrink in spring; both stay inside the ranges the rest of the year covers
+    avg_value = np.round(rng.lognormal(np.log(58) + 0.45 * phase, 0.55, n), 2)
+    recency_scale = 90 if covariate else 24 * math.exp(-0.4 * phase)
     days_since = np.floor(rng.exponential(recency_scale, n)).astype(np.int64)
 
-    logit = _churn_logit(age, income, tenure, num_purchases, avg_value, days_since, channel, concept)
+    features = (age, income, tenure, num_purchases, avg_value, days_since, channel)
+    logit = _churn_logit(*features, False)
+    if weight > 0:
+        logit = (1 - weight) * logit + weight * _churn_logit(*features, True)
+    if spec.scenario == "sudden_break" and weight > 0:
+        logit = logit + 0.8
     if spec.scenario == "hard":
         logit = -0.3 + 0.42 * logit
     label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float64)

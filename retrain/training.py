@@ -200,6 +200,10 @@ def train(
         {c: rows.train[c].to_numpy() for c in spec.categorical},
         bins=settings.model.profile_bins,
     )
+    if len(y_val) and 0 < y_val.sum() < len(y_val):  # the relative triggers' reference (needs both classes)
+        profile["validation"] = drift.validation_block(y_val, p_val, val_metrics["roc_auc"],
+                                                       metrics.auc_above_chance(y_val, p_val).se,
+                                                       bins=settings.model.profile_bins)
     golden_input = _golden_input(rows, net_spec, settings.model.golden_rows)
     golden_output = model.score_frame(net, net_spec, golden_input)
     outcome = _log_and_register(
@@ -303,10 +307,18 @@ def _log_params_and_history(settings: Settings, run_id: str, fitted, val_metrics
         mlflow_client.log_batch(run_id, metrics=history[start : start + 1000])
 
 
+# Settings that never change what training produces: two trainings that differ only in these (or in aliases and
+# gate settings other than alpha) are the same model, so a backtest's policies share versions.
+_NOT_TRAINING = ("experiments", "trigger", "checks", "notify", "gate")
+
+
 def _idempotency_key(settings: Settings, windows: Windows3, train_fp: str, val_fp: str) -> str:
-    """Same data, same settings, same as-of: same key, so a repeated cycle reuses the version."""
+    """Same data, same settings that shape the model, same as-of: same key, so a repeated cycle reuses the version."""
+    shaping = {k: v for k, v in settings.to_dict().items() if k not in _NOT_TRAINING}
+    shaping["registry"] = {"model_name": settings.registry.model_name}
+    shaping["gate"] = {"alpha": settings.gate.alpha}  # the learned-nothing test is the only gate setting training uses
     payload = json.dumps(
-        {"settings": settings.to_dict(), "as_of": windows.as_of.isoformat(), "train": train_fp, "val": val_fp},
+        {"settings": shaping, "as_of": windows.as_of.isoformat(), "train": train_fp, "val": val_fp},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:24]

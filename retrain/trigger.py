@@ -13,6 +13,9 @@ from typing import Any
 
 from retrain.config import TriggerPolicy
 
+# Signals that mean the problem moved: `gate.mode: auto` then judges the candidate by non-inferiority.
+ADAPTING_SIGNALS = frozenset({"drift", "prediction_drift", "performance", "label_rate"})
+
 
 @dataclass(frozen=True)
 class TriggerDecision:
@@ -23,9 +26,91 @@ class TriggerDecision:
     summary: str
     drifted: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    # What kinds of evidence fired (whether or not they retrain): forced, no_production, drift, prediction_drift,
+    # performance, label_rate, age. The gate's `auto` mode reads it.
+    signals: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # drift that fired with trigger.drift_action = warn
+
+    @property
+    def adapts(self) -> bool:
+        """Whether the check saw the problem move (drift, a performance drop, a label-rate shift)."""
+        return bool(set(self.signals) & ADAPTING_SIGNALS)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "reasons": list(self.reasons), "notes": list(self.notes)}
+        return {**asdict(self), "reasons": list(self.reasons), "notes": list(self.notes),
+                "signals": list(self.signals), "warnings": list(self.warnings)}
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Production measured against itself: recent values next to the ones stored from its validation rows.
+
+    Any value may be None (not measured, or a version trained before the validation block was stored).
+    `roc_auc_se` values are DeLong standard errors of a single AUC.
+    """
+
+    roc_auc: float | None = None
+    roc_auc_se: float | None = None
+    validation_roc_auc: float | None = None
+    validation_roc_auc_se: float | None = None
+    label_rate: float | None = None
+    validation_label_rate: float | None = None
+    validation_rows: int = 0
+    prediction_psi: float | None = None
+
+
+def _z(alpha: float) -> float:
+    """The one-sided standard normal quantile for confidence 1 - alpha."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(1 - alpha)
+
+
+def relative_performance_reason(evidence: Evidence, n_labels: int, policy: TriggerPolicy) -> str | None:
+    """A reason when production's recent ROC AUC is confidently more than `max_roc_auc_drop` below its validation value.
+
+    Fires when the upper one-sided confidence bound of (recent - validation) is below -max_roc_auc_drop; the
+    standard error combines both samples' DeLong errors, so a few hundred rows rarely fire on noise.
+    """
+    e = evidence
+    if policy.max_roc_auc_drop is None or None in (e.roc_auc, e.roc_auc_se, e.validation_roc_auc):
+        return None
+    if not (math.isfinite(e.roc_auc) and math.isfinite(e.validation_roc_auc)):  # type: ignore[arg-type]
+        return None
+    se = math.hypot(e.roc_auc_se, e.validation_roc_auc_se or 0.0)  # type: ignore[arg-type]
+    change = e.roc_auc - e.validation_roc_auc  # type: ignore[operator]
+    upper = change + _z(policy.alpha) * se
+    if upper >= -policy.max_roc_auc_drop:
+        return None
+    return (f"performance: roc_auc {e.roc_auc:.4f} on {n_labels:,} labelled rows is {-change:.4f} below its "
+            f"validation-time {e.validation_roc_auc:.4f} (upper {100 * (1 - policy.alpha):g}% bound of the change "
+            f"{upper:+.4f} < -{policy.max_roc_auc_drop:g})")
+
+
+def label_rate_reason(evidence: Evidence, n_labels: int, policy: TriggerPolicy) -> str | None:
+    """A reason when the recent churn rate confidently differs from the validation-time rate by more than the limit."""
+    e = evidence
+    if policy.max_label_rate_shift is None or e.label_rate is None or e.validation_label_rate is None or n_labels < 1:
+        return None
+    shift = e.label_rate - e.validation_label_rate
+    variance = e.label_rate * (1 - e.label_rate) / n_labels
+    if e.validation_rows:
+        variance += e.validation_label_rate * (1 - e.validation_label_rate) / e.validation_rows
+    # the interval's end nearest to zero must still be beyond the allowed shift
+    nearest = abs(shift) - _z(policy.alpha) * math.sqrt(variance)
+    if nearest <= policy.max_label_rate_shift:
+        return None
+    return (f"label rate: {e.label_rate:.4f} on {n_labels:,} labelled rows vs {e.validation_label_rate:.4f} at "
+            f"validation ({shift:+.4f}; beyond +-{policy.max_label_rate_shift:g} with confidence "
+            f"{100 * (1 - policy.alpha):g}%)")
+
+
+def prediction_drift_reason(evidence: Evidence, policy: TriggerPolicy) -> str | None:
+    """A reason when the PSI of production's recent scores against its validation scores is above the limit."""
+    value, limit = evidence.prediction_psi, policy.prediction_psi_threshold
+    if value is None or limit is None or not value > limit:
+        return None
+    return f"prediction drift: production's scores PSI {_vs(value, '>', limit)} against its validation scores"
 
 
 def _vs(value: float, op: str, limit: float) -> str:
@@ -80,26 +165,52 @@ def decide(
     force: bool,
     policy: TriggerPolicy,
     age_unknown: str = "the production version has no training date",
+    evidence: Evidence | None = None,
 ) -> TriggerDecision:
-    """Apply the hybrid policy: any of forced, no production, drift, performance, age asks for retraining."""
+    """Apply the hybrid policy: any of forced, no production, drift, performance, label rate, age asks for retraining.
+
+    Feature and prediction drift retrain only with `drift_action: retrain`; with `warn` they are `warnings`.
+    `evidence`: production against its own validation-time values (relative triggers); None skips them.
+    """
     reasons: list[str] = ["forced"] if force else []
+    signals: list[str] = ["forced"] if force else []
     notes: list[str] = []
     if not has_production:
         reasons.append("no production model")
-        return TriggerDecision(True, tuple(reasons), "retrain: " + "; ".join(reasons), {}, ())
+        return TriggerDecision(True, tuple(reasons), "retrain: " + "; ".join(reasons), {}, (),
+                               (*signals, "no_production"))
+    evidence = evidence or Evidence()
     drift = drift_reasons(psi_by_feature, policy)
-    reasons += drift.values()
+    drift_found = list(drift.values())
+    signals += ["drift"] * bool(drift)
+    if (predicted := prediction_drift_reason(evidence, policy)) is not None:
+        drift_found.append(predicted)
+        signals.append("prediction_drift")
+    warnings: list[str] = []
+    if policy.drift_action == "retrain":
+        reasons += drift_found
+    else:
+        warnings = [f"{text} (trigger.drift_action = warn: not retraining for drift alone)" for text in drift_found]
     if performance is None or n_labels < policy.min_labels:
         notes.append(f"performance not assessed: {n_labels:,} labels < min_labels {policy.min_labels:,}")
     else:
-        reasons += performance_reasons(performance, n_labels, policy)
+        found = performance_reasons(performance, n_labels, policy)
+        relative = relative_performance_reason(evidence, n_labels, policy)
+        found += [relative] if relative else []
+        signals += ["performance"] * bool(found)
+        reasons += found
+        if (shift := label_rate_reason(evidence, n_labels, policy)) is not None:
+            reasons.append(shift)
+            signals.append("label_rate")
     if age is None:
         notes.append(f"age not assessed: {age_unknown}")
     elif age > policy.max_age_days:
         reasons.append(f"age: production trained {age:.0f} days before as-of (max {policy.max_age_days})")
+        signals.append("age")
     drifted = {n: psi_by_feature[n] for n in drift}
     if reasons:
-        return TriggerDecision(True, tuple(reasons), "retrain: " + "; ".join(reasons), drifted, tuple(notes))
+        return TriggerDecision(True, tuple(reasons), "retrain: " + "; ".join(reasons), drifted, tuple(notes),
+                               tuple(signals), tuple(warnings))
     facts = []
     if psi_by_feature:
         top = max(psi_by_feature, key=lambda n: psi_by_feature[n])
@@ -110,4 +221,6 @@ def decide(
     if age is not None:
         facts.append(f"age {age:.0f} days")
     summary = "no retraining needed" + (f" ({'; '.join(facts)})" if facts else "")
-    return TriggerDecision(False, (), summary, {}, tuple(notes))
+    if warnings:
+        summary += f"; WARNING: {len(warnings)} drift signal(s), not retraining (trigger.drift_action = warn)"
+    return TriggerDecision(False, (), summary, drifted, tuple(notes), tuple(signals), tuple(warnings))

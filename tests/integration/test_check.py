@@ -30,6 +30,7 @@ AFTER_SHIFT = date(2026, 3, 10)
 SHIFTED = {"days_since_last_purchase", "income", "channel"}
 UNSHIFTED = {"age", "tenure_days", "num_purchases", "avg_transaction_value"}
 NO_AGE = "trigger.max_age_days=365"
+RETRAIN_ON_DRIFT = "trigger.drift_action=retrain"  # drift alone retrains (the default only warns)
 
 
 def _train_production(tmp_path_factory, template_db: Path, scenario: str) -> dict:
@@ -106,7 +107,7 @@ def test_before_the_shift_nothing_fires_and_the_run_holds_the_evidence(covariate
 
 
 def test_covariate_shift_fires_drift_for_the_shifted_features_only(covariate):
-    result = check(fast_settings(covariate["data"], NO_AGE), AFTER_SHIFT)
+    result = check(fast_settings(covariate["data"], NO_AGE, RETRAIN_ON_DRIFT), AFTER_SHIFT)
     assert result.decision["retrain"] is True
     assert set(result.decision["drifted"]) == SHIFTED
     assert all(result.psi[f] > 0.25 for f in SHIFTED), result.psi
@@ -114,12 +115,53 @@ def test_covariate_shift_fires_drift_for_the_shifted_features_only(covariate):
     drift = [r for r in result.decision["reasons"] if r.startswith("drift: ")]
     assert drift[0] == f"drift: days_since_last_purchase PSI {result.psi['days_since_last_purchase']:.2f} > 0.20"
     assert len(drift) == 3
-    # The model also loses some accuracy on the new population; nothing else may fire.
-    assert {r.split(":")[0] for r in result.decision["reasons"]} <= {"drift", "performance"}
+    # The model also loses some accuracy on the new population, its scores move and the churn rate rises with
+    # the longer purchase gaps; nothing else (age) may fire.
+    assert {r.split(":")[0] for r in result.decision["reasons"]} <= {"drift", "performance", "prediction drift",
+                                                                      "label rate"}
+    assert result.evidence["prediction_psi"] > 0.2
+    assert any(r.startswith("prediction drift: production's scores PSI ") for r in result.decision["reasons"])
+    assert "prediction_drift" in result.decision["signals"] and "drift" in result.decision["signals"]
+
+
+def test_drift_action_warn_marks_the_check_without_retraining(covariate):
+    quiet = ("trigger.min_roc_auc=null", "trigger.max_roc_auc_drop=null", "trigger.max_label_rate_shift=null")
+    result = check(fast_settings(covariate["data"], NO_AGE, *quiet, "trigger.drift_action=warn"), AFTER_SHIFT)
+    assert result.decision["retrain"] is False and result.decision["reasons"] == []
+    assert set(result.decision["drifted"]) == SHIFTED
+    assert len(result.decision["warnings"]) == 4  # three features and the scores
+    assert all(w.endswith("(trigger.drift_action = warn: not retraining for drift alone)")
+               for w in result.decision["warnings"])
+    assert "WARNING: 4 drift signal(s)" in result.decision["summary"]
+    tags = MlflowClient().get_run(result.run_id).data.tags
+    assert tags["retrain.decision"] == "skip" and tags["retrain.warnings"].startswith("drift: days_since_last_purchase")
+    assert any(line.startswith("WARNING: drift: ") for line in result.lines())
+
+
+def test_relative_trigger_compares_production_with_its_own_validation(concept):
+    """Absolute floors off: the drop against production's validation-time ROC AUC fires after the shift only."""
+    settings = fast_settings(concept["data"], NO_AGE, "trigger.min_roc_auc=null", "trigger.max_label_rate_shift=null")
+    version = MlflowClient().get_model_version(concept["name"], concept["version"])
+    validation_auc = json.loads(version.tags["retrain.metrics"])["roc_auc"]
+    before = check(settings, BEFORE_SHIFT)
+    assert before.decision["retrain"] is False, before.decision
+    assert before.evidence["validation_roc_auc"] == pytest.approx(validation_auc, abs=1e-6)
+    assert 0 < before.evidence["roc_auc_se"] < 0.05 and before.evidence["validation_rows"] > 0
+    after = check(settings, AFTER_SHIFT)
+    assert after.evidence["roc_auc"] < validation_auc - 0.05
+    assert [r for r in after.decision["reasons"] if "validation-time" in r] == [
+        f"performance: roc_auc {after.evidence['roc_auc']:.4f} on 1,750 labelled rows is "
+        f"{validation_auc - after.evidence['roc_auc']:.4f} below its validation-time {validation_auc:.4f} "
+        f"(upper 95% bound of the change "
+        f"{after.evidence['roc_auc'] - validation_auc + 1.6448536 * (after.evidence['roc_auc_se'] ** 2 + after.evidence['validation_roc_auc_se'] ** 2) ** 0.5:+.4f} < -0.03)"
+    ]
+    metrics = MlflowClient().get_run(after.run_id).data.metrics
+    assert metrics["production_roc_auc_se"] == pytest.approx(after.evidence["roc_auc_se"])
 
 
 def test_per_feature_threshold_silences_one_feature(covariate):
-    result = check(fast_settings(covariate["data"], NO_AGE, "trigger.psi_per_feature={channel: 5}"), AFTER_SHIFT)
+    result = check(fast_settings(covariate["data"], NO_AGE, RETRAIN_ON_DRIFT, "trigger.psi_per_feature={channel: 5}"),
+                   AFTER_SHIFT)
     assert set(result.decision["drifted"]) == SHIFTED - {"channel"}
     assert result.thresholds["channel"] == 5.0
 
@@ -132,7 +174,7 @@ def test_concept_shift_fires_performance_without_drift(concept):
     assert f"performance: roc_auc {result.performance['roc_auc']:.2f} < 0.70 on 1,750 labelled rows" in (
         result.decision["reasons"]
     )
-    assert all(r.startswith("performance: ") for r in result.decision["reasons"])
+    assert all(r.startswith(("performance: ", "label rate: ")) for r in result.decision["reasons"])
 
 
 def test_too_few_labels_skips_performance(concept):
@@ -172,7 +214,7 @@ def test_no_production_model_retrains_and_still_logs(stable_data):
 
 def test_cli_json_prints_one_object_matching_the_run(covariate):
     args = ["check", "--data", str(covariate["data"]), "--as-of", AFTER_SHIFT.isoformat(),
-            "--overrides", f"trigger.min_labels=100 {NO_AGE}", "--json"]
+            "--overrides", f"trigger.min_labels=100 {NO_AGE} {RETRAIN_ON_DRIFT}", "--json"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)

@@ -115,6 +115,26 @@ def test_library_better_candidate_is_promoted_and_logged(stable_data, registry):
     assert tags["retrain.comparison_run_id"] == c.run_id and tags["retrain.decision"] == "promote"
 
 
+def test_auto_gate_judges_non_inferiority_when_the_check_saw_the_problem_move(stable_data, registry):
+    """v4 ranks exactly like v3 (same network): superiority keeps production, non-inferiority promotes."""
+    from retrain.evaluation import evaluate
+
+    set_production(registry, "3")
+    settings = fast_settings(stable_data, *LAX, "gate.mode=auto", "gate.guardrails={}")
+    calm = evaluate(settings, candidate="4", adapts=False)
+    assert calm.decision["mode"] == "superiority" and calm.decision["decision"] == "keep"
+    assert "needs at least 0.01" in calm.decision["reason"] and calm.decision["lower_bound"] is None
+    moved = evaluate(settings, candidate="4", adapts=True)
+    assert moved.delong["delta"] == pytest.approx(0.0, abs=1e-12)
+    assert moved.decision["mode"] == "non_inferiority" and moved.decision["decision"] == "promote", moved.decision
+    assert moved.decision["lower_bound"] == pytest.approx(0.0, abs=1e-12)
+    assert moved.decision["reason"].startswith("non-inferiority: roc_auc changes by +0.0000")
+    run = registry.get_run(moved.run_id)
+    assert run.data.tags["retrain.gate_mode"] == "non_inferiority"
+    assert run.data.metrics["lower_bound"] == pytest.approx(0.0, abs=1e-12)
+    assert registry.get_run(calm.run_id).data.tags["retrain.gate_mode"] == "superiority"
+
+
 def test_cli_worse_candidate_keeps_production_json(stable_data, registry):
     set_production(registry, "3")
     result = invoke(stable_data, "--candidate", "1", "--json")

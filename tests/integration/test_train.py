@@ -225,6 +225,15 @@ def test_reference_profile_describes_the_training_rows(trained, windows, tmp_pat
                              {"channel": train_rows["channel"].to_numpy()}, bins=10)
     assert logged["bins"] == 10
     assert set(logged["numeric"]) == set(FEATURES[:-1]) and set(logged["categorical"]) == {"channel"}
+    # the relative triggers' reference: production's validation rows at training time
+    validation = logged.pop("validation")
+    val_rows = windows.validation
+    run = trained.client().get_run(trained.out["run_id"])
+    assert validation["rows"] == len(val_rows) == int(run.data.tags["retrain.validation_rows"])
+    assert validation["label_rate"] == pytest.approx(val_rows["label"].astype(int).mean())
+    assert validation["roc_auc"] == pytest.approx(run.data.metrics["val_roc_auc"])
+    assert 0 < validation["roc_auc_se"] < 0.05
+    assert abs(sum(validation["scores"]["shares"]) - 1) < 1e-9 and len(validation["scores"]["edges"]) == 9
     assert logged == json.loads(json.dumps(expected))
     assert all(len(e["shares"]) == len(e["edges"]) + 1 for e in logged["numeric"].values())
 

@@ -136,6 +136,13 @@ def test_parse_overrides_splits_spaces_and_commas():
         ("notify.timeout_s=0", ["notify.timeout_s", "more than 0", "got 0.0"]),
         ("trigger.min_accuracy=1.5", ["trigger.min_accuracy", "between 0 and 1"]),
         ("trigger.psi_threshold=0", ["trigger.psi_threshold", "> 0"]),
+        ("trigger.drift_action=ignore", ["trigger.drift_action", "'ignore'", "retrain, warn"]),
+        ("trigger.max_roc_auc_drop=1", ["trigger.max_roc_auc_drop", "below 1", "null to turn it off"]),
+        ("trigger.max_label_rate_shift=-0.1", ["trigger.max_label_rate_shift", "at least 0"]),
+        ("trigger.prediction_psi_threshold=0", ["trigger.prediction_psi_threshold", "> 0"]),
+        ("trigger.alpha=0.5", ["trigger.alpha", "between 0 and 0.5"]),
+        ("gate.mode=best", ["gate.mode", "'best'", "superiority, non_inferiority, auto"]),
+        ("gate.margin=-0.01", ["gate.margin", "at least 0"]),
         # data settings
         ("data.timezone=Mars/Base", ["data.timezone", "'Mars/Base'", "IANA time zone", "Europe/Berlin"]),
         ("data.positive_label=yes", ["data.positive_label", "True", "quote", 'positive_label: "yes"']),

@@ -62,7 +62,9 @@ def test_kubernetes_project_is_the_root_project_with_a_docker_env():
         other = cluster._entry_points[name]
         assert other.command == entry.command, name
         assert set(other.parameters) == set(entry.parameters), name
-        assert other.compute_command({}, None) == entry.compute_command({"config": "default"}, None), name
+        required = {k: "2026-01-01" for k, p in entry.parameters.items() if p.default is None}  # backtest's from/to
+        assert other.compute_command(required, None) == entry.compute_command({**required, "config": "default"},
+                                                                              None), name
 
 
 def test_backend_config_and_job_template_load_with_mlflows_kubernetes_backend(monkeypatch):

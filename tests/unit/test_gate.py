@@ -243,3 +243,56 @@ def test_training_that_learned_nothing_is_named(kwargs, reason):
             "chance_p_value": 1e-9, "alpha": 0.05}
     found = learned_nothing(**{**base, **kwargs})
     assert found == reason if reason is None else found.startswith(reason)
+
+
+# --- non-inferiority ---------------------------------------------------------------------------------------------
+
+from retrain.gate import lower_bound, resolve_mode  # noqa: E402
+
+NI = GatePolicy(guardrails={"log_loss": 0.05}, baseline_floors=(), mode="non_inferiority", margin=0.005)
+
+
+def _m(roc_auc: float, log_loss: float = 0.40) -> dict[str, float]:
+    return {"roc_auc": roc_auc, "log_loss": log_loss}
+
+
+def test_non_inferiority_promotes_a_slightly_worse_but_close_candidate():
+    d = decide(NI, _m(0.799), _m(0.800), mode="non_inferiority", lower_bound=-0.004)
+    assert d.promote and d.mode == "non_inferiority" and d.lower_bound == -0.004
+    assert d.reason.startswith("non-inferiority: roc_auc changes by -0.0010 (0.8000 -> 0.7990; lower 95% bound -0.0040 "
+                               "above -0.005)")
+    assert d.significant is None  # significance of an improvement is not asked for
+
+
+def test_non_inferiority_refuses_a_bound_below_the_margin_and_a_missing_bound():
+    d = decide(NI, _m(0.82), _m(0.80), mode="non_inferiority", lower_bound=-0.006)
+    assert not d.promote and "lower 95% bound -0.0060 not above -0.005" in d.reason
+    assert not decide(NI, _m(0.82), _m(0.80), mode="non_inferiority", lower_bound=None).promote
+    assert not decide(NI, _m(0.82), _m(0.80), mode="non_inferiority", lower_bound=-0.005).promote  # strictly above
+
+
+def test_non_inferiority_keeps_guardrails():
+    d = decide(NI, _m(0.81, log_loss=0.50), _m(0.80), mode="non_inferiority", lower_bound=0.001)
+    assert not d.promote and "guardrail log_loss +0.1000 (more than the allowed rise of 0.05)" in d.reason
+
+
+def test_the_same_evidence_superiority_keeps_what_non_inferiority_promotes():
+    superiority = GatePolicy(guardrails={"log_loss": 0.05}, baseline_floors=())
+    assert not decide(superiority, _m(0.803), _m(0.800), p_value=0.2).promote  # +0.003 < 0.01, not significant
+    assert decide(NI, _m(0.803), _m(0.800), mode="non_inferiority", lower_bound=-0.002).promote
+
+
+def test_resolve_mode_and_lower_bound():
+    assert resolve_mode(GatePolicy(mode="auto"), True) == "non_inferiority"
+    assert resolve_mode(GatePolicy(mode="auto"), False) == "superiority"
+    assert resolve_mode(GatePolicy(mode="auto"), None) == "superiority"
+    assert resolve_mode(GatePolicy(mode="non_inferiority"), False) == "non_inferiority"
+    assert resolve_mode(GatePolicy(mode="superiority"), True) == "superiority"
+    assert GatePolicy().mode == "auto"  # the default, from the backtests in BENCHMARKS.md
+    # DeLong: delta - z(0.95) * se
+    assert lower_bound("roc_auc", 0.05, {"delta": 0.01, "se": 0.01}, None) == pytest.approx(0.01 - 0.0164485, abs=1e-6)
+    assert lower_bound("f1", 0.05, None, (-0.02, 0.03)) == -0.02
+    assert lower_bound("log_loss", 0.05, None, (-0.03, 0.01)) == -0.01  # lower is better: improvement = -delta
+    assert lower_bound("f1", 0.05, None, None) is None
+    with pytest.raises(ValueError, match="must be resolved"):
+        decide(NI, _m(0.8), _m(0.8), mode="auto")

@@ -144,6 +144,73 @@ def test_hard_scenario_has_weak_but_real_signal():
     pd.testing.assert_frame_equal(stable.drop(columns="label"), hard.drop(columns="label"))  # same customers
 
 
+def _logistic(fit_rows: pd.DataFrame):
+    """A scaled logistic regression on fixed feature transforms: returns a ROC AUC scorer for other rows."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    x = _features(fit_rows)
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-9
+    clf = LogisticRegression(max_iter=1000).fit((x - mean) / std, fit_rows["label"].astype(int))
+    return lambda rows: roc_auc_score(rows["label"].astype(int), clf.predict_proba((_features(rows) - mean) / std)[:, 1])
+
+
+def test_seasonal_features_move_but_the_label_relation_holds():
+    """Features drift past PSI 0.2 from winter to spring, yet a winter model scores spring like a spring model."""
+    from retrain import drift
+
+    spec = synth.SynthSpec(days=100, rows_per_day=600, scenario="seasonal", seed=3)
+    winter = pd.concat([synth.generate_day(spec, d) for d in range(0, 28)], ignore_index=True)
+    spring = pd.concat([synth.generate_day(spec, d) for d in range(75, 100)], ignore_index=True)
+    numeric = ["avg_transaction_value", "days_since_last_purchase"]
+    profile = drift.build_profile({c: winter[c].to_numpy(float) for c in numeric}, {})
+    psi = drift.feature_psi(profile, {c: spring[c].to_numpy(float) for c in numeric}, {})
+    assert psi["avg_transaction_value"] > 0.2, psi
+    assert psi["days_since_last_purchase"] > 0.05, psi
+    assert spring["label"].astype(int).mean() < winter["label"].astype(int).mean() - 0.01  # the churn rate moves too
+    spring_fit, spring_held = spring.iloc[: len(spring) // 2], spring.iloc[len(spring) // 2 :]
+    from_winter, from_spring = _logistic(winter)(spring_held), _logistic(spring_fit)(spring_held)
+    assert from_winter > 0.75
+    assert from_winter > from_spring - 0.01, (from_winter, from_spring)
+    # weekends are mobile-heavy; weekdays are not
+    days = winter["timestamp"].dt.day_of_week >= 5
+    assert (winter.loc[days, "channel"] == "mobile").mean() > (winter.loc[~days, "channel"] == "mobile").mean() + 0.1
+
+
+def test_seasonal_churn_mechanism_is_the_stable_one():
+    """Same day, same customers as stable would draw them from the same features: the log-odds function is shared."""
+    spec = synth.SynthSpec(days=1, rows_per_day=10, scenario="seasonal", start=date(2026, 1, 1))
+    assert synth.season(spec, 0) == (0.0, False)  # Jan 1 2026 is a Thursday at phase 0
+    pd.testing.assert_frame_equal(synth.generate_day(spec, 0), synth.generate_day(synth.SynthSpec(
+        days=1, rows_per_day=10, scenario="stable", start=date(2026, 1, 1)), 0))
+    assert synth.season(spec, 2)[1] is True  # Saturday
+    assert synth.season(spec, 90)[0] > 0.99  # about April 1: the peak of the year
+
+
+def test_gradual_drift_blends_the_mechanism_in_over_drift_days():
+    spec = synth.SynthSpec(days=40, rows_per_day=1500, scenario="gradual_drift", shift_day=10, drift_days=20, seed=5)
+    assert [synth.concept_weight(spec, d) for d in (0, 9, 10, 19, 29, 35)] == [0.0, 0.0, 0.05, 0.5, 1.0, 1.0]
+    days = {d: synth.generate_day(spec, d) for d in range(40)}
+    score = _logistic(pd.concat([days[d] for d in range(0, 10)], ignore_index=True))
+    aucs = [score(pd.concat([days[d] for d in range(a, a + 5)], ignore_index=True)) for a in (5, 17, 24, 33)]
+    assert aucs[0] > aucs[1] + 0.02 > aucs[2] + 0.04 and aucs[2] > aucs[3], aucs  # worse step by step, not at once
+    stable = synth.generate(synth.SynthSpec(days=40, rows_per_day=1500, seed=5))
+    for col in DataSpec().numeric:  # features never move
+        assert abs(stable[col].mean() / pd.concat(days.values())[col].mean() - 1) < 0.03, col
+
+
+def test_sudden_break_moves_the_label_rate_and_the_mechanism_at_once():
+    frame = _daily("sudden_break", days=8, rows=3000, shift_day=4)
+    stable = _daily("stable", days=8, rows=3000, shift_day=4)
+    day = frame["timestamp"].dt.day
+    before, after = frame[day <= 4], frame[day >= 5]
+    pd.testing.assert_frame_equal(before, stable[day <= 4])
+    assert after["label"].astype(int).mean() > before["label"].astype(int).mean() + 0.1
+    score = _logistic(frame[day <= 3])
+    assert score(after) < score(frame[day == 4]) - 0.15
+    pd.testing.assert_frame_equal(frame.drop(columns="label"), stable.drop(columns="label"))  # features unchanged
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_cli_writes_what_the_library_writes(tmp_path, fmt):
     args = ["--days", "3", "--start", "2026-05-01", "--rows-per-day", "25", "--scenario", "covariate_shift",
@@ -163,7 +230,9 @@ def test_cli_writes_what_the_library_writes(tmp_path, fmt):
     ("args", "needle"),
     [
         (["--start", "01/05/2026"], "'01/05/2026' is not a date; use YYYY-MM-DD"),
-        (["--scenario", "drifty"], "'drifty' is not one of 'stable', 'covariate_shift', 'concept_shift', 'hard'"),
+        (["--scenario", "drifty"], "'drifty' is not one of 'stable', 'covariate_shift', 'concept_shift', 'hard', "
+                                   "'seasonal', 'gradual_drift', 'sudden_break'"),
+        (["--drift-days", "0"], "0 is not in the range 1<=x<=36500"),
         (["--days", "0"], "0 is not in the range 1<=x<=36500"),
         (["--seed", "-1"], "-1 is not in the range 0<=x<=4294967295"),
         (["--seed", "4294967296"], "4294967296 is not in the range 0<=x<=4294967295"),

@@ -1,0 +1,149 @@
+"""`retrain backtest`: the bars of issue 12 on the synthetic scenarios, and what a 4-policy backtest costs.
+
+Bars (part `bars`): on each scenario (stable, seasonal, gradual_drift, sudden_break) the loop variants are
+replayed next to `never`, `always` and `every:28d` in one backtest (so they share trainings), and each loop
+variant is judged: mean served ROC AUC >= max(never, always) - 0.002; trainings <= always / 2 on stable and
+seasonal; trainings <= always everywhere; on sudden_break a promotion within two steps of the break.
+
+Cost (part `time`): 150 days x 2,000 rows, 26 steps, policies loop,never,always,every:28d against `always` alone,
+each measured in the same process, same data and settings: the ratio of wall times (target <= 1.5) and the share
+of wall time spent outside fitting.
+
+Usage: python -m benchmarks.bench_backtest [--part bars|time|all] [--quick] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+SCENARIOS = ("stable", "seasonal", "gradual_drift", "sudden_break")
+LOOPS = ("loop", "loop@trigger.drift_action=warn", "loop@trigger.drift_action=warn@gate.mode=auto",
+         "loop@gate.mode=non_inferiority")
+FIXED = ("never", "always", "every:28d")
+BAR_SETTINGS = ("windows.train_days=30", "windows.validation_days=10", "windows.tuning_days=7",
+                "windows.monitor_days=7", "model.epochs=10", "model.patience=3", "trigger.max_age_days=365")
+QUICK = {"days": 90, "rows_per_day": 300, "shift_day": 55, "time_rows": 500, "time_steps": 6}
+
+
+def _settings(data: Path, extra: tuple[str, ...]):
+    from retrain.config import load_settings
+
+    return load_settings(None, [*extra, f"data.path={data}"])
+
+
+def _point(folder: Path) -> None:
+    import mlflow
+
+    uri = f"sqlite:///{folder / 'report.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_REGISTRY_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+
+def _judge(scenario: str, result, start: date, every: int, shift: date) -> dict:
+    by = {s["policy"]: s for s in result.summaries}
+    best_fixed = max(by["never"]["mean_roc_auc"], by["always"]["mean_roc_auc"])
+    out = {}
+    for name in result.policies:
+        if not name.startswith("loop"):
+            continue
+        s = by[name]
+        verdict = {"mean_roc_auc": round(s["mean_roc_auc"], 4), "trainings": s["trainings"],
+                   "promotions": s["promotions"],
+                   "auc_bar": s["mean_roc_auc"] >= best_fixed - 0.002,
+                   "not_more_than_always": s["trainings"] <= by["always"]["trainings"]}
+        if scenario in ("stable", "seasonal"):
+            verdict["half_of_always"] = s["trainings"] <= by["always"]["trainings"] / 2
+        if scenario == "sudden_break":
+            promoted = [date.fromisoformat(st["as_of"]) for st in result.steps
+                        if st["policy"] == name and st["promoted"] and date.fromisoformat(st["as_of"]) >= shift]
+            first_step_after = min(d for d in (start + timedelta(days=k * every) for k in range(1000)) if d >= shift)
+            steps_late = (promoted[0] - first_step_after).days // every if promoted else None
+            verdict["steps_to_promote_after_break"] = steps_late
+            verdict["break_bar"] = steps_late is not None and steps_late <= 1  # the first or second step after it
+        out[name] = verdict
+    return {"scenario": scenario,
+            "fixed": {p: {"mean_roc_auc": round(by[p]["mean_roc_auc"], 4), "worst_roc_auc": round(by[p]["worst_roc_auc"], 4),
+                          "trainings": by[p]["trainings"]} for p in FIXED},
+            "loops": out, "wall_s": result.timings["total_s"], "fitted": result.timings["trainings_fitted"]}
+
+
+def bars(folder: Path, days: int = 130, rows_per_day: int = 600, shift_day: int = 70) -> list[dict]:
+    from retrain import synth
+    from retrain.backtest import parse_policies, run_backtest
+
+    start_day = date(2026, 1, 1)
+    first = start_day + timedelta(days=41)
+    last = start_day + timedelta(days=days - 8)
+    out = []
+    for scenario in SCENARIOS:
+        data = folder / scenario
+        synth.write(synth.SynthSpec(days=days, rows_per_day=rows_per_day, scenario=scenario, shift_day=shift_day,
+                                    drift_days=40, seed=11), data)
+        settings = _settings(data, BAR_SETTINGS)
+        result = run_backtest(settings, first, last, 7, parse_policies(",".join([*LOOPS, *FIXED])))
+        print(json.dumps({"scenario": scenario, "summaries": result.summaries, "timings": result.timings}), flush=True)
+        (folder.parent / f"bench-backtest-{scenario}-{os.getpid()}.json").write_text(json.dumps(result.to_dict()))
+        judged = _judge(scenario, result, first, 7, start_day + timedelta(days=shift_day))
+        out.append(judged)
+        print(json.dumps(judged), flush=True)
+    return out
+
+
+def cost(folder: Path, rows_per_day: int = 2000, steps: int = 26) -> dict:
+    """26 steps every 4 days on 150 days (a 7-day step cannot fit 26 steps after the first 44 days of windows)."""
+    from retrain import synth
+    from retrain.backtest import parse_policies, run_backtest
+
+    data = folder / "cost"
+    synth.write(synth.SynthSpec(days=150, rows_per_day=rows_per_day, scenario="seasonal", seed=5), data)
+    settings = _settings(data, ("windows.train_days=30", "windows.validation_days=7", "trigger.max_age_days=365"))
+    first = date(2026, 1, 1) + timedelta(days=44)
+    last = first + timedelta(days=4 * (steps - 1))
+    timings = {}
+    for label, policies in (("always", "always"), ("four", "loop,never,always,every:28d")):
+        clock = time.perf_counter()
+        result = run_backtest(settings, first, last, 4, parse_policies(policies))
+        timings[label] = {"wall_s": round(time.perf_counter() - clock, 1), **result.timings}
+        print(label, json.dumps(timings[label]), flush=True)
+    flat = {f"{label}_{key}": t[key] for label, t in timings.items()
+            for key in ("wall_s", "fit_s", "fit_share", "trainings_fitted")}
+    return {"ratio": round(timings["four"]["wall_s"] / timings["always"]["wall_s"], 2), "steps": steps,
+            "rows_per_day": rows_per_day, **flat}
+
+
+def run(days: int = 130, rows_per_day: int = 600, shift_day: int = 70, time_rows: int = 2000, time_steps: int = 26,
+        part: str = "all") -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-backtest-") as tmp:
+        folder = Path(tmp)
+        _point(folder)
+        out: dict = {"name": "backtest", "ratio": None, "target": "<= 1.5"}
+        if part in ("bars", "all"):
+            out["bars"] = bars(folder, days, rows_per_day, shift_day)
+        if part in ("time", "all"):
+            found = cost(folder, time_rows, time_steps)
+            out.update(found)
+        return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["bars", "time", "all"], default="all")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    result = run(**(QUICK if args.quick else {}), part=args.part)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
