@@ -72,9 +72,11 @@ FAST = (
     "windows.monitor_days=7",
     "gate.min_rows=100",
     "trigger.min_labels=100",
-    # absolute latency bounds depend on the machine's load: tests judge latency side by side (checks.latency_ratio)
+    # latency depends on the machine's load, and two different models differ in it by themselves: the latency
+    # checks have their own tests (tests/unit/test_checks.py, test_evaluate.py's side-by-side test)
     "checks.single_row_p95_ms=10000",
     "checks.batch_1000_p95_ms=100000",
+    "checks.latency_ratio=1000",
 )
 
 
