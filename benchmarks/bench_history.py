@@ -10,7 +10,9 @@ Also one in-process cycle (`retrain run --in-process --force`) on the 10x data, 
 (`rchar` from /proc/self/io, all reads: data, Python files, the SQLite store): with `--src DIR` the same cycle
 runs with the `retrain` package of another checkout (e.g. the main branch before this change) for comparison.
 
-Run from the repository root: python -m benchmarks.bench_history [--src /path/to/other/checkout]
+Every process runs torch on one thread (OMP_NUM_THREADS=1 unless set), both sides alike.
+
+Run from the repository root: python -m benchmarks.bench_history [--src /path/to/other/checkout] [--repeats N]
 """
 
 from __future__ import annotations
@@ -71,7 +73,9 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, 
 
 
 def _env(folder: Path, src: str | None) -> dict[str, str]:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}
+    # One torch thread on both sides: with two, an epoch's time swings several-fold with whatever else the
+    # machine runs (OpenMP threads spin-wait for each other), which drowns the difference this measures.
+    env = {"OMP_NUM_THREADS": "1", **os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}
     if src:
         env["PYTHONPATH"] = src
     return env
@@ -168,4 +172,5 @@ def run(rows_per_day: int = 3000, repeats: int = 3, src: str | None = None) -> d
 
 if __name__ == "__main__":
     other = sys.argv[sys.argv.index("--src") + 1] if "--src" in sys.argv else None
-    print(json.dumps(run(src=other), indent=2))
+    repeats = int(sys.argv[sys.argv.index("--repeats") + 1]) if "--repeats" in sys.argv else 3
+    print(json.dumps(run(src=other, repeats=repeats), indent=2))

@@ -97,6 +97,7 @@ class View:
     tags: dict[str, str] = field(default_factory=dict)
     head: Head | None = None
     head_problem: str | None = None
+    description: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,8 @@ class Registry:
         self.spec = settings.registry
         self.name = settings.registry.model_name
         self.client = GuardedClient(client if client is not None else make_client())
+        uri = getattr(self.client, "_registry_uri", None) or ""
+        self.remote = str(uri).startswith(("http://", "https://", "databricks"))
         prod = self.spec.production_alias
         self.ledger = Ledger(self.client, f"{self.name}/{prod}")
         self.head_key = f"retrain.state.{prod}"
@@ -147,7 +150,8 @@ class Registry:
             raise RegistryError(f"cannot read model {self.name!r}: {str(exc).splitlines()[0][:300]}") from None
         aliases = {k: str(v) for k, v in (model.aliases or {}).items()}
         tags = dict(model.tags or {})
-        view = View(aliases.get(self.spec.production_alias), aliases.get(self.spec.staging_alias), tags)
+        view = View(aliases.get(self.spec.production_alias), aliases.get(self.spec.staging_alias), tags,
+                    description=model.description)
         text = tags.get(self.head_key)
         if text is not None:
             try:
@@ -357,7 +361,7 @@ class Registry:
             raise RegistryError(f"production of {self.name} was moved outside retrain while this command ran (now "
                                 f"{now.production or '(none)'}); move #{move.seq} is unfinished: {REPAIR_HINT}")
         self._apply(move, head, now, to_tags)
-        self.refresh_descriptions(move.from_version, move.to_version, move=move)
+        self.refresh_descriptions(move.from_version, move.to_version, move=move, previous=now.description)
         if notify:
             self._notify(move, {"kind": move.kind, "version": to, "from_version": move.from_version,
                                 "reason": move.reason})
@@ -380,29 +384,49 @@ class Registry:
             self._abort(move, head, f"version {to} no longer exists")
             raise RegistryError(f"version {to} of {self.name} was deleted while moving production; nothing "
                                 f"changed (move #{move.seq} recorded as aborted)") from None
+        # Between the alias (the move itself) and the head (its completion mark) every write is independent of
+        # the others and repair redoes any of them; through a tracking server they go out together.
+        writes = []
         if move.from_version:
-            self._set_version_tag(move.from_version, ARCHIVED, move.at)
+            writes.append(lambda: self._set_version_tag(move.from_version, ARCHIVED, move.at))
             if move.kind == "rollback":
                 mark = {"at": move.at, "actor": move.actor, "reason": mv.bounded(move.reason, 1000), "seq": move.seq,
                         "to": to}
-                self._set_version_tag(move.from_version, ROLLED_BACK, json.dumps(mark, sort_keys=True))
+                writes.append(lambda: self._set_version_tag(move.from_version, ROLLED_BACK,
+                                                            json.dumps(mark, sort_keys=True)))
         if to is not None:
-            for key in (ARCHIVED, ROLLED_BACK):
-                if to_tags is None or key in to_tags:
-                    self.client.delete_model_version_tag(name, to, key)
-        self._write_mirror(move, view.tags)
+            writes += [lambda key=key: self.client.delete_model_version_tag(name, to, key)
+                       for key in (ARCHIVED, ROLLED_BACK) if to_tags is None or key in to_tags]
+        writes += self._mirror_writes(move, view.tags)
         if to is not None and view.staging == to:
-            self.client.delete_registered_model_alias(name, self.spec.staging_alias)
+            writes.append(lambda: self.client.delete_registered_model_alias(name, self.spec.staging_alias))
+        self._together(writes)
         self.client.set_registered_model_tag(name, self.head_key, head.after(move).to_json())
 
-    def refresh_descriptions(self, *versions: str | None, move: Move | None = None) -> None:
+    def _together(self, calls: list[Any]) -> None:
+        """Run independent store calls: one after another on a local store (one SQLite writer at a time), at
+        once through a tracking server (each call is a round trip). The first failure is raised after all ended."""
+        if len(calls) < 2 or not self.remote:
+            for call in calls:
+                call()
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+            futures = [pool.submit(call) for call in calls]
+        for future in futures:
+            future.result()
+
+    def refresh_descriptions(self, *versions: str | None, move: Move | None = None,
+                             previous: str | None = None) -> None:
         """Redraw the model's description (production history, newest first) and the descriptions of
-        `versions`: after `move`, its row on top of the table; without, the whole table from the move log.
+        `versions`: after `move`, its row on top of the table (`previous`: the description as read before the
+        move, else read again); without, the whole table from the move log.
         Best effort: the move log and tags are the record, this is their rendering."""
         try:
-            write_model_description(self, move)
-            for version in dict.fromkeys(v for v in versions if v):
-                write_version_description(self.client, self.settings, version)
+            self._together([lambda: write_model_description(self, move, previous),
+                            *(lambda v=v: write_version_description(self.client, self.settings, v)
+                              for v in dict.fromkeys(v for v in versions if v))])
         except Exception as exc:  # noqa: BLE001 - a rendering never fails a move
             log.warning("retrain: could not redraw the descriptions of %s: %s", self.name, exc)
 
@@ -415,11 +439,17 @@ class Registry:
             if not _missing(exc):  # a deleted version keeps no tags worth fixing
                 raise
 
-    def _write_mirror(self, move: Move, tags: dict[str, str]) -> None:
-        self.client.set_registered_model_tag(self.name, self.mirror_key(move.seq), move.to_json())
+    def _mirror_writes(self, move: Move, tags: dict[str, str]) -> list[Any]:
+        """The writes that mirror `move` as a model tag and drop the mirror that falls out of the window."""
+        writes = [lambda: self.client.set_registered_model_tag(self.name, self.mirror_key(move.seq), move.to_json())]
         old = self.mirror_key(move.seq - mv.MIRRORS)
         if old in tags:
-            self.client.delete_registered_model_tag(self.name, old)
+            writes.append(lambda: self.client.delete_registered_model_tag(self.name, old))
+        return writes
+
+    def _write_mirror(self, move: Move, tags: dict[str, str]) -> None:
+        for write in self._mirror_writes(move, tags):
+            write()
 
     def _abort(self, move: Move, head: Head, why: str, entry: Entry | None = None) -> None:
         """Record claimed move `move` as aborted: mark its log entry, mirror it, advance the head past it."""
@@ -877,7 +907,7 @@ def _run_link(client: Any, run_id: str | None, label: str | None = None) -> str:
     return run_link(experiment_id, run_id, label)
 
 
-def write_model_description(registry: Registry, move: Move | None = None) -> None:
+def write_model_description(registry: Registry, move: Move | None = None, previous: str | None = None) -> None:
     """The registered model's description: production now and the latest moves, newest first. After `move`
     its row goes on top of the rows shown (constant calls); without, the table is redrawn from the move log."""
     from retrain.describe import HISTORY_ROWS, history_after_move, history_markdown, move_row
@@ -890,7 +920,8 @@ def write_model_description(registry: Registry, move: Move | None = None) -> Non
         return move_row(registry.name, m, link)
 
     if move is not None:
-        previous = client.get_registered_model(registry.name).description
+        if previous is None:
+            previous = client.get_registered_model(registry.name).description
         text = history_after_move(registry.name, move.to_version, row(move), previous, header)
     else:
         moves = registry.history(limit=HISTORY_ROWS + 1)

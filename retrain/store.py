@@ -24,6 +24,15 @@ from urllib.parse import urlsplit, urlunsplit
 from retrain.errors import RegistryError, RetrainError
 
 PASS_THROUGH = frozenset({"RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "INVALID_PARAMETER_VALUE"})
+# Registry writes MlflowClient precedes with a get_registered_model (is the name a prompt?), one more
+# read per write (11 of a rollback's 25 store calls). Every write of ours follows our own read of the
+# model through MlflowClient.get_registered_model, which already answers "does not exist" for a
+# prompt, so these go straight to the registry client (same arguments, same store calls otherwise).
+DIRECT_WRITES = frozenset({
+    "set_registered_model_alias", "delete_registered_model_alias", "set_registered_model_tag",
+    "delete_registered_model_tag", "set_model_version_tag", "delete_model_version_tag", "update_model_version",
+    "update_registered_model",
+})
 CONTENTION = ("database is locked", "deadlock detected", "could not serialize access", "database table is locked")
 
 # MLflow's defaults retry an unreachable server for ~4 minutes (7 retries, backoff factor 2, 120 s
@@ -111,7 +120,10 @@ class GuardedClient:
         logging.getLogger("mlflow.store.db.utils").addFilter(_FILTER)
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._client, name)
+        target = self._client
+        if name in DIRECT_WRITES and hasattr(target, "_get_registry_client"):
+            target = target._get_registry_client()
+        attr = getattr(target, name)
         if not callable(attr):
             return attr
 

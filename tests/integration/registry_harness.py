@@ -3,7 +3,7 @@
 Run as `python -m tests.integration.registry_harness`, this process imports mlflow and the CLI once
 (and opens no database), then reads JSON requests from stdin, one per line. For each job of a request
 it forks a child: a real OS process that points its stdout/stderr at files, optionally installs a
-killer that sends itself SIGKILL right before a given registry write (MlflowClient's write methods are
+killer that sends itself SIGKILL right before a given registry write (MLflow's client write methods are
 wrapped by this harness: the code under test is unchanged), waits until every child of the request is
 forked, then runs `retrain <args>` through the real click entry point, once per command. The answer
 is one JSON line: per job the exit codes, the signal that ended it, stdout and stderr.
@@ -32,10 +32,15 @@ WRITES = (
 def install_killer(writes_before_kill: int) -> None:
     """SIGKILL this process right before registry write number `writes_before_kill` + 1."""
     from mlflow import MlflowClient
+    from mlflow.tracking._model_registry.client import ModelRegistryClient
+
+    from retrain.store import DIRECT_WRITES
 
     done = [0]
     for name in WRITES:
-        original = getattr(MlflowClient, name)
+        # retrain sends some registry writes straight to MLflow's registry client (retrain/store.py)
+        owner = ModelRegistryClient if name in DIRECT_WRITES else MlflowClient
+        original = getattr(owner, name)
 
         def wrapper(self, *args, _original=original, **kwargs):
             if done[0] >= writes_before_kill:
@@ -43,7 +48,7 @@ def install_killer(writes_before_kill: int) -> None:
             done[0] += 1
             return _original(self, *args, **kwargs)
 
-        setattr(MlflowClient, name, wrapper)
+        setattr(owner, name, wrapper)
 
 
 def child(job: dict, go: int, folder: str, index: int) -> None:
