@@ -8,6 +8,11 @@ notify and, for the MLflow Projects path, `time_<step>_<launch|interpreter|impor
 the train and evaluate processes. `outside` is the wall time the cycle run does not see: `mlflow run` starting,
 its bookkeeping and the `retrain run` interpreter's own start (its imports are `startup`).
 
+MLflow's own floor, measured in the same run: `mlflow run` of a project whose one entry point is
+`python -c pass` (same store, `--env-manager local`, `--experiment-name`), i.e. what any `mlflow run` costs
+before the project's command does anything. `best_possible_ratio` = (in-process + floor) / in-process: no
+implementation of the `main` entry point can do better than that.
+
 Run from the repository root: python -m benchmarks.bench_loop [--days 100 --rows-per-day 1000 --repeats 2]
 """
 
@@ -70,6 +75,19 @@ def _cycle(data: Path, folder: Path, projects: bool, overrides: tuple[str, ...])
     return {"wall_s": wall, "phases": phases, "steps": run.data.tags.get("retrain.steps")}
 
 
+def _floor(folder: Path) -> float:
+    """Seconds of `mlflow run` for a project whose command is `python -c pass`."""
+    project = folder / "empty-project"
+    project.mkdir(parents=True)
+    (project / "MLproject").write_text('name: empty\nentry_points:\n  main:\n    command: "python -c pass"\n')
+    env = _store(folder / "store")
+    cmd = [sys.executable, "-m", "mlflow", "run", str(project), "--env-manager", "local",
+           "--experiment-name", "retrain-cycles"]
+    start = time.perf_counter()
+    subprocess.run(cmd, env=env, cwd=folder, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
 def run(days: int = 100, rows_per_day: int = 1000, repeats: int = 2, overrides: tuple[str, ...] = ()) -> dict:
     sys.path.insert(0, str(REPO))
     from retrain import synth
@@ -81,6 +99,8 @@ def run(days: int = 100, rows_per_day: int = 1000, repeats: int = 2, overrides: 
         for i in range(repeats):  # alternating, order swapped each repeat
             for mode in (("projects", "in_process") if i % 2 == 0 else ("in_process", "projects")):
                 results[mode].append(_cycle(data, Path(tmp) / f"{mode}-{i}", mode == "projects", overrides))
+        floors = [_floor(Path(tmp) / f"floor-{i}") for i in range(max(repeats, 3))]
+    floor = statistics.median(floors)
     wall = {mode: statistics.median(r["wall_s"] for r in rs) for mode, rs in results.items()}
     phases = {}
     for mode, rs in results.items():
@@ -96,6 +116,8 @@ def run(days: int = 100, rows_per_day: int = 1000, repeats: int = 2, overrides: 
         "ratio": round(wall["projects"] / wall["in_process"], 3),
         "target": "<= 1.2 (mlflow run . -e main / retrain run --in-process)",
         "all_wall_s": {mode: [round(r["wall_s"], 2) for r in rs] for mode, rs in results.items()},
+        "mlflow_run_floor_s": round(floor, 2),
+        "best_possible_ratio": round((wall["in_process"] + floor) / wall["in_process"], 3),
         "phases_s": phases,
     }
 

@@ -2,7 +2,8 @@
 SQLite store, and one cycle as MLflow Projects runs (`mlflow run . -e main`) vs in-process.
 
 Registry: the same promote / rollback / status calls on a registered model in the same state, alternated
-between the two stores; target: rollback through the server <= 200 ms (median). Cycle: the same data,
+between the two stores; target: rollback through the server <= 200 ms (median). The server runs with MLflow's
+default number of workers (4), as `mlflow server` starts without options. Cycle: the same data,
 as-of and settings, each side a fresh process and a fresh SQLite store, alternated; the difference is
 what MLflow Projects costs (one `mlflow run` process per step, each importing torch and MLflow again).
 Needs PostgreSQL's programs (Debian's `postgresql`) and psycopg, as CI has them.
@@ -98,7 +99,7 @@ def run(repeats: int = 20, cycles: int = 2) -> dict:
         try:
             uri = pg.create_database("bench")
             services.migrate(uri)
-            server = services.mlflow_server(tmp_path / "server", uri).start()
+            server = services.mlflow_server(tmp_path / "server", uri, workers=None).start()  # as `mlflow server` starts
             (tmp_path / "sqlite").mkdir()
             local = _registry_times(f"sqlite:///{tmp_path / 'sqlite' / 'mlflow.db'}", tmp_path / "sqlite", repeats)
             remote = _registry_times(server.url, tmp_path / "server", repeats)
@@ -111,16 +112,19 @@ def run(repeats: int = 20, cycles: int = 2) -> dict:
                          "ratio": round(statistics.median(remote[op]) / statistics.median(local[op]), 2)}
                     for op in remote}
 
-        data = tmp_path / "data"
-        synth.write(synth.SynthSpec(days=60, rows_per_day=250, scenario="stable", seed=1), data)
         projects, in_process = [], []
+        data = tmp_path / "data"
+        if cycles:
+            synth.write(synth.SynthSpec(days=60, rows_per_day=250, scenario="stable", seed=1), data)
         for i in range(cycles):  # alternate the order so load drifts hit both sides alike
             for side in ((True, False) if i % 2 == 0 else (False, True)):
                 seconds = _cycle_seconds(data, tmp_path / f"cycle-{i}-{side}", side)
                 (projects if side else in_process).append(seconds)
-    cycle = {"mlflow_run_main_s": round(statistics.median(projects), 1),
-             "in_process_s": round(statistics.median(in_process), 1)}
-    cycle["projects_overhead_s"] = round(cycle["mlflow_run_main_s"] - cycle["in_process_s"], 1)
+    cycle = {}
+    if cycles:
+        cycle = {"mlflow_run_main_s": round(statistics.median(projects), 1),
+                 "in_process_s": round(statistics.median(in_process), 1)}
+        cycle["projects_overhead_s"] = round(cycle["mlflow_run_main_s"] - cycle["in_process_s"], 1)
     rollback_ms = registry["rollback"]["server_postgres_ms"]
     return {
         "name": "server",
@@ -135,4 +139,7 @@ def run(repeats: int = 20, cycles: int = 2) -> dict:
 if __name__ == "__main__":
     import json
 
-    print(json.dumps(run(**(QUICK if "--quick" in sys.argv else {})), indent=2))
+    options = dict(QUICK) if "--quick" in sys.argv else {}
+    if "--registry-only" in sys.argv:
+        options["cycles"] = 0
+    print(json.dumps(run(**options), indent=2))

@@ -78,8 +78,10 @@ class Ledger:
     def name(self, seq: int) -> str:
         return f"{self.prefix}/{seq:0{SEQ_DIGITS}d}"
 
-    def claim(self, seq: int, record: dict[str, Any]) -> Entry:
-        """Make entry `seq` hold `record` (which must carry a unique `token`); Taken if it is not free."""
+    def claim(self, seq: int, record: dict[str, Any], *, hide: bool = True) -> Entry:
+        """Make entry `seq` hold `record` (which must carry a unique `token`); Taken if it is not free.
+
+        With `hide=False` the entry comes back still active: the caller hides it (`hide`) when it likes."""
         from mlflow.exceptions import MlflowException
 
         text = json.dumps(record, sort_keys=True, default=str)
@@ -93,6 +95,8 @@ class Ledger:
                 raise Taken(existing) from None
             experiment_id = existing.experiment_id  # our own earlier attempt went through
         entry = Entry(seq, record, None, experiment_id, True)
+        if not hide:
+            return entry
         self.hide(entry)
         return Entry(seq, record, None, experiment_id, False)
 

@@ -346,7 +346,7 @@ class Registry:
                     comparison_id, token=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid(),
                     skipped=skipped, overrode=overrode)
         try:
-            entry = self.ledger.claim(move.seq, move.record())
+            entry = self.ledger.claim(move.seq, move.record(), hide=False)  # hidden with the move's other writes
         except Taken as taken:
             other = _describe_entry(taken.entry)
             raise Refused(f"production of {self.name} was moved by another command at the same time ({other}); "
@@ -356,19 +356,26 @@ class Registry:
         if now.head is None or now.head.seq != head.seq:
             if now.head is not None and now.head.seq >= move.seq:  # our number was re-used after `mlflow gc`
                 self.ledger.mark(entry, ABORTED, json.dumps({"at": _now(), "why": "stale claim"}))
+            else:
+                self.ledger.hide(entry)
             raise Refused(f"production of {self.name} moved while this command ran; nothing changed, try again")
         if now.production != view.production:
+            self.ledger.hide(entry)
             raise RegistryError(f"production of {self.name} was moved outside retrain while this command ran (now "
                                 f"{now.production or '(none)'}); move #{move.seq} is unfinished: {REPAIR_HINT}")
-        self._apply(move, head, now, to_tags)
-        self.refresh_descriptions(move.from_version, move.to_version, move=move, previous=now.description)
+        # The descriptions (a rendering of what the move wrote) are redrawn while the head is written.
+        self._apply(move, head, now, to_tags, also=[lambda: self.ledger.hide(entry)], with_head=[
+            lambda: self.refresh_descriptions(move.from_version, move.to_version, move=move,
+                                              previous=now.description)])
         if notify:
             self._notify(move, {"kind": move.kind, "version": to, "from_version": move.from_version,
                                 "reason": move.reason})
         return move
 
-    def _apply(self, move: Move, head: Head, view: View, to_tags: dict[str, str] | None) -> None:
-        """Every write of a claimed move, alias first and head last; idempotent, so repair can redo it."""
+    def _apply(self, move: Move, head: Head, view: View, to_tags: dict[str, str] | None, *,
+               also: list[Any] = (), with_head: list[Any] = ()) -> None:
+        """Every write of a claimed move, alias first and head last; idempotent, so repair can redo it.
+        `also`: more calls to make between the two; `with_head`: calls to make alongside the head's write."""
         from mlflow.exceptions import MlflowException
 
         name, prod = self.name, self.spec.production_alias
@@ -400,8 +407,9 @@ class Registry:
         writes += self._mirror_writes(move, view.tags)
         if to is not None and view.staging == to:
             writes.append(lambda: self.client.delete_registered_model_alias(name, self.spec.staging_alias))
-        self._together(writes)
-        self.client.set_registered_model_tag(name, self.head_key, head.after(move).to_json())
+        self._together([*writes, *also])
+        self._together([lambda: self.client.set_registered_model_tag(name, self.head_key, head.after(move).to_json()),
+                        *with_head])
 
     def _together(self, calls: list[Any]) -> None:
         """Run independent store calls: one after another on a local store (one SQLite writer at a time), at

@@ -121,8 +121,11 @@ class GuardedClient:
 
     def __getattr__(self, name: str) -> Any:
         target = self._client
-        if name in DIRECT_WRITES and hasattr(target, "_get_registry_client"):
-            target = target._get_registry_client()
+        if name in DIRECT_WRITES:
+            from mlflow import MlflowClient
+
+            if isinstance(target, MlflowClient):
+                target = target._get_registry_client()
         attr = getattr(target, name)
         if not callable(attr):
             return attr

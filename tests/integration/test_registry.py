@@ -264,7 +264,7 @@ def test_a_promotion_killed_after_its_claim_blocks_every_writer_until_repaired(s
     reg = Registry(settings)
     ship(reg, "1", "2")
     with pytest.raises(KeyboardInterrupt):
-        Registry(settings, client=FaultyClient(2)).promote("3", force=True, reason="three")  # claim made and hidden
+        Registry(settings, client=FaultyClient(1)).promote("3", force=True, reason="three")  # claim made, no more
     assert aliases()["production"] == "2"
     again = invoke("promote", "--candidate", "3", "--force", "--reason", "retry")
     assert again.exit_code == 4 and "retrain status --repair" in one_line(again)
