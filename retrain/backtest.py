@@ -16,6 +16,11 @@ production model loaded from the registry as served, at its own threshold, on th
 after the as-of up to the next step (as-of + 1 .. as-of + every). Nothing is notified (events go to the
 temporary folder, no webhook). The report (table, JSON, PNG) is logged as a run in `retrain-backtests` of the
 tracking store the command was pointed at.
+
+What a replay leaves out (`retrain.replay`, listed in the report's notes): the pre-promotion latency checks (they
+time this machine now, not the history), the figures of the replayed check and comparison runs, and repeated
+loads of a version's model or reads of a day (each is loaded or read once for all policies and steps).
+`shortcuts=False` replays with none of that left out (slower; decisions differ only where a latency check fails).
 """
 
 from __future__ import annotations
@@ -168,6 +173,7 @@ class BacktestResult:
     store: str
     run_id: str = ""
     figure: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the replay left out (see retrain.replay)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -196,6 +202,7 @@ class BacktestResult:
         out.append(f"wall {t['total_s']:.1f}s, of which fitting {t['fit_s']:.1f}s ({t['fit_share']:.0%}); "
                    f"{t['trainings_fitted']} model(s) fitted for {sum(s['trainings'] for s in self.summaries)} "
                    "trainings")
+        out += [f"note: {n}" for n in self.notes]
         if self.run_id:
             out.append(f"run {self.run_id} in experiment {EXPERIMENT}")
         return out
@@ -253,12 +260,16 @@ def run_backtest(
     store: str | None = None,
     out: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    shortcuts: bool = True,
 ) -> BacktestResult:
-    """Replay `policies` from `start` to `end` every `every` days; log the report in `retrain-backtests`."""
+    """Replay `policies` from `start` to `end` every `every` days; log the report in `retrain-backtests`.
+
+    `shortcuts=False`: measure latency, draw every replayed run's figure and load models afresh, as the live loop
+    does (see `retrain.replay`)."""
     import shutil
     import tempfile
 
-    from retrain import data
+    from retrain import data, replay
     from retrain.pipeline import absolute_tracking_uri
 
     as_ofs = step_days(start, end, every)
@@ -271,7 +282,7 @@ def run_backtest(
     clock = time.perf_counter()
     try:
         replay_uri = store or f"sqlite:///{folder / 'mlflow.db'}"
-        with pointed_at(replay_uri):
+        with pointed_at(replay_uri), replay.replaying() if shortcuts else contextlib.nullcontext():
             _make_experiments(settings, folder if store is None else None)
             steps, fitted = _replay(settings, as_ofs, every, policies, folder, source, progress)
             rollbacks = {p.name: _rollbacks(policy_settings(settings, p, folder), len(as_ofs)) for p in policies}
@@ -285,6 +296,7 @@ def run_backtest(
             {"total_s": round(total, 3), "fit_s": round(fit_s, 3), "fit_share": round(fit_s / total, 4) if total else 0.0,
              "trainings_fitted": len(fitted)},
             store if store else "temporary (deleted)",
+            notes=[replay.NOTE] if shortcuts else [],
         )
         with pointed_at(report_uri):
             result.run_id, result.figure = _log(result, out)
@@ -311,17 +323,19 @@ def _replay(settings: Settings, as_ofs: list[date], every: int, policies: list[P
     steps: list[Step] = []
     fitted: dict[str, float] = {}  # version -> seconds its fit took (each version fitted once)
     served_cache: dict[tuple[str, str], tuple[dict[str, float] | None, int]] = {}
-    models: dict[str, Any] = {}
     by_policy = {p.name: policy_settings(settings, p, folder) for p in policies}
+    # one read of each day for all policies, unless a policy's own settings read the data differently
+    sources = {name: source if s.data == settings.data else data.DataSource(s.data) for name, s in by_policy.items()}
     for as_of in as_ofs:
         period = data.Window("served", datetime.combine(as_of + timedelta(days=1), datetime.min.time()),
                              datetime.combine(as_of + timedelta(days=every + 1), datetime.min.time()))
         for policy in policies:
-            step = _act(policy, by_policy[policy.name], as_of, source, fitted)
+            step = _act(policy, by_policy[policy.name], as_of, sources[policy.name], fitted)
             key = (step.served_version or "", as_of.isoformat())
             if step.served_version is not None:
                 if key not in served_cache:
-                    served_cache[key] = _served(by_policy[policy.name], step.served_version, period, source, models)
+                    served_cache[key] = _served(by_policy[policy.name], step.served_version, period,
+                                                sources[policy.name])
                 step.served, step.served_rows = served_cache[key]
             steps.append(step)
             if progress is not None:
@@ -363,7 +377,7 @@ def _act(policy: Policy, settings: Settings, as_of: date, source, fitted: dict[s
     """Let one policy decide at `as_of`; returns what it did and the version it serves afterwards."""
     before = _production(settings)
     if policy.kind == "loop":
-        return _loop_step(policy, settings, as_of, before, fitted)
+        return _loop_step(policy, settings, as_of, before, fitted, source)
     reasons: list[str] = []
     if before is None:
         reasons.append("no production model")
@@ -392,12 +406,13 @@ def _act(policy: Policy, settings: Settings, as_of: date, source, fitted: dict[s
     return Step(policy.name, as_of.isoformat(), "promoted", True, True, before, outcome.version, reasons)
 
 
-def _loop_step(policy: Policy, settings: Settings, as_of: date, before: str | None, fitted: dict[str, float]) -> Step:
+def _loop_step(policy: Policy, settings: Settings, as_of: date, before: str | None, fitted: dict[str, float],
+               source) -> Step:
     from retrain.errors import RetrainError
     from retrain.pipeline import run_cycle
 
     try:
-        result = run_cycle(settings, as_of, in_process=True)
+        result = run_cycle(settings, as_of, in_process=True, source=source)
     except (TrainingError, DataError, CheckError) as exc:
         return Step(policy.name, as_of.isoformat(), "failed", isinstance(exc, TrainingError), False, before,
                     _production(settings), [str(exc)])
@@ -411,12 +426,11 @@ def _loop_step(policy: Policy, settings: Settings, as_of: date, before: str | No
                 list(result.reasons))
 
 
-def _served(settings: Settings, version: str, period, source, models: dict[str, Any]):
+def _served(settings: Settings, version: str, period, source):
     """Metrics of `version`, as served, on the labelled rows of `period` (None when it has no both-class rows)."""
-    import mlflow.pyfunc
     import numpy as np
 
-    from retrain import metrics
+    from retrain import metrics, replay
     from retrain.evaluation import served_threshold
     from retrain.model import conform
     from retrain.training import imputed
@@ -429,9 +443,7 @@ def _served(settings: Settings, version: str, period, source, models: dict[str, 
     y = rows[spec.label].to_numpy(np.int64) if len(rows) else np.empty(0, dtype=np.int64)
     if len(rows) == 0 or y.min() == y.max():
         return None, len(rows)
-    if version not in models:
-        models[version] = mlflow.pyfunc.load_model(f"models:/{settings.registry.model_name}/{version}")
-    model = models[version]
+    model = replay.load_model(settings.registry.model_name, version)
     p = np.asarray(model.predict(conform(rows[list(spec.features)], model))["probability"], dtype=np.float64)
     found = metrics.classification_metrics(y, p, served_threshold(model), cost_fp=settings.cost.false_positive,
                                            cost_fn=settings.cost.false_negative)
@@ -455,6 +467,8 @@ def _log(result: BacktestResult, out: Path | None) -> tuple[str, str | None]:
 
     tags = {"retrain.backtest_from": result.start, "retrain.backtest_to": result.end,
             "retrain.backtest_every_days": str(result.every_days), "retrain.backtest_policies": ",".join(result.policies)}
+    if result.notes:
+        tags["retrain.backtest_notes"] = "; ".join(result.notes)
     name = f"backtest-{result.start}-{result.end}-every-{result.every_days}d"
     with tracking.step_run(EXPERIMENT, name, tags) as run:
         values: dict[str, float] = {}
@@ -476,6 +490,8 @@ def _log(result: BacktestResult, out: Path | None) -> tuple[str, str | None]:
         for start in range(0, len(history), 1000):
             tracking.client().log_batch(run.info.run_id, metrics=history[start : start + 1000])
         result.run_id = run.info.run_id
+        table = result.lines()[: 2 + len(result.summaries)]  # the title line and the per-policy table
+        tracking.describe("\n".join(["```", *table, "```", *[f"Note: {n}." for n in result.notes]]))
         figure = None
         with tempfile.TemporaryDirectory() as tmp:
             png = backtest_figure(result.steps, result.policies, Path(tmp) / "backtest.png")

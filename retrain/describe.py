@@ -77,9 +77,10 @@ def guardrail_text(metric: str, delta: float | None, primary: str, min_improveme
 
 
 def comparison_markdown(c: Mapping[str, Any], *, primary: str, min_improvement: float,
-                        guardrails: Mapping[str, float], links: Mapping[str, str]) -> str:
+                        guardrails: Mapping[str, float], links: Mapping[str, str], figure: bool = True) -> str:
     """The comparison run's description. `c` is `Comparison.to_dict()`; `links` holds the markdown links
-    `candidate`, `production` (versions) and `candidate_run`, `production_run` (their training runs)."""
+    `candidate`, `production` (versions) and `candidate_run`, `production_run` (their training runs);
+    `figure`: whether the run has `comparison.png` (a backtest's replayed comparisons have none)."""
     d = c["decision"]
     inc = c.get("incumbent_metrics") or {}
     cand = c["candidate_metrics"]
@@ -115,7 +116,8 @@ def comparison_markdown(c: Mapping[str, Any], *, primary: str, min_improvement: 
     lines += ["", f"Candidate: {links.get('candidate', '-')} (trained in {links.get('candidate_run', '-')})"]
     if c.get("incumbent_version"):
         lines.append(f"Production: {links.get('production', '-')} (trained in {links.get('production_run', '-')})")
-    lines += ["", "Figure: `comparison.png`; every number: `comparison.json`."]
+    lines += ["", "Figure: `comparison.png`; every number: `comparison.json`." if figure
+              else "Every number: `comparison.json` (no figure: a backtest's replayed comparison)."]
     return fit("\n".join(lines), NOTE_LIMIT)
 
 

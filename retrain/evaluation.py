@@ -212,14 +212,14 @@ def _rows(settings: Settings, as_of: date | None, cand, prod, allow_past: bool, 
     return as_of, window, rows
 
 
-def _score(uri: str, features):
+def _score(name: str, version: str, features):
     """Load a registered model as served and score the rows in one call -> (model, probability, threshold)."""
-    import mlflow.pyfunc
     import numpy as np
 
+    from retrain import replay
     from retrain.model import conform
 
-    model = mlflow.pyfunc.load_model(uri)
+    model = replay.load_model(name, version)
     out = model.predict(conform(features, model))
     probability = np.asarray(out["probability"], dtype=np.float64)
     if probability.shape != (len(features),) or not np.isfinite(probability).all():
@@ -253,7 +253,7 @@ def evaluate(
     """
     import numpy as np
 
-    from retrain import checks, data, gate, metrics, tracking
+    from retrain import checks, data, gate, metrics, replay, tracking
     from retrain.checks import short_error
 
     timings: dict[str, float] = {}
@@ -278,14 +278,14 @@ def evaluate(
     lap("load")
 
     try:
-        cand_model, p_cand, cand_threshold = _score(f"models:/{reg.model_name}/{cand.version}", features)
+        cand_model, p_cand, cand_threshold = _score(reg.model_name, cand.version, features)
     except Exception as exc:  # noqa: BLE001 - a candidate that cannot score is rejected with its error
         raise CheckError(f"candidate version {cand.version} cannot load or score {window}: {short_error(exc)}; "
                          "it cannot be promoted: retrain it") from None
     p_inc = incumbent_error = inc_model = inc_threshold = None
     if prod is not None:
         try:
-            inc_model, p_inc, inc_threshold = _score(f"models:/{reg.model_name}/{prod.version}", features)
+            inc_model, p_inc, inc_threshold = _score(reg.model_name, prod.version, features)
         except Exception as exc:  # noqa: BLE001 - production failing on today's schema is a finding, not a crash
             incumbent_error = short_error(exc)
     lap("scoring")
@@ -319,7 +319,7 @@ def evaluate(
         golden = None
     results = [checks.CheckResult("loads", True, f"models:/{reg.model_name}/{cand.version} loaded from the registry"),
                *checks.run_checks(cand_model, features, golden, spec, settings.checks, incumbent=inc_model,
-                                  threshold=cand_threshold)]
+                                  threshold=cand_threshold, measure_latency=replay.measures_latency())]
     failed = [f"{r.name}: {r.detail}" for r in results if not r.passed]
     decision = gate.decide(policy, cand_metrics, inc_metrics, p_value=p_value, bootstrap_ci=ci,
                            incumbent_error=incumbent_error, allow_schema_change=allow_schema_change,
@@ -365,7 +365,7 @@ def evaluate(
 def _describe(settings: Settings, c: Comparison, mlflow_client) -> None:
     """The comparison run's description (decision, side-by-side table, DeLong, links) and the candidate
     version's description (its fate now says what the gate decided)."""
-    from retrain import describe, tracking
+    from retrain import describe, replay, tracking
     from retrain.registry import _run_link, write_version_description
 
     links = {"candidate": describe.version_link(c.model_name, c.candidate_version),
@@ -377,7 +377,8 @@ def _describe(settings: Settings, c: Comparison, mlflow_client) -> None:
     gate_policy = settings.gate
     tracking.describe(describe.comparison_markdown(c.to_dict(), primary=gate_policy.primary_metric,
                                                    min_improvement=gate_policy.min_improvement,
-                                                   guardrails=gate_policy.guardrails, links=links))
+                                                   guardrails=gate_policy.guardrails, links=links,
+                                                   figure=replay.draws_figures()))
     write_version_description(mlflow_client, settings, c.candidate_version)
 
 
@@ -392,7 +393,7 @@ def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, tim
     """The comparison run (metrics, decision tags, comparison.json, figure) and the candidate's version tags."""
     import mlflow
 
-    from retrain import plots, tracking
+    from retrain import plots, replay, tracking
 
     c = comparison
     checks_ok = all(r["passed"] for r in c.checks)
@@ -426,13 +427,14 @@ def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, tim
                            settings=settings) as run:
         run_id = run.info.run_id
         mlflow.log_metrics({k: float(v) for k, v in values.items()})
-        title = f"{c.model_name}: {run_name(c)}\n(as of {c.as_of}, {c.n_rows:,} fresh rows " \
-                f"{c.window_start}..{c.window_end})"
-        with tempfile.TemporaryDirectory() as tmp:
-            thresholds = {label: c.candidate_threshold if label.startswith("staging") else c.incumbent_threshold
-                          for label in probabilities}
-            mlflow.log_artifact(str(plots.comparison_figure(y, probabilities, Path(tmp) / "comparison.png",
-                                                            thresholds, title=title)))
+        if replay.draws_figures():  # a backtest's replayed comparisons go unread in a throwaway store
+            title = f"{c.model_name}: {run_name(c)}\n(as of {c.as_of}, {c.n_rows:,} fresh rows " \
+                    f"{c.window_start}..{c.window_end})"
+            with tempfile.TemporaryDirectory() as tmp:
+                thresholds = {label: c.candidate_threshold if label.startswith("staging") else c.incumbent_threshold
+                              for label in probabilities}
+                mlflow.log_artifact(str(plots.comparison_figure(y, probabilities, Path(tmp) / "comparison.png",
+                                                                thresholds, title=title)))
         mlflow_client = tracking.client()
         for key, value in (("retrain.comparison_run_id", run_id), ("retrain.decision", c.decision["decision"]),
                            ("retrain.decision_reason", c.decision["reason"][:1000])):

@@ -97,15 +97,14 @@ def reference_profile(settings: Settings, version: ModelVersion) -> dict:
         ) from None
 
 
-def _scored(settings: Settings, recent: pd.DataFrame, labelled: pd.DataFrame):
+def _scored(settings: Settings, version: ModelVersion, recent: pd.DataFrame, labelled: pd.DataFrame):
     """Production's scores on the recent rows it can score, and on the labelled ones, with its served threshold."""
-    import mlflow
-
+    from retrain import replay
     from retrain.evaluation import served_threshold
     from retrain.model import conform
 
-    reg = settings.registry
-    model = mlflow.pyfunc.load_model(f"models:/{reg.model_name}@{reg.production_alias}")
+    # the version the alias pointed at when the check read its profile (the same model, read once)
+    model = replay.load_model(settings.registry.model_name, str(version.version))
     features = list(settings.data.features)
     if "served_probability" in recent.columns:  # rows from the prediction log: what production answered
         scores = recent["served_probability"].to_numpy(float)
@@ -115,13 +114,14 @@ def _scored(settings: Settings, recent: pd.DataFrame, labelled: pd.DataFrame):
     return scores, scores[position], served_threshold(model)
 
 
-def _evaluate_production(settings: Settings, recent: pd.DataFrame, labelled: pd.DataFrame, profile: dict):
+def _evaluate_production(settings: Settings, version: ModelVersion, recent: pd.DataFrame, labelled: pd.DataFrame,
+                         profile: dict):
     """(metrics on labelled rows as served, or None below min_labels; Evidence against the validation block)."""
     from retrain import drift, metrics
     from retrain.trigger import Evidence
 
     reference = profile.get("validation") or {}
-    scores, labelled_scores, threshold = _scored(settings, recent, labelled)
+    scores, labelled_scores, threshold = _scored(settings, version, recent, labelled)
     prediction_psi = drift.numeric_psi(reference["scores"], scores) if reference and len(scores) else None
     found = None
     auc = auc_se = rate = None
@@ -176,7 +176,7 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
             scorable = scorable[scorable["served_version"] == str(version.version)]
             labelled = labelled[labelled["served_version"] == str(version.version)]
         if len(labelled) >= policy.min_labels or (profile.get("validation") and len(scorable)):
-            performance, evidence = _evaluate_production(settings, scorable, labelled, profile)
+            performance, evidence = _evaluate_production(settings, version, scorable, labelled, profile)
         created = datetime.fromtimestamp(version.creation_timestamp / 1000, timezone.utc)
         trained_as_of = version.tags.get("retrain.as_of")
         age = trigger.age_days(as_of, trained_as_of, created, datetime.now(timezone.utc))
@@ -230,7 +230,7 @@ def _log(settings: Settings, result: dict[str, Any], decision: Any) -> str:
     """One run in the monitoring experiment: metrics, decision tags, PSI chart, check.json."""
     import mlflow
 
-    from retrain import tracking
+    from retrain import replay, tracking
 
     tags = {
         "retrain.as_of": result["as_of"],
@@ -259,7 +259,7 @@ def _log(settings: Settings, result: dict[str, Any], decision: Any) -> str:
                                    **{f"trigger.psi_limit.{k}": str(v) for k, v in result["thresholds"].items()}},
                            settings=settings) as run:
         mlflow.log_metrics(metrics)
-        if result["psi"]:
+        if result["psi"] and replay.draws_figures():  # a backtest's replayed checks go unread
             title = (f"{settings.registry.model_name} drift as of {result['as_of']} (window "
                      f"{result['window']['start']}..{result['window']['end']}): "
                      f"{'RETRAIN' if decision.retrain else 'no retraining'}")

@@ -210,6 +210,7 @@ def run_cycle(
     in_process: bool = False,
     allow_past: bool = False,
     on_epoch: Any = None,
+    source: Any = None,
 ) -> CycleResult:
     """One cycle of the loop. `in_process` runs train/evaluate as library calls, not project runs
     (also what happens when there is no project folder, e.g. after a plain `pip install`).
@@ -218,14 +219,15 @@ def run_cycle(
     raised as one RetrainError line; a broken events file stops the cycle before any work.
 
     `allow_past`: replay an as-of before production's first fresh day (a backtest). `on_epoch` is called
-    after each training epoch when the cycle trains in this process (the CLI's progress bar).
+    after each training epoch when the cycle trains in this process (the CLI's progress bar). `source` (a
+    `retrain.data.DataSource`) hands over days already read (a backtest reads each day once for all its cycles).
     """
     from retrain import notify
 
     notify.ensure_writable(settings)
     try:
         return _run_cycle(settings, as_of, force=force, in_process=in_process, allow_past=allow_past,
-                          on_epoch=on_epoch)
+                          on_epoch=on_epoch, source=source)
     except Exception as exc:  # noqa: BLE001 - every failure notifies and becomes one line
         error = cycle_error(exc)
         if not getattr(exc, "notified", False):
@@ -253,7 +255,7 @@ def cycle_error(exc: BaseException) -> RetrainError:
 
 
 def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_process: bool,
-               allow_past: bool, on_epoch: Any = None) -> CycleResult:
+               allow_past: bool, on_epoch: Any = None, source: Any = None) -> CycleResult:
     import time
 
     import mlflow
@@ -275,7 +277,7 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
         timings[name] = round(now - clock, 3)
         clock = now
 
-    source = data.DataSource(settings.data)
+    source = data.DataSource(settings.data) if source is None else source
     if as_of is None:
         as_of = source.latest_day()
     uri = absolute_tracking_uri()

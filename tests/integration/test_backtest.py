@@ -110,3 +110,64 @@ def test_missing_data_exits_3_and_logs_nothing(tmp_path):
     assert result.exit_code == 3, result.output
     assert str(tmp_path / "none") in result.output
     assert mlflow.get_experiment_by_name("retrain-backtests") is None
+
+
+def test_replay_shortcuts_leave_every_decision_unchanged(stable_data, tmp_path, tracking):
+    """The same backtest with the replay's shortcuts (latency not measured, no figures of replayed runs, each model
+    loaded once, each day read once) and without: the same decision, versions and served metrics at every step."""
+    from datetime import date
+
+    from retrain import replay
+    from retrain.backtest import parse_policies, run_backtest
+    from tests.conftest import fast_settings
+
+    settings = fast_settings(stable_data)
+    # the plain loop, and one whose age trigger fires at every step, so that it evaluates against production
+    policies = parse_policies("loop,loop@trigger.max_age_days=1,never,always")
+    stores = {mode: f"sqlite:///{tmp_path / (mode + '.db')}" for mode in ("shortcuts", "faithful")}
+    results = {mode: run_backtest(settings, date(2026, 2, 10), date(2026, 2, 24), 7, policies, store=stores[mode],
+                                  shortcuts=mode == "shortcuts") for mode in stores}
+    fast, slow = results["shortcuts"], results["faithful"]
+    assert len(fast.steps) == 12 and fast.steps == slow.steps
+    assert fast.summaries == slow.summaries
+    assert fast.notes == [replay.NOTE] and slow.notes == []
+    eager = [s for s in fast.steps if s["policy"] == "loop@trigger.max_age_days=1"]
+    assert [s["decision"] for s in eager][0] == "promoted" and all(s["trained"] for s in eager)
+
+    # the shortcuts were taken: same comparisons, but latency unmeasured and no figures in the replayed runs
+    with pytest.MonkeyPatch.context() as mp:
+        from tests.conftest import point_mlflow
+
+        found = {}
+        for mode, uri in stores.items():
+            point_mlflow(mp, uri)
+            client = MlflowClient()
+            runs = mlflow.search_runs(experiment_names=["retrain-comparisons"], output_format="list")
+            checks = [json.loads(Path(mlflow.artifacts.download_artifacts(
+                run_id=r.info.run_id, artifact_path="comparison.json")).read_text())["checks"] for r in runs]
+            found[mode] = {
+                "comparisons": sorted((r.data.tags["retrain.candidate_version"], r.data.tags["retrain.incumbent_version"],
+                                       r.data.tags["retrain.decision"]) for r in runs),
+                "latency": {c["detail"].startswith("not measured") for run in checks for c in run
+                            if c["name"].startswith("latency")},
+                "artifacts": {a.path for r in runs for a in client.list_artifacts(r.info.run_id)},
+                "check_artifacts": {a.path for r in mlflow.search_runs(experiment_names=["retrain-monitoring"],
+                                                                       output_format="list")
+                                    for a in client.list_artifacts(r.info.run_id)},
+            }
+            if mode == "shortcuts":  # a version's model is loaded once inside a replay, afresh outside it
+                with replay.replaying() as r:
+                    assert replay.load_model("churn-classifier", "1") is replay.load_model("churn-classifier", "1")
+                    assert r.loads == 1
+                assert replay.load_model("churn-classifier", "1") is not replay.load_model("churn-classifier", "1")
+        point_mlflow(mp, tracking)
+    assert found["shortcuts"]["comparisons"] == found["faithful"]["comparisons"]
+    assert any(incumbent != "none" for _, incumbent, _ in found["faithful"]["comparisons"])
+    assert found["shortcuts"]["latency"] == {True} and found["faithful"]["latency"] == {False}
+    assert "comparison.png" in found["faithful"]["artifacts"] and "comparison.png" not in found["shortcuts"]["artifacts"]
+    assert "psi.png" in found["faithful"]["check_artifacts"] and "psi.png" not in found["shortcuts"]["check_artifacts"]
+    # the report says what the replay left out
+    run = MlflowClient().get_run(fast.run_id)
+    assert run.data.tags["retrain.backtest_notes"] == replay.NOTE
+    assert "latency checks not measured" in run.data.tags["mlflow.note.content"]
+    assert "note: latency checks not measured" in "\n".join(fast.lines())

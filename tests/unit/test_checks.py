@@ -43,3 +43,57 @@ def test_calls_are_interleaved_in_alternating_order():
     p95 = p95_side_by_side([_Recorder("c", calls), _Recorder("p", calls)], pd.DataFrame({"x": [1]}), repeats=4)
     assert calls == ["c", "p"] + ["c", "p", "p", "c", "c", "p", "p", "c"]  # warm-up, then alternating rounds
     assert len(p95) == 2 and all(v >= 0 for v in p95)
+
+
+class _Slow:
+    """A model that answers correctly but takes 30 ms a call, recording how many rows each call scored."""
+
+    class metadata:  # noqa: N801 - mimics PyFuncModel.metadata
+        @staticmethod
+        def get_input_schema():
+            return None
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        import time
+
+        self.calls.append(len(frame))
+        time.sleep(0.03)
+        return pd.DataFrame({"prediction": [0] * len(frame), "probability": [0.25] * len(frame)})
+
+
+def _latency_results(measure: bool) -> tuple[dict, _Slow]:
+    from retrain.checks import run_checks
+    from retrain.config import CheckPolicy, DataSpec
+
+    spec = DataSpec(numeric=("x",), categorical=())
+    model = _Slow()
+    policy = CheckPolicy(latency_repeats=3, latency_retries=0, single_row_p95_ms=5.0, batch_1000_p95_ms=5.0)
+    results = run_checks(model, pd.DataFrame({"x": [1.0, 2.0]}), None, spec, policy, measure_latency=measure)
+    return {r.name: r for r in results}, model
+
+
+def test_a_replay_does_not_time_the_machine():
+    measured, slow = _latency_results(True)
+    assert not measured["latency_single_row"].passed and not measured["latency_batch_1000"].passed
+    assert "over 5 ms" in measured["latency_single_row"].detail
+    skipped, quick = _latency_results(False)
+    for name in ("latency_single_row", "latency_batch_1000"):
+        assert skipped[name].passed and skipped[name].detail.startswith("not measured: a backtest replay")
+    assert 1000 in slow.calls and 1000 not in quick.calls  # the batch was never scored
+    assert len(slow.calls) - len(quick.calls) == 2 * (1 + 3)  # warm-up and repeats of both latency checks
+    # every other check ran the same either way
+    assert {k: (r.passed, r.detail) for k, r in skipped.items() if not k.startswith("latency")} == \
+        {k: (r.passed, r.detail) for k, r in measured.items() if not k.startswith("latency")}
+
+
+def test_the_replay_switches_hold_only_inside_it():
+    from retrain import replay
+
+    assert replay.measures_latency() and replay.draws_figures() and not replay.active()
+    with pytest.raises(RuntimeError), replay.replaying():
+        assert not replay.measures_latency() and not replay.draws_figures() and replay.active()
+        raise RuntimeError("a failed step")
+    assert replay.measures_latency() and replay.draws_figures() and not replay.active()
