@@ -58,3 +58,26 @@ def test_with_adapt_off_the_usual_window_is_kept(break_data, tmp_path):
     run = MlflowClient().get_run(after.runs["train"])
     assert "retrain.window_since" not in run.data.tags
     assert run.data.tags["retrain.train_start"] == (day(BREAK + 7) - timedelta(days=39)).isoformat()
+
+
+@pytest.mark.slow
+def test_the_adapted_window_reaches_project_steps(break_data, tmp_path):
+    """As MLflow Projects runs, train and evaluate get `windows.since` through their `set` parameter."""
+    settings = fast_settings(break_data, f"notify.events_path={tmp_path}/events.jsonl", "checks.latency_repeats=3")
+    run_cycle(settings, day(52), in_process=True)
+    after = run_cycle(settings, day(BREAK + 7))
+    assert after.steps == "mlflow-projects" and after.window["since"], after.window
+    client = MlflowClient()
+    since = after.window["since"]
+    train = client.get_run(after.runs["train"])
+    assert train.data.params["set"] == f"windows.since={since}" and train.data.params["windows.since"] == since
+    assert train.data.tags["retrain.train_start"] == since
+    evaluate = client.get_run(after.runs["evaluate"])
+    assert f"windows.since={since}" in evaluate.data.params["set"]
+    validation_start = train.data.tags["retrain.validation_start"]
+    comparison = after.decision
+    assert comparison is not None and client.get_run(comparison["comparison_run_id"]).data.tags
+    from retrain.tracking import load_json_artifact
+
+    scored = load_json_artifact(comparison["comparison_run_id"], "comparison.json")
+    assert scored["window_start"] == validation_start  # the candidate's own validation days, nothing it learned
