@@ -113,3 +113,43 @@ def test_windows_since_is_a_setting():
     assert load_settings(None, ["windows.adapt=false"]).windows.adapt is False
     with pytest.raises(ConfigError, match="windows.since: 'March'"):
         load_settings(None, ["windows.since=March"])
+
+
+@pytest.fixture(scope="module")
+def break_source(tmp_path_factory):
+    from retrain import synth
+
+    out = tmp_path_factory.mktemp("break")
+    synth.write(synth.SynthSpec(days=80, rows_per_day=300, scenario="sudden_break", shift_day=60, seed=4), out)
+    return out
+
+
+def _since(path, as_of, signals, *overrides):
+    from retrain.data import DataSource
+    from retrain.pipeline import adapted_since
+
+    settings = load_settings(None, ["windows.train_days=30", "windows.validation_days=10", "gate.min_rows=100",
+                                    f"data.path={path}", *overrides])
+    return adapted_since(settings, as_of, signals, DataSource(settings.data))
+
+
+def test_the_cycle_finds_the_break_in_the_churn_rate(break_source):
+    since, note = _since(break_source, date(2026, 3, 9), ("label_rate",))  # day 67: 8 days after the break
+    assert since is not None and abs((since - date(2026, 3, 2)).days) <= 1, note
+    assert note.startswith("churn rate changed on") and f"windows.since={since}" in note
+
+
+def test_no_search_without_a_label_rate_or_performance_signal_or_with_adapt_off(break_source):
+    assert _since(break_source, date(2026, 3, 9), ("age", "drift")) == (None, "")
+    assert _since(break_source, date(2026, 3, 9), ("label_rate",), "windows.adapt=false") == (None, "")
+    assert _since(break_source, date(2026, 3, 9), ("label_rate",), "windows.since=2026-02-01") == (None, "")
+
+
+def test_before_the_break_there_is_no_change(break_source):
+    since, note = _since(break_source, date(2026, 2, 27), ("label_rate",))  # day 57
+    assert since is None and note.startswith("no significant change in the last 40 days")
+
+
+def test_a_change_too_recent_to_train_on_keeps_the_usual_window(break_source):
+    since, note = _since(break_source, date(2026, 3, 3), ("label_rate",), "gate.min_rows=250")  # 2 days after it
+    assert since is None and "too few to train on" in note and "usual training window" in note
