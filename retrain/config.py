@@ -125,10 +125,26 @@ class Windows:
     monitor_days: int = 7
     # The last days of the training window: early stopping and the decision threshold, never fitted on.
     tuning_days: int = 7
+    # A cycle whose check fired on a label-rate shift or a performance drop looks for the day the problem changed
+    # (retrain/changepoint.py) and, when the rows since then are enough, trains on them only (it hands the train
+    # and evaluate steps `windows.since`). false: always the windows above.
+    adapt: bool = True
+    # First day (YYYY-MM-DD) of the training window: the days from it to the as-of are cut into fitting, tuning
+    # and validation days in the proportions of train_days, tuning_days and validation_days. Normally unset; the
+    # cycle sets it when `adapt` found a change.
+    since: str | None = None
 
     def __post_init__(self) -> None:
         for key in ("train_days", "validation_days", "monitor_days", "tuning_days"):
             _in_range(f"windows.{key}", getattr(self, key), 1, MAX_DAYS, " days")
+        if self.since is not None:
+            from datetime import date
+
+            try:
+                date.fromisoformat(str(self.since))
+            except ValueError:
+                raise ConfigError(f"windows.since: {self.since!r} is not a day like 2026-03-12; leave it unset "
+                                  "(null) for the usual windows") from None
         if self.tuning_days >= self.train_days:
             raise ConfigError(f"windows.tuning_days: must be fewer than windows.train_days ({self.train_days}) so "
                               f"some days are left to fit on, got {self.tuning_days}")

@@ -74,8 +74,29 @@ class Windows3:
     monitor: Window
 
 
+def effective_windows(as_of: date, windows: Windows) -> Windows:
+    """`windows` as they apply on `as_of`: with `since` set, the days from it to `as_of` cut into training
+    (fitting + tuning) and validation days in the configured proportions (`changepoint.split_days`)."""
+    if windows.since is None:
+        return windows
+    from dataclasses import replace
+
+    from retrain.changepoint import split_days
+
+    since = date.fromisoformat(str(windows.since))
+    span = (as_of - since).days + 1
+    split = split_days(span, windows.train_days, windows.tuning_days, windows.validation_days)
+    if split is None:
+        raise DataError(f"windows.since {since.isoformat()} leaves {max(span, 0)} day(s) up to --as-of "
+                        f"{as_of.isoformat()}; at least 3 are needed (fitting, tuning, validation): pick an earlier "
+                        "windows.since or unset it")
+    return replace(windows, train_days=split.train_days, tuning_days=split.tuning_days,
+                   validation_days=split.validation_days, since=None)
+
+
 def windows_for(as_of: date, windows: Windows) -> Windows3:
     """Cut time before (and including) `as_of` into training, validation and monitoring windows."""
+    windows = effective_windows(as_of, windows)
     end = datetime.combine(as_of, datetime.min.time()) + timedelta(days=1)
     val_start = end - timedelta(days=windows.validation_days)
     try:

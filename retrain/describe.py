@@ -198,6 +198,9 @@ def version_markdown(model: str, version: str, tags: Mapping[str, str], aliases:
                      f"{tags.get('retrain.train_start', '?')}..{tags.get('retrain.train_end', '?')}, as of "
                      f"{tags['retrain.as_of']}; validated on {tags.get('retrain.validation_rows', '?')} rows "
                      f"{tags.get('retrain.validation_start', '?')}..{tags.get('retrain.validation_end', '?')}")
+    if tags.get("retrain.window_since"):
+        lines.append(f"**Short window:** only rows since {tags['retrain.window_since']} (windows.since: the problem "
+                     "changed then; the usual windows would have been mostly the old regime)")
     if tags.get("retrain.trigger"):
         lines.append(f"**Why trained:** {tags['retrain.trigger']}")
     if tags.get("retrain.threshold"):

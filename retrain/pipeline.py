@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
-from datetime import date
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ class CycleResult:
     cycles_without_model: int = 0  # consecutive cycles, this one included, that left production empty
     stalled: bool = False  # cycles_without_model >= gate.stalled_after
     runs: dict[str, str] = field(default_factory=dict)  # step (check, train, evaluate) -> its run id
+    # the adapted training window: {"since": YYYY-MM-DD or None, "note": why}; {} when not searched
+    window: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -349,8 +351,99 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
     return result
 
 
+ADAPT_SIGNALS = frozenset({"label_rate", "performance"})  # checks that say the problem itself changed
+
+
+def adapted_since(settings: Settings, as_of: date, signals, source) -> tuple[date | None, str]:
+    """(first day of the current regime, why) when the check fired on a label-rate shift or a performance drop
+    and the usual training + validation days hold a significant change with enough rows since it; else
+    (None, why not, or "" when not attempted).
+
+    The churn rate per day is searched first (`changepoint.rate_change`); on a performance drop without a rate
+    change, production's per-row log loss on rows it never learned from (`changepoint.mean_change`). The rows
+    since the change must give fitting, tuning and validation at least `gate.min_rows` rows each.
+    """
+    import numpy as np
+
+    from retrain import changepoint, data
+    from retrain.training import imputed
+
+    w, fired = settings.windows, ADAPT_SIGNALS & set(signals)
+    if not w.adapt or w.since is not None or not fired:
+        return None, ""
+    normal = data.windows_for(as_of, w)
+    span = data.Window("change-point search", normal.train.start, normal.validation.end)
+    spec, alpha, min_rows = settings.data, settings.trigger.alpha, settings.gate.min_rows
+    try:
+        rows = source.select(span, need_both_classes=False, allow_missing=imputed(settings))
+    except DataError as exc:
+        return None, f"no change-point search: {exc}"
+    days = [span.start + timedelta(days=k) for k in range(span.days)]
+    day_of = np.searchsorted(np.array(days[1:], dtype="datetime64[ns]"),
+                             rows[spec.timestamp].to_numpy("datetime64[ns]"), side="right")
+    y = rows[spec.label].astype(int).to_numpy()
+    counts = np.bincount(day_of, minlength=len(days))
+    found, what = None, ""
+    if "label_rate" in fired:
+        found = changepoint.rate_change(np.bincount(day_of, weights=y, minlength=len(days)).round().astype(int).tolist(),
+                                        counts.tolist(), alpha=alpha, min_rows=min_rows)
+        what = "churn rate"
+    if found is None and "performance" in fired:
+        found, what, offset = _loss_change(settings, rows, days, day_of, y, alpha, min_rows)
+        if found is not None:
+            found = replace(found, index=found.index + offset)
+    if found is None:
+        return None, f"no significant change in the last {span.days} days: usual training window"
+    since = days[found.index].date()
+    split = changepoint.split_days((as_of - since).days + 1, w.train_days, w.tuning_days, w.validation_days)
+    parts = changepoint.split_rows(counts[found.index:].tolist(), split) if split else {}
+    change = (f"{what} changed on {since.isoformat()} ({found.before:.4f} -> {found.after:.4f}, p = "
+              f"{found.p_value:.2g})")
+    short = {k: v for k, v in parts.items() if v < min_rows}
+    if split is None or short:
+        lacking = ", ".join(f"{k} {v}" for k, v in short.items()) or f"{(as_of - since).days + 1} day(s)"
+        return None, (f"{change}, but the rows since then are too few to train on ({lacking} < gate.min_rows "
+                      f"{min_rows}): usual training window")
+    return since, (f"{change}: training on the {(as_of - since).days + 1} days since then (windows.since="
+                   f"{since.isoformat()}: fit {parts['fit']:,}, tuning {parts['tuning']:,}, validation "
+                   f"{parts['validation']:,} rows)")
+
+
+def _loss_change(settings: Settings, rows, days, day_of, y, alpha: float, min_rows: int):
+    """(Change in production's mean log loss per row over the days since its fresh_from, label, day offset)."""
+    import mlflow
+    import numpy as np
+
+    from retrain import changepoint
+    from retrain.evaluation import fresh_from
+    from retrain.model import conform
+    from retrain.monitoring import production_version
+
+    version = production_version(settings)
+    if version is None:
+        return None, "", 0
+    first = fresh_from(version)
+    offset = 0
+    if first:  # rows production learned from score better: only rows it never saw
+        offset = int(np.searchsorted(np.array(days, dtype="datetime64[ns]"),
+                                     np.datetime64(first[:10], "ns"), side="left"))
+    keep = day_of >= offset
+    model = mlflow.pyfunc.load_model(f"models:/{settings.registry.model_name}/{version.version}")
+    frame = rows.loc[keep, list(settings.data.features)]
+    p = np.clip(model.predict(conform(frame, model))["probability"].to_numpy(float), 1e-7, 1 - 1e-7)
+    labels = y[keep]
+    loss = -np.where(labels == 1, np.log(p), np.log1p(-p))
+    local = day_of[keep] - offset
+    n = len(days) - offset
+    found = changepoint.mean_change(np.bincount(local, weights=loss, minlength=n).tolist(),
+                                    np.bincount(local, weights=loss * loss, minlength=n).tolist(),
+                                    np.bincount(local, minlength=n).tolist(), alpha=alpha, min_rows=min_rows)
+    return found, "production's log loss", offset
+
+
 def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, result, lap, source,
            on_epoch=None) -> None:
+    import mlflow
     import yaml
 
     from retrain import monitoring
@@ -367,10 +460,22 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
         result.outcome = "skipped"
         result.reasons = [check.decision["summary"]]
         return
+    since, window_note = adapted_since(settings, as_of, check.decision.get("signals", ()), source)
+    overrides: list[str] = []
+    if window_note:
+        result.window = {"since": since.isoformat() if since else None, "note": window_note}
+        mlflow.set_tags({"retrain.window_since": since.isoformat() if since else "none",
+                         "retrain.window_note": window_note[:5000]})
+        result.reasons.append(f"window: {window_note}")
+    if since is not None:
+        overrides.append(f"windows.since={since.isoformat()}")
+        settings = replace(settings, windows=replace(settings.windows, since=since.isoformat()))
+    lap("window")
     reason = "; ".join(result.reasons)
-    # the steps run with the cycle's own settings: the file it logged (a run artifact, never a temporary path)
-    params = {"config": f"runs:/{result.run_id}/settings.yaml", "as_of": as_of.isoformat(), "set": "none",
-              "data": yaml.safe_load(settings_yaml(settings))["data"]["path"]}
+    # the steps run with the cycle's own settings: the file it logged (a run artifact, never a temporary path),
+    # plus the cycle's overrides (an adapted training window)
+    params = {"config": f"runs:/{result.run_id}/settings.yaml", "as_of": as_of.isoformat(),
+              "set": " ".join(overrides) or "none", "data": yaml.safe_load(settings_yaml(settings))["data"]["path"]}
     if project is None:
         from retrain.training import train
 
@@ -406,7 +511,7 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
         from retrain.tracking import load_json_artifact
 
         if settings.gate.mode == "auto":  # the evaluate step has no check: hand it the resolved mode
-            params = {**params, "set": f"gate.mode={resolve_mode(settings.gate, adapts)}"}
+            params = {**params, "set": " ".join([*overrides, f"gate.mode={resolve_mode(settings.gate, adapts)}"])}
         run_id = _project_step(project, "evaluate",
                                {**params, "candidate": candidate, "allow_past": str(allow_past).lower()},
                                settings.experiments.comparisons, result.step_phases,

@@ -93,7 +93,8 @@ def prepare(settings: Settings, as_of: date | None, source: DataSource | None = 
     val = source.select(windows.validation, allow_missing=keep_nan)
     refuse_missing(train, settings, str(windows.train))
     refuse_missing(val, settings, str(windows.validation))
-    tuning_start = windows.train.end - timedelta(days=settings.windows.tuning_days)
+    tuning_days = data.effective_windows(windows.as_of, settings.windows).tuning_days
+    tuning_start = windows.train.end - timedelta(days=tuning_days)
     tuning_window = Window("tuning", tuning_start, windows.train.end)
     in_tuning = train[spec.timestamp] >= tuning_window.start
     parts = {}
@@ -184,6 +185,8 @@ def train(
             **used[1].tags("validation")}
     if trigger_reason:
         tags["retrain.trigger"] = trigger_reason
+    if settings.windows.since is not None:  # an adapted window: the days since a change, cut in proportion
+        tags["retrain.window_since"] = str(settings.windows.since)
     failure = gate.learned_nothing(
         best_epoch=fitted.best_epoch,
         epochs=settings.model.epochs,
