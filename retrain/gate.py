@@ -265,7 +265,8 @@ def decide(
 
 
 def resolve_mode(policy: GatePolicy, adapts: bool | None) -> str:
-    """The gate mode a comparison uses: `auto` is non_inferiority when the check saw the problem move."""
+    """The gate mode a comparison uses: `auto` is non_inferiority when the check saw the problem move or an old
+    production model (`trigger.NON_INFERIORITY_SIGNALS`), superiority otherwise."""
     if policy.mode != "auto":
         return policy.mode
     return "non_inferiority" if adapts else "superiority"

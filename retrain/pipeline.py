@@ -498,9 +498,9 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
         result.outcome = "kept"
         result.reasons.append(f"candidate version {candidate} is already production (same data and settings)")
         return
-    from retrain.trigger import ADAPTING_SIGNALS
+    from retrain.trigger import NON_INFERIORITY_SIGNALS
 
-    adapts = bool(set(check.decision.get("signals", ())) & ADAPTING_SIGNALS)
+    adapts = bool(set(check.decision.get("signals", ())) & NON_INFERIORITY_SIGNALS)
     if project is None:
         from retrain.evaluation import evaluate
 

@@ -184,3 +184,12 @@ def test_drift_action_warn_keeps_drift_out_of_the_reasons():
                   policy=TriggerPolicy(min_roc_auc=None, drift_action="retrain"),
                   evidence=_evidence()).reasons == ("drift: income PSI 0.31 > 0.20",)
     assert TriggerPolicy().drift_action == "warn"  # the default, from the backtests in BENCHMARKS.md
+
+
+def test_an_old_production_model_lets_the_auto_gate_judge_by_non_inferiority():
+    from retrain.trigger import ADAPTING_SIGNALS, NON_INFERIORITY_SIGNALS
+
+    old = decide({}, None, 0, 45.0, has_production=True, force=False, policy=TriggerPolicy())
+    assert old.retrain and old.signals == ("age",)
+    assert not old.adapts  # the problem did not move: no adapted training window
+    assert set(old.signals) & NON_INFERIORITY_SIGNALS and "age" not in ADAPTING_SIGNALS
