@@ -9,10 +9,11 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 
 WORKDIR /app
-# The same pinned install as the README and CI (constraints.txt), not editable, with the PostgreSQL driver.
+# The same pinned install as the README and CI (constraints.txt), not editable, with what a tracking server
+# needs (the `server` extra: the PostgreSQL driver, and uvloop for uvicorn's many workers).
 COPY constraints.txt pyproject.toml README.md ./
 COPY retrain ./retrain
-RUN pip install --extra-index-url "${TORCH_INDEX_URL}" -c constraints.txt ".[postgres]"
+RUN pip install --extra-index-url "${TORCH_INDEX_URL}" -c constraints.txt ".[server]"
 # The MLflow Project (`mlflow run . -e main` in /app) and the default settings.
 COPY MLproject conda.yaml ./
 COPY mlproject ./mlproject

@@ -51,7 +51,8 @@ def run_link(experiment_id: str | None, run_id: str | None, label: str | None = 
     if not run_id:
         return "-"
     label = label or f"run {run_id[:8]}"
-    return f"[{label}](#/experiments/{experiment_id}/runs/{run_id})" if experiment_id else label
+    # Without the experiment, the UI's direct route (`#/runs/<id>`) finds it and redirects.
+    return f"[{label}](#/experiments/{experiment_id}/runs/{run_id})" if experiment_id else f"[{label}](#/runs/{run_id})"
 
 
 def version_link(model: str, version: str | None) -> str:

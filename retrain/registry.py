@@ -187,10 +187,18 @@ class Registry:
             raise
 
     def version(self, version: str) -> Any:
-        found = self._version(version)
+        return self._existing(version, self._version(version))
+
+    def _existing(self, version: str, found: Any | None) -> Any:
         if found is None:
             raise RegistryError(f"model {self.name} has no version {version}; `retrain history` lists the versions that served")
         return found
+
+    def _versions(self, *versions: str | None) -> dict[str, Any]:
+        """The model versions (None for deleted ones), read together: a move also redraws the description of
+        the version it replaces, so that one is read alongside the target instead of after the move."""
+        wanted = list(dict.fromkeys(v for v in versions if v))
+        return dict(zip(wanted, self._together([lambda v=v: self._version(v) for v in wanted])))
 
     def latest_comparison(self, candidate: str) -> Any | None:
         """The newest comparison run of exactly this candidate version, in any experiment.
@@ -225,7 +233,8 @@ class Registry:
                 f"no candidate: alias @{self.spec.staging_alias} of {self.name} is not set; "
                 "run `retrain train` or pass --candidate VERSION"
             )
-        version = self.version(candidate)
+        found = self._versions(candidate, head.production)
+        version = self._existing(candidate, found[candidate])
         if candidate == head.production:
             raise Refused(f"candidate version {candidate} is already @{self.spec.production_alias}; nothing to promote")
         mark = rolled_back_mark(version.tags or {})
@@ -241,7 +250,7 @@ class Registry:
             kind = "promote"
             reason = reason or run.data.tags.get("retrain.reason", "comparison passed the gate")
         move = self._move(view, candidate, kind, reason or kind, actor, comparison_id=comparison_id,
-                          overrode=mark, to_tags=version.tags or {}, notify=False)
+                          overrode=mark, found=found, notify=False)
         if notify:
             metric = self.settings.gate.primary_metric
             event = {"kind": "promoted", "version": candidate, "from_version": move.from_version,
@@ -287,18 +296,21 @@ class Registry:
         if head.production is None:
             raise RegistryError("nothing to roll back: the production alias is not set")
         skipped: list[str] = []
+        found: dict[str, Any] = {}
         if to is not None:
             to = str(to)
             if to == head.production:
                 raise Refused(f"version {to} is already production; nothing to roll back")
-            target = self.version(to)
+            found = self._versions(to, head.production)
+            target = self._existing(to, found[to])
             tags = target.tags or {}
             if ARCHIVED not in tags and to not in head.stack and not force:  # archived: it served, then stopped
                 raise Refused(f"version {to} never served as production; add --force to roll back to it anyway")
         else:
             target = None
             for candidate in mv.rollback_candidates(head):
-                target = self._version(candidate)
+                found.update(self._versions(candidate, None if found else head.production))
+                target = found[candidate]
                 if target is not None:
                     to = candidate
                     break
@@ -313,7 +325,7 @@ class Registry:
         if mark is not None and not force:
             raise Refused(f"v{to} {mark}; add --force to roll back to it anyway")
         move = self._move(view, to, "rollback", reason or "rollback", actor, skipped=tuple(skipped),
-                          overrode=mark, to_tags=tags, notify=False)
+                          overrode=mark, found=found, notify=False)
         if notify:
             extra = f" (skipped deleted versions {', '.join(skipped)})" if skipped else ""
             self._notify(move, {"kind": "rolled_back", "version": to, "from_version": move.from_version,
@@ -335,8 +347,10 @@ class Registry:
 
     def _move(self, view: View, to: str | None, kind: str, reason: str, actor: str | None, *,
               comparison_id: str | None = None, skipped: tuple[str, ...] = (), overrode: str | None = None,
-              to_tags: dict[str, str] | None = None, notify: bool = True) -> Move:
-        """Claim move head+1 (compare-and-set), check nothing moved meanwhile, then apply it."""
+              found: dict[str, Any] | None = None, notify: bool = True) -> Move:
+        """Claim move head+1 (compare-and-set), check nothing moved meanwhile, then apply it.
+        `found`: the model versions involved as read before the move (its target's tags decide which tags to
+        delete; both versions' descriptions are redrawn from them without reading them again)."""
         from retrain.tracking import actor as who
 
         head = view.head
@@ -364,9 +378,12 @@ class Registry:
             raise RegistryError(f"production of {self.name} was moved outside retrain while this command ran (now "
                                 f"{now.production or '(none)'}); move #{move.seq} is unfinished: {REPAIR_HINT}")
         # The descriptions (a rendering of what the move wrote) are redrawn while the head is written.
-        self._apply(move, head, now, to_tags, also=[lambda: self.ledger.hide(entry)], with_head=[
+        found = found or {}
+        target = found.get(to) if to is not None else None
+        self._apply(move, head, now, (target.tags or {}) if target is not None else None,
+                    also=[lambda: self.ledger.hide(entry)], with_head=[
             lambda: self.refresh_descriptions(move.from_version, move.to_version, move=move,
-                                              previous=now.description)])
+                                              previous=now.description, found=found, view=now)])
         if notify:
             self._notify(move, {"kind": move.kind, "version": to, "from_version": move.from_version,
                                 "reason": move.reason})
@@ -394,16 +411,12 @@ class Registry:
         # Between the alias (the move itself) and the head (its completion mark) every write is independent of
         # the others and repair redoes any of them; through a tracking server they go out together.
         writes = []
-        if move.from_version:
-            writes.append(lambda: self._set_version_tag(move.from_version, ARCHIVED, move.at))
-            if move.kind == "rollback":
-                mark = {"at": move.at, "actor": move.actor, "reason": mv.bounded(move.reason, 1000), "seq": move.seq,
-                        "to": to}
-                writes.append(lambda: self._set_version_tag(move.from_version, ROLLED_BACK,
-                                                            json.dumps(mark, sort_keys=True)))
-        if to is not None:
-            writes += [lambda key=key: self.client.delete_model_version_tag(name, to, key)
-                       for key in (ARCHIVED, ROLLED_BACK) if to_tags is None or key in to_tags]
+        for version, changes in version_changes(move).items():
+            for key, value in changes.items():
+                if value is not None:
+                    writes.append(lambda v=version, k=key, x=value: self._set_version_tag(v, k, x))
+                elif to_tags is None or key in to_tags:
+                    writes.append(lambda v=version, k=key: self.client.delete_model_version_tag(name, v, k))
         writes += self._mirror_writes(move, view.tags)
         if to is not None and view.staging == to:
             writes.append(lambda: self.client.delete_registered_model_alias(name, self.spec.staging_alias))
@@ -411,30 +424,37 @@ class Registry:
         self._together([lambda: self.client.set_registered_model_tag(name, self.head_key, head.after(move).to_json()),
                         *with_head])
 
-    def _together(self, calls: list[Any]) -> None:
-        """Run independent store calls: one after another on a local store (one SQLite writer at a time), at
-        once through a tracking server (each call is a round trip). The first failure is raised after all ended."""
+    def _together(self, calls: list[Any]) -> list[Any]:
+        """Run independent store calls and return their results: one after another on a local store (one SQLite
+        writer at a time), at once through a tracking server (each call is a round trip). The first failure is
+        raised after all ended."""
         if len(calls) < 2 or not self.remote:
-            for call in calls:
-                call()
-            return
+            return [call() for call in calls]
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=len(calls)) as pool:
             futures = [pool.submit(call) for call in calls]
-        for future in futures:
-            future.result()
+        return [future.result() for future in futures]
 
-    def refresh_descriptions(self, *versions: str | None, move: Move | None = None,
-                             previous: str | None = None) -> None:
+    def refresh_descriptions(self, *versions: str | None, move: Move | None = None, previous: str | None = None,
+                             found: dict[str, Any] | None = None, view: View | None = None) -> None:
         """Redraw the model's description (production history, newest first) and the descriptions of
         `versions`: after `move`, its row on top of the table (`previous`: the description as read before the
-        move, else read again); without, the whole table from the move log.
+        move, else read again) and each version drawn from `found` (as read before the move, with the move's tag
+        and alias changes applied: no read) or else read again; without a move, the table from the move log.
         Best effort: the move log and tags are the record, this is their rendering."""
+        def draw(version: str) -> None:
+            before = (found or {}).get(version)
+            if move is None or view is None or before is None:
+                return write_version_description(self.client, self.settings, version)
+            tags, aliases = after_move(move, version, before.tags or {}, before.aliases or (), view.staging,
+                                       self.spec.production_alias, self.spec.staging_alias)
+            self.client.update_model_version(self.name, version, description=version_description(
+                self.settings, version, tags, aliases))
+
         try:
             self._together([lambda: write_model_description(self, move, previous),
-                            *(lambda v=v: write_version_description(self.client, self.settings, v)
-                              for v in dict.fromkeys(v for v in versions if v))])
+                            *(lambda v=v: draw(v) for v in dict.fromkeys(v for v in versions if v))])
         except Exception as exc:  # noqa: BLE001 - a rendering never fails a move
             log.warning("retrain: could not redraw the descriptions of %s: %s", self.name, exc)
 
@@ -904,10 +924,14 @@ MODEL_HEADER = "Churn classifier managed by retrain: @{staging} = candidate, @{p
 
 
 def _run_link(client: Any, run_id: str | None, label: str | None = None) -> str:
+    """A link to the run in the MLflow UI: under its experiment (one read), or without `client` the UI's
+    direct route `#/runs/<id>`, which finds the experiment itself (no read: used while production moves)."""
     from retrain.describe import run_link
 
     if not run_id:
         return "-"
+    if client is None:
+        return run_link(None, run_id, label)
     try:
         experiment_id = client.get_run(run_id).info.experiment_id
     except Exception:  # noqa: BLE001 - a deleted run is still worth naming
@@ -923,8 +947,8 @@ def write_model_description(registry: Registry, move: Move | None = None, previo
     spec, client = registry.spec, registry.client
     header = MODEL_HEADER.format(staging=spec.staging_alias, production=spec.production_alias)
 
-    def row(m: Move) -> str:
-        link = _run_link(client, m.comparison_run_id, "comparison") if m.comparison_run_id else "-"
+    def row(m: Move) -> str:  # direct run links: no read per row, none while production moves
+        link = _run_link(None, m.comparison_run_id, "comparison") if m.comparison_run_id else "-"
         return move_row(registry.name, m, link)
 
     if move is not None:
@@ -939,12 +963,50 @@ def write_model_description(registry: Registry, move: Move | None = None, previo
 
 def write_version_description(client: Any, settings: Settings, version: str) -> None:
     """A version's description: trained on, validation metrics, fate (from its tags and aliases)."""
+    found = client.get_model_version(settings.registry.model_name, version)
+    text = version_description(settings, str(version), found.tags or {}, found.aliases or [])
+    client.update_model_version(settings.registry.model_name, version, description=text)
+
+
+def version_description(settings: Settings, version: str, tags: dict[str, str], aliases: Any) -> str:
+    """The text of `write_version_description`, drawn from given tags and aliases (no reads: its run link is
+    the UI's direct route)."""
     from retrain.describe import version_markdown
 
     reg = settings.registry
-    found = client.get_model_version(reg.model_name, version)
-    comparison = found.tags.get("retrain.comparison_run_id")
-    text = version_markdown(reg.model_name, str(version), found.tags, found.aliases or [],
-                            production_alias=reg.production_alias, staging_alias=reg.staging_alias,
-                            comparison=_run_link(client, comparison, "comparison") if comparison else None)
-    client.update_model_version(reg.model_name, version, description=text)
+    comparison = tags.get("retrain.comparison_run_id")
+    link = _run_link(None, comparison, "comparison") if comparison else None
+    return version_markdown(reg.model_name, version, tags, aliases, production_alias=reg.production_alias,
+                            staging_alias=reg.staging_alias, comparison=link)
+
+
+def version_changes(move: Move) -> dict[str, dict[str, str | None]]:
+    """The version tags a move writes (None: deleted): the replaced version is archived (and marked rolled
+    back from, by a rollback); the target loses both marks."""
+    changes: dict[str, dict[str, str | None]] = {}
+    if move.from_version:
+        changes[move.from_version] = {ARCHIVED: move.at}
+        if move.kind == "rollback":
+            mark = {"at": move.at, "actor": move.actor, "reason": mv.bounded(move.reason, 1000), "seq": move.seq,
+                    "to": move.to_version}
+            changes[move.from_version][ROLLED_BACK] = json.dumps(mark, sort_keys=True)
+    if move.to_version is not None:
+        changes.setdefault(move.to_version, {}).update({ARCHIVED: None, ROLLED_BACK: None})
+    return changes
+
+
+def after_move(move: Move, version: str, tags: dict[str, str], aliases: Any, staging: str | None,
+               production_alias: str, staging_alias: str) -> tuple[dict[str, str], set[str]]:
+    """A version's tags and aliases once `move` is applied, from what they were before it."""
+    tags = dict(tags)
+    for key, value in version_changes(move).get(version, {}).items():
+        if value is None:
+            tags.pop(key, None)
+        else:
+            tags[key] = value
+    aliases = set(aliases) - {production_alias}
+    if version == move.to_version:
+        aliases.add(production_alias)
+        if staging == version:
+            aliases.discard(staging_alias)
+    return tags, aliases

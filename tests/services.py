@@ -153,14 +153,16 @@ def _wait_port_free(port: int, timeout: float = 20) -> None:
 
 def mlflow_server(folder: Path, backend_uri: str, *, artifacts_destination: str | None = None,
                   default_artifact_root: str | None = None, env: dict[str, str] | None = None,
-                  port: int | None = None, name: str = "mlflow-server", workers: int | None = 1) -> Service:
+                  port: int | None = None, name: str = "mlflow-server", workers: int | None = 1,
+                  options: tuple[str, ...] = ()) -> Service:
     """`mlflow server` (not started): artifacts proxied to `artifacts_destination`, or written by
     clients directly to `default_artifact_root` (then `--no-serve-artifacts`). `workers`: uvicorn worker
-    processes (1 for the tests, to spare memory; None = MLflow's default, 4)."""
+    processes (1 for the tests, to spare memory; None = MLflow's default, 4). `options`: more of its options."""
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     args = [sys.executable, "-m", "mlflow", "server", "--host", HOST, "--port", str(port),
-            *(["--workers", str(workers)] if workers else []), "--backend-store-uri", backend_uri, "--allowed-hosts", f"{HOST}:{port},localhost:{port}"]
+            *(["--workers", str(workers)] if workers else []), "--backend-store-uri", backend_uri, "--allowed-hosts", f"{HOST}:{port},localhost:{port}",
+            *options]
     if default_artifact_root:
         args += ["--no-serve-artifacts", "--default-artifact-root", default_artifact_root]
     else:

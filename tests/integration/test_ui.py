@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from retrain.pipeline import run_cycle
-from retrain.registry import Registry
+from retrain.registry import Registry, version_description
 from retrain.training import train
 from tests.conftest import REPO, fast_settings
 
@@ -117,11 +117,16 @@ def test_model_and_version_descriptions_follow_promote_and_rollback(stable_data,
     assert [r.split("|")[1].strip() for r in rows] == ["3", "2", "1"]  # newest first
     assert "rollback" in rows[0] and "live accuracy fell" in rows[0]
     assert "[v2](#/models/churn-classifier/versions/2) -> [v1](#/models/churn-classifier/versions/1)" in rows[0]
-    assert "force" in rows[1] and "[comparison](#/experiments/" in rows[2]
+    assert "force" in rows[1] and "[comparison](#/runs/" in rows[2]
     assert "**Production now:** [v1]" in model.description
     v2 = client.get_model_version("churn-classifier", "2").description
     assert "**Fate:** rolled back from" in v2 and "live accuracy fell" in v2
     assert "**Fate:** serving" in client.get_model_version("churn-classifier", "1").description
+    # a move draws both versions' descriptions from what it read before it, without reading them again:
+    # exactly what drawing them from the registry now gives
+    for version in ("1", "2"):
+        found = client.get_model_version("churn-classifier", version)
+        assert found.description == version_description(settings, version, found.tags, found.aliases)
     # the JSON tags stay the record
     assert any(k.startswith("retrain.") for k in model.tags)
 

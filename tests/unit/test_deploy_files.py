@@ -221,8 +221,18 @@ def test_dockerfile_installs_like_the_readme_with_the_constraints_and_keeps_even
     assert "-c constraints.txt" in install and "-e" not in install.split()  # pinned, not editable
     extras = re.search(r'"\.\[(.+)\]"', install).group(1).split(",")
     assert set(extras) <= set(project["optional-dependencies"])
+    # the image runs the tracking server too: uvloop spares it uvicorn's Nagle stall with many workers
+    assert "uvloop" in " ".join(r for extra in extras for r in project["optional-dependencies"][extra])
     env = " ".join(arg for op, arg in steps if op == "ENV")
     events = re.search(r"RETRAIN_EVENTS_PATH=(\S+)", env).group(1)
     volume = json.loads(next(arg for op, arg in steps if op == "VOLUME"))
     assert str(Path(events).parent) in volume
     assert any(op == "USER" for op, _ in steps)
+
+
+def test_tracking_servers_of_this_install_run_uvicorn_on_uvloop():
+    """`mlflow server` starts uvicorn with `--loop auto`: with uvloop installed (test and `server` extras) its
+    workers set TCP_NODELAY; on asyncio's loop with more than one worker they do not (Kludex/uvicorn#3149)."""
+    from uvicorn.config import Config
+
+    assert Config(app="mlflow.server.fastapi_app:app", loop="auto").get_loop_factory().__module__ == "uvloop"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import os
 import socket
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 from retrain import moves as mv
 from retrain.moves import Head, Move, Pending, Snapshot, diagnose, parse_head, parse_move, replay_legacy
-from retrain.registry import process_gone, rolled_back_mark
+from retrain.registry import ARCHIVED, ROLLED_BACK, after_move, process_gone, rolled_back_mark
 from retrain.store import bounded_http_retries, redact
 
 HEAD_KEY = "retrain.state.production"
@@ -259,3 +260,16 @@ def test_lock_contention_is_retried_and_other_failures_become_one_line():
     assert flaky.calls == 4
     with pytest.raises(RegistryError, match="ConnectionResetError$"):
         GuardedClient(Flaky([ConnectionResetError()])).get_registered_model("m")
+
+
+def test_after_move_gives_the_tags_and_aliases_a_move_leaves():
+    move = Move(4, "2", "1", "2026-03-01T00:00:00.000+00:00", "ana", "rollback", "accuracy fell", token="t")
+    tags, aliases = after_move(move, "2", {"retrain.metrics": "{}"}, ["production", "shadow"], None,
+                               "production", "staging")
+    assert aliases == {"shadow"} and tags[ARCHIVED] == move.at and json.loads(tags[ROLLED_BACK])["to"] == "1"
+    tags, aliases = after_move(move, "1", {ARCHIVED: "x", ROLLED_BACK: "{}", "k": "v"}, ["staging"], "1",
+                               "production", "staging")
+    assert tags == {"k": "v"} and aliases == {"production"}
+    promote = replace(move, kind="promote", from_version=None, to_version="3")
+    tags, aliases = after_move(promote, "3", {}, ["staging"], "2", "production", "staging")
+    assert aliases == {"production", "staging"} and tags == {}  # staging pointed elsewhere: untouched
