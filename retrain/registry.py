@@ -924,14 +924,10 @@ MODEL_HEADER = "Churn classifier managed by retrain: @{staging} = candidate, @{p
 
 
 def _run_link(client: Any, run_id: str | None, label: str | None = None) -> str:
-    """A link to the run in the MLflow UI: under its experiment (one read), or without `client` the UI's
-    direct route `#/runs/<id>`, which finds the experiment itself (no read: used while production moves)."""
     from retrain.describe import run_link
 
     if not run_id:
         return "-"
-    if client is None:
-        return run_link(None, run_id, label)
     try:
         experiment_id = client.get_run(run_id).info.experiment_id
     except Exception:  # noqa: BLE001 - a deleted run is still worth naming
@@ -942,14 +938,13 @@ def _run_link(client: Any, run_id: str | None, label: str | None = None) -> str:
 def write_model_description(registry: Registry, move: Move | None = None, previous: str | None = None) -> None:
     """The registered model's description: production now and the latest moves, newest first. After `move`
     its row goes on top of the rows shown (constant calls); without, the table is redrawn from the move log."""
-    from retrain.describe import HISTORY_ROWS, history_after_move, history_markdown, move_row
+    from retrain.describe import HISTORY_ROWS, history_after_move, history_markdown, move_row, run_link
 
     spec, client = registry.spec, registry.client
     header = MODEL_HEADER.format(staging=spec.staging_alias, production=spec.production_alias)
 
-    def row(m: Move) -> str:  # direct run links: no read per row, none while production moves
-        link = _run_link(None, m.comparison_run_id, "comparison") if m.comparison_run_id else "-"
-        return move_row(registry.name, m, link)
+    def row(m: Move) -> str:  # the UI's direct run links (#/runs/<id>): no read per row while production moves
+        return move_row(registry.name, m, run_link(None, m.comparison_run_id, "comparison"))
 
     if move is not None:
         if previous is None:
@@ -971,11 +966,11 @@ def write_version_description(client: Any, settings: Settings, version: str) -> 
 def version_description(settings: Settings, version: str, tags: dict[str, str], aliases: Any) -> str:
     """The text of `write_version_description`, drawn from given tags and aliases (no reads: its run link is
     the UI's direct route)."""
-    from retrain.describe import version_markdown
+    from retrain.describe import run_link, version_markdown
 
     reg = settings.registry
     comparison = tags.get("retrain.comparison_run_id")
-    link = _run_link(None, comparison, "comparison") if comparison else None
+    link = run_link(None, comparison, "comparison") if comparison else None
     return version_markdown(reg.model_name, version, tags, aliases, production_alias=reg.production_alias,
                             staging_alias=reg.staging_alias, comparison=link)
 
