@@ -351,9 +351,6 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
     return result
 
 
-ADAPT_SIGNALS = frozenset({"label_rate", "performance"})  # checks that say the problem itself changed
-
-
 def adapted_since(settings: Settings, as_of: date, signals, source) -> tuple[date | None, str]:
     """(first day of the current regime, why) when the check fired on a label-rate shift or a performance drop
     and the usual training + validation days hold a significant change with enough rows since it; else
@@ -367,8 +364,9 @@ def adapted_since(settings: Settings, as_of: date, signals, source) -> tuple[dat
 
     from retrain import changepoint, data
     from retrain.training import imputed
+    from retrain.trigger import WINDOW_SIGNALS
 
-    w, fired = settings.windows, ADAPT_SIGNALS & set(signals)
+    w, fired = settings.windows, WINDOW_SIGNALS & set(signals)
     if not w.adapt or w.since is not None or not fired:
         return None, ""
     normal = data.windows_for(as_of, w)
@@ -395,26 +393,26 @@ def adapted_since(settings: Settings, as_of: date, signals, source) -> tuple[dat
     if found is None:
         return None, f"no significant change in the last {span.days} days: usual training window"
     since = days[found.index].date()
-    split = changepoint.split_days((as_of - since).days + 1, w.train_days, w.tuning_days, w.validation_days)
+    since_days = (as_of - since).days + 1
+    split = changepoint.split_days(since_days, w.train_days, w.tuning_days, w.validation_days)
     parts = changepoint.split_rows(counts[found.index:].tolist(), split) if split else {}
     change = (f"{what} changed on {since.isoformat()} ({found.before:.4f} -> {found.after:.4f}, p = "
               f"{found.p_value:.2g})")
     short = {k: v for k, v in parts.items() if v < min_rows}
     if split is None or short:
-        lacking = ", ".join(f"{k} {v}" for k, v in short.items()) or f"{(as_of - since).days + 1} day(s)"
+        lacking = ", ".join(f"{k} {v}" for k, v in short.items()) or f"{since_days} day(s)"
         return None, (f"{change}, but the rows since then are too few to train on ({lacking} < gate.min_rows "
                       f"{min_rows}): usual training window")
-    return since, (f"{change}: training on the {(as_of - since).days + 1} days since then (windows.since="
+    return since, (f"{change}: training on the {since_days} days since then (windows.since="
                    f"{since.isoformat()}: fit {parts['fit']:,}, tuning {parts['tuning']:,}, validation "
                    f"{parts['validation']:,} rows)")
 
 
 def _loss_change(settings: Settings, rows, days, day_of, y, alpha: float, min_rows: int):
     """(Change in production's mean log loss per row over the days since its fresh_from, label, day offset)."""
-    import mlflow
     import numpy as np
 
-    from retrain import changepoint
+    from retrain import changepoint, replay
     from retrain.evaluation import fresh_from
     from retrain.model import conform
     from retrain.monitoring import production_version
@@ -428,7 +426,7 @@ def _loss_change(settings: Settings, rows, days, day_of, y, alpha: float, min_ro
         offset = int(np.searchsorted(np.array(days, dtype="datetime64[ns]"),
                                      np.datetime64(first[:10], "ns"), side="left"))
     keep = day_of >= offset
-    model = mlflow.pyfunc.load_model(f"models:/{settings.registry.model_name}/{version.version}")
+    model = replay.load_model(settings.registry.model_name, str(version.version))
     frame = rows.loc[keep, list(settings.data.features)]
     p = np.clip(model.predict(conform(frame, model))["probability"].to_numpy(float), 1e-7, 1 - 1e-7)
     labels = y[keep]
