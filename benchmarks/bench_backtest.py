@@ -25,12 +25,24 @@ from pathlib import Path
 
 SCENARIOS = ("stable", "seasonal", "gradual_drift", "sudden_break")
 # `loop` is the loop with the default settings (the bars judge it); the variants show what each setting does.
-LOOPS = ("loop", "loop@windows.adapt=false", "loop@trigger.max_roc_auc_drop=0.01", "loop@trigger.max_roc_auc_drop=0",
-         "loop@trigger.max_age_days=14", "loop@trigger.max_age_days=365")
+LOOPS = (
+    "loop",
+    "loop@windows.adapt=false",
+    "loop@trigger.max_roc_auc_drop=0.01",
+    "loop@trigger.max_roc_auc_drop=0",
+    "loop@trigger.max_age_days=14",
+    "loop@trigger.max_age_days=365",
+)
 FIXED = ("never", "always", "every:28d")
 # Smaller windows and models than the defaults, for time; triggers and gate as configured by default.
-BAR_SETTINGS = ("windows.train_days=30", "windows.validation_days=10", "windows.tuning_days=7",
-                "windows.monitor_days=7", "model.epochs=10", "model.patience=3")
+BAR_SETTINGS = (
+    "windows.train_days=30",
+    "windows.validation_days=10",
+    "windows.tuning_days=7",
+    "windows.monitor_days=7",
+    "model.epochs=10",
+    "model.patience=3",
+)
 QUICK = {"days": 90, "rows_per_day": 300, "shift_day": 55, "time_rows": 500, "time_steps": 6}
 
 
@@ -57,28 +69,50 @@ def _judge(scenario: str, result, start: date, every: int, shift: date) -> dict:
         if not name.startswith("loop"):
             continue
         s = by[name]
-        verdict = {"mean_roc_auc": round(s["mean_roc_auc"], 4), "trainings": s["trainings"],
-                   "promotions": s["promotions"],
-                   "auc_bar": s["mean_roc_auc"] >= best_fixed - 0.002,
-                   "not_more_than_always": s["trainings"] <= by["always"]["trainings"]}
+        verdict = {
+            "mean_roc_auc": round(s["mean_roc_auc"], 4),
+            "trainings": s["trainings"],
+            "promotions": s["promotions"],
+            "auc_bar": s["mean_roc_auc"] >= best_fixed - 0.002,
+            "not_more_than_always": s["trainings"] <= by["always"]["trainings"],
+        }
         if scenario in ("stable", "seasonal"):
             verdict["half_of_always"] = s["trainings"] <= by["always"]["trainings"] / 2
         if scenario == "sudden_break":
-            promoted = [date.fromisoformat(st["as_of"]) for st in result.steps
-                        if st["policy"] == name and st["promoted"] and date.fromisoformat(st["as_of"]) >= shift]
+            promoted = [
+                date.fromisoformat(st["as_of"])
+                for st in result.steps
+                if st["policy"] == name and st["promoted"] and date.fromisoformat(st["as_of"]) >= shift
+            ]
             first_step_after = min(d for d in (start + timedelta(days=k * every) for k in range(1000)) if d >= shift)
             steps_late = (promoted[0] - first_step_after).days // every if promoted else None
             verdict["steps_to_promote_after_break"] = steps_late
             verdict["break_bar"] = steps_late is not None and steps_late <= 1  # the first or second step after it
         out[name] = verdict
-    return {"scenario": scenario,
-            "fixed": {p: {"mean_roc_auc": round(by[p]["mean_roc_auc"], 4), "worst_roc_auc": round(by[p]["worst_roc_auc"], 4),
-                          "trainings": by[p]["trainings"]} for p in FIXED},
-            "loops": out, "wall_s": result.timings["total_s"], "fitted": result.timings["trainings_fitted"]}
+    return {
+        "scenario": scenario,
+        "fixed": {
+            p: {
+                "mean_roc_auc": round(by[p]["mean_roc_auc"], 4),
+                "worst_roc_auc": round(by[p]["worst_roc_auc"], 4),
+                "trainings": by[p]["trainings"],
+            }
+            for p in FIXED
+        },
+        "loops": out,
+        "wall_s": result.timings["total_s"],
+        "fitted": result.timings["trainings_fitted"],
+    }
 
 
-def bars(folder: Path, days: int = 130, rows_per_day: int = 600, shift_day: int = 70,
-         scenarios: tuple[str, ...] = SCENARIOS, loops: tuple[str, ...] = LOOPS) -> list[dict]:
+def bars(
+    folder: Path,
+    days: int = 130,
+    rows_per_day: int = 600,
+    shift_day: int = 70,
+    scenarios: tuple[str, ...] = SCENARIOS,
+    loops: tuple[str, ...] = LOOPS,
+) -> list[dict]:
     from retrain import synth
     from retrain.backtest import parse_policies, run_backtest
 
@@ -88,8 +122,12 @@ def bars(folder: Path, days: int = 130, rows_per_day: int = 600, shift_day: int 
     out = []
     for scenario in scenarios:
         data = folder / scenario
-        synth.write(synth.SynthSpec(days=days, rows_per_day=rows_per_day, scenario=scenario, shift_day=shift_day,
-                                    drift_days=40, seed=11), data)
+        synth.write(
+            synth.SynthSpec(
+                days=days, rows_per_day=rows_per_day, scenario=scenario, shift_day=shift_day, drift_days=40, seed=11
+            ),
+            data,
+        )
         settings = _settings(data, BAR_SETTINGS)
         result = run_backtest(settings, first, last, 7, parse_policies(",".join([*loops, *FIXED])))
         print(json.dumps({"scenario": scenario, "summaries": result.summaries, "timings": result.timings}), flush=True)
@@ -122,18 +160,37 @@ def cost(folder: Path, rows_per_day: int = 2000, steps: int = 26) -> dict:
         clock = time.perf_counter()
         result = run_backtest(settings, first, last, 4, parse_policies(policies))
         wall = time.perf_counter() - clock
-        timings[label] = {"wall_s": round(wall, 1), "outside_fit_s": round(wall - result.timings["fit_s"], 1),
-                          "load_before": load, "load_after": os.getloadavg()[0], **result.timings}
+        timings[label] = {
+            "wall_s": round(wall, 1),
+            "outside_fit_s": round(wall - result.timings["fit_s"], 1),
+            "load_before": load,
+            "load_after": os.getloadavg()[0],
+            **result.timings,
+        }
         print(label, json.dumps(timings[label]), flush=True)
-    flat = {f"{label}_{key}": t[key] for label, t in timings.items()
-            for key in ("wall_s", "fit_s", "outside_fit_s", "fit_share", "trainings_fitted", "load_before",
-                        "load_after")}
-    return {"ratio": round(timings["four"]["wall_s"] / timings["always"]["wall_s"], 2), "steps": steps,
-            "rows_per_day": rows_per_day, **flat}
+    flat = {
+        f"{label}_{key}": t[key]
+        for label, t in timings.items()
+        for key in ("wall_s", "fit_s", "outside_fit_s", "fit_share", "trainings_fitted", "load_before", "load_after")
+    }
+    return {
+        "ratio": round(timings["four"]["wall_s"] / timings["always"]["wall_s"], 2),
+        "steps": steps,
+        "rows_per_day": rows_per_day,
+        **flat,
+    }
 
 
-def run(days: int = 130, rows_per_day: int = 600, shift_day: int = 70, time_rows: int = 2000, time_steps: int = 26,
-        part: str = "all", scenarios: tuple[str, ...] = SCENARIOS, loops: tuple[str, ...] = LOOPS) -> dict:
+def run(
+    days: int = 130,
+    rows_per_day: int = 600,
+    shift_day: int = 70,
+    time_rows: int = 2000,
+    time_steps: int = 26,
+    part: str = "all",
+    scenarios: tuple[str, ...] = SCENARIOS,
+    loops: tuple[str, ...] = LOOPS,
+) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-backtest-") as tmp:
         folder = Path(tmp)
         _point(folder)
@@ -156,8 +213,11 @@ def main() -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="bars: comma-separated scenarios")
     parser.add_argument("--loops", default=",".join(LOOPS), help="bars: comma-separated loop policies to judge")
     args = parser.parse_args()
-    sizes = {**(QUICK if args.quick else {}), **({"time_rows": args.time_rows} if args.time_rows else {}),
-             **({"time_steps": args.time_steps} if args.time_steps else {})}
+    sizes = {
+        **(QUICK if args.quick else {}),
+        **({"time_rows": args.time_rows} if args.time_rows else {}),
+        **({"time_steps": args.time_steps} if args.time_steps else {}),
+    }
     scenarios = tuple(s for s in args.scenarios.split(",") if s)
     unknown = sorted(set(scenarios) - set(SCENARIOS))
     if unknown:

@@ -33,7 +33,6 @@ QUICK = {"fit_rows": 200_000, "tuning_rows": 50_000, "repeats": 1}
 def _frames(fit_rows: int, tuning_rows: int, seed: int = 0):
     """(fit, tuning) frames from `retrain.synth` with gaps, and the same frames with the gaps filled."""
     import numpy as np
-    import pandas as pd
 
     from retrain import synth
 
@@ -89,7 +88,9 @@ def _step(fit_frame, tuning_frame, *, ours: bool) -> dict[str, float]:
         encode = model.encode
     else:
         spec = model.build_spec(fit_frame, list(data.numeric), list(data.categorical), 64)
-        spec = dataclasses.replace(spec, categories={c: sorted(map(str, fit_frame[c].unique())) for c in data.categorical})
+        spec = dataclasses.replace(
+            spec, categories={c: sorted(map(str, fit_frame[c].unique())) for c in data.categorical}
+        )
         encode = _encode_before
     arrays = []
     for frame in (fit_frame, tuning_frame):
@@ -101,8 +102,16 @@ def _step(fit_frame, tuning_frame, *, ours: bool) -> dict[str, float]:
     torch.manual_seed(0)
     net = model.build_network(spec, mean, std)
     start = time.perf_counter()
-    fit(net, arrays[0], arrays[1], epochs=1, batch_size=defaults.batch_size, learning_rate=defaults.learning_rate,
-        weight_decay=defaults.weight_decay, seed=0)
+    fit(
+        net,
+        arrays[0],
+        arrays[1],
+        epochs=1,
+        batch_size=defaults.batch_size,
+        learning_rate=defaults.learning_rate,
+        weight_decay=defaults.weight_decay,
+        seed=0,
+    )
     probability = model.predict_proba(net, arrays[1][0], arrays[1][1])
     times["fit_s"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -120,8 +129,9 @@ def _impute_only(gappy, filled, repeats: int) -> float:
     from retrain.config import DataSpec
 
     data = DataSpec()
-    imputing = model.build_spec(gappy, list(data.numeric), list(data.categorical), 64,
-                                {"income": "impute", "channel": "impute"})
+    imputing = model.build_spec(
+        gappy, list(data.numeric), list(data.categorical), 64, {"income": "impute", "channel": "impute"}
+    )
     plain = model.build_spec(filled, list(data.numeric), list(data.categorical), 64)
     with_gaps = median_time(lambda: model.encode(gappy, imputing), repeats)
     without = median_time(lambda: model.encode(filled, plain), repeats)

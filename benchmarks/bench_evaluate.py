@@ -47,8 +47,12 @@ def run(n: int = 1_000_000, validation_days: int = 10) -> dict:
             train(load_settings(None, [*common, f"data.path={folder / 'small'}", "model.seed=7"]))
             mlflow.MlflowClient().set_registered_model_alias(incumbent.model_name, "production", incumbent.version)
             as_of = first + timedelta(days=days - 1)
-            big = synth.SynthSpec(days=validation_days, start=as_of - timedelta(days=validation_days - 1),
-                                  rows_per_day=-(-n // validation_days), seed=99)
+            big = synth.SynthSpec(
+                days=validation_days,
+                start=as_of - timedelta(days=validation_days - 1),
+                rows_per_day=-(-n // validation_days),
+                seed=99,
+            )
             synth.write(big, folder / "big")
             setup_s = time.perf_counter() - start
             settings = load_settings(None, [*common, f"data.path={folder / 'big'}"])

@@ -29,14 +29,15 @@ def _plain_loop(net, train, batch_size: int, seed: int) -> float:
     defaults = ModelSpec()
     torch.manual_seed(seed)
     x_num, x_cat, y = train
-    optimizer = torch.optim.Adam(net.parameters(), lr=defaults.learning_rate, weight_decay=defaults.weight_decay,
-                                 fused=True)
+    optimizer = torch.optim.Adam(
+        net.parameters(), lr=defaults.learning_rate, weight_decay=defaults.weight_decay, fused=True
+    )
     net.train()
     torch.cuda.synchronize()
     start = time.perf_counter()
     order = torch.randperm(len(y), device=y.device)
     for first in range(0, len(y), batch_size):
-        idx = order[first:first + batch_size]
+        idx = order[first : first + batch_size]
         loss = F.cross_entropy(net(x_num[idx], x_cat[idx]), y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -53,8 +54,12 @@ def run(n_rows: int = 10_000_000, repeats: int = 3, seed: int = 0) -> dict:
 
     name = f"gpu_epoch_{n_rows}"
     if not torch.cuda.is_available():
-        return {"name": name, "ratio": None, "target": "<= 1.5", "skipped": "no CUDA device (torch.cuda.is_available() "
-                "is False): nothing measured"}
+        return {
+            "name": name,
+            "ratio": None,
+            "target": "<= 1.5",
+            "skipped": "no CUDA device (torch.cuda.is_available() is False): nothing measured",
+        }
     from benchmarks.bench_train import _arrays, _network, _val_auc
     from retrain.config import ModelSpec
     from retrain.train import fit, resolve_device
@@ -69,8 +74,17 @@ def run(n_rows: int = 10_000_000, repeats: int = 3, seed: int = 0) -> dict:
         net = _network(net_spec, train, seed)
         torch.cuda.synchronize()
         start = time.perf_counter()
-        fit(net, train, val, epochs=1, batch_size=defaults.batch_size, learning_rate=defaults.learning_rate,
-            weight_decay=defaults.weight_decay, seed=seed, device=device)
+        fit(
+            net,
+            train,
+            val,
+            epochs=1,
+            batch_size=defaults.batch_size,
+            learning_rate=defaults.learning_rate,
+            weight_decay=defaults.weight_decay,
+            seed=seed,
+            device=device,
+        )
         torch.cuda.synchronize()
         return time.perf_counter() - start, _val_auc(net, val)
 
@@ -83,7 +97,7 @@ def run(n_rows: int = 10_000_000, repeats: int = 3, seed: int = 0) -> dict:
     ours(), baseline()  # warm-up: CUDA context, kernels
     results: dict[str, list[tuple[float, float]]] = {"ours": [], "baseline": []}
     for i in range(repeats):
-        for side in (("ours", "baseline") if i % 2 == 0 else ("baseline", "ours")):
+        for side in ("ours", "baseline") if i % 2 == 0 else ("baseline", "ours"):
             results[side].append(ours() if side == "ours" else baseline())
     seconds = {k: statistics.median(s for s, _ in v) for k, v in results.items()}
     return {

@@ -93,13 +93,32 @@ def _measure(kind: str, data: Path, store: Path, work: Path, src: str | None) ->
 def _cycle(data: Path, work: Path, src: str | None) -> dict:
     work.mkdir(parents=True)
     io_file = work / "io.txt"
-    cmd = [sys.executable, "-c", _WRAPPER, str(io_file), "run", "--in-process", "--force", "--json",
-           "--data", str(data), *SETTINGS, "--set", f"notify.events_path={work / 'events.jsonl'}"]
+    cmd = [
+        sys.executable,
+        "-c",
+        _WRAPPER,
+        str(io_file),
+        "run",
+        "--in-process",
+        "--force",
+        "--json",
+        "--data",
+        str(data),
+        *SETTINGS,
+        "--set",
+        f"notify.events_path={work / 'events.jsonl'}",
+    ]
     wall, rss, out, cpu = _run(cmd, work, _env(work, src))
     io = dict(line.split(": ") for line in io_file.read_text().splitlines())
     result = json.loads(out.strip().splitlines()[-1])
-    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mib": round(rss), "read_mib": round(int(io["rchar"]) / 2**20, 1),
-            "outcome": result["outcome"], "data_reads": result.get("data_reads")}
+    return {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "peak_rss_mib": round(rss),
+        "read_mib": round(int(io["rchar"]) / 2**20, 1),
+        "outcome": result["outcome"],
+        "data_reads": result.get("data_reads"),
+    }
 
 
 def _data_only(data: Path) -> float:
@@ -126,7 +145,9 @@ def run(rows_per_day: int = 3000, repeats: int = 3, src: str | None = None) -> d
         x1.mkdir()
         for folder in sorted(x10.iterdir())[-WINDOW_DAYS:]:
             shutil.copytree(folder, x1 / folder.name)
-        size = {name: sum(f.stat().st_size for f in d.rglob("*.parquet")) / 2**20 for name, d in (("x1", x1), ("x10", x10))}
+        size = {
+            name: sum(f.stat().st_size for f in d.rglob("*.parquet")) / 2**20 for name, d in (("x1", x1), ("x10", x10))
+        }
 
         # a production model for the checks, and an empty store for the trainings
         base = root / "base"
@@ -142,7 +163,7 @@ def run(rows_per_day: int = 3000, repeats: int = 3, src: str | None = None) -> d
         samples: dict[str, list[tuple[float, float, float]]] = {}
         for i in range(repeats):
             for kind, store in (("check", base), ("train", empty)):
-                for name, data in ((("x1", x1), ("x10", x10)) if i % 2 == 0 else (("x10", x10), ("x1", x1))):
+                for name, data in (("x1", x1), ("x10", x10)) if i % 2 == 0 else (("x10", x10), ("x1", x1)):
                     work = root / f"{kind}-{name}-{i}"
                     samples.setdefault(f"{kind}_{name}", []).append(_measure(kind, data, store, work, src))
         med = {k: tuple(statistics.median(s[i] for s in v) for i in range(3)) for k, v in samples.items()}
@@ -153,8 +174,11 @@ def run(rows_per_day: int = 3000, repeats: int = 3, src: str | None = None) -> d
                     data_only[name].append(_data_only(folder))
         data_only = {k: statistics.median(v[1:]) for k, v in data_only.items() if v}
         cycle = _cycle(x10, root / "cycle", src)
-    ratios = {f"{kind}_{what}_ratio": round(med[f"{kind}_x10"][i] / med[f"{kind}_x1"][i], 3)
-              for kind in ("check", "train") for i, what in ((0, "wall"), (1, "rss"), (2, "cpu"))}
+    ratios = {
+        f"{kind}_{what}_ratio": round(med[f"{kind}_x10"][i] / med[f"{kind}_x1"][i], 3)
+        for kind in ("check", "train")
+        for i, what in ((0, "wall"), (1, "rss"), (2, "cpu"))
+    }
     return {
         "name": f"history_10x_{rows_per_day}_rows_per_day",
         "data_mib": {k: round(v, 1) for k, v in size.items()},
@@ -163,8 +187,15 @@ def run(rows_per_day: int = 3000, repeats: int = 3, src: str | None = None) -> d
         **{f"{k}_cpu_s": round(v[2], 2) for k, v in med.items()},
         **ratios,
         "cycle_10x_in_process": cycle,
-        **({"data_only_x1_s": round(data_only["x1"], 3), "data_only_x10_s": round(data_only["x10"], 3),
-            "data_only_ratio": round(data_only["x10"] / data_only["x1"], 3)} if data_only else {}),
+        **(
+            {
+                "data_only_x1_s": round(data_only["x1"], 3),
+                "data_only_x10_s": round(data_only["x10"], 3),
+                "data_only_ratio": round(data_only["x10"] / data_only["x1"], 3),
+            }
+            if data_only
+            else {}
+        ),
         "ratio": max(v for k, v in ratios.items() if not k.endswith("cpu_ratio")),
         "target": "<= 1.2 (worst of wall and peak memory, check and train; CPU shown beside)",
     }

@@ -35,14 +35,24 @@ EXPERIMENTS = ("retrain-cycles", "retrain-training", "retrain-comparisons", "ret
 def _store(folder: Path) -> dict[str, str]:
     """A fresh SQLite store in `folder` with the loop's experiments; the environment to use it."""
     folder.mkdir()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
     env.pop("MLFLOW_REGISTRY_URI", None)
     env.pop("MLFLOW_RUN_ID", None)
-    code = ("import mlflow, sys\n"
-            "for name in sys.argv[1:]: mlflow.create_experiment(name, artifact_location=f'{sys.argv[0]}/' + name)")
-    subprocess.run([sys.executable, "-c", code, str(folder / "artifacts"), *EXPERIMENTS], env=env, cwd=folder,
-                   check=True, capture_output=True)
+    code = (
+        "import mlflow, sys\n"
+        "for name in sys.argv[1:]: mlflow.create_experiment(name, artifact_location=f'{sys.argv[0]}/' + name)"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(folder / "artifacts"), *EXPERIMENTS],
+        env=env,
+        cwd=folder,
+        check=True,
+        capture_output=True,
+    )
     return env
 
 
@@ -52,11 +62,39 @@ def _cycle(data: Path, folder: Path, projects: bool, overrides: tuple[str, ...])
     env = _store(folder)
     sets = " ".join([*overrides, f"notify.events_path={folder / 'events.jsonl'}"])
     if projects:
-        cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "main", "--env-manager", "local",
-               "--experiment-name", "retrain-cycles", "-P", f"data={data}", "-P", f"set={sets}", "-P", "force=true"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "run",
+            str(REPO),
+            "-e",
+            "main",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "retrain-cycles",
+            "-P",
+            f"data={data}",
+            "-P",
+            f"set={sets}",
+            "-P",
+            "force=true",
+        ]
     else:
-        cmd = [sys.executable, "-m", "retrain", "run", "--in-process", "--force", "--json", "--data", str(data),
-               "--overrides", sets]
+        cmd = [
+            sys.executable,
+            "-m",
+            "retrain",
+            "run",
+            "--in-process",
+            "--force",
+            "--json",
+            "--data",
+            str(data),
+            "--overrides",
+            sets,
+        ]
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, cwd=folder, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -65,12 +103,18 @@ def _cycle(data: Path, folder: Path, projects: bool, overrides: tuple[str, ...])
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     cycles = client.get_experiment_by_name("retrain-cycles").experiment_id
     (run,) = client.search_runs([cycles], "tags.`retrain.outcome` != ''", max_results=1)
-    phases = {k[len("time_"):-len("_s")]: v for k, v in run.data.metrics.items()
-              if k.startswith("time_") and k.endswith("_s")}
+    phases = {
+        k[len("time_") : -len("_s")]: v
+        for k, v in run.data.metrics.items()
+        if k.startswith("time_") and k.endswith("_s")
+    }
     if run.data.tags.get("retrain.outcome") not in ("promoted", "kept"):
-        raise RuntimeError(f"cycle ended {run.data.tags.get('retrain.outcome')}: {run.data.tags.get('retrain.reasons')}")
-    inside = sum(v for k, v in phases.items() if k in ("startup", "setup", "check", "train", "evaluate", "promote",
-                                                         "notify"))
+        raise RuntimeError(
+            f"cycle ended {run.data.tags.get('retrain.outcome')}: {run.data.tags.get('retrain.reasons')}"
+        )
+    inside = sum(
+        v for k, v in phases.items() if k in ("startup", "setup", "check", "train", "evaluate", "promote", "notify")
+    )
     phases["outside"] = round(wall - inside, 3)
     return {"wall_s": wall, "phases": phases, "steps": run.data.tags.get("retrain.steps")}
 
@@ -81,8 +125,17 @@ def _floor(folder: Path) -> float:
     project.mkdir(parents=True)
     (project / "MLproject").write_text('name: empty\nentry_points:\n  main:\n    command: "python -c pass"\n')
     env = _store(folder / "store")
-    cmd = [sys.executable, "-m", "mlflow", "run", str(project), "--env-manager", "local",
-           "--experiment-name", "retrain-cycles"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        str(project),
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        "retrain-cycles",
+    ]
     start = time.perf_counter()
     subprocess.run(cmd, env=env, cwd=folder, check=True, capture_output=True)
     return time.perf_counter() - start
@@ -97,7 +150,7 @@ def run(days: int = 100, rows_per_day: int = 1000, repeats: int = 2, overrides: 
         data = Path(tmp) / "data"
         synth.write(synth.SynthSpec(days=days, rows_per_day=rows_per_day, seed=5), data)
         for i in range(repeats):  # alternating, order swapped each repeat
-            for mode in (("projects", "in_process") if i % 2 == 0 else ("in_process", "projects")):
+            for mode in ("projects", "in_process") if i % 2 == 0 else ("in_process", "projects"):
                 results[mode].append(_cycle(data, Path(tmp) / f"{mode}-{i}", mode == "projects", overrides))
         floors = [_floor(Path(tmp) / f"floor-{i}") for i in range(max(repeats, 3))]
     floor = statistics.median(floors)

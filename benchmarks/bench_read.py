@@ -57,8 +57,12 @@ def run(rows_per_day: int = 1_000_000, repeats: int = 3, train_days: int = 60, d
         dataset = ds.dataset(str(folder), format="parquet", partitioning=partitioning)
         ts = ds.field(spec.timestamp)
         day = ds.field("date")
-        flt = ((day >= window.start.date()) & (day < window.end.date())
-               & (ts >= pa.scalar(window.start, pa.timestamp("us"))) & (ts < pa.scalar(window.end, pa.timestamp("us"))))
+        flt = (
+            (day >= window.start.date())
+            & (day < window.end.date())
+            & (ts >= pa.scalar(window.start, pa.timestamp("us")))
+            & (ts < pa.scalar(window.end, pa.timestamp("us")))
+        )
         return dataset.to_table(columns=columns, filter=flt)
 
     def bare_to_pandas():

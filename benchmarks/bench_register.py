@@ -81,8 +81,13 @@ def run(repeats: int = 5) -> dict:
 
             def baseline() -> None:  # fair: the same explicit requirements
                 with mlflow.start_run(experiment_id=experiment):
-                    mlflow.pytorch.log_model(net, name="model", registered_model_name="baseline",
-                                             serialization_format="pickle", pip_requirements=requirements)
+                    mlflow.pytorch.log_model(
+                        net,
+                        name="model",
+                        registered_model_name="baseline",
+                        serialization_format="pickle",
+                        pip_requirements=requirements,
+                    )
 
             def idiom() -> None:  # common idiom: requirements inferred
                 with mlflow.start_run(experiment_id=experiment):
@@ -97,10 +102,11 @@ def run(repeats: int = 5) -> dict:
             ours_times, baseline_times, idiom_times = [], [], []
             for i in range(repeats):  # alternating, the order rotated, so load hits all sides alike
                 sides = [(ours, ours_times), (baseline, baseline_times), (idiom, idiom_times)]
-                for fn, times in sides[i % 3:] + sides[:i % 3]:
+                for fn, times in sides[i % 3 :] + sides[: i % 3]:
                     times.append(_timed(fn))
-            versions = {name: len(client.search_model_versions(f"name='{name}'"))
-                        for name in ("ours", "baseline", "idiom")}
+            versions = {
+                name: len(client.search_model_versions(f"name='{name}'")) for name in ("ours", "baseline", "idiom")
+            }
         finally:
             os.chdir(old_cwd)
             mlflow.set_tracking_uri(None)

@@ -30,7 +30,6 @@ REAL_MOVES = 25
 
 def _versions(client, name: str, size: int, folder: Path) -> None:
     """A registered model with two versions whose runs each hold `size` bytes of artifacts."""
-    import mlflow
 
     client.create_registered_model(name)
     blob = folder / f"{name}.bin"
@@ -63,8 +62,18 @@ def _history(uri: str, name: str, moves: int, folder: Path, size: int = 50 * 102
     logged = []
     for seq in range(1, moves - min(REAL_MOVES, moves) + 1):  # what the moves before the last 25 left behind
         to = "1" if seq % 2 else "2"
-        logged.append(mv.Move(seq, None if seq == 1 else ("2" if to == "1" else "1"), to, "2026-01-01T00:00:00+00:00",
-                              "bench@host", "force", "bench", token=uuid.uuid4().hex))
+        logged.append(
+            mv.Move(
+                seq,
+                None if seq == 1 else ("2" if to == "1" else "1"),
+                to,
+                "2026-01-01T00:00:00+00:00",
+                "bench@host",
+                "force",
+                "bench",
+                token=uuid.uuid4().hex,
+            )
+        )
     if logged:
         _insert_claims(uri, reg.ledger, logged)
         client.set_registered_model_tag(name, reg.head_key, mv.head_from(logged).to_json())
@@ -90,8 +99,11 @@ def _insert_claims(uri: str, ledger, moves: list) -> None:
     now = int(time.time() * 1000)
     with store.ManagedSessionMaker(read_only=False) as session:
         for move in moves:
-            experiment = store._with_workspace_field(SqlExperiment(
-                name=ledger.name(move.seq), lifecycle_stage="deleted", creation_time=now, last_update_time=now))
+            experiment = store._with_workspace_field(
+                SqlExperiment(
+                    name=ledger.name(move.seq), lifecycle_stage="deleted", creation_time=now, last_update_time=now
+                )
+            )
             experiment.tags = [SqlExperimentTag(key=RECORD_TAG, value=json.dumps(move.record(), sort_keys=True))]
             session.add(experiment)
 
@@ -118,8 +130,9 @@ def _measure(uris: dict[str, str], repeats: int, folder: Path) -> dict[str, dict
         for label, (settings, client) in regs.items():
             reg = Registry(settings, client=client)
             target = "2" if reg.state().production == "1" else "1"
-            times[label]["rollback"].append(_timed(lambda: Registry(settings, client=client).rollback(
-                target, force=True, reason="bench")))
+            times[label]["rollback"].append(
+                _timed(lambda: Registry(settings, client=client).rollback(target, force=True, reason="bench"))
+            )
             times[label]["status"].append(_timed(lambda: Registry(settings, client=client).status()))
     return times
 
@@ -152,15 +165,21 @@ def run(repeats: int = 30, long_moves: int = 10_000, large_mb: int = 500) -> dic
 
     out = {
         "name": "rollback_sqlite",
-        f"rollback_10_moves_ms": ms(history["short"]["rollback"]),
+        "rollback_10_moves_ms": ms(history["short"]["rollback"]),
         f"rollback_{long_moves}_moves_ms": ms(history["long"]["rollback"]),
-        "ratio_rollback": round(statistics.median(history["long"]["rollback"]) / statistics.median(history["short"]["rollback"]), 2),
-        f"status_10_moves_ms": ms(history["short"]["status"]),
+        "ratio_rollback": round(
+            statistics.median(history["long"]["rollback"]) / statistics.median(history["short"]["rollback"]), 2
+        ),
+        "status_10_moves_ms": ms(history["short"]["status"]),
         f"status_{long_moves}_moves_ms": ms(history["long"]["status"]),
-        "ratio_status": round(statistics.median(history["long"]["status"]) / statistics.median(history["short"]["status"]), 2),
+        "ratio_status": round(
+            statistics.median(history["long"]["status"]) / statistics.median(history["short"]["status"]), 2
+        ),
         "small_50kb_rollback_ms": ms(size["small"]["rollback"]),
         f"large_{large_mb}mb_rollback_ms": ms(size["large"]["rollback"]),
-        "ratio_size": round(statistics.median(size["large"]["rollback"]) / statistics.median(size["small"]["rollback"]), 2),
+        "ratio_size": round(
+            statistics.median(size["large"]["rollback"]) / statistics.median(size["small"]["rollback"]), 2
+        ),
         "setup_s": round(setup_s, 1),
         "target": f"history ratios <= 1.2 ({long_moves} vs 10 moves); rollback median <= 100 ms, large/small ~ 1",
     }

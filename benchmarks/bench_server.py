@@ -25,8 +25,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = {"repeats": 5, "cycles": 1}
-FAST = ["model.epochs=6", "model.patience=2", "windows.train_days=30", "windows.validation_days=10",
-        "gate.min_rows=100", "trigger.min_labels=100"]
+FAST = [
+    "model.epochs=6",
+    "model.patience=2",
+    "windows.train_days=30",
+    "windows.validation_days=10",
+    "gate.min_rows=100",
+    "trigger.min_labels=100",
+]
 
 
 def _registry_times(uri: str, folder: Path, repeats: int) -> dict[str, list[float]]:
@@ -44,8 +50,11 @@ def _registry_times(uri: str, folder: Path, repeats: int) -> dict[str, list[floa
     client.create_registered_model(name)
     blob = folder / "weights.bin"
     blob.write_bytes(os.urandom(50_000))
-    exp = client.create_experiment(f"{name}-runs", artifact_location=(folder / "artifacts").as_uri()) \
-        if uri.startswith("sqlite") else client.create_experiment(f"{name}-runs")
+    exp = (
+        client.create_experiment(f"{name}-runs", artifact_location=(folder / "artifacts").as_uri())
+        if uri.startswith("sqlite")
+        else client.create_experiment(f"{name}-runs")
+    )
     for _ in range(2):
         with mlflow.start_run(experiment_id=exp) as run:
             mlflow.log_artifact(str(blob), "model")
@@ -70,19 +79,57 @@ def _cycle_seconds(data: Path, folder: Path, projects: bool) -> float:
     """Wall time of one forced cycle in a fresh process on a fresh SQLite store in `folder`."""
     folder.mkdir()
     overrides = " ".join([*FAST, f"notify.events_path={folder / 'events.jsonl'}"])
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
     env.pop("MLFLOW_REGISTRY_URI", None)
     if projects:
-        cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "main", "--env-manager", "local",
-               "--experiment-name", "retrain-cycles", "-P", f"data={data}", "-P", "as_of=2026-03-01",
-               "-P", f"set={overrides}", "-P", "force=true"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "run",
+            str(REPO),
+            "-e",
+            "main",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "retrain-cycles",
+            "-P",
+            f"data={data}",
+            "-P",
+            "as_of=2026-03-01",
+            "-P",
+            f"set={overrides}",
+            "-P",
+            "force=true",
+        ]
     else:
-        cmd = [sys.executable, "-m", "retrain", "run", "--in-process", "--force", "--data", str(data),
-               "--as-of", "2026-03-01", "--overrides", overrides]
+        cmd = [
+            sys.executable,
+            "-m",
+            "retrain",
+            "run",
+            "--in-process",
+            "--force",
+            "--data",
+            str(data),
+            "--as-of",
+            "2026-03-01",
+            "--overrides",
+            overrides,
+        ]
     if projects:  # `mlflow run` needs the experiment; create it first so both sides start from the same store
-        subprocess.run([sys.executable, "-c", "import mlflow; mlflow.create_experiment('retrain-cycles')"],
-                       env=env, cwd=folder, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-c", "import mlflow; mlflow.create_experiment('retrain-cycles')"],
+            env=env,
+            cwd=folder,
+            check=True,
+            capture_output=True,
+        )
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, cwd=folder, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -110,31 +157,38 @@ def run(repeats: int = 20, cycles: int = 2) -> dict:
             server.stop()
             uri = pg.create_database("asyncio")
             services.migrate(uri)
-            server = services.mlflow_server(tmp_path / "asyncio", uri, workers=None,
-                                            options=("--uvicorn-opts", "--loop asyncio")).start()
+            server = services.mlflow_server(
+                tmp_path / "asyncio", uri, workers=None, options=("--uvicorn-opts", "--loop asyncio")
+            ).start()
             plain = _registry_times(server.url, tmp_path / "asyncio", max(3, repeats // 4))
         finally:
             if server is not None:
                 server.stop()
             pg.destroy()
-        registry = {op: {"server_postgres_ms": round(statistics.median(remote[op]) * 1000, 1),
-                         "sqlite_ms": round(statistics.median(local[op]) * 1000, 1),
-                         "ratio": round(statistics.median(remote[op]) / statistics.median(local[op]), 2),
-                         "server_asyncio_loop_ms": round(statistics.median(plain[op]) * 1000, 1)}
-                    for op in remote}
+        registry = {
+            op: {
+                "server_postgres_ms": round(statistics.median(remote[op]) * 1000, 1),
+                "sqlite_ms": round(statistics.median(local[op]) * 1000, 1),
+                "ratio": round(statistics.median(remote[op]) / statistics.median(local[op]), 2),
+                "server_asyncio_loop_ms": round(statistics.median(plain[op]) * 1000, 1),
+            }
+            for op in remote
+        }
 
         projects, in_process = [], []
         data = tmp_path / "data"
         if cycles:
             synth.write(synth.SynthSpec(days=60, rows_per_day=250, scenario="stable", seed=1), data)
         for i in range(cycles):  # alternate the order so load drifts hit both sides alike
-            for side in ((True, False) if i % 2 == 0 else (False, True)):
+            for side in (True, False) if i % 2 == 0 else (False, True):
                 seconds = _cycle_seconds(data, tmp_path / f"cycle-{i}-{side}", side)
                 (projects if side else in_process).append(seconds)
     cycle = {}
     if cycles:
-        cycle = {"mlflow_run_main_s": round(statistics.median(projects), 1),
-                 "in_process_s": round(statistics.median(in_process), 1)}
+        cycle = {
+            "mlflow_run_main_s": round(statistics.median(projects), 1),
+            "in_process_s": round(statistics.median(in_process), 1),
+        }
         cycle["projects_overhead_s"] = round(cycle["mlflow_run_main_s"] - cycle["in_process_s"], 1)
     rollback_ms = registry["rollback"]["server_postgres_ms"]
     return {

@@ -36,8 +36,15 @@ import time
 from pathlib import Path
 
 QUICK = {"latency_requests": 150, "throughput_rounds": 2, "rollbacks": 2}
-FEATURES = ["age", "income", "tenure_days", "num_purchases", "avg_transaction_value", "days_since_last_purchase",
-            "channel"]
+FEATURES = [
+    "age",
+    "income",
+    "tenure_days",
+    "num_purchases",
+    "avg_transaction_value",
+    "days_since_last_purchase",
+    "channel",
+]
 POLL_S = 1.0
 
 
@@ -51,8 +58,9 @@ class _Process:
     def __init__(self, command: list[str], folder: Path, env: dict[str, str], health: str, name: str) -> None:
         self.name, self.health = name, health
         self.out = (folder / f"{name}.log").open("w")
-        self.process = subprocess.Popen(command, cwd=folder, env=env, stdout=self.out, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            command, cwd=folder, env=env, stdout=self.out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def wait_ready(self, timeout: float = 300) -> None:
         import requests
@@ -88,16 +96,17 @@ def _setup(folder: Path) -> tuple[object, str]:
     from retrain import synth
     from retrain.config import load_settings
     from retrain.registry import Registry
-    from retrain.serving.state import RolloutStore
     from retrain.serving.rollout import Rollout
+    from retrain.serving.state import RolloutStore
     from retrain.training import train
 
     uri = f"sqlite:///{folder}/mlflow.db"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     synth.write(synth.SynthSpec(days=45, rows_per_day=300, seed=3), folder / "data")
-    settings = load_settings(None, ["model.epochs=4", "windows.train_days=30", "windows.validation_days=10",
-                                    f"data.path={folder / 'data'}"])
+    settings = load_settings(
+        None, ["model.epochs=4", "windows.train_days=30", "windows.validation_days=10", f"data.path={folder / 'data'}"]
+    )
     outcome = train(settings)
     client = MlflowClient()
     source = client.get_model_version(outcome.model_name, outcome.version)
@@ -202,26 +211,69 @@ def run(latency_requests: int = 1000, throughput_rounds: int = 4, rollbacks: int
         processes: list[_Process] = []
         try:
             settings, uri = _setup(folder)
-            env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
-                   "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+            env = {
+                **os.environ,
+                "MLFLOW_TRACKING_URI": uri,
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            }
             ports = {name: _port() for name in ("mlflow", "single", "shadow")}
             log_url = f"sqlite:///{folder}/predictions.db"
             common = ["--set", f"serving.poll_s={POLL_S}", "--set", f"serving.log_url={log_url}"]
-            mlflow_serve = _Process([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/churn-classifier/1",
-                                     "--env-manager", "local", "-h", "127.0.0.1", "-p", str(ports["mlflow"])],
-                                    folder, env, f"http://127.0.0.1:{ports['mlflow']}/ping", "mlflow")
-            single = _Process([sys.executable, "-m", "retrain", "serve", "--port", str(ports["single"]), *common],
-                              folder, env, f"http://127.0.0.1:{ports['single']}/health", "single")
-            shadow = _Process([sys.executable, "-m", "retrain", "serve", "--port", str(ports["shadow"]), *common,
-                               "--set", "registry.model_name=churn-shadow",
-                               "--set", f"serving.log_url=sqlite:///{folder}/predictions-shadow.db"],
-                              folder, env, f"http://127.0.0.1:{ports['shadow']}/health", "shadow")
+            mlflow_serve = _Process(
+                [
+                    sys.executable,
+                    "-m",
+                    "mlflow",
+                    "models",
+                    "serve",
+                    "-m",
+                    "models:/churn-classifier/1",
+                    "--env-manager",
+                    "local",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(ports["mlflow"]),
+                ],
+                folder,
+                env,
+                f"http://127.0.0.1:{ports['mlflow']}/ping",
+                "mlflow",
+            )
+            single = _Process(
+                [sys.executable, "-m", "retrain", "serve", "--port", str(ports["single"]), *common],
+                folder,
+                env,
+                f"http://127.0.0.1:{ports['single']}/health",
+                "single",
+            )
+            shadow = _Process(
+                [
+                    sys.executable,
+                    "-m",
+                    "retrain",
+                    "serve",
+                    "--port",
+                    str(ports["shadow"]),
+                    *common,
+                    "--set",
+                    "registry.model_name=churn-shadow",
+                    "--set",
+                    f"serving.log_url=sqlite:///{folder}/predictions-shadow.db",
+                ],
+                folder,
+                env,
+                f"http://127.0.0.1:{ports['shadow']}/health",
+                "shadow",
+            )
             processes = [mlflow_serve, single, shadow]
             for p in processes:
                 p.wait_ready()
-            urls = {"mlflow": f"http://127.0.0.1:{ports['mlflow']}/invocations",
-                    "single": f"http://127.0.0.1:{ports['single']}/predict",
-                    "shadow": f"http://127.0.0.1:{ports['shadow']}/predict"}
+            urls = {
+                "mlflow": f"http://127.0.0.1:{ports['mlflow']}/invocations",
+                "single": f"http://127.0.0.1:{ports['single']}/predict",
+                "shadow": f"http://127.0.0.1:{ports['shadow']}/predict",
+            }
             rows = synth.generate_day(synth.SynthSpec(days=1, rows_per_day=1000, seed=9), 0)[FEATURES]
             one = {"dataframe_split": json.loads(rows.head(1).to_json(orient="split", index=False))}
             batch = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
@@ -262,11 +314,20 @@ def run(latency_requests: int = 1000, throughput_rounds: int = 4, rollbacks: int
         "throughput_records_per_s": {k: round(v) for k, v in throughput.items()},
         "throughput_ratio": round(throughput["single"] / throughput["mlflow"], 3),
         "throughput_target": ">= 1",
-        "rollback_to_traffic_s": {"median": round(statistics.median(rollback_s), 3), "max": round(max(rollback_s), 3),
-                                  "all": [round(x, 3) for x in rollback_s], "poll_s": POLL_S},
+        "rollback_to_traffic_s": {
+            "median": round(statistics.median(rollback_s), 3),
+            "max": round(max(rollback_s), 3),
+            "all": [round(x, 3) for x in rollback_s],
+            "poll_s": POLL_S,
+        },
         "rollback_target": f"<= {POLL_S + 0.5} s",
-        "prediction_log": {"rows_in": handed["rows_in"], "rows_out": written, "of_which_1000_record_batches": batch_rows,
-                           "backlog_at_sigterm": handed["backlog"], "rows_in_equals_rows_out": handed["rows_in"] == written},
+        "prediction_log": {
+            "rows_in": handed["rows_in"],
+            "rows_out": written,
+            "of_which_1000_record_batches": batch_rows,
+            "backlog_at_sigterm": handed["backlog"],
+            "rows_in_equals_rows_out": handed["rows_in"] == written,
+        },
         "requests": {"latency_per_service": latency_requests, "throughput_batches_per_service": throughput_rounds * 20},
     }
 

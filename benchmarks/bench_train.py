@@ -81,8 +81,16 @@ def _ours(net_spec, train, val, seed: int) -> tuple[float, float]:
     defaults = ModelSpec()
     net = _network(net_spec, train, seed)
     start = time.perf_counter()
-    fit(net, train, val, epochs=1, batch_size=defaults.batch_size, learning_rate=defaults.learning_rate,
-        weight_decay=defaults.weight_decay, seed=seed)
+    fit(
+        net,
+        train,
+        val,
+        epochs=1,
+        batch_size=defaults.batch_size,
+        learning_rate=defaults.learning_rate,
+        weight_decay=defaults.weight_decay,
+        seed=seed,
+    )
     return time.perf_counter() - start, _val_auc(net, val)
 
 
@@ -98,8 +106,9 @@ def _baseline(net_spec, train, val, seed: int, batch_size: int, fused: bool) -> 
     net = _network(net_spec, train, seed)
     torch.manual_seed(seed)
     loader = DataLoader(TensorDataset(*(torch.from_numpy(a) for a in train)), batch_size=batch_size, shuffle=True)
-    optimizer = torch.optim.Adam(net.parameters(), lr=defaults.learning_rate, weight_decay=defaults.weight_decay,
-                                 fused=fused)
+    optimizer = torch.optim.Adam(
+        net.parameters(), lr=defaults.learning_rate, weight_decay=defaults.weight_decay, fused=fused
+    )
     start = time.perf_counter()
     net.train()
     for num, codes, y in loader:
@@ -125,12 +134,23 @@ def big_child(n_rows: int) -> None:
     data_s = time.perf_counter() - start
     net = _network(net_spec, train, 0)
     start = time.perf_counter()
-    fit(net, train, val, epochs=1, batch_size=defaults.batch_size, learning_rate=defaults.learning_rate,
-        weight_decay=defaults.weight_decay, seed=0)
+    fit(
+        net,
+        train,
+        val,
+        epochs=1,
+        batch_size=defaults.batch_size,
+        learning_rate=defaults.learning_rate,
+        weight_decay=defaults.weight_decay,
+        seed=0,
+    )
     train_s = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"data_s": data_s, "train_s": train_s, "peak_rss_gib": peak_kib / 2**20,
-                      "val_roc_auc": _val_auc(net, val)}))
+    print(
+        json.dumps(
+            {"data_s": data_s, "train_s": train_s, "peak_rss_gib": peak_kib / 2**20, "val_roc_auc": _val_auc(net, val)}
+        )
+    )
 
 
 def _big(n_rows: int, threads: int) -> dict:
@@ -140,8 +160,7 @@ def _big(n_rows: int, threads: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(n_rows: int = 1_000_000, big_rows: int = 10_000_000, repeats: int = 3, seed: int = 0,
-        threads: int = 1) -> dict:
+def run(n_rows: int = 1_000_000, big_rows: int = 10_000_000, repeats: int = 3, seed: int = 0, threads: int = 1) -> dict:
     """Benchmark result as a dict for benchmarks/run_all.py (median seconds of `repeats` alternating runs).
 
     `threads`: torch intra-op threads for every side (1 by default: this 11-input MLP gains nothing from a
@@ -170,7 +189,7 @@ def run(n_rows: int = 1_000_000, big_rows: int = 10_000_000, repeats: int = 3, s
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
         names = list(sides)
         for i in range(repeats):  # alternating, order rotated, so background load hits every side alike
-            for name in names[i % 3:] + names[:i % 3]:
+            for name in names[i % 3 :] + names[: i % 3]:
                 results[name].append(sides[name](train))
     finally:
         torch.set_num_threads(before)
@@ -197,14 +216,16 @@ def run(n_rows: int = 1_000_000, big_rows: int = 10_000_000, repeats: int = 3, s
         "roc_auc_target": "|delta| <= 0.01",
     }
     if big:
-        out.update({
-            "big_rows": big_rows,
-            "big_data_s": round(big["data_s"], 2),
-            "big_train_epoch_s": round(big["train_s"], 2),
-            "big_peak_rss_gib": round(big["peak_rss_gib"], 3),
-            "big_val_roc_auc": round(big["val_roc_auc"], 4),
-            "big_rss_target": "< 4 GiB",
-        })
+        out.update(
+            {
+                "big_rows": big_rows,
+                "big_data_s": round(big["data_s"], 2),
+                "big_train_epoch_s": round(big["train_s"], 2),
+                "big_peak_rss_gib": round(big["peak_rss_gib"], 3),
+                "big_val_roc_auc": round(big["val_roc_auc"], 4),
+                "big_rss_target": "< 4 GiB",
+            }
+        )
     return out
 
 

@@ -49,10 +49,30 @@ def machine() -> dict:
     import mlflow
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    mem_kib = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                    if line.startswith("MemTotal")), 0) if Path("/proc/meminfo").exists() else 0
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else ""
+    )
+    mem_kib = (
+        next(
+            (
+                int(line.split()[1])
+                for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")
+            ),
+            0,
+        )
+        if Path("/proc/meminfo").exists()
+        else 0
+    )
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "nproc": os.cpu_count(),
@@ -78,12 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with _isolated():
                 result = module.run(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - one failing benchmark must not hide the others' numbers
+        except Exception as exc:
             result = {"name": name, "ratio": None, "target": None, "error": f"{type(exc).__name__}: {exc}"}
         result["wall_s"] = round(time.perf_counter() - start, 1)
         results.append(result)
-        print(f"{result.get('name', name):<28} ratio {result.get('ratio')!s:>7}  target {result.get('target')!s:<8}  "
-              f"({result['wall_s']} s)", flush=True)
+        print(
+            f"{result.get('name', name):<28} ratio {result.get('ratio')!s:>7}  target {result.get('target')!s:<8}  "
+            f"({result['wall_s']} s)",
+            flush=True,
+        )
     print()
     print(f"{'benchmark':<28} {'ratio':>8} {'target':>8}  details")
     for r in results:

@@ -42,8 +42,14 @@ from retrain.errors import CheckError, ConfigError, DataError, TrainingError
 EXPERIMENT = "retrain-backtests"
 # a variable nobody sets: the replay's events never reach the operator's webhook
 NO_WEBHOOK_ENV = "RETRAIN_BACKTEST_HAS_NO_WEBHOOK"
-_CLEARED_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "RETRAIN_PARENT_RUN_ID",
-                "RETRAIN_EVENTS_PATH", "RETRAIN_PROJECT_DIR")
+_CLEARED_ENV = (
+    "MLFLOW_RUN_ID",
+    "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_EXPERIMENT_NAME",
+    "RETRAIN_PARENT_RUN_ID",
+    "RETRAIN_EVENTS_PATH",
+    "RETRAIN_PROJECT_DIR",
+)
 
 
 @dataclass(frozen=True)
@@ -73,8 +79,10 @@ def parse_policies(text: str) -> list[Policy]:
         elif found and 1 <= int(found.group(1)) <= 36_500:
             policy = Policy(f"every:{int(found.group(1))}d", "every", int(found.group(1)))
         else:
-            raise ConfigError(f"--policies: {part!r} is not a policy; use loop, never, always or every:<N>d "
-                              "(e.g. every:28d), optionally with @section.key=value overrides")
+            raise ConfigError(
+                f"--policies: {part!r} is not a policy; use loop, never, always or every:<N>d "
+                "(e.g. every:28d), optionally with @section.key=value overrides"
+            )
         if overrides:
             policy = replace(policy, name="@".join([policy.name, *overrides]), overrides=tuple(overrides))
         if policy.name in {p.name for p in out}:
@@ -153,9 +161,17 @@ def summarise(policy: str, steps: list[Step], primary: str, rollbacks: int = 0) 
         return sum(values) / len(values) if values else None
 
     aucs = [m["roc_auc"] for m in scored if math.isfinite(m.get("roc_auc", math.nan))]
-    return Summary(policy, mean("roc_auc"), min(aucs) if aucs else None, mean(primary), mean("expected_cost"),
-                   sum(s.trained for s in mine), sum(s.promoted for s in mine),
-                   rollbacks, len(scored))
+    return Summary(
+        policy,
+        mean("roc_auc"),
+        min(aucs) if aucs else None,
+        mean(primary),
+        mean("expected_cost"),
+        sum(s.trained for s in mine),
+        sum(s.promoted for s in mine),
+        rollbacks,
+        len(scored),
+    )
 
 
 @dataclass
@@ -181,27 +197,35 @@ class BacktestResult:
     def lines(self) -> list[str]:
         """The per-policy table, then each step's decisions."""
         p = self.primary_metric
-        out = [f"backtest {self.start}..{self.end} every {self.every_days}d: served metrics on the labelled rows of "
-               "the days after each as-of up to the next step",
-               f"{'policy':<12} {'mean AUC':>9} {'worst AUC':>9} {'mean ' + p:>14} {'exp. cost':>9} {'trainings':>9} "
-               f"{'promotions':>10} {'rollbacks':>9}"]
+        out = [
+            f"backtest {self.start}..{self.end} every {self.every_days}d: served metrics on the labelled rows of "
+            "the days after each as-of up to the next step",
+            f"{'policy':<12} {'mean AUC':>9} {'worst AUC':>9} {'mean ' + p:>14} {'exp. cost':>9} {'trainings':>9} "
+            f"{'promotions':>10} {'rollbacks':>9}",
+        ]
 
         def num(v: float | None, width: int) -> str:
             return f"{v:{width}.4f}" if v is not None else f"{'-':>{width}}"
 
         for s in self.summaries:
-            out.append(f"{s['policy']:<12} {num(s['mean_roc_auc'], 9)} {num(s['worst_roc_auc'], 9)} "
-                       f"{num(s['mean_primary'], 14)} {num(s['mean_expected_cost'], 9)} {s['trainings']:>9} "
-                       f"{s['promotions']:>10} {s['rollbacks']:>9}")
+            out.append(
+                f"{s['policy']:<12} {num(s['mean_roc_auc'], 9)} {num(s['worst_roc_auc'], 9)} "
+                f"{num(s['mean_primary'], 14)} {num(s['mean_expected_cost'], 9)} {s['trainings']:>9} "
+                f"{s['promotions']:>10} {s['rollbacks']:>9}"
+            )
         for step in self.steps:
             auc = step["served"]["roc_auc"] if step["served"] else None
-            out.append(f"  {step['as_of']} {step['policy']:<10} {step['decision']:<9} serves "
-                       f"v{step['served_version'] or '-'} AUC {num(auc, 6).strip()}"
-                       f"{'; ' + '; '.join(step['reasons'])[:300] if step['reasons'] else ''}")
+            out.append(
+                f"  {step['as_of']} {step['policy']:<10} {step['decision']:<9} serves "
+                f"v{step['served_version'] or '-'} AUC {num(auc, 6).strip()}"
+                f"{'; ' + '; '.join(step['reasons'])[:300] if step['reasons'] else ''}"
+            )
         t = self.timings
-        out.append(f"wall {t['total_s']:.1f}s, of which fitting {t['fit_s']:.1f}s ({t['fit_share']:.0%}); "
-                   f"{t['trainings_fitted']} model(s) fitted for {sum(s['trainings'] for s in self.summaries)} "
-                   "trainings")
+        out.append(
+            f"wall {t['total_s']:.1f}s, of which fitting {t['fit_s']:.1f}s ({t['fit_share']:.0%}); "
+            f"{t['trainings_fitted']} model(s) fitted for {sum(s['trainings'] for s in self.summaries)} "
+            "trainings"
+        )
         out += [f"note: {n}" for n in self.notes]
         if self.run_id:
             out.append(f"run {self.run_id} in experiment {EXPERIMENT}")
@@ -238,14 +262,16 @@ def pointed_at(uri: str) -> Iterator[None]:
 def policy_settings(settings: Settings, policy: Policy, folder: Path) -> Settings:
     """The settings a policy replays with: its own aliases; events in the temporary folder; no webhook."""
     if policy.overrides:
-        from retrain.config import Settings as SettingsType, _apply_override, _build
+        from retrain.config import Settings as SettingsType
+        from retrain.config import _apply_override, _build
 
         raw = settings.to_dict()
         for item in policy.overrides:
             _apply_override(raw, item)
         settings = _build(SettingsType, raw, "")
-    registry = replace(settings.registry, production_alias=f"bt-{policy.slug}",
-                       staging_alias=f"bt-{policy.slug}-staging")
+    registry = replace(
+        settings.registry, production_alias=f"bt-{policy.slug}", staging_alias=f"bt-{policy.slug}-staging"
+    )
     notify = replace(settings.notify, events_path=str(folder / "events.jsonl"), webhook_env=NO_WEBHOOK_ENV)
     return replace(settings, registry=registry, notify=notify)
 
@@ -288,13 +314,23 @@ def run_backtest(
             rollbacks = {p.name: _rollbacks(policy_settings(settings, p, folder), len(as_ofs)) for p in policies}
         total = time.perf_counter() - clock
         fit_s = sum(fitted.values())
-        summaries = [asdict(summarise(p.name, steps, settings.gate.primary_metric, rollbacks[p.name]))
-                     for p in policies]
+        summaries = [
+            asdict(summarise(p.name, steps, settings.gate.primary_metric, rollbacks[p.name])) for p in policies
+        ]
         result = BacktestResult(
-            start.isoformat(), end.isoformat(), every, [p.name for p in policies], settings.gate.primary_metric,
-            summaries, [asdict(s) for s in steps],
-            {"total_s": round(total, 3), "fit_s": round(fit_s, 3), "fit_share": round(fit_s / total, 4) if total else 0.0,
-             "trainings_fitted": len(fitted)},
+            start.isoformat(),
+            end.isoformat(),
+            every,
+            [p.name for p in policies],
+            settings.gate.primary_metric,
+            summaries,
+            [asdict(s) for s in steps],
+            {
+                "total_s": round(total, 3),
+                "fit_s": round(fit_s, 3),
+                "fit_share": round(fit_s / total, 4) if total else 0.0,
+                "trainings_fitted": len(fitted),
+            },
             store if store else "temporary (deleted)",
             notes=[replay.NOTE] if shortcuts else [],
         )
@@ -316,8 +352,9 @@ def _make_experiments(settings: Settings, folder: Path | None) -> None:
             mlflow.create_experiment(name, artifact_location=location)
 
 
-def _replay(settings: Settings, as_ofs: list[date], every: int, policies: list[Policy], folder: Path, source,
-            progress) -> tuple[list[Step], dict[str, float]]:
+def _replay(
+    settings: Settings, as_ofs: list[date], every: int, policies: list[Policy], folder: Path, source, progress
+) -> tuple[list[Step], dict[str, float]]:
     from retrain import data
 
     steps: list[Step] = []
@@ -327,15 +364,19 @@ def _replay(settings: Settings, as_ofs: list[date], every: int, policies: list[P
     # one read of each day for all policies, unless a policy's own settings read the data differently
     sources = {name: source if s.data == settings.data else data.DataSource(s.data) for name, s in by_policy.items()}
     for as_of in as_ofs:
-        period = data.Window("served", datetime.combine(as_of + timedelta(days=1), datetime.min.time()),
-                             datetime.combine(as_of + timedelta(days=every + 1), datetime.min.time()))
+        period = data.Window(
+            "served",
+            datetime.combine(as_of + timedelta(days=1), datetime.min.time()),
+            datetime.combine(as_of + timedelta(days=every + 1), datetime.min.time()),
+        )
         for policy in policies:
             step = _act(policy, by_policy[policy.name], as_of, sources[policy.name], fitted)
             key = (step.served_version or "", as_of.isoformat())
             if step.served_version is not None:
                 if key not in served_cache:
-                    served_cache[key] = _served(by_policy[policy.name], step.served_version, period,
-                                                sources[policy.name])
+                    served_cache[key] = _served(
+                        by_policy[policy.name], step.served_version, period, sources[policy.name]
+                    )
                 step.served, step.served_rows = served_cache[key]
             steps.append(step)
             if progress is not None:
@@ -399,31 +440,57 @@ def _act(policy: Policy, settings: Settings, as_of: date, source, fitted: dict[s
         return Step(policy.name, as_of.isoformat(), "failed", True, False, before, before, [*reasons, str(exc)])
     _note_fit(settings, outcome.version, fitted)
     if outcome.version == before:
-        return Step(policy.name, as_of.isoformat(), "kept", True, False, before, before,
-                    [*reasons, f"v{outcome.version} already serves"])
-    Registry(settings).promote(outcome.version, force=True, reason=f"backtest policy {policy.name}: {reasons[0]}",
-                               as_of=as_of, notify=False)
+        return Step(
+            policy.name,
+            as_of.isoformat(),
+            "kept",
+            True,
+            False,
+            before,
+            before,
+            [*reasons, f"v{outcome.version} already serves"],
+        )
+    Registry(settings).promote(
+        outcome.version, force=True, reason=f"backtest policy {policy.name}: {reasons[0]}", as_of=as_of, notify=False
+    )
     return Step(policy.name, as_of.isoformat(), "promoted", True, True, before, outcome.version, reasons)
 
 
-def _loop_step(policy: Policy, settings: Settings, as_of: date, before: str | None, fitted: dict[str, float],
-               source) -> Step:
+def _loop_step(
+    policy: Policy, settings: Settings, as_of: date, before: str | None, fitted: dict[str, float], source
+) -> Step:
     from retrain.errors import RetrainError
     from retrain.pipeline import run_cycle
 
     try:
         result = run_cycle(settings, as_of, in_process=True, source=source)
     except (TrainingError, DataError, CheckError) as exc:
-        return Step(policy.name, as_of.isoformat(), "failed", isinstance(exc, TrainingError), False, before,
-                    _production(settings), [str(exc)])
+        return Step(
+            policy.name,
+            as_of.isoformat(),
+            "failed",
+            isinstance(exc, TrainingError),
+            False,
+            before,
+            _production(settings),
+            [str(exc)],
+        )
     except RetrainError:
         raise
     trained = result.candidate_version is not None
     if trained:
         _note_fit(settings, result.candidate_version, fitted)
     promoted = result.outcome == "promoted"
-    return Step(policy.name, as_of.isoformat(), result.outcome, trained, promoted, before, result.production_after,
-                list(result.reasons))
+    return Step(
+        policy.name,
+        as_of.isoformat(),
+        result.outcome,
+        trained,
+        promoted,
+        before,
+        result.production_after,
+        list(result.reasons),
+    )
 
 
 def _served(settings: Settings, version: str, period, source):
@@ -445,8 +512,9 @@ def _served(settings: Settings, version: str, period, source):
         return None, len(rows)
     model = replay.load_model(settings.registry.model_name, version)
     p = np.asarray(model.predict(conform(rows[list(spec.features)], model))["probability"], dtype=np.float64)
-    found = metrics.classification_metrics(y, p, served_threshold(model), cost_fp=settings.cost.false_positive,
-                                           cost_fn=settings.cost.false_negative)
+    found = metrics.classification_metrics(
+        y, p, served_threshold(model), cost_fp=settings.cost.false_positive, cost_fn=settings.cost.false_negative
+    )
     return {k: float(v) for k, v in found.items()}, len(rows)
 
 
@@ -465,8 +533,12 @@ def _log(result: BacktestResult, out: Path | None) -> tuple[str, str | None]:
     from retrain import tracking
     from retrain.plots import backtest_figure
 
-    tags = {"retrain.backtest_from": result.start, "retrain.backtest_to": result.end,
-            "retrain.backtest_every_days": str(result.every_days), "retrain.backtest_policies": ",".join(result.policies)}
+    tags = {
+        "retrain.backtest_from": result.start,
+        "retrain.backtest_to": result.end,
+        "retrain.backtest_every_days": str(result.every_days),
+        "retrain.backtest_policies": ",".join(result.policies),
+    }
     if result.notes:
         tags["retrain.backtest_notes"] = "; ".join(result.notes)
     name = f"backtest-{result.start}-{result.end}-every-{result.every_days}d"
@@ -477,16 +549,22 @@ def _log(result: BacktestResult, out: Path | None) -> tuple[str, str | None]:
             for key in ("mean_roc_auc", "worst_roc_auc", "mean_primary", "mean_expected_cost"):
                 if s[key] is not None:
                     values[f"{slug}_{key}"] = s[key]
-            values |= {f"{slug}_trainings": s["trainings"], f"{slug}_promotions": s["promotions"],
-                       f"{slug}_rollbacks": s["rollbacks"]}
+            values |= {
+                f"{slug}_trainings": s["trainings"],
+                f"{slug}_promotions": s["promotions"],
+                f"{slug}_rollbacks": s["rollbacks"],
+            }
         values |= {f"time_{k}": float(v) for k, v in result.timings.items()}
         mlflow.log_metrics(values)
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         order = sorted({s["as_of"] for s in result.steps})
-        history = [Metric(f"served_roc_auc_{_metric_key(s['policy'])}", s["served"]["roc_auc"], now,
-                          order.index(s["as_of"])) for s in result.steps if s["served"]]
+        history = [
+            Metric(f"served_roc_auc_{_metric_key(s['policy'])}", s["served"]["roc_auc"], now, order.index(s["as_of"]))
+            for s in result.steps
+            if s["served"]
+        ]
         for start in range(0, len(history), 1000):
             tracking.client().log_batch(run.info.run_id, metrics=history[start : start + 1000])
         result.run_id = run.info.run_id
@@ -501,7 +579,8 @@ def _log(result: BacktestResult, out: Path | None) -> tuple[str, str | None]:
                 import shutil
 
                 figure = str(shutil.copyfile(png, out / "backtest.png"))
-                (out / "backtest.json").write_text(json.dumps({**result.to_dict(), "figure": figure}, indent=1,
-                                                              default=str))
+                (out / "backtest.json").write_text(
+                    json.dumps({**result.to_dict(), "figure": figure}, indent=1, default=str)
+                )
         tracking.log_json({**result.to_dict(), "figure": figure}, "backtest.json")
     return run.info.run_id, figure

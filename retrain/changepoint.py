@@ -78,8 +78,9 @@ def _scan(counts: Sequence[int], stat, min_rows: int, alpha: float, means) -> Ch
     return Change(index, before, after, value, p_value, tried, rows_before, total - rows_before)
 
 
-def rate_change(positives: Sequence[int], rows: Sequence[int], *, alpha: float = 0.05,
-                min_rows: int = 200) -> Change | None:
+def rate_change(
+    positives: Sequence[int], rows: Sequence[int], *, alpha: float = 0.05, min_rows: int = 200
+) -> Change | None:
     """The most likely day a Bernoulli rate changed (positives/rows per day, in time order), or None.
 
     None when no split leaves `min_rows` rows on both sides or the best one is not significant at `alpha`.
@@ -106,8 +107,9 @@ def rate_change(positives: Sequence[int], rows: Sequence[int], *, alpha: float =
     return _scan(list(rows), stat, min_rows, alpha, means)
 
 
-def mean_change(sums: Sequence[float], squares: Sequence[float], rows: Sequence[int], *, alpha: float = 0.05,
-                min_rows: int = 200) -> Change | None:
+def mean_change(
+    sums: Sequence[float], squares: Sequence[float], rows: Sequence[int], *, alpha: float = 0.05, min_rows: int = 200
+) -> Change | None:
     """The most likely day the mean of per-row values changed (per day: sum, sum of squares, rows), or None.
 
     The statistic is n1 n2 / n (mean1 - mean2)^2 / s^2 with s^2 the variance pooled within the two segments
@@ -163,8 +165,12 @@ def split_days(span: int, train_days: int, tuning_days: int, validation_days: in
 def split_rows(rows_per_day: Sequence[int], split: Split) -> dict[str, int]:
     """Rows in each part of `split` given the rows of each day of the span (oldest first)."""
     if len(rows_per_day) != split.train_days + split.validation_days:
-        raise ValueError(f"{len(rows_per_day)} days of rows for a split of "
-                         f"{split.train_days + split.validation_days} days")
+        raise ValueError(
+            f"{len(rows_per_day)} days of rows for a split of {split.train_days + split.validation_days} days"
+        )
     fit_days = split.train_days - split.tuning_days
-    return {"fit": sum(rows_per_day[:fit_days]), "tuning": sum(rows_per_day[fit_days:split.train_days]),
-            "validation": sum(rows_per_day[split.train_days:])}
+    return {
+        "fit": sum(rows_per_day[:fit_days]),
+        "tuning": sum(rows_per_day[fit_days : split.train_days]),
+        "validation": sum(rows_per_day[split.train_days :]),
+    }

@@ -71,7 +71,7 @@ def _outputs(model: Any, frame: pd.DataFrame, threshold: float | None = None) ->
 def _check(name: str, body: Callable[[], tuple[bool, str]]) -> CheckResult:
     try:
         passed, detail = body()
-    except Exception as exc:  # noqa: BLE001 - any failure of the model under test is the check's result
+    except Exception as exc:
         return CheckResult(name, False, short_error(exc))
     return CheckResult(name, passed, detail)
 
@@ -107,8 +107,10 @@ def latency_verdict(
     within_ratio = candidate_ms <= ratio * production_ms
     within_budget = candidate_ms <= budget_ms
     found = candidate_ms / production_ms if production_ms > 0 else float("inf")
-    text = (f"p95 {candidate_ms:.1f} ms vs production {production_ms:.1f} ms side by side: {found:.2f}x "
-            f"({'within' if within_ratio else 'over'} the limit {ratio:g}x)")
+    text = (
+        f"p95 {candidate_ms:.1f} ms vs production {production_ms:.1f} ms side by side: {found:.2f}x "
+        f"({'within' if within_ratio else 'over'} the limit {ratio:g}x)"
+    )
     if not within_budget:
         text += f"; over the outer bound {budget_ms:g} ms"
     return within_ratio and within_budget, text
@@ -139,8 +141,9 @@ def run_checks(
     def contract() -> tuple[bool, str]:
         _outputs(model, sample, threshold)
         at = "" if threshold is None else f", prediction = probability >= {threshold:.4g}"
-        return True, (f"{len(sample)} rows in, {len(sample)} rows out; prediction in {{0, 1}}, probability in [0, 1]"
-                      f"{at}")
+        return True, (
+            f"{len(sample)} rows in, {len(sample)} rows out; prediction in {{0, 1}}, probability in [0, 1]{at}"
+        )
 
     def golden_samples() -> tuple[bool, str]:
         if golden is None:
@@ -166,8 +169,9 @@ def run_checks(
             attempts = policy.latency_retries + 1
             for attempt in range(1, attempts + 1):
                 p95 = p95_side_by_side(models, batch, policy.latency_repeats)
-                ok, text = latency_verdict(p95[0], p95[1] if incumbent is not None else None, budget_ms,
-                                           policy.latency_ratio)
+                ok, text = latency_verdict(
+                    p95[0], p95[1] if incumbent is not None else None, budget_ms, policy.latency_ratio
+                )
                 if ok:
                     break
             tries = f", attempt {attempt} of {attempts}" if attempt > 1 or not ok else ""
@@ -200,16 +204,19 @@ def run_checks(
             try:
                 _outputs(model, row)
                 scored.append(col)
-            except Exception as exc:  # noqa: BLE001 - a refusal is fine if it says which column
+            except Exception as exc:
                 if repr(col) in str(exc):
                     refused.append(col)
                 else:
                     wrong.append(f"{col} ({short_error(exc, 80)})")
-        detail = f"a null scores in: {', '.join(scored) or 'none'}; is refused naming the column in: " \
-                 f"{', '.join(refused) or 'none'}"
+        detail = (
+            f"a null scores in: {', '.join(scored) or 'none'}; is refused naming the column in: "
+            f"{', '.join(refused) or 'none'}"
+        )
         if wrong:
-            detail = (f"a null in {'; '.join(wrong)} failed without naming the column or scored no valid output; "
-                      + detail)
+            detail = (
+                f"a null in {'; '.join(wrong)} failed without naming the column or scored no valid output; " + detail
+            )
         return not wrong, detail
 
     return [

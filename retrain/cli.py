@@ -71,16 +71,37 @@ def fail_fast(func: Callable) -> Callable:
 def settings_options(func: Callable) -> Callable:
     """--config, --set, --data: which settings to use."""
 
-    @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-                  help="Settings YAML (default: mlproject/config.yaml if present, else built-in defaults).")
-    @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-                  help="Override one setting, e.g. --set model.epochs=5 (repeatable).")
-    @click.option("--overrides", "overrides_text", default="", metavar="TEXT",
-                  help="Several overrides in one string, space- or comma-separated (for MLproject parameters).")
+    @click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Settings YAML (default: mlproject/config.yaml if present, else built-in defaults).",
+    )
+    @click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="SECTION.KEY=VALUE",
+        help="Override one setting, e.g. --set model.epochs=5 (repeatable).",
+    )
+    @click.option(
+        "--overrides",
+        "overrides_text",
+        default="",
+        metavar="TEXT",
+        help="Several overrides in one string, space- or comma-separated (for MLproject parameters).",
+    )
     @click.option("--data", "data_path", default=None, help="Data file or folder (overrides data.path).")
     @functools.wraps(func)
-    def wrapper(*args: Any, config_path: str | None, overrides: tuple[str, ...], overrides_text: str,
-                data_path: str | None, **kw: Any):
+    def wrapper(
+        *args: Any,
+        config_path: str | None,
+        overrides: tuple[str, ...],
+        overrides_text: str,
+        data_path: str | None,
+        **kw: Any,
+    ):
         from retrain import tracking
         from retrain.config import load_settings, parse_overrides
 
@@ -92,18 +113,27 @@ def settings_options(func: Callable) -> Callable:
         kw["settings"] = load_settings(config_path, [*given, *extra])
         _adopt_project_run(kw["settings"])
         tracking.invocation.clear()
-        tracking.invocation.update({
-            "config": _config_label(config_path),
-            "set": " ".join(given) or "none",
-        })
+        tracking.invocation.update(
+            {
+                "config": _config_label(config_path),
+                "set": " ".join(given) or "none",
+            }
+        )
         return func(*args, **kw)
 
     return wrapper
 
 
 # The experiment (Settings.experiments field) each command files its run in when `mlflow run` started it.
-_EXPERIMENT_OF = {"run": "cycles", "check": "monitoring", "train": "training", "evaluate": "comparisons",
-                  "promote": "cycles", "rollback": "cycles", "serve": "monitoring"}
+_EXPERIMENT_OF = {
+    "run": "cycles",
+    "check": "monitoring",
+    "train": "training",
+    "evaluate": "comparisons",
+    "promote": "cycles",
+    "rollback": "cycles",
+    "serve": "monitoring",
+}
 
 
 def _adopt_project_run(settings) -> None:
@@ -139,8 +169,13 @@ def unless_default(value: str | None, default: str) -> str | None:
 
 
 def as_of_option(func: Callable) -> Callable:
-    @click.option("--as-of", "as_of", default=None, metavar="YYYY-MM-DD",
-                  help="Replay as of this day (default: the latest day in the data).")
+    @click.option(
+        "--as-of",
+        "as_of",
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="Replay as of this day (default: the latest day in the data).",
+    )
     @functools.wraps(func)
     def wrapper(*args: Any, as_of: str | None, **kw: Any):
         from retrain.data import parse_as_of
@@ -202,9 +237,12 @@ def _stdout_to_stderr() -> Iterator[Any]:
 def allow_past_option(func: Callable) -> Callable:
     """--allow-past (and the hidden --allow-past-flag true|false that MLproject entry points pass)."""
 
-    @click.option("--allow-past", is_flag=True,
-                  help="Allow an --as-of before production's first fresh day: a backtest that scores production on "
-                       "rows it learned from.")
+    @click.option(
+        "--allow-past",
+        is_flag=True,
+        help="Allow an --as-of before production's first fresh day: a backtest that scores production on "
+        "rows it learned from.",
+    )
     @click.option("--allow-past-flag", type=click.Choice(["true", "false"]), default="false", hidden=True)
     @functools.wraps(func)
     def wrapper(*args: Any, allow_past: bool, allow_past_flag: str, **kw: Any):
@@ -258,22 +296,46 @@ def data() -> None:
 
 
 @data.command("synth")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write date=YYYY-MM-DD/ files into.")
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="Folder to write date=YYYY-MM-DD/ files into."
+)
 @click.option("--days", default=150, show_default=True, type=click.IntRange(1, 36_500))
 @click.option("--start", default="2026-01-01", show_default=True, help="First day (YYYY-MM-DD).")
 @click.option("--rows-per-day", default=400, show_default=True, type=click.IntRange(1, 100_000_000))
 @click.option("--scenario", type=click.Choice(list(SCENARIOS)), default="stable", show_default=True)
-@click.option("--shift-day", default=90, show_default=True, type=click.IntRange(0, 36_500),
-              help="Day index the shift starts on.")
-@click.option("--drift-days", default=60, show_default=True, type=click.IntRange(1, 36_500),
-              help="gradual_drift: days from --shift-day until the new churn mechanism has fully taken over.")
+@click.option(
+    "--shift-day", default=90, show_default=True, type=click.IntRange(0, 36_500), help="Day index the shift starts on."
+)
+@click.option(
+    "--drift-days",
+    default=60,
+    show_default=True,
+    type=click.IntRange(1, 36_500),
+    help="gradual_drift: days from --shift-day until the new churn mechanism has fully taken over.",
+)
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
-@click.option("--label-fraction", default=1.0, show_default=True, type=click.FloatRange(0, 1),
-              help="Share of rows that carry a label (the rest are unlabelled).")
+@click.option(
+    "--label-fraction",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of rows that carry a label (the rest are unlabelled).",
+)
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
 @json_option
-def data_synth(out: str, days: int, start: str, rows_per_day: int, scenario: str, shift_day: int, drift_days: int,
-               seed: int, label_fraction: float, fmt: str, as_json: bool) -> None:
+def data_synth(
+    out: str,
+    days: int,
+    start: str,
+    rows_per_day: int,
+    scenario: str,
+    shift_day: int,
+    drift_days: int,
+    seed: int,
+    label_fraction: float,
+    fmt: str,
+    as_json: bool,
+) -> None:
     """Write synthetic daily customer data, one file per day."""
     from datetime import date
 
@@ -285,11 +347,22 @@ def data_synth(out: str, days: int, start: str, rows_per_day: int, scenario: str
         raise click.BadParameter(f"{start!r} is not a date; use YYYY-MM-DD", param_hint="--start") from None
     if date.max.toordinal() - first.toordinal() < days:
         raise click.BadParameter(f"{days} days from {first} run past year 9999", param_hint="--days")
-    spec = synth.SynthSpec(days, first, rows_per_day, scenario, shift_day, seed, label_fraction,  # type: ignore[arg-type]
-                           drift_days)
+    spec = synth.SynthSpec(
+        days,
+        first,
+        rows_per_day,
+        scenario,
+        shift_day,
+        seed,
+        label_fraction,  # type: ignore[arg-type]
+        drift_days,
+    )
     paths = synth.write(spec, out, fmt)  # type: ignore[arg-type]
-    emit({"out": out, "files": len(paths), "rows": days * rows_per_day, "scenario": scenario}, as_json,
-         [f"wrote {len(paths)} files ({days * rows_per_day} rows, {scenario}) under {out}"])
+    emit(
+        {"out": out, "files": len(paths), "rows": days * rows_per_day, "scenario": scenario},
+        as_json,
+        [f"wrote {len(paths)} files ({days * rows_per_day} rows, {scenario}) under {out}"],
+    )
 
 
 @cli.command()
@@ -308,22 +381,31 @@ def train(settings, as_of, reason: str | None, as_json: bool) -> None:
         close()
     m = outcome.metrics
     what = "reused" if outcome.reused else "registered"
-    emit(outcome.to_dict(), as_json, [
-        f"{what} {outcome.model_name} version {outcome.version} as @{outcome.alias} (run {outcome.run_id})",
-        f"decision threshold {outcome.threshold:.4f}; validation: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()),
-        *(f"note: {n}" for n in outcome.notes),
-    ])
+    emit(
+        outcome.to_dict(),
+        as_json,
+        [
+            f"{what} {outcome.model_name} version {outcome.version} as @{outcome.alias} (run {outcome.run_id})",
+            f"decision threshold {outcome.threshold:.4f}; validation: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in m.items()),
+            *(f"note: {n}" for n in outcome.notes),
+        ],
+    )
 
 
 @cli.command()
 @fail_fast
 @settings_options
 @click.option("--candidate", default="", help="Version to promote (default: the staging alias).")
-@click.option("--force", is_flag=True,
-              help="Promote without a passing comparison, or a version production was rolled back from (needs --reason).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Promote without a passing comparison, or a version production was rolled back from (needs --reason).",
+)
 @click.option("--reason", default="", help="Why; recorded in the history.")
-@click.option("--as-of", "as_of", default=None, metavar="YYYY-MM-DD",
-              help="Refuse a comparison made for another as-of day.")
+@click.option(
+    "--as-of", "as_of", default=None, metavar="YYYY-MM-DD", help="Refuse a comparison made for another as-of day."
+)
 @json_option
 def promote(settings, candidate: str, force: bool, reason: str, as_of: str | None, as_json: bool) -> None:
     """Move production to the candidate when its latest comparison with current production says promote.
@@ -339,8 +421,12 @@ def promote(settings, candidate: str, force: bool, reason: str, as_of: str | Non
 
     as_of = unless_default(as_of, "latest")
     with project_run(settings.experiments.cycles, "promote", {"retrain.model_name": settings.registry.model_name}):
-        move = Registry(settings).promote(unless_default(candidate, "staging"), force=force, reason=reason or None,
-                                          as_of=parse_as_of(as_of) if as_of else None)
+        move = Registry(settings).promote(
+            unless_default(candidate, "staging"),
+            force=force,
+            reason=reason or None,
+            as_of=parse_as_of(as_of) if as_of else None,
+        )
         _name_move_run(move)
     emit(asdict(move), as_json, [_move_line(settings.registry.model_name, move)])
 
@@ -390,16 +476,23 @@ def _name_move_run(move) -> None:
 
 def _move_line(name: str, move) -> str:
     skipped = f"; skipped deleted versions {', '.join(move.skipped)}" if move.skipped else ""
-    return (f"{move.kind}: {name} production {move.from_version or '(none)'} -> {move.to_version or '(none)'} "
-            f"(move #{move.seq} by {move.actor}: {move.reason}{skipped})")
+    return (
+        f"{move.kind}: {name} production {move.from_version or '(none)'} -> {move.to_version or '(none)'} "
+        f"(move #{move.seq} by {move.actor}: {move.reason}{skipped})"
+    )
 
 
 @cli.command()
 @fail_fast
 @settings_options
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="Moves per page.")
-@click.option("--before", default=None, type=click.IntRange(min=2), metavar="N",
-              help="Show moves numbered below N (the next page).")
+@click.option(
+    "--before",
+    default=None,
+    type=click.IntRange(min=2),
+    metavar="N",
+    help="Show moves numbered below N (the next page).",
+)
 @json_option
 def history(settings, limit: int, before: int | None, as_json: bool) -> None:
     """Moves of production, newest first, a page at a time."""
@@ -414,37 +507,60 @@ def history(settings, limit: int, before: int | None, as_json: bool) -> None:
         if m is None:
             lines.append(f"{entry.seq:>5}  [{entry.state}: {entry.problem}]")
             continue
-        flags = "".join(f" [{f}]" for f in (entry.state if entry.state != "applied" else "",
-                                            *(f"v{v} deleted" for v in entry.deleted)) if f)
-        lines.append(f"{m.seq:>5}  {m.at[:19]:<19}  {m.kind:<8}  {m.from_version or '-':>5} -> {m.to_version or '-':<5}  "
-                     f"{m.actor[:24]:<24}  {m.reason}{flags}")
+        flags = "".join(
+            f" [{f}]"
+            for f in (entry.state if entry.state != "applied" else "", *(f"v{v} deleted" for v in entry.deleted))
+            if f
+        )
+        lines.append(
+            f"{m.seq:>5}  {m.at[:19]:<19}  {m.kind:<8}  {m.from_version or '-':>5} -> {m.to_version or '-':<5}  "
+            f"{m.actor[:24]:<24}  {m.reason}{flags}"
+        )
     more = page[-1].seq if page and page[-1].seq > 1 else None
     if more:
         lines.append(f"older moves: retrain history --before {more}")
     if not page:
         lines = [f"no moves of production recorded for {settings.registry.model_name}"]
-    emit({"model_name": settings.registry.model_name, "next_before": more,
-          "moves": [{**(asdict(e.move) if e.move else {"seq": e.seq}), "state": e.state, "problem": e.problem,
-                     "deleted_versions": list(e.deleted)} for e in page]}, as_json, lines)
+    emit(
+        {
+            "model_name": settings.registry.model_name,
+            "next_before": more,
+            "moves": [
+                {
+                    **(asdict(e.move) if e.move else {"seq": e.seq}),
+                    "state": e.state,
+                    "problem": e.problem,
+                    "deleted_versions": list(e.deleted),
+                }
+                for e in page
+            ],
+        },
+        as_json,
+        lines,
+    )
 
 
 STATUS_PROBLEMS = 9  # 7 is a service that cannot be reached (ServiceError), 8 training that learned nothing
 
 
-@cli.command(epilog=f"Exit codes: 0 consistent, {STATUS_PROBLEMS} problems found (after --repair: problems left), "
-                    "7 the tracking server or its database is unreachable, 4 the registry could not be read.")
+@cli.command(
+    epilog=f"Exit codes: 0 consistent, {STATUS_PROBLEMS} problems found (after --repair: problems left), "
+    "7 the tracking server or its database is unreachable, 4 the registry could not be read."
+)
 @fail_fast
 @settings_options
-@click.option("--repair", is_flag=True,
-              help="Fix what status finds: finish or abort an unfinished move, record moves made outside retrain, "
-                   "replace a deleted production version, fix tags, mark dead runs KILLED.")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Fix what status finds: finish or abort an unfinished move, record moves made outside retrain, "
+    "replace a deleted production version, fix tags, mark dead runs KILLED.",
+)
 @json_option
 @click.pass_context
 def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
     """Production and staging versions, their metrics, age, last comparison, and consistency."""
-    from retrain.registry import Registry
-
     from retrain.pipeline import cycles_without_model, stalled_text
+    from retrain.registry import Registry
 
     info = Registry(settings).status(repair=repair)
     info["cycles_without_model"] = count = cycles_without_model(settings)
@@ -452,8 +568,9 @@ def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
     if count >= settings.gate.stalled_after:
         lines.append(stalled_text(count, settings))
     elif count:
-        lines.append(f"no production model yet: {count} cycle(s) in a row ended without a candidate clearing the "
-                     "floors")
+        lines.append(
+            f"no production model yet: {count} cycle(s) in a row ended without a candidate clearing the floors"
+        )
     for role, v in info["versions"].items():
         if v is None:
             lines.append(f"  {role:<10}  (none)")
@@ -483,16 +600,24 @@ def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
 @settings_options
 @as_of_option
 @click.option("--candidate", default="", help="Version to evaluate (default: the staging alias).")
-@click.option("--allow-schema-change", is_flag=True,
-              help="If production cannot score today's columns, judge the candidate on the floors instead of keeping production.")
+@click.option(
+    "--allow-schema-change",
+    is_flag=True,
+    help="If production cannot score today's columns, judge the candidate on the floors instead of keeping production.",
+)
 @allow_past_option
 @json_option
 def evaluate(settings, as_of, candidate: str, allow_schema_change: bool, allow_past: bool, as_json: bool) -> None:
     """Compare the candidate with production on fresh held-out rows; gate and check it (exit 0 for promote or keep)."""
     from retrain.evaluation import evaluate as evaluate_step
 
-    comparison = evaluate_step(settings, as_of, candidate=unless_default(candidate, "staging"), allow_schema_change=allow_schema_change,
-                               allow_past=allow_past)
+    comparison = evaluate_step(
+        settings,
+        as_of,
+        candidate=unless_default(candidate, "staging"),
+        allow_schema_change=allow_schema_change,
+        allow_past=allow_past,
+    )
     emit(comparison.to_dict(), as_json, comparison.lines())
 
 
@@ -517,7 +642,9 @@ def check(settings, as_of, force: bool, as_json: bool) -> None:
 @as_of_option
 @click.option("--force", is_flag=True, help="Retrain even if no trigger fires.")
 @click.option("--force-flag", "force_flag", type=click.Choice(["true", "false"]), default="false", hidden=True)
-@click.option("--in-process", is_flag=True, help="Run train and evaluate in this process instead of as MLflow Projects runs.")
+@click.option(
+    "--in-process", is_flag=True, help="Run train and evaluate in this process instead of as MLflow Projects runs."
+)
 @allow_past_option
 @json_option
 def run_loop(settings, as_of, force: bool, force_flag: str, in_process: bool, allow_past: bool, as_json: bool) -> None:
@@ -526,8 +653,14 @@ def run_loop(settings, as_of, force: bool, force_flag: str, in_process: bool, al
 
     close, on_epoch = epoch_bar(settings.model.epochs, not as_json)  # drawn only if this process trains
     try:
-        result = run_cycle(settings, as_of, force=force or force_flag == "true", in_process=in_process,
-                           allow_past=allow_past, on_epoch=on_epoch)
+        result = run_cycle(
+            settings,
+            as_of,
+            force=force or force_flag == "true",
+            in_process=in_process,
+            allow_past=allow_past,
+            on_epoch=on_epoch,
+        )
     finally:
         close()
     lines = [f"cycle {result.as_of}: {result.outcome.upper()} (run {result.run_id})"]
@@ -554,8 +687,9 @@ def _stages(text: str | None) -> tuple[float, ...] | None:
     try:
         return tuple(float(part) for part in text.replace(" ", "").split(",") if part)
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of percentages, e.g. 5,25,50,100",
-                                 param_hint="--stages") from None
+        raise click.BadParameter(
+            f"{text!r} is not a comma-separated list of percentages, e.g. 5,25,50,100", param_hint="--stages"
+        ) from None
 
 
 def _log_to_stderr() -> None:
@@ -579,8 +713,11 @@ def serve(settings, host: str, port: str) -> None:
     if port and not port.isdigit():
         raise click.BadParameter(f"{port!r} is not a port number", param_hint="--port")
     _log_to_stderr()
-    with project_run(settings.experiments.monitoring, f"serve {settings.registry.model_name}",
-                     {"retrain.model_name": settings.registry.model_name}):
+    with project_run(
+        settings.experiments.monitoring,
+        f"serve {settings.registry.model_name}",
+        {"retrain.model_name": settings.registry.model_name},
+    ):
         run_service(settings, host or None, int(port) if port else None)
 
 
@@ -592,26 +729,57 @@ def rollout() -> None:
 @rollout.command("start")
 @settings_options
 @click.option("--mode", required=True, metavar="ab|canary|shadow", help="How the candidate gets traffic.")
-@click.option("--share", type=float, default=None, help="ab: percent of entities sent to the candidate (default: rollout.share).")
+@click.option(
+    "--share", type=float, default=None, help="ab: percent of entities sent to the candidate (default: rollout.share)."
+)
 @click.option("--candidate", default="", help="Version to roll out (default: the staging alias).")
 @click.option("--stages", default="", help="canary: percentages, e.g. 5,25,50,100 (default: rollout.stages).")
 @click.option("--min-requests", type=click.IntRange(min=1), default=None, help="canary: candidate records per stage.")
-@click.option("--max-error-rate", type=click.FloatRange(0, 1), default=None, help="canary: breach above this error rate.")
-@click.option("--max-p99-ms", type=click.FloatRange(min=0, min_open=True), default=None, help="canary: breach above this p99.")
-@click.option("--once", is_flag=True, help="canary: start (or resume) and take one controller step, then exit (for cron).")
-@click.option("--interval-s", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="canary: seconds between controller steps (default: rollout.interval_s).")
+@click.option(
+    "--max-error-rate", type=click.FloatRange(0, 1), default=None, help="canary: breach above this error rate."
+)
+@click.option(
+    "--max-p99-ms", type=click.FloatRange(min=0, min_open=True), default=None, help="canary: breach above this p99."
+)
+@click.option(
+    "--once", is_flag=True, help="canary: start (or resume) and take one controller step, then exit (for cron)."
+)
+@click.option(
+    "--interval-s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="canary: seconds between controller steps (default: rollout.interval_s).",
+)
 @click.option("--reason", default="", help="Why; recorded with the rollout.")
 @json_option
-def rollout_start(settings, mode: str, share: float | None, candidate: str, stages: str, min_requests: int | None,
-                  max_error_rate: float | None, max_p99_ms: float | None, once: bool, interval_s: float | None,
-                  reason: str, as_json: bool) -> None:
+def rollout_start(
+    settings,
+    mode: str,
+    share: float | None,
+    candidate: str,
+    stages: str,
+    min_requests: int | None,
+    max_error_rate: float | None,
+    max_p99_ms: float | None,
+    once: bool,
+    interval_s: float | None,
+    reason: str,
+    as_json: bool,
+) -> None:
     """Start an A/B, canary or shadow rollout of the candidate against production (a canary also runs its controller)."""
     from retrain.serving import control
 
-    record, resumed = control.start(settings, mode, share=share, candidate=candidate or None, stages=_stages(stages),
-                                    reason=reason or None, min_requests=min_requests, max_error_rate=max_error_rate,
-                                    max_p99_ms=max_p99_ms)
+    record, resumed = control.start(
+        settings,
+        mode,
+        share=share,
+        candidate=candidate or None,
+        stages=_stages(stages),
+        reason=reason or None,
+        min_requests=min_requests,
+        max_error_rate=max_error_rate,
+        max_p99_ms=max_p99_ms,
+    )
     out: dict[str, Any] = {"rollout": record.to_dict(), "resumed": resumed}
     lines = [("resumed " if resumed else "started ") + control.describe(record)]
     if mode == "canary":
@@ -636,17 +804,25 @@ def rollout_status(settings, as_json: bool) -> None:
 
     info = control.status(settings)
     record = Rollout.from_json(json.dumps(info["rollout"])) if info["rollout"] else None
-    lines = [f"{info['model_name']}: production version {info['production']}; route {info['route']['mode']}"
-             + (f" (candidate {info['route']['candidate']}, {info['route']['share']:g}%)" if info["route"]["candidate"] else "")
-             + (f"; {info['route']['note']}" if info["route"]["note"] else ""),
-             "latest rollout: " + control.describe(record)]
+    lines = [
+        f"{info['model_name']}: production version {info['production']}; route {info['route']['mode']}"
+        + (
+            f" (candidate {info['route']['candidate']}, {info['route']['share']:g}%)"
+            if info["route"]["candidate"]
+            else ""
+        )
+        + (f"; {info['route']['note']}" if info["route"]["note"] else ""),
+        "latest rollout: " + control.describe(record),
+    ]
     if info.get("stats_note"):
         lines.append(f"  no live numbers: {info['stats_note']}")
     for variant, st in (info["stats"] or {}).items():
         p99 = f"{st['p99_ms']:.1f} ms" if st["p99_ms"] is not None else "-"
         metric = f"{st['metric']:.4f}" if st["metric"] is not None else "-"
-        lines.append(f"  {variant:<10} records {st['records']:>7}  errors {st['errors']:>5}  p99 {p99:>9}  "
-                     f"labelled {st['labelled']:>6}  live metric {metric}")
+        lines.append(
+            f"  {variant:<10} records {st['records']:>7}  errors {st['errors']:>5}  p99 {p99:>9}  "
+            f"labelled {st['labelled']:>6}  live metric {metric}"
+        )
     emit(info, as_json, lines)
 
 
@@ -693,8 +869,10 @@ def watch(settings, once: bool, as_json: bool) -> None:
     result = run_watch(settings, once=once, on_look=show)
     lines = [f"{result.state}: {result.reason}"]
     if result.rollback:
-        lines.append(f"rolled back {result.model_name} production {result.rollback['from_version']} -> "
-                     f"{result.rollback['to_version']} (move #{result.rollback['seq']})")
+        lines.append(
+            f"rolled back {result.model_name} production {result.rollback['from_version']} -> "
+            f"{result.rollback['to_version']} (move #{result.rollback['seq']})"
+        )
     emit(result.to_dict(), as_json, lines)
 
 
@@ -703,12 +881,24 @@ def watch(settings, once: bool, as_json: bool) -> None:
 @click.option("--from", "start", default="", metavar="YYYY-MM-DD", help="First as-of day of the replay (required).")
 @click.option("--to", "end", default="", metavar="YYYY-MM-DD", help="Last possible as-of day, included (required).")
 @click.option("--every", default="7d", show_default=True, metavar="Nd", help="Days between as-of days.")
-@click.option("--policies", default="loop,never,always,every:28d", show_default=True,
-              help="Comma-separated: loop, never, always, every:<N>d.")
-@click.option("--store", default="", metavar="TRACKING_URI",
-              help="Replay into this tracking store and keep it (default: a temporary one, deleted afterwards).")
-@click.option("--out", default="", type=click.Path(file_okay=False),
-              help="Also write backtest.json and backtest.png into this folder.")
+@click.option(
+    "--policies",
+    default="loop,never,always,every:28d",
+    show_default=True,
+    help="Comma-separated: loop, never, always, every:<N>d.",
+)
+@click.option(
+    "--store",
+    default="",
+    metavar="TRACKING_URI",
+    help="Replay into this tracking store and keep it (default: a temporary one, deleted afterwards).",
+)
+@click.option(
+    "--out",
+    default="",
+    type=click.Path(file_okay=False),
+    help="Also write backtest.json and backtest.png into this folder.",
+)
 @json_option
 def backtest(settings, start: str, end: str, every: str, policies: str, store: str, out: str, as_json: bool) -> None:
     """Replay the loop and fixed policies over history; report what each would have served.
@@ -728,13 +918,15 @@ def backtest(settings, start: str, end: str, every: str, policies: str, store: s
     show = not as_json and sys.stderr.isatty()
     bar = click.progressbar(length=total, label="backtest", file=sys.stderr, show_pos=True) if show else None
     with bar if bar is not None else contextlib.nullcontext():
+
         def advance(what: str) -> None:
             if bar is not None:
                 bar.label = f"backtest {what}"
                 bar.update(1)
 
-        result = bt.run_backtest(settings, first, last, days, chosen, store=store or None,
-                                 out=Path(out) if out else None, progress=advance)
+        result = bt.run_backtest(
+            settings, first, last, days, chosen, store=store or None, out=Path(out) if out else None, progress=advance
+        )
     emit(result.to_dict(), as_json, result.lines())
 
 

@@ -63,10 +63,16 @@ def check_alias(key: str, alias: str) -> None:
     """MLflow alias rules: letters, digits, '_' and '-'; not 'latest' nor a version name like 'v3'."""
     import re
 
-    if not alias or not re.fullmatch(r"[\w\-]{1,255}", alias, flags=re.ASCII) or alias.lower() == "latest" \
-            or re.fullmatch(r"[vV]\d+", alias):
-        raise ConfigError(f"{key} {alias!r} is not an alias MLflow accepts: use letters, digits, '_' and '-', "
-                          "not 'latest' nor v<number>")
+    if (
+        not alias
+        or not re.fullmatch(r"[\w\-]{1,255}", alias, flags=re.ASCII)
+        or alias.lower() == "latest"
+        or re.fullmatch(r"[vV]\d+", alias)
+    ):
+        raise ConfigError(
+            f"{key} {alias!r} is not an alias MLflow accepts: use letters, digits, '_' and '-', "
+            "not 'latest' nor v<number>"
+        )
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,9 @@ class DataSpec:
                 f"data.timezone: {self.timezone!r} is not an IANA time zone name; use e.g. UTC or Europe/Berlin"
             ) from None
         if self.positive_label is not None and not self.positive_label.strip():
-            raise ConfigError("data.positive_label: empty; leave it unset (null) for 0/1 labels or name the positive value")
+            raise ConfigError(
+                "data.positive_label: empty; leave it unset (null) for 0/1 labels or name the positive value"
+            )
 
 
 @dataclass(frozen=True)
@@ -143,11 +151,15 @@ class Windows:
             try:
                 date.fromisoformat(str(self.since))
             except ValueError:
-                raise ConfigError(f"windows.since: {self.since!r} is not a day like 2026-03-12; leave it unset "
-                                  "(null) for the usual windows") from None
+                raise ConfigError(
+                    f"windows.since: {self.since!r} is not a day like 2026-03-12; leave it unset "
+                    "(null) for the usual windows"
+                ) from None
         if self.tuning_days >= self.train_days:
-            raise ConfigError(f"windows.tuning_days: must be fewer than windows.train_days ({self.train_days}) so "
-                              f"some days are left to fit on, got {self.tuning_days}")
+            raise ConfigError(
+                f"windows.tuning_days: must be fewer than windows.train_days ({self.train_days}) so "
+                f"some days are left to fit on, got {self.tuning_days}"
+            )
 
 
 @dataclass(frozen=True)
@@ -281,13 +293,15 @@ class GatePolicy:
                     raise ConfigError(f"gate.{key}: unknown metric {name!r}; allowed: {', '.join(METRICS)}")
         for name in self.baseline_floors:
             if name not in BASELINE_FLOORS:
-                raise ConfigError(f"gate.baseline_floors: unknown floor {name!r}; allowed: "
-                                  f"{', '.join(BASELINE_FLOORS)}")
+                raise ConfigError(
+                    f"gate.baseline_floors: unknown floor {name!r}; allowed: {', '.join(BASELINE_FLOORS)}"
+                )
         for key, values in (("guardrails", self.guardrails), ("floors", self.floors)):
             for name, value in values.items():
                 if value != value or abs(value) == float("inf") or (key == "guardrails" and value < 0):
-                    raise ConfigError(f"gate.{key}.{name}: must be a finite number{' >= 0' * (key == 'guardrails')}, "
-                                      f"got {value}")
+                    raise ConfigError(
+                        f"gate.{key}.{name}: must be a finite number{' >= 0' * (key == 'guardrails')}, got {value}"
+                    )
         if not 0 < self.alpha < 1:
             raise ConfigError(f"gate.alpha: must be between 0 and 1, got {self.alpha}")
         if not 0 <= self.margin < 1:
@@ -349,15 +363,21 @@ class TriggerPolicy:
         for key in ("max_roc_auc_drop", "max_label_rate_shift"):
             value = getattr(self, key)
             if value is not None and not 0 <= value < 1:
-                raise ConfigError(f"trigger.{key}: must be at least 0 and below 1 (or null to turn it off), got {value}")
+                raise ConfigError(
+                    f"trigger.{key}: must be at least 0 and below 1 (or null to turn it off), got {value}"
+                )
         if self.prediction_psi_threshold is not None and self.prediction_psi_threshold <= 0:
-            raise ConfigError(f"trigger.prediction_psi_threshold: must be > 0 (or null to turn it off), got "
-                              f"{self.prediction_psi_threshold}")
+            raise ConfigError(
+                f"trigger.prediction_psi_threshold: must be > 0 (or null to turn it off), got "
+                f"{self.prediction_psi_threshold}"
+            )
         if not 0 < self.alpha < 0.5:
             raise ConfigError(f"trigger.alpha: must be between 0 and 0.5, got {self.alpha}")
         _in_range("trigger.min_labels", self.min_labels, 1, 2**31 - 1)
-        for key, value in (("psi_threshold", self.psi_threshold), *((f"psi_per_feature.{k}", v) for k, v in
-                                                                     self.psi_per_feature.items())):
+        for key, value in (
+            ("psi_threshold", self.psi_threshold),
+            *((f"psi_per_feature.{k}", v) for k, v in self.psi_per_feature.items()),
+        ):
             if value <= 0:
                 raise ConfigError(f"trigger.{key}: must be > 0, got {value}")
         for key in ("min_accuracy", "min_roc_auc"):
@@ -426,7 +446,11 @@ class RolloutPolicy:
     def __post_init__(self) -> None:
         if not 0 < self.share <= 100:
             raise ConfigError(f"rollout.share: must be in (0, 100] percent, got {self.share}")
-        if not self.stages or any(not 0 < s <= 100 for s in self.stages) or list(self.stages) != sorted(set(self.stages)):
+        if (
+            not self.stages
+            or any(not 0 < s <= 100 for s in self.stages)
+            or list(self.stages) != sorted(set(self.stages))
+        ):
             raise ConfigError(f"rollout.stages: must be increasing percentages in (0, 100], got {list(self.stages)}")
         if self.metric not in METRICS:
             raise ConfigError(f"rollout.metric: unknown metric {self.metric!r}; allowed: {', '.join(METRICS)}")
@@ -483,8 +507,10 @@ class Settings:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.model.missing) - set(self.data.features))
         if unknown:
-            raise ConfigError(f"model.missing.{unknown[0]}: {unknown[0]!r} is not a feature; features: "
-                              f"{', '.join(self.data.features)}")
+            raise ConfigError(
+                f"model.missing.{unknown[0]}: {unknown[0]!r} is not a feature; features: "
+                f"{', '.join(self.data.features)}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -540,9 +566,11 @@ def _load_run_settings(uri: str, overrides: list[str] | tuple[str, ...]) -> Sett
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
-        except Exception as exc:  # noqa: BLE001 - any failure to fetch it is a settings problem
-            raise ConfigError(f"settings {uri} cannot be read: {str(exc).splitlines()[0][:300]}; pass --config "
-                              "a YAML file or a runs:/RUN_ID/settings.yaml of an existing run") from None
+        except Exception as exc:
+            raise ConfigError(
+                f"settings {uri} cannot be read: {str(exc).splitlines()[0][:300]}; pass --config "
+                "a YAML file or a runs:/RUN_ID/settings.yaml of an existing run"
+            ) from None
         return load_settings(local, overrides)
 
 
@@ -647,7 +675,9 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if value is None or isinstance(value, (dict, list)):
             raise ConfigError(f"setting {key}: expected text, got {value!r}")
         if isinstance(value, bool):  # YAML reads unquoted yes/no/on/off/true/false as booleans
-            raise ConfigError(f"setting {key}: got {value!r}, which YAML read from an unquoted yes/no/true/false; "
-                              f"quote the text, e.g. {key.rpartition('.')[2]}: \"yes\"")
+            raise ConfigError(
+                f"setting {key}: got {value!r}, which YAML read from an unquoted yes/no/true/false; "
+                f'quote the text, e.g. {key.rpartition(".")[2]}: "yes"'
+            )
         return str(value)
     raise ConfigError(f"setting {key}: unsupported type {hint!r}")  # pragma: no cover - programming error

@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from retrain.config import DataSpec, Windows
@@ -87,11 +87,18 @@ def effective_windows(as_of: date, windows: Windows) -> Windows:
     span = (as_of - since).days + 1
     split = split_days(span, windows.train_days, windows.tuning_days, windows.validation_days)
     if split is None:
-        raise DataError(f"windows.since {since.isoformat()} leaves {max(span, 0)} day(s) up to --as-of "
-                        f"{as_of.isoformat()}; at least 3 are needed (fitting, tuning, validation): pick an earlier "
-                        "windows.since or unset it")
-    return replace(windows, train_days=split.train_days, tuning_days=split.tuning_days,
-                   validation_days=split.validation_days, since=None)
+        raise DataError(
+            f"windows.since {since.isoformat()} leaves {max(span, 0)} day(s) up to --as-of "
+            f"{as_of.isoformat()}; at least 3 are needed (fitting, tuning, validation): pick an earlier "
+            "windows.since or unset it"
+        )
+    return replace(
+        windows,
+        train_days=split.train_days,
+        tuning_days=split.tuning_days,
+        validation_days=split.validation_days,
+        since=None,
+    )
 
 
 def windows_for(as_of: date, windows: Windows) -> Windows3:
@@ -103,8 +110,9 @@ def windows_for(as_of: date, windows: Windows) -> Windows3:
         train_start = val_start - timedelta(days=windows.train_days)
         monitor_start = end - timedelta(days=windows.monitor_days)
     except OverflowError:
-        raise DataError(f"windows before --as-of {as_of} reach before year 1; pick a later --as-of or "
-                        "shorter windows.*") from None
+        raise DataError(
+            f"windows before --as-of {as_of} reach before year 1; pick a later --as-of or shorter windows.*"
+        ) from None
     return Windows3(
         as_of=as_of,
         train=Window("training", train_start, val_start),
@@ -154,8 +162,9 @@ def _data_file(entry: Entry, date_keys: tuple[str, ...]) -> DataFile:
                 day = date.fromisoformat(value)
             except ValueError:
                 folder = entry.path[: entry.path.index(f"{key}={value}") + len(key) + len(value) + 1]
-                raise DataError(f"folder {folder} is not named {key}=YYYY-MM-DD; rename it or move it out of "
-                                "data.path") from None
+                raise DataError(
+                    f"folder {folder} is not named {key}=YYYY-MM-DD; rename it or move it out of data.path"
+                ) from None
     return DataFile(entry, file_format(entry.fs_path), parts, day)  # type: ignore[arg-type]
 
 
@@ -181,8 +190,10 @@ class Coverage:
         if not self.starts_before_data:
             return None
         used = f"{self.first_day}..{self.last_day}" if self.first_day else "none"
-        return (f"{self.window} window {self.start}..{self.end} starts before the data: {self.rows} rows from "
-                f"{self.days_with_rows} of {self.days} days used ({used})")
+        return (
+            f"{self.window} window {self.start}..{self.end} starts before the data: {self.rows} rows from "
+            f"{self.days_with_rows} of {self.days} days used ({used})"
+        )
 
     def tags(self, key: str) -> dict[str, str]:
         """Run tags `retrain.<key>_days_used` ("31 of 60") and, when short, `retrain.<key>_note`."""
@@ -254,7 +265,7 @@ def _utc(local: datetime, tz: str) -> datetime:
         return local
     from zoneinfo import ZoneInfo
 
-    return local.replace(tzinfo=ZoneInfo(tz)).astimezone(timezone.utc).replace(tzinfo=None)
+    return local.replace(tzinfo=ZoneInfo(tz)).astimezone(UTC).replace(tzinfo=None)
 
 
 @dataclass
@@ -283,7 +294,7 @@ class DataSource:
 
     def __init__(self, spec: DataSpec, *, now: datetime | None = None) -> None:
         self.spec = spec
-        self.now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(tzinfo=None)
+        self.now = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
         self._location: Location | None = None
         self._files: list[DataFile] | None = None
         self._cache: list[tuple[datetime, datetime, pd.DataFrame]] = []
@@ -325,8 +336,9 @@ class DataSource:
 
     # -- one file --
 
-    def _read_file(self, f: DataFile, start_utc: datetime | None, end_utc: datetime | None,
-                   columns: list[str]) -> _Part:
+    def _read_file(
+        self, f: DataFile, start_utc: datetime | None, end_utc: datetime | None, columns: list[str]
+    ) -> _Part:
         """Rows of one file with timestamps in [start, end) (None: all), only `columns` that it has."""
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -340,13 +352,14 @@ class DataSource:
             else:
                 import pyarrow.dataset as ds
 
-                fmt = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(
-                    dictionary_columns=[c for c in spec.categorical if c in columns]))
+                fmt = ds.ParquetFileFormat(
+                    read_options=ds.ParquetReadOptions(dictionary_columns=[c for c in spec.categorical if c in columns])
+                )
                 fragment = fmt.make_fragment(f.entry.fs_path, filesystem=self.location.fs)
                 source_schema = fragment.physical_schema
         except DataError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any reader failure means the same thing to the user
+        except Exception as exc:
             self._unreadable(f, exc)
         names = header if fragment is None else source_schema.names
         dup = next((n for n in names if names.count(n) > 1), None)
@@ -377,7 +390,7 @@ class DataSource:
                 table = table.select(present)
                 if expr is not None:
                     table = table.filter(expr)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._unreadable(f, exc)
         n = scanned = table.num_rows
         for col, value in f.partitions:  # hive partition values fill configured columns the files lack
@@ -392,8 +405,10 @@ class DataSource:
         table = table.set_column(table.column_names.index(ts), ts, self._timestamps(f, table[ts], ts_kind, unit))
         if start_utc is not None and end_utc is not None and not exact:
             column = table[ts]
-            keep = pc.and_(pc.greater_equal(column, pa.scalar(start_utc, pa.timestamp("ns"))),
-                           pc.less(column, pa.scalar(end_utc, pa.timestamp("ns"))))
+            keep = pc.and_(
+                pc.greater_equal(column, pa.scalar(start_utc, pa.timestamp("ns"))),
+                pc.less(column, pa.scalar(end_utc, pa.timestamp("ns"))),
+            )
             table = table.filter(keep)
         kinds = {name: _kind(source_schema.field(name).type) for name in present if name != ts}
         return _Part(f, table.select(columns).replace_schema_metadata(None), kinds, scanned)
@@ -432,7 +447,7 @@ class DataSource:
         field = ds.field(self.spec.timestamp)
         if ts_kind == "timestamp":
             tz = ts_type.tz
-            lo, hi = (t.replace(tzinfo=timezone.utc) if tz else t for t in (start_utc, end_utc))
+            lo, hi = (t.replace(tzinfo=UTC) if tz else t for t in (start_utc, end_utc))
             return (field >= pa.scalar(lo, ts_type)) & (field < pa.scalar(hi, ts_type)), None
         if ts_kind == "integer" and fragment is not None:
             bounds = _statistics(fragment, self.spec.timestamp)
@@ -445,7 +460,9 @@ class DataSource:
             return (field >= lo) & (field < hi), unit
         if ts_kind == "date":
             # a calendar day of data.timezone: compare days, with the margin the exact filter trims
-            return (field >= (start_utc - timedelta(days=1)).date()) & (field <= (end_utc + timedelta(days=1)).date()), None
+            return (field >= (start_utc - timedelta(days=1)).date()) & (
+                field <= (end_utc + timedelta(days=1)).date()
+            ), None
         return None, None
 
     def _timestamps(self, f: DataFile, column, kind: str, unit: str | None):
@@ -471,8 +488,9 @@ class DataSource:
         if kind == "integer":
             values = column.to_numpy(zero_copy_only=False)
             if column.null_count:
-                raise DataError(f"column {ts!r} in {f.path} has {column.null_count} empty values; every row needs "
-                                "a timestamp")
+                raise DataError(
+                    f"column {ts!r} in {f.path} has {column.null_count} empty values; every row needs a timestamp"
+                )
             if unit is None and len(values):
                 unit = epoch_unit(int(values.min()), int(values.max()), ts, f.path)
             scaled = values.astype(np.int64) * (10**9 // dict(EPOCH_UNITS)[unit or "ns"])
@@ -483,11 +501,14 @@ class DataSource:
             bad = parsed.isna()
             if bad.any():
                 example = raw[bad].iloc[0]
-                raise DataError(f"column {ts!r}: {int(bad.sum())} values are not timestamps (e.g. {_plain(example)!r}) "
-                                f"in {f.path}")
+                raise DataError(
+                    f"column {ts!r}: {int(bad.sum())} values are not timestamps (e.g. {_plain(example)!r}) in {f.path}"
+                )
             return pa.array(parsed.dt.tz_localize(None).to_numpy("datetime64[ns]"), pa.timestamp("ns"))
-        raise DataError(f"column {ts!r} in {f.path} is of type {column.type}, not a timestamp; write ISO "
-                        "timestamps or epoch seconds")
+        raise DataError(
+            f"column {ts!r} in {f.path} is of type {column.type}, not a timestamp; write ISO "
+            "timestamps or epoch seconds"
+        )
 
     # -- windows --
 
@@ -513,7 +534,10 @@ class DataSource:
         from retrain.progress import files_bar
 
         parts = []
-        with ThreadPoolExecutor(max_workers=workers) as pool, files_bar(len(files), f"reading {self.spec.path}") as done:
+        with (
+            ThreadPoolExecutor(max_workers=workers) as pool,
+            files_bar(len(files), f"reading {self.spec.path}") as done,
+        ):
             for part in pool.map(lambda f: self._read_file(f, start_utc, end_utc, columns), files):
                 parts.append(part)
                 done()
@@ -523,8 +547,11 @@ class DataSource:
         _check_kinds(parts, self.spec)
         tables = [p.table for p in parts if p.table.num_rows] or [p.table for p in parts[:1]]
         if not tables:
-            return self._frame(pa.table({c: pa.array([], pa.timestamp("ns") if c == self.spec.timestamp
-                                                      else pa.float64()) for c in columns}))
+            return self._frame(
+                pa.table(
+                    {c: pa.array([], pa.timestamp("ns") if c == self.spec.timestamp else pa.float64()) for c in columns}
+                )
+            )
         table = pa.concat_tables(_unify(tables, self.spec))
         self.stats["rows_read"] += table.num_rows
         return self._frame(table)
@@ -586,7 +613,7 @@ class DataSource:
             try:
                 fragment = ds.ParquetFileFormat().make_fragment(f.entry.fs_path, filesystem=self.location.fs)
                 schema = fragment.physical_schema
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self._unreadable(f, exc)
             if ts not in schema.names and f.day is not None and ts in dict(f.partitions) | {DATE_KEY: ""}:
                 midnight = _utc(datetime.combine(f.day, datetime.min.time()), self.spec.timezone)
@@ -600,8 +627,10 @@ class DataSource:
                     lo, hi = stats
                     if kind == "integer":
                         unit = epoch_unit(int(lo), int(hi), ts, f.path)
-                        lo, hi = (datetime(1970, 1, 1) + timedelta(microseconds=int(v) * 10**6 // dict(EPOCH_UNITS)[unit])
-                                  for v in (lo, hi))
+                        lo, hi = (
+                            datetime(1970, 1, 1) + timedelta(microseconds=int(v) * 10**6 // dict(EPOCH_UNITS)[unit])
+                            for v in (lo, hi)
+                        )
                     else:
                         col = self._timestamps(f, pa.array([lo, hi], schema.field(ts).type), kind, None)
                         lo, hi = (v.as_py() for v in col)
@@ -633,7 +662,7 @@ class DataSource:
             return utc
         from zoneinfo import ZoneInfo
 
-        return utc.replace(tzinfo=timezone.utc).astimezone(ZoneInfo(self.spec.timezone)).replace(tzinfo=None)
+        return utc.replace(tzinfo=UTC).astimezone(ZoneInfo(self.spec.timezone)).replace(tzinfo=None)
 
     def latest_day(self) -> date:
         """The last day with rows not dated after now, from folder names and statistics (rows read only when the
@@ -645,8 +674,11 @@ class DataSource:
         files = sorted(self.files(), key=lambda f: (f.day is not None, f.day or date.min), reverse=True)
         files = [f for f in files if f.day is None] + [f for f in files if f.day is not None]
         for f in files:
-            if f.day is not None and best is not None and _utc(
-                    datetime.combine(f.day + timedelta(days=2), datetime.min.time()), self.spec.timezone) <= best:
+            if (
+                f.day is not None
+                and best is not None
+                and _utc(datetime.combine(f.day + timedelta(days=2), datetime.min.time()), self.spec.timezone) <= best
+            ):
                 break  # folders are dated: nothing older can beat the best so far
             bounds = self._bounds(f)
             if bounds is None:
@@ -660,12 +692,17 @@ class DataSource:
             best = high if best is None else max(best, high)
         if future:
             shown = "; ".join(future[:3]) + (f"; and {len(future) - 3} more files" if len(future) > 3 else "")
-            log.warning("data: rows dated after now (%s UTC) in %s; they do not count for the latest day",
-                        f"{self.now:%Y-%m-%d %H:%M}", shown)
+            log.warning(
+                "data: rows dated after now (%s UTC) in %s; they do not count for the latest day",
+                f"{self.now:%Y-%m-%d %H:%M}",
+                shown,
+            )
         if best is None:
             if future:
-                raise DataError(f"every row under {self.spec.path} is dated after now ({self.now:%Y-%m-%d %H:%M} UTC), "
-                                f"e.g. {future[0]}; fix the timestamps or pass --as-of YYYY-MM-DD")
+                raise DataError(
+                    f"every row under {self.spec.path} is dated after now ({self.now:%Y-%m-%d %H:%M} UTC), "
+                    f"e.g. {future[0]}; fix the timestamps or pass --as-of YYYY-MM-DD"
+                )
             raise DataError(f"no rows in {self.spec.path}")
         self._latest = self._local(best).date()
         return self._latest
@@ -682,7 +719,9 @@ class DataSource:
 def _as_datetime(value: Any) -> datetime:
     """An arrow timestamp/date value as a naive datetime."""
     if isinstance(value, datetime):
-        return value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone(timezone.utc).replace(tzinfo=None)
+        return (
+            value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
+        )
     if isinstance(value, date):
         return datetime.combine(value, datetime.min.time())
     import pandas as pd
@@ -821,10 +860,15 @@ def labels(raw: pd.Series, spec: DataSpec, where: str) -> pd.Series:
         bad = ~empty & ~(values.isin([0.0, 1.0]) if text is None else text.isin(["0", "1", "false", "true"]))
         if bad.any():
             example = _plain(raw[bad].iloc[0])
-            hint = ("set data.positive_label to the value that means positive" if isinstance(example, str)
-                    else "labels must be 0, 1 or empty (unlabelled)")
-            raise DataError(f"{where}: label column {spec.label!r} has {int(bad.sum())} values outside {{0, 1}} "
-                            f"(e.g. {example!r}); {hint}")
+            hint = (
+                "set data.positive_label to the value that means positive"
+                if isinstance(example, str)
+                else "labels must be 0, 1 or empty (unlabelled)"
+            )
+            raise DataError(
+                f"{where}: label column {spec.label!r} has {int(bad.sum())} values outside {{0, 1}} "
+                f"(e.g. {example!r}); {hint}"
+            )
         out = (values == 1.0) if text is None else text.isin(["1", "true"])
     else:
         wanted = positive.strip().lower() if positive.strip().lower() in ("true", "false") else positive.strip()
@@ -838,8 +882,10 @@ def labels(raw: pd.Series, spec: DataSpec, where: str) -> pd.Series:
             out = text == wanted
         if len(seen) > 2:
             shown = ", ".join(repr(s) for s in seen[:5])
-            raise DataError(f"{where}: label column {spec.label!r} has {len(seen)} different values ({shown}); a binary "
-                            f"label has two: data.positive_label={positive!r} and one other")
+            raise DataError(
+                f"{where}: label column {spec.label!r} has {len(seen)} different values ({shown}); a binary "
+                f"label has two: data.positive_label={positive!r} and one other"
+            )
     return pd.Series(np.where(empty, np.nan, out.astype(np.float64)), index=raw.index, dtype=np.float64)
 
 

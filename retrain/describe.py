@@ -61,64 +61,100 @@ def version_link(model: str, version: str | None) -> str:
     return f"[v{version}](#/models/{model}/versions/{version})"
 
 
-def guardrail_text(metric: str, delta: float | None, primary: str, min_improvement: float,
-                   guardrails: Mapping[str, float]) -> str:
+def guardrail_text(
+    metric: str, delta: float | None, primary: str, min_improvement: float, guardrails: Mapping[str, float]
+) -> str:
     """What the gate asks of this metric's delta, and whether the delta meets it."""
     lower = metric in LOWER_IS_BETTER
     if metric == primary:
-        rule, ok = (f"primary: {'fall' if lower else 'rise'} >= {min_improvement:g}",
-                    None if delta is None else (-delta if lower else delta) >= min_improvement - 1e-12)
+        rule, ok = (
+            f"primary: {'fall' if lower else 'rise'} >= {min_improvement:g}",
+            None if delta is None else (-delta if lower else delta) >= min_improvement - 1e-12,
+        )
     elif metric in guardrails:
         allowed = guardrails[metric]
-        rule, ok = (f"{'rise' if lower else 'drop'} <= {allowed:g}",
-                    None if delta is None else (delta if lower else -delta) <= allowed + 1e-12)
+        rule, ok = (
+            f"{'rise' if lower else 'drop'} <= {allowed:g}",
+            None if delta is None else (delta if lower else -delta) <= allowed + 1e-12,
+        )
     else:
         return ""
     return rule + ("" if ok is None else " ✓" if ok else " ✗")
 
 
-def comparison_markdown(c: Mapping[str, Any], *, primary: str, min_improvement: float,
-                        guardrails: Mapping[str, float], links: Mapping[str, str], figure: bool = True) -> str:
+def comparison_markdown(
+    c: Mapping[str, Any],
+    *,
+    primary: str,
+    min_improvement: float,
+    guardrails: Mapping[str, float],
+    links: Mapping[str, str],
+    figure: bool = True,
+) -> str:
     """The comparison run's description. `c` is `Comparison.to_dict()`; `links` holds the markdown links
     `candidate`, `production` (versions) and `candidate_run`, `production_run` (their training runs);
     `figure`: whether the run has `comparison.png` (a backtest's replayed comparisons have none)."""
     d = c["decision"]
     inc = c.get("incumbent_metrics") or {}
     cand = c["candidate_metrics"]
-    head = f"v{c['candidate_version']} vs " + (f"v{c['incumbent_version']}" if c.get("incumbent_version")
-                                               else "no production")
-    lines = [f"## {d['decision'].upper()}: {c['model_name']} {head} (as of {c['as_of']})", "",
-             f"**Reason:** {d['reason']}", ""]
+    head = f"v{c['candidate_version']} vs " + (
+        f"v{c['incumbent_version']}" if c.get("incumbent_version") else "no production"
+    )
+    lines = [
+        f"## {d['decision'].upper()}: {c['model_name']} {head} (as of {c['as_of']})",
+        "",
+        f"**Reason:** {d['reason']}",
+        "",
+    ]
     for reason in d.get("reasons", []):
         if reason != d["reason"]:
             lines.append(f"- {reason}")
-    lines += ["", f"Fresh held-out rows: {c['n_rows']:,} from {c['window_start']}..{c['window_end']}"
-              + (" — **backtest** (production learned from these rows; never promotes)" if c.get("backtest") else ""),
-              "",
-              f"| metric | candidate v{c['candidate_version']} | production "
-              f"{'v' + c['incumbent_version'] if c.get('incumbent_version') else '(none)'} | delta | guardrail |",
-              "|---|---:|---:|---:|---|"]
+    lines += [
+        "",
+        f"Fresh held-out rows: {c['n_rows']:,} from {c['window_start']}..{c['window_end']}"
+        + (" — **backtest** (production learned from these rows; never promotes)" if c.get("backtest") else ""),
+        "",
+        f"| metric | candidate v{c['candidate_version']} | production "
+        f"{'v' + c['incumbent_version'] if c.get('incumbent_version') else '(none)'} | delta | guardrail |",
+        "|---|---:|---:|---:|---|",
+    ]
     threshold_row = (c.get("candidate_threshold"), c.get("incumbent_threshold"))
     lines.append(f"| decision threshold | {num(threshold_row[0])} | {num(threshold_row[1])} | | |")
-    order = [primary, *[m for m in guardrails if m != primary], *[m for m in cand if m != primary and m not in guardrails]]
+    order = [
+        primary,
+        *[m for m in guardrails if m != primary],
+        *[m for m in cand if m != primary and m not in guardrails],
+    ]
     for metric in dict.fromkeys(m for m in order if m in cand):
         delta = (c.get("deltas") or {}).get(metric)
-        lines.append(f"| {'**' + metric + '**' if metric == primary else metric} | {num(cand[metric])} | "
-                     f"{num(inc.get(metric))} | {signed(delta)} | "
-                     f"{guardrail_text(metric, delta, primary, min_improvement, guardrails)} |")
+        lines.append(
+            f"| {'**' + metric + '**' if metric == primary else metric} | {num(cand[metric])} | "
+            f"{num(inc.get(metric))} | {signed(delta)} | "
+            f"{guardrail_text(metric, delta, primary, min_improvement, guardrails)} |"
+        )
     delong = c.get("delong") or {}
     if delong:
-        lines += ["", f"**DeLong (ROC AUC):** difference {signed(delong.get('delta'))}, 95% CI "
-                      f"[{num(delong.get('ci_low'))}, {num(delong.get('ci_high'))}], one-sided p "
-                      f"{num(delong.get('p_value_one_sided'))}"]
+        lines += [
+            "",
+            f"**DeLong (ROC AUC):** difference {signed(delong.get('delta'))}, 95% CI "
+            f"[{num(delong.get('ci_low'))}, {num(delong.get('ci_high'))}], one-sided p "
+            f"{num(delong.get('p_value_one_sided'))}",
+        ]
     failed = [ch for ch in c.get("checks", []) if not ch.get("passed")]
-    lines += ["", f"**Pre-promotion checks:** {len(c.get('checks', [])) - len(failed)} of {len(c.get('checks', []))} "
-                  "passed" + "".join(f"; {ch['name']} failed: {ch.get('detail', '')}" for ch in failed)]
+    lines += [
+        "",
+        f"**Pre-promotion checks:** {len(c.get('checks', [])) - len(failed)} of {len(c.get('checks', []))} "
+        "passed" + "".join(f"; {ch['name']} failed: {ch.get('detail', '')}" for ch in failed),
+    ]
     lines += ["", f"Candidate: {links.get('candidate', '-')} (trained in {links.get('candidate_run', '-')})"]
     if c.get("incumbent_version"):
         lines.append(f"Production: {links.get('production', '-')} (trained in {links.get('production_run', '-')})")
-    lines += ["", "Figure: `comparison.png`; every number: `comparison.json`." if figure
-              else "Every number: `comparison.json` (no figure: a backtest's replayed comparison)."]
+    lines += [
+        "",
+        "Figure: `comparison.png`; every number: `comparison.json`."
+        if figure
+        else "Every number: `comparison.json` (no figure: a backtest's replayed comparison).",
+    ]
     return fit("\n".join(lines), NOTE_LIMIT)
 
 
@@ -127,15 +163,20 @@ def cycle_markdown(result: Mapping[str, Any], model: str, links: Mapping[str, st
     lines = [f"## {result['outcome'].upper()}: {model} cycle as of {result['as_of']}", ""]
     lines += [f"- {r}" for r in result.get("reasons", [])]
     before, after = result.get("production_before"), result.get("production_after")
-    lines += ["", f"Production: {version_link(model, before)} -> {version_link(model, after)}"
-              if before != after else f"Production: {version_link(model, after)} (unchanged)"]
+    lines += [
+        "",
+        f"Production: {version_link(model, before)} -> {version_link(model, after)}"
+        if before != after
+        else f"Production: {version_link(model, after)} (unchanged)",
+    ]
     if result.get("candidate_version"):
         lines.append(f"Candidate: {version_link(model, result['candidate_version'])}")
     decision = result.get("decision") or {}
     if decision.get("candidate_value") is not None:
         metric = decision.get("primary_metric", "")
-        lines.append(f"{metric}: candidate {num(decision['candidate_value'])}, production "
-                     f"{num(decision.get('incumbent_value'))}")
+        lines.append(
+            f"{metric}: candidate {num(decision['candidate_value'])}, production {num(decision.get('incumbent_value'))}"
+        )
     lines += ["", "| step | run |", "|---|---|"]
     for step in ("check", "train", "evaluate"):
         lines.append(f"| {step} | {links.get(step, 'not run')} |")
@@ -145,8 +186,10 @@ def cycle_markdown(result: Mapping[str, Any], model: str, links: Mapping[str, st
 def move_row(model: str, m: Any, comparison_link: str = "-") -> str:
     """One row of the production history table for `retrain.moves.Move` `m`."""
     kind = m.kind + (" (aborted)" if m.aborted else "")
-    return (f"| {m.seq} | {m.at[:19].replace('T', ' ')} | {kind} | {version_link(model, m.from_version)} -> "
-            f"{version_link(model, m.to_version)} | {cell(m.actor)[:60]} | {cell(m.reason)[:200]} | {comparison_link} |")
+    return (
+        f"| {m.seq} | {m.at[:19].replace('T', ' ')} | {kind} | {version_link(model, m.from_version)} -> "
+        f"{version_link(model, m.to_version)} | {cell(m.actor)[:60]} | {cell(m.reason)[:200]} | {comparison_link} |"
+    )
 
 
 def history_rows(description: str | None) -> list[str]:
@@ -162,10 +205,14 @@ def history_markdown(model: str, production: str | None, rows: Iterable[str], he
     """The registered model's description: what serves, and the production history newest first, as many
     rows of `rows` (from `move_row`, newest first) as fit MLflow's limit, then where to find older ones."""
     lines = [header, ""] if header else []
-    lines += [f"**Production now:** {version_link(model, production)}", "",
-              "### Production history (newest first)", "",
-              "| # | when (UTC) | kind | from -> to | who | reason | comparison |",
-              "|---:|---|---|---|---|---|---|"]
+    lines += [
+        f"**Production now:** {version_link(model, production)}",
+        "",
+        "### Production history (newest first)",
+        "",
+        "| # | when (UTC) | kind | from -> to | who | reason | comparison |",
+        "|---:|---|---|---|---|---|---|",
+    ]
     footer = ["", "The record is the move log (`retrain history`); this table is redrawn after every move."]
     budget = DESCRIPTION_LIMIT - len("\n".join(lines + footer)) - 120
     shown: list[str] = []
@@ -189,24 +236,37 @@ def history_after_move(model: str, production: str | None, row: str, previous: s
     return history_markdown(model, production, [row, *older], header)
 
 
-def version_markdown(model: str, version: str, tags: Mapping[str, str], aliases: Iterable[str], *,
-                     production_alias: str, staging_alias: str, comparison: str | None = None) -> str:
+def version_markdown(
+    model: str,
+    version: str,
+    tags: Mapping[str, str],
+    aliases: Iterable[str],
+    *,
+    production_alias: str,
+    staging_alias: str,
+    comparison: str | None = None,
+) -> str:
     """A version's description: what it was trained on, its validation metrics, its fate."""
     aliases = set(aliases)
     lines = [f"## {model} v{version}", ""]
     if tags.get("retrain.as_of"):
-        lines.append(f"**Trained on:** {tags.get('retrain.train_rows', '?')} rows from "
-                     f"{tags.get('retrain.train_start', '?')}..{tags.get('retrain.train_end', '?')}, as of "
-                     f"{tags['retrain.as_of']}; validated on {tags.get('retrain.validation_rows', '?')} rows "
-                     f"{tags.get('retrain.validation_start', '?')}..{tags.get('retrain.validation_end', '?')}")
+        lines.append(
+            f"**Trained on:** {tags.get('retrain.train_rows', '?')} rows from "
+            f"{tags.get('retrain.train_start', '?')}..{tags.get('retrain.train_end', '?')}, as of "
+            f"{tags['retrain.as_of']}; validated on {tags.get('retrain.validation_rows', '?')} rows "
+            f"{tags.get('retrain.validation_start', '?')}..{tags.get('retrain.validation_end', '?')}"
+        )
     if tags.get("retrain.window_since"):
-        lines.append(f"**Short window:** only rows since {tags['retrain.window_since']} (windows.since: the problem "
-                     "changed then; the usual windows would have been mostly the old regime)")
+        lines.append(
+            f"**Short window:** only rows since {tags['retrain.window_since']} (windows.since: the problem "
+            "changed then; the usual windows would have been mostly the old regime)"
+        )
     if tags.get("retrain.trigger"):
         lines.append(f"**Why trained:** {tags['retrain.trigger']}")
     if tags.get("retrain.threshold"):
-        lines.append(f"**Decision threshold:** {num(tags['retrain.threshold'])} "
-                     f"({tags.get('retrain.threshold_policy', '?')})")
+        lines.append(
+            f"**Decision threshold:** {num(tags['retrain.threshold'])} ({tags.get('retrain.threshold_policy', '?')})"
+        )
     try:
         metrics = json.loads(tags.get("retrain.metrics", "{}"))
     except ValueError:
@@ -214,13 +274,22 @@ def version_markdown(model: str, version: str, tags: Mapping[str, str], aliases:
     if metrics:
         lines += ["", "| validation metric | value |", "|---|---:|"]
         lines += [f"| {k} | {num(v)} |" for k, v in sorted(metrics.items())]
-    lines += ["", "**Fate:** " + fate(tags, aliases, production_alias=production_alias, staging_alias=staging_alias,
-                                      comparison=comparison)]
+    lines += [
+        "",
+        "**Fate:** "
+        + fate(tags, aliases, production_alias=production_alias, staging_alias=staging_alias, comparison=comparison),
+    ]
     return fit("\n".join(lines), DESCRIPTION_LIMIT)
 
 
-def fate(tags: Mapping[str, str], aliases: set[str], *, production_alias: str, staging_alias: str,
-         comparison: str | None = None) -> str:
+def fate(
+    tags: Mapping[str, str],
+    aliases: set[str],
+    *,
+    production_alias: str,
+    staging_alias: str,
+    comparison: str | None = None,
+) -> str:
     """serving / candidate / rejected by the gate (why) / rolled back from / archived."""
     where = f" ({comparison})" if comparison else ""
     if production_alias in aliases:
@@ -229,8 +298,10 @@ def fate(tags: Mapping[str, str], aliases: set[str], *, production_alias: str, s
     if rolled:
         try:
             mark = json.loads(rolled)
-            return (f"rolled back from at {str(mark.get('at', '?'))[:19]} by {mark.get('actor', '?')}: "
-                    f"{mark.get('reason', '')}")
+            return (
+                f"rolled back from at {str(mark.get('at', '?'))[:19]} by {mark.get('actor', '?')}: "
+                f"{mark.get('reason', '')}"
+            )
         except ValueError:
             return "rolled back from"
     if tags.get("retrain.archived"):
@@ -239,8 +310,9 @@ def fate(tags: Mapping[str, str], aliases: set[str], *, production_alias: str, s
         reason = tags.get("retrain.decision_reason", "")
         return f"rejected by the gate{where}" + (f": {reason}" if reason else "")
     if tags.get("retrain.decision") == "promote":
-        return f"cleared the gate{where}, waiting to be promoted" + (" (@" + staging_alias + ")"
-                                                                      if staging_alias in aliases else "")
+        return f"cleared the gate{where}, waiting to be promoted" + (
+            " (@" + staging_alias + ")" if staging_alias in aliases else ""
+        )
     if staging_alias in aliases:
         return f"candidate (@{staging_alias}), not compared yet"
     return "never compared"

@@ -106,9 +106,7 @@ def _categorical_entry(values: np.ndarray) -> dict:
     return {"shares": {cat: c / n for cat, c in counts.items()}, "count": n}
 
 
-def build_profile(
-    numeric: Mapping[str, np.ndarray], categorical: Mapping[str, np.ndarray], bins: int = 10
-) -> dict:
+def build_profile(numeric: Mapping[str, np.ndarray], categorical: Mapping[str, np.ndarray], bins: int = 10) -> dict:
     """JSON-serialisable reference profile of the training data, stored with the model version."""
     if bins < 1:
         raise ConfigError(f"bins={bins} must be at least 1")
@@ -127,8 +125,13 @@ def validation_block(y: np.ndarray, scores: np.ndarray, roc_auc: float, roc_auc_
     """What the relative triggers compare production with later: its validation rows' churn rate, ROC AUC (with its
     DeLong standard error) and score distribution (a numeric profile entry of the scores). Stored in the profile."""
     y = np.asarray(y, dtype=np.float64)
-    return {"rows": int(y.size), "label_rate": float(y.mean()), "roc_auc": float(roc_auc),
-            "roc_auc_se": float(roc_auc_se), "scores": _numeric_entry(np.asarray(scores, dtype=np.float64), bins)}
+    return {
+        "rows": int(y.size),
+        "label_rate": float(y.mean()),
+        "roc_auc": float(roc_auc),
+        "roc_auc_se": float(roc_auc_se),
+        "scores": _numeric_entry(np.asarray(scores, dtype=np.float64), bins),
+    }
 
 
 def psi(expected_shares: Iterable[float], actual_shares: Iterable[float], eps: float = 1e-4) -> float:

@@ -106,15 +106,19 @@ class Comparison:
             delta = f"{self.deltas[name]:+8.4f}" if name in self.deltas else f"{'-':>8}"
             out.append(f"{name:<13} {prod} {value:10.4f} {delta}")
         b = self.baselines
-        out.append(f"trivial baselines: positive rate {b['positive_rate']:.4f}, majority rate "
-                   f"{b['majority_rate']:.4f}, constant log_loss {b['constant_log_loss']:.4f}, "
-                   f"constant brier {b['constant_brier']:.4f}")
+        out.append(
+            f"trivial baselines: positive rate {b['positive_rate']:.4f}, majority rate "
+            f"{b['majority_rate']:.4f}, constant log_loss {b['constant_log_loss']:.4f}, "
+            f"constant brier {b['constant_brier']:.4f}"
+        )
         for floor in self.decision.get("floors", []):
             out.append(f"floor {'ok  ' if floor['passed'] else 'MISS'} ({floor['kind']}) {floor['detail']}")
         if self.delong:
             d = self.delong
-            out.append(f"DeLong roc_auc: delta {d['delta']:+.4f}, 95% CI [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], "
-                       f"one-sided p = {d['p_value_one_sided']:.4g}")
+            out.append(
+                f"DeLong roc_auc: delta {d['delta']:+.4f}, 95% CI [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], "
+                f"one-sided p = {d['p_value_one_sided']:.4g}"
+            )
         elif self.incumbent_error:
             out.append(f"production could not score the rows: {self.incumbent_error}")
         out += [f"check {'ok  ' if c['passed'] else 'FAIL'} {c['name']}: {c['detail']}" for c in self.checks]
@@ -143,17 +147,23 @@ def _resolve(settings: Settings, candidate: str | None):
     if candidate:
         cand = _version(mlflow_client, reg.model_name, version=candidate)
         if cand is None:
-            raise RegistryError(f"model {reg.model_name!r} has no version {candidate!r}; pass an existing "
-                                f"version to --candidate or omit it to use @{reg.staging_alias}")
+            raise RegistryError(
+                f"model {reg.model_name!r} has no version {candidate!r}; pass an existing "
+                f"version to --candidate or omit it to use @{reg.staging_alias}"
+            )
     else:
         cand = _version(mlflow_client, reg.model_name, alias=reg.staging_alias)
         if cand is None:
-            raise RegistryError(f"no candidate: model {reg.model_name!r} has no @{reg.staging_alias} alias; "
-                                "run `retrain train` or pass --candidate VERSION")
+            raise RegistryError(
+                f"no candidate: model {reg.model_name!r} has no @{reg.staging_alias} alias; "
+                "run `retrain train` or pass --candidate VERSION"
+            )
     prod = _version(mlflow_client, reg.model_name, alias=reg.production_alias)
     if prod is not None and str(prod.version) == str(cand.version):
-        raise RegistryError(f"candidate version {cand.version} of {reg.model_name!r} is already "
-                            f"@{reg.production_alias}; train a new candidate or pass --candidate VERSION")
+        raise RegistryError(
+            f"candidate version {cand.version} of {reg.model_name!r} is already "
+            f"@{reg.production_alias}; train a new candidate or pass --candidate VERSION"
+        )
     return cand, prod
 
 
@@ -174,9 +184,11 @@ def past_as_of(settings: Settings, as_of: date, production) -> str | None:
     first_fresh = fresh_from(production)
     if production is None or not first_fresh or as_of >= date.fromisoformat(first_fresh[:10]):
         return None
-    return (f"--as-of {as_of.isoformat()} is before {first_fresh[:10]}, the first day production version "
-            f"{production.version} of {settings.registry.model_name!r} did not train, stop or tune on, so it would be "
-            "judged on rows it learned from; use a later --as-of, or pass --allow-past for a backtest")
+    return (
+        f"--as-of {as_of.isoformat()} is before {first_fresh[:10]}, the first day production version "
+        f"{production.version} of {settings.registry.model_name!r} did not train, stop or tune on, so it would be "
+        "judged on rows it learned from; use a later --as-of, or pass --allow-past for a backtest"
+    )
 
 
 def _rows(settings: Settings, as_of: date | None, cand, prod, allow_past: bool, source=None):
@@ -207,8 +219,10 @@ def _rows(settings: Settings, as_of: date | None, cand, prod, allow_past: bool, 
         )
     classes = sorted(set(rows[spec.label].astype(int)))
     if len(classes) < 2:
-        raise DataError(f"{window} has only class {classes[0]} in {len(rows)} labelled rows, so roc_auc is "
-                        "undefined; widen windows.validation_days or check the labels")
+        raise DataError(
+            f"{window} has only class {classes[0]} in {len(rows)} labelled rows, so roc_auc is "
+            "undefined; widen windows.validation_days or check the labels"
+        )
     return as_of, window, rows
 
 
@@ -231,7 +245,7 @@ def served_threshold(model) -> float:
     """The decision threshold inside a loaded model (what its `prediction` uses); 0.5 for models without one."""
     try:
         spec = model.unwrap_python_model().spec
-    except Exception:  # noqa: BLE001 - not one of our pyfunc models: it predicts at 0.5 as before thresholds
+    except Exception:
         return 0.5
     return float(getattr(spec, "threshold", 0.5))
 
@@ -279,14 +293,16 @@ def evaluate(
 
     try:
         cand_model, p_cand, cand_threshold = _score(reg.model_name, cand.version, features)
-    except Exception as exc:  # noqa: BLE001 - a candidate that cannot score is rejected with its error
-        raise CheckError(f"candidate version {cand.version} cannot load or score {window}: {short_error(exc)}; "
-                         "it cannot be promoted: retrain it") from None
+    except Exception as exc:
+        raise CheckError(
+            f"candidate version {cand.version} cannot load or score {window}: {short_error(exc)}; "
+            "it cannot be promoted: retrain it"
+        ) from None
     p_inc = incumbent_error = inc_model = inc_threshold = None
     if prod is not None:
         try:
             inc_model, p_inc, inc_threshold = _score(reg.model_name, prod.version, features)
-        except Exception as exc:  # noqa: BLE001 - production failing on today's schema is a finding, not a crash
+        except Exception as exc:
             incumbent_error = short_error(exc)
     lap("scoring")
 
@@ -305,30 +321,55 @@ def evaluate(
             p_value = delong["p_value_one_sided"]
         elif policy.require_significance or mode == "non_inferiority":
             name = policy.primary_metric
+
             def at(threshold: float):  # each model's metric at its own threshold
                 return lambda yy, pp: metrics.classification_metrics(yy, pp, threshold, **costs)[name]
 
-            _, low, high = metrics.bootstrap_ci(y, p_inc, p_cand, at(inc_threshold), alpha=2 * policy.alpha,
-                                                metric_fn_b=at(cand_threshold))
+            _, low, high = metrics.bootstrap_ci(
+                y, p_inc, p_cand, at(inc_threshold), alpha=2 * policy.alpha, metric_fn_b=at(cand_threshold)
+            )
             ci = (low, high)
     lap("delong")
 
     try:
         golden = tracking.load_json_artifact(cand.run_id, "golden_samples.json")
-    except Exception:  # noqa: BLE001 - absence is reported by the golden check itself
+    except Exception:
         golden = None
-    results = [checks.CheckResult("loads", True, f"models:/{reg.model_name}/{cand.version} loaded from the registry"),
-               *checks.run_checks(cand_model, features, golden, spec, settings.checks, incumbent=inc_model,
-                                  threshold=cand_threshold, measure_latency=replay.measures_latency())]
+    results = [
+        checks.CheckResult("loads", True, f"models:/{reg.model_name}/{cand.version} loaded from the registry"),
+        *checks.run_checks(
+            cand_model,
+            features,
+            golden,
+            spec,
+            settings.checks,
+            incumbent=inc_model,
+            threshold=cand_threshold,
+            measure_latency=replay.measures_latency(),
+        ),
+    ]
     failed = [f"{r.name}: {r.detail}" for r in results if not r.passed]
-    decision = gate.decide(policy, cand_metrics, inc_metrics, p_value=p_value, bootstrap_ci=ci,
-                           incumbent_error=incumbent_error, allow_schema_change=allow_schema_change,
-                           failed_checks=failed, baselines=baselines, chance_p_value=chance["p_value_one_sided"],
-                           threshold_policy=cand.tags.get("retrain.threshold_policy", "fixed"), mode=mode,
-                           lower_bound=gate.lower_bound(policy.primary_metric, policy.alpha, delong, ci)
-                           if mode == "non_inferiority" else None,
-                           backtest=f"--allow-past: production v{prod.version} learned from rows before "
-                                    f"{fresh_from(prod)[:10]}, and {window} starts earlier" if backtest else None)
+    decision = gate.decide(
+        policy,
+        cand_metrics,
+        inc_metrics,
+        p_value=p_value,
+        bootstrap_ci=ci,
+        incumbent_error=incumbent_error,
+        allow_schema_change=allow_schema_change,
+        failed_checks=failed,
+        baselines=baselines,
+        chance_p_value=chance["p_value_one_sided"],
+        threshold_policy=cand.tags.get("retrain.threshold_policy", "fixed"),
+        mode=mode,
+        lower_bound=gate.lower_bound(policy.primary_metric, policy.alpha, delong, ci)
+        if mode == "non_inferiority"
+        else None,
+        backtest=f"--allow-past: production v{prod.version} learned from rows before "
+        f"{fresh_from(prod)[:10]}, and {window} starts earlier"
+        if backtest
+        else None,
+    )
     lap("checks")
 
     comparison = Comparison(
@@ -368,17 +409,25 @@ def _describe(settings: Settings, c: Comparison, mlflow_client) -> None:
     from retrain import describe, replay, tracking
     from retrain.registry import _run_link, write_version_description
 
-    links = {"candidate": describe.version_link(c.model_name, c.candidate_version),
-             "production": describe.version_link(c.model_name, c.incumbent_version)}
+    links = {
+        "candidate": describe.version_link(c.model_name, c.candidate_version),
+        "production": describe.version_link(c.model_name, c.incumbent_version),
+    }
     for role, version in (("candidate", c.candidate_version), ("production", c.incumbent_version)):
         if version:
             found = mlflow_client.get_model_version(c.model_name, version)
             links[f"{role}_run"] = _run_link(mlflow_client, found.run_id, "training run")
     gate_policy = settings.gate
-    tracking.describe(describe.comparison_markdown(c.to_dict(), primary=gate_policy.primary_metric,
-                                                   min_improvement=gate_policy.min_improvement,
-                                                   guardrails=gate_policy.guardrails, links=links,
-                                                   figure=replay.draws_figures()))
+    tracking.describe(
+        describe.comparison_markdown(
+            c.to_dict(),
+            primary=gate_policy.primary_metric,
+            min_improvement=gate_policy.min_improvement,
+            guardrails=gate_policy.guardrails,
+            links=links,
+            figure=replay.draws_figures(),
+        )
+    )
     write_version_description(mlflow_client, settings, c.candidate_version)
 
 
@@ -388,8 +437,9 @@ def run_name(c: Comparison) -> str:
     return f"evaluate v{c.candidate_version} {against}: {c.decision['decision'].upper()}"
 
 
-def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, timings: dict, lap,
-         data_tags: dict[str, str]) -> str:
+def _log(
+    settings: Settings, comparison: Comparison, y, probabilities: dict, timings: dict, lap, data_tags: dict[str, str]
+) -> str:
     """The comparison run (metrics, decision tags, comparison.json, figure) and the candidate's version tags."""
     import mlflow
 
@@ -418,26 +468,41 @@ def _log(settings: Settings, comparison: Comparison, y, probabilities: dict, tim
     if c.incumbent_threshold is not None:
         values["production_threshold"] = c.incumbent_threshold
     if c.delong:
-        values |= {"p_value": c.delong["p_value_one_sided"], "delong_ci_low": c.delong["ci_low"],
-                   "delong_ci_high": c.delong["ci_high"], "delong_delta": c.delong["delta"]}
+        values |= {
+            "p_value": c.delong["p_value_one_sided"],
+            "delong_ci_low": c.delong["ci_low"],
+            "delong_ci_high": c.delong["ci_high"],
+            "delong_delta": c.delong["delta"],
+        }
     if c.decision.get("lower_bound") is not None:
         values["lower_bound"] = c.decision["lower_bound"]
     values["n_rows"] = c.n_rows
-    with tracking.step_run(settings.experiments.comparisons, run_name(c), tags, params={"as_of": c.as_of},
-                           settings=settings) as run:
+    with tracking.step_run(
+        settings.experiments.comparisons, run_name(c), tags, params={"as_of": c.as_of}, settings=settings
+    ) as run:
         run_id = run.info.run_id
         mlflow.log_metrics({k: float(v) for k, v in values.items()})
         if replay.draws_figures():  # a backtest's replayed comparisons go unread in a throwaway store
-            title = f"{c.model_name}: {run_name(c)}\n(as of {c.as_of}, {c.n_rows:,} fresh rows " \
-                    f"{c.window_start}..{c.window_end})"
+            title = (
+                f"{c.model_name}: {run_name(c)}\n(as of {c.as_of}, {c.n_rows:,} fresh rows "
+                f"{c.window_start}..{c.window_end})"
+            )
             with tempfile.TemporaryDirectory() as tmp:
-                thresholds = {label: c.candidate_threshold if label.startswith("staging") else c.incumbent_threshold
-                              for label in probabilities}
-                mlflow.log_artifact(str(plots.comparison_figure(y, probabilities, Path(tmp) / "comparison.png",
-                                                                thresholds, title=title)))
+                thresholds = {
+                    label: c.candidate_threshold if label.startswith("staging") else c.incumbent_threshold
+                    for label in probabilities
+                }
+                mlflow.log_artifact(
+                    str(
+                        plots.comparison_figure(y, probabilities, Path(tmp) / "comparison.png", thresholds, title=title)
+                    )
+                )
         mlflow_client = tracking.client()
-        for key, value in (("retrain.comparison_run_id", run_id), ("retrain.decision", c.decision["decision"]),
-                           ("retrain.decision_reason", c.decision["reason"][:1000])):
+        for key, value in (
+            ("retrain.comparison_run_id", run_id),
+            ("retrain.decision", c.decision["decision"]),
+            ("retrain.decision_reason", c.decision["reason"][:1000]),
+        ):
             mlflow_client.set_model_version_tag(c.model_name, c.candidate_version, key, value)
         _describe(settings, c, mlflow_client)
         lap("logging")

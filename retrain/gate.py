@@ -74,48 +74,98 @@ def check_floors(
     out = []
     for name in policy.baseline_floors:
         if baselines is None:
-            out.append(Floor(name, "relative", name, float("nan"), float("nan"), False,
-                             f"relative floor {name}: no trivial baselines were computed"))
+            out.append(
+                Floor(
+                    name,
+                    "relative",
+                    name,
+                    float("nan"),
+                    float("nan"),
+                    False,
+                    f"relative floor {name}: no trivial baselines were computed",
+                )
+            )
         else:
             out.append(_relative_floor(name, policy, candidate, baselines, chance_p_value, threshold_policy))
     for metric, bound in sorted(policy.floors.items()):
         value = candidate[metric]
         ceiling = metric in LOWER_IS_BETTER
         ok = value <= bound + _EPS if ceiling else value >= bound - _EPS
-        out.append(Floor(metric, "absolute", metric, value, bound, ok,
-                         f"{metric} {value:.4f} {'meets' if ok else 'misses'} the "
-                         f"{'ceiling' if ceiling else 'floor'} {bound:g}"))
+        out.append(
+            Floor(
+                metric,
+                "absolute",
+                metric,
+                value,
+                bound,
+                ok,
+                f"{metric} {value:.4f} {'meets' if ok else 'misses'} the {'ceiling' if ceiling else 'floor'} {bound:g}",
+            )
+        )
     return out
 
 
 def _relative_floor(
-    name: str, policy: GatePolicy, candidate: Mapping[str, float], baselines: Mapping[str, float],
-    chance_p_value: float | None, threshold_policy: str,
+    name: str,
+    policy: GatePolicy,
+    candidate: Mapping[str, float],
+    baselines: Mapping[str, float],
+    chance_p_value: float | None,
+    threshold_policy: str,
 ) -> Floor:
     if name in ("log_loss", "brier"):
         value, bound = candidate[name], baselines[f"constant_{name}"]
         ok = value < bound - _EPS
         word = "beats" if ok else "does not beat"
-        return Floor(name, "relative", name, value, bound, ok, f"{name} {value:.4f} {word} the constant predictor's "
-                     f"{bound:.4f} (always the positive rate {baselines['positive_rate']:.4f})")
+        return Floor(
+            name,
+            "relative",
+            name,
+            value,
+            bound,
+            ok,
+            f"{name} {value:.4f} {word} the constant predictor's "
+            f"{bound:.4f} (always the positive rate {baselines['positive_rate']:.4f})",
+        )
     if name == "roc_auc":
         value = candidate["roc_auc"]
         ok = value > 0.5 and chance_p_value is not None and chance_p_value < policy.alpha
         p_text = "no significance result" if chance_p_value is None else f"DeLong one-sided p = {chance_p_value:.4g}"
-        return Floor(name, "relative", "roc_auc", value, 0.5, ok, f"roc_auc {value:.4f} is {'' if ok else 'not '}"
-                     f"significantly above 0.5 ({p_text}, alpha {policy.alpha:g})")
+        return Floor(
+            name,
+            "relative",
+            "roc_auc",
+            value,
+            0.5,
+            ok,
+            f"roc_auc {value:.4f} is {'' if ok else 'not '}significantly above 0.5 ({p_text}, alpha {policy.alpha:g})",
+        )
     if name == "accuracy":
         value, bound = candidate["accuracy"], baselines["majority_rate"]
         ok = value >= bound - _EPS
-        return Floor(name, "relative", "accuracy", value, bound, ok,
-                     f"accuracy {value:.4f} is {'at least' if ok else 'below'} the majority rate {bound:.4f}")
+        return Floor(
+            name,
+            "relative",
+            "accuracy",
+            value,
+            bound,
+            ok,
+            f"accuracy {value:.4f} is {'at least' if ok else 'below'} the majority rate {bound:.4f}",
+        )
     # versions from before thresholds (or with an edited tag) decide at a fixed threshold
     metric, key, what = DECISION_FLOOR.get(threshold_policy, DECISION_FLOOR["fixed"])
     value, bound = candidate[metric], baselines[key]
     ok = value <= bound + _EPS if metric in LOWER_IS_BETTER else value >= bound - _EPS
     word = ("at most" if ok else "above") if metric in LOWER_IS_BETTER else ("at least" if ok else "below")
-    return Floor(name, "relative", metric, value, bound, ok, f"decisions at the model's threshold "
-                 f"({threshold_policy}): {metric} {value:.4f} is {word} {what}, {bound:.4f}")
+    return Floor(
+        name,
+        "relative",
+        metric,
+        value,
+        bound,
+        ok,
+        f"decisions at the model's threshold ({threshold_policy}): {metric} {value:.4f} is {word} {what}, {bound:.4f}",
+    )
 
 
 @dataclass(frozen=True)
@@ -138,8 +188,12 @@ class Decision:
         return "promote" if self.promote else "keep"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "reasons": list(self.reasons), "floors": [f.to_dict() for f in self.floors],
-                "decision": self.label}
+        return {
+            **asdict(self),
+            "reasons": list(self.reasons),
+            "floors": [f.to_dict() for f in self.floors],
+            "decision": self.label,
+        }
 
 
 def learned_nothing(
@@ -161,11 +215,15 @@ def learned_nothing(
     if epochs > 1 and best_epoch == 0:
         return "early stopping kept epoch 0: the tuning loss never improved after the first pass over the data"
     if not log_loss < constant_log_loss - _EPS:
-        return (f"tuning log loss {log_loss:.4f} is no better than the constant predictor's {constant_log_loss:.4f} "
-                "(always the positive rate of the fitted rows)")
+        return (
+            f"tuning log loss {log_loss:.4f} is no better than the constant predictor's {constant_log_loss:.4f} "
+            "(always the positive rate of the fitted rows)"
+        )
     if not (roc_auc > 0.5 and chance_p_value < alpha):
-        return (f"tuning ROC AUC {roc_auc:.4f} is not significantly above 0.5 "
-                f"(DeLong one-sided p = {chance_p_value:.4g}, alpha {alpha:g})")
+        return (
+            f"tuning ROC AUC {roc_auc:.4f} is not significantly above 0.5 "
+            f"(DeLong one-sided p = {chance_p_value:.4g}, alpha {alpha:g})"
+        )
     return None
 
 
@@ -223,8 +281,9 @@ def decide(
     if incumbent is None:
         if not schema_change:
             passes.append("no production model yet: judging the candidate on floors")
-        floors = check_floors(policy, candidate, baselines, chance_p_value=chance_p_value,
-                              threshold_policy=threshold_policy)
+        floors = check_floors(
+            policy, candidate, baselines, chance_p_value=chance_p_value, threshold_policy=threshold_policy
+        )
         for floor in floors:
             (passes if floor.passed else blockers).append(floor.detail)
         if not floors:
@@ -240,8 +299,11 @@ def decide(
             )
         else:
             ok = lower_bound is not None and lower_bound > -policy.margin + _EPS
-            bound = "no confidence bound" if lower_bound is None else f"lower {100 * (1 - policy.alpha):g}% bound " \
-                                                                        f"{lower_bound:+.4f}"
+            bound = (
+                "no confidence bound"
+                if lower_bound is None
+                else f"lower {100 * (1 - policy.alpha):g}% bound {lower_bound:+.4f}"
+            )
             (passes if ok else blockers).append(
                 f"non-inferiority: {primary} changes by {gain:+.4f} ({incumbent[primary]:.4f} -> "
                 f"{candidate[primary]:.4f}; {bound} {'above' if ok else 'not above'} -{policy.margin:g})"
@@ -260,8 +322,18 @@ def decide(
     promote = not blockers
     reasons = tuple(blockers + passes)
     reason = "; ".join(passes if promote else blockers)
-    return Decision(promote, reason, reasons, primary, gain, significant, schema_change, tuple(floors),
-                    mode if incumbent is not None else "floors", lower_bound)
+    return Decision(
+        promote,
+        reason,
+        reasons,
+        primary,
+        gain,
+        significant,
+        schema_change,
+        tuple(floors),
+        mode if incumbent is not None else "floors",
+        lower_bound,
+    )
 
 
 def resolve_mode(policy: GatePolicy, adapts: bool | None) -> str:
@@ -272,8 +344,9 @@ def resolve_mode(policy: GatePolicy, adapts: bool | None) -> str:
     return "non_inferiority" if adapts else "superiority"
 
 
-def lower_bound(primary: str, alpha: float, delong: Mapping[str, float] | None,
-                ci: tuple[float, float] | None) -> float | None:
+def lower_bound(
+    primary: str, alpha: float, delong: Mapping[str, float] | None, ci: tuple[float, float] | None
+) -> float | None:
     """Lower one-sided 1 - alpha bound of the improvement: DeLong delta - z * se for roc_auc, else the bootstrap CI
     (a two-sided 1 - 2 alpha interval, so each end is a one-sided 1 - alpha bound) in the improving direction."""
     from statistics import NormalDist

@@ -72,7 +72,7 @@ class Ledger:
         prefix = f"{PREFIX}/{namespace}"
         if len(prefix) + 1 + SEQ_DIGITS > MAX_NAME:
             digest = hashlib.sha256(namespace.encode()).hexdigest()[:16]
-            prefix = f"{PREFIX}/{namespace[:MAX_NAME - len(PREFIX) - SEQ_DIGITS - 20]}~{digest}"
+            prefix = f"{PREFIX}/{namespace[: MAX_NAME - len(PREFIX) - SEQ_DIGITS - 20]}~{digest}"
         self.prefix = prefix
 
     def name(self, seq: int) -> str:

@@ -195,8 +195,10 @@ def choose_threshold(
         detail = f"maximum F1 {at['f1'][k]:.4f}"
     elif policy == "min_cost":
         k = int(np.argmin(at["expected_cost"]))
-        detail = (f"least expected cost {at['expected_cost'][k]:.4f} per row "
-                  f"(false positive {cost_fp:g}, false negative {cost_fn:g})")
+        detail = (
+            f"least expected cost {at['expected_cost'][k]:.4f} per row "
+            f"(false positive {cost_fp:g}, false negative {cost_fn:g})"
+        )
     elif policy == "target_recall":
         k = int(np.argmax(np.where(at["recall"] >= target - 1e-12, at["precision"], -1.0)))
         detail = f"recall {at['recall'][k]:.4f} >= target {target:g} at precision {at['precision'][k]:.4f}"
@@ -204,8 +206,10 @@ def choose_threshold(
         ok = np.flatnonzero((at["precision"] >= target - 1e-12) & (cuts > 0))
         reached = ok.size > 0
         k = int(ok[-1]) if reached else int(np.argmax(np.where(cuts > 0, at["precision"], -1.0)))
-        detail = (f"precision {at['precision'][k]:.4f} {'>=' if reached else 'never reaches'} target {target:g}"
-                  f"{'' if reached else ' (the highest precision instead)'}, recall {at['recall'][k]:.4f}")
+        detail = (
+            f"precision {at['precision'][k]:.4f} {'>=' if reached else 'never reaches'} target {target:g}"
+            f"{'' if reached else ' (the highest precision instead)'}, recall {at['recall'][k]:.4f}"
+        )
     threshold = float(thresholds[k])
     return ThresholdChoice(threshold, policy, reached, detail, {name: float(v[k]) for name, v in at.items()})
 

@@ -83,8 +83,10 @@ class ModelSpec:
             out[col] = f"numeric: int or float (cast to float64 in the model); {null}"
         for col in self.categorical:
             null = f"null -> category {MISSING}" if self.policy(col) == "impute" else refused
-            out[col] = (f"categorical: text or integer codes (1, 1.0 and '1' are one category); {null}; "
-                        f"{len(self.categories[col])} known categories, others -> unknown bucket")
+            out[col] = (
+                f"categorical: text or integer codes (1, 1.0 and '1' are one category); {null}; "
+                f"{len(self.categories[col])} known categories, others -> unknown bucket"
+            )
         return out
 
     def to_json(self) -> str:
@@ -171,8 +173,9 @@ def _numeric_values(values: pd.Series, name: str) -> np.ndarray:
             raise InputError(f"feature {name!r} must be numeric: {int(bad.sum())} value(s) are not (e.g. {example!r})")
         out = parsed.to_numpy(dtype=np.float64, na_value=np.nan)
     if np.isinf(out).any():
-        raise InputError(f"feature {name!r} has {int(np.isinf(out).sum())} infinite value(s); send finite numbers "
-                         "or null")
+        raise InputError(
+            f"feature {name!r} has {int(np.isinf(out).sum())} infinite value(s); send finite numbers or null"
+        )
     return out
 
 
@@ -210,8 +213,10 @@ def encode(frame: pd.DataFrame, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray
 
 
 def _missing_text(col: str, count: int) -> str:
-    return (f"feature {col!r} is missing (null) in {count} row(s) and this model was trained with "
-            f"missing: error for it; send a value, or retrain with model.missing.{col}=impute")
+    return (
+        f"feature {col!r} is missing (null) in {count} row(s) and this model was trained with "
+        f"missing: error for it; send a value, or retrain with model.missing.{col}=impute"
+    )
 
 
 def build_network(spec: ModelSpec, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> torch.nn.Module:
@@ -350,7 +355,6 @@ def _pyfunc_class() -> type:
 
         def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
             import pandas as pd
-
             from mlflow.exceptions import MlflowException
             from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
@@ -365,8 +369,9 @@ def _pyfunc_class() -> type:
         # hints when the class is made) could not resolve "pd.DataFrame": it logged "Unsupported type hint" and
         # warned "Add type hints to `predict`" on every log and load. Real objects instead: a DataFrame hint
         # is one MLflow takes without schema inference (the signature declares the inputs: tracking._signature).
-        predict.__annotations__.update(context=Any, model_input=_pandas().DataFrame, params=dict | None,
-                                       **{"return": _pandas().DataFrame})
+        predict.__annotations__.update(
+            context=Any, model_input=_pandas().DataFrame, params=dict | None, **{"return": _pandas().DataFrame}
+        )
 
     return ChurnPyfunc
 

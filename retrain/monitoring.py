@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from retrain.config import Settings
@@ -57,8 +57,10 @@ class CheckResult:
         if self.stalled:
             out.append(self.stalled)
         elif self.production_version is None and self.cycles_without_model:
-            out.append(f"no production model yet: {self.cycles_without_model} cycle(s) in a row ended without a "
-                       "candidate clearing the first-model floors")
+            out.append(
+                f"no production model yet: {self.cycles_without_model} cycle(s) in a row ended without a "
+                "candidate clearing the first-model floors"
+            )
         if self.evidence and self.evidence.get("prediction_psi") is not None:
             out.append(f"production's scores: PSI {self.evidence['prediction_psi']:.4f} against its validation scores")
         out += [f"WARNING: {w}" for w in d.get("warnings", [])]
@@ -88,7 +90,7 @@ def reference_profile(settings: Settings, version: ModelVersion) -> dict:
 
     try:
         return load_json_artifact(version.run_id, "reference_profile.json")
-    except Exception as exc:  # noqa: BLE001 - missing run, missing file or bad JSON all mean the same here
+    except Exception as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise RegistryError(
             f"{settings.registry.model_name} version {version.version} (@{settings.registry.production_alias}, "
@@ -114,8 +116,9 @@ def _scored(settings: Settings, version: ModelVersion, recent: pd.DataFrame, lab
     return scores, scores[position], served_threshold(model)
 
 
-def _evaluate_production(settings: Settings, version: ModelVersion, recent: pd.DataFrame, labelled: pd.DataFrame,
-                         profile: dict):
+def _evaluate_production(
+    settings: Settings, version: ModelVersion, recent: pd.DataFrame, labelled: pd.DataFrame, profile: dict
+):
     """(metrics on labelled rows as served, or None below min_labels; Evidence against the validation block)."""
     from retrain import drift, metrics
     from retrain.trigger import Evidence
@@ -128,16 +131,23 @@ def _evaluate_production(settings: Settings, version: ModelVersion, recent: pd.D
     if len(labelled) >= settings.trigger.min_labels:
         y = labelled[settings.data.label].to_numpy(int)
         # threshold metrics as served: at the model's own decision threshold
-        raw = metrics.classification_metrics(y, labelled_scores, threshold, cost_fp=settings.cost.false_positive,
-                                             cost_fn=settings.cost.false_negative)
+        raw = metrics.classification_metrics(
+            y, labelled_scores, threshold, cost_fp=settings.cost.false_positive, cost_fn=settings.cost.false_negative
+        )
         found = {k: float(v) for k, v in raw.items() if math.isfinite(v)}  # roc_auc is NaN with one class
         rate = float(y.mean())
         if 0 < y.sum() < len(y):
             auc, auc_se = found["roc_auc"], metrics.auc_above_chance(y, labelled_scores).se
-    evidence = Evidence(roc_auc=auc, roc_auc_se=auc_se, validation_roc_auc=reference.get("roc_auc"),
-                        validation_roc_auc_se=reference.get("roc_auc_se"), label_rate=rate,
-                        validation_label_rate=reference.get("label_rate"),
-                        validation_rows=int(reference.get("rows", 0)), prediction_psi=prediction_psi)
+    evidence = Evidence(
+        roc_auc=auc,
+        roc_auc_se=auc_se,
+        validation_roc_auc=reference.get("roc_auc"),
+        validation_roc_auc_se=reference.get("roc_auc_se"),
+        label_rate=rate,
+        validation_label_rate=reference.get("label_rate"),
+        validation_rows=int(reference.get("rows", 0)),
+        prediction_psi=prediction_psi,
+    )
     return found, evidence
 
 
@@ -177,16 +187,25 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
             labelled = labelled[labelled["served_version"] == str(version.version)]
         if len(labelled) >= policy.min_labels or (profile.get("validation") and len(scorable)):
             performance, evidence = _evaluate_production(settings, version, scorable, labelled, profile)
-        created = datetime.fromtimestamp(version.creation_timestamp / 1000, timezone.utc)
+        created = datetime.fromtimestamp(version.creation_timestamp / 1000, UTC)
         trained_as_of = version.tags.get("retrain.as_of")
-        age = trigger.age_days(as_of, trained_as_of, created, datetime.now(timezone.utc))
+        age = trigger.age_days(as_of, trained_as_of, created, datetime.now(UTC))
     age_unknown = "the production version has no training date"
     if version is not None and age is None and trained_as_of:
-        age_unknown = (f"as-of {as_of.isoformat()} is before production's training as-of {trained_as_of[:10]} "
-                       "(a replay into its past); drift and performance here compare it with rows it may have learned from")
+        age_unknown = (
+            f"as-of {as_of.isoformat()} is before production's training as-of {trained_as_of[:10]} "
+            "(a replay into its past); drift and performance here compare it with rows it may have learned from"
+        )
     decision = trigger.decide(
-        psi, performance, len(labelled), age, has_production=version is not None, force=force, policy=policy,
-        age_unknown=age_unknown, evidence=evidence,
+        psi,
+        performance,
+        len(labelled),
+        age,
+        has_production=version is not None,
+        force=force,
+        policy=policy,
+        age_unknown=age_unknown,
+        evidence=evidence,
     )
     without_model, stalled = 0, None
     if version is None:
@@ -198,8 +217,12 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
     thresholds = trigger.psi_thresholds(list(psi), policy)
     result = dict(
         as_of=as_of.isoformat(),
-        window={"start": f"{window.start:%Y-%m-%d}", "end": window.last_day,  # inclusive
-                "days_used": f"{used.days_with_rows} of {used.days}", **({"note": used.note()} if used.note() else {})},
+        window={
+            "start": f"{window.start:%Y-%m-%d}",
+            "end": window.last_day,  # inclusive
+            "days_used": f"{used.days_with_rows} of {used.days}",
+            **({"note": used.note()} if used.note() else {}),
+        },
         production_version=str(version.version) if version is not None else None,
         psi=psi,
         thresholds=thresholds,
@@ -253,16 +276,24 @@ def _log(settings: Settings, result: dict[str, Any], decision: Any) -> str:
             metrics[f"production_{key}" if key != "prediction_psi" else key] = value
     if decision.warnings:
         tags["retrain.warnings"] = "; ".join(decision.warnings)[:5000]
-    with tracking.step_run(settings.experiments.monitoring, run_name(result["as_of"], decision), tags,
-                           params={"as_of": result["as_of"], **{k: v for k, v in settings.flat().items()
-                                                                 if k.startswith("trigger.")},
-                                   **{f"trigger.psi_limit.{k}": str(v) for k, v in result["thresholds"].items()}},
-                           settings=settings) as run:
+    with tracking.step_run(
+        settings.experiments.monitoring,
+        run_name(result["as_of"], decision),
+        tags,
+        params={
+            "as_of": result["as_of"],
+            **{k: v for k, v in settings.flat().items() if k.startswith("trigger.")},
+            **{f"trigger.psi_limit.{k}": str(v) for k, v in result["thresholds"].items()},
+        },
+        settings=settings,
+    ) as run:
         mlflow.log_metrics(metrics)
         if result["psi"] and replay.draws_figures():  # a backtest's replayed checks go unread
-            title = (f"{settings.registry.model_name} drift as of {result['as_of']} (window "
-                     f"{result['window']['start']}..{result['window']['end']}): "
-                     f"{'RETRAIN' if decision.retrain else 'no retraining'}")
+            title = (
+                f"{settings.registry.model_name} drift as of {result['as_of']} (window "
+                f"{result['window']['start']}..{result['window']['end']}): "
+                f"{'RETRAIN' if decision.retrain else 'no retraining'}"
+            )
             mlflow.log_figure(_psi_chart(result["psi"], result["thresholds"], title), "psi.png")
         tracking.log_json({**result, "run_id": run.info.run_id}, "check.json")
     return run.info.run_id
@@ -277,8 +308,14 @@ def _psi_chart(psi: dict[str, float], thresholds: dict[str, float], title: str =
     ax = fig.subplots()
     colours = ["#c0392b" if psi[n] > thresholds[n] else "#2e86c1" for n in names]
     ax.barh(names, [psi[n] for n in names], color=colours)
-    ax.vlines([thresholds[n] for n in names], [i - 0.4 for i in range(len(names))],
-              [i + 0.4 for i in range(len(names))], colors="black", linestyles="--", label="threshold")
+    ax.vlines(
+        [thresholds[n] for n in names],
+        [i - 0.4 for i in range(len(names))],
+        [i + 0.4 for i in range(len(names))],
+        colors="black",
+        linestyles="--",
+        label="threshold",
+    )
     ax.invert_yaxis()
     ax.set_xlabel("PSI (recent rows vs the production model's training profile)")
     ax.legend(loc="lower right")

@@ -56,9 +56,14 @@ class Move:
     def record(self) -> dict[str, Any]:
         """The JSON-ready record, every text bounded."""
         data = asdict(self)
-        data.update(v=2, reason=bounded(self.reason, REASON_LIMIT), actor=bounded(self.actor, NAME_LIMIT),
-                    host=bounded(self.host, NAME_LIMIT), skipped=list(self.skipped[:20]),
-                    overrode=bounded(self.overrode, REASON_LIMIT) if self.overrode else None)
+        data.update(
+            v=2,
+            reason=bounded(self.reason, REASON_LIMIT),
+            actor=bounded(self.actor, NAME_LIMIT),
+            host=bounded(self.host, NAME_LIMIT),
+            skipped=list(self.skipped[:20]),
+            overrode=bounded(self.overrode, REASON_LIMIT) if self.overrode else None,
+        )
         return data
 
     def to_json(self) -> str:
@@ -67,8 +72,10 @@ class Move:
         return text
 
     def describe(self) -> str:
-        return (f"move #{self.seq} ({self.kind} {self.from_version or '(none)'} -> {self.to_version or '(none)'} "
-                f"by {self.actor} at {self.at[:19]})")
+        return (
+            f"move #{self.seq} ({self.kind} {self.from_version or '(none)'} -> {self.to_version or '(none)'} "
+            f"by {self.actor} at {self.at[:19]})"
+        )
 
 
 def _object(data: Any) -> dict[str, Any]:
@@ -129,8 +136,17 @@ class Head:
     token: str = ""  # token of move `seq`, so its owner recognises its own completed move
 
     def to_json(self) -> str:
-        text = json.dumps({"v": 2, "seq": self.seq, "production": self.production, "stack": list(self.stack),
-                           "moved_at": self.moved_at, "token": self.token}, sort_keys=True)
+        text = json.dumps(
+            {
+                "v": 2,
+                "seq": self.seq,
+                "production": self.production,
+                "stack": list(self.stack),
+                "moved_at": self.moved_at,
+                "token": self.token,
+            },
+            sort_keys=True,
+        )
         assert len(text) < TAG_LIMIT, len(text)
         return text
 
@@ -149,9 +165,13 @@ def parse_head(text: str) -> Head:
     stack = data.get("stack", [])
     if not isinstance(stack, list):
         raise ValueError(f"stack is {stack!r}, not a list")
-    return Head(seq, _version(data.get("production"), "production", True),
-                tuple(_version(v, "stack entry", False) for v in stack),  # type: ignore[misc]
-                str(data.get("moved_at") or ""), str(data.get("token") or ""))
+    return Head(
+        seq,
+        _version(data.get("production"), "production", True),
+        tuple(_version(v, "stack entry", False) for v in stack),  # type: ignore[misc]
+        str(data.get("moved_at") or ""),
+        str(data.get("token") or ""),
+    )
 
 
 def next_stack(stack: tuple[str, ...], move: Move) -> tuple[str, ...]:
@@ -260,22 +280,43 @@ def diagnose(s: Snapshot, head_key: str) -> list[Problem]:
     if not problems and s.head is not None and s.production is not None:
         problems += _version_tags(s)
     for key, what in s.mirror_problems:
-        problems.append(Problem(f"history tag {key} is unreadable: {what}", f"rewrite {key} from the move log",
-                                "rewrite_mirror", key, blocking=False))
+        problems.append(
+            Problem(
+                f"history tag {key} is unreadable: {what}",
+                f"rewrite {key} from the move log",
+                "rewrite_mirror",
+                key,
+                blocking=False,
+            )
+        )
     for run_id, why in s.stale_runs:
-        problems.append(Problem(f"run {run_id} is still RUNNING but {why}", f"mark run {run_id} KILLED",
-                                "kill_run", run_id, blocking=False))
+        problems.append(
+            Problem(
+                f"run {run_id} is still RUNNING but {why}",
+                f"mark run {run_id} KILLED",
+                "kill_run",
+                run_id,
+                blocking=False,
+            )
+        )
     return problems
 
 
 def _structure(s: Snapshot, head_key: str) -> list[Problem]:
     if s.head is None:
         if s.head_problem:
-            return [Problem(f"tag {head_key} {s.head_problem}", f"rebuild {head_key} from the move log",
-                            "rebuild_head")]
+            return [
+                Problem(f"tag {head_key} {s.head_problem}", f"rebuild {head_key} from the move log", "rebuild_head")
+            ]
         if s.production is not None:
-            return [Problem(f"production is version {s.production} but no move is recorded",
-                            f"record an external move to version {s.production}", "record_external", s.production)]
+            return [
+                Problem(
+                    f"production is version {s.production} but no move is recorded",
+                    f"record an external move to version {s.production}",
+                    "record_external",
+                    s.production,
+                )
+            ]
         return []
     head = s.head
     if s.pending is not None:
@@ -285,45 +326,86 @@ def _structure(s: Snapshot, head_key: str) -> list[Problem]:
     if s.production is None:
         assert head.production is not None
         if s.exists.get(head.production, True):
-            return [Problem(f"the production alias was removed; the last move (#{head.seq}) set version "
-                            f"{head.production}", f"point production at version {head.production} again",
-                            "restore_alias", head.production)]
-        target = f"version {s.fallback}, the newest earlier production version that still exists" \
-            if s.fallback else "nothing (no earlier production version still exists): record that"
-        return [Problem(f"production version {head.production} was deleted (its alias went with it)",
-                        f"move production to {target}", "replace_deleted", s.fallback or "")]
-    return [Problem(f"production is version {s.production} but the last recorded move (#{head.seq}) set "
-                    f"{head.production or '(none)'}: it was moved outside retrain",
-                    f"record an external move {head.production or '(none)'} -> {s.production}",
-                    "record_external", s.production)]
+            return [
+                Problem(
+                    f"the production alias was removed; the last move (#{head.seq}) set version {head.production}",
+                    f"point production at version {head.production} again",
+                    "restore_alias",
+                    head.production,
+                )
+            ]
+        target = (
+            f"version {s.fallback}, the newest earlier production version that still exists"
+            if s.fallback
+            else "nothing (no earlier production version still exists): record that"
+        )
+        return [
+            Problem(
+                f"production version {head.production} was deleted (its alias went with it)",
+                f"move production to {target}",
+                "replace_deleted",
+                s.fallback or "",
+            )
+        ]
+    return [
+        Problem(
+            f"production is version {s.production} but the last recorded move (#{head.seq}) set "
+            f"{head.production or '(none)'}: it was moved outside retrain",
+            f"record an external move {head.production or '(none)'} -> {s.production}",
+            "record_external",
+            s.production,
+        )
+    ]
 
 
 def _pending(s: Snapshot, head: Head, pending: Pending) -> Problem:
     seq = pending.seq
     move = pending.move
     if move is None:
-        return Problem(f"move #{seq} is recorded but unreadable ({pending.problem})",
-                       f"mark move #{seq} aborted (production stays version {s.production or '(none)'})",
-                       "abort", str(seq))
+        return Problem(
+            f"move #{seq} is recorded but unreadable ({pending.problem})",
+            f"mark move #{seq} aborted (production stays version {s.production or '(none)'})",
+            "abort",
+            str(seq),
+        )
     if move.from_version != head.production:
-        return Problem(f"{move.describe()} starts from version {move.from_version or '(none)'}, but move "
-                       f"#{head.seq} left production at {head.production or '(none)'}",
-                       f"mark move #{seq} aborted", "abort", str(seq))
+        return Problem(
+            f"{move.describe()} starts from version {move.from_version or '(none)'}, but move "
+            f"#{head.seq} left production at {head.production or '(none)'}",
+            f"mark move #{seq} aborted",
+            "abort",
+            str(seq),
+        )
     target_exists = move.to_version is None or s.exists.get(move.to_version, True)
     if s.production == move.to_version and target_exists:
-        return Problem(f"{move.describe()} moved the alias but did not finish (its process is still running "
-                       "or died)", f"finish move #{seq}", "complete", str(seq))
+        return Problem(
+            f"{move.describe()} moved the alias but did not finish (its process is still running or died)",
+            f"finish move #{seq}",
+            "complete",
+            str(seq),
+        )
     if s.production == head.production:
         if target_exists:
-            return Problem(f"{move.describe()} was claimed but never applied: the command that claimed it is "
-                           "still running, or it died", f"finish move #{seq} (production -> version "
-                           f"{move.to_version or '(none)'})", "complete", str(seq))
-        return Problem(f"{move.describe()} was never applied and version {move.to_version} no longer exists",
-                       f"mark move #{seq} aborted (production stays version {s.production or '(none)'})",
-                       "abort", str(seq))
-    return Problem(f"{move.describe()} is unfinished and production is version {s.production or '(none)'}, "
-                   "neither its origin nor its target", f"mark move #{seq} aborted, then record where "
-                   "production is", "abort", str(seq))
+            return Problem(
+                f"{move.describe()} was claimed but never applied: the command that claimed it is "
+                "still running, or it died",
+                f"finish move #{seq} (production -> version {move.to_version or '(none)'})",
+                "complete",
+                str(seq),
+            )
+        return Problem(
+            f"{move.describe()} was never applied and version {move.to_version} no longer exists",
+            f"mark move #{seq} aborted (production stays version {s.production or '(none)'})",
+            "abort",
+            str(seq),
+        )
+    return Problem(
+        f"{move.describe()} is unfinished and production is version {s.production or '(none)'}, "
+        "neither its origin nor its target",
+        f"mark move #{seq} aborted, then record where production is",
+        "abort",
+        str(seq),
+    )
 
 
 def _version_tags(s: Snapshot) -> list[Problem]:
@@ -331,13 +413,31 @@ def _version_tags(s: Snapshot) -> list[Problem]:
     production = s.production
     assert production is not None
     if s.archived.get(production):
-        problems.append(Problem(f"version {production} serves but is tagged archived",
-                                f"remove the archived tag of version {production}", "unarchive", production,
-                                blocking=False))
+        problems.append(
+            Problem(
+                f"version {production} serves but is tagged archived",
+                f"remove the archived tag of version {production}",
+                "unarchive",
+                production,
+                blocking=False,
+            )
+        )
     last = s.last_move
-    if last is not None and not last.aborted and last.from_version and last.from_version != production \
-            and s.exists.get(last.from_version) and not s.archived.get(last.from_version, True):
-        problems.append(Problem(f"version {last.from_version} served before move #{last.seq} but is not tagged "
-                                "archived", f"tag version {last.from_version} archived", "archive",
-                                last.from_version, blocking=False))
+    if (
+        last is not None
+        and not last.aborted
+        and last.from_version
+        and last.from_version != production
+        and s.exists.get(last.from_version)
+        and not s.archived.get(last.from_version, True)
+    ):
+        problems.append(
+            Problem(
+                f"version {last.from_version} served before move #{last.seq} but is not tagged archived",
+                f"tag version {last.from_version} archived",
+                "archive",
+                last.from_version,
+                blocking=False,
+            )
+        )
     return problems

@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +93,12 @@ def notify(settings: Settings, event: dict[str, Any]) -> NotifyResult:
     """
     spec = settings.notify
     message = format_message(event)
-    record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "kind": "event", **event,
-              "message": message}
+    record = {
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "kind": "event",
+        **event,
+        "message": message,
+    }
     path = _append(events_path(settings), json.dumps(record, default=str, sort_keys=True) + "\n")
     log.info(message)
     url = os.environ.get(spec.webhook_env, "").strip()
@@ -132,7 +136,7 @@ def _post(url: str, message: str, timeout_s: float, retries: int) -> str:
                 break  # the request itself is wrong: retrying cannot help
         except (urllib.error.URLError, OSError) as exc:
             reason = str(getattr(exc, "reason", exc)) or type(exc).__name__
-        except Exception as exc:  # noqa: BLE001 - e.g. a URL http.client refuses; never fail the cycle, never retry
+        except Exception as exc:
             reason = f"{type(exc).__name__} (the URL cannot be used)"
             break
     # Error texts rarely carry the URL, but it may hold a secret token: never let it through.

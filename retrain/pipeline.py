@@ -67,7 +67,7 @@ def absolute_tracking_uri() -> str:
     uri = mlflow.get_tracking_uri()
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(Path(uri[len(prefix):]).resolve())
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
     return uri
 
 
@@ -97,8 +97,10 @@ def project_dir() -> Path | None:
     chosen = os.environ.get("RETRAIN_PROJECT_DIR", "").strip()
     if chosen:
         if not _is_project(Path(chosen)):
-            raise ConfigError(f"RETRAIN_PROJECT_DIR={chosen} holds no retrain MLproject; point it at a checkout "
-                              "of retrain or unset it (steps then run in-process)")
+            raise ConfigError(
+                f"RETRAIN_PROJECT_DIR={chosen} holds no retrain MLproject; point it at a checkout "
+                "of retrain or unset it (steps then run in-process)"
+            )
         return Path(chosen).resolve()
     for folder in (PROJECT_DIR, Path.cwd()):
         if _is_project(folder):
@@ -116,18 +118,23 @@ def _is_project(folder: Path) -> bool:
         return False
 
 
-def _project_step(project: Path, entry_point: str, parameters: dict[str, str], experiment: str,
-                  phases: dict[str, float], run_name: str) -> str:
+def _project_step(
+    project: Path,
+    entry_point: str,
+    parameters: dict[str, str],
+    experiment: str,
+    phases: dict[str, float],
+    run_name: str,
+) -> str:
     """Run one MLproject entry point locally and synchronously; returns its run id.
 
     `phases` receives where the step's wall time went (`<entry_point>_<phase>`, see `tracking.step_phases`,
     plus `exit`: the step's end until MLflow Projects returned) from the metrics the step logged."""
+    import sys
     import time
 
     import mlflow.projects
     from mlflow.exceptions import ExecutionException
-
-    import sys
 
     from retrain.tracking import STEP_LAUNCHED_AT, client
 
@@ -137,8 +144,13 @@ def _project_step(project: Path, entry_point: str, parameters: dict[str, str], e
     try:
         with _env(PATH=path, **{STEP_LAUNCHED_AT: repr(launched)}):
             submitted = mlflow.projects.run(
-                str(project), entry_point=entry_point, parameters=parameters, env_manager="local",
-                experiment_name=experiment, synchronous=True, run_name=run_name,
+                str(project),
+                entry_point=entry_point,
+                parameters=parameters,
+                env_manager="local",
+                experiment_name=experiment,
+                synchronous=True,
+                run_name=run_name,
             )
     except ExecutionException as exc:
         client().search_experiments(max_results=1)  # a tracking server that went away is what to report
@@ -163,8 +175,12 @@ def cycles_without_model(settings: Settings, *, exclude: str | None = None) -> i
     if experiment is None:
         return 0
     name = settings.registry.model_name.replace("'", "\\'")
-    runs = client().search_runs([experiment.experiment_id], f"tags.`retrain.model_name` = '{name}'",
-                                order_by=["attributes.start_time DESC"], max_results=5)
+    runs = client().search_runs(
+        [experiment.experiment_id],
+        f"tags.`retrain.model_name` = '{name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=5,
+    )
     for run in runs:
         if run.info.run_id != exclude:
             try:
@@ -175,10 +191,12 @@ def cycles_without_model(settings: Settings, *, exclude: str | None = None) -> i
 
 
 def stalled_text(count: int, settings: Settings) -> str:
-    return (f"STALLED: no production model after {count} consecutive cycles in which no candidate cleared the "
-            f"first-model floors or training learned nothing (gate.stalled_after={settings.gate.stalled_after}); "
-            "read the reasons in the comparison and training runs, check the data and labels, or adjust "
-            "gate.baseline_floors / gate.floors")
+    return (
+        f"STALLED: no production model after {count} consecutive cycles in which no candidate cleared the "
+        f"first-model floors or training learned nothing (gate.stalled_after={settings.gate.stalled_after}); "
+        "read the reasons in the comparison and training runs, check the data and labels, or adjust "
+        "gate.baseline_floors / gate.floors"
+    )
 
 
 def _count_cycle(settings: Settings, result: CycleResult, production_after: str | None, rejected: bool) -> None:
@@ -228,13 +246,21 @@ def run_cycle(
 
     notify.ensure_writable(settings)
     try:
-        return _run_cycle(settings, as_of, force=force, in_process=in_process, allow_past=allow_past,
-                          on_epoch=on_epoch, source=source)
-    except Exception as exc:  # noqa: BLE001 - every failure notifies and becomes one line
+        return _run_cycle(
+            settings, as_of, force=force, in_process=in_process, allow_past=allow_past, on_epoch=on_epoch, source=source
+        )
+    except Exception as exc:
         error = cycle_error(exc)
         if not getattr(exc, "notified", False):
-            notify.notify(settings, {"kind": "failed", "model": settings.registry.model_name,
-                                     "as_of": as_of.isoformat() if as_of else None, "reason": str(error)})
+            notify.notify(
+                settings,
+                {
+                    "kind": "failed",
+                    "model": settings.registry.model_name,
+                    "as_of": as_of.isoformat() if as_of else None,
+                    "reason": str(error),
+                },
+            )
         raise error from None
 
 
@@ -256,17 +282,23 @@ def cycle_error(exc: BaseException) -> RetrainError:
     return RetrainError(f"cycle failed: {describe(exc)}")
 
 
-def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_process: bool,
-               allow_past: bool, on_epoch: Any = None, source: Any = None) -> CycleResult:
+def _run_cycle(
+    settings: Settings,
+    as_of: date | None,
+    *,
+    force: bool,
+    in_process: bool,
+    allow_past: bool,
+    on_epoch: Any = None,
+    source: Any = None,
+) -> CycleResult:
     import time
 
     import mlflow
 
-    from retrain import data, notify
+    from retrain import data, notify, tracking
     from retrain.registry import Registry
     from retrain.tracking import ensure_experiment, step_run
-
-    from retrain import tracking
 
     timings: dict[str, float] = {}
     if tracking.PROCESS_STARTED_AT is not None:  # `python -m retrain run`: the interpreter's imports and settings
@@ -291,23 +323,38 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
     if in_process:
         steps = ("in-process", "--in-process")
     elif project is None:
-        steps = ("in-process", "no MLproject folder (installed package): set RETRAIN_PROJECT_DIR to a checkout "
-                               "of retrain to run the steps as MLflow Projects runs")
+        steps = (
+            "in-process",
+            "no MLproject folder (installed package): set RETRAIN_PROJECT_DIR to a checkout "
+            "of retrain to run the steps as MLflow Projects runs",
+        )
     else:
         steps = ("mlflow-projects", str(project))
     if not allow_past:
         refuse_past(settings, as_of, before)
     lap("setup")
     tags = {"retrain.as_of": as_of.isoformat(), "retrain.model_name": settings.registry.model_name}
-    with step_run(settings.experiments.cycles, f"cycle {as_of.isoformat()}", tags, params={"as_of": as_of.isoformat()},
-                  settings=settings) as run:
-        result = CycleResult(as_of.isoformat(), "skipped", [], run.info.run_id, production_before=before,
-                             steps=steps[0], steps_detail=steps[1])
+    with step_run(
+        settings.experiments.cycles,
+        f"cycle {as_of.isoformat()}",
+        tags,
+        params={"as_of": as_of.isoformat()},
+        settings=settings,
+    ) as run:
+        result = CycleResult(
+            as_of.isoformat(),
+            "skipped",
+            [],
+            run.info.run_id,
+            production_before=before,
+            steps=steps[0],
+            steps_detail=steps[1],
+        )
         mlflow.set_tags({"retrain.steps": steps[0], "retrain.steps_detail": steps[1][:5000]})
         try:
             with _env(RETRAIN_PARENT_RUN_ID=run.info.run_id, MLFLOW_TRACKING_URI=uri):
                 _cycle(settings, as_of, force, project, allow_past, registry, result, lap, source, on_epoch)
-        except Exception as exc:  # noqa: BLE001 - recorded on the cycle run, then raised as one line
+        except Exception as exc:
             error = cycle_error(exc)
             failed_training = isinstance(error, TrainingError)
             if not isinstance(error, ServiceError):  # with a service down, writing to it would fail too
@@ -323,21 +370,35 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
             reason = str(error)
             if result.stalled and failed_training:
                 kind, reason = "stalled", f"{stalled_text(result.cycles_without_model, settings)}; this cycle: {error}"
-            notify.notify(settings, {"kind": kind, "model": settings.registry.model_name, "as_of": result.as_of,
-                                     "reason": reason, "cycle_run_id": result.run_id,
-                                     "cycles_without_model": result.cycles_without_model})
+            notify.notify(
+                settings,
+                {
+                    "kind": kind,
+                    "model": settings.registry.model_name,
+                    "as_of": result.as_of,
+                    "reason": reason,
+                    "cycle_run_id": result.run_id,
+                    "cycles_without_model": result.cycles_without_model,
+                },
+            )
             error.notified = True  # type: ignore[attr-defined]
             raise error from None
         result.production_after = registry.state().production
-        _count_cycle(settings, result, result.production_after,
-                     rejected=result.outcome == "kept" and result.candidate_version is not None)
-        mlflow.set_tags({
-            "retrain.outcome": result.outcome,
-            "retrain.reasons": "; ".join(result.reasons)[:5000],
-            "retrain.candidate_version": result.candidate_version or "none",
-            "retrain.production_before": before or "none",
-            "retrain.production_after": result.production_after or "none",
-        })
+        _count_cycle(
+            settings,
+            result,
+            result.production_after,
+            rejected=result.outcome == "kept" and result.candidate_version is not None,
+        )
+        mlflow.set_tags(
+            {
+                "retrain.outcome": result.outcome,
+                "retrain.reasons": "; ".join(result.reasons)[:5000],
+                "retrain.candidate_version": result.candidate_version or "none",
+                "retrain.production_before": before or "none",
+                "retrain.production_after": result.production_after or "none",
+            }
+        )
         _describe_cycle(settings, result, registry.client)
         event = _event(settings, result)
         mlflow.log_dict(event, "event.json")  # also with the cycle run: a container's files do not last
@@ -345,9 +406,11 @@ def _run_cycle(settings: Settings, as_of: date | None, *, force: bool, in_proces
         lap("notify")
         result.timings = timings
         result.data_reads = dict(source.stats)
-        mlflow.log_metrics({f"time_{k}_s": v for k, v in timings.items()} |
-                           {f"time_{k}_s": v for k, v in result.step_phases.items()} |
-                           {f"data_{k}": v for k, v in source.stats.items()})
+        mlflow.log_metrics(
+            {f"time_{k}_s": v for k, v in timings.items()}
+            | {f"time_{k}_s": v for k, v in result.step_phases.items()}
+            | {f"data_{k}": v for k, v in source.stats.items()}
+        )
     return result
 
 
@@ -377,14 +440,19 @@ def adapted_since(settings: Settings, as_of: date, signals, source) -> tuple[dat
     except DataError as exc:
         return None, f"no change-point search: {exc}"
     days = [span.start + timedelta(days=k) for k in range(span.days)]
-    day_of = np.searchsorted(np.array(days[1:], dtype="datetime64[ns]"),
-                             rows[spec.timestamp].to_numpy("datetime64[ns]"), side="right")
+    day_of = np.searchsorted(
+        np.array(days[1:], dtype="datetime64[ns]"), rows[spec.timestamp].to_numpy("datetime64[ns]"), side="right"
+    )
     y = rows[spec.label].astype(int).to_numpy()
     counts = np.bincount(day_of, minlength=len(days))
     found, what = None, ""
     if "label_rate" in fired:
-        found = changepoint.rate_change(np.bincount(day_of, weights=y, minlength=len(days)).round().astype(int).tolist(),
-                                        counts.tolist(), alpha=alpha, min_rows=min_rows)
+        found = changepoint.rate_change(
+            np.bincount(day_of, weights=y, minlength=len(days)).round().astype(int).tolist(),
+            counts.tolist(),
+            alpha=alpha,
+            min_rows=min_rows,
+        )
         what = "churn rate"
     if found is None and "performance" in fired:
         found, what, offset = _loss_change(settings, rows, days, day_of, y, alpha, min_rows)
@@ -395,17 +463,20 @@ def adapted_since(settings: Settings, as_of: date, signals, source) -> tuple[dat
     since = days[found.index].date()
     since_days = (as_of - since).days + 1
     split = changepoint.split_days(since_days, w.train_days, w.tuning_days, w.validation_days)
-    parts = changepoint.split_rows(counts[found.index:].tolist(), split) if split else {}
-    change = (f"{what} changed on {since.isoformat()} ({found.before:.4f} -> {found.after:.4f}, p = "
-              f"{found.p_value:.2g})")
+    parts = changepoint.split_rows(counts[found.index :].tolist(), split) if split else {}
+    change = f"{what} changed on {since.isoformat()} ({found.before:.4f} -> {found.after:.4f}, p = {found.p_value:.2g})"
     short = {k: v for k, v in parts.items() if v < min_rows}
     if split is None or short:
         lacking = ", ".join(f"{k} {v}" for k, v in short.items()) or f"{since_days} day(s)"
-        return None, (f"{change}, but the rows since then are too few to train on ({lacking} < gate.min_rows "
-                      f"{min_rows}): usual training window")
-    return since, (f"{change}: training on the {since_days} days since then (windows.since="
-                   f"{since.isoformat()}: fit {parts['fit']:,}, tuning {parts['tuning']:,}, validation "
-                   f"{parts['validation']:,} rows)")
+        return None, (
+            f"{change}, but the rows since then are too few to train on ({lacking} < gate.min_rows "
+            f"{min_rows}): usual training window"
+        )
+    return since, (
+        f"{change}: training on the {since_days} days since then (windows.since="
+        f"{since.isoformat()}: fit {parts['fit']:,}, tuning {parts['tuning']:,}, validation "
+        f"{parts['validation']:,} rows)"
+    )
 
 
 def _loss_change(settings: Settings, rows, days, day_of, y, alpha: float, min_rows: int):
@@ -423,8 +494,9 @@ def _loss_change(settings: Settings, rows, days, day_of, y, alpha: float, min_ro
     first = fresh_from(version)
     offset = 0
     if first:  # rows production learned from score better: only rows it never saw
-        offset = int(np.searchsorted(np.array(days, dtype="datetime64[ns]"),
-                                     np.datetime64(first[:10], "ns"), side="left"))
+        offset = int(
+            np.searchsorted(np.array(days, dtype="datetime64[ns]"), np.datetime64(first[:10], "ns"), side="left")
+        )
     keep = day_of >= offset
     model = replay.load_model(settings.registry.model_name, str(version.version))
     frame = rows.loc[keep, list(settings.data.features)]
@@ -433,14 +505,19 @@ def _loss_change(settings: Settings, rows, days, day_of, y, alpha: float, min_ro
     loss = -np.where(labels == 1, np.log(p), np.log1p(-p))
     local = day_of[keep] - offset
     n = len(days) - offset
-    found = changepoint.mean_change(np.bincount(local, weights=loss, minlength=n).tolist(),
-                                    np.bincount(local, weights=loss * loss, minlength=n).tolist(),
-                                    np.bincount(local, minlength=n).tolist(), alpha=alpha, min_rows=min_rows)
+    found = changepoint.mean_change(
+        np.bincount(local, weights=loss, minlength=n).tolist(),
+        np.bincount(local, weights=loss * loss, minlength=n).tolist(),
+        np.bincount(local, minlength=n).tolist(),
+        alpha=alpha,
+        min_rows=min_rows,
+    )
     return found, "production's log loss", offset
 
 
-def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, result, lap, source,
-           on_epoch=None) -> None:
+def _cycle(
+    settings, as_of, force, project: Path | None, allow_past, registry, result, lap, source, on_epoch=None
+) -> None:
     import mlflow
     import yaml
 
@@ -462,8 +539,9 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
     overrides: list[str] = []
     if window_note:
         result.window = {"since": since.isoformat() if since else None, "note": window_note}
-        mlflow.set_tags({"retrain.window_since": since.isoformat() if since else "none",
-                         "retrain.window_note": window_note[:5000]})
+        mlflow.set_tags(
+            {"retrain.window_since": since.isoformat() if since else "none", "retrain.window_note": window_note[:5000]}
+        )
         result.reasons.append(f"window: {window_note}")
     if since is not None:
         overrides.append(f"windows.since={since.isoformat()}")
@@ -472,8 +550,12 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
     reason = "; ".join(result.reasons)
     # the steps run with the cycle's own settings: the file it logged (a run artifact, never a temporary path),
     # plus the cycle's overrides (an adapted training window)
-    params = {"config": f"runs:/{result.run_id}/settings.yaml", "as_of": as_of.isoformat(),
-              "set": " ".join(overrides) or "none", "data": yaml.safe_load(settings_yaml(settings))["data"]["path"]}
+    params = {
+        "config": f"runs:/{result.run_id}/settings.yaml",
+        "as_of": as_of.isoformat(),
+        "set": " ".join(overrides) or "none",
+        "data": yaml.safe_load(settings_yaml(settings))["data"]["path"],
+    }
     if project is None:
         from retrain.training import train
 
@@ -481,8 +563,14 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
         candidate, result.runs["train"] = trained.version, trained.run_id
     else:
         try:
-            run_id = _project_step(project, "train", {**params, "reason": reason}, settings.experiments.training,
-                                   result.step_phases, f"train-{as_of.isoformat()}")
+            run_id = _project_step(
+                project,
+                "train",
+                {**params, "reason": reason},
+                settings.experiments.training,
+                result.step_phases,
+                f"train-{as_of.isoformat()}",
+            )
         except RetrainError:
             _raise_training_failure(settings, result.run_id)
             raise
@@ -502,18 +590,23 @@ def _cycle(settings, as_of, force, project: Path | None, allow_past, registry, r
     if project is None:
         from retrain.evaluation import evaluate
 
-        comparison = evaluate(settings, as_of, candidate=candidate, allow_past=allow_past, source=source,
-                              adapts=adapts).to_dict()
+        comparison = evaluate(
+            settings, as_of, candidate=candidate, allow_past=allow_past, source=source, adapts=adapts
+        ).to_dict()
     else:
         from retrain.gate import resolve_mode
         from retrain.tracking import load_json_artifact
 
         if settings.gate.mode == "auto":  # the evaluate step has no check: hand it the resolved mode
             params = {**params, "set": " ".join([*overrides, f"gate.mode={resolve_mode(settings.gate, adapts)}"])}
-        run_id = _project_step(project, "evaluate",
-                               {**params, "candidate": candidate, "allow_past": str(allow_past).lower()},
-                               settings.experiments.comparisons, result.step_phases,
-                               f"evaluate-{settings.registry.model_name}-v{candidate}-{as_of.isoformat()}")
+        run_id = _project_step(
+            project,
+            "evaluate",
+            {**params, "candidate": candidate, "allow_past": str(allow_past).lower()},
+            settings.experiments.comparisons,
+            result.step_phases,
+            f"evaluate-{settings.registry.model_name}-v{candidate}-{as_of.isoformat()}",
+        )
         comparison = load_json_artifact(run_id, "comparison.json")
     lap("evaluate")
     result.runs["evaluate"] = comparison["run_id"]
@@ -560,12 +653,15 @@ def _raise_training_failure(settings: Settings, cycle_run_id: str) -> None:
     experiment = mlflow.get_experiment_by_name(settings.experiments.training)
     if experiment is None:
         return
-    runs = client().search_runs([experiment.experiment_id],
-                                f"tags.mlflow.parentRunId = '{cycle_run_id}' and tags.`retrain.outcome` = 'failed'")
+    runs = client().search_runs(
+        [experiment.experiment_id], f"tags.mlflow.parentRunId = '{cycle_run_id}' and tags.`retrain.outcome` = 'failed'"
+    )
     if runs:
         run = runs[0]
-        raise TrainingError(f"training learned nothing: {run.data.tags.get('retrain.failure', '?')}; no version "
-                            f"registered (training run {run.info.run_id})")
+        raise TrainingError(
+            f"training learned nothing: {run.data.tags.get('retrain.failure', '?')}; no version "
+            f"registered (training run {run.info.run_id})"
+        )
 
 
 def _event(settings: Settings, result: CycleResult) -> dict[str, Any]:
@@ -576,7 +672,8 @@ def _event(settings: Settings, result: CycleResult) -> dict[str, Any]:
         "model": settings.registry.model_name,
         "as_of": result.as_of,
         "cycle_run_id": result.run_id,
-        "reason": f"{stalled_text(result.cycles_without_model, settings)}; this cycle: {reasons}" if result.stalled
+        "reason": f"{stalled_text(result.cycles_without_model, settings)}; this cycle: {reasons}"
+        if result.stalled
         else reasons,
         "version": result.candidate_version,
         "production_before": result.production_before,

@@ -23,7 +23,10 @@ def _thin(*arrays: np.ndarray) -> list[np.ndarray]:
 
 
 def comparison_figure(
-    y: np.ndarray, probabilities: dict[str, np.ndarray], path: str | Path, thresholds: dict[str, float] | None = None,
+    y: np.ndarray,
+    probabilities: dict[str, np.ndarray],
+    path: str | Path,
+    thresholds: dict[str, float] | None = None,
     title: str = "",
 ) -> Path:
     """Write one PNG (1200x1000, readable in the MLflow artifact preview): ROC and precision-recall (each
@@ -63,10 +66,22 @@ def comparison_figure(
         cells = np.array([[tn, fp], [fn, tp]])
         ax.imshow(cells, cmap="Blues")
         for (i, j), count in np.ndenumerate(cells):
-            ax.text(j, i, f"{count:,}", ha="center", va="center", fontsize=13,
-                    color="white" if count > cells.max() / 2 else "black")
-        ax.set(title=f"{label}: confusion at threshold {threshold:.3g}", xlabel="predicted", ylabel="actual",
-               xticks=[0, 1], yticks=[0, 1])
+            ax.text(
+                j,
+                i,
+                f"{count:,}",
+                ha="center",
+                va="center",
+                fontsize=13,
+                color="white" if count > cells.max() / 2 else "black",
+            )
+        ax.set(
+            title=f"{label}: confusion at threshold {threshold:.3g}",
+            xlabel="predicted",
+            ylabel="actual",
+            xticks=[0, 1],
+            yticks=[0, 1],
+        )
     if len(probabilities) == 1:
         label, p = next(iter(probabilities.items()))
         right.hist([p[y == 0], p[y == 1]], bins=30, label=["actual 0", "actual 1"], alpha=0.7)
@@ -96,11 +111,18 @@ def backtest_figure(steps: list[dict], policies: list[str], path: str | Path) ->
         ax.plot(xs, ys, color=colour, label=policy, linewidth=1.5)
         for s in mine:
             if s["served"] and s["trained"]:
-                ax.plot(days.index(s["as_of"]), s["served"]["roc_auc"], marker="o", color=colour,
-                        markerfacecolor=colour if s["promoted"] else "white", markersize=6)
+                ax.plot(
+                    days.index(s["as_of"]),
+                    s["served"]["roc_auc"],
+                    marker="o",
+                    color=colour,
+                    markerfacecolor=colour if s["promoted"] else "white",
+                    markersize=6,
+                )
     step = max(1, len(days) // 12)
-    ax.set_xticks(range(0, len(days), step), [days[k] for k in range(0, len(days), step)], rotation=45, ha="right",
-                  fontsize=8)
+    ax.set_xticks(
+        range(0, len(days), step), [days[k] for k in range(0, len(days), step)], rotation=45, ha="right", fontsize=8
+    )
     ax.set_ylabel("served ROC AUC on the following period")
     ax.set_title("backtest: o = trained, filled = promoted")
     ax.grid(alpha=0.3)

@@ -43,7 +43,7 @@ import os
 import socket
 import uuid
 from dataclasses import asdict, dataclass, field, replace
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from retrain import moves as mv
@@ -64,7 +64,7 @@ log = logging.getLogger("retrain")
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _ms(iso: str) -> int | None:
@@ -150,8 +150,12 @@ class Registry:
             raise RegistryError(f"cannot read model {self.name!r}: {str(exc).splitlines()[0][:300]}") from None
         aliases = {k: str(v) for k, v in (model.aliases or {}).items()}
         tags = dict(model.tags or {})
-        view = View(aliases.get(self.spec.production_alias), aliases.get(self.spec.staging_alias), tags,
-                    description=model.description)
+        view = View(
+            aliases.get(self.spec.production_alias),
+            aliases.get(self.spec.staging_alias),
+            tags,
+            description=model.description,
+        )
         text = tags.get(self.head_key)
         if text is not None:
             try:
@@ -191,7 +195,9 @@ class Registry:
 
     def _existing(self, version: str, found: Any | None) -> Any:
         if found is None:
-            raise RegistryError(f"model {self.name} has no version {version}; `retrain history` lists the versions that served")
+            raise RegistryError(
+                f"model {self.name} has no version {version}; `retrain history` lists the versions that served"
+            )
         return found
 
     def _versions(self, *versions: str | None) -> dict[str, Any]:
@@ -219,8 +225,16 @@ class Registry:
 
     # ---- moving production -------------------------------------------------------------------------
 
-    def promote(self, candidate: str | None = None, *, force: bool = False, reason: str | None = None,
-                actor: str | None = None, as_of: date | None = None, notify: bool = True) -> Move:
+    def promote(
+        self,
+        candidate: str | None = None,
+        *,
+        force: bool = False,
+        reason: str | None = None,
+        actor: str | None = None,
+        as_of: date | None = None,
+        notify: bool = True,
+    ) -> Move:
         """Move production to the candidate if its latest comparison against current production says so."""
         if force and not reason:
             raise RegistryError("--force needs --reason TEXT: forced moves are recorded with their reason")
@@ -239,8 +253,10 @@ class Registry:
             raise Refused(f"candidate version {candidate} is already @{self.spec.production_alias}; nothing to promote")
         mark = rolled_back_mark(version.tags or {})
         if mark is not None and not force:
-            raise Refused(f"v{candidate} {mark}; to promote it again anyway: "
-                          "`retrain promote --candidate {0} --force --reason TEXT`".format(candidate))
+            raise Refused(
+                f"v{candidate} {mark}; to promote it again anyway: "
+                "`retrain promote --candidate {0} --force --reason TEXT`".format(candidate)
+            )
         comparison_id, metrics = None, {}
         if force:
             kind = "force"
@@ -249,46 +265,81 @@ class Registry:
             comparison_id, metrics = run.info.run_id, dict(run.data.metrics or {})
             kind = "promote"
             reason = reason or run.data.tags.get("retrain.reason", "comparison passed the gate")
-        move = self._move(view, candidate, kind, reason or kind, actor, comparison_id=comparison_id,
-                          overrode=mark, found=found, notify=False)
+        move = self._move(
+            view,
+            candidate,
+            kind,
+            reason or kind,
+            actor,
+            comparison_id=comparison_id,
+            overrode=mark,
+            found=found,
+            notify=False,
+        )
         if notify:
             metric = self.settings.gate.primary_metric
-            event = {"kind": "promoted", "version": candidate, "from_version": move.from_version,
-                     "reason": ("forced: " if force else "") + move.reason}
+            event = {
+                "kind": "promoted",
+                "version": candidate,
+                "from_version": move.from_version,
+                "reason": ("forced: " if force else "") + move.reason,
+            }
             if f"staging_{metric}" in metrics:
-                event.update(metric=metric, after=metrics[f"staging_{metric}"],
-                             before=metrics.get(f"production_{metric}") if move.from_version else None)
+                event.update(
+                    metric=metric,
+                    after=metrics[f"staging_{metric}"],
+                    before=metrics.get(f"production_{metric}") if move.from_version else None,
+                )
             self._notify(move, event)
         return move
 
     def _check_comparison(self, candidate: str, head: Head, as_of: date | None) -> Any:
         run = self.latest_comparison(candidate)
         if run is None:
-            raise Refused(f"no comparison of version {candidate} found; run `retrain evaluate` first "
-                          "(or `retrain promote --force --reason TEXT`)")
+            raise Refused(
+                f"no comparison of version {candidate} found; run `retrain evaluate` first "
+                "(or `retrain promote --force --reason TEXT`)"
+            )
         run_id, tags = run.info.run_id, run.data.tags
         if run.info.status != "FINISHED":
-            raise Refused(f"the latest comparison of version {candidate} ({run_id}) did not finish "
-                          f"(status {run.info.status}); run `retrain evaluate` again")
+            raise Refused(
+                f"the latest comparison of version {candidate} ({run_id}) did not finish "
+                f"(status {run.info.status}); run `retrain evaluate` again"
+            )
         if as_of is not None and tags.get("retrain.as_of") != as_of.isoformat():
-            raise Refused(f"the latest comparison of version {candidate} ({run_id}) was made for as-of "
-                          f"{tags.get('retrain.as_of', 'unknown')}, not {as_of.isoformat()}; run "
-                          f"`retrain evaluate --as-of {as_of.isoformat()}`")
+            raise Refused(
+                f"the latest comparison of version {candidate} ({run_id}) was made for as-of "
+                f"{tags.get('retrain.as_of', 'unknown')}, not {as_of.isoformat()}; run "
+                f"`retrain evaluate --as-of {as_of.isoformat()}`"
+            )
         compared, current = tags.get("retrain.incumbent_version", "none"), head.production or "none"
         if compared != current:
-            raise Refused(f"production moved since comparison {run_id}: it compared version {candidate} with "
-                          f"{compared}, production is now {current}; run `retrain evaluate` again")
+            raise Refused(
+                f"production moved since comparison {run_id}: it compared version {candidate} with "
+                f"{compared}, production is now {current}; run `retrain evaluate` again"
+            )
         moved = _ms(head.moved_at)
         if moved is not None and run.info.start_time is not None and run.info.start_time < moved:
-            raise Refused(f"comparison {run_id} is older than the last move of production (#{head.seq} at "
-                          f"{head.moved_at[:19]}); run `retrain evaluate` again")
+            raise Refused(
+                f"comparison {run_id} is older than the last move of production (#{head.seq} at "
+                f"{head.moved_at[:19]}); run `retrain evaluate` again"
+            )
         if tags.get("retrain.decision") != "promote":
-            raise Refused(f"the latest comparison ({run_id}) decided to keep production: "
-                          f"{tags.get('retrain.reason', 'no reason recorded')}")
+            raise Refused(
+                f"the latest comparison ({run_id}) decided to keep production: "
+                f"{tags.get('retrain.reason', 'no reason recorded')}"
+            )
         return run
 
-    def rollback(self, to: str | None = None, *, reason: str | None = None, force: bool = False,
-                 actor: str | None = None, notify: bool = True) -> Move:
+    def rollback(
+        self,
+        to: str | None = None,
+        *,
+        reason: str | None = None,
+        force: bool = False,
+        actor: str | None = None,
+        notify: bool = True,
+    ) -> Move:
         """Move production back to the previous production version (or `to`), skipping deleted versions."""
         view = self._writable()
         head = view.head
@@ -317,19 +368,37 @@ class Registry:
                 skipped.append(candidate)
             if target is None:
                 gone = f" (versions {', '.join(skipped)} served before but were deleted)" if skipped else ""
-                raise RegistryError(f"no earlier production version to roll back to from version {head.production}"
-                                    f"{gone}; pass --to VERSION --force to pick one")
+                raise RegistryError(
+                    f"no earlier production version to roll back to from version {head.production}"
+                    f"{gone}; pass --to VERSION --force to pick one"
+                )
             tags = target.tags or {}
         assert to is not None
         mark = rolled_back_mark(tags)
         if mark is not None and not force:
             raise Refused(f"v{to} {mark}; add --force to roll back to it anyway")
-        move = self._move(view, to, "rollback", reason or "rollback", actor, skipped=tuple(skipped),
-                          overrode=mark, found=found, notify=False)
+        move = self._move(
+            view,
+            to,
+            "rollback",
+            reason or "rollback",
+            actor,
+            skipped=tuple(skipped),
+            overrode=mark,
+            found=found,
+            notify=False,
+        )
         if notify:
             extra = f" (skipped deleted versions {', '.join(skipped)})" if skipped else ""
-            self._notify(move, {"kind": "rolled_back", "version": to, "from_version": move.from_version,
-                                "reason": move.reason + extra})
+            self._notify(
+                move,
+                {
+                    "kind": "rolled_back",
+                    "version": to,
+                    "from_version": move.from_version,
+                    "reason": move.reason + extra,
+                },
+            )
         return move
 
     def _writable(self) -> View:
@@ -345,9 +414,20 @@ class Registry:
         what = blocking[0].what if blocking else "production and the recorded history disagree"
         raise RegistryError(f"refusing to move production of {self.name}: {what}; {REPAIR_HINT}")
 
-    def _move(self, view: View, to: str | None, kind: str, reason: str, actor: str | None, *,
-              comparison_id: str | None = None, skipped: tuple[str, ...] = (), overrode: str | None = None,
-              found: dict[str, Any] | None = None, notify: bool = True) -> Move:
+    def _move(
+        self,
+        view: View,
+        to: str | None,
+        kind: str,
+        reason: str,
+        actor: str | None,
+        *,
+        comparison_id: str | None = None,
+        skipped: tuple[str, ...] = (),
+        overrode: str | None = None,
+        found: dict[str, Any] | None = None,
+        notify: bool = True,
+    ) -> Move:
         """Claim move head+1 (compare-and-set), check nothing moved meanwhile, then apply it.
         `found`: the model versions involved as read before the move (its target's tags decide which tags to
         delete; both versions' descriptions are redrawn from them without reading them again)."""
@@ -355,17 +435,30 @@ class Registry:
 
         head = view.head
         assert head is not None
-        move = Move(head.seq + 1, head.production, to, _now(), mv.bounded(actor or who(), mv.NAME_LIMIT), kind,
-                    mv.bounded(reason, mv.REASON_LIMIT),
-                    comparison_id, token=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid(),
-                    skipped=skipped, overrode=overrode)
+        move = Move(
+            head.seq + 1,
+            head.production,
+            to,
+            _now(),
+            mv.bounded(actor or who(), mv.NAME_LIMIT),
+            kind,
+            mv.bounded(reason, mv.REASON_LIMIT),
+            comparison_id,
+            token=uuid.uuid4().hex,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            skipped=skipped,
+            overrode=overrode,
+        )
         try:
             entry = self.ledger.claim(move.seq, move.record(), hide=False)  # hidden with the move's other writes
         except Taken as taken:
             other = _describe_entry(taken.entry)
-            raise Refused(f"production of {self.name} was moved by another command at the same time ({other}); "
-                          "nothing changed. If no other retrain command is running, that one died: run "
-                          "`retrain status --repair`") from None
+            raise Refused(
+                f"production of {self.name} was moved by another command at the same time ({other}); "
+                "nothing changed. If no other retrain command is running, that one died: run "
+                "`retrain status --repair`"
+            ) from None
         now = self._read(migrate=False, probe=False)
         if now.head is None or now.head.seq != head.seq:
             if now.head is not None and now.head.seq >= move.seq:  # our number was re-used after `mlflow gc`
@@ -375,22 +468,41 @@ class Registry:
             raise Refused(f"production of {self.name} moved while this command ran; nothing changed, try again")
         if now.production != view.production:
             self.ledger.hide(entry)
-            raise RegistryError(f"production of {self.name} was moved outside retrain while this command ran (now "
-                                f"{now.production or '(none)'}); move #{move.seq} is unfinished: {REPAIR_HINT}")
+            raise RegistryError(
+                f"production of {self.name} was moved outside retrain while this command ran (now "
+                f"{now.production or '(none)'}); move #{move.seq} is unfinished: {REPAIR_HINT}"
+            )
         # The descriptions (a rendering of what the move wrote) are redrawn while the head is written.
         found = found or {}
         target = found.get(to) if to is not None else None
-        self._apply(move, head, now, (target.tags or {}) if target is not None else None,
-                    also=[lambda: self.ledger.hide(entry)], with_head=[
-            lambda: self.refresh_descriptions(move.from_version, move.to_version, move=move,
-                                              previous=now.description, found=found, view=now)])
+        self._apply(
+            move,
+            head,
+            now,
+            (target.tags or {}) if target is not None else None,
+            also=[lambda: self.ledger.hide(entry)],
+            with_head=[
+                lambda: self.refresh_descriptions(
+                    move.from_version, move.to_version, move=move, previous=now.description, found=found, view=now
+                )
+            ],
+        )
         if notify:
-            self._notify(move, {"kind": move.kind, "version": to, "from_version": move.from_version,
-                                "reason": move.reason})
+            self._notify(
+                move, {"kind": move.kind, "version": to, "from_version": move.from_version, "reason": move.reason}
+            )
         return move
 
-    def _apply(self, move: Move, head: Head, view: View, to_tags: dict[str, str] | None, *,
-               also: list[Any] = (), with_head: list[Any] = ()) -> None:
+    def _apply(
+        self,
+        move: Move,
+        head: Head,
+        view: View,
+        to_tags: dict[str, str] | None,
+        *,
+        also: list[Any] = (),
+        with_head: list[Any] = (),
+    ) -> None:
         """Every write of a claimed move, alias first and head last; idempotent, so repair can redo it.
         `also`: more calls to make between the two; `with_head`: calls to make alongside the head's write."""
         from mlflow.exceptions import MlflowException
@@ -406,8 +518,10 @@ class Registry:
             if not _missing(exc):
                 raise
             self._abort(move, head, f"version {to} no longer exists")
-            raise RegistryError(f"version {to} of {self.name} was deleted while moving production; nothing "
-                                f"changed (move #{move.seq} recorded as aborted)") from None
+            raise RegistryError(
+                f"version {to} of {self.name} was deleted while moving production; nothing "
+                f"changed (move #{move.seq} recorded as aborted)"
+            ) from None
         # Between the alias (the move itself) and the head (its completion mark) every write is independent of
         # the others and repair redoes any of them; through a tracking server they go out together.
         writes = []
@@ -421,8 +535,9 @@ class Registry:
         if to is not None and view.staging == to:
             writes.append(lambda: self.client.delete_registered_model_alias(name, self.spec.staging_alias))
         self._together([*writes, *also])
-        self._together([lambda: self.client.set_registered_model_tag(name, self.head_key, head.after(move).to_json()),
-                        *with_head])
+        self._together(
+            [lambda: self.client.set_registered_model_tag(name, self.head_key, head.after(move).to_json()), *with_head]
+        )
 
     def _together(self, calls: list[Any]) -> list[Any]:
         """Run independent store calls and return their results: one after another on a local store (one SQLite
@@ -436,26 +551,45 @@ class Registry:
             futures = [pool.submit(call) for call in calls]
         return [future.result() for future in futures]
 
-    def refresh_descriptions(self, *versions: str | None, move: Move | None = None, previous: str | None = None,
-                             found: dict[str, Any] | None = None, view: View | None = None) -> None:
+    def refresh_descriptions(
+        self,
+        *versions: str | None,
+        move: Move | None = None,
+        previous: str | None = None,
+        found: dict[str, Any] | None = None,
+        view: View | None = None,
+    ) -> None:
         """Redraw the model's description (production history, newest first) and the descriptions of
         `versions`: after `move`, its row on top of the table (`previous`: the description as read before the
         move, else read again) and each version drawn from `found` (as read before the move, with the move's tag
         and alias changes applied: no read) or else read again; without a move, the table from the move log.
         Best effort: the move log and tags are the record, this is their rendering."""
+
         def draw(version: str) -> None:
             before = (found or {}).get(version)
             if move is None or view is None or before is None:
                 return write_version_description(self.client, self.settings, version)
-            tags, aliases = after_move(move, version, before.tags or {}, before.aliases or (), view.staging,
-                                       self.spec.production_alias, self.spec.staging_alias)
-            self.client.update_model_version(self.name, version, description=version_description(
-                self.settings, version, tags, aliases))
+            tags, aliases = after_move(
+                move,
+                version,
+                before.tags or {},
+                before.aliases or (),
+                view.staging,
+                self.spec.production_alias,
+                self.spec.staging_alias,
+            )
+            self.client.update_model_version(
+                self.name, version, description=version_description(self.settings, version, tags, aliases)
+            )
 
         try:
-            self._together([lambda: write_model_description(self, move, previous),
-                            *(lambda v=v: draw(v) for v in dict.fromkeys(v for v in versions if v))])
-        except Exception as exc:  # noqa: BLE001 - a rendering never fails a move
+            self._together(
+                [
+                    lambda: write_model_description(self, move, previous),
+                    *(lambda v=v: draw(v) for v in dict.fromkeys(v for v in versions if v)),
+                ]
+            )
+        except Exception as exc:
             log.warning("retrain: could not redraw the descriptions of %s: %s", self.name, exc)
 
     def _set_version_tag(self, version: str, key: str, value: str) -> None:
@@ -495,8 +629,10 @@ class Registry:
         try:
             notify.notify(self.settings, event)
         except NotifyError as exc:
-            raise NotifyError(f"production of {self.name} moved (move #{move.seq}: {move.from_version or '(none)'} "
-                              f"-> {move.to_version or '(none)'}) but the notification failed: {exc}") from None
+            raise NotifyError(
+                f"production of {self.name} moved (move #{move.seq}: {move.from_version or '(none)'} "
+                f"-> {move.to_version or '(none)'}) but the notification failed: {exc}"
+            ) from None
 
     # ---- consistency ------------------------------------------------------------------------------
 
@@ -537,7 +673,7 @@ class Registry:
             fallback = self._first_existing(mv.rollback_candidates(head), found)[0]
         mirror_problems = []
         for key, value in sorted(view.tags.items()):
-            suffix = key[len(self.mirror_prefix):]
+            suffix = key[len(self.mirror_prefix) :]
             if not key.startswith(self.mirror_prefix):
                 continue
             if not suffix.isdigit():
@@ -547,8 +683,18 @@ class Registry:
                 mv.parse_move(value, int(suffix))
             except ValueError as exc:
                 mirror_problems.append((key, str(exc)))
-        return Snapshot(view.production, head, view.head_problem, pending, exists, archived, last_move, fallback,
-                        tuple(mirror_problems), tuple(self._stale_runs()))
+        return Snapshot(
+            view.production,
+            head,
+            view.head_problem,
+            pending,
+            exists,
+            archived,
+            last_move,
+            fallback,
+            tuple(mirror_problems),
+            tuple(self._stale_runs()),
+        )
 
     def _mirror_move(self, tags: dict[str, str], seq: int) -> Move | None:
         text = tags.get(self.mirror_key(seq))
@@ -559,7 +705,9 @@ class Registry:
         except ValueError:
             return None
 
-    def _first_existing(self, candidates: list[str], found: dict[str, Any] | None = None) -> tuple[str | None, list[str]]:
+    def _first_existing(
+        self, candidates: list[str], found: dict[str, Any] | None = None
+    ) -> tuple[str | None, list[str]]:
         """The first candidate version that still exists, and the deleted ones passed over."""
         skipped = []
         found = {} if found is None else found
@@ -573,16 +721,21 @@ class Registry:
 
     def _stale_runs(self) -> list[tuple[str, str]]:
         """Runs of our experiments still RUNNING whose process is gone (or, elsewhere, older than a day)."""
-        names = {self.settings.experiments.training, self.settings.experiments.comparisons,
-                 self.settings.experiments.monitoring, self.settings.experiments.cycles}
+        names = {
+            self.settings.experiments.training,
+            self.settings.experiments.comparisons,
+            self.settings.experiments.monitoring,
+            self.settings.experiments.cycles,
+        }
         ids = self._experiment_ids(names)
         if not ids:
             return []
         runs = self.client.search_runs(ids, filter_string="attributes.status = 'RUNNING'", max_results=200)
         stale = []
         for run in runs:
-            why = process_gone(run.data.tags.get(RUN_HOST), run.data.tags.get(RUN_PID), run.info.start_time,
-                               STALE_RUN_HOURS)
+            why = process_gone(
+                run.data.tags.get(RUN_HOST), run.data.tags.get(RUN_PID), run.info.start_time, STALE_RUN_HOURS
+            )
             if why:
                 stale.append((run.info.run_id, why))
         return stale
@@ -598,13 +751,19 @@ class Registry:
             pattern = prefix.replace("'", "''")
             found, token = [], None
             while True:
-                page = self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000,
-                                                      filter_string=f"name LIKE '{pattern}%'", page_token=token)
+                page = self.client.search_experiments(
+                    view_type=ViewType.ACTIVE_ONLY,
+                    max_results=1000,
+                    filter_string=f"name LIKE '{pattern}%'",
+                    page_token=token,
+                )
                 found += [e.experiment_id for e in page if e.name in names]
                 token = page.token
                 if not token:
                     return found
-        return [e.experiment_id for e in (self.client.get_experiment_by_name(n) for n in sorted(names)) if e is not None]
+        return [
+            e.experiment_id for e in (self.client.get_experiment_by_name(n) for n in sorted(names)) if e is not None
+        ]
 
     def problems(self) -> list[Problem]:
         return mv.diagnose(self._snapshot(self._read()), self.head_key)
@@ -636,21 +795,32 @@ class Registry:
                 return
             self._apply(move, head, view, None)
             self.ledger.hide(entry)
-            self._notify(move, {"kind": "repaired", "version": move.to_version,
-                                "reason": f"finished {move.describe()}"})
+            self._notify(
+                move, {"kind": "repaired", "version": move.to_version, "reason": f"finished {move.describe()}"}
+            )
         elif problem.action == "abort":
             seq = int(problem.target)
             entry = self.ledger.get(seq)
             move, unreadable = _entry_move(entry) if entry else (None, "missing")
             if move is None:
-                move = Move(seq, head.production, head.production, _now(), actor, "repair",
-                            f"unreadable record ({unreadable}) aborted by `retrain status --repair`")
+                move = Move(
+                    seq,
+                    head.production,
+                    head.production,
+                    _now(),
+                    actor,
+                    "repair",
+                    f"unreadable record ({unreadable}) aborted by `retrain status --repair`",
+                )
             self._abort(move, head, problem.what, entry)
         elif problem.action in ("record_external", "replace_deleted"):
             external = problem.action == "record_external"
             to = problem.target or None
-            reason = ("recorded by `retrain status --repair`: the alias was moved outside retrain" if external else
-                      f"by `retrain status --repair`: production version {head.production} was deleted")
+            reason = (
+                "recorded by `retrain status --repair`: the alias was moved outside retrain"
+                if external
+                else f"by `retrain status --repair`: production version {head.production} was deleted"
+            )
             try:
                 move = self._move(view, to, "external" if external else "repair", reason, actor, notify=False)
             except Refused:
@@ -658,8 +828,10 @@ class Registry:
             self._notify(move, {"kind": "repaired", "version": to, "reason": reason})
         elif problem.action == "restore_alias":
             self.client.set_registered_model_alias(name, self.spec.production_alias, problem.target)
-            self._notify(Move(head.seq, None, problem.target, _now(), actor, "repair", ""),
-                         {"kind": "repaired", "version": problem.target, "reason": "production alias restored"})
+            self._notify(
+                Move(head.seq, None, problem.target, _now(), actor, "repair", ""),
+                {"kind": "repaired", "version": problem.target, "reason": "production alias restored"},
+            )
         elif problem.action == "rebuild_head":
             self._rebuild_head(view)
         elif problem.action == "rewrite_mirror":
@@ -673,8 +845,11 @@ class Registry:
 
     def _rebuild_head(self, view: View) -> None:
         """Replay the whole move log into a new head (repair only: linear in the history)."""
-        seqs = [int(k[len(self.mirror_prefix):]) for k in view.tags if k.startswith(self.mirror_prefix)
-                and k[len(self.mirror_prefix):].isdigit()]
+        seqs = [
+            int(k[len(self.mirror_prefix) :])
+            for k in view.tags
+            if k.startswith(self.mirror_prefix) and k[len(self.mirror_prefix) :].isdigit()
+        ]
         seq, log_moves = 1, []
         top = max(seqs, default=0)
         while True:
@@ -691,7 +866,7 @@ class Registry:
         self.client.set_registered_model_tag(self.name, self.head_key, mv.head_from(log_moves).to_json())
 
     def _rewrite_mirror(self, key: str) -> None:
-        suffix = key[len(self.mirror_prefix):]
+        suffix = key[len(self.mirror_prefix) :]
         entry = self.ledger.get(int(suffix)) if suffix.isdigit() else None
         move = _entry_move(entry)[0] if entry else None
         if move is None:
@@ -705,15 +880,25 @@ class Registry:
         log.warning("retrain: moving %d recorded moves of %s into the move log (once)", len(records), self.name)
         moves: list[Move] = []
         for key, text in records.items():
-            suffix = key[len(self.mirror_prefix):]
+            suffix = key[len(self.mirror_prefix) :]
             if not suffix.isdigit() or int(suffix) < 1:
                 continue  # not a move record: left in place, reported by status
             seq = int(suffix)
             try:
                 moves.append(mv.parse_move(text, seq))
             except ValueError as exc:
-                moves.append(Move(seq, None, None, "", "unknown", "repair",
-                                  mv.bounded(f"unreadable record {key} ({exc}): {text}", 900), aborted=True))
+                moves.append(
+                    Move(
+                        seq,
+                        None,
+                        None,
+                        "",
+                        "unknown",
+                        "repair",
+                        mv.bounded(f"unreadable record {key} ({exc}): {text}", 900),
+                        aborted=True,
+                    )
+                )
         moves = mv.replay_legacy(moves, view.production)
         top = max((m.seq for m in moves), default=0)
         for move in moves:
@@ -726,7 +911,7 @@ class Registry:
             if move.seq > top - mv.MIRRORS:
                 self.client.set_registered_model_tag(self.name, key, move.to_json())
         for key in records:
-            suffix = key[len(self.mirror_prefix):]
+            suffix = key[len(self.mirror_prefix) :]
             if suffix.isdigit() and (int(suffix) <= top - mv.MIRRORS or key != self.mirror_key(int(suffix))):
                 self.client.delete_registered_model_tag(self.name, key)
         if self.head_key not in self._read(migrate=False).tags:
@@ -737,9 +922,18 @@ class Registry:
     def history_page(self, limit: int = 20, before: int | None = None) -> list[Logged]:
         """Moves of production, newest first: at most `limit`, numbered below `before` if given."""
         view = self._read()
-        head_seq = view.head.seq if view.head is not None else max(
-            (int(k[len(self.mirror_prefix):]) for k in view.tags
-             if k.startswith(self.mirror_prefix) and k[len(self.mirror_prefix):].isdigit()), default=0)
+        head_seq = (
+            view.head.seq
+            if view.head is not None
+            else max(
+                (
+                    int(k[len(self.mirror_prefix) :])
+                    for k in view.tags
+                    if k.startswith(self.mirror_prefix) and k[len(self.mirror_prefix) :].isdigit()
+                ),
+                default=0,
+            )
+        )
         entries: list[tuple[int, Entry | None]] = []
         if before is None:
             pending = self.ledger.get(head_seq + 1)
@@ -755,8 +949,14 @@ class Registry:
                 if seq > head_seq:
                     continue
                 mirror = self._mirror_move(view.tags, seq)
-                out.append(Logged(seq, mirror, "missing" if mirror is None else "applied",
-                                  "not in the move log (removed by `mlflow gc`?)"))
+                out.append(
+                    Logged(
+                        seq,
+                        mirror,
+                        "missing" if mirror is None else "applied",
+                        "not in the move log (removed by `mlflow gc`?)",
+                    )
+                )
                 continue
             move, problem = _entry_move(entry)
             if move is None:
@@ -798,10 +998,15 @@ class Registry:
             for version in skipped:
                 notes.append(f"version {version} served before and no longer exists: rollback skips it")
             out["rollback_target"] = target
-        if snapshot.last_move is not None and snapshot.last_move.from_version \
-                and not snapshot.exists.get(snapshot.last_move.from_version, True):
-            notes.append(f"version {snapshot.last_move.from_version} (production before move #{snapshot.last_move.seq}) "
-                         "no longer exists")
+        if (
+            snapshot.last_move is not None
+            and snapshot.last_move.from_version
+            and not snapshot.exists.get(snapshot.last_move.from_version, True)
+        ):
+            notes.append(
+                f"version {snapshot.last_move.from_version} (production before move #{snapshot.last_move.seq}) "
+                "no longer exists"
+            )
         out["moves"] = head.seq if head is not None else None
         out["problems"] = [asdict(p) for p in problems]
         out["notes"] = list(dict.fromkeys(notes))
@@ -816,12 +1021,16 @@ class Registry:
         age_days = None
         try:
             if trained_at:
-                age_days = round((datetime.now(timezone.utc) - datetime.fromisoformat(trained_at)).total_seconds() / 86400, 2)
+                age_days = round(
+                    (datetime.now(UTC) - datetime.fromisoformat(trained_at)).total_seconds() / 86400, 2
+                )
         except ValueError:
             pass
         try:
             metrics = json.loads(tags.get("retrain.metrics", "{}"))
-            metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))} if isinstance(metrics, dict) else {}
+            metrics = (
+                {k: v for k, v in metrics.items() if isinstance(v, (int, float))} if isinstance(metrics, dict) else {}
+            )
         except ValueError:
             metrics = {}
         comparison = tags.get("retrain.comparison_run_id")
@@ -873,8 +1082,10 @@ def rolled_back_mark(tags: dict[str, str]) -> str | None:
             raise ValueError
     except ValueError:
         return f"was rolled back (unreadable mark: {mv.bounded(text, 200)})"
-    return (f"was rolled back on {str(mark.get('at', '?'))[:10]} by {mark.get('actor', 'unknown')}: "
-            f"{mark.get('reason', 'no reason recorded')}")
+    return (
+        f"was rolled back on {str(mark.get('at', '?'))[:10]} by {mark.get('actor', 'unknown')}: "
+        f"{mark.get('reason', 'no reason recorded')}"
+    )
 
 
 def process_gone(host: str | None, pid: str | None, started_ms: int | None, stale_hours: float) -> str | None:
@@ -895,8 +1106,10 @@ def process_gone(host: str | None, pid: str | None, started_ms: int | None, stal
         return None
     if age_h > stale_hours:
         where = f"it was started on {host}" if host else "it records no host"
-        return (f"{where} {age_h:.0f} h ago; retrain cannot see processes there, so a run older than "
-                f"{stale_hours:g} h counts as dead")
+        return (
+            f"{where} {age_h:.0f} h ago; retrain cannot see processes there, so a run older than "
+            f"{stale_hours:g} h counts as dead"
+        )
     return None
 
 
@@ -930,7 +1143,7 @@ def _run_link(client: Any, run_id: str | None, label: str | None = None) -> str:
         return "-"
     try:
         experiment_id = client.get_run(run_id).info.experiment_id
-    except Exception:  # noqa: BLE001 - a deleted run is still worth naming
+    except Exception:
         experiment_id = None
     return run_link(experiment_id, run_id, label)
 
@@ -971,8 +1184,15 @@ def version_description(settings: Settings, version: str, tags: dict[str, str], 
     reg = settings.registry
     comparison = tags.get("retrain.comparison_run_id")
     link = run_link(None, comparison, "comparison") if comparison else None
-    return version_markdown(reg.model_name, version, tags, aliases, production_alias=reg.production_alias,
-                            staging_alias=reg.staging_alias, comparison=link)
+    return version_markdown(
+        reg.model_name,
+        version,
+        tags,
+        aliases,
+        production_alias=reg.production_alias,
+        staging_alias=reg.staging_alias,
+        comparison=link,
+    )
 
 
 def version_changes(move: Move) -> dict[str, dict[str, str | None]]:
@@ -982,16 +1202,28 @@ def version_changes(move: Move) -> dict[str, dict[str, str | None]]:
     if move.from_version:
         changes[move.from_version] = {ARCHIVED: move.at}
         if move.kind == "rollback":
-            mark = {"at": move.at, "actor": move.actor, "reason": mv.bounded(move.reason, 1000), "seq": move.seq,
-                    "to": move.to_version}
+            mark = {
+                "at": move.at,
+                "actor": move.actor,
+                "reason": mv.bounded(move.reason, 1000),
+                "seq": move.seq,
+                "to": move.to_version,
+            }
             changes[move.from_version][ROLLED_BACK] = json.dumps(mark, sort_keys=True)
     if move.to_version is not None:
         changes.setdefault(move.to_version, {}).update({ARCHIVED: None, ROLLED_BACK: None})
     return changes
 
 
-def after_move(move: Move, version: str, tags: dict[str, str], aliases: Any, staging: str | None,
-               production_alias: str, staging_alias: str) -> tuple[dict[str, str], set[str]]:
+def after_move(
+    move: Move,
+    version: str,
+    tags: dict[str, str],
+    aliases: Any,
+    staging: str | None,
+    production_alias: str,
+    staging_alias: str,
+) -> tuple[dict[str, str], set[str]]:
     """A version's tags and aliases once `move` is applied, from what they were before it."""
     tags = dict(tags)
     for key, value in version_changes(move).get(version, {}).items():

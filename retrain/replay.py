@@ -22,8 +22,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-NOTE = ("latency checks not measured in the replay (they time this machine now, not the history; reported as "
-        "passed); figures of the replayed check and comparison runs not drawn; each version's model loaded once")
+NOTE = (
+    "latency checks not measured in the replay (they time this machine now, not the history; reported as "
+    "passed); figures of the replayed check and comparison runs not drawn; each version's model loaded once"
+)
 
 
 @dataclass

@@ -51,22 +51,47 @@ class Location:
         bucket = self.root.split("/", 1)[0]
         where = f"S3 endpoint {self.endpoint}" if self.endpoint else "AWS S3 (no endpoint variable set)"
         low = reason.lower()
-        if any(s in low for s in ("curl error", "couldn't connect", "connection refused", "could not resolve",
-                                  "timed out", "timeout", "network")):
-            raise DataError(f"cannot reach {where} to read s3://{bucket}: {reason}; check that the server is up "
-                            f"and {'/'.join(ENDPOINT_VARS)}") from None
+        if any(
+            s in low
+            for s in (
+                "curl error",
+                "couldn't connect",
+                "connection refused",
+                "could not resolve",
+                "timed out",
+                "timeout",
+                "network",
+            )
+        ):
+            raise DataError(
+                f"cannot reach {where} to read s3://{bucket}: {reason}; check that the server is up "
+                f"and {'/'.join(ENDPOINT_VARS)}"
+            ) from None
         if "nosuchbucket" in low or "bucket does not exist" in low or "no such bucket" in low:
             self.missing_bucket(bucket)
-        if any(s in low for s in ("accessdenied", "access denied", "invalidaccesskeyid", "signaturedoesnotmatch",
-                                  "forbidden", "403", "expiredtoken")):
-            raise DataError(f"{where} refused access to s3://{bucket} ({reason}); check AWS_ACCESS_KEY_ID/"
-                            "AWS_SECRET_ACCESS_KEY or AWS_PROFILE and the bucket policy") from None
+        if any(
+            s in low
+            for s in (
+                "accessdenied",
+                "access denied",
+                "invalidaccesskeyid",
+                "signaturedoesnotmatch",
+                "forbidden",
+                "403",
+                "expiredtoken",
+            )
+        ):
+            raise DataError(
+                f"{where} refused access to s3://{bucket} ({reason}); check AWS_ACCESS_KEY_ID/"
+                "AWS_SECRET_ACCESS_KEY or AWS_PROFILE and the bucket policy"
+            ) from None
         raise DataError(f"cannot read {what} from {where}: {reason}") from None
 
     def missing_bucket(self, bucket: str) -> NoReturn:
         where = f"S3 endpoint {self.endpoint}" if self.endpoint else "AWS S3"
-        raise DataError(f"bucket {bucket!r} does not exist on {where}; check data.path ({self.uri}) and "
-                        f"{'/'.join(ENDPOINT_VARS)}") from None
+        raise DataError(
+            f"bucket {bucket!r} does not exist on {where}; check data.path ({self.uri}) and {'/'.join(ENDPOINT_VARS)}"
+        ) from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -89,7 +114,7 @@ def locate(uri: str) -> Location:
 
     if not uri.startswith("s3://"):
         return Location(uri, pafs.LocalFileSystem(), os.path.abspath(uri))
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
     if not bucket:
         raise DataError(f"data path {uri!r} names no bucket; use s3://bucket/prefix")
     endpoint = endpoint_url()
@@ -103,15 +128,16 @@ def locate(uri: str) -> Location:
             raise DataError(f"{var}={endpoint!r} is not an endpoint URL; use e.g. http://127.0.0.1:9000")
         kwargs.update(endpoint_override=parsed.netloc, scheme=parsed.scheme)
     import boto3
-
     from botocore.exceptions import BotoCoreError
 
     try:
         session = boto3.Session()
         credentials = session.get_credentials()
     except BotoCoreError as exc:  # e.g. AWS_PROFILE names a profile that does not exist
-        raise DataError(f"cannot load AWS credentials to read s3://{bucket}: {_first_line(exc)}; check AWS_PROFILE, "
-                        "AWS_SHARED_CREDENTIALS_FILE and AWS_CONFIG_FILE") from None
+        raise DataError(
+            f"cannot load AWS credentials to read s3://{bucket}: {_first_line(exc)}; check AWS_PROFILE, "
+            "AWS_SHARED_CREDENTIALS_FILE and AWS_CONFIG_FILE"
+        ) from None
     if credentials is None:
         raise DataError(
             f"no AWS credentials found to read s3://{bucket}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
@@ -169,8 +195,10 @@ def _list_local(location: Location) -> list[Entry]:
             with os.scandir(folder) as it:
                 children = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            raise DataError(f"cannot read folder {os.path.join(shown, rel)}: {exc.strerror or exc}; every folder "
-                            "under data.path must be readable (fix its permissions or move it away)") from None
+            raise DataError(
+                f"cannot read folder {os.path.join(shown, rel)}: {exc.strerror or exc}; every folder "
+                "under data.path must be readable (fix its permissions or move it away)"
+            ) from None
         for child in children:
             if child.name.startswith((".", "_")):
                 continue
@@ -184,8 +212,7 @@ def _list_local(location: Location) -> list[Entry]:
             elif is_file:
                 out.append(Entry(os.path.join(shown, child_rel), child.path, child_rel))
             elif child.is_symlink():
-                raise DataError(f"cannot read {os.path.join(shown, child_rel)}: it is a broken link; "
-                                "fix or remove it")
+                raise DataError(f"cannot read {os.path.join(shown, child_rel)}: it is a broken link; fix or remove it")
     return out
 
 
@@ -207,7 +234,7 @@ def _list_s3(location: Location) -> list[Entry]:
     for info in infos:
         if info.type != pafs.FileType.File:
             continue
-        rel = info.path[len(root):].lstrip("/")
+        rel = info.path[len(root) :].lstrip("/")
         if any(part.startswith((".", "_")) for part in rel.split("/")):
             continue
         out.append(Entry(f"s3://{info.path}", info.path, rel))

@@ -28,11 +28,18 @@ PASS_THROUGH = frozenset({"RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", 
 # read per write (11 of a rollback's 25 store calls). Every write of ours follows our own read of the
 # model through MlflowClient.get_registered_model, which already answers "does not exist" for a
 # prompt, so these go straight to the registry client (same arguments, same store calls otherwise).
-DIRECT_WRITES = frozenset({
-    "set_registered_model_alias", "delete_registered_model_alias", "set_registered_model_tag",
-    "delete_registered_model_tag", "set_model_version_tag", "delete_model_version_tag", "update_model_version",
-    "update_registered_model",
-})
+DIRECT_WRITES = frozenset(
+    {
+        "set_registered_model_alias",
+        "delete_registered_model_alias",
+        "set_registered_model_tag",
+        "delete_registered_model_tag",
+        "set_model_version_tag",
+        "delete_model_version_tag",
+        "update_model_version",
+        "update_registered_model",
+    }
+)
 CONTENTION = ("database is locked", "deadlock detected", "could not serialize access", "database table is locked")
 
 # MLflow's defaults retry an unreachable server for ~4 minutes (7 retries, backoff factor 2, 120 s
@@ -147,11 +154,11 @@ class GuardedClient:
                 if exc.error_code in PASS_THROUGH:
                     raise
                 error: Exception = exc
-            except Exception as exc:  # noqa: BLE001 - any failure of the store becomes one line
+            except Exception as exc:
                 error = exc
             if not is_contention(error) or attempt == self.attempts - 1:
                 break
-            wait = min(self.max_wait_s, self.first_wait_s * 2 ** attempt)
+            wait = min(self.max_wait_s, self.first_wait_s * 2**attempt)
             time.sleep(wait * (0.5 + random.random()))
         from retrain.tracking import service_error
 

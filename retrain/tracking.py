@@ -34,7 +34,7 @@ def actor() -> str:
     """Who is acting: `user@host` (for the promotion history)."""
     try:
         user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name in some containers
+    except Exception:
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
 
@@ -177,13 +177,21 @@ def adopt_project_run(experiment: str) -> str | None:
     params = [Param(k, v) for k, v in old.data.params.items() if v != ""]
     if params:
         mlflow_client.log_batch(new.info.run_id, params=params)
-    mlflow_client.log_batch(run_id, tags=[RunTag("retrain.moved_to", f"{experiment}/{new.info.run_id}"),
-                                          RunTag("mlflow.runName", f"moved to {experiment}")])
+    mlflow_client.log_batch(
+        run_id,
+        tags=[
+            RunTag("retrain.moved_to", f"{experiment}/{new.info.run_id}"),
+            RunTag("mlflow.runName", f"moved to {experiment}"),
+        ],
+    )
     _delete_later(run_id)
     os.environ["MLFLOW_RUN_ID"] = new.info.run_id
     adopted.append(new.info.run_id)
-    print(f"retrain: run {run_id} that `mlflow run` created in the Default experiment continues as run "
-          f"{new.info.run_id} in {experiment} (pass --experiment-name {experiment} to skip this)", file=sys.stderr)
+    print(
+        f"retrain: run {run_id} that `mlflow run` created in the Default experiment continues as run "
+        f"{new.info.run_id} in {experiment} (pass --experiment-name {experiment} to skip this)",
+        file=sys.stderr,
+    )
     return new.info.run_id
 
 
@@ -205,8 +213,13 @@ def _delete_later(run_id: str) -> None:
     import sys
 
     code = f"from retrain.tracking import delete_when_ended; delete_when_ended({run_id!r}, {os.getppid()})"
-    subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, start_new_session=True)
+    subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def delete_when_ended(run_id: str, watch_pid: int, poll_s: float = 0.5, grace_s: float = 120) -> None:
@@ -229,8 +242,14 @@ def delete_when_ended(run_id: str, watch_pid: int, poll_s: float = 0.5, grace_s:
 
 
 @contextlib.contextmanager
-def step_run(experiment: str, run_name: str, tags: dict[str, str] | None = None, *,
-             params: dict[str, str] | None = None, settings: Any = None) -> Iterator[Run]:
+def step_run(
+    experiment: str,
+    run_name: str,
+    tags: dict[str, str] | None = None,
+    *,
+    params: dict[str, str] | None = None,
+    settings: Any = None,
+) -> Iterator[Run]:
     """Start a run named `run_name` in `experiment`, or continue the one `mlflow run` created for this step.
 
     `mlflow run` passes its run id through MLFLOW_RUN_ID; the run keeps its experiment unless that is
@@ -422,11 +441,11 @@ def _signature(input_example: pd.DataFrame, output_example: pd.DataFrame) -> Any
     float64 -> long and int64 -> string, so no declared type accepts a numeric sent as int or float, or an
     integer-coded categorical. What each column accepts is in the model's metadata (`inputs`).
     """
+    import warnings
+
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, Schema
     from mlflow.types.utils import _infer_schema
-
-    import warnings
 
     inputs = Schema([ColSpec(AnyType(), str(col)) for col in input_example.columns])
     with warnings.catch_warnings():  # `prediction` is an integer column on purpose: it is never missing
@@ -437,13 +456,37 @@ def _signature(input_example: pd.DataFrame, output_example: pd.DataFrame) -> Any
 
 # ---- failures of the services behind MLflow, as one line ---------------------------------------------------------
 
-_UNREACHABLE = ("Connection refused", "Connection reset", "RemoteDisconnected", "Connection aborted",
-                "Name or service not known", "Temporary failure in name resolution", "Read timed out", "timed out",
-                "Failed to establish a new connection", "Max retries exceeded")
-_DATABASE = ("OperationalError", "connection to server", "could not connect to server", "psycopg",
-             "server closed the connection", "database is locked", "terminating connection")
-_S3 = ("EndpointConnectionError", "Could not connect to the endpoint URL", "botocore", "NoSuchBucket",
-       "NoCredentialsError", "Unable to locate credentials", "InvalidAccessKeyId", "SignatureDoesNotMatch")
+_UNREACHABLE = (
+    "Connection refused",
+    "Connection reset",
+    "RemoteDisconnected",
+    "Connection aborted",
+    "Name or service not known",
+    "Temporary failure in name resolution",
+    "Read timed out",
+    "timed out",
+    "Failed to establish a new connection",
+    "Max retries exceeded",
+)
+_DATABASE = (
+    "OperationalError",
+    "connection to server",
+    "could not connect to server",
+    "psycopg",
+    "server closed the connection",
+    "database is locked",
+    "terminating connection",
+)
+_S3 = (
+    "EndpointConnectionError",
+    "Could not connect to the endpoint URL",
+    "botocore",
+    "NoSuchBucket",
+    "NoCredentialsError",
+    "Unable to locate credentials",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+)
 
 
 def service_error(exc: BaseException) -> Exception | None:
@@ -470,30 +513,44 @@ def service_error(exc: BaseException) -> Exception | None:
     why = _reason(text)
     if "botocore" in modules or "boto3" in modules:
         endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or "AWS S3"
-        return ServiceError(f"the artifact store (S3 at {endpoint}) failed: {why}; check MLFLOW_S3_ENDPOINT_URL, "
-                            "the bucket and the AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
+        return ServiceError(
+            f"the artifact store (S3 at {endpoint}) failed: {why}; check MLFLOW_S3_ENDPOINT_URL, "
+            "the bucket and the AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+        )
     alive = server and _answers(uri)
     if alive and ("503" in text or "TEMPORARILY_UNAVAILABLE" in text or why.startswith("max retries")):
         text += " | " + _database_probe(uri)  # the retried 503s hide the server's reason: ask once more
         why = _reason(text)
     if alive and ("mlflow-artifacts" in text or any(m in text for m in _S3)):
-        return ServiceError(f"the tracking server {where} cannot store or read artifacts: {why}; check its "
-                            "artifact store (the S3 endpoint, bucket and credentials of its --artifacts-destination)")
+        return ServiceError(
+            f"the tracking server {where} cannot store or read artifacts: {why}; check its "
+            "artifact store (the S3 endpoint, bucket and credentials of its --artifacts-destination)"
+        )
     if any(m in text for m in _DATABASE):
         if server:
-            return ServiceError(f"the tracking server {where} cannot reach its database: {why}; check the database "
-                                "of its --backend-store-uri (is PostgreSQL up and accepting connections?)")
-        return ServiceError(f"the tracking database {where} is unreachable: {why}; check that it is up and that "
-                            "MLFLOW_TRACKING_URI is right")
+            return ServiceError(
+                f"the tracking server {where} cannot reach its database: {why}; check the database "
+                "of its --backend-store-uri (is PostgreSQL up and accepting connections?)"
+            )
+        return ServiceError(
+            f"the tracking database {where} is unreachable: {why}; check that it is up and that "
+            "MLFLOW_TRACKING_URI is right"
+        )
     if server and ("403" in why and "Host" in text):
-        return ServiceError(f"the tracking server {where} refused this Host header: {why}; start it with "
-                            "--allowed-hosts naming the host clients use")
+        return ServiceError(
+            f"the tracking server {where} refused this Host header: {why}; start it with "
+            "--allowed-hosts naming the host clients use"
+        )
     if server and any(code in why for code in ("HTTP 401", "HTTP 403")):
-        return ServiceError(f"the tracking server {where} refused the credentials: {why}; set "
-                            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN")
+        return ServiceError(
+            f"the tracking server {where} refused the credentials: {why}; set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"
+        )
     if server and (not alive or any(m in text for m in _UNREACHABLE) or why.startswith("HTTP 5")):
-        return ServiceError(f"the tracking server {where} is unreachable or failing: {why}; check that `mlflow "
-                            "server` runs there and that MLFLOW_TRACKING_URI is right")
+        return ServiceError(
+            f"the tracking server {where} is unreachable or failing: {why}; check that `mlflow "
+            "server` runs there and that MLFLOW_TRACKING_URI is right"
+        )
     return None
 
 
@@ -504,7 +561,7 @@ def _answers(uri: str) -> bool:
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
             return response.status == 200
-    except Exception:  # noqa: BLE001 - any failure means: it does not answer
+    except Exception:
         return False
 
 
@@ -518,7 +575,7 @@ def _database_probe(uri: str) -> str:
             return ""
     except urllib.error.HTTPError as exc:
         return f"HTTP {exc.code}: {exc.read(2000).decode(errors='replace')}"
-    except Exception:  # noqa: BLE001 - nothing more to learn
+    except Exception:
         return ""
 
 

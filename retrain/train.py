@@ -125,7 +125,9 @@ def fit(
     return result
 
 
-def evaluate_loss(net: torch.nn.Module, num: torch.Tensor, cat: torch.Tensor, y: torch.Tensor, chunk: int = 65_536) -> float:
+def evaluate_loss(
+    net: torch.nn.Module, num: torch.Tensor, cat: torch.Tensor, y: torch.Tensor, chunk: int = 65_536
+) -> float:
     """Mean cross-entropy over a dataset, in chunks, without gradients."""
     import torch
     from torch.nn import functional as F

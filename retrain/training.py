@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,8 +75,10 @@ def refuse_missing(rows: pd.DataFrame, settings: Settings, where: str) -> None:
         if settings.model.missing_policy(col) == "error":
             count = int((rows[col] == MISSING).sum())
             if count:
-                raise DataError(f"{where}: feature {col!r} has {count} missing (null) values; clean them, or set "
-                                f"model.missing.{col}=impute to make them the {MISSING} category")
+                raise DataError(
+                    f"{where}: feature {col!r} has {count} missing (null) values; clean them, or set "
+                    f"model.missing.{col}=impute to make them the {MISSING} category"
+                )
 
 
 def prepare(settings: Settings, as_of: date | None, source: DataSource | None = None) -> Prepared:
@@ -98,13 +100,17 @@ def prepare(settings: Settings, as_of: date | None, source: DataSource | None = 
     tuning_window = Window("tuning", tuning_start, windows.train.end)
     in_tuning = train[spec.timestamp] >= tuning_window.start
     parts = {}
-    for name, rows, window in (("fit", train[~in_tuning], Window("fitting", windows.train.start, tuning_window.start)),
-                               ("tuning", train[in_tuning], tuning_window)):
+    for name, rows, window in (
+        ("fit", train[~in_tuning], Window("fitting", windows.train.start, tuning_window.start)),
+        ("tuning", train[in_tuning], tuning_window),
+    ):
         classes = sorted(set(rows[spec.label].astype(int)))
         if len(classes) < 2:
             found = f"only class {classes[0]}" if classes else "no labelled rows"
-            raise DataError(f"{window} (part of the training window) has {found} in {len(rows)} rows; both classes "
-                            "are needed: widen windows.train_days or change windows.tuning_days")
+            raise DataError(
+                f"{window} (part of the training window) has {found} in {len(rows)} rows; both classes "
+                "are needed: widen windows.train_days or change windows.tuning_days"
+            )
         parts[name] = rows.reset_index(drop=True)
     integer = [c for c in spec.numeric if frame[c].dtype.kind in "iu"]
     return Prepared(windows, tuning_window, train, parts["fit"], parts["tuning"], val, integer)
@@ -142,8 +148,9 @@ def train(
         return replace(_reuse(settings, existing, windows), notes=notes)
 
     policies = {f: settings.model.missing_policy(f) for f in features}
-    net_spec = model.build_spec(rows.fit, list(spec.numeric), list(spec.categorical), settings.model.hidden_dim,
-                                policies)
+    net_spec = model.build_spec(
+        rows.fit, list(spec.numeric), list(spec.categorical), settings.model.hidden_dim, policies
+    )
     arrays = {}
     for name, part in (("fit", rows.fit), ("tuning", rows.tuning), ("validation", rows.validation)):
         numeric, codes = model.encode(part, net_spec)
@@ -174,15 +181,23 @@ def train(
     p_tune = model.predict_proba(net, *arrays["tuning"][:2])
     p_val = model.predict_proba(net, *arrays["validation"][:2])
     choice = metrics.choose_threshold(
-        y_tune, p_tune, settings.threshold.policy, target=settings.threshold.target, value=settings.threshold.value,
-        cost_fp=cost.false_positive, cost_fn=cost.false_negative,
+        y_tune,
+        p_tune,
+        settings.threshold.policy,
+        target=settings.threshold.target,
+        value=settings.threshold.value,
+        cost_fp=cost.false_positive,
+        cost_fn=cost.false_negative,
     )
     net_spec = replace(net_spec, threshold=choice.threshold)
     costs = {"cost_fp": cost.false_positive, "cost_fn": cost.false_negative}
     tuning_metrics = metrics.classification_metrics(y_tune, p_tune, choice.threshold, **costs)
     val_metrics = metrics.classification_metrics(y_val, p_val, choice.threshold, **costs)
-    tags = {**_tags(rows, settings, train_fp, key, device, fitted, choice), **used[0].tags("train"),
-            **used[1].tags("validation")}
+    tags = {
+        **_tags(rows, settings, train_fp, key, device, fitted, choice),
+        **used[0].tags("train"),
+        **used[1].tags("validation"),
+    }
     if trigger_reason:
         tags["retrain.trigger"] = trigger_reason
     if settings.windows.since is not None:  # an adapted window: the days since a change, cut in proportion
@@ -204,14 +219,28 @@ def train(
         bins=settings.model.profile_bins,
     )
     if len(y_val) and 0 < y_val.sum() < len(y_val):  # the relative triggers' reference (needs both classes)
-        profile["validation"] = drift.validation_block(y_val, p_val, val_metrics["roc_auc"],
-                                                       metrics.auc_above_chance(y_val, p_val).se,
-                                                       bins=settings.model.profile_bins)
+        profile["validation"] = drift.validation_block(
+            y_val,
+            p_val,
+            val_metrics["roc_auc"],
+            metrics.auc_above_chance(y_val, p_val).se,
+            bins=settings.model.profile_bins,
+        )
     golden_input = _golden_input(rows, net_spec, settings.model.golden_rows)
     golden_output = model.score_frame(net, net_spec, golden_input)
     outcome = _log_and_register(
-        settings, windows, net, net_spec, fitted, val_metrics, tuning_metrics, choice, profile, golden_input,
-        golden_output, tags
+        settings,
+        windows,
+        net,
+        net_spec,
+        fitted,
+        val_metrics,
+        tuning_metrics,
+        choice,
+        profile,
+        golden_input,
+        golden_output,
+        tags,
     )
     return replace(outcome, notes=notes)
 
@@ -279,13 +308,20 @@ def _log_failure(settings: Settings, windows: Windows3, fitted, tuning_metrics, 
     from retrain import tracking
 
     tags = {**tags, "retrain.outcome": "failed", "retrain.failure": reason}
-    with tracking.step_run(settings.experiments.training, f"train (as-of {windows.as_of.isoformat()}): learned nothing",
-                           tags, params={"as_of": windows.as_of.isoformat()}, settings=settings) as run:
+    with tracking.step_run(
+        settings.experiments.training,
+        f"train (as-of {windows.as_of.isoformat()}): learned nothing",
+        tags,
+        params={"as_of": windows.as_of.isoformat()},
+        settings=settings,
+    ) as run:
         _log_params_and_history(settings, run.info.run_id, fitted, val_metrics, tuning_metrics)
         mlflow.set_tag("retrain.model_version", "none")
         # raised inside the run: it ends FAILED
-        raise TrainingError(f"training learned nothing: {reason}; no version registered (training run "
-                            f"{run.info.run_id}); check the data and labels, or change model.* settings")
+        raise TrainingError(
+            f"training learned nothing: {reason}; no version registered (training run "
+            f"{run.info.run_id}); check the data and labels, or change model.* settings"
+        )
 
 
 def _log_params_and_history(settings: Settings, run_id: str, fitted, val_metrics, tuning_metrics) -> None:
@@ -348,16 +384,29 @@ def _reuse(settings: Settings, version, windows: Windows3) -> TrainOutcome:
 
     reg = settings.registry
     mlflow_client = tracking.client()
-    tags = {"retrain.reused": "true", "retrain.model_version": str(version.version), "retrain.as_of": windows.as_of.isoformat()}
+    tags = {
+        "retrain.reused": "true",
+        "retrain.model_version": str(version.version),
+        "retrain.as_of": windows.as_of.isoformat(),
+    }
     name = f"train v{version.version} (as-of {windows.as_of.isoformat()}, reused)"
-    with tracking.step_run(settings.experiments.training, name, tags, params={"as_of": windows.as_of.isoformat()},
-                           settings=settings):
+    with tracking.step_run(
+        settings.experiments.training, name, tags, params={"as_of": windows.as_of.isoformat()}, settings=settings
+    ):
         mlflow_client.set_registered_model_alias(reg.model_name, reg.staging_alias, version.version)
         metrics = mlflow_client.get_run(version.run_id).data.metrics
         val_metrics = {m: metrics[f"val_{m}"] for m in METRIC_NAMES if f"val_{m}" in metrics}
         mlflow.log_metrics({f"val_{k}": v for k, v in val_metrics.items()})
-    return TrainOutcome(reg.model_name, str(version.version), version.run_id, reg.staging_alias,
-                        windows.as_of.isoformat(), val_metrics, threshold_of(version), True)
+    return TrainOutcome(
+        reg.model_name,
+        str(version.version),
+        version.run_id,
+        reg.staging_alias,
+        windows.as_of.isoformat(),
+        val_metrics,
+        threshold_of(version),
+        True,
+    )
 
 
 def threshold_of(version) -> float:
@@ -368,8 +417,20 @@ def threshold_of(version) -> float:
         return 0.5
 
 
-def _log_and_register(settings, windows, net, net_spec, fitted, val_metrics, tuning_metrics, choice, profile,
-                      golden_input, golden_output, tags):
+def _log_and_register(
+    settings,
+    windows,
+    net,
+    net_spec,
+    fitted,
+    val_metrics,
+    tuning_metrics,
+    choice,
+    profile,
+    golden_input,
+    golden_output,
+    tags,
+):
     import tempfile
 
     import mlflow
@@ -378,8 +439,9 @@ def _log_and_register(settings, windows, net, net_spec, fitted, val_metrics, tun
 
     reg = settings.registry
     as_of = windows.as_of.isoformat()
-    with tracking.step_run(settings.experiments.training, f"train (as-of {as_of})", tags, params={"as_of": as_of},
-                           settings=settings) as run:
+    with tracking.step_run(
+        settings.experiments.training, f"train (as-of {as_of})", tags, params={"as_of": as_of}, settings=settings
+    ) as run:
         run_id = run.info.run_id
         mlflow_client = tracking.client()
         _log_params_and_history(settings, run_id, fitted, val_metrics, tuning_metrics)
@@ -395,8 +457,11 @@ def _log_and_register(settings, windows, net, net_spec, fitted, val_metrics, tun
         tracking.log_json(golden, "golden_samples.json")
         with tempfile.TemporaryDirectory() as tmp:
             files = model.save(net, net_spec, Path(tmp))
-            metadata = {"inputs": net_spec.describe_inputs(), "threshold": net_spec.threshold,
-                        "threshold_policy": choice.policy}
+            metadata = {
+                "inputs": net_spec.describe_inputs(),
+                "threshold": net_spec.threshold,
+                "threshold_policy": choice.policy,
+            }
             info = tracking.log_pyfunc_model(files, golden_input.head(3), golden_output.head(3), metadata=metadata)
         _ensure_registered(mlflow_client, reg.model_name)
         # model_id names the logged model the `models:/m-...` source belongs to: every tracking
@@ -410,16 +475,23 @@ def _log_and_register(settings, windows, net, net_spec, fitted, val_metrics, tun
         from retrain.registry import write_version_description
 
         write_version_description(mlflow_client, settings, version.version)
-    return TrainOutcome(reg.model_name, str(version.version), run_id, reg.staging_alias, windows.as_of.isoformat(),
-                        val_metrics, net_spec.threshold)
+    return TrainOutcome(
+        reg.model_name,
+        str(version.version),
+        run_id,
+        reg.staging_alias,
+        windows.as_of.isoformat(),
+        val_metrics,
+        net_spec.threshold,
+    )
 
 
 def _version_tags(run_tags: dict[str, str], val_metrics: dict[str, float]) -> dict[str, str]:
     """The tutorial's metadata, on the version itself: training date, window, features, metrics."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     tags = {k: v for k, v in run_tags.items()}
-    tags["retrain.trained_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    tags["retrain.trained_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     tags["retrain.metrics"] = json.dumps({k: round(float(v), 6) for k, v in val_metrics.items()}, sort_keys=True)
     return tags
 

@@ -44,8 +44,13 @@ class TriggerDecision:
         return bool(set(self.signals) & ADAPTING_SIGNALS)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "reasons": list(self.reasons), "notes": list(self.notes),
-                "signals": list(self.signals), "warnings": list(self.warnings)}
+        return {
+            **asdict(self),
+            "reasons": list(self.reasons),
+            "notes": list(self.notes),
+            "signals": list(self.signals),
+            "warnings": list(self.warnings),
+        }
 
 
 @dataclass(frozen=True)
@@ -89,9 +94,11 @@ def relative_performance_reason(evidence: Evidence, n_labels: int, policy: Trigg
     upper = change + _z(policy.alpha) * se
     if upper >= -policy.max_roc_auc_drop:
         return None
-    return (f"performance: roc_auc {e.roc_auc:.4f} on {n_labels:,} labelled rows is {-change:.4f} below its "
-            f"validation-time {e.validation_roc_auc:.4f} (upper {100 * (1 - policy.alpha):g}% bound of the change "
-            f"{upper:+.4f} < -{policy.max_roc_auc_drop:g})")
+    return (
+        f"performance: roc_auc {e.roc_auc:.4f} on {n_labels:,} labelled rows is {-change:.4f} below its "
+        f"validation-time {e.validation_roc_auc:.4f} (upper {100 * (1 - policy.alpha):g}% bound of the change "
+        f"{upper:+.4f} < -{policy.max_roc_auc_drop:g})"
+    )
 
 
 def label_rate_reason(evidence: Evidence, n_labels: int, policy: TriggerPolicy) -> str | None:
@@ -107,9 +114,11 @@ def label_rate_reason(evidence: Evidence, n_labels: int, policy: TriggerPolicy) 
     nearest = abs(shift) - _z(policy.alpha) * math.sqrt(variance)
     if nearest <= policy.max_label_rate_shift:
         return None
-    return (f"label rate: {e.label_rate:.4f} on {n_labels:,} labelled rows vs {e.validation_label_rate:.4f} at "
-            f"validation ({shift:+.4f}; beyond +-{policy.max_label_rate_shift:g} with confidence "
-            f"{100 * (1 - policy.alpha):g}%)")
+    return (
+        f"label rate: {e.label_rate:.4f} on {n_labels:,} labelled rows vs {e.validation_label_rate:.4f} at "
+        f"validation ({shift:+.4f}; beyond +-{policy.max_label_rate_shift:g} with confidence "
+        f"{100 * (1 - policy.alpha):g}%)"
+    )
 
 
 def prediction_drift_reason(evidence: Evidence, policy: TriggerPolicy) -> str | None:
@@ -184,8 +193,9 @@ def decide(
     notes: list[str] = []
     if not has_production:
         reasons.append("no production model")
-        return TriggerDecision(True, tuple(reasons), "retrain: " + "; ".join(reasons), {}, (),
-                               (*signals, "no_production"))
+        return TriggerDecision(
+            True, tuple(reasons), "retrain: " + "; ".join(reasons), {}, (), (*signals, "no_production")
+        )
     evidence = evidence or Evidence()
     drift = drift_reasons(psi_by_feature, policy)
     drift_found = list(drift.values())
@@ -216,8 +226,15 @@ def decide(
         signals.append("age")
     drifted = {n: psi_by_feature[n] for n in drift}
     if reasons:
-        return TriggerDecision(True, tuple(reasons), "retrain: " + "; ".join(reasons), drifted, tuple(notes),
-                               tuple(signals), tuple(warnings))
+        return TriggerDecision(
+            True,
+            tuple(reasons),
+            "retrain: " + "; ".join(reasons),
+            drifted,
+            tuple(notes),
+            tuple(signals),
+            tuple(warnings),
+        )
     facts = []
     if psi_by_feature:
         top = max(psi_by_feature, key=lambda n: psi_by_feature[n])

@@ -55,8 +55,14 @@ def use_store(mp: pytest.MonkeyPatch, db_source: Path, folder: Path) -> str:
 def tracking(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh tracking URI (copied template DB) with the test's tmp folder as working folder."""
     monkeypatch.chdir(tmp_path)
-    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "RETRAIN_PARENT_RUN_ID",
-                "RETRAIN_EVENTS_PATH", "RETRAIN_PROJECT_DIR"):
+    for var in (
+        "MLFLOW_RUN_ID",
+        "MLFLOW_EXPERIMENT_ID",
+        "MLFLOW_EXPERIMENT_NAME",
+        "RETRAIN_PARENT_RUN_ID",
+        "RETRAIN_EVENTS_PATH",
+        "RETRAIN_PROJECT_DIR",
+    ):
         monkeypatch.delenv(var, raising=False)
     if "unit" in request.node.nodeid.split("/"):
         yield ""
@@ -131,9 +137,14 @@ def unique_names(prefix: str = "t") -> list[str]:
     import uuid
 
     tag = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    return [f"registry.model_name=churn-{tag}", f"experiments.training=training-{tag}",
-            f"experiments.comparisons=comparisons-{tag}", f"experiments.monitoring=monitoring-{tag}",
-            f"experiments.cycles=cycles-{tag}", *BUSY_MACHINE]
+    return [
+        f"registry.model_name=churn-{tag}",
+        f"experiments.training=training-{tag}",
+        f"experiments.comparisons=comparisons-{tag}",
+        f"experiments.monitoring=monitoring-{tag}",
+        f"experiments.cycles=cycles-{tag}",
+        *BUSY_MACHINE,
+    ]
 
 
 def _needs_env(name: str) -> str:
@@ -141,8 +152,10 @@ def _needs_env(name: str) -> str:
 
     value = os.environ.get(name, "").strip()
     if not value:
-        pytest.skip(f"{name} is not set: start PostgreSQL, the S3 server and the tracking servers as .ci/run does "
-                    "(`python -m tests.services up DIR`, then source its output)")
+        pytest.skip(
+            f"{name} is not set: start PostgreSQL, the S3 server and the tracking servers as .ci/run does "
+            "(`python -m tests.services up DIR`, then source its output)"
+        )
     return value
 
 
@@ -191,6 +204,8 @@ def tracking_server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
     uri = request.getfixturevalue("sqlite_server").url
     point_mlflow(monkeypatch, uri)
     return uri
+
+
 def write_with_gaps(folder: Path, *, seed: int, region: bool = False) -> Path:
     """45 days x 200 stable rows as sources deliver them: income missing in 5% of rows and channel (null) in 3%;
     with `region`, an integer-coded categorical (int64 codes 1..4). One parquet file in `folder`."""

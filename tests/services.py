@@ -42,8 +42,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(ready: Callable[[], bool], what: str, timeout: float, proc: subprocess.Popen | None = None,
-             log: Path | None = None) -> None:
+def wait_for(
+    ready: Callable[[], bool], what: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None
+) -> None:
     """Poll `ready` until it is true; fail with the service's log tail if it dies or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -52,7 +53,7 @@ def wait_for(ready: Callable[[], bool], what: str, timeout: float, proc: subproc
         try:
             if ready():
                 return
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception:
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{what} not ready after {timeout:.0f} s: {_tail(log)}")
@@ -106,8 +107,15 @@ class Service:
     def spawn(self) -> Service:
         out = self.log.open("ab")
         # Its own session: stopping it ends its workers too, and never anything else.
-        self.proc = subprocess.Popen(self.args, cwd=self.folder, env={**os.environ, **self.env}, stdout=out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.args,
+            cwd=self.folder,
+            env={**os.environ, **self.env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         out.close()
         return self
 
@@ -151,23 +159,47 @@ def _wait_port_free(port: int, timeout: float = 20) -> None:
     wait_for(free, f"port {port} to close", timeout)
 
 
-def mlflow_server(folder: Path, backend_uri: str, *, artifacts_destination: str | None = None,
-                  default_artifact_root: str | None = None, env: dict[str, str] | None = None,
-                  port: int | None = None, name: str = "mlflow-server", workers: int | None = 1,
-                  options: tuple[str, ...] = ()) -> Service:
+def mlflow_server(
+    folder: Path,
+    backend_uri: str,
+    *,
+    artifacts_destination: str | None = None,
+    default_artifact_root: str | None = None,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    name: str = "mlflow-server",
+    workers: int | None = 1,
+    options: tuple[str, ...] = (),
+) -> Service:
     """`mlflow server` (not started): artifacts proxied to `artifacts_destination`, or written by
     clients directly to `default_artifact_root` (then `--no-serve-artifacts`). `workers`: uvicorn worker
     processes (1 for the tests, to spare memory; None = MLflow's default, 4). `options`: more of its options."""
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    args = [sys.executable, "-m", "mlflow", "server", "--host", HOST, "--port", str(port),
-            *(["--workers", str(workers)] if workers else []), "--backend-store-uri", backend_uri, "--allowed-hosts", f"{HOST}:{port},localhost:{port}",
-            *options]
+    args = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        *(["--workers", str(workers)] if workers else []),
+        "--backend-store-uri",
+        backend_uri,
+        "--allowed-hosts",
+        f"{HOST}:{port},localhost:{port}",
+        *options,
+    ]
     if default_artifact_root:
         args += ["--no-serve-artifacts", "--default-artifact-root", default_artifact_root]
     else:
-        args += ["--serve-artifacts", "--artifacts-destination",
-                 artifacts_destination or (folder / "artifacts").as_uri()]
+        args += [
+            "--serve-artifacts",
+            "--artifacts-destination",
+            artifacts_destination or (folder / "artifacts").as_uri(),
+        ]
     # No job executor: its worker processes serve GenAI features this project does not use.
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
     return Service(name, args, port, folder, env, ready_url=f"http://{HOST}:{port}/health")
@@ -194,8 +226,13 @@ def make_bucket(endpoint: str, bucket: str) -> None:
     import boto3
 
     env = s3_env(endpoint)
-    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    )
     s3.create_bucket(Bucket=bucket)
 
 
@@ -241,9 +278,26 @@ class Postgres:
         if os.geteuid() == 0:
             shutil.chown(folder, "postgres")
             shutil.chown(pwfile, "postgres")
-        done = subprocess.run(_as_postgres([pg_bin("initdb"), "-D", str(folder / "data"), "-U", PG_USER, "--pwfile",
-                                            str(pwfile), "-A", "scram-sha-256", "--no-sync", "-E", "UTF8"]),
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            _as_postgres(
+                [
+                    pg_bin("initdb"),
+                    "-D",
+                    str(folder / "data"),
+                    "-U",
+                    PG_USER,
+                    "--pwfile",
+                    str(pwfile),
+                    "-A",
+                    "scram-sha-256",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                ]
+            ),
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"initdb in {folder} failed: {done.stderr.strip()[-1000:]}")
         return cls(folder, port or free_port())
@@ -254,14 +308,34 @@ class Postgres:
 
     def start(self) -> Postgres:
         options = f"-h {HOST} -p {self.port} -k {self.folder} -c fsync=off -c full_page_writes=off"
-        subprocess.run(_as_postgres([pg_bin("pg_ctl"), "-D", str(self.folder / "data"), "-l", str(self.log),
-                                     "-o", options, "-w", "-t", "120", "start"]), check=True, capture_output=True)
+        subprocess.run(
+            _as_postgres(
+                [
+                    pg_bin("pg_ctl"),
+                    "-D",
+                    str(self.folder / "data"),
+                    "-l",
+                    str(self.log),
+                    "-o",
+                    options,
+                    "-w",
+                    "-t",
+                    "120",
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
         return self
 
     def stop(self, mode: str = "fast") -> None:
         """`immediate` is a crash (no shutdown checkpoint); `fast` a clean stop."""
-        subprocess.run(_as_postgres([pg_bin("pg_ctl"), "-D", str(self.folder / "data"), "-m", mode, "-w", "stop"]),
-                       check=False, capture_output=True)
+        subprocess.run(
+            _as_postgres([pg_bin("pg_ctl"), "-D", str(self.folder / "data"), "-m", mode, "-w", "stop"]),
+            check=False,
+            capture_output=True,
+        )
 
     def uri(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://{PG_USER}:{PG_PASSWORD}@{HOST}:{self.port}/{database}"
@@ -304,10 +378,20 @@ def up(state: Path) -> dict[str, str]:
     _record(state, "s3", {"pid": s3.proc.pid})
     migrate(pg.create_database(TEMPLATE_DB))  # tests copy it: a fresh tracking database in a second
     env = s3_env(s3.url)
-    proxied = mlflow_server(state / "proxied", pg.create_database("mlflow_proxied", TEMPLATE_DB),
-                            artifacts_destination=f"s3://{bucket}/proxied", env=env, name="mlflow-proxied")
-    direct = mlflow_server(state / "direct", pg.create_database("mlflow_direct", TEMPLATE_DB),
-                           default_artifact_root=f"s3://{bucket}/direct", env=env, name="mlflow-direct")
+    proxied = mlflow_server(
+        state / "proxied",
+        pg.create_database("mlflow_proxied", TEMPLATE_DB),
+        artifacts_destination=f"s3://{bucket}/proxied",
+        env=env,
+        name="mlflow-proxied",
+    )
+    direct = mlflow_server(
+        state / "direct",
+        pg.create_database("mlflow_direct", TEMPLATE_DB),
+        default_artifact_root=f"s3://{bucket}/direct",
+        env=env,
+        name="mlflow-direct",
+    )
     for server in (proxied, direct):
         server.spawn()
         _record(state, server.name, {"pid": server.proc.pid})

@@ -79,7 +79,8 @@ class Router:
             limit = assign.share_buckets(route.share)
             fallback = assign.bucket(request_id, self.name)
             to_candidate = np.fromiter(
-                ((assign.bucket(e, self.name) if e is not None else fallback) < limit for e in ids), bool, n)
+                ((assign.bucket(e, self.name) if e is not None else fallback) < limit for e in ids), bool, n
+            )
         prediction = np.zeros(n, dtype=np.int64)
         probability = np.zeros(n, dtype=np.float64)
         variant = np.full(n, "production", dtype=object)
@@ -88,25 +89,52 @@ class Router:
         prod_idx = np.flatnonzero(~to_candidate)
         batches: list[Batch] = []
         if len(cand_idx):
-            ok = self._score(snap.candidate, "candidate", frame, cand_idx, request_id, at, ids, assignment, n,
-                             prediction, probability, served=True, batches=batches)
+            ok = self._score(
+                snap.candidate,
+                "candidate",
+                frame,
+                cand_idx,
+                request_id,
+                at,
+                ids,
+                assignment,
+                n,
+                prediction,
+                probability,
+                served=True,
+                batches=batches,
+            )
             if ok:
                 variant[cand_idx] = "candidate"
                 version[cand_idx] = snap.candidate.version
             else:  # the candidate failed: production answers these records too (the error is logged and counted)
                 prod_idx = np.arange(n)
                 self.count(fallbacks=len(cand_idx))
-        answered = not len(prod_idx) or self._score(snap.production, "production", frame, prod_idx, request_id, at,
-                                                    ids, assignment, n, prediction, probability, served=True,
-                                                    batches=batches)
+        answered = not len(prod_idx) or self._score(
+            snap.production,
+            "production",
+            frame,
+            prod_idx,
+            request_id,
+            at,
+            ids,
+            assignment,
+            n,
+            prediction,
+            probability,
+            served=True,
+            batches=batches,
+        )
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:  # UTF-16/32 JSON: keep what it says, in UTF-8
             text = json.dumps(data)
         self.log.add(*batches, request=LoggedRequest(request_id, at, self.name, n, text))  # lands in one transaction
         if not answered:
-            raise PayloadError(500, f"production model version {snap.production.version} failed to score the request; "
-                                    "see the service log")
+            raise PayloadError(
+                500,
+                f"production model version {snap.production.version} failed to score the request; see the service log",
+            )
         self.count(requests=1, **{f"records_{v}": int(c) for v, c in zip(*np.unique(variant, return_counts=True))})
         if route.mode == "shadow" and snap.candidate is not None:
             self._submit_shadow(snap.candidate, frame, request_id, at, ids, assignment)
@@ -116,14 +144,38 @@ class Router:
         ]
         return {"request_id": request_id, "predictions": predictions}, request_id
 
-    def _score(self, loaded: Loaded, name: str, frame: pd.DataFrame, idx, request_id: str, at, ids, assignment, n: int,
-               prediction, probability, *, served: bool, batches: list[Batch]) -> bool:
+    def _score(
+        self,
+        loaded: Loaded,
+        name: str,
+        frame: pd.DataFrame,
+        idx,
+        request_id: str,
+        at,
+        ids,
+        assignment,
+        n: int,
+        prediction,
+        probability,
+        *,
+        served: bool,
+        batches: list[Batch],
+    ) -> bool:
         """Score the records `idx` with one version, fill the answer arrays, add the log rows to `batches`;
         False on a failure."""
         part = frame if len(idx) == n else frame.iloc[idx].reset_index(drop=True)
         records = idx.tolist()
-        batch = Batch(request_id, at, self.name, name, loaded.version, served, records, [ids[i] for i in records],
-                      [assignment[i] for i in records])
+        batch = Batch(
+            request_id,
+            at,
+            self.name,
+            name,
+            loaded.version,
+            served,
+            records,
+            [ids[i] for i in records],
+            [assignment[i] for i in records],
+        )
         start = time.perf_counter()
         try:
             out = loaded.model.predict(part)
@@ -131,7 +183,7 @@ class Router:
             q = out["probability"].to_numpy(dtype="float64")
             if len(p) != len(part):
                 raise ValueError(f"returned {len(p)} rows for {len(part)} records")
-        except Exception as exc:  # noqa: BLE001 - a model failure is logged as an error row, never a crash
+        except Exception as exc:
             batch.served = False
             batch.latency_ms = (time.perf_counter() - start) * 1000
             batch.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:2000]
@@ -161,8 +213,21 @@ class Router:
         try:
             n = len(frame)
             batches: list[Batch] = []
-            ok = self._score(candidate, "shadow", frame, np.arange(n), request_id, at, ids, assignment, n, None, None,
-                             served=False, batches=batches)
+            ok = self._score(
+                candidate,
+                "shadow",
+                frame,
+                np.arange(n),
+                request_id,
+                at,
+                ids,
+                assignment,
+                n,
+                None,
+                None,
+                served=False,
+                batches=batches,
+            )
             self.log.add(*batches)
             self.count(**{"shadow_scored" if ok else "shadow_failed": 1})
         finally:
@@ -180,8 +245,11 @@ class Router:
         data = _json(body)
         items = data.get("feedback") if isinstance(data, dict) and "feedback" in data else [data]
         if not isinstance(items, list) or not items:
-            raise PayloadError(400, "send {\"request_id\": ..., \"label\": 0|1} or {\"entity_id\": ..., \"label\": 0|1}, "
-                                    "or a list of those under \"feedback\"")
+            raise PayloadError(
+                400,
+                'send {"request_id": ..., "label": 0|1} or {"entity_id": ..., "label": 0|1}, '
+                'or a list of those under "feedback"',
+            )
         rows = []
         at = utcnow()
         known: dict[str, int] = {}  # request id -> records, looked up once per call
@@ -214,9 +282,13 @@ class Router:
                 records = self.log.find_records(self.name, request_id)
             known[request_id] = records
         if records == 0:
-            raise PayloadError(404, f"{where}: unknown request_id {request_id!r}: no prediction with that id in the log")
+            raise PayloadError(
+                404, f"{where}: unknown request_id {request_id!r}: no prediction with that id in the log"
+            )
         if record >= records:
-            raise PayloadError(422, f"{where}: request {request_id} has {records} records; record {record} does not exist")
+            raise PayloadError(
+                422, f"{where}: request {request_id} has {records} records; record {record} does not exist"
+            )
         return {"request_id": request_id, "record": record, "label": label, "at": at, "entity_id": None}
 
     def _by_entity(self, where: str, item: dict, label: int, at) -> dict[str, Any]:
@@ -235,8 +307,11 @@ class Router:
         st = self.live.status
 
         def describe(loaded: Loaded | None) -> dict[str, Any] | None:
-            return None if loaded is None else {"version": loaded.version, "loaded_at": loaded.loaded_at,
-                                                "load_s": loaded.load_s}
+            return (
+                None
+                if loaded is None
+                else {"version": loaded.version, "loaded_at": loaded.loaded_at, "load_s": loaded.load_s}
+            )
 
         route = snap.route if snap else None
         rollout = snap.rollout if snap else None
@@ -249,16 +324,37 @@ class Router:
             "candidate": describe(snap.candidate) if snap else None,
             "mode": route.mode if route else None,
             "share": route.share if route else None,
-            "rollout": None if rollout is None else {
-                "mode": rollout.mode, "status": rollout.status, "candidate": rollout.candidate, "share": rollout.share,
-                "stage": rollout.stage + 1 if rollout.stages else None, "stages": list(rollout.stages),
-                "seq": rollout.seq, "reason": rollout.reason},
+            "rollout": None
+            if rollout is None
+            else {
+                "mode": rollout.mode,
+                "status": rollout.status,
+                "candidate": rollout.candidate,
+                "share": rollout.share,
+                "stage": rollout.stage + 1 if rollout.stages else None,
+                "stages": list(rollout.stages),
+                "seq": rollout.seq,
+                "reason": rollout.reason,
+            },
             "counts": counts,
-            "reload": {"last_poll_at": st.last_poll_at, "last_change_at": st.last_change_at, "changes": st.changes,
-                       "error": st.error, "errors": st.errors, "notes": st.notes,
-                       "poll_s": self.settings.serving.poll_s},
-            "log": {"url": redact(self.log.url), "rows_in": c.rows_in, "rows_out": c.rows_out, "backlog": self.log.backlog,
-                    "failed_writes": c.batches_failed, "lost": c.lost, "error": c.last_error},
+            "reload": {
+                "last_poll_at": st.last_poll_at,
+                "last_change_at": st.last_change_at,
+                "changes": st.changes,
+                "error": st.error,
+                "errors": st.errors,
+                "notes": st.notes,
+                "poll_s": self.settings.serving.poll_s,
+            },
+            "log": {
+                "url": redact(self.log.url),
+                "rows_in": c.rows_in,
+                "rows_out": c.rows_out,
+                "backlog": self.log.backlog,
+                "failed_writes": c.batches_failed,
+                "lost": c.lost,
+                "error": c.last_error,
+            },
         }
 
 
@@ -316,8 +412,9 @@ def create_app(settings: Settings, live: Live, predictions: PredictionLog) -> Fa
             live.stop()
             await run_in_threadpool(router.close)
             await run_in_threadpool(predictions.close)
-            log.info("stopped: %d prediction rows written, %d lost", predictions.counters.rows_out,
-                     predictions.counters.lost)
+            log.info(
+                "stopped: %d prediction rows written, %d lost", predictions.counters.rows_out, predictions.counters.lost
+            )
 
     app = FastAPI(title="retrain serve", lifespan=lifespan)
     app.state.router = router
@@ -329,14 +426,20 @@ def create_app(settings: Settings, live: Live, predictions: PredictionLog) -> Fa
     async def read(request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
-            raise PayloadError(413, f"the body has {int(declared):,} bytes, over the limit of {limit:,} "
-                                    "(serving.max_body_bytes); send fewer records per request")
+            raise PayloadError(
+                413,
+                f"the body has {int(declared):,} bytes, over the limit of {limit:,} "
+                "(serving.max_body_bytes); send fewer records per request",
+            )
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise PayloadError(413, f"the body is over the limit of {limit:,} bytes (serving.max_body_bytes); "
-                                        "send fewer records per request")
+                raise PayloadError(
+                    413,
+                    f"the body is over the limit of {limit:,} bytes (serving.max_body_bytes); "
+                    "send fewer records per request",
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -386,7 +489,9 @@ def create_app(settings: Settings, live: Live, predictions: PredictionLog) -> Fa
             data = event.get("data") or {}
             relevant = event.get("entity") == "model_version_alias" and data.get("name") == settings.registry.model_name
         except (json.JSONDecodeError, AttributeError):
-            return error(PayloadError(400, "the webhook body is not an MLflow webhook event (JSON with entity, action, data)"))
+            return error(
+                PayloadError(400, "the webhook body is not an MLflow webhook event (JSON with entity, action, data)")
+            )
         if relevant:
             router.count(webhook_reloads=1)
             live.wake()
@@ -405,9 +510,12 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     live.refresh()  # RegistryError before listening when there is nothing (loadable) to serve
     predictions = PredictionLog(settings.serving.log_url, settings.serving.log_batch_rows, settings.serving.log_flush_s)
     if not os.environ.get(settings.serving.webhook_secret_env):
-        log.warning("$%s is not set: MLflow webhook deliveries are accepted without a signature check",
-                    settings.serving.webhook_secret_env)
+        log.warning(
+            "$%s is not set: MLflow webhook deliveries are accepted without a signature check",
+            settings.serving.webhook_secret_env,
+        )
     app = create_app(settings, live, predictions)
-    config = uvicorn.Config(app, host=host or settings.serving.host, port=port or settings.serving.port,
-                            log_level="info", lifespan="on")
+    config = uvicorn.Config(
+        app, host=host or settings.serving.host, port=port or settings.serving.port, log_level="info", lifespan="on"
+    )
     uvicorn.Server(config).run()

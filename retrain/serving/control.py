@@ -12,38 +12,51 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from retrain.config import Settings
 from retrain.errors import DataError, RegistryError
-from retrain.serving.rollout import (ACTIVE, Rollout, Step, VariantStats, apply_step, canary_step, route,
-                                     validate_start)
+from retrain.serving.rollout import ACTIVE, Rollout, Step, VariantStats, apply_step, canary_step, route, validate_start
 
 log = logging.getLogger("retrain.serving")
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _naive_utc(iso: str) -> datetime:
     """An ISO time from a record as the naive UTC the prediction log stores."""
-    return datetime.fromisoformat(iso).astimezone(timezone.utc).replace(tzinfo=None)
+    return datetime.fromisoformat(iso).astimezone(UTC).replace(tzinfo=None)
 
 
 def guardrails(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """The canary guardrails from the settings, with command-line overrides (None = keep the setting)."""
     r = settings.rollout
-    values = {"min_requests": r.min_requests, "max_error_rate": r.max_error_rate, "max_p99_ms": r.max_p99_ms,
-              "metric": r.metric, "max_metric_drop": r.max_metric_drop, "min_labels": r.min_labels}
+    values = {
+        "min_requests": r.min_requests,
+        "max_error_rate": r.max_error_rate,
+        "max_p99_ms": r.max_p99_ms,
+        "metric": r.metric,
+        "max_metric_drop": r.max_metric_drop,
+        "min_labels": r.min_labels,
+    }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return values
 
 
-def start(settings: Settings, mode: str, *, share: float | None = None, candidate: str | None = None,
-          stages: tuple[float, ...] | None = None, reason: str | None = None, actor: str | None = None,
-          **guardrail_overrides: Any) -> tuple[Rollout, bool]:
+def start(
+    settings: Settings,
+    mode: str,
+    *,
+    share: float | None = None,
+    candidate: str | None = None,
+    stages: tuple[float, ...] | None = None,
+    reason: str | None = None,
+    actor: str | None = None,
+    **guardrail_overrides: Any,
+) -> tuple[Rollout, bool]:
     """Start a rollout of the candidate (default: the staging alias) against current production.
 
     Returns (record, resumed): starting a canary of the same candidate while one is active resumes it.
@@ -61,11 +74,14 @@ def start(settings: Settings, mode: str, *, share: float | None = None, candidat
     reg = settings.registry
     candidate = str(candidate) if candidate else state.staging
     if state.production is None:
-        raise RegistryError(f"{reg.model_name} has no @{reg.production_alias} version: a rollout needs production "
-                            "to compare with; promote a first version")
+        raise RegistryError(
+            f"{reg.model_name} has no @{reg.production_alias} version: a rollout needs production "
+            "to compare with; promote a first version"
+        )
     if candidate is None:
-        raise RegistryError(f"no candidate: alias @{reg.staging_alias} of {reg.model_name} is not set; "
-                            "pass --candidate VERSION")
+        raise RegistryError(
+            f"no candidate: alias @{reg.staging_alias} of {reg.model_name} is not set; pass --candidate VERSION"
+        )
     registry.version(candidate)
     if candidate == state.production:
         raise RegistryError(f"candidate version {candidate} is already @{reg.production_alias}; nothing to roll out")
@@ -74,15 +90,24 @@ def start(settings: Settings, mode: str, *, share: float | None = None, candidat
     if latest is not None and route(latest, state.production).mode != "single":
         if mode == "canary" and latest.mode == "canary" and latest.candidate == candidate:
             return latest, True
-        raise RegistryError(f"a rollout is active ({latest.mode} of version {latest.candidate} at {latest.share:g}%, "
-                            f"record #{latest.seq}); run `retrain rollout stop` first")
+        raise RegistryError(
+            f"a rollout is active ({latest.mode} of version {latest.candidate} at {latest.share:g}%, "
+            f"record #{latest.seq}); run `retrain rollout stop` first"
+        )
     now = _now()
     record = Rollout(
-        mode=mode, candidate=candidate, production=state.production,
+        mode=mode,
+        candidate=candidate,
+        production=state.production,
         share=stages[0] if mode == "canary" else (100.0 if mode == "shadow" else float(share)),
-        stages=stages if mode == "canary" else (), stage=0, status=ACTIVE,
+        stages=stages if mode == "canary" else (),
+        stage=0,
+        status=ACTIVE,
         reason=reason or f"{mode} of version {candidate} against production {state.production}",
-        at=now, started_at=now, stage_started_at=now, actor=actor or who(),
+        at=now,
+        started_at=now,
+        stage_started_at=now,
+        actor=actor or who(),
         guardrails=guardrails(settings, **guardrail_overrides) if mode == "canary" else {},
     )
     return store.write(record, latest.seq if latest else 0), False
@@ -96,11 +121,17 @@ def stop(settings: Settings, *, reason: str | None = None, actor: str | None = N
     store = RolloutStore(settings)
     latest = store.read()
     if latest is None or latest.status != ACTIVE:
-        raise RegistryError(f"no active rollout of {settings.registry.model_name} to stop"
-                            f"{f' (the latest, #{latest.seq}, is {latest.status})' if latest else ''}")
+        raise RegistryError(
+            f"no active rollout of {settings.registry.model_name} to stop"
+            f"{f' (the latest, #{latest.seq}, is {latest.status})' if latest else ''}"
+        )
     now = _now()
-    return store.write(replace(latest, status="stopped", share=0.0, reason=reason or "stopped by operator", at=now,
-                               actor=actor or who()), latest.seq)
+    return store.write(
+        replace(
+            latest, status="stopped", share=0.0, reason=reason or "stopped by operator", at=now, actor=actor or who()
+        ),
+        latest.seq,
+    )
 
 
 def _log(settings: Settings):
@@ -115,15 +146,20 @@ def variant_stats(settings: Settings, rollout: Rollout, since: str) -> dict[str,
 
     predictions = _log(settings)
     try:
-        rows = predictions.rows(settings.registry.model_name, since=_naive_utc(since),
-                                versions=tuple(v for v in (rollout.production, rollout.candidate) if v))
+        rows = predictions.rows(
+            settings.registry.model_name,
+            since=_naive_utc(since),
+            versions=tuple(v for v in (rollout.production, rollout.candidate) if v),
+        )
     finally:
         predictions.engine.dispose()
     metric = rollout.guardrails.get("metric", settings.rollout.metric)
     out = {}
     for variant, version in (("production", rollout.production), ("candidate", rollout.candidate)):
-        part = rows[(rows["variant"] == (variant if rollout.mode != "shadow" or variant == "production" else "shadow"))
-                    & (rows["version"] == version)]
+        part = rows[
+            (rows["variant"] == (variant if rollout.mode != "shadow" or variant == "production" else "shadow"))
+            & (rows["version"] == version)
+        ]
         out[variant] = stats_of(part, metric)
     return out
 
@@ -141,9 +177,14 @@ def status(settings: Settings) -> dict[str, Any]:
     records = store.history()
     latest = records[-1] if records else None
     effective = route(latest, production)
-    out: dict[str, Any] = {"model_name": settings.registry.model_name, "production": production,
-                           "rollout": latest.to_dict() if latest else None, "route": asdict(effective),
-                           "records": len(records), "stats": None}
+    out: dict[str, Any] = {
+        "model_name": settings.registry.model_name,
+        "production": production,
+        "rollout": latest.to_dict() if latest else None,
+        "route": asdict(effective),
+        "records": len(records),
+        "stats": None,
+    }
     if latest is not None and latest.status == ACTIVE:
         try:
             out["stats"] = {k: asdict(v) for k, v in variant_stats(settings, latest, latest.started_at).items()}
@@ -162,8 +203,12 @@ class CanaryResult:
     promoted_move: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "reason": self.reason, "rollout": self.rollout.to_dict(),
-                "promoted_move": self.promoted_move}
+        return {
+            "action": self.action,
+            "reason": self.reason,
+            "rollout": self.rollout.to_dict(),
+            "promoted_move": self.promoted_move,
+        }
 
 
 def canary_step_once(settings: Settings, *, actor: str | None = None) -> CanaryResult:
@@ -179,19 +224,28 @@ def canary_step_once(settings: Settings, *, actor: str | None = None) -> CanaryR
     store = RolloutStore(settings, registry.client)
     latest = store.read()
     if latest is None or latest.mode != "canary":
-        raise RegistryError(f"no canary rollout of {settings.registry.model_name}; start one with "
-                            "`retrain rollout start --mode canary`")
+        raise RegistryError(
+            f"no canary rollout of {settings.registry.model_name}; start one with `retrain rollout start --mode canary`"
+        )
     if latest.status != ACTIVE:
         return CanaryResult("done", f"the canary is {latest.status}: {latest.reason}", latest)
     production = registry.state().production
     if production == latest.candidate:  # promoted (by this controller before it died, or by hand)
-        record = store.write(replace(latest, status="promoted", at=_now(), actor=actor,
-                                     reason=f"version {latest.candidate} is production"), latest.seq)
+        record = store.write(
+            replace(
+                latest, status="promoted", at=_now(), actor=actor, reason=f"version {latest.candidate} is production"
+            ),
+            latest.seq,
+        )
         return CanaryResult("done", record.reason, record)
     effective = route(latest, production)
     if effective.mode == "single":
-        record = store.write(replace(latest, status="stopped", share=0.0, at=_now(), actor=actor,
-                                     reason=f"canary stopped: {effective.note}"), latest.seq)
+        record = store.write(
+            replace(
+                latest, status="stopped", share=0.0, at=_now(), actor=actor, reason=f"canary stopped: {effective.note}"
+            ),
+            latest.seq,
+        )
         return CanaryResult("done", record.reason, record)
     try:
         stage = variant_stats(settings, latest, latest.stage_started_at)
@@ -204,8 +258,17 @@ def canary_step_once(settings: Settings, *, actor: str | None = None) -> CanaryR
         try:
             move = registry.promote(latest.candidate, reason=f"canary: {step.reason}", actor=actor)
         except RegistryError as exc:
-            record = store.write(replace(latest, status="blocked", share=0.0, at=now, actor=actor,
-                                         reason=f"canary passed every stage but promotion was refused: {exc}"), latest.seq)
+            record = store.write(
+                replace(
+                    latest,
+                    status="blocked",
+                    share=0.0,
+                    at=now,
+                    actor=actor,
+                    reason=f"canary passed every stage but promotion was refused: {exc}",
+                ),
+                latest.seq,
+            )
             _notify(settings, "canary_blocked", latest.candidate, record.reason)
             return CanaryResult("blocked", record.reason, record)
         record = store.write(replace(latest, status="promoted", at=now, actor=actor, reason=step.reason), latest.seq)
@@ -252,5 +315,7 @@ def describe(rollout: Rollout | None) -> str:
         return "no rollout recorded"
     share = f"{rollout.share:g}%"
     stage = f", stage {rollout.stage + 1}/{len(rollout.stages)}" if rollout.stages else ""
-    return (f"#{rollout.seq} {rollout.mode} of version {rollout.candidate} vs production {rollout.production}: "
-            f"{rollout.status}, share {share}{stage} ({rollout.reason})")
+    return (
+        f"#{rollout.seq} {rollout.mode} of version {rollout.candidate} vs production {rollout.production}: "
+        f"{rollout.status}, share {share}{stage} ({rollout.reason})"
+    )

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from retrain.config import Settings
@@ -29,7 +29,7 @@ log = logging.getLogger("retrain.serving")
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,10 @@ def schema_columns(model: Any, settings: Settings) -> list[Column]:
     schema = model.metadata.get_input_schema()
     try:
         spec = model.unwrap_python_model().spec
-        numeric, imputed = set(spec.numeric), {c for c in (*spec.numeric, *spec.categorical) if spec.policy(c) == "impute"}
+        numeric, imputed = (
+            set(spec.numeric),
+            {c for c in (*spec.numeric, *spec.categorical) if spec.policy(c) == "impute"},
+        )
     except AttributeError:  # not one of ours: the settings describe the features
         numeric = set(settings.data.numeric)
         imputed = {c for c in settings.data.features if settings.model.missing_policy(c) == "impute"}
@@ -86,8 +89,9 @@ def schema_columns(model: Any, settings: Settings) -> list[Column]:
         declared = KINDS.get(getattr(column.type, "name", None))
         return declared or ("number" if column.name in numeric else "category")
 
-    return [Column(c.name, kind(c), bool(getattr(c, "required", True)) and c.name not in imputed)
-            for c in schema.inputs]
+    return [
+        Column(c.name, kind(c), bool(getattr(c, "required", True)) and c.name not in imputed) for c in schema.inputs
+    ]
 
 
 class Live:
@@ -119,10 +123,18 @@ class Live:
             return self._cache[version]
         start = time.perf_counter()
         model = mlflow.pyfunc.load_model(f"models:/{self.name}/{version}")
-        loaded = Loaded(version, model, schema_columns(model, self.settings), _now(), round(time.perf_counter() - start, 3))
+        loaded = Loaded(
+            version, model, schema_columns(model, self.settings), _now(), round(time.perf_counter() - start, 3)
+        )
         self._cache[version] = loaded
-        keep = {self.snapshot.production.version, *([self.snapshot.candidate.version] if self.snapshot and self.snapshot.candidate else [])} \
-            if self.snapshot else set()
+        keep = (
+            {
+                self.snapshot.production.version,
+                *([self.snapshot.candidate.version] if self.snapshot and self.snapshot.candidate else []),
+            }
+            if self.snapshot
+            else set()
+        )
         while len(self._cache) > self.settings.serving.model_cache:
             oldest = next((v for v in self._cache if v not in keep and v != version), None)
             if oldest is None:
@@ -172,7 +184,7 @@ class Live:
         current = self.snapshot
         try:
             prod = self._load(production)
-        except Exception as exc:  # noqa: BLE001 - any load failure keeps the old model
+        except Exception as exc:
             message = f"version {production} failed to load: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             if current is None:
                 raise RegistryError(message) from None
@@ -183,22 +195,33 @@ class Live:
         if wanted.needs_candidate:
             try:
                 candidate = self._load(wanted.candidate)
-            except Exception as exc:  # noqa: BLE001 - a broken candidate turns the rollout off, not the service
-                notes.append(f"candidate version {wanted.candidate} failed to load ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''}); serving production only")
+            except Exception as exc:
+                notes.append(
+                    f"candidate version {wanted.candidate} failed to load ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}); serving production only"
+                )
                 wanted = Route("single", note=notes[-1])
         self._note(next((n for n in notes if "failed to load" in n), None))
         self.status.notes = notes
-        same = (current is not None and current.production.version == prod.version
-                and (current.candidate.version if current.candidate else None) == (candidate.version if candidate else None)
-                and current.route == wanted and (current.rollout.seq if current.rollout else 0) == (rollout.seq if rollout else 0))
+        same = (
+            current is not None
+            and current.production.version == prod.version
+            and (current.candidate.version if current.candidate else None) == (candidate.version if candidate else None)
+            and current.route == wanted
+            and (current.rollout.seq if current.rollout else 0) == (rollout.seq if rollout else 0)
+        )
         if same:
             return False
         self.snapshot = Snapshot(prod, candidate, wanted, rollout, _now())
         self.status.last_change_at = self.snapshot.at
         self.status.changes += 1
-        log.info("now serving %s: production version %s, route %s%s", self.name, prod.version, wanted.mode,
-                 f" (candidate {candidate.version}, share {wanted.share:g}%)" if candidate else "")
+        log.info(
+            "now serving %s: production version %s, route %s%s",
+            self.name,
+            prod.version,
+            wanted.mode,
+            f" (candidate {candidate.version}, share {wanted.share:g}%)" if candidate else "",
+        )
         self._preload_rollback_target(tags, production)
         return True
 
@@ -212,7 +235,7 @@ class Live:
             targets = rollback_candidates(head) if head is not None and head.production == production else []
             if targets:
                 self._load(targets[0])
-        except Exception as exc:  # noqa: BLE001 - only a speed-up: a failure here is logged, nothing more
+        except Exception as exc:
             log.warning("could not preload the rollback target of %s: %s", self.name, exc)
 
     # -- the poller
@@ -239,5 +262,5 @@ class Live:
                 break
             try:
                 self.refresh()
-            except Exception as exc:  # noqa: BLE001 - the poller must outlive any registry hiccup
+            except Exception as exc:
                 self._note(f"refresh failed: {type(exc).__name__}: {exc}")

@@ -37,7 +37,7 @@ def read_log(path: str, spec_features: tuple[str, ...], timestamp: str, label: s
     from retrain.serving.predlog import PredictionLog, redact
 
     url, _, fragment = path.partition("#")
-    model = fragment[len("model="):] if fragment.startswith("model=") else None
+    model = fragment[len("model=") :] if fragment.startswith("model=") else None
     log = PredictionLog.existing(url)
     try:
         if model is None:
@@ -46,21 +46,27 @@ def read_log(path: str, spec_features: tuple[str, ...], timestamp: str, label: s
             with log.engine.connect() as conn:
                 models = sorted(r[0] for r in conn.execute(select(log.predictions.c.model).distinct()))
             if len(models) > 1:
-                raise DataError(f"the prediction log {redact(url)} holds rows of {len(models)} models "
-                                f"({', '.join(models)}); pick one with data.path={url}#model=NAME")
+                raise DataError(
+                    f"the prediction log {redact(url)} holds rows of {len(models)} models "
+                    f"({', '.join(models)}); pick one with data.path={url}#model=NAME"
+                )
             model = models[0] if models else ""
         rows = log.rows(model, features=True)
     finally:
         log.engine.dispose()
     rows = rows[rows["served"] & rows["error"].isna()]
     if rows.empty:
-        raise DataError(f"the prediction log {redact(url)} has no served predictions"
-                        f"{f' of model {model}' if model else ''}; serve traffic with `retrain serve` first")
+        raise DataError(
+            f"the prediction log {redact(url)} has no served predictions"
+            f"{f' of model {model}' if model else ''}; serve traffic with `retrain serve` first"
+        )
     features = pd.DataFrame.from_records(list(rows["features"]), index=rows.index)
     missing = [c for c in spec_features if c not in features.columns]
     if missing:
-        raise DataError(f"column {missing[0]!r} is configured but missing from the records in the prediction log "
-                        f"{redact(url)} (sent: {', '.join(map(str, features.columns))}); fix data.* in the settings")
+        raise DataError(
+            f"column {missing[0]!r} is configured but missing from the records in the prediction log "
+            f"{redact(url)} (sent: {', '.join(map(str, features.columns))}); fix data.* in the settings"
+        )
     frame = features[list(spec_features)].copy()
     frame.insert(0, timestamp, pd.to_datetime(rows["at"]).astype("datetime64[ns]"))
     frame[label] = rows["label"]

@@ -62,13 +62,20 @@ def columns_of(body: Any) -> dict[str, list[Any]]:
     key = keys[0]
     value = body[key]
     if key == "dataframe_split":
-        if not isinstance(value, dict) or not isinstance(value.get("columns"), list) or not isinstance(value.get("data"), list):
+        if (
+            not isinstance(value, dict)
+            or not isinstance(value.get("columns"), list)
+            or not isinstance(value.get("data"), list)
+        ):
             raise PayloadError(400, "dataframe_split needs 'columns' (a list of names) and 'data' (a list of rows)")
         names, rows = value["columns"], value["data"]
         for i, row in enumerate(rows):
             if not isinstance(row, list) or len(row) != len(names):
-                raise PayloadError(422, f"dataframe_split row {i} has {len(row) if isinstance(row, list) else 'no'} "
-                                        f"values for {len(names)} columns")
+                raise PayloadError(
+                    422,
+                    f"dataframe_split row {i} has {len(row) if isinstance(row, list) else 'no'} "
+                    f"values for {len(names)} columns",
+                )
         return {str(name): [row[j] for row in rows] for j, name in enumerate(names)}
     if key == "inputs" and isinstance(value, dict):
         lengths = {len(v) if isinstance(v, list) else -1 for v in value.values()}
@@ -121,8 +128,14 @@ def _convert(column: Column, values: list[Any]) -> Any:
         return fast
     missing = _bad(values, lambda v: not _is_missing(v))
     if missing is not None and column.required:
-        wanted = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false",
-                  "category": "text or a whole-number code", "number": "a number"}[kind]
+        wanted = {
+            "int": "a whole number",
+            "float": "a number",
+            "str": "text",
+            "bool": "true or false",
+            "category": "text or a whole-number code",
+            "number": "a number",
+        }[kind]
         raise PayloadError(422, f"record {missing}: feature {name!r} is null; send {wanted}")
     if kind == "int":
         i = _bad(values, lambda v: _is_missing(v) or (type(v) in (int, float) and math.isfinite(v) and v == int(v)))
@@ -142,10 +155,16 @@ def _convert(column: Column, values: list[Any]) -> Any:
             raise PayloadError(422, f"record {i}: feature {name!r} must be true or false, got {values[i]!r}")
         return np.array(values, dtype=object if missing is not None else bool)
     if kind == "category":  # text or integer codes (1, 1.0 and "1" are one category: the model casts)
-        i = _bad(values, lambda v: _is_missing(v) or type(v) in (str, int)
-                 or (type(v) is float and math.isfinite(v) and v == int(v)))
+        i = _bad(
+            values,
+            lambda v: (
+                _is_missing(v) or type(v) in (str, int) or (type(v) is float and math.isfinite(v) and v == int(v))
+            ),
+        )
         if i is not None:
-            raise PayloadError(422, f"record {i}: feature {name!r} must be text or a whole-number code, got {values[i]!r}")
+            raise PayloadError(
+                422, f"record {i}: feature {name!r} must be text or a whole-number code, got {values[i]!r}"
+            )
         return np.array([None if _is_missing(v) else v for v in values], dtype=object)
     i = _bad(values, lambda v: _is_missing(v) or type(v) is str)
     if i is not None:
@@ -173,9 +192,12 @@ def parse(body: Any, columns: list[Column], id_column: str | None) -> Parsed:
         raise PayloadError(400, "the request has no records: send at least one")
     absent = [c.name for c in columns if c.required and c.name not in data]
     if absent:
-        raise PayloadError(422, f"records are missing feature {absent[0]!r}"
-                                f"{f' (and {len(absent) - 1} more)' if len(absent) > 1 else ''}; "
-                                f"the model needs: {', '.join(c.name for c in columns)}")
+        raise PayloadError(
+            422,
+            f"records are missing feature {absent[0]!r}"
+            f"{f' (and {len(absent) - 1} more)' if len(absent) > 1 else ''}; "
+            f"the model needs: {', '.join(c.name for c in columns)}",
+        )
     frame = pd.DataFrame({c.name: _convert(c, data[c.name]) for c in columns if c.name in data})
     ids = entity_ids(data.get(id_column) if id_column else None, n, id_column or "id")
     return Parsed(frame, ids)

@@ -23,9 +23,9 @@ import logging
 import queue
 import threading
 import time
-from itertools import repeat
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -36,12 +36,12 @@ log = logging.getLogger("retrain.serving")
 
 
 def _tables():
-    from sqlalchemy import (Boolean, Column, DateTime, Float, Index, Integer, MetaData, SmallInteger, String, Table,
-                            Text)
+    from sqlalchemy import Boolean, Column, DateTime, Float, Index, Integer, MetaData, SmallInteger, String, Table, Text
 
     metadata = MetaData()
     requests = Table(
-        "requests", metadata,
+        "requests",
+        metadata,
         Column("request_id", String(36), primary_key=True),
         Column("at", DateTime, nullable=False),
         Column("model", String(256), nullable=False),
@@ -49,7 +49,8 @@ def _tables():
         Column("body", Text, nullable=False),
     )
     predictions = Table(
-        "predictions", metadata,
+        "predictions",
+        metadata,
         Column("id", Integer, primary_key=True, autoincrement=True),
         Column("request_id", String(36), nullable=False),
         Column("record", Integer, nullable=False),
@@ -69,7 +70,8 @@ def _tables():
         Index("ix_predictions_entity", "model", "entity_id", "at"),
     )
     feedback = Table(
-        "feedback", metadata,
+        "feedback",
+        metadata,
         Column("id", Integer, primary_key=True, autoincrement=True),
         Column("request_id", String(36), nullable=False),
         Column("record", Integer, nullable=False),
@@ -83,7 +85,7 @@ def _tables():
 
 def utcnow() -> datetime:
     """Naive UTC (what the log stores: the same in SQLite and PostgreSQL)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def make_engine(url: str):
@@ -110,7 +112,7 @@ def redact(url: str) -> str:
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is shown as its scheme only
+    except Exception:
         return url.split("://", 1)[0] + "://..."
 
 
@@ -137,14 +139,40 @@ class Batch:
         n = len(self.records)
         prediction = self.prediction.tolist() if self.prediction is not None else [None] * n
         probability = self.probability.tolist() if self.probability is not None else [None] * n
-        return list(zip(repeat(self.request_id), self.records, repeat(self.at if at is None else at), repeat(self.model),
-                        self.entity_ids, self.assignment, repeat(self.variant), repeat(self.version),
-                        repeat(self.served), prediction, probability, repeat(self.latency_ms),
-                        repeat(self.error)))
+        return list(
+            zip(
+                repeat(self.request_id),
+                self.records,
+                repeat(self.at if at is None else at),
+                repeat(self.model),
+                self.entity_ids,
+                self.assignment,
+                repeat(self.variant),
+                repeat(self.version),
+                repeat(self.served),
+                prediction,
+                probability,
+                repeat(self.latency_ms),
+                repeat(self.error),
+            )
+        )
 
 
-COLUMNS = ("request_id", "record", "at", "model", "entity_id", "assignment", "variant", "version", "served",
-           "prediction", "probability", "latency_ms", "error")
+COLUMNS = (
+    "request_id",
+    "record",
+    "at",
+    "model",
+    "entity_id",
+    "assignment",
+    "variant",
+    "version",
+    "served",
+    "prediction",
+    "probability",
+    "latency_ms",
+    "error",
+)
 REQUEST_COLUMNS = ("request_id", "at", "model", "records", "body")
 
 
@@ -187,10 +215,16 @@ class PredictionLog:
         # at 1,000-record requests that keeps the writer thread from competing with scoring for the GIL.
         style = self.engine.dialect.paramstyle
         mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(style)
-        self._insert_sql = (f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join([mark] * len(COLUMNS))})"
-                            if mark else None)
-        self._request_sql = (f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
-                             f"VALUES ({', '.join([mark] * len(REQUEST_COLUMNS))})" if mark else None)
+        self._insert_sql = (
+            f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join([mark] * len(COLUMNS))})"
+            if mark
+            else None
+        )
+        self._request_sql = (
+            f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) VALUES ({', '.join([mark] * len(REQUEST_COLUMNS))})"
+            if mark
+            else None
+        )
         self._sqlite = self.engine.dialect.name == "sqlite"
         self.counters = Counters()
         self._queue: queue.Queue[tuple[LoggedRequest | None, list[Batch]] | None] = queue.Queue()
@@ -210,24 +244,30 @@ class PredictionLog:
         where = redact(url)
         try:
             parsed = make_url(url)
-        except Exception:  # noqa: BLE001 - any unparsable URL
-            raise DataError(f"{where} is not a database URL; set serving.log_url (or data.path) to the service's log") from None
+        except Exception:
+            raise DataError(
+                f"{where} is not a database URL; set serving.log_url (or data.path) to the service's log"
+            ) from None
         if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
             from pathlib import Path
 
             if not Path(parsed.database).exists():
-                raise DataError(f"no prediction log at {where} (file {parsed.database} does not exist); point "
-                                "serving.log_url at the log `retrain serve` writes")
+                raise DataError(
+                    f"no prediction log at {where} (file {parsed.database} does not exist); point "
+                    "serving.log_url at the log `retrain serve` writes"
+                )
         log = cls(url, create=False)
         try:
             found = inspect(log.engine).has_table("predictions") and inspect(log.engine).has_table("requests")
-        except Exception as exc:  # noqa: BLE001 - unreachable server, bad credentials, missing driver
+        except Exception as exc:
             log.engine.dispose()
             raise DataError(f"cannot open the prediction log {where}: {str(exc).splitlines()[0][:300]}") from None
         if not found:
             log.engine.dispose()
-            raise DataError(f"{where} holds no prediction log (no predictions/requests tables); point "
-                            "serving.log_url at the log `retrain serve` writes")
+            raise DataError(
+                f"{where} holds no prediction log (no predictions/requests tables); point "
+                "serving.log_url at the log `retrain serve` writes"
+            )
         return log
 
     # -- writing
@@ -312,7 +352,7 @@ class PredictionLog:
             at = self._sqlite_time if self._sqlite else (lambda value: None)
             requests = [r.row(at(r.at)) for r, _ in groups if r is not None]
             rows = [row for _, batches in groups for batch in batches for row in batch.rows(at(batch.at))]
-        except Exception as exc:  # noqa: BLE001 - a row that cannot be built must not stop the writer
+        except Exception as exc:
             log.exception("prediction log: cannot build rows")
             self._done(groups, lost=sum(len(b.records) for _, g in groups for b in g), error=str(exc))
             return
@@ -320,15 +360,17 @@ class PredictionLog:
         while True:
             try:
                 with self.engine.begin() as conn:
-                    for sql, table, columns, values in ((self._request_sql, self.requests, REQUEST_COLUMNS, requests),
-                                                        (self._insert_sql, self.predictions, COLUMNS, rows)):
+                    for sql, table, columns, values in (
+                        (self._request_sql, self.requests, REQUEST_COLUMNS, requests),
+                        (self._insert_sql, self.predictions, COLUMNS, rows),
+                    ):
                         if not values:
                             continue
                         if sql:
                             conn.exec_driver_sql(sql, values)
                         else:
                             conn.execute(table.insert(), [dict(zip(columns, v)) for v in values])
-            except Exception as exc:  # noqa: BLE001 - database down or locked: keep the rows and retry
+            except Exception as exc:
                 failures += 1
                 self.counters.batches_failed += 1
                 self.counters.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
@@ -348,7 +390,9 @@ class PredictionLog:
         """How SQLAlchemy stores a DateTime in SQLite (so reads through SQLAlchemy parse it back)."""
         return at.strftime("%Y-%m-%d %H:%M:%S.%f")
 
-    def _done(self, groups: list[tuple[LoggedRequest | None, list[Batch]]], lost: int = 0, error: str | None = None) -> None:
+    def _done(
+        self, groups: list[tuple[LoggedRequest | None, list[Batch]]], lost: int = 0, error: str | None = None
+    ) -> None:
         with self._idle:
             self._pending -= len(groups)
             self.counters.lost += lost
@@ -374,9 +418,12 @@ class PredictionLog:
         from sqlalchemy import select
 
         p = self.predictions
-        query = (select(p.c.request_id, p.c.record)
-                 .where(p.c.model == model, p.c.entity_id == entity_id, p.c.served.is_(True))
-                 .order_by(p.c.at.desc(), p.c.id.desc()).limit(1))
+        query = (
+            select(p.c.request_id, p.c.record)
+            .where(p.c.model == model, p.c.entity_id == entity_id, p.c.served.is_(True))
+            .order_by(p.c.at.desc(), p.c.id.desc())
+            .limit(1)
+        )
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         return (row[0], int(row[1])) if row else None
@@ -388,20 +435,47 @@ class PredictionLog:
 
     # -- reading
 
-    def rows(self, model: str, *, since: datetime | None = None, until: datetime | None = None,
-             variants: tuple[str, ...] | None = None, versions: tuple[str, ...] | None = None,
-             features: bool = False) -> pd.DataFrame:
+    def rows(
+        self,
+        model: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        variants: tuple[str, ...] | None = None,
+        versions: tuple[str, ...] | None = None,
+        features: bool = False,
+    ) -> pd.DataFrame:
         """Log rows of `model` with their latest feedback label (NaN = none yet), oldest first."""
         import pandas as pd
         from sqlalchemy import func, select
 
         p, f = self.predictions, self.feedback
-        latest = select(f.c.request_id, f.c.record, func.max(f.c.id).label("fid")).group_by(f.c.request_id, f.c.record).subquery()
+        latest = (
+            select(f.c.request_id, f.c.record, func.max(f.c.id).label("fid"))
+            .group_by(f.c.request_id, f.c.record)
+            .subquery()
+        )
         labels = select(f.c.request_id, f.c.record, f.c.label).join(latest, f.c.id == latest.c.fid).subquery()
-        columns = [p.c.request_id, p.c.record, p.c.at, p.c.entity_id, p.c.assignment, p.c.variant, p.c.version,
-                   p.c.served, p.c.prediction, p.c.probability, p.c.latency_ms, p.c.error, labels.c.label]
-        query = select(*columns).outerjoin(
-            labels, (labels.c.request_id == p.c.request_id) & (labels.c.record == p.c.record)).where(p.c.model == model)
+        columns = [
+            p.c.request_id,
+            p.c.record,
+            p.c.at,
+            p.c.entity_id,
+            p.c.assignment,
+            p.c.variant,
+            p.c.version,
+            p.c.served,
+            p.c.prediction,
+            p.c.probability,
+            p.c.latency_ms,
+            p.c.error,
+            labels.c.label,
+        ]
+        query = (
+            select(*columns)
+            .outerjoin(labels, (labels.c.request_id == p.c.request_id) & (labels.c.record == p.c.record))
+            .where(p.c.model == model)
+        )
         if since is not None:
             query = query.where(p.c.at >= since)
         if until is not None:
@@ -433,7 +507,8 @@ class PredictionLog:
         with self.engine.connect() as conn:
             for start in range(0, len(ids), 500):
                 query = select(self.requests.c.request_id, self.requests.c.body).where(
-                    self.requests.c.request_id.in_(ids[start:start + 500]))
+                    self.requests.c.request_id.in_(ids[start : start + 500])
+                )
                 bodies.update(conn.execute(query).all())
         records: dict[str, list[dict[str, Any]]] = {}
         for request_id, body in bodies.items():

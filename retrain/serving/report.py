@@ -26,34 +26,59 @@ def build(settings: Settings, *, since: datetime | None = None, until: datetime 
     name = settings.registry.model_name
     records = [r for r in RolloutStore(settings).history() if r.mode in ("ab", "canary")]
     if not records:
-        raise RegistryError(f"no A/B or canary rollout of {name} recorded; start one with "
-                            "`retrain rollout start --mode ab --share 5`")
+        raise RegistryError(
+            f"no A/B or canary rollout of {name} recorded; start one with `retrain rollout start --mode ab --share 5`"
+        )
     rollout = records[-1]
     started = [r for r in records if r.started_at == rollout.started_at][0]
     predictions = PredictionLog.existing(settings.serving.log_url)
     try:
-        rows = predictions.rows(name, since=since or _naive_utc(rollout.started_at), until=until,
-                                variants=("production", "candidate"), versions=(rollout.production, rollout.candidate))
+        rows = predictions.rows(
+            name,
+            since=since or _naive_utc(rollout.started_at),
+            until=until,
+            variants=("production", "candidate"),
+            versions=(rollout.production, rollout.candidate),
+        )
     finally:
         predictions.engine.dispose()
-    rows = rows[((rows["variant"] == "production") & (rows["version"] == rollout.production))
-                | ((rows["variant"] == "candidate") & (rows["version"] == rollout.candidate))]
+    rows = rows[
+        ((rows["variant"] == "production") & (rows["version"] == rollout.production))
+        | ((rows["variant"] == "candidate") & (rows["version"] == rollout.candidate))
+    ]
     if rows.empty:
-        raise DataError(f"the prediction log ({settings.serving.log_url}) has no rows of rollout #{rollout.seq} "
-                        f"(versions {rollout.production} and {rollout.candidate} since {rollout.started_at}); "
-                        "send traffic to `retrain serve` first")
+        raise DataError(
+            f"the prediction log ({settings.serving.log_url}) has no rows of rollout #{rollout.seq} "
+            f"(versions {rollout.production} and {rollout.candidate} since {rollout.started_at}); "
+            "send traffic to `retrain serve` first"
+        )
     policy = settings.rollout
-    share = rollout.share if rollout.mode == "ab" else (rollout.stages[rollout.stage] if rollout.stages else rollout.share)
-    report = ab_report(rows, share if 0 < share < 100 else started.share, min_effect=policy.min_effect,
-                       alpha=policy.alpha, power=policy.power, srm_alpha=policy.srm_alpha)
+    share = (
+        rollout.share if rollout.mode == "ab" else (rollout.stages[rollout.stage] if rollout.stages else rollout.share)
+    )
+    report = ab_report(
+        rows,
+        share if 0 < share < 100 else started.share,
+        min_effect=policy.min_effect,
+        alpha=policy.alpha,
+        power=policy.power,
+        srm_alpha=policy.srm_alpha,
+    )
     if rollout.mode == "canary":
         stage_rows = rows[(rows["served"]) & (rows["at"] >= _naive_utc(rollout.stage_started_at))]
         parts = [stage_rows[stage_rows["variant"] == v] for v in ("production", "candidate")]
-        report["srm"] = sample_ratio(assignment_units(parts[0]), assignment_units(parts[1]), share,
-                                     policy.srm_alpha).to_dict() | {"scope": f"stage {rollout.stage + 1} ({share:g}%)"}
-    report.update({"model_name": name, "rollout": rollout.to_dict(), "production_version": rollout.production,
-                   "candidate_version": rollout.candidate,
-                   "window": {"start": str(rows["at"].min()), "end": str(rows["at"].max())}})
+        report["srm"] = sample_ratio(
+            assignment_units(parts[0]), assignment_units(parts[1]), share, policy.srm_alpha
+        ).to_dict() | {"scope": f"stage {rollout.stage + 1} ({share:g}%)"}
+    report.update(
+        {
+            "model_name": name,
+            "rollout": rollout.to_dict(),
+            "production_version": rollout.production,
+            "candidate_version": rollout.candidate,
+            "window": {"start": str(rows["at"].min()), "end": str(rows["at"].max())},
+        }
+    )
     return report
 
 
@@ -99,18 +124,26 @@ def report(settings: Settings, *, since: datetime | None = None, until: datetime
     from retrain import tracking
 
     result = build(settings, since=since, until=until)
-    tags = {"retrain.model_name": result["model_name"], "retrain.candidate_version": str(result["candidate_version"]),
-            "retrain.incumbent_version": str(result["production_version"]),
-            "retrain.rollout_seq": str(result["rollout"]["seq"]), "retrain.rollout_mode": result["rollout"]["mode"],
-            "retrain.verdict": result["verdict"][:5000], "retrain.srm": str(result["srm"]["mismatch"]).lower()}
+    tags = {
+        "retrain.model_name": result["model_name"],
+        "retrain.candidate_version": str(result["candidate_version"]),
+        "retrain.incumbent_version": str(result["production_version"]),
+        "retrain.rollout_seq": str(result["rollout"]["seq"]),
+        "retrain.rollout_mode": result["rollout"]["mode"],
+        "retrain.verdict": result["verdict"][:5000],
+        "retrain.srm": str(result["srm"]["mismatch"]).lower(),
+    }
     metrics: dict[str, float] = {}
     for variant, values in result["variants"].items():
         for key in ("records", "labelled", "positive_rate", "accuracy", "precision", "recall", "roc_auc"):
             if values.get(key) is not None:
                 metrics[f"{variant}_{key}"] = float(values[key])
     for name, diff in result["difference"].items():
-        metrics |= {f"delta_{name}": diff["delta"], f"delta_{name}_ci_low": diff["ci_low"],
-                    f"delta_{name}_ci_high": diff["ci_high"]}
+        metrics |= {
+            f"delta_{name}": diff["delta"],
+            f"delta_{name}_ci_low": diff["ci_low"],
+            f"delta_{name}_ci_high": diff["ci_high"],
+        }
     if "chi_square" in result:
         metrics["chi_square_p_value"] = result["chi_square"]["p_value"]
     metrics["srm_p_value"] = result["srm"]["p_value"]
@@ -126,31 +159,43 @@ def report(settings: Settings, *, since: datetime | None = None, until: datetime
 
 def lines(result: dict[str, Any]) -> list[str]:
     """The report as a table for the terminal."""
-    out = [f"A/B report for {result['model_name']}: candidate v{result['candidate_version']} vs production "
-           f"v{result['production_version']} (rollout #{result['rollout']['seq']}, {result['rollout']['mode']}, "
-           f"{result['window']['start'][:19]} .. {result['window']['end'][:19]} UTC)"]
-    out.append(f"  {'variant':<11} {'records':>8} {'pos.rate':>8} {'labelled':>8} {'accuracy':>8} {'precision':>9} "
-               f"{'recall':>7} {'roc_auc':>7}")
+    out = [
+        f"A/B report for {result['model_name']}: candidate v{result['candidate_version']} vs production "
+        f"v{result['production_version']} (rollout #{result['rollout']['seq']}, {result['rollout']['mode']}, "
+        f"{result['window']['start'][:19]} .. {result['window']['end'][:19]} UTC)"
+    ]
+    out.append(
+        f"  {'variant':<11} {'records':>8} {'pos.rate':>8} {'labelled':>8} {'accuracy':>8} {'precision':>9} "
+        f"{'recall':>7} {'roc_auc':>7}"
+    )
 
     def fmt(value: Any, width: int) -> str:
         return f"{value:>{width}.4f}" if isinstance(value, float) else f"{'-' if value is None else value:>{width}}"
 
     for variant, v in result["variants"].items():
-        out.append(f"  {variant:<11} {v['records']:>8} {fmt(v['positive_rate'], 8)} {v['labelled']:>8} "
-                   f"{fmt(v.get('accuracy'), 8)} {fmt(v.get('precision'), 9)} {fmt(v.get('recall'), 7)} "
-                   f"{fmt(v.get('roc_auc'), 7)}")
+        out.append(
+            f"  {variant:<11} {v['records']:>8} {fmt(v['positive_rate'], 8)} {v['labelled']:>8} "
+            f"{fmt(v.get('accuracy'), 8)} {fmt(v.get('precision'), 9)} {fmt(v.get('recall'), 7)} "
+            f"{fmt(v.get('roc_auc'), 7)}"
+        )
     for name, d in result["difference"].items():
         out.append(f"  {name} candidate - production: {d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]")
     if "chi_square" in result:
-        out.append(f"  chi-square (variant x correct): {result['chi_square']['chi2']:.3f}, p {result['chi_square']['p_value']:.4g}")
+        out.append(
+            f"  chi-square (variant x correct): {result['chi_square']['chi2']:.3f}, p {result['chi_square']['p_value']:.4g}"
+        )
     srm = result["srm"]
-    out.append(f"  sample ratio: candidate {srm['observed_share']:.2f}% of {srm['production_units'] + srm['candidate_units']} "
-               f"units vs configured {srm['expected_share']:g}% (p {srm['p_value']:.3g}){'  MISMATCH' if srm['mismatch'] else ''}")
+    out.append(
+        f"  sample ratio: candidate {srm['observed_share']:.2f}% of {srm['production_units'] + srm['candidate_units']} "
+        f"units vs configured {srm['expected_share']:g}% (p {srm['p_value']:.3g}){'  MISMATCH' if srm['mismatch'] else ''}"
+    )
     size = result.get("sample_size")
     if size:
-        out.append(f"  sample size to detect {size['min_effect']:g} at alpha {size['alpha']:g}, power {size['power']:g}: "
-                   f"{size['needed']['candidate']} candidate / {size['needed']['production']} production labelled "
-                   f"(have {size['have_labelled']['candidate']} / {size['have_labelled']['production']})")
+        out.append(
+            f"  sample size to detect {size['min_effect']:g} at alpha {size['alpha']:g}, power {size['power']:g}: "
+            f"{size['needed']['candidate']} candidate / {size['needed']['production']} production labelled "
+            f"(have {size['have_labelled']['candidate']} / {size['have_labelled']['production']})"
+        )
     out.append(result["verdict"])
     if result.get("run_id"):
         out.append(f"run {result['run_id']}")

@@ -81,16 +81,20 @@ class Route:
 def validate_start(mode: str, share: float | None, stages: tuple[float, ...]) -> None:
     """RolloutError naming the bad value; nothing is written before this passes."""
     if mode not in STARTABLE:
-        raise RolloutError(f"unknown rollout mode {mode!r}; use one of: {', '.join(STARTABLE)} "
-                           "(`retrain rollout stop` returns to single)")
+        raise RolloutError(
+            f"unknown rollout mode {mode!r}; use one of: {', '.join(STARTABLE)} "
+            "(`retrain rollout stop` returns to single)"
+        )
     if mode == "ab" and (share is None or not 0 < share <= 100):
         raise RolloutError(f"--share must be a percentage in (0, 100] for an A/B rollout, got {share}")
     if mode == "canary":
         if not stages or any(not 0 < s <= 100 for s in stages) or list(stages) != sorted(set(stages)):
             raise RolloutError(f"--stages must be increasing percentages in (0, 100], got {','.join(map(str, stages))}")
         if stages[-1] != 100:
-            raise RolloutError(f"--stages must end at 100 (the canary promotes after the last stage), got "
-                               f"{','.join(f'{s:g}' for s in stages)}")
+            raise RolloutError(
+                f"--stages must end at 100 (the canary promotes after the last stage), got "
+                f"{','.join(f'{s:g}' for s in stages)}"
+            )
 
 
 def route(rollout: Rollout | None, production: str | None) -> Route:
@@ -100,12 +104,17 @@ def route(rollout: Rollout | None, production: str | None) -> Route:
     if rollout.status != ACTIVE:
         return Route("single")
     if rollout.mode not in STARTABLE:
-        return Route("single", note=f"rollout record #{rollout.seq} has unknown mode {rollout.mode!r}; serving production only")
+        return Route(
+            "single", note=f"rollout record #{rollout.seq} has unknown mode {rollout.mode!r}; serving production only"
+        )
     if rollout.candidate is None or rollout.candidate == production:
         return Route("single", note=f"candidate version {rollout.candidate} is production now")
     if rollout.production != production:
-        return Route("single", note=f"production moved from version {rollout.production} to {production} "
-                                    "after the rollout started; the rollout no longer applies")
+        return Route(
+            "single",
+            note=f"production moved from version {rollout.production} to {production} "
+            "after the rollout started; the rollout no longer applies",
+        )
     if rollout.mode == "shadow":
         return Route("shadow", rollout.candidate, 100.0)
     if rollout.share <= 0:
@@ -144,8 +153,13 @@ def stage_share(rollout: Rollout) -> float:
     return rollout.stages[rollout.stage] if rollout.stages else rollout.share
 
 
-def canary_step(rollout: Rollout, candidate: VariantStats, production: VariantStats,
-                live_candidate: VariantStats | None = None, live_production: VariantStats | None = None) -> Step:
+def canary_step(
+    rollout: Rollout,
+    candidate: VariantStats,
+    production: VariantStats,
+    live_candidate: VariantStats | None = None,
+    live_production: VariantStats | None = None,
+) -> Step:
     """Advance, wait, breach or promote, from the candidate's records in this stage.
 
     `candidate`/`production` cover the current stage (error rate and p99 latency judge the load the stage
@@ -163,24 +177,43 @@ def canary_step(rollout: Rollout, candidate: VariantStats, production: VariantSt
     share = stage_share(rollout)
     where = f"stage {rollout.stage + 1}/{len(rollout.stages)} ({share:g}%)"
     if candidate.records < g["min_requests"] and candidate.errors > g["max_error_rate"] * g["min_requests"]:
-        return Step("breach", f"{where}: {candidate.errors} candidate errors in {candidate.records} records, more than "
-                              f"max_error_rate {g['max_error_rate']:g} allows in a {g['min_requests']}-record stage", 0.0)
+        return Step(
+            "breach",
+            f"{where}: {candidate.errors} candidate errors in {candidate.records} records, more than "
+            f"max_error_rate {g['max_error_rate']:g} allows in a {g['min_requests']}-record stage",
+            0.0,
+        )
     live_c, live_p = live_candidate or candidate, live_production or production
-    if (live_c.metric is not None and live_p.metric is not None
-            and min(live_c.labelled, live_p.labelled) >= g["min_labels"]
-            and live_p.metric - live_c.metric > g["max_metric_drop"]):
-        return Step("breach", f"{where}: live {g['metric']} {live_c.metric:.4f} on {live_c.labelled} labelled records is "
-                              f"{live_p.metric - live_c.metric:.4f} below production's {live_p.metric:.4f} "
-                              f"(allowed drop {g['max_metric_drop']:g})", 0.0)
+    if (
+        live_c.metric is not None
+        and live_p.metric is not None
+        and min(live_c.labelled, live_p.labelled) >= g["min_labels"]
+        and live_p.metric - live_c.metric > g["max_metric_drop"]
+    ):
+        return Step(
+            "breach",
+            f"{where}: live {g['metric']} {live_c.metric:.4f} on {live_c.labelled} labelled records is "
+            f"{live_p.metric - live_c.metric:.4f} below production's {live_p.metric:.4f} "
+            f"(allowed drop {g['max_metric_drop']:g})",
+            0.0,
+        )
     if candidate.records < g["min_requests"]:
         return Step("wait", f"{where}: {candidate.records}/{g['min_requests']} candidate records so far", share)
     if candidate.error_rate > g["max_error_rate"]:
-        return Step("breach", f"{where}: candidate error rate {candidate.error_rate:.4f} above "
-                              f"{g['max_error_rate']:g} ({candidate.errors}/{candidate.records})", 0.0)
+        return Step(
+            "breach",
+            f"{where}: candidate error rate {candidate.error_rate:.4f} above "
+            f"{g['max_error_rate']:g} ({candidate.errors}/{candidate.records})",
+            0.0,
+        )
     if candidate.p99_ms is not None and candidate.p99_ms > g["max_p99_ms"]:
-        return Step("breach", f"{where}: candidate p99 latency {candidate.p99_ms:.1f} ms above {g['max_p99_ms']:g} ms", 0.0)
-    passed = (f"{where} passed: {candidate.records} records, error rate {candidate.error_rate:.4f}, "
-              f"p99 {candidate.p99_ms if candidate.p99_ms is not None else float('nan'):.1f} ms")
+        return Step(
+            "breach", f"{where}: candidate p99 latency {candidate.p99_ms:.1f} ms above {g['max_p99_ms']:g} ms", 0.0
+        )
+    passed = (
+        f"{where} passed: {candidate.records} records, error rate {candidate.error_rate:.4f}, "
+        f"p99 {candidate.p99_ms if candidate.p99_ms is not None else float('nan'):.1f} ms"
+    )
     if rollout.stage + 1 >= len(rollout.stages):
         return Step("promote", passed, share)
     return Step("advance", f"{passed}; next {rollout.stages[rollout.stage + 1]:g}%", rollout.stages[rollout.stage + 1])
@@ -191,8 +224,15 @@ def apply_step(rollout: Rollout, step: Step, at: str, actor: str) -> Rollout | N
     if step.action == "wait":
         return None
     if step.action == "advance":
-        return replace(rollout, stage=rollout.stage + 1, share=step.share, reason=step.reason, at=at,
-                       stage_started_at=at, actor=actor)
+        return replace(
+            rollout,
+            stage=rollout.stage + 1,
+            share=step.share,
+            reason=step.reason,
+            at=at,
+            stage_started_at=at,
+            actor=actor,
+        )
     if step.action == "breach":
         return replace(rollout, share=0.0, status="breached", reason=step.reason, at=at, actor=actor)
     raise RolloutError(f"apply_step does not handle {step.action!r}; promotion goes through the registry")

@@ -45,9 +45,9 @@ def parse_records(tags: dict[str, str]) -> list[Rollout]:
     """
     records = []
     for key, value in tags.items():
-        if not key.startswith(TAG_PREFIX) or not key[len(TAG_PREFIX):].isdigit():
+        if not key.startswith(TAG_PREFIX) or not key[len(TAG_PREFIX) :].isdigit():
             continue
-        seq = int(key[len(TAG_PREFIX):])
+        seq = int(key[len(TAG_PREFIX) :])
         records.append(read_record(seq, value, f"tag {key}"))
     return sorted(records, key=lambda r: r.seq)
 
@@ -57,9 +57,16 @@ def read_record(seq: int, text: str, where: str) -> Rollout:
     try:
         return replace(Rollout.from_json(text), seq=seq)
     except (ValueError, TypeError, AttributeError) as exc:
-        return Rollout("single", None, None, 0.0, status="unreadable", seq=seq,
-                       reason=f"rollout record #{seq} ({where}) is unreadable ({type(exc).__name__}: {str(exc)[:200]}); "
-                              "production answers everything until a new rollout starts")
+        return Rollout(
+            "single",
+            None,
+            None,
+            0.0,
+            status="unreadable",
+            seq=seq,
+            reason=f"rollout record #{seq} ({where}) is unreadable ({type(exc).__name__}: {str(exc)[:200]}); "
+            "production answers everything until a new rollout starts",
+        )
 
 
 class RolloutStore:
@@ -103,7 +110,7 @@ class RolloutStore:
         while (record := self._claimed(seq + 1)) is not None:
             try:
                 self.client.set_registered_model_tag(self.name, tag_key(record.seq), record.to_json())
-            except Exception as exc:  # noqa: BLE001 - a read-only reader (a serving replica) still sees the record
+            except Exception as exc:
                 log.warning("could not mirror rollout record #%d of %s into its tag: %s", record.seq, self.name, exc)
             records.append(record)
             seq = record.seq
@@ -142,8 +149,10 @@ class RolloutStore:
             except MlflowException:
                 entry = None
             if entry is None or (entry.record or {}).get("token") != token:  # someone else's claim, or none
-                raise RegistryError(f"could not write rollout record #{seq} of {self.name}: "
-                                    f"{str(exc).splitlines()[0][:300]}; nothing was written, run it again") from None
+                raise RegistryError(
+                    f"could not write rollout record #{seq} of {self.name}: "
+                    f"{str(exc).splitlines()[0][:300]}; nothing was written, run it again"
+                ) from None
         self._mirror(record)
         return record
 
@@ -159,11 +168,14 @@ class RolloutStore:
         """Write the model tag of a claimed record; a failure is only logged (the next read mirrors it)."""
         try:
             self.client.set_registered_model_tag(self.name, tag_key(record.seq), record.to_json())
-        except Exception as exc:  # noqa: BLE001 - the record is written (the claim); the next read mirrors it
-            log.warning("rollout record #%d of %s is written; mirroring it into its tag failed: %s",
-                        record.seq, self.name, exc)
+        except Exception as exc:
+            log.warning(
+                "rollout record #%d of %s is written; mirroring it into its tag failed: %s", record.seq, self.name, exc
+            )
 
     def _conflict(self, latest: Rollout | None) -> str:
         now = f"record #{latest.seq}: {latest.mode} {latest.status}" if latest else "no record"
-        return (f"the rollout state of {self.name} changed while this command ran (now {now}); "
-                "nothing was written, check `retrain rollout status` and run it again")
+        return (
+            f"the rollout state of {self.name} changed while this command ran (now {now}); "
+            "nothing was written, check `retrain rollout status` and run it again"
+        )

@@ -74,7 +74,9 @@ class SampleRatio:
         return asdict(self)
 
 
-def sample_ratio(production_units: int, candidate_units: int, share_percent: float, alpha: float = 0.001) -> SampleRatio:
+def sample_ratio(
+    production_units: int, candidate_units: int, share_percent: float, alpha: float = 0.001
+) -> SampleRatio:
     """Sample-ratio-mismatch check: chi-square goodness of fit of the observed split to the configured share.
 
     A mismatch (p < alpha, 0.001 by convention) means assignment or logging is broken and the A/B
@@ -86,12 +88,20 @@ def sample_ratio(production_units: int, candidate_units: int, share_percent: flo
         observed = 100 * candidate_units / total if total else 0.0
         return SampleRatio(share_percent, observed, production_units, candidate_units, 0.0, 1.0, False)
     chi2, p = sps.chisquare([production_units, candidate_units], [total * (1 - share), total * share])
-    return SampleRatio(share_percent, 100 * candidate_units / total, production_units, candidate_units,
-                       float(chi2), float(p), bool(p < alpha))
+    return SampleRatio(
+        share_percent,
+        100 * candidate_units / total,
+        production_units,
+        candidate_units,
+        float(chi2),
+        float(p),
+        bool(p < alpha),
+    )
 
 
-def sample_size(baseline: float, min_effect: float, share_percent: float, alpha: float = 0.05,
-                power: float = 0.8) -> tuple[int, int]:
+def sample_size(
+    baseline: float, min_effect: float, share_percent: float, alpha: float = 0.05, power: float = 0.8
+) -> tuple[int, int]:
     """Records needed (candidate, production) to detect an absolute change `min_effect` of a proportion.
 
     Two-sided two-proportion z-test with unequal allocation (candidate gets `share_percent`):
@@ -151,8 +161,10 @@ def regression(correct_new: int, n_new: int, correct_old: int, n_old: int, margi
     p = float(sps.norm.sf(z))
     regressed = bool(p < alpha)
     verdict = "significant regression" if regressed else "no significant regression"
-    reason = (f"{verdict}: live accuracy {new:.4f} ({n_new} labelled) vs {old:.4f} ({n_old}) before, drop {drop:+.4f}, "
-              f"tolerated {margin:g}, one-sided p {p:.3g} (alpha {alpha:g})")
+    reason = (
+        f"{verdict}: live accuracy {new:.4f} ({n_new} labelled) vs {old:.4f} ({n_old}) before, drop {drop:+.4f}, "
+        f"tolerated {margin:g}, one-sided p {p:.3g} (alpha {alpha:g})"
+    )
     return Regression(regressed, new, old, drop, float(z), p, reason)
 
 
@@ -172,13 +184,19 @@ def served_metrics(y: np.ndarray, prediction: np.ndarray, probability: np.ndarra
 
 def summarise(frame: pd.DataFrame) -> dict[str, Any]:
     """Per-variant numbers from log rows (columns prediction, probability, label with NaN = unlabelled)."""
-    out: dict[str, Any] = {"records": int(len(frame)), "positive_rate": float(frame["prediction"].mean()) if len(frame) else None}
+    out: dict[str, Any] = {
+        "records": int(len(frame)),
+        "positive_rate": float(frame["prediction"].mean()) if len(frame) else None,
+    }
     labelled = frame[frame["label"].notna() & frame["probability"].notna()]
     out["labelled"] = int(len(labelled))
     out["correct"] = int((labelled["prediction"] == labelled["label"]).sum())
     if len(labelled):
-        found = served_metrics(labelled["label"].to_numpy(int), labelled["prediction"].to_numpy(float),
-                               labelled["probability"].to_numpy(float))
+        found = served_metrics(
+            labelled["label"].to_numpy(int),
+            labelled["prediction"].to_numpy(float),
+            labelled["probability"].to_numpy(float),
+        )
         for name in ("accuracy", "precision", "recall", "roc_auc"):
             value = float(found[name])
             out[name] = value if math.isfinite(value) else None  # roc_auc needs both classes
@@ -196,8 +214,9 @@ def variant_stats(frame: pd.DataFrame, metric: str) -> VariantStats:
     ok = frame[frame["error"].isna() & frame["label"].notna() & frame["probability"].notna()]
     value = None
     if len(ok):
-        found = served_metrics(ok["label"].to_numpy(int), ok["prediction"].to_numpy(float),
-                               ok["probability"].to_numpy(float))[metric]
+        found = served_metrics(
+            ok["label"].to_numpy(int), ok["prediction"].to_numpy(float), ok["probability"].to_numpy(float)
+        )[metric]
         value = float(found) if math.isfinite(found) else None
     return VariantStats(len(frame), errors, p99, int(len(ok)), value)
 
@@ -209,8 +228,9 @@ def assignment_units(frame: pd.DataFrame) -> int:
     return int(by_entity + by_request)
 
 
-def ab_report(rows: pd.DataFrame, share_percent: float, *, min_effect: float, alpha: float, power: float,
-              srm_alpha: float) -> dict[str, Any]:
+def ab_report(
+    rows: pd.DataFrame, share_percent: float, *, min_effect: float, alpha: float, power: float, srm_alpha: float
+) -> dict[str, Any]:
     """The A/B analysis of served log rows (variant production | candidate) against the configured share."""
     served = rows[rows["served"].astype(bool)]
     parts = {v: served[served["variant"] == v] for v in ("production", "candidate")}
@@ -220,22 +240,32 @@ def ab_report(rows: pd.DataFrame, share_percent: float, *, min_effect: float, al
     diffs = {}
     if p["records"] and c["records"]:
         diffs["positive_rate"] = proportion_difference(
-            int(parts["production"]["prediction"].sum()), p["records"],
-            int(parts["candidate"]["prediction"].sum()), c["records"], alpha).to_dict()
+            int(parts["production"]["prediction"].sum()),
+            p["records"],
+            int(parts["candidate"]["prediction"].sum()),
+            c["records"],
+            alpha,
+        ).to_dict()
     if p["labelled"] and c["labelled"]:
-        diffs["accuracy"] = proportion_difference(p["correct"], p["labelled"], c["correct"], c["labelled"], alpha).to_dict()
+        diffs["accuracy"] = proportion_difference(
+            p["correct"], p["labelled"], c["correct"], c["labelled"], alpha
+        ).to_dict()
         chi2, p_value = chi_square(p["correct"], p["labelled"], c["correct"], c["labelled"])
         report["chi_square"] = {"chi2": chi2, "p_value": p_value, "significant": p_value < alpha}
     report["difference"] = diffs
-    report["srm"] = sample_ratio(assignment_units(parts["production"]), assignment_units(parts["candidate"]),
-                                 share_percent, srm_alpha).to_dict()
+    report["srm"] = sample_ratio(
+        assignment_units(parts["production"]), assignment_units(parts["candidate"]), share_percent, srm_alpha
+    ).to_dict()
     baseline = p.get("accuracy")
     if baseline is None:
         baseline = 0.5  # no labels yet: the most demanding baseline for a proportion
     if 0 < share_percent < 100:
         need_c, need_p = sample_size(baseline, min_effect, share_percent, alpha, power)
         report["sample_size"] = {
-            "baseline_accuracy": baseline, "min_effect": min_effect, "alpha": alpha, "power": power,
+            "baseline_accuracy": baseline,
+            "min_effect": min_effect,
+            "alpha": alpha,
+            "power": power,
             "needed": {"candidate": need_c, "production": need_p},
             "have_labelled": {"candidate": c["labelled"], "production": p["labelled"]},
             "reached": c["labelled"] >= need_c and p["labelled"] >= need_p,
@@ -248,17 +278,26 @@ def verdict(report: dict[str, Any]) -> str:
     """One line a reader acts on."""
     if report["srm"]["mismatch"]:
         srm = report["srm"]
-        return (f"sample ratio mismatch: candidate got {srm['observed_share']:.2f}% of units, configured "
-                f"{srm['expected_share']:g}% (p {srm['p_value']:.2g}); fix assignment or logging before reading results")
+        return (
+            f"sample ratio mismatch: candidate got {srm['observed_share']:.2f}% of units, configured "
+            f"{srm['expected_share']:g}% (p {srm['p_value']:.2g}); fix assignment or logging before reading results"
+        )
     if "accuracy" not in report["difference"]:
         return "no labelled records for one of the variants yet: send feedback labels to compare accuracy"
     acc = report["difference"]["accuracy"]
     size = report.get("sample_size", {})
-    enough = "" if size.get("reached", True) else (
-        f"; not enough labels yet to detect {size['min_effect']:g} (need {size['needed']['candidate']} candidate / "
-        f"{size['needed']['production']} production)")
+    enough = (
+        ""
+        if size.get("reached", True)
+        else (
+            f"; not enough labels yet to detect {size['min_effect']:g} (need {size['needed']['candidate']} candidate / "
+            f"{size['needed']['production']} production)"
+        )
+    )
     significant = report.get("chi_square", {}).get("significant", False)
     word = "significant" if significant else "not significant"
-    return (f"accuracy candidate - production {acc['delta']:+.4f} "
-            f"[{acc['ci_low']:+.4f}, {acc['ci_high']:+.4f}], {word} (chi-square p {report['chi_square']['p_value']:.3g})"
-            f"{enough}")
+    return (
+        f"accuracy candidate - production {acc['delta']:+.4f} "
+        f"[{acc['ci_low']:+.4f}, {acc['ci_high']:+.4f}], {word} (chi-square p {report['chi_square']['p_value']:.3g})"
+        f"{enough}"
+    )

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from retrain.config import Settings
@@ -63,25 +63,37 @@ def watch_once(settings: Settings, *, now: datetime | None = None) -> WatchResul
     state = registry.state()
     moves = [e.move for e in registry.history_page(limit=10) if e.state == "applied" and e.move is not None]
     if not moves or moves[0].kind == "rollback" or moves[0].from_version is None:
-        what = "no move of production recorded" if not moves else (
-            "the latest move of production is a rollback" if moves[0].kind == "rollback" else "the first production version has no predecessor")
+        what = (
+            "no move of production recorded"
+            if not moves
+            else (
+                "the latest move of production is a rollback"
+                if moves[0].kind == "rollback"
+                else "the first production version has no predecessor"
+            )
+        )
         return WatchResult("nothing", f"nothing to watch: {what}", name, state.production)
     move = moves[0]  # the latest applied move, newest first
     new_v, old_v = move.to_version, move.from_version
     if state.production != new_v:
-        return WatchResult("nothing", f"production is version {state.production}, not {new_v} of the latest move; "
-                                      "run `retrain status`", name, state.production)
+        return WatchResult(
+            "nothing",
+            f"production is version {state.production}, not {new_v} of the latest move; run `retrain status`",
+            name,
+            state.production,
+        )
     decided = (registry.version(new_v).tags or {}).get(WATCH_TAG)
     if decided:
         return WatchResult("nothing", f"version {new_v} was already watched: {decided}", name, new_v, old_v, move.at)
-    moved_at = datetime.fromisoformat(move.at).astimezone(timezone.utc).replace(tzinfo=None)
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(tzinfo=None)
+    moved_at = datetime.fromisoformat(move.at).astimezone(UTC).replace(tzinfo=None)
+    now = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
     period = timedelta(minutes=policy.period_minutes)
     predictions = PredictionLog.existing(settings.serving.log_url)
     try:
         new_rows = predictions.rows(name, since=moved_at, variants=("production",), versions=(new_v,))
-        old_rows = predictions.rows(name, since=moved_at - period, until=moved_at, variants=("production",),
-                                    versions=(old_v,))
+        old_rows = predictions.rows(
+            name, since=moved_at - period, until=moved_at, variants=("production",), versions=(old_v,)
+        )
     finally:
         predictions.engine.dispose()
     new_correct, new_n = _labelled(new_rows)
@@ -92,37 +104,94 @@ def watch_once(settings: Settings, *, now: datetime | None = None) -> WatchResul
         recorded = json.loads(tags.get("retrain.metrics", "{}")).get("accuracy")
         rows = int(tags.get("retrain.validation_rows", "0") or 0)
         if recorded is None or rows < 1:
-            return WatchResult("waiting", f"version {old_v} has {old_n} labelled live records (need {policy.min_labels}) "
-                                          "and no recorded validation accuracy to compare with", name, new_v, old_v, move.at)
+            return WatchResult(
+                "waiting",
+                f"version {old_v} has {old_n} labelled live records (need {policy.min_labels}) "
+                "and no recorded validation accuracy to compare with",
+                name,
+                new_v,
+                old_v,
+                move.at,
+            )
         old_correct, old_n = int(round(recorded * rows)), rows
         old = {"version": old_v, "source": "recorded validation metrics", "labelled": rows, "accuracy": recorded}
-    new = {"version": new_v, "labelled": new_n, "accuracy": new_correct / new_n if new_n else None,
-           "records": int(new_rows["served"].sum())}
+    new = {
+        "version": new_v,
+        "labelled": new_n,
+        "accuracy": new_correct / new_n if new_n else None,
+        "records": int(new_rows["served"].sum()),
+    }
     ends = moved_at + period
     if new_n < policy.min_labels:
         if now >= ends:
-            return _finish(settings, WatchResult(
-                "passed", f"watch period of {policy.period_minutes:g} min ended with {new_n} labelled records of version "
-                          f"{new_v} (fewer than {policy.min_labels}): no evidence of a regression", name, new_v, old_v,
-                move.at, new, old), final=True)
-        return WatchResult("waiting", f"version {new_v} has {new_n}/{policy.min_labels} labelled live records so far",
-                           name, new_v, old_v, move.at, new, old)
+            return _finish(
+                settings,
+                WatchResult(
+                    "passed",
+                    f"watch period of {policy.period_minutes:g} min ended with {new_n} labelled records of version "
+                    f"{new_v} (fewer than {policy.min_labels}): no evidence of a regression",
+                    name,
+                    new_v,
+                    old_v,
+                    move.at,
+                    new,
+                    old,
+                ),
+                final=True,
+            )
+        return WatchResult(
+            "waiting",
+            f"version {new_v} has {new_n}/{policy.min_labels} labelled live records so far",
+            name,
+            new_v,
+            old_v,
+            move.at,
+            new,
+            old,
+        )
     test = regression(new_correct, new_n, old_correct, old_n, policy.max_drop, policy.alpha)
     if not test.regressed:
         if now >= ends:
-            return _finish(settings, WatchResult("passed", test.reason, name, new_v, old_v, move.at, new, old,
-                                                 test.to_dict()), final=True)
+            return _finish(
+                settings,
+                WatchResult("passed", test.reason, name, new_v, old_v, move.at, new, old, test.to_dict()),
+                final=True,
+            )
         return WatchResult("waiting", test.reason, name, new_v, old_v, move.at, new, old, test.to_dict())
     if not policy.rollback:
-        return _finish(settings, WatchResult("regressed", test.reason + "; watch.rollback is off: production stays",
-                                             name, new_v, old_v, move.at, new, old, test.to_dict()), final=True)
+        return _finish(
+            settings,
+            WatchResult(
+                "regressed",
+                test.reason + "; watch.rollback is off: production stays",
+                name,
+                new_v,
+                old_v,
+                move.at,
+                new,
+                old,
+                test.to_dict(),
+            ),
+            final=True,
+        )
     rolled = registry.rollback(reason=f"watch: {test.reason}")
     from retrain import notify
 
-    notify.notify(settings, {"kind": "rolled_back", "model": name, "version": rolled.to_version,
-                             "from_version": rolled.from_version, "reason": f"watch: {test.reason}"})
-    return _finish(settings, WatchResult("rolled_back", test.reason, name, new_v, old_v, move.at, new, old,
-                                         test.to_dict(), asdict(rolled)), final=True)
+    notify.notify(
+        settings,
+        {
+            "kind": "rolled_back",
+            "model": name,
+            "version": rolled.to_version,
+            "from_version": rolled.from_version,
+            "reason": f"watch: {test.reason}",
+        },
+    )
+    return _finish(
+        settings,
+        WatchResult("rolled_back", test.reason, name, new_v, old_v, move.at, new, old, test.to_dict(), asdict(rolled)),
+        final=True,
+    )
 
 
 def _finish(settings: Settings, result: WatchResult, *, final: bool = True) -> WatchResult:
@@ -132,9 +201,13 @@ def _finish(settings: Settings, result: WatchResult, *, final: bool = True) -> W
     from retrain import tracking
     from retrain.registry import Registry
 
-    tags = {"retrain.model_name": result.model_name, "retrain.watch_state": result.state,
-            "retrain.watched_version": str(result.version), "retrain.previous_version": str(result.previous_version),
-            "retrain.reason": result.reason[:5000]}
+    tags = {
+        "retrain.model_name": result.model_name,
+        "retrain.watch_state": result.state,
+        "retrain.watched_version": str(result.version),
+        "retrain.previous_version": str(result.previous_version),
+        "retrain.reason": result.reason[:5000],
+    }
     with tracking.step_run(settings.experiments.monitoring, f"watch-v{result.version}", tags) as run:
         metrics = {}
         for side, values in (("new", result.new), ("old", result.old)):
@@ -146,8 +219,9 @@ def _finish(settings: Settings, result: WatchResult, *, final: bool = True) -> W
         mlflow.log_metrics(metrics)
         tracking.log_json(result.to_dict(), "watch.json")
     if final and result.version:
-        Registry(settings).client.set_model_version_tag(result.model_name, result.version, WATCH_TAG,
-                                                        f"{result.state} ({run.info.run_id})")
+        Registry(settings).client.set_model_version_tag(
+            result.model_name, result.version, WATCH_TAG, f"{result.state} ({run.info.run_id})"
+        )
     return WatchResult(**{**asdict(result), "run_id": run.info.run_id})
 
 

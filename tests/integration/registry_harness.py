@@ -22,10 +22,17 @@ import sys
 import tempfile
 
 WRITES = (
-    "create_experiment", "delete_experiment", "restore_experiment", "set_experiment_tag",
-    "set_registered_model_tag", "delete_registered_model_tag",
-    "set_registered_model_alias", "delete_registered_model_alias",
-    "set_model_version_tag", "delete_model_version_tag", "set_terminated",
+    "create_experiment",
+    "delete_experiment",
+    "restore_experiment",
+    "set_experiment_tag",
+    "set_registered_model_tag",
+    "delete_registered_model_tag",
+    "set_registered_model_alias",
+    "delete_registered_model_alias",
+    "set_model_version_tag",
+    "delete_model_version_tag",
+    "set_terminated",
 )
 
 
@@ -105,7 +112,7 @@ def warm(uri: str) -> None:
 def serve() -> None:
     import mlflow  # noqa: F401 - imported once here, shared by every child
 
-    import retrain.cli  # noqa: F401
+    import retrain.cli
     import retrain.registry  # noqa: F401
 
     print(json.dumps({"ready": True}), flush=True)
@@ -122,7 +129,7 @@ def serve() -> None:
                 os.close(write_go)
                 try:
                     child(job, read_go, folder, index)
-                except BaseException:  # noqa: BLE001 - shown to the test, which fails on any traceback
+                except BaseException:
                     import traceback
 
                     traceback.print_exc()
@@ -141,12 +148,14 @@ def serve() -> None:
                 with open(os.path.join(folder, f"{index}.{stream}"), errors="replace") as f:
                     return f.read()
 
-            results.append({
-                "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-                "codes": [int(c) for c in read("codes").split()],
-                "stdout": read("out"),
-                "stderr": read("err"),
-            })
+            results.append(
+                {
+                    "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                    "codes": [int(c) for c in read("codes").split()],
+                    "stdout": read("out"),
+                    "stderr": read("err"),
+                }
+            )
         print(json.dumps({"results": results}), flush=True)
 
 

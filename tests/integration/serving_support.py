@@ -25,8 +25,15 @@ import requests
 
 from tests.conftest import fast_settings, use_store
 
-FEATURES = ["age", "income", "tenure_days", "num_purchases", "avg_transaction_value", "days_since_last_purchase",
-            "channel"]
+FEATURES = [
+    "age",
+    "income",
+    "tenure_days",
+    "num_purchases",
+    "avg_transaction_value",
+    "days_since_last_purchase",
+    "channel",
+]
 NAME = "churn-classifier"
 TINY = Path(__file__).with_name("tiny_model.py")
 
@@ -63,7 +70,10 @@ def register_tiny(config: dict[str, Any], example) -> str:
     output = pd.DataFrame({"prediction": [1] * len(example), "probability": [0.9] * len(example)})
     with mlflow.start_run(run_name=f"tiny-{'-'.join(f'{k}={v}' for k, v in config.items()) or 'constant'}"):
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(TINY), model_config=config, signature=infer_signature(example, output),
+            name="model",
+            python_model=str(TINY),
+            model_config=config,
+            signature=infer_signature(example, output),
             pip_requirements=[f"mlflow=={mlflow.__version__}", f"pandas=={pd.__version__}"],
             registered_model_name=NAME,
         )
@@ -85,11 +95,14 @@ def serving_store(tmp_path_factory, _template_db, stable_data) -> ServedStore:
         good = train(fast_settings(stable_data)).version
         good2 = train(fast_settings(stable_data, "model.seed=7", "model.hidden_dim=32")).version
         example = traffic(5)[FEATURES]
-        versions = {"good": good, "good2": good2,
-                    "constant": register_tiny({"probability": 0.9}, example),
-                    "failing": register_tiny({"fail": True}, example),
-                    "slow": register_tiny({"sleep_ms": 300, "probability": 0.2}, example),
-                    "unloadable": register_tiny({"fail_load": True}, example)}
+        versions = {
+            "good": good,
+            "good2": good2,
+            "constant": register_tiny({"probability": 0.9}, example),
+            "failing": register_tiny({"fail": True}, example),
+            "slow": register_tiny({"sleep_ms": 300, "probability": 0.2}, example),
+            "unloadable": register_tiny({"fail_load": True}, example),
+        }
         registry = Registry(fast_settings(stable_data))
         registry.promote(good, force=True, reason="first production (test setup)")
         registry.client.set_registered_model_alias(NAME, "staging", good2)
@@ -127,14 +140,26 @@ def free_port() -> int:
 class Service:
     """`retrain serve` in a subprocess on a loopback port."""
 
-    def __init__(self, folder: Path, uri: str, *settings: str, poll_s: float = 0.3, env: dict[str, str] | None = None,
-                 command: list[str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        uri: str,
+        *settings: str,
+        poll_s: float = 0.3,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+        port: int | None = None,
+    ) -> None:
         self.folder = folder
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_url = f"sqlite:///{folder / 'predictions.db'}"
-        self.settings = [f"serving.poll_s={poll_s}", f"serving.log_url={self.log_url}",
-                         f"notify.events_path={folder / 'events.jsonl'}", *settings]
+        self.settings = [
+            f"serving.poll_s={poll_s}",
+            f"serving.log_url={self.log_url}",
+            f"notify.events_path={folder / 'events.jsonl'}",
+            *settings,
+        ]
         # `mlflow run` starts `python -m retrain ...`: the interpreter of this virtualenv, as an activated one would
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         self.env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": uri, **(env or {})}
@@ -149,8 +174,9 @@ class Service:
             args += ["--set", item]
         command = self.command or [sys.executable, "-m", "retrain", "serve", "--port", str(self.port), *args]
         self._out = self.output.open("w")
-        self.process = subprocess.Popen(command, cwd=self.folder, env=self.env, stdout=self._out,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            command, cwd=self.folder, env=self.env, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while True:
             assert self.process.poll() is None, f"service exited {self.process.returncode}:\n{self.log_tail()}"
@@ -210,8 +236,9 @@ class Service:
 
     def wait_logged(self) -> dict[str, Any]:
         """Wait until every row handed to the prediction log is in the database (it is written off the request path)."""
-        return self.wait_for(lambda s: s["log"]["backlog"] == 0 and s["log"]["rows_in"] == s["log"]["rows_out"],
-                             "prediction log written")
+        return self.wait_for(
+            lambda s: s["log"]["backlog"] == 0 and s["log"]["rows_in"] == s["log"]["rows_out"], "prediction log written"
+        )
 
 
 def send_labelled(service: Service, frame):
@@ -221,7 +248,9 @@ def send_labelled(service: Service, frame):
     response = service.post("/predict", split_body(frame))
     assert response.status_code == 200, response.text
     answer = response.json()
-    feedback = [{"request_id": answer["request_id"], "record": i, "label": int(y)} for i, y in enumerate(frame["label"])]
+    feedback = [
+        {"request_id": answer["request_id"], "record": i, "label": int(y)} for i, y in enumerate(frame["label"])
+    ]
     ok = service.post("/feedback", {"feedback": feedback})
     assert ok.status_code == 200 and ok.json()["accepted"] == len(frame), ok.text
     service.wait_logged()
@@ -241,5 +270,18 @@ def log_rows(log_url: str, model: str = NAME):
         log.engine.dispose()
 
 
-__all__ = ["FEATURES", "NAME", "Service", "ServedStore", "serving_store", "store", "use_served_store", "traffic",
-           "split_body", "log_rows", "free_port", "cli_json", "send_labelled"]
+__all__ = [
+    "FEATURES",
+    "NAME",
+    "Service",
+    "ServedStore",
+    "serving_store",
+    "store",
+    "use_served_store",
+    "traffic",
+    "split_body",
+    "log_rows",
+    "free_port",
+    "cli_json",
+    "send_labelled",
+]

@@ -26,8 +26,21 @@ def _backtest(data: Path, *args: str):
 
 def test_policies_share_trainings_and_served_metrics_reproduce(stable_data, tmp_path, tracking):
     store = f"sqlite:///{tmp_path / 'replay.db'}"
-    out = _backtest(stable_data, "--from", "2026-02-10", "--to", "2026-02-24", "--every", "7d",
-                    "--policies", "loop,never,always,every:14d", "--store", store, "--out", str(tmp_path / "out"))
+    out = _backtest(
+        stable_data,
+        "--from",
+        "2026-02-10",
+        "--to",
+        "2026-02-24",
+        "--every",
+        "7d",
+        "--policies",
+        "loop,never,always,every:14d",
+        "--store",
+        store,
+        "--out",
+        str(tmp_path / "out"),
+    )
     summary = {s["policy"]: s for s in out["summaries"]}
     assert out["policies"] == ["loop", "never", "always", "every:14d"] and len(out["steps"]) == 12
     assert (summary["always"]["trainings"], summary["always"]["promotions"]) == (3, 3)
@@ -55,16 +68,31 @@ def test_policies_share_trainings_and_served_metrics_reproduce(stable_data, tmp_
         client = MlflowClient()
         aliases = client.get_registered_model("churn-classifier").aliases
         assert {a: str(v) for a, v in aliases.items() if not a.endswith("-staging")} == {
-            f"bt-{p.replace(':', '-')}": steps[(p, "2026-02-24")]["served_version"] for p in out["policies"]}
+            f"bt-{p.replace(':', '-')}": steps[(p, "2026-02-24")]["served_version"] for p in out["policies"]
+        }
         version = steps[("always", "2026-02-17")]["served_version"]
         model = mlflow.pyfunc.load_model(f"models:/churn-classifier/{version}")
         import pandas as pd
         from sklearn.metrics import roc_auc_score
 
-        rows = pd.concat([pd.read_parquet(p) for p in sorted(stable_data.rglob("*.parquet"))
-                          if "2026-02-18" <= p.parent.name[5:] <= "2026-02-24"])
-        features = rows[["age", "income", "tenure_days", "num_purchases", "avg_transaction_value",
-                         "days_since_last_purchase", "channel"]]
+        rows = pd.concat(
+            [
+                pd.read_parquet(p)
+                for p in sorted(stable_data.rglob("*.parquet"))
+                if "2026-02-18" <= p.parent.name[5:] <= "2026-02-24"
+            ]
+        )
+        features = rows[
+            [
+                "age",
+                "income",
+                "tenure_days",
+                "num_purchases",
+                "avg_transaction_value",
+                "days_since_last_purchase",
+                "channel",
+            ]
+        ]
         auc = roc_auc_score(rows["label"].astype(int), np.asarray(model.predict(features)["probability"]))
         point_mlflow(mp, tracking)  # back to the operator's store (set_tracking_uri is not undone by monkeypatch)
     assert steps[("always", "2026-02-17")]["served"]["roc_auc"] == pytest.approx(auc, abs=1e-9)
@@ -86,27 +114,58 @@ def test_policies_share_trainings_and_served_metrics_reproduce(stable_data, tmp_
 
 
 def test_default_store_is_temporary_and_the_table_reads(stable_data, tracking):
-    result = CliRunner().invoke(cli, ["backtest", "--data", str(stable_data), *SETTINGS, "--from", "2026-02-20",
-                                      "--to", "2026-02-20", "--policies", "never,always"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "backtest",
+            "--data",
+            str(stable_data),
+            *SETTINGS,
+            "--from",
+            "2026-02-20",
+            "--to",
+            "2026-02-20",
+            "--policies",
+            "never,always",
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[1].split() == ["policy", "mean", "AUC", "worst", "AUC", "mean", "roc_auc", "exp.", "cost",
-                                "trainings", "promotions", "rollbacks"]
+    assert lines[1].split() == [
+        "policy",
+        "mean",
+        "AUC",
+        "worst",
+        "AUC",
+        "mean",
+        "roc_auc",
+        "exp.",
+        "cost",
+        "trainings",
+        "promotions",
+        "rollbacks",
+    ]
     never, always = lines[2].split(), lines[3].split()
     assert never[0] == "never" and always[0] == "always" and never[1:] == always[1:]  # the same model served
     assert "1 model(s) fitted for 2 trainings" in result.stdout
     runs = mlflow.search_runs(experiment_names=["retrain-backtests"], output_format="list")
     assert len(runs) == 1
-    assert json.loads(Path(mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id,
-                                                              artifact_path="backtest.json")).read_text())[
-        "store"] == "temporary (deleted)"
+    assert (
+        json.loads(
+            Path(
+                mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id, artifact_path="backtest.json")
+            ).read_text()
+        )["store"]
+        == "temporary (deleted)"
+    )
     # the replay's training, comparison, monitoring and cycle runs went to the temporary store
     assert {e.name for e in MlflowClient().search_experiments()} <= {"retrain-backtests", "Default"}
 
 
 def test_missing_data_exits_3_and_logs_nothing(tmp_path):
-    result = CliRunner().invoke(cli, ["backtest", "--data", str(tmp_path / "none"), "--from", "2026-02-10",
-                                      "--to", "2026-02-20"])
+    result = CliRunner().invoke(
+        cli, ["backtest", "--data", str(tmp_path / "none"), "--from", "2026-02-10", "--to", "2026-02-20"]
+    )
     assert result.exit_code == 3, result.output
     assert str(tmp_path / "none") in result.output
     assert mlflow.get_experiment_by_name("retrain-backtests") is None
@@ -125,8 +184,18 @@ def test_replay_shortcuts_leave_every_decision_unchanged(stable_data, tmp_path, 
     # the plain loop, and one whose age trigger fires at every step, so that it evaluates against production
     policies = parse_policies("loop,loop@trigger.max_age_days=1,never,always")
     stores = {mode: f"sqlite:///{tmp_path / (mode + '.db')}" for mode in ("shortcuts", "faithful")}
-    results = {mode: run_backtest(settings, date(2026, 2, 10), date(2026, 2, 24), 7, policies, store=stores[mode],
-                                  shortcuts=mode == "shortcuts") for mode in stores}
+    results = {
+        mode: run_backtest(
+            settings,
+            date(2026, 2, 10),
+            date(2026, 2, 24),
+            7,
+            policies,
+            store=stores[mode],
+            shortcuts=mode == "shortcuts",
+        )
+        for mode in stores
+    }
     fast, slow = results["shortcuts"], results["faithful"]
     assert len(fast.steps) == 12 and fast.steps == slow.steps
     assert fast.summaries == slow.summaries
@@ -143,17 +212,35 @@ def test_replay_shortcuts_leave_every_decision_unchanged(stable_data, tmp_path, 
             point_mlflow(mp, uri)
             client = MlflowClient()
             runs = mlflow.search_runs(experiment_names=["retrain-comparisons"], output_format="list")
-            checks = [json.loads(Path(mlflow.artifacts.download_artifacts(
-                run_id=r.info.run_id, artifact_path="comparison.json")).read_text())["checks"] for r in runs]
+            checks = [
+                json.loads(
+                    Path(
+                        mlflow.artifacts.download_artifacts(run_id=r.info.run_id, artifact_path="comparison.json")
+                    ).read_text()
+                )["checks"]
+                for r in runs
+            ]
             found[mode] = {
-                "comparisons": sorted((r.data.tags["retrain.candidate_version"], r.data.tags["retrain.incumbent_version"],
-                                       r.data.tags["retrain.decision"]) for r in runs),
-                "latency": {c["detail"].startswith("not measured") for run in checks for c in run
-                            if c["name"].startswith("latency")},
+                "comparisons": sorted(
+                    (
+                        r.data.tags["retrain.candidate_version"],
+                        r.data.tags["retrain.incumbent_version"],
+                        r.data.tags["retrain.decision"],
+                    )
+                    for r in runs
+                ),
+                "latency": {
+                    c["detail"].startswith("not measured")
+                    for run in checks
+                    for c in run
+                    if c["name"].startswith("latency")
+                },
                 "artifacts": {a.path for r in runs for a in client.list_artifacts(r.info.run_id)},
-                "check_artifacts": {a.path for r in mlflow.search_runs(experiment_names=["retrain-monitoring"],
-                                                                       output_format="list")
-                                    for a in client.list_artifacts(r.info.run_id)},
+                "check_artifacts": {
+                    a.path
+                    for r in mlflow.search_runs(experiment_names=["retrain-monitoring"], output_format="list")
+                    for a in client.list_artifacts(r.info.run_id)
+                },
             }
             if mode == "shortcuts":  # a version's model is loaded once inside a replay, afresh outside it
                 with replay.replaying() as r:
@@ -164,7 +251,9 @@ def test_replay_shortcuts_leave_every_decision_unchanged(stable_data, tmp_path, 
     assert found["shortcuts"]["comparisons"] == found["faithful"]["comparisons"]
     assert any(incumbent != "none" for _, incumbent, _ in found["faithful"]["comparisons"])
     assert found["shortcuts"]["latency"] == {True} and found["faithful"]["latency"] == {False}
-    assert "comparison.png" in found["faithful"]["artifacts"] and "comparison.png" not in found["shortcuts"]["artifacts"]
+    assert (
+        "comparison.png" in found["faithful"]["artifacts"] and "comparison.png" not in found["shortcuts"]["artifacts"]
+    )
     assert "psi.png" in found["faithful"]["check_artifacts"] and "psi.png" not in found["shortcuts"]["check_artifacts"]
     # the report says what the replay left out
     run = MlflowClient().get_run(fast.run_id)

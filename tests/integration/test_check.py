@@ -102,7 +102,9 @@ def test_before_the_shift_nothing_fires_and_the_run_holds_the_evidence(covariate
     assert metrics["production_accuracy"] == pytest.approx(result.performance["accuracy"])
     assert (metrics["age_days"], metrics["n_rows"], metrics["n_labels"]) == (4.0, 1750, 1750)
     assert {a.path for a in MlflowClient().list_artifacts(result.run_id)} == {"check.json", "psi.png", "settings.yaml"}
-    stored = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="check.json")).read_text())
+    stored = json.loads(
+        Path(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="check.json")).read_text()
+    )
     assert stored == json.loads(json.dumps(result.to_dict()))
 
 
@@ -117,8 +119,12 @@ def test_covariate_shift_fires_drift_for_the_shifted_features_only(covariate):
     assert len(drift) == 3
     # The model also loses some accuracy on the new population, its scores move and the churn rate rises with
     # the longer purchase gaps; nothing else (age) may fire.
-    assert {r.split(":")[0] for r in result.decision["reasons"]} <= {"drift", "performance", "prediction drift",
-                                                                      "label rate"}
+    assert {r.split(":")[0] for r in result.decision["reasons"]} <= {
+        "drift",
+        "performance",
+        "prediction drift",
+        "label rate",
+    }
     assert result.evidence["prediction_psi"] > 0.2
     assert any(r.startswith("prediction drift: production's scores PSI ") for r in result.decision["reasons"])
     assert "prediction_drift" in result.decision["signals"] and "drift" in result.decision["signals"]
@@ -130,8 +136,9 @@ def test_drift_action_warn_marks_the_check_without_retraining(covariate):
     assert result.decision["retrain"] is False and result.decision["reasons"] == []
     assert set(result.decision["drifted"]) == SHIFTED
     assert len(result.decision["warnings"]) == 4  # three features and the scores
-    assert all(w.endswith("(trigger.drift_action = warn: not retraining for drift alone)")
-               for w in result.decision["warnings"])
+    assert all(
+        w.endswith("(trigger.drift_action = warn: not retraining for drift alone)") for w in result.decision["warnings"]
+    )
     assert "WARNING: 4 drift signal(s)" in result.decision["summary"]
     tags = MlflowClient().get_run(result.run_id).data.tags
     assert tags["retrain.decision"] == "skip" and tags["retrain.warnings"].startswith("drift: days_since_last_purchase")
@@ -160,8 +167,9 @@ def test_relative_trigger_compares_production_with_its_own_validation(concept):
 
 
 def test_per_feature_threshold_silences_one_feature(covariate):
-    result = check(fast_settings(covariate["data"], NO_AGE, RETRAIN_ON_DRIFT, "trigger.psi_per_feature={channel: 5}"),
-                   AFTER_SHIFT)
+    result = check(
+        fast_settings(covariate["data"], NO_AGE, RETRAIN_ON_DRIFT, "trigger.psi_per_feature={channel: 5}"), AFTER_SHIFT
+    )
     assert set(result.decision["drifted"]) == SHIFTED - {"channel"}
     assert result.thresholds["channel"] == 5.0
 
@@ -171,8 +179,9 @@ def test_concept_shift_fires_performance_without_drift(concept):
     assert max(result.psi.values()) < 0.05, result.psi
     assert result.decision["drifted"] == {}
     assert result.performance["roc_auc"] < 0.7
-    assert f"performance: roc_auc {result.performance['roc_auc']:.2f} < 0.70 on 1,750 labelled rows" in (
-        result.decision["reasons"]
+    assert (
+        f"performance: roc_auc {result.performance['roc_auc']:.2f} < 0.70 on 1,750 labelled rows"
+        in (result.decision["reasons"])
     )
     assert all(r.startswith(("performance: ", "label rate: ")) for r in result.decision["reasons"])
 
@@ -192,8 +201,10 @@ def test_replay_before_production_was_trained_has_no_negative_age(covariate):
     result = check(fast_settings(covariate["data"], "trigger.max_age_days=1"), date(2026, 2, 10))
     assert result.age_days is None
     assert not any(r.startswith("age") for r in result.decision["reasons"])
-    assert ("age not assessed: as-of 2026-02-10 is before production's training as-of 2026-02-15 (a replay into its "
-            "past); drift and performance here compare it with rows it may have learned from") in result.decision["notes"]
+    assert (
+        "age not assessed: as-of 2026-02-10 is before production's training as-of 2026-02-15 (a replay into its "
+        "past); drift and performance here compare it with rows it may have learned from"
+    ) in result.decision["notes"]
     assert "age_days" not in MlflowClient().get_run(result.run_id).data.metrics
 
 
@@ -213,8 +224,16 @@ def test_no_production_model_retrains_and_still_logs(stable_data):
 
 
 def test_cli_json_prints_one_object_matching_the_run(covariate):
-    args = ["check", "--data", str(covariate["data"]), "--as-of", AFTER_SHIFT.isoformat(),
-            "--overrides", f"trigger.min_labels=100 {NO_AGE} {RETRAIN_ON_DRIFT}", "--json"]
+    args = [
+        "check",
+        "--data",
+        str(covariate["data"]),
+        "--as-of",
+        AFTER_SHIFT.isoformat(),
+        "--overrides",
+        f"trigger.min_labels=100 {NO_AGE} {RETRAIN_ON_DRIFT}",
+        "--json",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
@@ -232,7 +251,9 @@ def test_cli_json_prints_one_object_matching_the_run(covariate):
 
 def test_empty_monitoring_window_is_a_clear_error_and_logs_nothing(covariate):
     settings = fast_settings(covariate["data"])
-    with pytest.raises(DataError, match=r"monitoring window 2026-05-26\.\.2026-06-01 has 0 rows .*covers 2026-01-01\.\.2026-03-21"):
+    with pytest.raises(
+        DataError, match=r"monitoring window 2026-05-26\.\.2026-06-01 has 0 rows .*covers 2026-01-01\.\.2026-03-21"
+    ):
         check(settings, date(2026, 6, 1))
     result = CliRunner().invoke(cli, ["check", "--data", str(covariate["data"]), "--as-of", "2026-06-01"])
     assert result.exit_code == DataError.exit_code and "Error: monitoring window" in result.output
@@ -248,7 +269,9 @@ def test_production_without_reference_profile_names_the_version(covariate):
         pass
     v = client.create_model_version(covariate["name"], source, run_id=bare.info.run_id)
     client.set_registered_model_alias(covariate["name"], "production", v.version)
-    with pytest.raises(RegistryError, match=rf"churn-classifier version {v.version} .* no readable reference_profile\.json"):
+    with pytest.raises(
+        RegistryError, match=rf"churn-classifier version {v.version} .* no readable reference_profile\.json"
+    ):
         check(settings, BEFORE_SHIFT)
     assert _monitoring_runs(settings) == []
 
@@ -256,9 +279,25 @@ def test_production_without_reference_profile_names_the_version(covariate):
 @pytest.mark.slow
 def test_mlflow_run_check_entry_point(covariate, tracking):
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking}
-    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "check", "--env-manager", "local",
-           "--experiment-name", "retrain-monitoring", "-P", f"data={covariate['data']}",
-           "-P", f"set={NO_AGE} trigger.min_labels=100", "-P", f"as_of={AFTER_SHIFT.isoformat()}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        str(REPO),
+        "-e",
+        "check",
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        "retrain-monitoring",
+        "-P",
+        f"data={covariate['data']}",
+        "-P",
+        f"set={NO_AGE} trigger.min_labels=100",
+        "-P",
+        f"as_of={AFTER_SHIFT.isoformat()}",
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     [run] = mlflow.search_runs(experiment_names=["retrain-monitoring"], output_format="list")

@@ -27,8 +27,9 @@ SERVICE_DOWN = 7
 LONG_FIT = ("model.epochs=30", "model.patience=30")  # fit, register, evaluate: seconds to kill the server in
 
 
-def retrain(args: list[str], uri: str, cwd: Path, env: dict[str, str] | None = None, *,
-            wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+def retrain(
+    args: list[str], uri: str, cwd: Path, env: dict[str, str] | None = None, *, wait: bool = True
+) -> subprocess.CompletedProcess | subprocess.Popen:
     full = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri, **(env or {})}
     cmd = [sys.executable, "-m", "retrain", *args]
     if not wait:
@@ -51,10 +52,18 @@ def production(client: MlflowClient, name: str) -> str | None:
 
 def wait_for_the_fit(client: MlflowClient, monitoring: str, as_of: str, proc: subprocess.Popen, nth: int) -> None:
     """Until the `nth` check run for `as_of` has finished: the cycle's fit (no MLflow calls) comes next."""
+
     def checked() -> bool:
         exp = client.get_experiment_by_name(monitoring)
-        return exp is not None and len(client.search_runs(
-            [exp.experiment_id], f"attributes.status = 'FINISHED' and tags.`retrain.as_of` = '{as_of}'")) >= nth
+        return (
+            exp is not None
+            and len(
+                client.search_runs(
+                    [exp.experiment_id], f"attributes.status = 'FINISHED' and tags.`retrain.as_of` = '{as_of}'"
+                )
+            )
+            >= nth
+        )
 
     services.wait_for(checked, "the cycle's check run", 600, proc)
 
@@ -75,14 +84,21 @@ def test_tracking_server_killed_mid_cycle_is_one_line_and_the_next_cycle_rides_o
         names = unique_names()
         model = names[0].split("=", 1)[1]
         client = MlflowClient(server.url, server.url)
-        first = retrain(["run", "--in-process", "--as-of", "2026-02-10", *settings_args(stable_data, names)],
-                        server.url, tmp_path)
+        first = retrain(
+            ["run", "--in-process", "--as-of", "2026-02-10", *settings_args(stable_data, names)], server.url, tmp_path
+        )
         assert first.returncode == 0, first.stderr[-3000:]
         assert production(client, model) == "1"
 
         # 1. The server dies while the next cycle trains, and stays down: one line, exit 7, nothing moved.
-        cycle = ["run", "--in-process", "--force", "--as-of", "2026-03-01",
-                 *settings_args(stable_data, names, *LONG_FIT)]
+        cycle = [
+            "run",
+            "--in-process",
+            "--force",
+            "--as-of",
+            "2026-03-01",
+            *settings_args(stable_data, names, *LONG_FIT),
+        ]
         proc = retrain(cycle, server.url, tmp_path, FEW_RETRIES, wait=False)
         wait_for_the_fit(client, names[3].split("=", 1)[1], "2026-03-01", proc, 1)
         server.kill()
@@ -122,8 +138,12 @@ def test_tracking_server_killed_mid_cycle_is_one_line_and_the_next_cycle_rides_o
 def test_s3_down_is_one_line_registers_nothing_and_the_next_train_recovers(stable_data, tmp_path):
     """Artifacts proxied by the server to S3 (server says it), then written by the client itself (boto3 says it)."""
     s3 = services.moto_server(tmp_path / "s3", bucket="faults")
-    server = services.mlflow_server(tmp_path / "server", f"sqlite:///{tmp_path / 'server.db'}",
-                                    artifacts_destination="s3://faults/proxied", env=services.s3_env(s3.url)).start()
+    server = services.mlflow_server(
+        tmp_path / "server",
+        f"sqlite:///{tmp_path / 'server.db'}",
+        artifacts_destination="s3://faults/proxied",
+        env=services.s3_env(s3.url),
+    ).start()
     try:
         names = unique_names()
         model = names[0].split("=", 1)[1]
@@ -132,8 +152,9 @@ def test_s3_down_is_one_line_registers_nothing_and_the_next_train_recovers(stabl
         assert ok.returncode == 0, ok.stderr[-3000:]
 
         s3.kill()
-        failed = retrain(["train", "--as-of", "2026-03-01", *settings_args(stable_data, names)], server.url, tmp_path,
-                         FEW_RETRIES)
+        failed = retrain(
+            ["train", "--as-of", "2026-03-01", *settings_args(stable_data, names)], server.url, tmp_path, FEW_RETRIES
+        )
         assert failed.returncode == SERVICE_DOWN, failed.stderr[-3000:]
         line = last_line(failed.stderr)
         assert line.startswith(f"Error: the tracking server {server.url} cannot store or read artifacts"), line
@@ -152,8 +173,12 @@ def test_s3_down_is_one_line_registers_nothing_and_the_next_train_recovers(stabl
         direct = MlflowClient(local, local)
         direct.create_experiment("direct", artifact_location="s3://faults/direct")
         s3.kill()
-        failed = retrain(["train", *settings_args(stable_data, ["experiments.training=direct"])], local, tmp_path,
-                         services.s3_env(s3.url))
+        failed = retrain(
+            ["train", *settings_args(stable_data, ["experiments.training=direct"])],
+            local,
+            tmp_path,
+            services.s3_env(s3.url),
+        )
         assert failed.returncode == SERVICE_DOWN, failed.stderr[-3000:]
         line = last_line(failed.stderr)
         assert line.startswith(f"Error: the artifact store (S3 at {s3.url}) failed"), line
@@ -183,8 +208,9 @@ def test_postgres_refusing_connections_is_one_line_and_nothing_moves(postgres, s
         names = unique_names()
         model = names[0].split("=", 1)[1]
         client = MlflowClient(server.url, server.url)
-        first = retrain(["run", "--in-process", "--as-of", "2026-02-10", *settings_args(stable_data, names)],
-                        server.url, tmp_path)
+        first = retrain(
+            ["run", "--in-process", "--as-of", "2026-02-10", *settings_args(stable_data, names)], server.url, tmp_path
+        )
         assert first.returncode == 0, first.stderr[-3000:]
         assert production(client, model) == "1", [x for x in first.stdout.splitlines() if "View" not in x]
 

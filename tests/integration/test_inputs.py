@@ -31,8 +31,9 @@ def _days(frame: pd.DataFrame, folder: Path, fmt: str = "parquet", drop: tuple[s
         sub = folder / f"date={day.isoformat()}"
         sub.mkdir(parents=True, exist_ok=True)
         part = part.drop(columns=list(drop))
-        part.to_csv(sub / "part-0.csv", index=False) if fmt == "csv" else part.to_parquet(sub / "part-0.parquet",
-                                                                                          index=False)
+        part.to_csv(sub / "part-0.csv", index=False) if fmt == "csv" else part.to_parquet(
+            sub / "part-0.parquet", index=False
+        )
     return folder
 
 
@@ -55,20 +56,23 @@ def _nothing_recorded() -> None:
 # --- settings: exit 2 before anything starts ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("override", "needle"), [
-    ("registry.model_name=churn/eu", "registry.model_name 'churn/eu' contains '/'"),
-    ("registry.model_name=\"churn'eu\"", "registry.model_name \"churn'eu\" contains \"'\""),
-    ("registry.model_name='churn\"eu'", "contains '\"'"),
-    ("gate.min_improvement=.nan", "setting gate.min_improvement: expected a finite number, got nan"),
-    ("trigger.psi_threshold=.inf", "setting trigger.psi_threshold: expected a finite number, got inf"),
-    ("windows.train_days=1000000000", "windows.train_days: must be between 1 and 36500 days, got 1000000000"),
-    ("model.seed=99999999999", "model.seed: must be between 0 and 4294967295, got 99999999999"),
-    ("model.seed=-3", "model.seed: must be between 0 and 4294967295, got -3"),
-    ("checks.latency_repeats=0", "checks.latency_repeats: must be between 1 and 10000, got 0"),
-    ("notify.retries=-1", "notify.retries: must be between 0 and 10, got -1"),
-    ("notify.timeout_s=0", "notify.timeout_s: must be more than 0 and at most 600 seconds, got 0.0"),
-    ("data.timezone=Berlin", "data.timezone: 'Berlin' is not an IANA time zone name"),
-])
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("registry.model_name=churn/eu", "registry.model_name 'churn/eu' contains '/'"),
+        ('registry.model_name="churn\'eu"', 'registry.model_name "churn\'eu" contains "\'"'),
+        ("registry.model_name='churn\"eu'", "contains '\"'"),
+        ("gate.min_improvement=.nan", "setting gate.min_improvement: expected a finite number, got nan"),
+        ("trigger.psi_threshold=.inf", "setting trigger.psi_threshold: expected a finite number, got inf"),
+        ("windows.train_days=1000000000", "windows.train_days: must be between 1 and 36500 days, got 1000000000"),
+        ("model.seed=99999999999", "model.seed: must be between 0 and 4294967295, got 99999999999"),
+        ("model.seed=-3", "model.seed: must be between 0 and 4294967295, got -3"),
+        ("checks.latency_repeats=0", "checks.latency_repeats: must be between 1 and 10000, got 0"),
+        ("notify.retries=-1", "notify.retries: must be between 0 and 10, got -1"),
+        ("notify.timeout_s=0", "notify.timeout_s: must be more than 0 and at most 600 seconds, got 0.0"),
+        ("data.timezone=Berlin", "data.timezone: 'Berlin' is not an IANA time zone name"),
+    ],
+)
 @pytest.mark.parametrize("command", ["train", "run"])
 def test_bad_settings_exit_2_with_one_line_and_nothing_recorded(override, needle, command, stable_data):
     out = _invoke(command, stable_data, "--set", override, *(["--in-process"] if command == "run" else []))
@@ -111,15 +115,23 @@ def _bad(kind: str, tmp: Path) -> tuple[Path, str]:
         part = pd.read_parquet(day)
         part["channel"] = part["channel"].map({c: i for i, c in enumerate(synth.CHANNELS)})
         part.to_parquet(day, index=False)
-        return folder, f"categorical column 'channel' changes type between files: text in "
+        return folder, "categorical column 'channel' changes type between files: text in "
     if kind == "text_labels_without_positive_label":
         frame["label"] = frame["label"].map({0: "stayed", 1: "churned"})
         return _days(frame, tmp / "d"), "set data.positive_label to the value that means positive"
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["broken_day_folder", "duplicate_csv_column", "epochs_that_are_not_times",
-                                  "categorical_changes_type", "text_labels_without_positive_label"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "broken_day_folder",
+        "duplicate_csv_column",
+        "epochs_that_are_not_times",
+        "categorical_changes_type",
+        "text_labels_without_positive_label",
+    ],
+)
 def test_bad_data_exits_3_with_one_line_and_nothing_recorded(kind, tmp_path):
     folder, needle = _bad(kind, tmp_path)
     out = _invoke("train", folder)
@@ -144,12 +156,19 @@ def test_text_labels_with_positive_label_id_unset_and_csv(tmp_path):
     numeric = frame["label"].astype(float)
     numeric.iloc[::7] = np.nan
     text = numeric.map({0.0: "stayed", 1.0: "churned"}).fillna("")
-    as_numbers, tags = _train_ok(_days(frame.assign(label=numeric), tmp_path / "n", "csv"),
-                                 "--set", "registry.model_name=numbers")
-    as_text, text_tags = _train_ok(_days(frame.assign(label=text), tmp_path / "t", "csv"),
-                                   "--set", "data.positive_label=churned", "--set", "data.id=",
-                                   "--set", "registry.model_name=text")
-    in_window = numeric.iloc[5 * 60:35 * 60]  # 2026-01-06..2026-02-04
+    as_numbers, tags = _train_ok(
+        _days(frame.assign(label=numeric), tmp_path / "n", "csv"), "--set", "registry.model_name=numbers"
+    )
+    as_text, text_tags = _train_ok(
+        _days(frame.assign(label=text), tmp_path / "t", "csv"),
+        "--set",
+        "data.positive_label=churned",
+        "--set",
+        "data.id=",
+        "--set",
+        "registry.model_name=text",
+    )
+    in_window = numeric.iloc[5 * 60 : 35 * 60]  # 2026-01-06..2026-02-04
     assert text_tags["retrain.train_rows"] == tags["retrain.train_rows"] == str(int(in_window.notna().sum()))
     assert as_text["metrics"] == as_numbers["metrics"]
 
@@ -189,8 +208,10 @@ def test_window_before_the_data_is_reported_in_output_and_tags(tmp_path):
     folder = _days(_frame(), tmp_path / "d")
     out = _invoke("train", folder, "--as-of", "2026-02-05")  # training window 2025-12-28..2026-01-26
     assert out.exit_code == 0, out.output
-    note = ("training window 2025-12-28..2026-01-26 starts before the data: 1560 rows from 26 of 30 days used "
-            "(2026-01-01..2026-01-26)")
+    note = (
+        "training window 2025-12-28..2026-01-26 starts before the data: 1560 rows from 26 of 30 days used "
+        "(2026-01-01..2026-01-26)"
+    )
     assert f"note: {note}" in out.output
     run = mlflow.search_runs(experiment_names=["retrain-training"], output_format="list")[0]
     assert run.data.tags["retrain.train_days_used"] == "26 of 30"
@@ -223,5 +244,3 @@ def test_one_parquet_file_without_folders(tmp_path):
     frame.to_parquet(tmp_path / "one" / "all.parquet", index=False, row_group_size=600)
     result, tags = _train_ok(tmp_path / "one" / "all.parquet")
     assert result["as_of"] == "2026-02-14" and tags["retrain.train_rows"] == str(30 * 60)
-
-

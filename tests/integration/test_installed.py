@@ -25,25 +25,66 @@ def installed(tmp_path_factory) -> Path:
         shutil.copy(REPO / name, src / name)
     shutil.copytree(REPO / "retrain", src / "retrain", ignore=shutil.ignore_patterns("__pycache__"))
     target = tmp_path_factory.mktemp("site")
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                           "--no-index", "--target", str(target), str(src)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert not (target / "MLproject").exists() and (target / "retrain" / "cli.py").exists()
     return target
 
 
 @pytest.mark.slow
-def test_run_from_an_installed_package_runs_the_steps_in_process_and_says_so(installed, stable_data, tmp_path, tracking):
+def test_run_from_an_installed_package_runs_the_steps_in_process_and_says_so(
+    installed, stable_data, tmp_path, tracking
+):
     work = tmp_path / "work"  # no MLproject here either
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(installed), "MLFLOW_TRACKING_URI": tracking}
     env.pop("RETRAIN_PROJECT_DIR", None)
-    where = subprocess.run([sys.executable, "-c", "import retrain; print(retrain.__file__)"], cwd=work, env=env,
-                           capture_output=True, text=True, check=True)
+    where = subprocess.run(
+        [sys.executable, "-c", "import retrain; print(retrain.__file__)"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert where.stdout.startswith(str(installed))  # the installed copy, not this checkout
-    done = subprocess.run([sys.executable, "-m", "retrain", "run", "--json", "--data", str(stable_data),
-                           "--as-of", "2026-02-20", "--overrides", " ".join(FAST)],
-                          cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "retrain",
+            "run",
+            "--json",
+            "--data",
+            str(stable_data),
+            "--as-of",
+            "2026-02-20",
+            "--overrides",
+            " ".join(FAST),
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert result["outcome"] == "promoted" and result["production_after"] == "1"

@@ -24,8 +24,12 @@ START = date(2026, 1, 1)
 SHIFTED = {"days_since_last_purchase", "income", "channel"}
 # Latency is not what these tests are about: absolute budgets and a side-by-side ratio no busy machine misses
 # (tests/integration/test_evaluate.py tests the latency checks with a candidate that is really slower).
-LAX = ("checks.single_row_p95_ms=5000", "checks.batch_1000_p95_ms=20000", "checks.latency_ratio=1000",
-       "checks.latency_repeats=5")
+LAX = (
+    "checks.single_row_p95_ms=5000",
+    "checks.batch_1000_p95_ms=20000",
+    "checks.latency_ratio=1000",
+    "checks.latency_repeats=5",
+)
 
 
 def day(n: int) -> date:
@@ -51,8 +55,9 @@ def test_covariate_shift_loop_promotes_skips_detects_drift_and_rolls_back(covari
     # on the 40 days since the shift (found on the churn rate); that candidate is better (ROC AUC 0.8165 vs 0.7728,
     # lower bound +0.031) but its max_f1 threshold (0.37 vs 0.28) costs 0.16 recall, so the recall guardrail keeps
     # production: a guardrail question left open on branch `adapt`, not hidden.
-    settings = load_settings(None, [f"data.path={covariate_data}", "notify.timeout_s=0.2", "notify.retries=1", *LAX,
-                                    "windows.adapt=false"])
+    settings = load_settings(
+        None, [f"data.path={covariate_data}", "notify.timeout_s=0.2", "notify.retries=1", *LAX, "windows.adapt=false"]
+    )
 
     epochs: list[int] = []  # the CLI's progress bar is this callback
     first = run_cycle(settings, day(59), in_process=True, on_epoch=lambda epoch, *_: epochs.append(epoch))
@@ -103,10 +108,27 @@ def test_main_entry_point_runs_the_loop_as_project_runs(stable_data, tmp_path, t
     for name in ("retrain-cycles", "retrain-training", "retrain-comparisons", "retrain-monitoring"):
         mlflow.create_experiment(name)
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking}
-    overrides = (f"model.epochs=3 windows.train_days=30 windows.validation_days=10 notify.events_path={tmp_path}/events.jsonl "
-                 + " ".join(LAX))
-    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "main", "--env-manager", "local",
-           "--experiment-name", "retrain-cycles", "-P", f"data={stable_data}", "-P", f"set={overrides}"]
+    overrides = (
+        f"model.epochs=3 windows.train_days=30 windows.validation_days=10 notify.events_path={tmp_path}/events.jsonl "
+        + " ".join(LAX)
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        str(REPO),
+        "-e",
+        "main",
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        "retrain-cycles",
+        "-P",
+        f"data={stable_data}",
+        "-P",
+        f"set={overrides}",
+    ]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert production() == "1"
@@ -137,10 +159,27 @@ def test_run_json_prints_one_object(stable_data):
 
     from retrain.cli import cli
 
-    out = CliRunner().invoke(cli, ["run", "--json", "--in-process", "--data", str(stable_data), "--as-of", "2026-02-20",
-                                   "--set", "model.epochs=3", "--set", "windows.train_days=20",
-                                   "--set", "windows.validation_days=10", "--set", "gate.min_rows=100",
-                                   *(f"--set={o}" for o in LAX)])
+    out = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--json",
+            "--in-process",
+            "--data",
+            str(stable_data),
+            "--as-of",
+            "2026-02-20",
+            "--set",
+            "model.epochs=3",
+            "--set",
+            "windows.train_days=20",
+            "--set",
+            "windows.validation_days=10",
+            "--set",
+            "gate.min_rows=100",
+            *(f"--set={o}" for o in LAX),
+        ],
+    )
     assert out.exit_code == 0, out.output
     result = json.loads(out.stdout)
     assert result["outcome"] == "promoted" and result["production_after"] == "1"
@@ -152,8 +191,10 @@ def test_unwritable_events_file_stops_the_cycle_before_any_work(stable_data, tmp
     from retrain.cli import cli
 
     (tmp_path / "events-dir").mkdir()
-    out = CliRunner().invoke(cli, ["run", "--in-process", "--data", str(stable_data),
-                                   "--set", f"notify.events_path={tmp_path / 'events-dir'}"])
+    out = CliRunner().invoke(
+        cli,
+        ["run", "--in-process", "--data", str(stable_data), "--set", f"notify.events_path={tmp_path / 'events-dir'}"],
+    )
     assert out.exit_code == 6
     assert out.output.count("\n") == 1 and "events-dir" in out.output and "notify.events_path" in out.output
     client = MlflowClient()
@@ -185,8 +226,11 @@ def test_hard_problem_first_model_is_promoted_by_relative_floors(tmp_path):
     assert result.outcome == "promoted", result.reasons
     floors = result.decision["floors"]
     assert [(f["name"], f["kind"], f["passed"]) for f in floors] == [
-        ("log_loss", "relative", True), ("brier", "relative", True), ("roc_auc", "relative", True),
-        ("decision", "relative", True)]
+        ("log_loss", "relative", True),
+        ("brier", "relative", True),
+        ("roc_auc", "relative", True),
+        ("decision", "relative", True),
+    ]
     auc = result.decision["candidate_value"]
     assert 0.6 < auc < 0.7
     comparison = MlflowClient().get_run(result.decision["comparison_run_id"]).data.metrics
@@ -200,9 +244,24 @@ def test_hard_problem_first_model_is_promoted_by_relative_floors(tmp_path):
 def test_cycles_without_a_model_are_said_loudly(stable_data, tmp_path):
     """A floor no candidate clears: each cycle keeps production empty; from gate.stalled_after on the event is
     `stalled`, and check and status say so. A promotion ends the streak."""
-    common = ["--in-process", "--data", str(stable_data), "--as-of", "2026-02-25", "--set", "gate.stalled_after=2",
-              "--set", "windows.train_days=20", "--set", "windows.validation_days=10", "--set", "gate.min_rows=100",
-              "--set", "model.epochs=3", *(f"--set={o}" for o in LAX)]
+    common = [
+        "--in-process",
+        "--data",
+        str(stable_data),
+        "--as-of",
+        "2026-02-25",
+        "--set",
+        "gate.stalled_after=2",
+        "--set",
+        "windows.train_days=20",
+        "--set",
+        "windows.validation_days=10",
+        "--set",
+        "gate.min_rows=100",
+        "--set",
+        "model.epochs=3",
+        *(f"--set={o}" for o in LAX),
+    ]
     impossible = ["--set", "gate.floors={roc_auc: 0.99}"]
     first = _cli("run", "--json", *common, *impossible)
     assert first.exit_code == 0, first.output
@@ -232,8 +291,19 @@ def test_training_that_learns_nothing_fails_the_cycle_in_process_and_as_project_
     frame["label"] = np.random.default_rng(0).permutation(frame["label"].to_numpy())  # nothing to learn
     (tmp_path / "noise").mkdir()
     frame.to_parquet(tmp_path / "noise" / "data.parquet")
-    common = ["--data", str(tmp_path / "noise"), "--set", "gate.stalled_after=2", "--set", "windows.train_days=30",
-              "--set", "windows.validation_days=10", "--set", "model.epochs=4", *(f"--set={o}" for o in LAX)]
+    common = [
+        "--data",
+        str(tmp_path / "noise"),
+        "--set",
+        "gate.stalled_after=2",
+        "--set",
+        "windows.train_days=30",
+        "--set",
+        "windows.validation_days=10",
+        "--set",
+        "model.epochs=4",
+        *(f"--set={o}" for o in LAX),
+    ]
     for mode in (["--in-process"], []):
         result = _cli("run", *mode, *common)
         assert result.exit_code == 8, result.output
@@ -250,23 +320,38 @@ def test_training_that_learns_nothing_fails_the_cycle_in_process_and_as_project_
 
 @pytest.mark.slow
 def test_replay_into_productions_past_is_refused_unless_allowed_and_never_promotes(stable_data, tmp_path):
-    common = ["--in-process", "--data", str(stable_data), "--set", "windows.train_days=20",
-              "--set", "windows.validation_days=10", "--set", "gate.min_rows=100", "--set", "model.epochs=3",
-              *(f"--set={o}" for o in LAX)]
+    common = [
+        "--in-process",
+        "--data",
+        str(stable_data),
+        "--set",
+        "windows.train_days=20",
+        "--set",
+        "windows.validation_days=10",
+        "--set",
+        "gate.min_rows=100",
+        "--set",
+        "model.epochs=3",
+        *(f"--set={o}" for o in LAX),
+    ]
     first = _cli("run", "--json", "--as-of", "2026-02-28", *common)
     assert json.loads(first.stdout)["outcome"] == "promoted"  # fresh from 2026-02-19 on
     before = len(mlflow.search_runs(search_all_experiments=True, output_format="list"))
     refused = _cli("run", "--as-of", "2026-02-15", *common)
     assert refused.exit_code == 3 and refused.output.count("\n") == 1
-    assert ("--as-of 2026-02-15 is before 2026-02-19, the first day production version 1 of 'churn-classifier' did "
-            "not train, stop or tune on") in refused.output and "--allow-past" in refused.output
+    assert (
+        "--as-of 2026-02-15 is before 2026-02-19, the first day production version 1 of 'churn-classifier' did "
+        "not train, stop or tune on"
+    ) in refused.output and "--allow-past" in refused.output
     assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == before
     backtest = _cli("run", "--json", "--as-of", "2026-02-15", "--allow-past", "--force", *common)
     assert backtest.exit_code == 0, backtest.output
     out = json.loads(backtest.stdout)
     assert out["outcome"] == "kept" and out["production_after"] == "1"
-    assert any(r.startswith("backtest, never promoted: --allow-past: production v1 learned from rows before "
-                            "2026-02-19") for r in out["decision"]["reasons"])
+    assert any(
+        r.startswith("backtest, never promoted: --allow-past: production v1 learned from rows before 2026-02-19")
+        for r in out["decision"]["reasons"]
+    )
     comparison = load_json_artifact(out["decision"]["comparison_run_id"], "comparison.json")
     assert comparison["backtest"] is True and comparison["incumbent_fresh_from"] == "2026-02-19"
     assert comparison["candidate_fresh_from"] == comparison["window_start"] == "2026-02-06"
@@ -294,16 +379,31 @@ def test_in_process_cycle_reads_each_day_once_and_nothing_older(stable_data, tmp
     shutil.copytree(stable_data, data)
     # as-of 2026-03-01: the cycle needs 2026-01-21.. (one day of margin: 2026-01-20); older days are garbage
     assert _spoil_before(data, date(2026, 1, 20)) == 19
-    out = CliRunner().invoke(cli, ["run", "--json", "--in-process", "--force", "--data", str(data),
-                                   "--set", "model.epochs=2", "--set", "windows.train_days=30",
-                                   "--set", "windows.validation_days=10", "--set", "gate.min_rows=100"])
+    out = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--json",
+            "--in-process",
+            "--force",
+            "--data",
+            str(data),
+            "--set",
+            "model.epochs=2",
+            "--set",
+            "windows.train_days=30",
+            "--set",
+            "windows.validation_days=10",
+            "--set",
+            "gate.min_rows=100",
+        ],
+    )
     assert out.exit_code == 0, out.output
     result = json.loads(out.stdout)
     # trained and evaluated (promotion itself may depend on the latency checks, which are not this test's subject)
     assert result["candidate_version"] == "1" and result["decision"]["comparison_run_id"]
     # files: 7 monitoring days + the day before (margin), then 33 older days + a margin day on each side
-    assert result["data_reads"] == {"reads": 2, "files_read": 8 + 35, "rows_scanned": 40 * 250,
-                                    "rows_read": 40 * 250}
+    assert result["data_reads"] == {"reads": 2, "files_read": 8 + 35, "rows_scanned": 40 * 250, "rows_read": 40 * 250}
     metrics = MlflowClient().get_run(result["run_id"]).data.metrics
     assert metrics["data_rows_read"] == 40 * 250
     # the cycle's phases; in one process there are no step processes to break down

@@ -17,8 +17,9 @@ def test_walkthrough_notebook_runs_top_to_bottom_and_draws_its_pictures(monkeypa
         monkeypatch.delenv(var, raising=False)
     before = sorted(p.name for p in NOTEBOOK.parent.iterdir())
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(notebook, timeout=1200, kernel_name="python3",
-                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client = nbclient.NotebookClient(
+        notebook, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    )
     client.execute()  # raises CellExecutionError naming the cell that failed
 
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
@@ -32,5 +33,12 @@ def test_walkthrough_notebook_runs_top_to_bottom_and_draws_its_pictures(monkeypa
     assert sorted(p.name for p in NOTEBOOK.parent.iterdir()) == before
     # the committed notebook carries its outputs (pictures included)
     committed = nbformat.read(NOTEBOOK, as_version=4)
-    assert sum("image/png" in o.get("data", {}) for c in committed.cells if c.cell_type == "code"
-               for o in c.get("outputs", [])) >= 3
+    assert (
+        sum(
+            "image/png" in o.get("data", {})
+            for c in committed.cells
+            if c.cell_type == "code"
+            for o in c.get("outputs", [])
+        )
+        >= 3
+    )

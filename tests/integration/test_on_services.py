@@ -24,8 +24,15 @@ from tests import services
 from tests.conftest import FAST, REPO, unique_names
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
-FEATURES = ["age", "income", "tenure_days", "num_purchases", "avg_transaction_value", "days_since_last_purchase",
-            "channel"]
+FEATURES = [
+    "age",
+    "income",
+    "tenure_days",
+    "num_purchases",
+    "avg_transaction_value",
+    "days_since_last_purchase",
+    "channel",
+]
 
 
 def _s3():
@@ -33,8 +40,13 @@ def _s3():
 
     endpoint = os.environ["RETRAIN_TEST_S3_ENDPOINT"]
     env = services.s3_env(endpoint)
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    )
 
 
 def _keys(prefix: str) -> list[str]:
@@ -71,10 +83,30 @@ def test_mlflow_run_main_on_postgres_and_s3_then_promote_and_rollback(ci_server,
     cycles = names[4].split("=", 1)[1]
     overrides = " ".join([*FAST, *names, f"notify.events_path={tmp_path / 'events.jsonl'}"])
     # `mlflow run` starts `python -m retrain`: the python of this environment, activated or not
-    env = {**os.environ, "MLFLOW_TRACKING_URI": ci_server,
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "main", "--env-manager", "local",
-           "--experiment-name", cycles, "-P", f"data={s3_data}", "-P", "as_of=2026-02-10", "-P", f"set={overrides}"]
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": ci_server,
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        str(REPO),
+        "-e",
+        "main",
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        cycles,
+        "-P",
+        f"data={s3_data}",
+        "-P",
+        "as_of=2026-02-10",
+        "-P",
+        f"set={overrides}",
+    ]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient()
@@ -97,13 +129,31 @@ def test_mlflow_run_main_on_postgres_and_s3_then_promote_and_rollback(ci_server,
 
     # A second candidate from later S3 data, evaluated and promoted, then `mlflow run -e rollback`.
     args = ["--data", s3_data, "--overrides", " ".join([*FAST, *names])]
-    for step in (["train", "--as-of", "2026-03-01"], ["evaluate", "--as-of", "2026-03-01"],
-                 ["promote", "--force", "--reason", "second candidate, any decision"]):
+    for step in (
+        ["train", "--as-of", "2026-03-01"],
+        ["evaluate", "--as-of", "2026-03-01"],
+        ["promote", "--force", "--reason", "second candidate, any decision"],
+    ):
         out = CliRunner().invoke(cli, [*step, *(args if step[0] != "promote" else args[2:])])
         assert out.exit_code == 0, (step, out.output)
     assert client.get_model_version_by_alias(model, "production").version == "2"
-    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "rollback", "--env-manager", "local",
-           "--experiment-name", cycles, "-P", f"set={' '.join(names)}", "-P", "reason=CI rollback"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        str(REPO),
+        "-e",
+        "rollback",
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        cycles,
+        "-P",
+        f"set={' '.join(names)}",
+        "-P",
+        "reason=CI rollback",
+    ]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert client.get_model_version_by_alias(model, "production").version == "1"
@@ -116,8 +166,20 @@ def test_mlflow_run_main_on_postgres_and_s3_then_promote_and_rollback(ci_server,
 def test_clients_writing_artifacts_to_s3_directly(ci_server_direct, s3_data, tmp_path):
     names = unique_names("direct")
     model = names[0].split("=", 1)[1]
-    out = CliRunner().invoke(cli, ["run", "--json", "--in-process", "--data", s3_data, "--as-of", "2026-02-10",
-                                   "--overrides", " ".join([*FAST, *names])])
+    out = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--json",
+            "--in-process",
+            "--data",
+            s3_data,
+            "--as-of",
+            "2026-02-10",
+            "--overrides",
+            " ".join([*FAST, *names]),
+        ],
+    )
     assert out.exit_code == 0, out.output
     result = json.loads(out.stdout)
     assert result["outcome"] == "promoted"

@@ -22,10 +22,16 @@ NAME = "churn-classifier"
 HEAD = "retrain.state.production"
 MIRROR = "retrain.history.production."
 WRITES = {
-    "create_experiment", "delete_experiment", "restore_experiment", "set_experiment_tag",
-    "set_registered_model_tag", "delete_registered_model_tag",
-    "set_registered_model_alias", "delete_registered_model_alias",
-    "set_model_version_tag", "delete_model_version_tag",
+    "create_experiment",
+    "delete_experiment",
+    "restore_experiment",
+    "set_experiment_tag",
+    "set_registered_model_tag",
+    "delete_registered_model_tag",
+    "set_registered_model_alias",
+    "delete_registered_model_alias",
+    "set_model_version_tag",
+    "delete_model_version_tag",
 }
 
 
@@ -42,19 +48,28 @@ def make_versions(n: int, name: str = NAME) -> list[str]:
     return versions
 
 
-def record_comparison(candidate: str, incumbent: str | None, decision: str = "promote", *, as_of: str = "2026-03-01",
-                      status: str = "FINISHED", name: str = NAME) -> str:
+def record_comparison(
+    candidate: str,
+    incumbent: str | None,
+    decision: str = "promote",
+    *,
+    as_of: str = "2026-03-01",
+    status: str = "FINISHED",
+    name: str = NAME,
+) -> str:
     """A comparison run carrying the tags `retrain evaluate` writes (decision made elsewhere)."""
     mlflow.set_experiment("retrain-comparisons")
     run = mlflow.start_run()
-    mlflow.set_tags({
-        "retrain.model_name": name,
-        "retrain.candidate_version": candidate,
-        "retrain.incumbent_version": incumbent or "none",
-        "retrain.decision": decision,
-        "retrain.reason": f"test says {decision}",
-        "retrain.as_of": as_of,
-    })
+    mlflow.set_tags(
+        {
+            "retrain.model_name": name,
+            "retrain.candidate_version": candidate,
+            "retrain.incumbent_version": incumbent or "none",
+            "retrain.decision": decision,
+            "retrain.reason": f"test says {decision}",
+            "retrain.as_of": as_of,
+        }
+    )
     mlflow.log_metrics({"staging_roc_auc": 0.85, "production_roc_auc": 0.80})
     mlflow.end_run(status)
     return run.info.run_id
@@ -149,13 +164,19 @@ def test_rollback_walks_back_through_history_and_is_recorded(settings):
     assert reg.rollback("4", force=True).to_version == "4"
     moves = reg.history()
     assert [(m.kind, m.from_version, m.to_version) for m in moves] == [
-        ("rollback", "1", "4"), ("rollback", "2", "1"), ("rollback", "3", "2"),
-        ("force", "2", "3"), ("force", "1", "2"), ("force", None, "1"),
+        ("rollback", "1", "4"),
+        ("rollback", "2", "1"),
+        ("rollback", "3", "2"),
+        ("force", "2", "3"),
+        ("force", "1", "2"),
+        ("force", None, "1"),
     ]
     assert moves[-1].actor and moves[2].reason == "bad metrics"
     # the recent history is plain JSON in registered-model tags, readable by any MLflow client and the UI
     entries = [json.loads(v) for k, v in model_tags().items() if k.startswith(MIRROR)]
-    assert len(entries) == 6 and {"from_version", "to_version", "at", "actor", "reason", "comparison_run_id"} <= set(entries[0])
+    assert len(entries) == 6 and {"from_version", "to_version", "at", "actor", "reason", "comparison_run_id"} <= set(
+        entries[0]
+    )
     assert "staging" not in aliases()  # it pointed at the version that went to production
 
 
@@ -278,7 +299,11 @@ def test_a_promotion_killed_after_its_claim_blocks_every_writer_until_repaired(s
     back = invoke("rollback")
     assert back.exit_code == 0 and "production 3 -> 2" in back.output
     assert [(m.seq, m.from_version, m.to_version) for m in reg.history()] == [
-        (4, "3", "2"), (3, "2", "3"), (2, "1", "2"), (1, None, "1")]
+        (4, "3", "2"),
+        (3, "2", "3"),
+        (2, "1", "2"),
+        (1, None, "1"),
+    ]
 
 
 @pytest.mark.parametrize("op", ["promote", "rollback"])
@@ -327,9 +352,18 @@ def test_a_legacy_history_damaged_by_a_crash_is_read_correctly(settings):
     client = MlflowClient()
 
     def legacy(seq, frm, to, kind="promote", **extra):
-        record = {"seq": seq, "from_version": frm, "to_version": to, "at": f"2026-01-0{seq}T00:00:00+00:00",
-                  "actor": "old@host", "kind": kind, "reason": f"legacy {seq}", "comparison_run_id": None,
-                  "aborted": False, **extra}
+        record = {
+            "seq": seq,
+            "from_version": frm,
+            "to_version": to,
+            "at": f"2026-01-0{seq}T00:00:00+00:00",
+            "actor": "old@host",
+            "kind": kind,
+            "reason": f"legacy {seq}",
+            "comparison_run_id": None,
+            "aborted": False,
+            **extra,
+        }
         client.set_registered_model_tag(NAME, f"{MIRROR}{seq:06d}", json.dumps(record))
 
     legacy(1, None, "1")
@@ -342,8 +376,13 @@ def test_a_legacy_history_damaged_by_a_crash_is_read_correctly(settings):
     out = invoke("status")
     assert out.exit_code == 0, out.output
     page = reg.history_page(10)
-    assert [(e.seq, e.state) for e in page] == [(5, "aborted"), (4, "applied"), (3, "aborted"), (2, "applied"),
-                                                (1, "applied")]
+    assert [(e.seq, e.state) for e in page] == [
+        (5, "aborted"),
+        (4, "applied"),
+        (3, "aborted"),
+        (2, "applied"),
+        (1, "applied"),
+    ]
     assert HEAD in model_tags()
     move = reg.rollback()
     assert (move.seq, move.from_version, move.to_version) == (6, "3", "2")
@@ -354,9 +393,17 @@ def test_a_long_legacy_history_moves_into_the_log_keeping_every_move(settings):
     client = MlflowClient()
     for seq in range(1, 26):
         frm, to = ("1", "2") if seq % 2 == 0 else ("2", "1")
-        record = {"seq": seq, "from_version": None if seq == 1 else frm, "to_version": to, "at": "2026-01-01T00:00:00",
-                  "actor": "old@host", "kind": "force", "reason": f"legacy {seq}", "comparison_run_id": None,
-                  "aborted": False}
+        record = {
+            "seq": seq,
+            "from_version": None if seq == 1 else frm,
+            "to_version": to,
+            "at": "2026-01-01T00:00:00",
+            "actor": "old@host",
+            "kind": "force",
+            "reason": f"legacy {seq}",
+            "comparison_run_id": None,
+            "aborted": False,
+        }
         client.set_registered_model_tag(NAME, f"{MIRROR}{seq:06d}", json.dumps(record))
     client.set_registered_model_alias(NAME, "production", "1")
     reg = Registry(settings)
@@ -573,8 +620,16 @@ def test_promote_rollback_and_forced_moves_notify(settings, tmp_path):
 def test_a_broken_events_file_stops_a_move_before_it_writes(settings, tmp_path):
     make_versions(1)
     (tmp_path / "events-dir").mkdir()
-    out = invoke("promote", "--candidate", "1", "--force", "--reason", "x", "--set",
-                 f"notify.events_path={tmp_path / 'events-dir'}")
+    out = invoke(
+        "promote",
+        "--candidate",
+        "1",
+        "--force",
+        "--reason",
+        "x",
+        "--set",
+        f"notify.events_path={tmp_path / 'events-dir'}",
+    )
     assert out.exit_code == 6 and "events-dir" in one_line(out)
     assert HEAD not in model_tags() and aliases() == {}
 
@@ -596,8 +651,14 @@ def test_runs_left_running_by_a_killed_process_are_listed_and_marked_killed(sett
         "with step_run('retrain-training', 'train-killed'):\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == -9, done.stderr
     client = MlflowClient()
     (run,) = client.search_runs([client.get_experiment_by_name("retrain-training").experiment_id])

@@ -42,8 +42,9 @@ def test_a_rerun_cycle_keeps_production_where_an_operator_rolled_it_back(stable_
     retry = run_cycle(settings, date(2026, 2, 25), force=True, in_process=True)  # the scheduler's retry
     assert retry.candidate_version == "2" and retry.decision["promote"]  # same version, same verdict...
     assert retry.outcome == "kept" and production() == "1"  # ...but it does not come back by itself
-    assert any("v2 was rolled back on" in r and "by ops@pager: complaints from the call centre" in r
-               for r in retry.reasons), retry.reasons
+    assert any(
+        "v2 was rolled back on" in r and "by ops@pager: complaints from the call centre" in r for r in retry.reasons
+    ), retry.reasons
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [e["kind"] for e in events] == ["promoted", "promoted", "rolled_back", "kept"]
 

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import uuid
 
-import mlflow
 import pytest
 from mlflow import MlflowClient
 
@@ -32,8 +31,13 @@ SELF_MOVE = re.compile(r"production (\S+) -> \1 ")
 
 class Harness:
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.integration.registry_harness"], cwd=REPO,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.registry_harness"],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert json.loads(self.proc.stdout.readline())["ready"]
 
     def run(self, jobs: list[dict]) -> list[dict]:
@@ -61,14 +65,20 @@ def store(request, tracking) -> str:
 
 def overrides(name: str) -> list[str]:
     """The model `name`, and experiments of its own (a shared server holds other tests' runs)."""
-    return [f"registry.model_name={name}", *(f"experiments.{kind}={name}-{kind}"
-                                              for kind in ("training", "comparisons", "monitoring", "cycles"))]
+    return [
+        f"registry.model_name={name}",
+        *(f"experiments.{kind}={name}-{kind}" for kind in ("training", "comparisons", "monitoring", "cycles")),
+    ]
 
 
 def job(store: str, cwd, name: str, *commands: list[str], kill_after: int | None = None) -> dict:
     sets = [arg for o in overrides(name) for arg in ("--set", o)]
-    return {"cwd": str(cwd), "env": {"MLFLOW_TRACKING_URI": store, "MLFLOW_REGISTRY_URI": store},
-            "kill_after": kill_after, "commands": [[*c, *sets] for c in commands]}
+    return {
+        "cwd": str(cwd),
+        "env": {"MLFLOW_TRACKING_URI": store, "MLFLOW_REGISTRY_URI": store},
+        "kill_after": kill_after,
+        "commands": [[*c, *sets] for c in commands],
+    }
 
 
 def registry(name: str) -> Registry:
@@ -149,8 +159,12 @@ def test_two_concurrent_promotions_of_different_candidates_succeed_once(harness,
         model(name, versions=4)
         record_comparison("3", "2", name=name)
         record_comparison("4", "2", name=name)
-        results = harness.run([job(store, tmp_path, name, ["promote", "--candidate", "3"]),
-                               job(store, tmp_path, name, ["promote", "--candidate", "4"])])
+        results = harness.run(
+            [
+                job(store, tmp_path, name, ["promote", "--candidate", "3"]),
+                job(store, tmp_path, name, ["promote", "--candidate", "4"]),
+            ]
+        )
         assert assert_clean(results) == 1, results
         assert head(name)["seq"] == 3 and head(name)["production"] in ("3", "4")
         assert_history_intact(name, 3)
@@ -164,8 +178,9 @@ def test_a_promotion_racing_a_rollback_never_loses_a_move(harness, store, tmp_pa
         model(name)
         MlflowClient().set_registered_model_alias(name, "staging", "3")
         record_comparison("3", "2", name=name)
-        results = harness.run([job(store, tmp_path, name, ["promote"]),
-                               job(store, tmp_path, name, ["rollback", "--reason", "race"])])
+        results = harness.run(
+            [job(store, tmp_path, name, ["promote"]), job(store, tmp_path, name, ["rollback", "--reason", "race"])]
+        )
         successes = assert_clean(results)
         assert successes >= 1 and head(name)["seq"] == 2 + successes, results
         assert_history_intact(name, 3)
@@ -178,9 +193,15 @@ def test_forty_forced_promotions_from_each_of_two_processes_record_every_success
     for rep in range(REPEAT):
         name = f"race-many-{rep}-{uuid.uuid4().hex[:6]}"
         model(name, versions=4, production=("1",))
-        jobs = [job(store, tmp_path, name, *[["promote", "--candidate", vs[i % 2], "--force", "--reason", who]
-                                             for i in range(40)])
-                for vs, who in ((("2", "3"), "a"), (("4", "1"), "b"))]
+        jobs = [
+            job(
+                store,
+                tmp_path,
+                name,
+                *[["promote", "--candidate", vs[i % 2], "--force", "--reason", who] for i in range(40)],
+            )
+            for vs, who in ((("2", "3"), "a"), (("4", "1"), "b"))
+        ]
         results = harness.run(jobs)
         successes = assert_clean(results)
         assert head(name)["seq"] == 1 + successes, (successes, head(name))
@@ -203,8 +224,9 @@ def _kill_scenario(harness, store, tmp_path, op: list[str], name: str, kill_afte
     consistent = oracle_consistent(name)
     (status,) = harness.run([job(store, tmp_path, name, ["status"])])
     assert status["codes"] == [0 if consistent else 9], (kill_after, status)
-    (after,) = harness.run([job(store, tmp_path, name, ["promote"], ["rollback", "--reason", "after crash"],
-                                ["status"])])
+    (after,) = harness.run(
+        [job(store, tmp_path, name, ["promote"], ["rollback", "--reason", "after crash"], ["status"])]
+    )
     assert_clean([{**after, "codes": after["codes"][:2]}])
     text = after["stdout"] + after["stderr"]
     if not consistent:  # both writers refused, naming the repair
@@ -223,7 +245,6 @@ def _kill_scenario(harness, store, tmp_path, op: list[str], name: str, kill_afte
 @pytest.mark.parametrize("op", [["promote"], ["rollback", "--reason", "killed"]], ids=["promote", "rollback"])
 def test_kill_9_at_every_registry_write_is_never_silent(harness, store, tmp_path, op):
     kill_after = 0
-    while _kill_scenario(harness, store, tmp_path, op, f"kill-{op[0]}-{kill_after}-{uuid.uuid4().hex[:6]}",
-                         kill_after):
+    while _kill_scenario(harness, store, tmp_path, op, f"kill-{op[0]}-{kill_after}-{uuid.uuid4().hex[:6]}", kill_after):
         kill_after += 1
     assert kill_after >= 7  # every write was a kill point, then the operation ran through

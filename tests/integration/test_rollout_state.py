@@ -61,11 +61,21 @@ def registered(tracking):
     return tracking
 
 
-def _writers(tmp_path: Path, n: int, expected: int, round_: int, env: dict | None = None) -> list[subprocess.CompletedProcess]:
+def _writers(
+    tmp_path: Path, n: int, expected: int, round_: int, env: dict | None = None
+) -> list[subprocess.CompletedProcess]:
     start = tmp_path / f"start-{round_}"
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(start), f"writer-{round_}-{i}", str(expected)],
-                              cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(n)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(start), f"writer-{round_}-{i}", str(expected)],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(n)
+    ]
     deadline = time.monotonic() + 300
     while len(list(tmp_path.glob(f"start-{round_}-ready-*"))) < n:  # every process imported and waits at the line
         assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [p.poll() for p in procs]

@@ -26,8 +26,16 @@ import pytest
 from retrain import synth
 from tests.conftest import fast_settings, use_store, write_with_gaps
 
-FEATURES = ["age", "income", "tenure_days", "num_purchases", "avg_transaction_value", "days_since_last_purchase",
-            "channel", "region"]
+FEATURES = [
+    "age",
+    "income",
+    "tenure_days",
+    "num_purchases",
+    "avg_transaction_value",
+    "days_since_last_purchase",
+    "channel",
+    "region",
+]
 SETTINGS = ("data.categorical=[channel, region]", "model.missing={income: impute, channel: impute, region: impute}")
 pytestmark = pytest.mark.slow
 
@@ -71,9 +79,23 @@ def served(tmp_path_factory, _template_db):
     log_path = folder / "serve.log"
     log = log_path.open("w")
     server = subprocess.Popen(
-        ["mlflow", "models", "serve", "-m", f"models:/{outcome.model_name}@staging", "--env-manager", "local",
-         "-p", str(port), "-h", "127.0.0.1"],
-        cwd=folder, env={**os.environ, "MLFLOW_TRACKING_URI": tracking}, stdout=log, stderr=subprocess.STDOUT,
+        [
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            f"models:/{outcome.model_name}@staging",
+            "--env-manager",
+            "local",
+            "-p",
+            str(port),
+            "-h",
+            "127.0.0.1",
+        ],
+        cwd=folder,
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking},
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,  # the server forks workers: stop the whole group
     )
     try:
@@ -87,8 +109,13 @@ def served(tmp_path_factory, _template_db):
                 pass
             assert time.monotonic() < deadline, "server not ready in 120 s: " + log_path.read_text()[-3000:]
             time.sleep(0.5)
-        yield Served(f"http://127.0.0.1:{port}/invocations", f"models:/{outcome.model_name}/{outcome.version}", data,
-                     folder, tracking)
+        yield Served(
+            f"http://127.0.0.1:{port}/invocations",
+            f"models:/{outcome.model_name}/{outcome.version}",
+            data,
+            folder,
+            tracking,
+        )
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -145,8 +172,12 @@ def test_types_as_sources_deliver_them_score_alike(served, model):
         pd.testing.assert_frame_equal(model.predict(variant), expected, obj=name)
         answer = _post(served.url, _split(variant))["predictions"]
         assert [p["probability"] for p in answer] == pytest.approx(expected["probability"].tolist(), abs=1e-6), name
-    mixed = {"dataframe_records": [{**r, "age": float(r["age"]), "region": str(r["region"])}
-                                   for r in json.loads(rows.to_json(orient="records"))]}
+    mixed = {
+        "dataframe_records": [
+            {**r, "age": float(r["age"]), "region": str(r["region"])}
+            for r in json.loads(rows.to_json(orient="records"))
+        ]
+    }
     answer = _post(served.url, mixed)["predictions"]
     assert [p["probability"] for p in answer] == pytest.approx(expected["probability"].tolist(), abs=1e-6)
 
@@ -176,10 +207,13 @@ def test_missing_values_score_the_same_in_training_code_pyfunc_and_rest(served, 
     assert all(0 < p["probability"] < 1 for p in unseen)
 
 
-@pytest.mark.parametrize(("column", "value", "needle"), [
-    ("age", None, "feature 'age' is missing (null) in 1 row(s)"),
-    ("income", "52k", "feature 'income' must be numeric"),
-])
+@pytest.mark.parametrize(
+    ("column", "value", "needle"),
+    [
+        ("age", None, "feature 'age' is missing (null) in 1 row(s)"),
+        ("income", "52k", "feature 'income' must be numeric"),
+    ],
+)
 def test_a_value_the_model_cannot_score_is_a_400_naming_the_column(served, column, value, needle):
     row = _client_rows().head(1).astype(object)
     row[column] = value

@@ -31,15 +31,19 @@ def _cli(*args: str) -> list[str]:
 
 def _run(args: list[str], tmp_path: Path, uri: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}
-    return subprocess.run([sys.executable, "-m", "retrain", *args], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "retrain", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
 
 
 @pytest.mark.slow
 def test_train_registers_through_the_server_with_the_logged_models_id(tracking_server, stable_data, tmp_path):
     names = unique_names()
-    done = _run(_cli("train", "--json", "--data", str(stable_data), "--as-of", AS_OF, *[f"--set={n}" for n in names]),
-                tmp_path, tracking_server)
+    done = _run(
+        _cli("train", "--json", "--data", str(stable_data), "--as-of", AS_OF, *[f"--set={n}" for n in names]),
+        tmp_path,
+        tracking_server,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout)  # the whole of stdout: MLflow's "View run" lines went to stderr
     assert "View run" in done.stderr
@@ -59,9 +63,21 @@ def test_train_registers_through_the_server_with_the_logged_models_id(tracking_s
 def test_run_json_with_project_steps_through_the_server_prints_one_object(tracking_server, stable_data, tmp_path):
     """`retrain run --json` with train and evaluate as `mlflow run` child processes: their output goes to stderr."""
     names = unique_names()
-    done = _run(_cli("run", "--json", "--data", str(stable_data), "--as-of", AS_OF, "--set",
-                     f"notify.events_path={tmp_path / 'events.jsonl'}", *[f"--set={n}" for n in names]),
-                tmp_path, tracking_server)
+    done = _run(
+        _cli(
+            "run",
+            "--json",
+            "--data",
+            str(stable_data),
+            "--as-of",
+            AS_OF,
+            "--set",
+            f"notify.events_path={tmp_path / 'events.jsonl'}",
+            *[f"--set={n}" for n in names],
+        ),
+        tmp_path,
+        tracking_server,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert result["outcome"] == "promoted" and result["production_after"] == "1"

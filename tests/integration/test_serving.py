@@ -16,8 +16,14 @@ import numpy as np
 import pytest
 import requests
 
-from tests.integration.serving_support import (FEATURES, NAME, Service, log_rows, serving_store, split_body,  # noqa: F401
-                                               store, traffic)
+from tests.integration.serving_support import (
+    FEATURES,
+    NAME,
+    Service,
+    log_rows,
+    split_body,
+    traffic,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +42,11 @@ def test_predict_answers_like_the_registered_model_in_every_body_shape(store, tm
         "inputs (columns)": {"inputs": columns},
     }
     with Service(tmp_path, uri) as service:
-        assert service.get("/health").json() == {"status": "ok", "production": served.versions["good"], "mode": "single"}
+        assert service.get("/health").json() == {
+            "status": "ok",
+            "production": served.versions["good"],
+            "mode": "single",
+        }
         ids = set()
         for shape, body in bodies.items():
             response = service.post("/predict", body)
@@ -55,9 +65,15 @@ def test_predict_answers_like_the_registered_model_in_every_body_shape(store, tm
         assert status["counts"]["records_production"] == len(bodies) * len(rows)
         # late labels by request id + record and by entity id
         first = service.post("/predict", split_body(rows.head(3))).json()
-        ok = service.post("/feedback", {"feedback": [
-            {"request_id": first["request_id"], "record": 2, "label": 1},
-            {"entity_id": rows["customer_id"].iloc[0], "label": 0}]})
+        ok = service.post(
+            "/feedback",
+            {
+                "feedback": [
+                    {"request_id": first["request_id"], "record": 2, "label": 1},
+                    {"entity_id": rows["customer_id"].iloc[0], "label": 0},
+                ]
+            },
+        )
         assert ok.status_code == 200 and ok.json() == {"accepted": 2}
     logged = log_rows(service.log_url)
     assert len(logged) == (len(bodies) * len(rows) + 3)
@@ -94,13 +110,20 @@ def test_bad_input_gets_one_clear_4xx_and_the_service_keeps_serving(store, tmp_p
             assert response.status_code == code, (body, response.text)
             assert message in response.json()["error"]
             assert "\n" not in response.json()["error"]
-        for data, code, message in [(b"", 400, "empty request body"), (b"{not json", 400, "not valid JSON"),
-                                    (b"x" * 30_000, 413, "over the limit of 20,000")]:
+        for data, code, message in [
+            (b"", 400, "empty request body"),
+            (b"{not json", 400, "not valid JSON"),
+            (b"x" * 30_000, 413, "over the limit of 20,000"),
+        ]:
             response = service.post("/predict", data=data, headers={"Content-Type": "application/json"})
             assert response.status_code == code and message in response.json()["error"], response.text
         # a body over the limit without a Content-Length header (chunked) is cut off as well
-        chunked = service.session.post(service.url + "/predict", data=iter([b"{" + b" " * 15_000, b" " * 15_000 + b"}"]),
-                                       headers={"Content-Type": "application/json"}, timeout=30)
+        chunked = service.session.post(
+            service.url + "/predict",
+            data=iter([b"{" + b" " * 15_000, b" " * 15_000 + b"}"]),
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        )
         assert chunked.status_code == 413
         for body, code, message in [
             ({"request_id": "no-such-request", "label": 1}, 404, "unknown request_id 'no-such-request'"),
@@ -168,7 +191,10 @@ def test_serve_refuses_to_start_without_a_production_version(tracking, tmp_path)
     mlflow.MlflowClient().create_registered_model(NAME)
     result = CliRunner().invoke(cli, ["serve", "--port", "1"])
     assert result.exit_code == 4
-    assert "churn-classifier has no @production alias; promote a version (`retrain promote`) before serving" in result.output
+    assert (
+        "churn-classifier has no @production alias; promote a version (`retrain promote`) before serving"
+        in result.output
+    )
 
 
 def test_mlflow_run_serve_entry_point(store, tmp_path):
@@ -178,8 +204,23 @@ def test_mlflow_run_serve_entry_point(store, tmp_path):
 
     served, uri = store
     probe = Service(tmp_path, uri)
-    command = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "serve", "--env-manager", "local",
-               "--experiment-name", "retrain-serving", "-P", f"port={probe.port}", "-P", "set=" + " ".join(probe.settings)]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        str(REPO),
+        "-e",
+        "serve",
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        "retrain-serving",
+        "-P",
+        f"port={probe.port}",
+        "-P",
+        "set=" + " ".join(probe.settings),
+    ]
     with Service(tmp_path, uri, command=command, port=probe.port) as service:
         answer = service.post("/predict", split_body(traffic(4)))
         assert answer.status_code == 200

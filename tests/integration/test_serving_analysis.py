@@ -17,8 +17,15 @@ from retrain import data
 from retrain.cli import cli
 from retrain.config import load_settings
 from retrain.registry import Registry
-from tests.integration.serving_support import (FEATURES, NAME, Service, cli_json, send_labelled,  # noqa: F401
-                                               serving_store, split_body, store, traffic)
+from tests.integration.serving_support import (
+    FEATURES,
+    NAME,
+    Service,
+    cli_json,
+    send_labelled,
+    split_body,
+    traffic,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -137,7 +144,9 @@ def test_check_monitors_served_traffic_from_the_log(store, tmp_path):
     assert frame["timestamp"].is_monotonic_increasing and frame["age"].dtype.kind == "i"
     assert source.latest_day() == frame["timestamp"].max().date()
     sets = [x for item in service.settings for x in ("--set", item)]
-    result = CliRunner().invoke(cli, ["check", "--data", service.log_url, "--set", "trigger.min_labels=100", *sets, "--json"])
+    result = CliRunner().invoke(
+        cli, ["check", "--data", service.log_url, "--set", "trigger.min_labels=100", *sets, "--json"]
+    )
     assert result.exit_code == 0, result.output
     check = json.loads(result.stdout)  # the readable lines go to stderr with --json
     assert check["n_rows"] == 300 and check["n_labels"] == 250

@@ -22,8 +22,9 @@ from tests.integration.serving_support import Service, cli_json, log_rows, send_
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 
-def test_ab_rollout_log_on_postgres_report_and_check_through_the_tracking_server(ci_server, ci_s3, stable_data,
-                                                                                 tmp_path):
+def test_ab_rollout_log_on_postgres_report_and_check_through_the_tracking_server(
+    ci_server, ci_s3, stable_data, tmp_path
+):
     admin = _needs_env("RETRAIN_TEST_POSTGRES_URI")
     log_url = services.create_database(admin, f"predictions_{uuid.uuid4().hex[:8]}")
     names = unique_names("serve")

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 
 import mlflow
 import pytest
@@ -22,8 +21,15 @@ import requests
 from retrain.config import load_settings
 from retrain.registry import Registry
 from retrain.serving import assign
-from tests.integration.serving_support import (FEATURES, NAME, Service, cli_json, log_rows,  # noqa: F401
-                                               serving_store, split_body, store, traffic)
+from tests.integration.serving_support import (
+    FEATURES,
+    NAME,
+    Service,
+    cli_json,
+    log_rows,
+    split_body,
+    traffic,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +73,8 @@ def test_ab_assignment_is_sticky_by_entity_across_restarts_and_share_increases(s
         again.wait_for(lambda s: s["mode"] == "ab" and s["share"] == 60, "A/B route at 60%")
         second = predict(again, rows)
     assert [p["variant"] for p in second] == [
-        "candidate" if assign.bucket(c, NAME) < 6000 else "production" for c in rows["customer_id"]]
+        "candidate" if assign.bucket(c, NAME) < 6000 else "production" for c in rows["customer_id"]
+    ]
     assert all(b["variant"] == "candidate" for a, b in zip(first, second) if a["variant"] == "candidate")
 
 
@@ -78,8 +85,9 @@ def test_shadow_scores_beside_production_and_never_changes_the_answer(store, tmp
     service = Service(tmp_path, uri, "serving.shadow_queue=2")
     cli_json(service, "rollout", "start", "--mode", "shadow", "--candidate", served.versions["slow"])
     with service:
-        service.wait_for(lambda s: s["mode"] == "shadow" and s["candidate"]["version"] == served.versions["slow"],
-                         "shadow route")
+        service.wait_for(
+            lambda s: s["mode"] == "shadow" and s["candidate"]["version"] == served.versions["slow"], "shadow route"
+        )
         answers = []
         # 8 requests at once against a 300 ms shadow with room for 2 waiting jobs: some shadow scores are skipped
         threads = [threading.Thread(target=lambda: answers.append(predict(service, rows))) for _ in range(8)]
@@ -91,14 +99,18 @@ def test_shadow_scores_beside_production_and_never_changes_the_answer(store, tmp
         for answer in answers:
             assert [p["prediction"] for p in answer] == expected["prediction"].tolist()
             assert {(p["variant"], p["version"]) for p in answer} == {("production", served.versions["good"])}
-        counts = service.wait_for(lambda s: s["counts"].get("shadow_scored", 0) + s["counts"].get("shadow_skipped", 0) == 8,
-                                  "every shadow job scored or skipped")["counts"]
+        counts = service.wait_for(
+            lambda s: s["counts"].get("shadow_scored", 0) + s["counts"].get("shadow_skipped", 0) == 8,
+            "every shadow job scored or skipped",
+        )["counts"]
         assert counts["shadow_skipped"] >= 1 and counts["shadow_scored"] >= 1
         # a failing shadow: same answers, status 200, the failure counted and logged
         cli_json(service, "rollout", "stop")
         cli_json(service, "rollout", "start", "--mode", "shadow", "--candidate", served.versions["failing"])
-        service.wait_for(lambda s: s["candidate"] and s["candidate"]["version"] == served.versions["failing"],
-                         "failing shadow loaded")
+        service.wait_for(
+            lambda s: s["candidate"] and s["candidate"]["version"] == served.versions["failing"],
+            "failing shadow loaded",
+        )
         answer = predict(service, rows)
         assert [p["prediction"] for p in answer] == expected["prediction"].tolist()
         service.wait_for(lambda s: s["counts"].get("shadow_failed", 0) == 1, "shadow failure counted")
@@ -198,8 +210,9 @@ def test_a_version_that_fails_to_load_keeps_the_old_one_and_says_so(store, tmp_p
         service.wait_for(lambda s: s["production"]["version"] == failing, "failing version serving")
         response = service.post("/predict", split_body(rows))
         assert response.status_code == 500
-        assert response.json()["error"] == (f"production model version {failing} failed to score the request; "
-                                             "see the service log")
+        assert response.json()["error"] == (
+            f"production model version {failing} failed to score the request; see the service log"
+        )
         assert service.get("/health").status_code == 200
         registry.rollback(reason="test: back again")
         service.wait_for(lambda s: s["production"]["version"] == good, "good version back")
@@ -212,9 +225,15 @@ def record_comparison(candidate: str, incumbent: str) -> str:
     """A comparison run with the tags `retrain evaluate` writes, saying promote (the gate's verdict is tested elsewhere)."""
     mlflow.set_experiment("retrain-comparisons")
     with mlflow.start_run() as run:
-        mlflow.set_tags({"retrain.model_name": NAME, "retrain.candidate_version": candidate,
-                         "retrain.incumbent_version": incumbent, "retrain.decision": "promote",
-                         "retrain.reason": "test comparison says promote"})
+        mlflow.set_tags(
+            {
+                "retrain.model_name": NAME,
+                "retrain.candidate_version": candidate,
+                "retrain.incumbent_version": incumbent,
+                "retrain.decision": "promote",
+                "retrain.reason": "test comparison says promote",
+            }
+        )
     return run.info.run_id
 
 
@@ -245,9 +264,15 @@ def test_canary_advances_stage_by_stage_and_promotes_through_the_registry(store,
         assert final["step"]["action"] == "promote"
         move = final["step"]["promoted_move"]
         assert (move["kind"], move["from_version"], move["to_version"], move["comparison_run_id"]) == (
-            "promote", good, good2, comparison)
+            "promote",
+            good,
+            good2,
+            comparison,
+        )
         assert move["reason"].startswith("canary: stage 2/2 (100%) passed")
-        service.wait_for(lambda s: s["mode"] == "single" and s["production"]["version"] == good2, "promoted version serves")
+        service.wait_for(
+            lambda s: s["mode"] == "single" and s["production"]["version"] == good2, "promoted version serves"
+        )
     assert Registry(settings_of(service)).state().production == good2
     assert cli_json(service, "rollout", "status")["rollout"]["status"] == "promoted"
 
@@ -256,8 +281,21 @@ def test_canary_breach_sets_the_share_to_zero_records_why_and_notifies(store, tm
     served, uri = store
     good, failing = served.versions["good"], served.versions["failing"]
     service = Service(tmp_path, uri)
-    start = ["rollout", "start", "--mode", "canary", "--candidate", failing, "--stages", "50,100", "--min-requests",
-             "100", "--max-error-rate", "0.05", "--once"]
+    start = [
+        "rollout",
+        "start",
+        "--mode",
+        "canary",
+        "--candidate",
+        failing,
+        "--stages",
+        "50,100",
+        "--min-requests",
+        "100",
+        "--max-error-rate",
+        "0.05",
+        "--once",
+    ]
     cli_json(service, *start)
     with service:
         service.wait_for(lambda s: s["mode"] == "canary", "canary route")
@@ -281,7 +319,19 @@ def test_a_killed_canary_controller_resumes_from_the_registry(store, tmp_path):
     service = Service(tmp_path, uri)
     sets = [x for item in service.settings for x in ("--set", item)]
     stages = ["--stages", "20,60,100", "--min-requests", "60"]
-    args = [sys.executable, "-m", "retrain", "rollout", "start", "--mode", "canary", *stages, "--interval-s", "0.2", *sets]
+    args = [
+        sys.executable,
+        "-m",
+        "retrain",
+        "rollout",
+        "start",
+        "--mode",
+        "canary",
+        *stages,
+        "--interval-s",
+        "0.2",
+        *sets,
+    ]
     rows = traffic(50, seed=4)  # ~10 candidate records per request at 20%: stage 1 needs several requests
     with service, (tmp_path / "controller.log").open("w") as out:
         controller = subprocess.Popen(args, cwd=tmp_path, env=service.env, stdout=out, stderr=subprocess.STDOUT)
@@ -305,7 +355,11 @@ def test_rollout_commands_refuse_bad_input_and_write_nothing(store, tmp_path):
     served, uri = store
     service = Service(tmp_path, uri)
     cases = [
-        (["rollout", "start", "--mode", "blue-green"], 2, "unknown rollout mode 'blue-green'; use one of: ab, canary, shadow"),
+        (
+            ["rollout", "start", "--mode", "blue-green"],
+            2,
+            "unknown rollout mode 'blue-green'; use one of: ab, canary, shadow",
+        ),
         (["rollout", "start", "--mode", "ab", "--share", "150"], 2, "--share must be a percentage in (0, 100]"),
         (["rollout", "start", "--mode", "canary", "--stages", "5,50"], 2, "--stages must end at 100"),
         (["rollout", "start", "--mode", "canary", "--stages", "50,5,100"], 2, "--stages must be increasing"),

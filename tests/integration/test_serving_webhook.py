@@ -21,8 +21,14 @@ from retrain.cli import cli
 from retrain.config import load_settings
 from retrain.registry import Registry
 from tests.conftest import point_mlflow
-from tests.integration.serving_support import (NAME, Service, free_port, serving_store, split_body,  # noqa: F401
-                                               traffic, use_served_store)
+from tests.integration.serving_support import (
+    NAME,
+    Service,
+    free_port,
+    split_body,
+    traffic,
+    use_served_store,
+)
 
 pytestmark = pytest.mark.slow
 SECRET = "webhook-test-secret"
@@ -30,14 +36,35 @@ SECRET = "webhook-test-secret"
 
 def _mlflow_server(folder, db_uri: str):
     port = free_port()
-    env = {**os.environ, "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https", "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
-           "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": "a" * 43 + "="}
+    env = {
+        **os.environ,
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": "a" * 43 + "=",
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     out = (folder / "mlflow-server.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", db_uri, "--workers", "1"],
-        cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            db_uri,
+            "--workers",
+            "1",
+        ],
+        cwd=folder,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while True:
@@ -51,7 +78,7 @@ def _mlflow_server(folder, db_uri: str):
         time.sleep(0.3)
 
 
-def test_signed_mlflow_webhook_reloads_at_once_and_forgeries_are_refused(serving_store, monkeypatch, tmp_path):  # noqa: F811
+def test_signed_mlflow_webhook_reloads_at_once_and_forgeries_are_refused(serving_store, monkeypatch, tmp_path):
     from mlflow import MlflowClient
     from mlflow.webhooks.delivery import _generate_hmac_signature
 
@@ -62,39 +89,69 @@ def test_signed_mlflow_webhook_reloads_at_once_and_forgeries_are_refused(serving
         point_mlflow(monkeypatch, url)
         service = Service(tmp_path, url, poll_s=3600, env={"RETRAIN_WEBHOOK_SECRET": SECRET})
         with service:
-            MlflowClient().create_webhook(name="retrain-serve", url=service.url + "/webhook/mlflow",
-                                          events=["model_version_alias.created"], secret=SECRET)
+            MlflowClient().create_webhook(
+                name="retrain-serve",
+                url=service.url + "/webhook/mlflow",
+                events=["model_version_alias.created"],
+                secret=SECRET,
+            )
             settings = load_settings(None, service.settings)
             Registry(settings).promote(good2, force=True, reason="test: move through the server")
             status = service.wait_for(lambda s: s["production"]["version"] == good2, "reload on the webhook")
             assert status["counts"]["webhook_reloads"] >= 1
-            assert {p["version"] for p in service.post("/predict", split_body(traffic(5))).json()["predictions"]} == {good2}
+            assert {p["version"] for p in service.post("/predict", split_body(traffic(5))).json()["predictions"]} == {
+                good2
+            }
 
             # forged, unsigned and replayed deliveries are refused and change nothing
-            body = json.dumps({"entity": "model_version_alias", "action": "created",
-                               "data": {"name": NAME, "alias": "production", "version": good}})
+            body = json.dumps(
+                {
+                    "entity": "model_version_alias",
+                    "action": "created",
+                    "data": {"name": NAME, "alias": "production", "version": good},
+                }
+            )
             delivery, now = str(uuid.uuid4()), str(int(time.time()))
             signed = _generate_hmac_signature(SECRET, delivery, now, body)
             forged = _generate_hmac_signature("not-the-secret", delivery, now, body)
             old = str(int(time.time()) - 3600)
             for headers, message in [
                 ({}, "missing X-MLflow-Signature"),
-                ({"X-MLflow-Signature": forged, "X-MLflow-Delivery-Id": delivery, "X-MLflow-Timestamp": now},
-                 "signature does not match"),
-                ({"X-MLflow-Signature": _generate_hmac_signature(SECRET, delivery, old, body),
-                  "X-MLflow-Delivery-Id": delivery, "X-MLflow-Timestamp": old}, "refused as a possible replay"),
+                (
+                    {"X-MLflow-Signature": forged, "X-MLflow-Delivery-Id": delivery, "X-MLflow-Timestamp": now},
+                    "signature does not match",
+                ),
+                (
+                    {
+                        "X-MLflow-Signature": _generate_hmac_signature(SECRET, delivery, old, body),
+                        "X-MLflow-Delivery-Id": delivery,
+                        "X-MLflow-Timestamp": old,
+                    },
+                    "refused as a possible replay",
+                ),
             ]:
-                response = service.post("/webhook/mlflow", data=body, headers={"Content-Type": "application/json", **headers})
+                response = service.post(
+                    "/webhook/mlflow", data=body, headers={"Content-Type": "application/json", **headers}
+                )
                 assert response.status_code == 401 and message in response.json()["error"], response.text
-            ok = service.post("/webhook/mlflow", data=body, headers={
-                "Content-Type": "application/json", "X-MLflow-Signature": signed, "X-MLflow-Delivery-Id": delivery,
-                "X-MLflow-Timestamp": now})
+            ok = service.post(
+                "/webhook/mlflow",
+                data=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "X-MLflow-Signature": signed,
+                    "X-MLflow-Delivery-Id": delivery,
+                    "X-MLflow-Timestamp": now,
+                },
+            )
             assert ok.status_code == 200 and ok.json() == {"reload": True}
             assert service.status()["counts"]["webhook_refused"] == 3
 
             # rollout state written through the server's REST API reaches the service on the next reload
             sets = [x for item in service.settings for x in ("--set", item)]
-            started = CliRunner().invoke(cli, ["rollout", "start", "--mode", "shadow", "--candidate", good, *sets, "--json"])
+            started = CliRunner().invoke(
+                cli, ["rollout", "start", "--mode", "shadow", "--candidate", good, *sets, "--json"]
+            )
             assert started.exit_code == 0, started.output
             assert json.loads(started.output)["rollout"]["seq"] == 1
             Registry(settings).rollback(reason="test: rollback through the server")

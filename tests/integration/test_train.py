@@ -26,8 +26,15 @@ from retrain.cli import cli
 from tests.conftest import FAST, REPO, fast_settings, point_mlflow, use_store, write_with_gaps
 
 REASON = "drift on income"
-FEATURES = ["age", "income", "tenure_days", "num_purchases", "avg_transaction_value", "days_since_last_purchase",
-            "channel"]
+FEATURES = [
+    "age",
+    "income",
+    "tenure_days",
+    "num_purchases",
+    "avg_transaction_value",
+    "days_since_last_purchase",
+    "channel",
+]
 
 
 def _train_args(data_path: Path, *extra: str) -> list[str]:
@@ -83,7 +90,12 @@ def test_json_output_is_one_object(trained):
     out = trained.out
     assert set(out) == {"model_name", "version", "run_id", "alias", "as_of", "metrics", "threshold", "reused", "notes"}
     assert out["notes"] == []  # the windows lie inside the data
-    assert (out["model_name"], out["version"], out["alias"], out["reused"]) == ("churn-classifier", "1", "staging", False)
+    assert (out["model_name"], out["version"], out["alias"], out["reused"]) == (
+        "churn-classifier",
+        "1",
+        "staging",
+        False,
+    )
     assert out["as_of"] == "2026-03-01"  # the latest day of the data
     assert {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "expected_cost"} <= set(out["metrics"])
     assert 0 < out["threshold"] < 1
@@ -114,7 +126,6 @@ def test_per_epoch_loss_history(trained):
 
 def test_logged_metrics_are_the_registered_models_metrics(trained, windows, monkeypatch):
     from retrain.metrics import classification_metrics
-
     from retrain.model import conform
 
     trained.use(monkeypatch)
@@ -122,8 +133,9 @@ def test_logged_metrics_are_the_registered_models_metrics(trained, windows, monk
     model = mlflow.pyfunc.load_model("models:/churn-classifier@staging")
     probability = model.predict(conform(val[FEATURES], model))["probability"].to_numpy()
     version = trained.client().get_model_version("churn-classifier", "1")
-    recomputed = classification_metrics(val["label"].to_numpy(np.int64), probability,
-                                        float(version.tags["retrain.threshold"]))
+    recomputed = classification_metrics(
+        val["label"].to_numpy(np.int64), probability, float(version.tags["retrain.threshold"])
+    )
     run = trained.client().get_run(trained.out["run_id"])
     version_metrics = json.loads(version.tags["retrain.metrics"])
     for name in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "expected_cost"):
@@ -221,8 +233,11 @@ def test_reference_profile_describes_the_training_rows(trained, windows, tmp_pat
 
     train_rows = windows.train
     logged = json.loads(_artifact(trained, trained.out["run_id"], "reference_profile.json", tmp_path).read_text())
-    expected = build_profile({c: train_rows[c].to_numpy(np.float64) for c in FEATURES[:-1]},
-                             {"channel": train_rows["channel"].to_numpy()}, bins=10)
+    expected = build_profile(
+        {c: train_rows[c].to_numpy(np.float64) for c in FEATURES[:-1]},
+        {"channel": train_rows["channel"].to_numpy()},
+        bins=10,
+    )
     assert logged["bins"] == 10
     assert set(logged["numeric"]) == set(FEATURES[:-1]) and set(logged["categorical"]) == {"channel"}
     # the relative triggers' reference: production's validation rows at training time
@@ -350,7 +365,9 @@ def test_threshold_and_early_stopping_use_the_tuning_rows_only(trained, windows,
     assert int(version.tags["retrain.best_epoch"]) >= 2  # model.min_epochs = 3
     run = trained.client().get_run(trained.out["run_id"])
     assert run.data.metrics["threshold"] == threshold
-    assert run.data.metrics["tuning_f1"] > 0 and run.data.metrics["val_f1"] == pytest.approx(trained.out["metrics"]["f1"])
+    assert run.data.metrics["tuning_f1"] > 0 and run.data.metrics["val_f1"] == pytest.approx(
+        trained.out["metrics"]["f1"]
+    )
 
 
 def test_same_data_settings_and_as_of_reuse_the_version(trained, monkeypatch):
@@ -407,7 +424,9 @@ def _bad_data(kind: str, tmp: Path) -> tuple[Path, list[str]]:
         return tmp / "empty", ["no data files (.parquet, .csv) found under"]
     if kind == "missing_column":
         return _csv(frame.drop(columns=["tenure_days"]), tmp / "d"), [
-            "column 'tenure_days' is configured but missing", "columns there: customer_id, timestamp, age, income"]
+            "column 'tenure_days' is configured but missing",
+            "columns there: customer_id, timestamp, age, income",
+        ]
     if kind == "non_numeric":
         frame = frame.astype({"income": object})
         frame.loc[_late(frame, 4), "income"] = "52k"
@@ -436,8 +455,17 @@ def _bad_data(kind: str, tmp: Path) -> tuple[Path, list[str]]:
     raise AssertionError(kind)
 
 
-BAD_KINDS = ["missing_path", "no_files", "missing_column", "non_numeric", "nan", "infinite", "bad_labels",
-             "single_class", "unreadable"]
+BAD_KINDS = [
+    "missing_path",
+    "no_files",
+    "missing_column",
+    "non_numeric",
+    "nan",
+    "infinite",
+    "bad_labels",
+    "single_class",
+    "unreadable",
+]
 
 
 def _assert_nothing_recorded() -> None:
@@ -468,10 +496,16 @@ def test_bad_data_is_refused_with_one_line(kind, tmp_path):
 @pytest.mark.parametrize(
     ("args", "code", "needles"),
     [
-        (["--as-of", "2025-06-01"], 3, ["training window 2025-04-23..2025-05-22 has 0 labelled rows",
-                                         "the data covers 2026-01-01..2026-02-14"]),
-        (["--as-of", "2026-06-01"], 3, ["training window 2026-04-23..2026-05-22 has 0 labelled rows",
-                                         "the data covers 2026-01-01..2026-02-14"]),
+        (
+            ["--as-of", "2025-06-01"],
+            3,
+            ["training window 2025-04-23..2025-05-22 has 0 labelled rows", "the data covers 2026-01-01..2026-02-14"],
+        ),
+        (
+            ["--as-of", "2026-06-01"],
+            3,
+            ["training window 2026-04-23..2026-05-22 has 0 labelled rows", "the data covers 2026-01-01..2026-02-14"],
+        ),
         (["--as-of", "someday"], 3, ["--as-of 'someday' is not a date; use YYYY-MM-DD"]),
         (["--set", "model.epochz=3"], 2, ["unknown setting model.epochz", "epochs, batch_size"]),
         (["--set", "model.batch_size=big"], 2, ["setting model.batch_size: expected a whole number, got 'big'"]),
@@ -504,8 +538,11 @@ def test_unlabelled_rows_never_train(tmp_path):
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")
+    }
     return {**env, **extra}
 
 
@@ -513,15 +550,22 @@ def _env(**extra: str) -> dict[str, str]:
 def test_default_tracking_store_is_mlflow_db_in_the_working_folder(stable_data, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "retrain", *_train_args(stable_data), "--json"],
-                          cwd=work, env=_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "retrain", *_train_args(stable_data), "--json"],
+        cwd=work,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1, proc.stdout  # --json: one object, no log lines on stdout
     out = json.loads(lines[0])
     assert (work / "mlflow.db").exists()
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
-                                 registry_uri=f"sqlite:///{work / 'mlflow.db'}")
+    client = mlflow.MlflowClient(
+        tracking_uri=f"sqlite:///{work / 'mlflow.db'}", registry_uri=f"sqlite:///{work / 'mlflow.db'}"
+    )
     assert client.get_model_version_by_alias("churn-classifier", "staging").run_id == out["run_id"]
     # the per-test store of the autouse fixture was not touched
     assert mlflow.MlflowClient().search_registered_models() == []
@@ -531,10 +575,30 @@ def test_default_tracking_store_is_mlflow_db_in_the_working_folder(stable_data, 
 def test_mlflow_run_train_entry_point(stable_data, tracking, tmp_path):
     overrides = " ".join(["model.epochs=3", *FAST[1:]])
     proc = subprocess.run(
-        ["mlflow", "run", str(REPO), "-e", "train", "--env-manager", "local", "--experiment-name", "retrain-training",
-         "-P", f"data={stable_data}", "-P", f"set={overrides}", "-P", "reason=scheduled",
-         "-P", f"config={REPO / 'mlproject' / 'config.yaml'}"],
-        cwd=tmp_path, env=_env(MLFLOW_TRACKING_URI=tracking), capture_output=True, text=True, timeout=600,
+        [
+            "mlflow",
+            "run",
+            str(REPO),
+            "-e",
+            "train",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "retrain-training",
+            "-P",
+            f"data={stable_data}",
+            "-P",
+            f"set={overrides}",
+            "-P",
+            "reason=scheduled",
+            "-P",
+            f"config={REPO / 'mlproject' / 'config.yaml'}",
+        ],
+        cwd=tmp_path,
+        env=_env(MLFLOW_TRACKING_URI=tracking),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = mlflow.MlflowClient()
@@ -580,14 +644,21 @@ def test_missing_values_are_imputed_the_same_in_training_and_serving(tmp_path, m
     rows = prepare(settings, None)
     version = mlflow.MlflowClient().get_model_version("churn-classifier", outcome.version)
     # the reference profile keeps the training missing share (drift checks see a change in it)
-    profile = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=outcome.run_id,
-                                                                  artifact_path="reference_profile.json")).read_text())
+    profile = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(run_id=outcome.run_id, artifact_path="reference_profile.json")
+        ).read_text()
+    )
     assert profile["numeric"]["income"]["nan_share"] == pytest.approx(rows.train["income"].isna().mean())
     assert profile["categorical"]["channel"]["shares"]["__missing__"] == pytest.approx(
-        (rows.train["channel"] == "__missing__").mean())
+        (rows.train["channel"] == "__missing__").mean()
+    )
     # golden samples hold one row per imputed feature with it missing, scored by the training code
-    golden = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=outcome.run_id,
-                                                                 artifact_path="golden_samples.json")).read_text())
+    golden = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(run_id=outcome.run_id, artifact_path="golden_samples.json")
+        ).read_text()
+    )
     inputs = pd.DataFrame(golden["inputs"]["data"], columns=golden["inputs"]["columns"])
     assert len(inputs) == 8 + 2 and inputs["income"].isna().iloc[8] and inputs["channel"].isna().iloc[9]
     served = mlflow.pyfunc.load_model(f"models:/churn-classifier/{outcome.version}")
@@ -596,9 +667,15 @@ def test_missing_values_are_imputed_the_same_in_training_and_serving(tmp_path, m
     assert scored["prediction"].tolist() == golden["outputs"]["prediction"]
     # a missing income is not a made-up number: the missing indicator moves the score
     row = inputs.iloc[[0]]
-    median = json.loads(Path(mlflow.artifacts.download_artifacts(f"models:/churn-classifier/{outcome.version}",
-                                                                 dst_path=str(tmp_path / "m")))
-                        .joinpath("artifacts", "spec.json").read_text())["impute"]["income"]
+    median = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                f"models:/churn-classifier/{outcome.version}", dst_path=str(tmp_path / "m")
+            )
+        )
+        .joinpath("artifacts", "spec.json")
+        .read_text()
+    )["impute"]["income"]
     gap, at_median = served.predict(row.assign(income=None)), served.predict(row.assign(income=median))
     assert gap["probability"].iloc[0] != at_median["probability"].iloc[0]
     assert np.isfinite(served.predict(rows.validation[FEATURES])["probability"]).all()
@@ -610,5 +687,7 @@ def test_null_category_with_missing_error_is_refused_naming_the_fix(tmp_path):
     result = CliRunner().invoke(cli, _train_args(data, "--set", "model.missing={income: impute}"))
     assert result.exit_code == 3, result.output
     line = _error_line(result)
-    assert "feature 'channel' has" in line and "missing (null) values" in line and "model.missing.channel=impute" in line
+    assert (
+        "feature 'channel' has" in line and "missing (null) values" in line and "model.missing.channel=impute" in line
+    )
     _assert_nothing_recorded()

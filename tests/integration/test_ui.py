@@ -16,8 +16,12 @@ from retrain.registry import Registry, version_description
 from retrain.training import train
 from tests.conftest import REPO, fast_settings
 
-LAX = ("checks.single_row_p95_ms=5000", "checks.batch_1000_p95_ms=20000", "checks.latency_ratio=1000",
-       "checks.latency_repeats=3")
+LAX = (
+    "checks.single_row_p95_ms=5000",
+    "checks.batch_1000_p95_ms=20000",
+    "checks.latency_ratio=1000",
+    "checks.latency_repeats=3",
+)
 AS_OF = date(2026, 2, 20)
 
 
@@ -143,8 +147,7 @@ def test_a_rejected_candidate_says_why_in_its_description(stable_data, tmp_path)
     note = comparison.data.tags["mlflow.note.content"]
     row = table_row(note, "**roc_auc**")
     m = comparison.data.metrics
-    assert row[1:4] == [f"{m['staging_roc_auc']:.4g}", f"{m['production_roc_auc']:.4g}",
-                        f"{m['delta_roc_auc']:+.4g}"]
+    assert row[1:4] == [f"{m['staging_roc_auc']:.4g}", f"{m['production_roc_auc']:.4g}", f"{m['delta_roc_auc']:+.4g}"]
     assert row[4] == "primary: rise >= 0.5 ✗"
     assert f"difference {m['delong_delta']:+.4g}" in note
     v2 = client.get_model_version("churn-classifier", "2").description
@@ -163,11 +166,22 @@ def mlflow_run(entry_point: str, params: dict[str, str], cwd, tracking: str, *ex
 @pytest.mark.slow
 def test_readme_command_1_files_the_cycle_in_retrain_cycles_with_named_steps(stable_data, tmp_path, tracking):
     """README command 1 (`mlflow run . -e main --env-manager local`, no --experiment-name), small."""
-    overrides = " ".join(["model.epochs=3", "model.patience=2", "windows.train_days=30", "windows.validation_days=10",
-                          "windows.monitor_days=7", "gate.min_rows=100", "trigger.min_labels=100", *LAX,
-                          f"notify.events_path={tmp_path}/events.jsonl"])
-    done = mlflow_run("main", {"data": str(stable_data), "set": overrides, "as_of": AS_OF.isoformat()}, tmp_path,
-                      tracking)
+    overrides = " ".join(
+        [
+            "model.epochs=3",
+            "model.patience=2",
+            "windows.train_days=30",
+            "windows.validation_days=10",
+            "windows.monitor_days=7",
+            "gate.min_rows=100",
+            "trigger.min_labels=100",
+            *LAX,
+            f"notify.events_path={tmp_path}/events.jsonl",
+        ]
+    )
+    done = mlflow_run(
+        "main", {"data": str(stable_data), "set": overrides, "as_of": AS_OF.isoformat()}, tmp_path, tracking
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient()
     [cycle] = runs_in(client, "retrain-cycles")
@@ -202,6 +216,7 @@ def test_rollback_entry_point_leaves_no_run_in_default(stable_data, tmp_path, tr
     failed = mlflow_run("evaluate", {"set": overrides, "data": str(stable_data), "candidate": "99"}, tmp_path, tracking)
     assert failed.returncode != 0 and "99" in failed.stderr
     assert_nothing_in_default(client, wait_s=120)
-    [evaluate] = [r for r in runs_in(client, "retrain-comparisons")
-                  if r.data.tags.get("mlflow.project.entryPoint") == "evaluate"]
+    [evaluate] = [
+        r for r in runs_in(client, "retrain-comparisons") if r.data.tags.get("mlflow.project.entryPoint") == "evaluate"
+    ]
     assert evaluate.info.status == "FAILED"

@@ -14,18 +14,25 @@ from retrain.errors import ConfigError
 
 def test_policies_parse_in_order_with_their_schedule():
     assert parse_policies("loop, never,always,every:28d") == [
-        Policy("loop", "loop"), Policy("never", "never"), Policy("always", "always"), Policy("every:28d", "every", 28)]
+        Policy("loop", "loop"),
+        Policy("never", "never"),
+        Policy("always", "always"),
+        Policy("every:28d", "every", 28),
+    ]
     assert parse_policies("every:007d")[0] == Policy("every:7d", "every", 7)
     assert Policy("every:28d", "every", 28).slug == "every-28d"
 
 
-@pytest.mark.parametrize(("text", "needle"), [
-    ("loop,sometimes", "--policies: 'sometimes' is not a policy; use loop, never, always or every:<N>d"),
-    ("every:0d", "'every:0d' is not a policy"),
-    ("every:4w", "'every:4w' is not a policy"),
-    ("loop,loop", "'loop' is listed twice"),
-    (" , ", "no policy given"),
-])
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("loop,sometimes", "--policies: 'sometimes' is not a policy; use loop, never, always or every:<N>d"),
+        ("every:0d", "'every:0d' is not a policy"),
+        ("every:4w", "'every:4w' is not a policy"),
+        ("loop,loop", "'loop' is listed twice"),
+        (" , ", "no policy given"),
+    ],
+)
 def test_bad_policies_name_the_value(text, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")):
         parse_policies(text)
@@ -47,19 +54,22 @@ def test_every_days_and_steps():
         parse_day("--to", "")
 
 
-def _step(policy: str, as_of: str, auc: float | None, *, trained: bool = False, promoted: bool = False,
-          cost: float = 0.3) -> Step:
+def _step(
+    policy: str, as_of: str, auc: float | None, *, trained: bool = False, promoted: bool = False, cost: float = 0.3
+) -> Step:
     served = None if auc is None else {"roc_auc": auc, "f1": auc - 0.3, "expected_cost": cost}
     return Step(policy, as_of, "promoted" if promoted else "kept", trained, promoted, None, "1", [], served, 100)
 
 
 def test_summary_means_worst_and_counts_per_policy():
-    steps = [_step("loop", "2026-01-01", 0.80, trained=True, promoted=True, cost=0.2),
-             _step("always", "2026-01-01", 0.80, trained=True, promoted=True),
-             _step("loop", "2026-01-08", 0.70, trained=True, cost=0.4),
-             _step("always", "2026-01-08", 0.75, trained=True, promoted=True),
-             _step("loop", "2026-01-15", None),  # nothing labelled after the last step
-             _step("loop", "2026-01-22", float("nan"))]
+    steps = [
+        _step("loop", "2026-01-01", 0.80, trained=True, promoted=True, cost=0.2),
+        _step("always", "2026-01-01", 0.80, trained=True, promoted=True),
+        _step("loop", "2026-01-08", 0.70, trained=True, cost=0.4),
+        _step("always", "2026-01-08", 0.75, trained=True, promoted=True),
+        _step("loop", "2026-01-15", None),  # nothing labelled after the last step
+        _step("loop", "2026-01-22", float("nan")),
+    ]
     loop = summarise("loop", steps, "f1", rollbacks=1)
     assert loop.mean_roc_auc == pytest.approx(0.75) and loop.worst_roc_auc == pytest.approx(0.70)
     assert loop.mean_primary == pytest.approx(0.45) and loop.mean_expected_cost == pytest.approx(0.3)
@@ -70,15 +80,18 @@ def test_summary_means_worst_and_counts_per_policy():
     assert (empty.mean_roc_auc, empty.worst_roc_auc, empty.trainings) == (None, None, 0)
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["--to", "2026-03-01"], "--from is required"),
-    (["--from", "2026-13-01", "--to", "2026-03-01"], "--from '2026-13-01' is not a date"),
-    (["--from", "2026-03-01", "--to", "2026-02-01"], "--to 2026-02-01 is before --from 2026-03-01"),
-    (["--from", "2026-02-01", "--to", "2026-03-01", "--every", "week"], "--every: 'week' is not a number of days"),
-    (["--from", "2026-02-01", "--to", "2026-03-01", "--policies", "loop,maybe"], "'maybe' is not a policy"),
-    (["--from", "2026-02-01", "--to", "2026-03-01", "--set", "gate.mode=best"], "gate.mode"),
-    (["--from", "2026-02-01", "--to", "2026-03-01", "--set", "trigger.drift_action=stop"], "trigger.drift_action"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--to", "2026-03-01"], "--from is required"),
+        (["--from", "2026-13-01", "--to", "2026-03-01"], "--from '2026-13-01' is not a date"),
+        (["--from", "2026-03-01", "--to", "2026-02-01"], "--to 2026-02-01 is before --from 2026-03-01"),
+        (["--from", "2026-02-01", "--to", "2026-03-01", "--every", "week"], "--every: 'week' is not a number of days"),
+        (["--from", "2026-02-01", "--to", "2026-03-01", "--policies", "loop,maybe"], "'maybe' is not a policy"),
+        (["--from", "2026-02-01", "--to", "2026-03-01", "--set", "gate.mode=best"], "gate.mode"),
+        (["--from", "2026-02-01", "--to", "2026-03-01", "--set", "trigger.drift_action=stop"], "trigger.drift_action"),
+    ],
+)
 def test_cli_refuses_bad_arguments_with_exit_2_and_one_line(tmp_path, args, needle):
     result = CliRunner().invoke(cli, ["backtest", "--data", str(tmp_path / "nothing"), *args])
     assert result.exit_code == 2, result.output
@@ -92,8 +105,11 @@ def test_a_policy_may_carry_its_own_settings(tmp_path):
     from retrain.config import load_settings
 
     (warn,) = parse_policies("loop@trigger.drift_action=warn@gate.mode=auto")
-    assert (warn.name, warn.kind, warn.overrides) == ("loop@trigger.drift_action=warn@gate.mode=auto", "loop",
-                                                      ("trigger.drift_action=warn", "gate.mode=auto"))
+    assert (warn.name, warn.kind, warn.overrides) == (
+        "loop@trigger.drift_action=warn@gate.mode=auto",
+        "loop",
+        ("trigger.drift_action=warn", "gate.mode=auto"),
+    )
     assert warn.slug == "loop-trigger-drift_action-warn-gate-mode-auto"
     settings = policy_settings(load_settings(None, ["model.epochs=3"]), warn, tmp_path)
     assert (settings.trigger.drift_action, settings.gate.mode, settings.model.epochs) == ("warn", "auto", 3)

@@ -25,8 +25,10 @@ def test_a_stable_rate_finds_no_change(seed):
 
 def test_stable_rates_rarely_fire_across_many_seeds():
     """Bonferroni over the splits keeps the false alarms at or below alpha (here: 200 stable histories)."""
-    fired = sum(changepoint.rate_change(*_rates(np.random.default_rng(s), [0.3] * 40), alpha=0.05) is not None
-                for s in range(200))
+    fired = sum(
+        changepoint.rate_change(*_rates(np.random.default_rng(s), [0.3] * 40), alpha=0.05) is not None
+        for s in range(200)
+    )
     assert fired <= 10
 
 
@@ -60,16 +62,19 @@ def test_min_rows_on_each_side_limits_the_splits():
 def test_a_step_in_the_mean_of_losses_is_found():
     rng = np.random.default_rng(1)
     losses = [rng.exponential(0.45 if d < 25 else 0.55, 600) for d in range(40)]
-    found = changepoint.mean_change([x.sum() for x in losses], [(x * x).sum() for x in losses],
-                                    [len(x) for x in losses])
+    found = changepoint.mean_change(
+        [x.sum() for x in losses], [(x * x).sum() for x in losses], [len(x) for x in losses]
+    )
     assert found is not None and found.index == 25 and found.after > found.before
 
 
 def test_stable_losses_find_nothing():
     rng = np.random.default_rng(2)
     losses = [rng.exponential(0.5, 600) for _ in range(40)]
-    assert changepoint.mean_change([x.sum() for x in losses], [(x * x).sum() for x in losses],
-                                   [len(x) for x in losses]) is None
+    assert (
+        changepoint.mean_change([x.sum() for x in losses], [(x * x).sum() for x in losses], [len(x) for x in losses])
+        is None
+    )
 
 
 def test_bad_inputs_are_refused():
@@ -87,8 +92,11 @@ def test_split_days_keeps_the_configured_proportions():
     for span in range(3, 80):
         s = changepoint.split_days(span, 60, 7, 14)
         assert s.train_days + s.validation_days == span and 1 <= s.tuning_days < s.train_days
-    assert changepoint.split_rows([600] * 7, changepoint.Split(5, 1, 2)) == \
-        {"fit": 2400, "tuning": 600, "validation": 1200}
+    assert changepoint.split_rows([600] * 7, changepoint.Split(5, 1, 2)) == {
+        "fit": 2400,
+        "tuning": 600,
+        "validation": 1200,
+    }
 
 
 def test_windows_since_cuts_the_days_since_it():
@@ -128,8 +136,10 @@ def _since(path, as_of, signals, *overrides):
     from retrain.data import DataSource
     from retrain.pipeline import adapted_since
 
-    settings = load_settings(None, ["windows.train_days=30", "windows.validation_days=10", "gate.min_rows=100",
-                                    f"data.path={path}", *overrides])
+    settings = load_settings(
+        None,
+        ["windows.train_days=30", "windows.validation_days=10", "gate.min_rows=100", f"data.path={path}", *overrides],
+    )
     return adapted_since(settings, as_of, signals, DataSource(settings.data))
 
 

@@ -8,13 +8,16 @@ import pytest
 from retrain.checks import latency_verdict, p95_side_by_side
 
 
-@pytest.mark.parametrize(("candidate", "production", "ok", "needles"), [
-    (12.0, 10.0, True, ["p95 12.0 ms vs production 10.0 ms side by side: 1.20x (within the limit 1.5x)"]),
-    (16.0, 10.0, False, ["1.60x (over the limit 1.5x)"]),
-    (80.0, 60.0, False, ["1.33x (within the limit 1.5x)", "over the outer bound 50 ms"]),  # both slow: bound
-    (30.0, None, True, ["p95 30.0 ms (within 50 ms; no production to compare)"]),
-    (51.0, None, False, ["(over 50 ms; no production to compare)"]),
-])
+@pytest.mark.parametrize(
+    ("candidate", "production", "ok", "needles"),
+    [
+        (12.0, 10.0, True, ["p95 12.0 ms vs production 10.0 ms side by side: 1.20x (within the limit 1.5x)"]),
+        (16.0, 10.0, False, ["1.60x (over the limit 1.5x)"]),
+        (80.0, 60.0, False, ["1.33x (within the limit 1.5x)", "over the outer bound 50 ms"]),  # both slow: bound
+        (30.0, None, True, ["p95 30.0 ms (within 50 ms; no production to compare)"]),
+        (51.0, None, False, ["(over 50 ms; no production to compare)"]),
+    ],
+)
 def test_latency_verdict(candidate, production, ok, needles):
     passed, detail = latency_verdict(candidate, production, budget_ms=50.0, ratio=1.5)
     assert passed is ok
@@ -25,7 +28,7 @@ def test_latency_verdict(candidate, production, ok, needles):
 class _Recorder:
     """A model whose predict only records the call order (no MLflow metadata: nothing to conform)."""
 
-    class metadata:  # noqa: N801 - mimics PyFuncModel.metadata
+    class metadata:
         @staticmethod
         def get_input_schema():
             return None
@@ -48,7 +51,7 @@ def test_calls_are_interleaved_in_alternating_order():
 class _Slow:
     """A model that answers correctly but takes 30 ms a call, recording how many rows each call scored."""
 
-    class metadata:  # noqa: N801 - mimics PyFuncModel.metadata
+    class metadata:
         @staticmethod
         def get_input_schema():
             return None
@@ -85,8 +88,9 @@ def test_a_replay_does_not_time_the_machine():
     assert 1000 in slow.calls and 1000 not in quick.calls  # the batch was never scored
     assert len(slow.calls) - len(quick.calls) == 2 * (1 + 3)  # warm-up and repeats of both latency checks
     # every other check ran the same either way
-    assert {k: (r.passed, r.detail) for k, r in skipped.items() if not k.startswith("latency")} == \
-        {k: (r.passed, r.detail) for k, r in measured.items() if not k.startswith("latency")}
+    assert {k: (r.passed, r.detail) for k, r in skipped.items() if not k.startswith("latency")} == {
+        k: (r.passed, r.detail) for k, r in measured.items() if not k.startswith("latency")
+    }
 
 
 def test_the_replay_switches_hold_only_inside_it():

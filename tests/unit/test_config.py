@@ -41,17 +41,20 @@ def test_shipped_file_documents_every_setting():
 
 
 def test_overrides_are_typed():
-    settings = load_settings(None, [
-        "model.epochs=5",
-        "model.learning_rate=0.01",
-        "model.weight_decay=0",  # an int where a float is expected
-        "gate.require_significance=false",
-        "data.numeric=[age, income]",
-        "data.categorical=channel",
-        "trigger.min_roc_auc=0.7",
-        "registry.model_name=my-model",
-        "windows.train_days=30",
-    ])
+    settings = load_settings(
+        None,
+        [
+            "model.epochs=5",
+            "model.learning_rate=0.01",
+            "model.weight_decay=0",  # an int where a float is expected
+            "gate.require_significance=false",
+            "data.numeric=[age, income]",
+            "data.categorical=channel",
+            "trigger.min_roc_auc=0.7",
+            "registry.model_name=my-model",
+            "windows.train_days=30",
+        ],
+    )
     assert settings.model.epochs == 5 and isinstance(settings.model.epochs, int)
     assert settings.model.learning_rate == 0.01
     assert settings.model.weight_decay == 0.0 and isinstance(settings.model.weight_decay, float)
@@ -109,7 +112,7 @@ def test_parse_overrides_splits_spaces_and_commas():
         # names the registry cannot hold (MLflow refuses '/', ':' and path-like names; quotes break search filters)
         ("registry.model_name=churn/eu", ["registry.model_name 'churn/eu'", "contains '/'", "e.g. churn-eu"]),
         ("registry.model_name=churn:eu", ["contains ':'"]),
-        ("registry.model_name=\"churn'eu\"", ["contains \"'\""]),
+        ('registry.model_name="churn\'eu"', ['contains "\'"']),
         ("registry.model_name='a\"b'", ["contains '\"'"]),
         ("registry.model_name=`churn`", ["contains '`'"]),
         ("registry.model_name=churn@eu", ["contains '@'"]),

@@ -94,8 +94,9 @@ def test_folder_tree_and_single_file_load_the_same_rows(tmp_path, days):
     assert len(from_tree) == len(from_file) == len(days)
     assert from_tree[DataSpec().timestamp].is_monotonic_increasing
     cols = ["timestamp", "age", "income", "channel", "label"]
-    pd.testing.assert_frame_equal(from_tree[cols].astype({"channel": str}), from_file[cols].astype({"channel": str}),
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(
+        from_tree[cols].astype({"channel": str}), from_file[cols].astype({"channel": str}), check_dtype=False
+    )
     assert "customer_id" not in from_tree.columns  # data.id is lineage only: never read
     assert str(from_file["timestamp"].dtype).startswith("datetime64")
 
@@ -161,7 +162,9 @@ def test_non_numeric_values_name_column_example_and_count(days):
         data.validate(frame, DataSpec(), where="x")
 
 
-@pytest.mark.parametrize(("value", "what"), [(np.nan, "2 missing (NaN)"), (np.inf, "2 infinite"), (-np.inf, "2 infinite")])
+@pytest.mark.parametrize(
+    ("value", "what"), [(np.nan, "2 missing (NaN)"), (np.inf, "2 infinite"), (-np.inf, "2 infinite")]
+)
 def test_nan_and_infinite_features_are_counted(days, value, what):
     frame = days.astype({"income": float})
     frame.loc[[4, 9], "income"] = value
@@ -238,14 +241,20 @@ def test_numeric_labels_with_positive_label():
 
 
 def test_text_labels_without_positive_label_say_what_to_set():
-    with pytest.raises(DataError, match=r"label column 'label' has 2 values outside \{0, 1\} \(e.g. 'yes'\); set "
-                                        r"data.positive_label to the value that means positive"):
+    with pytest.raises(
+        DataError,
+        match=r"label column 'label' has 2 values outside \{0, 1\} \(e.g. 'yes'\); set "
+        r"data.positive_label to the value that means positive",
+    ):
         data.validate(_labelled(["yes", "no", "1"]), DataSpec(), where="x")
 
 
 def test_three_label_values_are_refused_with_positive_label():
-    with pytest.raises(DataError, match=r"has 3 different values \('active', 'churned', 'unknown'\); a binary label "
-                                        r"has two: data.positive_label='churned' and one other"):
+    with pytest.raises(
+        DataError,
+        match=r"has 3 different values \('active', 'churned', 'unknown'\); a binary label "
+        r"has two: data.positive_label='churned' and one other",
+    ):
         data.validate(_labelled(["churned", "active", "unknown"]), DataSpec(positive_label="churned"), where="x")
 
 

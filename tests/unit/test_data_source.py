@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from retrain import data, synth
 from retrain.config import DataSpec, Windows
 from retrain.errors import DataError
 
-NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)  # after every synthetic day below
+NOW = datetime(2026, 6, 1, tzinfo=UTC)  # after every synthetic day below
 
 
 def _write(folder: Path, days: int = 30, rows: int = 40, seed: int = 1) -> Path:
@@ -91,8 +91,10 @@ def test_rows_already_read_are_never_read_again(tmp_path):
     assert source.stats == before
     assert len(inner) == 3 * 40 and inner["timestamp"].min() >= datetime(2026, 1, 10)
     assert inner["timestamp"].max() < datetime(2026, 1, 13)
-    pd.testing.assert_frame_equal(span.tail(5 * 40).reset_index(drop=True).astype({"channel": str}),
-                                  recent.reset_index(drop=True).astype({"channel": str}))
+    pd.testing.assert_frame_equal(
+        span.tail(5 * 40).reset_index(drop=True).astype({"channel": str}),
+        recent.reset_index(drop=True).astype({"channel": str}),
+    )
     source.rows(_window("2025-12-01", 3))  # far away: a new read
     assert source.stats["reads"] == before["reads"] + 1
 
@@ -118,7 +120,7 @@ def test_only_the_configured_columns_are_read(tmp_path):
 
 def test_future_rows_are_named_and_do_not_move_the_latest_day(tmp_path, caplog):
     folder = _write(tmp_path / "d", days=30)
-    source = _source(folder, now=datetime(2026, 1, 25, 12, tzinfo=timezone.utc))
+    source = _source(folder, now=datetime(2026, 1, 25, 12, tzinfo=UTC))
     with caplog.at_level(logging.WARNING, logger="retrain"):
         assert source.latest_day() == date(2026, 1, 25)
     warning = caplog.text
@@ -140,7 +142,7 @@ def test_future_rows_in_one_file_are_skipped_for_the_latest_day(tmp_path, caplog
 def test_only_future_rows_is_an_error(tmp_path):
     folder = _write(tmp_path / "d", days=3)
     with pytest.raises(DataError, match=r"every row under .* is dated after now .* pass --as-of YYYY-MM-DD"):
-        _source(folder, now=datetime(2025, 1, 1, tzinfo=timezone.utc)).latest_day()
+        _source(folder, now=datetime(2025, 1, 1, tzinfo=UTC)).latest_day()
 
 
 # --- time: zones, folders, epochs ------------------------------------------------------------------------------------
@@ -148,8 +150,14 @@ def test_only_future_rows_is_an_error(tmp_path):
 
 def test_timezone_decides_the_calendar_day(tmp_path):
     stamps = pd.to_datetime(["2026-01-01T23:30:00Z", "2026-01-02T04:30:00Z", "2026-01-02T06:00:00Z"])
-    frame = pd.DataFrame({"timestamp": stamps, "label": [0, 1, 0], **{c: [1.0, 2.0, 3.0] for c in DataSpec().numeric},
-                          "channel": ["web"] * 3})
+    frame = pd.DataFrame(
+        {
+            "timestamp": stamps,
+            "label": [0, 1, 0],
+            **{c: [1.0, 2.0, 3.0] for c in DataSpec().numeric},
+            "channel": ["web"] * 3,
+        }
+    )
     frame.to_parquet(tmp_path / "t.parquet", index=False)
     utc = _source(tmp_path / "t.parquet")
     assert len(utc.rows(_window("2026-01-02", 1))) == 2
@@ -202,8 +210,11 @@ def test_integer_epoch_timestamps_are_detected(tmp_path, unit, scale, fmt):
 def test_integers_that_are_not_epochs_are_refused(tmp_path):
     frame = synth.generate(synth.SynthSpec(days=2, rows_per_day=5, seed=1)).assign(timestamp=range(10))
     frame.to_parquet(tmp_path / "d.parquet", index=False)
-    with pytest.raises(DataError, match=r"column 'timestamp' in .*d.parquet holds integers \(0..9\) that are not "
-                                         "epoch seconds, milliseconds, microseconds or nanoseconds"):
+    with pytest.raises(
+        DataError,
+        match=r"column 'timestamp' in .*d.parquet holds integers \(0..9\) that are not "
+        "epoch seconds, milliseconds, microseconds or nanoseconds",
+    ):
         _source(tmp_path / "d.parquet").load()
 
 
@@ -254,15 +265,18 @@ def test_unreadable_day_folder_is_named_not_skipped():
         for path in [folder, *folder.rglob("*")]:
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
         os.chmod(folder / "date=2026-01-02", 0o000)
-        code = ("from retrain import data; from retrain.config import DataSpec\n"
-                f"data.DataSource(DataSpec(path={str(folder)!r})).latest_day()")
+        code = (
+            "from retrain import data; from retrain.config import DataSpec\n"
+            f"data.DataSource(DataSpec(path={str(folder)!r})).latest_day()"
+        )
         prefix = []
         if os.geteuid() == 0:
             if not shutil.which("setpriv"):
                 pytest.skip("running as root without setpriv: cannot drop the privilege that reads any folder")
             prefix = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
-        proc = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                              cwd=root)
+        proc = subprocess.run(
+            [*prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root
+        )
         assert proc.returncode != 0
         assert f"DataError: cannot read folder {folder / 'date=2026-01-02'}: Permission denied" in proc.stderr
     finally:
@@ -300,8 +314,10 @@ def test_coverage_reports_a_window_that_starts_before_the_data(tmp_path):
     rows = source.select(window)
     used = data.coverage(rows, source.spec, window)
     assert (used.days, used.days_with_rows, used.first_day, used.rows) == (20, 8, "2026-01-01", len(rows))
-    assert used.note() == (f"training window 2025-12-20..2026-01-08 starts before the data: {len(rows)} rows from "
-                           "8 of 20 days used (2026-01-01..2026-01-08)")
+    assert used.note() == (
+        f"training window 2025-12-20..2026-01-08 starts before the data: {len(rows)} rows from "
+        "8 of 20 days used (2026-01-01..2026-01-08)"
+    )
     assert used.tags("train")["retrain.train_days_used"] == "8 of 20"
     full = data.coverage(source.select(_window("2026-01-02", 5)), source.spec, _window("2026-01-02", 5))
     assert full.note() is None and "retrain.train_note" not in full.tags("train")

@@ -19,8 +19,12 @@ def _k8s_model(doc: dict):
     """`doc` as the Kubernetes client's typed model: unknown fields and wrong types fail here."""
     from kubernetes.client import ApiClient
 
-    kinds = {("batch/v1", "Job"): "V1Job", ("batch/v1", "CronJob"): "V1CronJob",
-             ("apps/v1", "Deployment"): "V1Deployment", ("v1", "Service"): "V1Service"}
+    kinds = {
+        ("batch/v1", "Job"): "V1Job",
+        ("batch/v1", "CronJob"): "V1CronJob",
+        ("apps/v1", "Deployment"): "V1Deployment",
+        ("v1", "Service"): "V1Service",
+    }
     name = kinds[(doc["apiVersion"], doc["kind"])]
     _check_known_fields(doc, name)
     return ApiClient()._ApiClient__deserialize(doc, name)
@@ -63,8 +67,9 @@ def test_kubernetes_project_is_the_root_project_with_a_docker_env():
         assert other.command == entry.command, name
         assert set(other.parameters) == set(entry.parameters), name
         required = {k: "2026-01-01" for k, p in entry.parameters.items() if p.default is None}  # backtest's from/to
-        assert other.compute_command(required, None) == entry.compute_command({**required, "config": "default"},
-                                                                              None), name
+        assert other.compute_command(required, None) == entry.compute_command(
+            {**required, "config": "default"}, None
+        ), name
 
 
 def test_backend_config_and_job_template_load_with_mlflows_kubernetes_backend(monkeypatch):
@@ -75,9 +80,14 @@ def test_backend_config_and_job_template_load_with_mlflows_kubernetes_backend(mo
     config = _parse_kubernetes_config(json.loads((K8S / "backend-config.json").read_text()))
     assert config["repository-uri"] and config["kube-context"]
     command = _get_run_command(["python -m retrain train --config '' --overrides 'model.epochs=5' --data s3://b/d"])
-    job = _get_kubernetes_job_definition("retrain-kubernetes", "registry.example.com/retrain-steps:abc", "sha256:0",
-                                         command, {"MLFLOW_RUN_ID": "r1", "MLFLOW_TRACKING_URI": "http://mlflow:5000"},
-                                         config["kube-job-template"])
+    job = _get_kubernetes_job_definition(
+        "retrain-kubernetes",
+        "registry.example.com/retrain-steps:abc",
+        "sha256:0",
+        command,
+        {"MLFLOW_RUN_ID": "r1", "MLFLOW_TRACKING_URI": "http://mlflow:5000"},
+        config["kube-job-template"],
+    )
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.example.com/retrain-steps:abc@sha256:0"
     assert container["command"][:3] == ["python", "-m", "retrain"]
@@ -154,8 +164,11 @@ COMPOSE_SCHEMA = {
                         "type": "object",
                         "additionalProperties": {
                             "type": "object",
-                            "properties": {"condition": {"enum": ["service_started", "service_healthy",
-                                                                  "service_completed_successfully"]}},
+                            "properties": {
+                                "condition": {
+                                    "enum": ["service_started", "service_healthy", "service_completed_successfully"]
+                                }
+                            },
                         },
                     },
                 },
@@ -189,8 +202,10 @@ def test_compose_file_matches_its_schema_and_wires_the_services_together():
                 assert "healthcheck" in services[needed], f"{name} waits for {needed}'s healthcheck, it has none"
     tracking = services["tracking"]["command"]
     pg = services["postgres"]["environment"]
-    assert (f"postgresql+psycopg://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}"
-            in tracking)
+    assert (
+        f"postgresql+psycopg://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}"
+        in tracking
+    )
     bucket = tracking[tracking.index("--artifacts-destination") + 1].split("/")[2]
     assert bucket in services["buckets"]["command"][-1]
     loop = services["loop"]["environment"]

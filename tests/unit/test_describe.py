@@ -12,16 +12,26 @@ from retrain.moves import Move
 
 def comparison(**over):
     c = {
-        "model_name": "churn", "candidate_version": "3", "incumbent_version": "1", "as_of": "2026-05-30",
-        "window_start": "2026-05-21", "window_end": "2026-05-30", "n_rows": 2500, "backtest": False,
-        "candidate_threshold": 0.31234, "incumbent_threshold": 0.5,
+        "model_name": "churn",
+        "candidate_version": "3",
+        "incumbent_version": "1",
+        "as_of": "2026-05-30",
+        "window_start": "2026-05-21",
+        "window_end": "2026-05-30",
+        "n_rows": 2500,
+        "backtest": False,
+        "candidate_threshold": 0.31234,
+        "incumbent_threshold": 0.5,
         "candidate_metrics": {"roc_auc": 0.7381234, "f1": 0.41, "log_loss": 0.3301, "recall": 0.52},
         "incumbent_metrics": {"roc_auc": 0.5932, "f1": 0.44, "log_loss": 0.41, "recall": 0.49},
         "deltas": {"roc_auc": 0.1449234, "f1": -0.03, "log_loss": -0.0799, "recall": 0.03},
         "delong": {"delta": 0.1449234, "ci_low": 0.12, "ci_high": 0.17, "p_value_one_sided": 1.234e-9},
         "checks": [{"name": "golden", "passed": True, "detail": "ok"}],
-        "decision": {"decision": "promote", "reason": "roc_auc improved by 0.1449 (p 1.2e-09)",
-                     "reasons": ["roc_auc improved by 0.1449 (p 1.2e-09)", "guardrail f1 dropped 0.03 > 0.02"]},
+        "decision": {
+            "decision": "promote",
+            "reason": "roc_auc improved by 0.1449 (p 1.2e-09)",
+            "reasons": ["roc_auc improved by 0.1449 (p 1.2e-09)", "guardrail f1 dropped 0.03 > 0.02"],
+        },
     }
     c.update(over)
     return c
@@ -36,8 +46,13 @@ def row(markdown: str, first: str) -> list[str]:
 
 
 def test_comparison_table_is_side_by_side_with_four_significant_digits_and_guardrails():
-    text = describe.comparison_markdown(comparison(), primary="roc_auc", min_improvement=0.01,
-                                        guardrails={"f1": 0.02, "log_loss": 0.05}, links={"candidate": "[v3](x)"})
+    text = describe.comparison_markdown(
+        comparison(),
+        primary="roc_auc",
+        min_improvement=0.01,
+        guardrails={"f1": 0.02, "log_loss": 0.05},
+        links={"candidate": "[v3](x)"},
+    )
     assert text.startswith("## PROMOTE: churn v3 vs v1 (as of 2026-05-30)")
     assert row(text, "**roc_auc**") == ["**roc_auc**", "0.7381", "0.5932", "+0.1449", "primary: rise >= 0.01 ✓"]
     assert row(text, "f1")[3:] == ["-0.03", "drop <= 0.02 ✗"]
@@ -49,9 +64,13 @@ def test_comparison_table_is_side_by_side_with_four_significant_digits_and_guard
 
 
 def test_comparison_without_production_says_so():
-    text = describe.comparison_markdown(comparison(incumbent_version=None, incumbent_metrics=None, deltas={},
-                                                   delong={}), primary="roc_auc", min_improvement=0.01,
-                                        guardrails={}, links={})
+    text = describe.comparison_markdown(
+        comparison(incumbent_version=None, incumbent_metrics=None, deltas={}, delong={}),
+        primary="roc_auc",
+        min_improvement=0.01,
+        guardrails={},
+        links={},
+    )
     assert "v3 vs no production" in text and row(text, "**roc_auc**")[2:4] == ["-", "-"]
 
 
@@ -60,11 +79,15 @@ def move(seq, frm, to, kind="promote", reason="r", comparison=None):
 
 
 def test_history_is_newest_first_with_links_and_fits_mlflows_column():
-    moves = [move(3, "2", "1", "rollback", "live | accuracy fell"), move(2, "1", "2", comparison="abc"),
-             move(1, None, "1")]
+    moves = [
+        move(3, "2", "1", "rollback", "live | accuracy fell"),
+        move(2, "1", "2", comparison="abc"),
+        move(1, None, "1"),
+    ]
     links = {"abc": "[comparison](#/experiments/2/runs/abc)"}
-    text = describe.history_markdown("churn", "1", [describe.move_row("churn", m, links.get(m.comparison_run_id, "-"))
-                                                    for m in moves])
+    text = describe.history_markdown(
+        "churn", "1", [describe.move_row("churn", m, links.get(m.comparison_run_id, "-")) for m in moves]
+    )
     rows = describe.history_rows(text)
     assert [r.split("|")[1].strip() for r in rows] == ["3", "2", "1"]
     assert "live \\| accuracy fell" in rows[0] and "[v2](#/models/churn/versions/2) -> [v1]" in rows[0]
@@ -85,7 +108,8 @@ def test_version_fate_follows_its_tags_and_aliases():
 
     assert fate({}, ["production"]) == "serving (@production)"
     assert fate({"retrain.rolled_back": '{"at": "2026-05-30T10:00:00", "actor": "ann", "reason": "slow"}'}).startswith(
-        "rolled back from at 2026-05-30T10:00:00 by ann: slow")
+        "rolled back from at 2026-05-30T10:00:00 by ann: slow"
+    )
     assert fate({"retrain.archived": "2026-05-30T10:00:00+00:00"}) == "archived (served until 2026-05-30T10:00:00)"
     assert fate({"retrain.decision": "keep", "retrain.decision_reason": "no gain"}) == "rejected by the gate: no gain"
     assert fate({}, ["staging"]) == "candidate (@staging), not compared yet"
@@ -95,8 +119,15 @@ def test_check_run_names_say_what_fired():
     def decision(retrain, *reasons):
         return SimpleNamespace(retrain=retrain, reasons=reasons)
 
-    assert check_name("2026-05-30", decision(True, "drift: income PSI 0.4 > 0.2", "drift: age PSI 0.3 > 0.2",
-                                             "age: production trained 40 days")) == "check 2026-05-30: drift, age"
+    assert (
+        check_name(
+            "2026-05-30",
+            decision(
+                True, "drift: income PSI 0.4 > 0.2", "drift: age PSI 0.3 > 0.2", "age: production trained 40 days"
+            ),
+        )
+        == "check 2026-05-30: drift, age"
+    )
     assert check_name("2026-05-30", decision(False)) == "check 2026-05-30: ok"
     assert check_name("2026-05-30", decision(True, "no production model")) == "check 2026-05-30: no production model"
 

@@ -10,12 +10,21 @@ import pytest
 from retrain.config import GatePolicy
 from retrain.gate import Decision, check_floors, decide, learned_nothing
 
-BASE = {"accuracy": 0.80, "precision": 0.7, "recall": 0.6, "f1": 0.65, "roc_auc": 0.80, "log_loss": 0.45, "brier": 0.15,
-        "expected_cost": 0.20}
+BASE = {
+    "accuracy": 0.80,
+    "precision": 0.7,
+    "recall": 0.6,
+    "f1": 0.65,
+    "roc_auc": 0.80,
+    "log_loss": 0.45,
+    "brier": 0.15,
+    "expected_cost": 0.20,
+}
 # The rules below are tested with the former defaults: guardrails accuracy 0.02 / log_loss 0.05 and absolute
 # floors only; the shipped defaults (positive-class guardrails, relative floors) have their own tests further down.
-POLICY = GatePolicy(guardrails={"accuracy": 0.02, "log_loss": 0.05}, baseline_floors=(),
-                    floors={"roc_auc": 0.70, "accuracy": 0.60})
+POLICY = GatePolicy(
+    guardrails={"accuracy": 0.02, "log_loss": 0.05}, baseline_floors=(), floors={"roc_auc": 0.70, "accuracy": 0.60}
+)
 
 
 def cand(**changes: float) -> dict[str, float]:
@@ -137,10 +146,26 @@ def test_decision_is_frozen_and_serialisable():
 DEFAULT = GatePolicy()
 # The collapse seen on real data: recall 0.052 -> 0.017, F1 0.089 -> 0.033, while ROC AUC, accuracy and log
 # loss looked better (24 positive predictions out of 5,600 rows).
-BEFORE = {"accuracy": 0.781, "precision": 0.30, "recall": 0.052, "f1": 0.089, "roc_auc": 0.640, "log_loss": 0.507,
-          "brier": 0.165, "expected_cost": 0.219}
-COLLAPSED = {**BEFORE, "accuracy": 0.790, "precision": 0.46, "recall": 0.017, "f1": 0.033, "roc_auc": 0.655,
-             "log_loss": 0.503, "expected_cost": 0.210}
+BEFORE = {
+    "accuracy": 0.781,
+    "precision": 0.30,
+    "recall": 0.052,
+    "f1": 0.089,
+    "roc_auc": 0.640,
+    "log_loss": 0.507,
+    "brier": 0.165,
+    "expected_cost": 0.219,
+}
+COLLAPSED = {
+    **BEFORE,
+    "accuracy": 0.790,
+    "precision": 0.46,
+    "recall": 0.017,
+    "f1": 0.033,
+    "roc_auc": 0.655,
+    "log_loss": 0.503,
+    "expected_cost": 0.210,
+}
 
 
 def test_default_guardrails_block_the_positive_class_collapse():
@@ -164,14 +189,27 @@ def test_guardrails_on_recall_and_expected_cost():
 # Trivial baselines of rows with 21% positives (metrics.trivial_baselines).
 RATE = 0.21
 BASELINES = {
-    "n_rows": 5600, "positive_rate": RATE, "majority_rate": 1 - RATE,
-    "constant_log_loss": -(RATE * math.log(RATE) + (1 - RATE) * math.log(1 - RATE)), "constant_brier": RATE * (1 - RATE),
-    "all_positive_f1": 2 * RATE / (1 + RATE), "all_positive_precision": RATE, "constant_cost": RATE,
+    "n_rows": 5600,
+    "positive_rate": RATE,
+    "majority_rate": 1 - RATE,
+    "constant_log_loss": -(RATE * math.log(RATE) + (1 - RATE) * math.log(1 - RATE)),
+    "constant_brier": RATE * (1 - RATE),
+    "all_positive_f1": 2 * RATE / (1 + RATE),
+    "all_positive_precision": RATE,
+    "constant_cost": RATE,
 }
 # A model on a hard problem: ROC AUC 0.65, a little better than the constant predictor, F1 at its threshold
 # above flagging everyone, accuracy below the majority rate (its threshold favours recall).
-HARD = {"accuracy": 0.62, "precision": 0.29, "recall": 0.62, "f1": 0.395, "roc_auc": 0.65, "log_loss": 0.497,
-        "brier": 0.159, "expected_cost": 0.38}
+HARD = {
+    "accuracy": 0.62,
+    "precision": 0.29,
+    "recall": 0.62,
+    "f1": 0.395,
+    "roc_auc": 0.65,
+    "log_loss": 0.497,
+    "brier": 0.159,
+    "expected_cost": 0.38,
+}
 
 
 def test_first_model_is_promoted_by_floors_relative_to_trivial_baselines():
@@ -180,20 +218,26 @@ def test_first_model_is_promoted_by_floors_relative_to_trivial_baselines():
     d = decide(DEFAULT, HARD, None, baselines=BASELINES, chance_p_value=1e-20, threshold_policy="max_f1")
     assert d.promote, d.reason
     assert [(f.name, f.kind, f.passed) for f in d.floors] == [
-        ("log_loss", "relative", True), ("brier", "relative", True), ("roc_auc", "relative", True),
-        ("decision", "relative", True)]
+        ("log_loss", "relative", True),
+        ("brier", "relative", True),
+        ("roc_auc", "relative", True),
+        ("decision", "relative", True),
+    ]
     assert "log_loss 0.4970 beats the constant predictor's 0.5140 (always the positive rate 0.2100)" in d.reason
     assert "f1 0.3950 is at least the F1 of flagging every row, 0.3471" in d.reason
     assert [f["name"] for f in d.to_dict()["floors"]] == ["log_loss", "brier", "roc_auc", "decision"]
 
 
-@pytest.mark.parametrize(("changes", "p", "failing", "text"), [
-    ({"log_loss": 0.52}, 1e-9, "log_loss", "log_loss 0.5200 does not beat the constant predictor's 0.5140"),
-    ({"brier": 0.17}, 1e-9, "brier", "brier 0.1700 does not beat the constant predictor's 0.1659"),
-    ({}, 0.2, "roc_auc", "roc_auc 0.6500 is not significantly above 0.5 (DeLong one-sided p = 0.2, alpha 0.05)"),
-    ({"roc_auc": 0.49}, 1e-9, "roc_auc", "roc_auc 0.4900 is not significantly above 0.5"),
-    ({"f1": 0.30}, 1e-9, "decision", "f1 0.3000 is below the F1 of flagging every row, 0.3471"),
-])
+@pytest.mark.parametrize(
+    ("changes", "p", "failing", "text"),
+    [
+        ({"log_loss": 0.52}, 1e-9, "log_loss", "log_loss 0.5200 does not beat the constant predictor's 0.5140"),
+        ({"brier": 0.17}, 1e-9, "brier", "brier 0.1700 does not beat the constant predictor's 0.1659"),
+        ({}, 0.2, "roc_auc", "roc_auc 0.6500 is not significantly above 0.5 (DeLong one-sided p = 0.2, alpha 0.05)"),
+        ({"roc_auc": 0.49}, 1e-9, "roc_auc", "roc_auc 0.4900 is not significantly above 0.5"),
+        ({"f1": 0.30}, 1e-9, "decision", "f1 0.3000 is below the F1 of flagging every row, 0.3471"),
+    ],
+)
 def test_each_relative_floor_can_fail(changes, p, failing, text):
     d = decide(DEFAULT, {**HARD, **changes}, None, baselines=BASELINES, chance_p_value=p)
     assert not d.promote
@@ -203,12 +247,16 @@ def test_each_relative_floor_can_fail(changes, p, failing, text):
 
 def test_decision_floor_follows_the_threshold_policy_and_accuracy_floor_is_the_majority_rate():
     policy = dataclasses.replace(DEFAULT, baseline_floors=("decision", "accuracy"))
-    by_policy = {p: check_floors(policy, HARD, BASELINES, chance_p_value=0.0, threshold_policy=p)[0]
-                 for p in ("max_f1", "min_cost", "fixed", "target_recall", "target_precision", "edited-by-hand")}
+    by_policy = {
+        p: check_floors(policy, HARD, BASELINES, chance_p_value=0.0, threshold_policy=p)[0]
+        for p in ("max_f1", "min_cost", "fixed", "target_recall", "target_precision", "edited-by-hand")
+    }
     assert {p: (f.metric, f.bound) for p, f in by_policy.items()} == {
         "max_f1": ("f1", BASELINES["all_positive_f1"]),
-        "min_cost": ("expected_cost", RATE), "fixed": ("expected_cost", RATE),
-        "target_recall": ("precision", RATE), "target_precision": ("precision", RATE),
+        "min_cost": ("expected_cost", RATE),
+        "fixed": ("expected_cost", RATE),
+        "target_recall": ("precision", RATE),
+        "target_precision": ("precision", RATE),
         "edited-by-hand": ("expected_cost", RATE),
     }
     assert not by_policy["min_cost"].passed  # cost 0.38 per row > 0.21 of never flagging anyone
@@ -230,17 +278,27 @@ def test_relative_floors_without_baselines_fail_and_absolute_floors_add_up():
     assert d.promote and "no floors configured" in d.reason
 
 
-@pytest.mark.parametrize(("kwargs", "reason"), [
-    ({}, None),
-    ({"best_epoch": 0}, "early stopping kept epoch 0"),
-    ({"best_epoch": 0, "epochs": 1}, None),  # one epoch was asked for
-    ({"log_loss": 0.52}, "tuning log loss 0.5200 is no better than the constant predictor's 0.5100"),
-    ({"roc_auc": 0.53, "chance_p_value": 0.2}, "tuning ROC AUC 0.5300 is not significantly above 0.5"),
-    ({"roc_auc": 0.47, "chance_p_value": 0.0}, "tuning ROC AUC 0.4700 is not significantly above 0.5"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({}, None),
+        ({"best_epoch": 0}, "early stopping kept epoch 0"),
+        ({"best_epoch": 0, "epochs": 1}, None),  # one epoch was asked for
+        ({"log_loss": 0.52}, "tuning log loss 0.5200 is no better than the constant predictor's 0.5100"),
+        ({"roc_auc": 0.53, "chance_p_value": 0.2}, "tuning ROC AUC 0.5300 is not significantly above 0.5"),
+        ({"roc_auc": 0.47, "chance_p_value": 0.0}, "tuning ROC AUC 0.4700 is not significantly above 0.5"),
+    ],
+)
 def test_training_that_learned_nothing_is_named(kwargs, reason):
-    base = {"best_epoch": 4, "epochs": 40, "log_loss": 0.49, "constant_log_loss": 0.51, "roc_auc": 0.64,
-            "chance_p_value": 1e-9, "alpha": 0.05}
+    base = {
+        "best_epoch": 4,
+        "epochs": 40,
+        "log_loss": 0.49,
+        "constant_log_loss": 0.51,
+        "roc_auc": 0.64,
+        "chance_p_value": 1e-9,
+        "alpha": 0.05,
+    }
     found = learned_nothing(**{**base, **kwargs})
     assert found == reason if reason is None else found.startswith(reason)
 
@@ -259,8 +317,9 @@ def _m(roc_auc: float, log_loss: float = 0.40) -> dict[str, float]:
 def test_non_inferiority_promotes_a_slightly_worse_but_close_candidate():
     d = decide(NI, _m(0.799), _m(0.800), mode="non_inferiority", lower_bound=-0.004)
     assert d.promote and d.mode == "non_inferiority" and d.lower_bound == -0.004
-    assert d.reason.startswith("non-inferiority: roc_auc changes by -0.0010 (0.8000 -> 0.7990; lower 95% bound -0.0040 "
-                               "above -0.005)")
+    assert d.reason.startswith(
+        "non-inferiority: roc_auc changes by -0.0010 (0.8000 -> 0.7990; lower 95% bound -0.0040 above -0.005)"
+    )
     assert d.significant is None  # significance of an improvement is not asked for
 
 

@@ -141,7 +141,15 @@ def test_delong_identical_scores_is_degenerate_not_nan():
     assert (r.delta, r.se, r.z, r.ci_low, r.ci_high) == (0.0, 0.0, 0.0, 0.0, 0.0)
     assert (r.p_value_one_sided, r.p_value_two_sided) == (0.5, 1.0)
     assert set(r.to_dict()) == {
-        "auc_a", "auc_b", "delta", "se", "ci_low", "ci_high", "z", "p_value_one_sided", "p_value_two_sided",
+        "auc_a",
+        "auc_b",
+        "delta",
+        "se",
+        "ci_low",
+        "ci_high",
+        "z",
+        "p_value_one_sided",
+        "p_value_two_sided",
     }
 
 
@@ -202,7 +210,8 @@ def test_threshold_choice_is_the_brute_force_optimum(seed):
         # the reported metrics are what the threshold gives (prediction = probability >= threshold)
         again = classification_metrics(y, p, choice.threshold, **costs)
         assert {k: again[k] for k in ("accuracy", "precision", "recall", "f1")} == pytest.approx(
-            {k: choice.metrics[k] for k in ("accuracy", "precision", "recall", "f1")}, abs=1e-12)
+            {k: choice.metrics[k] for k in ("accuracy", "precision", "recall", "f1")}, abs=1e-12
+        )
         assert 0 < choice.threshold <= 1 + 1e-9
 
 
@@ -280,8 +289,10 @@ def test_auc_above_chance_is_delong_against_a_constant_score():
 def test_bootstrap_scores_each_model_its_own_way():
     """Threshold metrics compare each model at its own threshold: the same scores at 0.3 vs 0.7 differ in recall."""
     y, a, _ = _tied_data(5, 500)
-    recall_at = lambda t: (lambda yy, pp: classification_metrics(yy, pp, t)["recall"])  # noqa: E731
+    recall_at = lambda t: lambda yy, pp: classification_metrics(yy, pp, t)["recall"]  # noqa: E731
     delta, low, high = bootstrap_ci(y, a, a, recall_at(0.7), n_boot=200, metric_fn_b=recall_at(0.3))
-    assert delta == pytest.approx(classification_metrics(y, a, 0.3)["recall"] - classification_metrics(y, a, 0.7)["recall"])
+    assert delta == pytest.approx(
+        classification_metrics(y, a, 0.3)["recall"] - classification_metrics(y, a, 0.7)["recall"]
+    )
     assert 0 < low <= delta <= high
     assert bootstrap_ci(y, a, a, recall_at(0.5), n_boot=50)[:1] == (0.0,)

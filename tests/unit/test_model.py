@@ -91,8 +91,17 @@ def test_fit_restores_best_epoch_and_stops_early():
     net = _net(spec, train)
     epochs_seen = []
     # A large learning rate on few rows overfits quickly, so validation loss turns up.
-    result = fit(net, train, val, epochs=60, batch_size=32, learning_rate=0.05, patience=2, seed=0,
-                 on_epoch=lambda e, t, v: epochs_seen.append((e, t, v)))
+    result = fit(
+        net,
+        train,
+        val,
+        epochs=60,
+        batch_size=32,
+        learning_rate=0.05,
+        patience=2,
+        seed=0,
+        on_epoch=lambda e, t, v: epochs_seen.append((e, t, v)),
+    )
     assert result.stopped_early
     assert len(result.val_loss) == result.best_epoch + 3 < 60
     assert [e for e, _, _ in epochs_seen] == list(range(len(result.val_loss)))
@@ -123,8 +132,9 @@ def test_save_load_round_trip_uses_tensors_only(tmp_path):
     loaded, loaded_spec = model.load(files["spec"], files["weights"])
     assert loaded_spec == spec
     features = frame[["x1", "x2", "colour"]]
-    pd.testing.assert_frame_equal(model.score_frame(loaded, loaded_spec, features),
-                                  model.score_frame(net, spec, features))
+    pd.testing.assert_frame_equal(
+        model.score_frame(loaded, loaded_spec, features), model.score_frame(net, spec, features)
+    )
 
 
 def test_score_frame_outputs_and_missing_column():
@@ -142,8 +152,9 @@ def test_score_frame_outputs_and_missing_column():
 
 def _imputing_spec(frame: pd.DataFrame):
     """A spec that imputes x1 (missing in training) and colour, and refuses a missing x2."""
-    return model.build_spec(frame, ["x1", "x2"], ["colour"], hidden_dim=16,
-                            missing={"x1": "impute", "x2": "error", "colour": "impute"})
+    return model.build_spec(
+        frame, ["x1", "x2"], ["colour"], hidden_dim=16, missing={"x1": "impute", "x2": "error", "colour": "impute"}
+    )
 
 
 def _with_gaps(n: int = 400) -> pd.DataFrame:
@@ -170,13 +181,21 @@ def test_training_rows_and_client_rows_encode_the_same():
     """What training sees (validated: NaN, "__missing__", floats) and what clients send (None, pd.NA, ints,
     integral floats, numeric text) are the same inputs to the network."""
     spec = _imputing_spec(_with_gaps())
-    training = pd.DataFrame({"x1": [np.nan, 12.0, np.nan], "x2": [150.0, 3.0, 80.0],
-                             "colour": ["__missing__", "red", "blue"]})
-    for x1, colour in (([None, 12, None], [None, "red", "blue"]),
-                       ([pd.NA, 12.0, np.nan], [np.nan, "red", "blue"]),
-                       (["", "12", None], [pd.NA, "red", "blue"])):
-        client = pd.DataFrame({"x1": pd.Series(x1, dtype=object).replace("", None),
-                               "x2": pd.Series([150, 3, 80], dtype=object), "colour": pd.Series(colour, dtype=object)})
+    training = pd.DataFrame(
+        {"x1": [np.nan, 12.0, np.nan], "x2": [150.0, 3.0, 80.0], "colour": ["__missing__", "red", "blue"]}
+    )
+    for x1, colour in (
+        ([None, 12, None], [None, "red", "blue"]),
+        ([pd.NA, 12.0, np.nan], [np.nan, "red", "blue"]),
+        (["", "12", None], [pd.NA, "red", "blue"]),
+    ):
+        client = pd.DataFrame(
+            {
+                "x1": pd.Series(x1, dtype=object).replace("", None),
+                "x2": pd.Series([150, 3, 80], dtype=object),
+                "colour": pd.Series(colour, dtype=object),
+            }
+        )
         for got, want in zip(model.encode(client, spec), model.encode(training, spec), strict=True):
             np.testing.assert_array_equal(got, want)
 
@@ -190,12 +209,15 @@ def test_integer_coded_categories_match_their_text():
         assert codes.tolist() == [0, 1, 2, 3], values  # 7 / "x": the unknown bucket
 
 
-@pytest.mark.parametrize(("column", "value", "needle"), [
-    ("x2", None, "feature 'x2' is missing (null) in 1 row(s)"),
-    ("x2", np.nan, "model.missing.x2=impute"),
-    ("x1", "52k", "feature 'x1' must be numeric: 1 value(s) are not (e.g. '52k')"),
-    ("x2", float("inf"), "feature 'x2' has 1 infinite value(s)"),
-])
+@pytest.mark.parametrize(
+    ("column", "value", "needle"),
+    [
+        ("x2", None, "feature 'x2' is missing (null) in 1 row(s)"),
+        ("x2", np.nan, "model.missing.x2=impute"),
+        ("x1", "52k", "feature 'x1' must be numeric: 1 value(s) are not (e.g. '52k')"),
+        ("x2", float("inf"), "feature 'x2' has 1 infinite value(s)"),
+    ],
+)
 def test_inputs_the_model_cannot_score_name_the_column(column, value, needle):
     spec = _imputing_spec(_with_gaps())
     row = pd.DataFrame({"x1": [10.0], "x2": [5.0], "colour": ["red"]}).astype(object)

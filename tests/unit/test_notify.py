@@ -15,8 +15,14 @@ from retrain.config import NotifySpec, Settings
 from retrain.errors import NotifyError
 from retrain.notify import format_message, notify
 
-PROMOTED = {"kind": "promoted", "model": "churn-classifier", "version": "3", "metric": "roc_auc",
-            "before": 0.812, "after": 0.845}
+PROMOTED = {
+    "kind": "promoted",
+    "model": "churn-classifier",
+    "version": "3",
+    "metric": "roc_auc",
+    "before": 0.812,
+    "after": 0.845,
+}
 
 
 def _settings(path: Path | str, **notify_kw) -> Settings:
@@ -143,8 +149,16 @@ def test_unwritable_events_path_raises(tmp_path, monkeypatch, kind):
         notify(_settings(path), PROMOTED)
 
 
-@pytest.mark.parametrize("url", ["hooks.example.com/services/SECRET-TOKEN", "ftp://hooks.example.com/SECRET-TOKEN",
-                                 "http:///SECRET-TOKEN", "http://exa mple.com/SECRET-TOKEN", "http://[SECRET-TOKEN/x"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "hooks.example.com/services/SECRET-TOKEN",
+        "ftp://hooks.example.com/SECRET-TOKEN",
+        "http:///SECRET-TOKEN",
+        "http://exa mple.com/SECRET-TOKEN",
+        "http://[SECRET-TOKEN/x",
+    ],
+)
 def test_malformed_webhook_url_is_reported_without_the_url(tmp_path, monkeypatch, caplog, url):
     monkeypatch.setenv("TEST_RETRAIN_WEBHOOK", url)
     with caplog.at_level(logging.INFO, logger="retrain"):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import os
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -39,32 +39,55 @@ def test_a_record_round_trips_and_unknown_keys_are_ignored():
     assert parse_move(json.dumps(data), 3) == m
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("{not json", "not JSON"),
-    ('["a list"]', "not a JSON object"),
-    ('{"seq": 1, "kind": "promote"}', "missing to_version"),
-    ('{"seq": "one", "to_version": "1", "kind": "promote"}', "seq is 'one'"),
-    ('{"seq": 2, "to_version": "1", "kind": "promote"}', "stored as move 1"),
-    ('{"seq": 1, "to_version": "1", "kind": "teleport"}', "kind is 'teleport'"),
-    ('{"seq": 1, "to_version": null, "kind": "promote"}', "to_version is None"),
-    ('{"seq": 1, "to_version": {"v": 1}, "kind": "promote"}', "not a version number"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("{not json", "not JSON"),
+        ('["a list"]', "not a JSON object"),
+        ('{"seq": 1, "kind": "promote"}', "missing to_version"),
+        ('{"seq": "one", "to_version": "1", "kind": "promote"}', "seq is 'one'"),
+        ('{"seq": 2, "to_version": "1", "kind": "promote"}', "stored as move 1"),
+        ('{"seq": 1, "to_version": "1", "kind": "teleport"}', "kind is 'teleport'"),
+        ('{"seq": 1, "to_version": null, "kind": "promote"}', "to_version is None"),
+        ('{"seq": 1, "to_version": {"v": 1}, "kind": "promote"}', "not a version number"),
+    ],
+)
 def test_an_unreadable_record_says_what_is_wrong(text, problem):
     with pytest.raises(ValueError, match=problem):
         parse_move(text, 1)
 
 
 def test_legacy_records_without_the_new_fields_are_read():
-    legacy = {"seq": 4, "from_version": "1", "to_version": "2", "at": "t", "actor": "a", "kind": "rollback",
-              "reason": "r", "comparison_run_id": None, "aborted": False}
+    legacy = {
+        "seq": 4,
+        "from_version": "1",
+        "to_version": "2",
+        "at": "t",
+        "actor": "a",
+        "kind": "rollback",
+        "reason": "r",
+        "comparison_run_id": None,
+        "aborted": False,
+    }
     m = parse_move(json.dumps(legacy), 4)
     assert (m.kind, m.from_version, m.to_version, m.token, m.skipped) == ("rollback", "1", "2", "", ())
 
 
 def test_every_stored_text_stays_under_the_tag_limit():
     huge = "x" * 100_000
-    m = Move(1, "1", "2", "t", huge, "force", huge, "c" * 32, host=huge, skipped=tuple(str(i) for i in range(500)),
-             overrode=huge)
+    m = Move(
+        1,
+        "1",
+        "2",
+        "t",
+        huge,
+        "force",
+        huge,
+        "c" * 32,
+        host=huge,
+        skipped=tuple(str(i) for i in range(500)),
+        overrode=huge,
+    )
     text = m.to_json()
     assert len(text) < 5000
     assert parse_move(text, 1).reason.endswith("...[truncated]")
@@ -72,10 +95,16 @@ def test_every_stored_text_stays_under_the_tag_limit():
     assert len(head.stack) == mv.STACK_LIMIT and len(head.to_json()) < 5000
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("nope", "not JSON"), ("[]", "not a JSON object"), ('{"seq": -1}', "seq is -1"),
-    ('{"seq": 1, "stack": "1,2"}', "stack is '1,2'"), ('{"seq": 1, "production": true}', "not a version"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("nope", "not JSON"),
+        ("[]", "not a JSON object"),
+        ('{"seq": -1}', "seq is -1"),
+        ('{"seq": 1, "stack": "1,2"}', "stack is '1,2'"),
+        ('{"seq": 1, "production": true}', "not a version"),
+    ],
+)
 def test_an_unreadable_head_says_what_is_wrong(text, problem):
     with pytest.raises(ValueError, match=problem):
         parse_head(text)
@@ -118,7 +147,13 @@ def test_a_repair_with_nothing_left_to_serve_empties_production():
 
 def test_legacy_history_damaged_by_a_crash_is_replayed_without_the_move_that_never_happened():
     # item 3 on main: #3 recorded but never applied, #4 promoted again, #5 "rolled back" 3 -> 3
-    legacy = [move(1, None, "1"), move(2, "1", "2"), move(3, "2", "3"), move(4, "2", "3"), move(5, "3", "3", "rollback")]
+    legacy = [
+        move(1, None, "1"),
+        move(2, "1", "2"),
+        move(3, "2", "3"),
+        move(4, "2", "3"),
+        move(5, "3", "3", "rollback"),
+    ]
     replayed = replay_legacy(legacy, "3")
     assert [m.aborted for m in replayed] == [False, False, True, False, True]
     head = mv.head_from(replayed)
@@ -136,8 +171,16 @@ def diag(**kw) -> list[mv.Problem]:
 
 def test_a_consistent_registry_has_no_problems():
     head = head_of(move(1, None, "1"), move(2, "1", "2"))
-    assert diag(production="2", head=head, exists={"1": True, "2": True}, archived={"1": True, "2": False},
-                last_move=move(2, "1", "2")) == []
+    assert (
+        diag(
+            production="2",
+            head=head,
+            exists={"1": True, "2": True},
+            archived={"1": True, "2": False},
+            last_move=move(2, "1", "2"),
+        )
+        == []
+    )
     assert diag(production=None, head=Head()) == []
 
 
@@ -179,11 +222,21 @@ def test_alias_problems_name_their_fix():
 
 def test_tag_problems_do_not_block_writers():
     head = head_of(move(1, None, "1"), move(2, "1", "2"))
-    problems = diag(production="2", head=head, exists={"1": True, "2": True}, archived={"1": False, "2": True},
-                    last_move=move(2, "1", "2"), mirror_problems=(("retrain.history.production.000001", "not JSON"),),
-                    stale_runs=(("abc", "its process 12 on this host is gone"),))
+    problems = diag(
+        production="2",
+        head=head,
+        exists={"1": True, "2": True},
+        archived={"1": False, "2": True},
+        last_move=move(2, "1", "2"),
+        mirror_problems=(("retrain.history.production.000001", "not JSON"),),
+        stale_runs=(("abc", "its process 12 on this host is gone"),),
+    )
     assert [(p.action, p.blocking) for p in problems] == [
-        ("unarchive", False), ("archive", False), ("rewrite_mirror", False), ("kill_run", False)]
+        ("unarchive", False),
+        ("archive", False),
+        ("rewrite_mirror", False),
+        ("kill_run", False),
+    ]
 
 
 # ---- runs left RUNNING (item 11) ----------------------------------------------------------------
@@ -207,7 +260,9 @@ def test_a_run_whose_process_is_gone_is_stale():
 
 
 def test_uris_are_shown_without_credentials():
-    assert redact("https://alice:s3cret@mlflow.example.com:5000/path?token=abc") == "https://mlflow.example.com:5000/path"
+    assert (
+        redact("https://alice:s3cret@mlflow.example.com:5000/path?token=abc") == "https://mlflow.example.com:5000/path"
+    )
     assert redact("postgresql://u:p@db/mlflow") == "postgresql://db/mlflow"
     assert redact("sqlite:////tmp/x/mlflow.db") == "sqlite:////tmp/x/mlflow.db"
 
@@ -250,10 +305,14 @@ def test_lock_contention_is_retried_and_other_failures_become_one_line():
     flaky = Flaky([locked, locked])
     assert GuardedClient(flaky, first_wait_s=0.001).get_registered_model("m") == "m" and flaky.calls == 3
     with pytest.raises(MlflowException) as missing:
-        GuardedClient(Flaky([MlflowException("no such model", error_code=RESOURCE_DOES_NOT_EXIST)])).get_registered_model("m")
+        GuardedClient(
+            Flaky([MlflowException("no such model", error_code=RESOURCE_DOES_NOT_EXIST)])
+        ).get_registered_model("m")
     assert missing.value.error_code == "RESOURCE_DOES_NOT_EXIST"  # an answer, passed on for the caller to read
     with pytest.raises(RegistryError, match=r"failed \(get_registered_model\): API request failed with 401$"):
-        GuardedClient(Flaky([MlflowException("API request failed with 401\nResponse body: ...")])).get_registered_model("m")
+        GuardedClient(Flaky([MlflowException("API request failed with 401\nResponse body: ...")])).get_registered_model(
+            "m"
+        )
     flaky = Flaky([locked] * 10)
     with pytest.raises(ServiceError, match="database is locked"):  # still locked after the retries: exit 7
         GuardedClient(flaky, attempts=4, first_wait_s=0.001).get_registered_model("m")
@@ -264,11 +323,13 @@ def test_lock_contention_is_retried_and_other_failures_become_one_line():
 
 def test_after_move_gives_the_tags_and_aliases_a_move_leaves():
     move = Move(4, "2", "1", "2026-03-01T00:00:00.000+00:00", "ana", "rollback", "accuracy fell", token="t")
-    tags, aliases = after_move(move, "2", {"retrain.metrics": "{}"}, ["production", "shadow"], None,
-                               "production", "staging")
+    tags, aliases = after_move(
+        move, "2", {"retrain.metrics": "{}"}, ["production", "shadow"], None, "production", "staging"
+    )
     assert aliases == {"shadow"} and tags[ARCHIVED] == move.at and json.loads(tags[ROLLED_BACK])["to"] == "1"
-    tags, aliases = after_move(move, "1", {ARCHIVED: "x", ROLLED_BACK: "{}", "k": "v"}, ["staging"], "1",
-                               "production", "staging")
+    tags, aliases = after_move(
+        move, "1", {ARCHIVED: "x", ROLLED_BACK: "{}", "k": "v"}, ["staging"], "1", "production", "staging"
+    )
     assert tags == {"k": "v"} and aliases == {"production"}
     promote = replace(move, kind="promote", from_version=None, to_version="3")
     tags, aliases = after_move(promote, "3", {}, ["staging"], "2", "production", "staging")

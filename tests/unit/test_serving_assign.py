@@ -26,10 +26,18 @@ def test_buckets_match_the_committed_table():
 
 @pytest.mark.parametrize("seed", ["0", "1", "12345"])
 def test_buckets_are_the_same_in_another_process_whatever_its_hash_seed(seed):
-    code = ("import json, sys; from retrain.serving.assign import bucket; "
-            "rows = json.load(sys.stdin); print(json.dumps([bucket(r['id'], r['salt']) for r in rows]))")
-    done = subprocess.run([sys.executable, "-c", code], input=json.dumps(TABLE), capture_output=True, text=True,
-                          env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)}, check=True)
+    code = (
+        "import json, sys; from retrain.serving.assign import bucket; "
+        "rows = json.load(sys.stdin); print(json.dumps([bucket(r['id'], r['salt']) for r in rows]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps(TABLE),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)},
+        check=True,
+    )
     assert json.loads(done.stdout) == [row["bucket"] for row in TABLE]
 
 

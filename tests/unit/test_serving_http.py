@@ -11,15 +11,19 @@ import pytest
 from retrain.serving.payload import Column, PayloadError, columns_of, parse
 
 COLUMNS = [Column("age", "int"), Column("income", "float"), Column("channel", "str")]
-RECORDS = [{"age": 34, "income": 41000.5, "channel": "web", "customer_id": "c1"},
-           {"age": 51.0, "income": 12, "channel": "store", "customer_id": 77},
-           {"age": 29, "income": 0.0, "channel": "mobile"}]
+RECORDS = [
+    {"age": 34, "income": 41000.5, "channel": "web", "customer_id": "c1"},
+    {"age": 51.0, "income": 12, "channel": "store", "customer_id": 77},
+    {"age": 29, "income": 0.0, "channel": "mobile"},
+]
 
 
 def bodies():
     names = ["age", "income", "channel", "customer_id"]
     return {
-        "dataframe_split": {"dataframe_split": {"columns": names, "data": [[r.get(n) for n in names] for r in RECORDS]}},
+        "dataframe_split": {
+            "dataframe_split": {"columns": names, "data": [[r.get(n) for n in names] for r in RECORDS]}
+        },
         "dataframe_records": {"dataframe_records": RECORDS},
         "instances": {"instances": RECORDS},
         "inputs records": {"inputs": RECORDS, "params": {"ignored": True}},
@@ -49,7 +53,11 @@ def test_refusals_name_the_record_and_field():
     cases = [
         ({}, 400, "empty request body"),
         ([1, 2], 400, "empty request body"),
-        ({"rows": []}, 400, "exactly one of the keys dataframe_split, dataframe_records, instances, inputs (found: rows)"),
+        (
+            {"rows": []},
+            400,
+            "exactly one of the keys dataframe_split, dataframe_records, instances, inputs (found: rows)",
+        ),
         ({"instances": [], "inputs": []}, 400, "exactly one of the keys"),
         ({"dataframe_split": {"columns": ["age"]}}, 400, "dataframe_split needs 'columns'"),
         ({"dataframe_split": {"columns": ["age", "income"], "data": [[1]]}}, 422, "row 0 has 1 values for 2 columns"),
@@ -71,10 +79,16 @@ def test_refusals_name_the_record_and_field():
 
 
 def test_optional_columns_accept_nulls_as_missing_values():
-    columns = [Column("age", "int", required=False), Column("income", "float", required=False),
-               Column("channel", "str", required=False)]
-    parsed = parse({"dataframe_records": [{"age": None, "income": None, "channel": None}, {"age": 3, "income": 1.5}]},
-                   columns, "customer_id")
+    columns = [
+        Column("age", "int", required=False),
+        Column("income", "float", required=False),
+        Column("channel", "str", required=False),
+    ]
+    parsed = parse(
+        {"dataframe_records": [{"age": None, "income": None, "channel": None}, {"age": 3, "income": 1.5}]},
+        columns,
+        "customer_id",
+    )
     assert np.isnan(parsed.frame["age"][0]) and parsed.frame["age"][1] == 3
     assert np.isnan(parsed.frame["income"][0]) and parsed.frame["channel"].tolist() == [None, None]
     assert parsed.entity_ids == [None, None]
@@ -91,8 +105,11 @@ def test_webhook_signature_matches_mlflows_own_signing():
 
     body = json.dumps({"entity": "model_version_alias", "action": "created", "data": {"name": "m"}})
     now = str(int(time.time()))
-    headers = {"x-mlflow-signature": _generate_hmac_signature("s3cret", "d-1", now, body),
-               "x-mlflow-delivery-id": "d-1", "x-mlflow-timestamp": now}
+    headers = {
+        "x-mlflow-signature": _generate_hmac_signature("s3cret", "d-1", now, body),
+        "x-mlflow-delivery-id": "d-1",
+        "x-mlflow-timestamp": now,
+    }
     assert verify_signature("s3cret", headers, body.encode()) is None
     assert "does not match" in verify_signature("other", headers, body.encode())
     assert "does not match" in verify_signature("s3cret", headers, body.encode() + b" ")

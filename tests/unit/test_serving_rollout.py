@@ -9,8 +9,14 @@ import pytest
 from retrain.errors import ConfigError
 from retrain.serving.rollout import Rollout, Route, Step, VariantStats, apply_step, canary_step, route, validate_start
 
-GUARDS = {"min_requests": 100, "max_error_rate": 0.02, "max_p99_ms": 200.0, "metric": "accuracy",
-          "max_metric_drop": 0.03, "min_labels": 50}
+GUARDS = {
+    "min_requests": 100,
+    "max_error_rate": 0.02,
+    "max_p99_ms": 200.0,
+    "metric": "accuracy",
+    "max_metric_drop": 0.03,
+    "min_labels": 50,
+}
 
 
 def canary(stage: int = 0, stages=(5.0, 25.0, 100.0)) -> Rollout:
@@ -51,7 +57,9 @@ def test_start_validation_names_the_bad_value():
 def test_canary_waits_then_advances_then_promotes():
     few = VariantStats(records=40, errors=0, p99_ms=20.0)
     enough = VariantStats(records=100, errors=1, p99_ms=150.0)
-    assert canary_step(canary(), few, VariantStats()) == Step("wait", "stage 1/3 (5%): 40/100 candidate records so far", 5.0)
+    assert canary_step(canary(), few, VariantStats()) == Step(
+        "wait", "stage 1/3 (5%): 40/100 candidate records so far", 5.0
+    )
     step = canary_step(canary(), enough, VariantStats(records=2000))
     assert step.action == "advance" and step.share == 25.0 and "next 25%" in step.reason
     last = canary_step(canary(2), enough, VariantStats())
@@ -101,12 +109,19 @@ def test_a_hand_edited_record_turns_the_rollout_off_and_says_why():
     from retrain.serving.state import parse_records, tag_key
 
     good = Rollout("ab", "7", "6", 5.0, seq=1)
-    tags = {tag_key(1): good.to_json(), tag_key(2): "{not json", "retrain.rollout.notes": "ignored",
-            "retrain.history.production.000001": "{}"}
+    tags = {
+        tag_key(1): good.to_json(),
+        tag_key(2): "{not json",
+        "retrain.rollout.notes": "ignored",
+        "retrain.history.production.000001": "{}",
+    }
     records = parse_records(tags)
     assert [r.seq for r in records] == [1, 2] and records[0] == good
     broken = records[1]
-    assert broken.status == "unreadable" and "rollout record #2 (tag retrain.rollout.000002) is unreadable" in broken.reason
+    assert (
+        broken.status == "unreadable"
+        and "rollout record #2 (tag retrain.rollout.000002) is unreadable" in broken.reason
+    )
     off = route(broken, "6")
     assert off.mode == "single" and off.note == broken.reason
     wrong_shape = parse_records({tag_key(3): '["a", "list"]', tag_key(4): '{"mode": "ab"}'})

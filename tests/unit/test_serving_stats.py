@@ -10,8 +10,15 @@ import pandas as pd
 import pytest
 from scipy.stats import chi2_contingency, norm
 
-from retrain.serving.stats import (ab_report, chi_square, proportion_difference, regression, sample_ratio, sample_size,
-                                   variant_stats)
+from retrain.serving.stats import (
+    ab_report,
+    chi_square,
+    proportion_difference,
+    regression,
+    sample_ratio,
+    sample_size,
+    variant_stats,
+)
 
 
 def test_proportion_difference_is_candidate_minus_production_with_a_wald_interval():
@@ -72,16 +79,32 @@ def test_regression_is_a_one_sided_test_beyond_the_margin():
 def _rows(variant: str, n: int, correct: int, entity_prefix: str, served: bool = True) -> pd.DataFrame:
     label = np.ones(n)
     prediction = np.r_[np.ones(correct), np.zeros(n - correct)]
-    return pd.DataFrame({
-        "request_id": [f"{variant}-r{i // 2}" for i in range(n)], "record": 0, "entity_id": [f"{entity_prefix}{i}" for i in range(n)],
-        "assignment": "entity", "variant": variant, "served": served, "prediction": prediction,
-        "probability": np.where(prediction == 1, 0.8, 0.3), "label": label, "error": None,
-        "latency_ms": np.arange(n, dtype=float)})
+    return pd.DataFrame(
+        {
+            "request_id": [f"{variant}-r{i // 2}" for i in range(n)],
+            "record": 0,
+            "entity_id": [f"{entity_prefix}{i}" for i in range(n)],
+            "assignment": "entity",
+            "variant": variant,
+            "served": served,
+            "prediction": prediction,
+            "probability": np.where(prediction == 1, 0.8, 0.3),
+            "label": label,
+            "error": None,
+            "latency_ms": np.arange(n, dtype=float),
+        }
+    )
 
 
 def test_ab_report_on_log_rows():
-    rows = pd.concat([_rows("production", 900, 720, "p"), _rows("candidate", 100, 90, "c"),
-                      _rows("shadow", 50, 50, "s", served=False)], ignore_index=True)
+    rows = pd.concat(
+        [
+            _rows("production", 900, 720, "p"),
+            _rows("candidate", 100, 90, "c"),
+            _rows("shadow", 50, 50, "s", served=False),
+        ],
+        ignore_index=True,
+    )
     rows.loc[rows.index[:100], "label"] = np.nan  # late labels not in yet
     report = ab_report(rows, 10.0, min_effect=0.05, alpha=0.05, power=0.8, srm_alpha=0.001)
     prod, cand = report["variants"]["production"], report["variants"]["candidate"]

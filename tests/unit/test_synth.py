@@ -20,8 +20,11 @@ COLUMNS = ["customer_id", "timestamp", *DataSpec().numeric, "channel", "label"]
 
 
 def _hashes(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_generate_columns_rows_and_days():
@@ -152,7 +155,9 @@ def _logistic(fit_rows: pd.DataFrame):
     x = _features(fit_rows)
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-9
     clf = LogisticRegression(max_iter=1000).fit((x - mean) / std, fit_rows["label"].astype(int))
-    return lambda rows: roc_auc_score(rows["label"].astype(int), clf.predict_proba((_features(rows) - mean) / std)[:, 1])
+    return lambda rows: roc_auc_score(
+        rows["label"].astype(int), clf.predict_proba((_features(rows) - mean) / std)[:, 1]
+    )
 
 
 def test_seasonal_features_move_but_the_label_relation_holds():
@@ -181,8 +186,10 @@ def test_seasonal_churn_mechanism_is_the_stable_one():
     """Same day, same customers as stable would draw them from the same features: the log-odds function is shared."""
     spec = synth.SynthSpec(days=1, rows_per_day=10, scenario="seasonal", start=date(2026, 1, 1))
     assert synth.season(spec, 0) == (0.0, False)  # Jan 1 2026 is a Thursday at phase 0
-    pd.testing.assert_frame_equal(synth.generate_day(spec, 0), synth.generate_day(synth.SynthSpec(
-        days=1, rows_per_day=10, scenario="stable", start=date(2026, 1, 1)), 0))
+    pd.testing.assert_frame_equal(
+        synth.generate_day(spec, 0),
+        synth.generate_day(synth.SynthSpec(days=1, rows_per_day=10, scenario="stable", start=date(2026, 1, 1)), 0),
+    )
     assert synth.season(spec, 2)[1] is True  # Saturday
     assert synth.season(spec, 90)[0] > 0.99  # about April 1: the peak of the year
 
@@ -213,14 +220,33 @@ def test_sudden_break_moves_the_label_rate_and_the_mechanism_at_once():
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_cli_writes_what_the_library_writes(tmp_path, fmt):
-    args = ["--days", "3", "--start", "2026-05-01", "--rows-per-day", "25", "--scenario", "covariate_shift",
-            "--shift-day", "1", "--seed", "9", "--format", fmt]
+    args = [
+        "--days",
+        "3",
+        "--start",
+        "2026-05-01",
+        "--rows-per-day",
+        "25",
+        "--scenario",
+        "covariate_shift",
+        "--shift-day",
+        "1",
+        "--seed",
+        "9",
+        "--format",
+        fmt,
+    ]
     result = CliRunner().invoke(cli, ["data", "synth", "--out", str(tmp_path / "cli"), *args, "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"out": str(tmp_path / "cli"), "files": 3, "rows": 75,
-                                         "scenario": "covariate_shift"}
-    spec = synth.SynthSpec(days=3, start=date(2026, 5, 1), rows_per_day=25, scenario="covariate_shift",
-                           shift_day=1, seed=9)
+    assert json.loads(result.stdout) == {
+        "out": str(tmp_path / "cli"),
+        "files": 3,
+        "rows": 75,
+        "scenario": "covariate_shift",
+    }
+    spec = synth.SynthSpec(
+        days=3, start=date(2026, 5, 1), rows_per_day=25, scenario="covariate_shift", shift_day=1, seed=9
+    )
     synth.write(spec, tmp_path / "lib", fmt)
     assert _hashes(tmp_path / "cli") == _hashes(tmp_path / "lib")
     assert f"date=2026-05-03/part-0.{fmt}" in _hashes(tmp_path / "cli")
@@ -230,8 +256,11 @@ def test_cli_writes_what_the_library_writes(tmp_path, fmt):
     ("args", "needle"),
     [
         (["--start", "01/05/2026"], "'01/05/2026' is not a date; use YYYY-MM-DD"),
-        (["--scenario", "drifty"], "'drifty' is not one of 'stable', 'covariate_shift', 'concept_shift', 'hard', "
-                                   "'seasonal', 'gradual_drift', 'sudden_break'"),
+        (
+            ["--scenario", "drifty"],
+            "'drifty' is not one of 'stable', 'covariate_shift', 'concept_shift', 'hard', "
+            "'seasonal', 'gradual_drift', 'sudden_break'",
+        ),
         (["--drift-days", "0"], "0 is not in the range 1<=x<=36500"),
         (["--days", "0"], "0 is not in the range 1<=x<=36500"),
         (["--seed", "-1"], "-1 is not in the range 0<=x<=4294967295"),
