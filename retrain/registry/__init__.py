@@ -53,7 +53,11 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from retrain.registry import audit, history, moves, repair, status
+import retrain.registry.audit as audit
+import retrain.registry.history as history
+import retrain.registry.moves as moves
+import retrain.registry.repair as repair
+import retrain.registry.status as status
 from retrain.registry.access import RegisteredModel, State, View
 from retrain.registry.history import Logged
 from retrain.registry.marks import ABORTED, ARCHIVED, ROLLED_BACK

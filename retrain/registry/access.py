@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import retrain.registry.rules as mv
 from retrain.config import Settings
 from retrain.errors import RegistryError
 from retrain.ledger import Entry, Ledger, Taken
-from retrain.registry import rules as mv
 from retrain.registry.marks import ABORTED
 from retrain.registry.rules import Head, Move
 

@@ -8,7 +8,7 @@ import os
 import socket
 from typing import Any
 
-from retrain.registry import rules as mv
+import retrain.registry.rules as mv
 from retrain.registry.access import RegisteredModel, View, entry_move
 from retrain.registry.marks import ARCHIVED
 from retrain.registry.rules import Pending, Problem, Snapshot

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from retrain.registry import rules as mv
+import retrain.registry.rules as mv
 from retrain.registry.rules import Move
 
 ARCHIVED = "retrain.archived"

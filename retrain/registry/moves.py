@@ -15,10 +15,10 @@ from datetime import date, datetime
 from functools import partial
 from typing import Any
 
+import retrain.registry.audit as audit
+import retrain.registry.rules as mv
 from retrain.errors import NotifyError, Refused, RegistryError
 from retrain.ledger import Entry, Taken
-from retrain.registry import audit
-from retrain.registry import rules as mv
 from retrain.registry.access import RegisteredModel, View, describe_entry, missing, utc_now
 from retrain.registry.descriptions import refresh_descriptions
 from retrain.registry.marks import ABORTED, ARCHIVED, rolled_back_mark, version_changes

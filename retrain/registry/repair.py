@@ -5,9 +5,9 @@ outside retrain is recorded as a move, a lost head is rebuilt from the move log,
 
 from __future__ import annotations
 
+import retrain.registry.audit as audit
+import retrain.registry.rules as mv
 from retrain.errors import Refused
-from retrain.registry import audit
-from retrain.registry import rules as mv
 from retrain.registry.access import RegisteredModel, View, entry_move, utc_now
 from retrain.registry.marks import ARCHIVED
 from retrain.registry.moves import abort_move, announce, apply_move, move_production

@@ -9,9 +9,9 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from retrain.registry import audit
-from retrain.registry import repair as repairs
-from retrain.registry import rules as mv
+import retrain.registry.audit as audit
+import retrain.registry.repair as repairs
+import retrain.registry.rules as mv
 from retrain.registry.access import RegisteredModel
 from retrain.registry.descriptions import refresh_descriptions
 from retrain.registry.marks import rolled_back_mark
