@@ -105,6 +105,7 @@ def promote(
 
 
 def check_comparison(model: RegisteredModel, candidate: str, head: Head, as_of: date | None) -> Any:
+    """The latest comparison run of `candidate` if it allows promoting it now; Refused saying why not."""
     run = model.latest_comparison(candidate)
     if run is None:
         raise Refused(
