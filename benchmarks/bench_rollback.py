@@ -51,9 +51,9 @@ def _history(uri: str, name: str, moves: int, folder: Path, size: int = 50 * 102
     """`moves` recorded moves of production alternating between versions 1 and 2."""
     from mlflow import MlflowClient
 
-    from retrain import moves as mv
     from retrain.config import load_settings
     from retrain.registry import Registry
+    from retrain.registry import rules as mv
 
     client = MlflowClient(uri)
     _versions(client, name, size, folder)

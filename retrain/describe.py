@@ -184,7 +184,7 @@ def cycle_markdown(result: Mapping[str, Any], model: str, links: Mapping[str, st
 
 
 def move_row(model: str, m: Any, comparison_link: str = "-") -> str:
-    """One row of the production history table for `retrain.moves.Move` `m`."""
+    """One row of the production history table for `retrain.registry.rules.Move` `m`."""
     kind = m.kind + (" (aborted)" if m.aborted else "")
     return (
         f"| {m.seq} | {m.at[:19].replace('T', ' ')} | {kind} | {version_link(model, m.from_version)} -> "

@@ -407,7 +407,7 @@ def _describe(settings: Settings, c: Comparison, mlflow_client) -> None:
     """The comparison run's description (decision, side-by-side table, DeLong, links) and the candidate
     version's description (its fate now says what the gate decided)."""
     from retrain import describe, replay, tracking
-    from retrain.registry import _run_link, write_version_description
+    from retrain.registry.descriptions import experiment_run_link, write_version_description
 
     links = {
         "candidate": describe.version_link(c.model_name, c.candidate_version),
@@ -416,7 +416,7 @@ def _describe(settings: Settings, c: Comparison, mlflow_client) -> None:
     for role, version in (("candidate", c.candidate_version), ("production", c.incumbent_version)):
         if version:
             found = mlflow_client.get_model_version(c.model_name, version)
-            links[f"{role}_run"] = _run_link(mlflow_client, found.run_id, "training run")
+            links[f"{role}_run"] = experiment_run_link(mlflow_client, found.run_id, "training run")
     gate_policy = settings.gate
     tracking.describe(
         describe.comparison_markdown(

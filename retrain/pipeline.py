@@ -637,10 +637,12 @@ def _cycle(
 def _describe_cycle(settings: Settings, result: CycleResult, mlflow_client) -> None:
     """The cycle run's description: outcome, reasons, production before/after, links to its step runs."""
     from retrain import describe, tracking
-    from retrain.registry import _run_link
+    from retrain.registry.descriptions import experiment_run_link
 
     labels = {"check": "check run", "train": f"train v{result.candidate_version}", "evaluate": "comparison run"}
-    links = {step: _run_link(mlflow_client, run_id, labels[step]) for step, run_id in result.runs.items() if run_id}
+    links = {
+        step: experiment_run_link(mlflow_client, run_id, labels[step]) for step, run_id in result.runs.items() if run_id
+    }
     tracking.describe(describe.cycle_markdown(result.to_dict(), settings.registry.model_name, links))
 
 

@@ -472,7 +472,7 @@ def _log_and_register(
         mlflow_client.set_registered_model_alias(reg.model_name, reg.staging_alias, version.version)
         mlflow.set_tag("retrain.model_version", version.version)
         tracking.set_name(f"train v{version.version} (as-of {as_of})")  # the version is known only now
-        from retrain.registry import write_version_description
+        from retrain.registry.descriptions import write_version_description
 
         write_version_description(mlflow_client, settings, version.version)
     return TrainOutcome(

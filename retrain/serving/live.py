@@ -227,7 +227,7 @@ class Live:
 
     def _preload_rollback_target(self, tags: dict[str, str], production: str) -> None:
         """Load the version a rollback would return to, so that rollback reaches traffic without a model load."""
-        from retrain.moves import parse_head, rollback_candidates
+        from retrain.registry.rules import parse_head, rollback_candidates
 
         try:
             text = tags.get(f"retrain.state.{self.settings.registry.production_alias}")  # the registry's head

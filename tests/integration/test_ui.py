@@ -12,7 +12,8 @@ import pytest
 from mlflow import MlflowClient
 
 from retrain.pipeline import run_cycle
-from retrain.registry import Registry, version_description
+from retrain.registry import Registry
+from retrain.registry.descriptions import version_description
 from retrain.training import train
 from tests.conftest import REPO, fast_settings
 

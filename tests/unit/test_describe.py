@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from retrain import describe
 from retrain.cli import unless_default
 from retrain.monitoring import run_name as check_name
-from retrain.moves import Move
+from retrain.registry.rules import Move
 
 
 def comparison(**over):

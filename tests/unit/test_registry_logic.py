@@ -12,9 +12,10 @@ from dataclasses import replace
 
 import pytest
 
-from retrain import moves as mv
-from retrain.moves import Head, Move, Pending, Snapshot, diagnose, parse_head, parse_move, replay_legacy
-from retrain.registry import ARCHIVED, ROLLED_BACK, after_move, process_gone, rolled_back_mark
+from retrain.registry import rules as mv
+from retrain.registry.audit import process_gone
+from retrain.registry.marks import ARCHIVED, ROLLED_BACK, after_move, rolled_back_mark
+from retrain.registry.rules import Head, Move, Pending, Snapshot, diagnose, parse_head, parse_move, replay_legacy
 from retrain.store import bounded_http_retries, redact
 
 HEAD_KEY = "retrain.state.production"

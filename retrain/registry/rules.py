@@ -1,6 +1,6 @@
 """Pure logic of the production history: move records, the head state, rollback targets, diagnosis.
 
-No I/O here: `registry.py` reads the registry into these values and writes what they decide.
+No I/O here: the rest of `retrain.registry` reads the registry into these values and writes what they decide.
 Every record read from the registry goes through `parse_move` / `parse_head`, which ignore unknown
 keys and raise ValueError naming what is wrong, so a hand-edited tag is reported, never a crash.
 Every text stored is bounded (`bounded`) so each tag value stays under MLflow's 5,000-character

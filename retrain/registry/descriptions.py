@@ -1,0 +1,121 @@
+"""Writing the descriptions the MLflow UI shows: the registered model's (production history, newest first)
+and each version's (trained on, metrics, fate). The text itself is drawn by `retrain.describe`; this module
+reads what it needs and writes the result.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from retrain.config import Settings
+from retrain.registry.access import RegisteredModel, View
+from retrain.registry.history import history
+from retrain.registry.marks import after_move
+from retrain.registry.rules import Move
+
+log = logging.getLogger("retrain")
+
+MODEL_HEADER = "Churn classifier managed by retrain: @{staging} = candidate, @{production} = serving."
+
+
+def refresh_descriptions(
+    model: RegisteredModel,
+    *versions: str | None,
+    move: Move | None = None,
+    previous: str | None = None,
+    found: dict[str, Any] | None = None,
+    view: View | None = None,
+) -> None:
+    """Redraw the model's description (production history, newest first) and the descriptions of
+    `versions`: after `move`, its row on top of the table (`previous`: the description as read before the
+    move, else read again) and each version drawn from `found` (as read before the move, with the move's tag
+    and alias changes applied: no read) or else read again; without a move, the table from the move log.
+    Best effort: the move log and tags are the record, this is their rendering."""
+
+    def draw(version: str) -> None:
+        before = (found or {}).get(version)
+        if move is None or view is None or before is None:
+            return write_version_description(model.client, model.settings, version)
+        tags, aliases = after_move(
+            move,
+            version,
+            before.tags or {},
+            before.aliases or (),
+            view.staging,
+            model.spec.production_alias,
+            model.spec.staging_alias,
+        )
+        model.client.update_model_version(
+            model.name, version, description=version_description(model.settings, version, tags, aliases)
+        )
+
+    try:
+        model.together(
+            [
+                lambda: write_model_description(model, move, previous),
+                *(lambda v=v: draw(v) for v in dict.fromkeys(v for v in versions if v)),
+            ]
+        )
+    except Exception as exc:
+        log.warning("retrain: could not redraw the descriptions of %s: %s", model.name, exc)
+
+
+def experiment_run_link(client: Any, run_id: str | None, label: str | None = None) -> str:
+    """A link to run `run_id` under its experiment (one read: the run's experiment id); `-` without a run."""
+    from retrain.describe import run_link
+
+    if not run_id:
+        return "-"
+    try:
+        experiment_id = client.get_run(run_id).info.experiment_id
+    except Exception:
+        experiment_id = None
+    return run_link(experiment_id, run_id, label)
+
+
+def write_model_description(model: RegisteredModel, move: Move | None = None, previous: str | None = None) -> None:
+    """The registered model's description: production now and the latest moves, newest first. After `move`
+    its row goes on top of the rows shown (constant calls); without, the table is redrawn from the move log."""
+    from retrain.describe import HISTORY_ROWS, history_after_move, history_markdown, move_row, run_link
+
+    spec, client = model.spec, model.client
+    header = MODEL_HEADER.format(staging=spec.staging_alias, production=spec.production_alias)
+
+    def row(m: Move) -> str:  # the UI's direct run links (#/runs/<id>): no read per row while production moves
+        return move_row(model.name, m, run_link(None, m.comparison_run_id, "comparison"))
+
+    if move is not None:
+        if previous is None:
+            previous = client.get_registered_model(model.name).description
+        text = history_after_move(model.name, move.to_version, row(move), previous, header)
+    else:
+        moves = history(model, limit=HISTORY_ROWS + 1)
+        text = history_markdown(model.name, model.state().production, [row(m) for m in moves], header)
+    client.update_registered_model(model.name, description=text)
+
+
+def write_version_description(client: Any, settings: Settings, version: str) -> None:
+    """A version's description: trained on, validation metrics, fate (from its tags and aliases)."""
+    found = client.get_model_version(settings.registry.model_name, version)
+    text = version_description(settings, str(version), found.tags or {}, found.aliases or [])
+    client.update_model_version(settings.registry.model_name, version, description=text)
+
+
+def version_description(settings: Settings, version: str, tags: dict[str, str], aliases: Any) -> str:
+    """The text of `write_version_description`, drawn from given tags and aliases (no reads: its run link is
+    the UI's direct route)."""
+    from retrain.describe import run_link, version_markdown
+
+    reg = settings.registry
+    comparison = tags.get("retrain.comparison_run_id")
+    link = run_link(None, comparison, "comparison") if comparison else None
+    return version_markdown(
+        reg.model_name,
+        version,
+        tags,
+        aliases,
+        production_alias=reg.production_alias,
+        staging_alias=reg.staging_alias,
+        comparison=link,
+    )

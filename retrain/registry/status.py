@@ -1,0 +1,85 @@
+"""What `retrain status` reports: production and staging with their metrics and age, the rollback target,
+the problems the audit finds (or, with --repair, what was fixed first) and notes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+import retrain.registry.audit as audit
+import retrain.registry.repair as repairs
+import retrain.registry.rules as mv
+from retrain.registry.access import RegisteredModel
+from retrain.registry.descriptions import refresh_descriptions
+from retrain.registry.marks import rolled_back_mark
+
+
+def status(model: RegisteredModel, *, repair: bool = False) -> dict[str, Any]:
+    """Production and staging with metrics and age; problems (or what was repaired); notes."""
+    repaired = [asdict(p) for p in repairs.repair(model)] if repair else []
+    if repair:
+        view = model.read()
+        refresh_descriptions(model, view.production, view.staging)
+    view = model.read()
+    found: dict[str, Any] = {}
+    snapshot = audit.snapshot(model, view, found)
+    problems = mv.diagnose(snapshot, model.head_key)
+    out: dict[str, Any] = {"model_name": model.name, "versions": {}, "repaired": repaired}
+    for role, version in (("production", view.production), ("staging", view.staging)):
+        if version and version not in found:
+            found[version] = model.find_version(version)
+        out["versions"][role] = describe_version(version, found[version]) if version else None
+    notes = []
+    head = view.head
+    if head is not None and head.production and view.production == head.production:
+        target, skipped = audit.first_existing(model, mv.rollback_candidates(head), found)
+        for version in skipped:
+            notes.append(f"version {version} served before and no longer exists: rollback skips it")
+        out["rollback_target"] = target
+    if (
+        snapshot.last_move is not None
+        and snapshot.last_move.from_version
+        and not snapshot.exists.get(snapshot.last_move.from_version, True)
+    ):
+        notes.append(
+            f"version {snapshot.last_move.from_version} (production before move #{snapshot.last_move.seq}) "
+            "no longer exists"
+        )
+    out["moves"] = head.seq if head is not None else None
+    out["problems"] = [asdict(p) for p in problems]
+    out["notes"] = list(dict.fromkeys(notes))
+    out["consistent"] = not problems
+    return out
+
+
+def describe_version(version: str, found: Any) -> dict[str, Any]:
+    """A version as status shows it (run, as-of, age, metrics, rolled-back mark, last comparison), or deleted."""
+    if found is None:
+        return {"version": version, "deleted": True}
+    tags = found.tags or {}
+    trained_at = tags.get("retrain.trained_at")
+    age_days = None
+    try:
+        if trained_at:
+            age_days = round((datetime.now(UTC) - datetime.fromisoformat(trained_at)).total_seconds() / 86400, 2)
+    except ValueError:
+        pass
+    try:
+        metrics = json.loads(tags.get("retrain.metrics", "{}"))
+        metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))} if isinstance(metrics, dict) else {}
+    except ValueError:
+        metrics = {}
+    comparison = tags.get("retrain.comparison_run_id")
+    return {
+        "version": str(found.version),
+        "run_id": found.run_id,
+        "as_of": tags.get("retrain.as_of"),
+        "trained_at": trained_at,
+        "age_days": age_days,
+        "metrics": metrics,
+        "rolled_back": rolled_back_mark(tags),
+        "last_comparison": {"run_id": comparison, "decision": tags.get("retrain.decision")} if comparison else None,
+    }
