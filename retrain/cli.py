@@ -559,8 +559,8 @@ STATUS_PROBLEMS = 9  # 7 is a service that cannot be reached (ServiceError), 8 t
 @click.pass_context
 def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
     """Production and staging versions, their metrics, age, last comparison, and consistency."""
-    from retrain.pipeline import cycles_without_model, stalled_text
     from retrain.registry import Registry
+    from retrain.stall import cycles_without_model, stalled_text
 
     info = Registry(settings).status(repair=repair)
     info["cycles_without_model"] = count = cycles_without_model(settings)
@@ -649,7 +649,8 @@ def check(settings, as_of, force: bool, as_json: bool) -> None:
 @json_option
 def run_loop(settings, as_of, force: bool, force_flag: str, in_process: bool, allow_past: bool, as_json: bool) -> None:
     """Run one cycle of the loop: check, then train, evaluate, promote or keep, and notify."""
-    from retrain.pipeline import run_cycle, stalled_text
+    from retrain.pipeline import run_cycle
+    from retrain.stall import stalled_text
 
     close, on_epoch = epoch_bar(settings.model.epochs, not as_json)  # drawn only if this process trains
     try:

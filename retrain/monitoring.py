@@ -209,7 +209,7 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
     )
     without_model, stalled = 0, None
     if version is None:
-        from retrain.pipeline import cycles_without_model, stalled_text
+        from retrain.stall import cycles_without_model, stalled_text
 
         without_model = cycles_without_model(settings)
         if without_model >= settings.gate.stalled_after:

@@ -2,12 +2,13 @@
 
 One job a module: `windows` (the training, validation and monitoring windows of an as-of day, and how much
 of one the data covered), `files` (listing `data.path`, the days folders name, time units and statistics),
-`reader` (one file's rows in a window), `source` (`DataSource`: windows read and kept, the default as-of),
-`validation` (types, labels, a window's rows, fingerprints).
+`reader` (one file's rows in a window), `source` (`DataSource`: windows read and kept, the default as-of;
+other kinds of data register with `register_source`), `validation` (types, labels, a window's rows,
+fingerprints).
 """
 
 from retrain.data.files import DATE_KEY, EPOCH_UNITS, DataFile, epoch_unit
-from retrain.data.source import READ_SECONDS, DataSource, load
+from retrain.data.source import READ_SECONDS, DataSource, load, register_source
 from retrain.data.validation import fingerprint, labels, select, time_range, validate
 from retrain.data.windows import Coverage, Window, Windows3, coverage, effective_windows, parse_as_of, windows_for
 
@@ -27,6 +28,7 @@ __all__ = [
     "labels",
     "load",
     "parse_as_of",
+    "register_source",
     "select",
     "time_range",
     "validate",

@@ -3,12 +3,16 @@
 A `DataSource` reads only what a window needs (see `retrain.data.files` and `retrain.data.reader`). The default
 as-of comes from folder names and Parquet statistics. What was read is kept for the life of the source, so a
 cycle that hands one source to check, train and evaluate reads each day once.
+
+Other kinds of data register themselves with `register_source`: `DataSource(spec)` builds the registered class
+whose test accepts `spec.path` (the prediction log of `retrain serve` is one), else reads files.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -30,6 +34,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("retrain")
 
+_SOURCES: list[tuple[Callable[[str], bool], type[DataSource]]] = []
+
+
+def register_source(accepts: Callable[[str], bool], source: type[DataSource]) -> None:
+    """`DataSource(spec)` builds `source` (a subclass) for a `data.path` that `accepts(path)` is true of."""
+    if (accepts, source) not in _SOURCES:
+        _SOURCES.append((accepts, source))
+
 
 class DataSource:
     """The data under `spec.path`, read window by window; what was read is kept for the life of the object.
@@ -38,11 +50,10 @@ class DataSource:
     """
 
     def __new__(cls, spec: DataSpec, **kwargs: Any) -> DataSource:
-        if cls is DataSource:  # data.path naming the prediction log of `retrain serve` reads served traffic
-            from retrain.serving.logdata import LogSource, is_log_url
-
-            if is_log_url(spec.path):
-                return super().__new__(LogSource)
+        if cls is DataSource:  # a registered kind of data.path (the prediction log) reads through its own class
+            for accepts, source in _SOURCES:
+                if accepts(spec.path):
+                    return super().__new__(source)
         return super().__new__(cls)
 
     def __init__(self, spec: DataSpec, *, now: datetime | None = None) -> None:
