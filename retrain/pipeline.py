@@ -381,14 +381,15 @@ def _run_cycle(
     return result
 
 
-def adapted_since(settings: Settings, as_of: date, signals, source) -> tuple[date | None, str]:
+def adapted_since(settings: Settings, as_of: date, signals, source, plan=None) -> tuple[date | None, str]:
     """(first day of the current regime, why) when the check fired on a label-rate shift or a performance drop
     and the usual training + validation days hold a significant change with enough rows since it; else
     (None, why not, or "" when not attempted).
 
     The churn rate per day is searched first (`changepoint.rate_change`); on a performance drop without a rate
     change, production's per-row log loss on rows it never learned from (`changepoint.mean_change`). The rows
-    since the change must give fitting, tuning and validation at least `gate.min_rows` rows each.
+    since the change must give fitting, tuning and validation at least `gate.min_rows` rows each. `plan`: the
+    cycle's windows as cut (`retrain.data.Plan`); without it they are cut from `as_of` and the settings.
     """
     import numpy as np
 
@@ -399,7 +400,7 @@ def adapted_since(settings: Settings, as_of: date, signals, source) -> tuple[dat
     w, fired = settings.windows, WINDOW_SIGNALS & set(signals)
     if not w.adapt or w.since is not None or not fired:
         return None, ""
-    normal = data.windows_for(as_of, w)
+    normal = plan or data.plan_for(as_of, w)
     span = data.Window("change-point search", normal.train.start, normal.validation.end)
     spec, alpha, min_rows = settings.data, settings.trigger.alpha, settings.gate.min_rows
     try:
@@ -488,12 +489,15 @@ def _cycle(
     import mlflow
     import yaml
 
-    from retrain import monitoring
+    from retrain import data, monitoring
     from retrain.tracking import settings_yaml
 
-    # In-process, check, train and evaluate share `source`: each day is read once (check reads the monitoring
-    # days, train only the older ones it lacks, evaluate nothing); project steps read their own windows.
-    check = monitoring.check(settings, as_of, force=force, source=source)
+    # The cycle cuts its windows once (the plan) and hands them to every step: in-process as `plan`, to project
+    # steps as the `windows` parameter. In-process, check, train and evaluate also share `source`: each day is
+    # read once (check reads the monitoring days, train only the older ones it lacks, evaluate nothing);
+    # project steps read their own windows.
+    plan = data.plan_for(as_of, settings.windows)
+    check = monitoring.check(settings, as_of, force=force, source=source, plan=plan)
     lap("check")
     result.check = check.to_dict()
     result.runs["check"] = check.run_id
@@ -502,7 +506,7 @@ def _cycle(
         result.outcome = "skipped"
         result.reasons = [check.decision["summary"]]
         return
-    since, window_note = adapted_since(settings, as_of, check.decision.get("signals", ()), source)
+    since, window_note = adapted_since(settings, as_of, check.decision.get("signals", ()), source, plan)
     overrides: list[str] = []
     if window_note:
         result.window = {"since": since.isoformat() if since else None, "note": window_note}
@@ -513,6 +517,7 @@ def _cycle(
     if since is not None:
         overrides.append(f"windows.since={since.isoformat()}")
         settings = replace(settings, windows=replace(settings.windows, since=since.isoformat()))
+        plan = data.plan_for(as_of, settings.windows)  # the adapted training window: cut once more
     lap("window")
     reason = "; ".join(result.reasons)
     # the steps run with the cycle's own settings: the file it logged (a run artifact, never a temporary path),
@@ -522,11 +527,12 @@ def _cycle(
         "as_of": as_of.isoformat(),
         "set": " ".join(overrides) or "none",
         "data": yaml.safe_load(settings_yaml(settings))["data"]["path"],
+        "windows": plan.param(),
     }
     if project is None:
         from retrain.training import train
 
-        trained = train(settings, as_of, trigger_reason=reason, source=source, on_epoch=on_epoch)
+        trained = train(settings, as_of, trigger_reason=reason, source=source, on_epoch=on_epoch, plan=plan)
         candidate, result.runs["train"] = trained.version, trained.run_id
     else:
         try:
@@ -558,7 +564,7 @@ def _cycle(
         from retrain.evaluation import evaluate
 
         comparison = evaluate(
-            settings, as_of, candidate=candidate, allow_past=allow_past, source=source, adapts=adapts
+            settings, as_of, candidate=candidate, allow_past=allow_past, source=source, adapts=adapts, plan=plan
         ).to_dict()
     else:
         from retrain.gate import resolve_mode

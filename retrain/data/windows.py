@@ -97,6 +97,61 @@ def windows_for(as_of: date, windows: Windows) -> Windows3:
     )
 
 
+PLAN_WINDOWS = (("train", "training"), ("tuning", "tuning"), ("validation", "validation"), ("monitor", "monitoring"))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A cycle's windows, cut once: the loop makes the plan and hands it to check, train and evaluate (in-process,
+    and to their MLflow Projects steps as the `windows` parameter), so no step cuts them again."""
+
+    as_of: date
+    train: Window  # fitting and tuning
+    tuning: Window  # the end of the training window: early stopping and the decision threshold
+    validation: Window
+    monitor: Window
+    since: date | None = None  # the first training day when the window is adapted (windows.since)
+
+    @property
+    def windows(self) -> Windows3:
+        return Windows3(self.as_of, self.train, self.validation, self.monitor)
+
+    def param(self) -> str:
+        """The plan as one parameter: `as_of=2026-03-10,train=2025-12-11..2026-02-24,...,since=none`."""
+        cut = [f"{key}={getattr(self, key).start:%Y-%m-%d}..{getattr(self, key).last_day}" for key, _ in PLAN_WINDOWS]
+        since = self.since.isoformat() if self.since else "none"
+        return ",".join([f"as_of={self.as_of.isoformat()}", *cut, f"since={since}"])
+
+    @classmethod
+    def parse(cls, text: str) -> Plan:
+        """A plan from `param()`'s text; DataError naming the text and the form it needs."""
+        form = "as_of=YYYY-MM-DD,train=FIRST..LAST,tuning=..,validation=..,monitor=..,since=YYYY-MM-DD|none"
+        try:
+            items = dict(item.split("=", 1) for item in text.strip().split(","))
+            if set(items) != {"as_of", "since", *(key for key, _ in PLAN_WINDOWS)}:
+                raise ValueError
+            windows = {}
+            for key, name in PLAN_WINDOWS:
+                first, last = (date.fromisoformat(day) for day in items[key].split(".."))
+                start = datetime.combine(first, datetime.min.time())
+                windows[key] = Window(name, start, datetime.combine(last, datetime.min.time()) + timedelta(days=1))
+            since = None if items["since"] == "none" else date.fromisoformat(items["since"])
+            return cls(as_of=date.fromisoformat(items["as_of"]), since=since, **windows)
+        except ValueError:
+            raise DataError(
+                f"--windows {text!r} is not a plan of windows ({form}); leave it out to cut them from the settings"
+            ) from None
+
+
+def plan_for(as_of: date, windows: Windows) -> Plan:
+    """The windows of `as_of` under `windows` (with `since`, the adapted split), cut once for a cycle."""
+    cut = windows_for(as_of, windows)
+    tuning_days = effective_windows(as_of, windows).tuning_days
+    tuning = Window("tuning", cut.train.end - timedelta(days=tuning_days), cut.train.end)
+    since = date.fromisoformat(str(windows.since)) if windows.since is not None else None
+    return Plan(as_of, cut.train, tuning, cut.validation, cut.monitor, since)
+
+
 def parse_as_of(text: str | None) -> date | None:
     """`YYYY-MM-DD` -> date; None or "" stays None (meaning: the latest day in the data)."""
     if text is None or text == "":
