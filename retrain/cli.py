@@ -186,6 +186,32 @@ def as_of_option(func: Callable) -> Callable:
     return wrapper
 
 
+def windows_option(func: Callable) -> Callable:
+    """--windows: the cycle's windows as the loop cut them (`retrain.data.Plan`), handed to its project steps."""
+
+    @click.option(
+        "--windows",
+        "windows",
+        default=None,
+        metavar="PLAN",
+        help="The windows as the loop cut them, as it hands them to its project steps (default: cut from --as-of "
+        "and the settings).",
+    )
+    @functools.wraps(func)
+    def wrapper(*args: Any, windows: str | None, **kw: Any):
+        from retrain.data import Plan
+        from retrain.errors import DataError
+
+        text = unless_default(windows, "from-settings")
+        plan = Plan.parse(text) if text else None
+        if plan is not None and kw.get("as_of") not in (None, plan.as_of):
+            raise DataError(f"--as-of {kw['as_of']} and --windows as_of={plan.as_of} differ; give one of them")
+        kw["plan"] = plan
+        return func(*args, **kw)
+
+    return wrapper
+
+
 _JSON_OUT: contextvars.ContextVar[Any] = contextvars.ContextVar("json_out", default=None)
 
 
@@ -368,15 +394,16 @@ def data_synth(
 @cli.command()
 @settings_options
 @as_of_option
+@windows_option
 @click.option("--reason", default=None, help="Why this model is trained (recorded as the trigger tag).")
 @json_option
-def train(settings, as_of, reason: str | None, as_json: bool) -> None:
+def train(settings, as_of, plan, reason: str | None, as_json: bool) -> None:
     """Train a candidate, register it as a new version and point the staging alias at it."""
     from retrain.training import train as train_step
 
     close, on_epoch = epoch_bar(settings.model.epochs, not as_json)
     try:
-        outcome = train_step(settings, as_of, trigger_reason=reason, on_epoch=on_epoch)
+        outcome = train_step(settings, as_of, trigger_reason=reason, on_epoch=on_epoch, plan=plan)
     finally:
         close()
     m = outcome.metrics
@@ -559,8 +586,8 @@ STATUS_PROBLEMS = 9  # 7 is a service that cannot be reached (ServiceError), 8 t
 @click.pass_context
 def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
     """Production and staging versions, their metrics, age, last comparison, and consistency."""
-    from retrain.pipeline import cycles_without_model, stalled_text
     from retrain.registry import Registry
+    from retrain.stall import cycles_without_model, stalled_text
 
     info = Registry(settings).status(repair=repair)
     info["cycles_without_model"] = count = cycles_without_model(settings)
@@ -599,6 +626,7 @@ def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
 @cli.command()
 @settings_options
 @as_of_option
+@windows_option
 @click.option("--candidate", default="", help="Version to evaluate (default: the staging alias).")
 @click.option(
     "--allow-schema-change",
@@ -607,7 +635,7 @@ def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
 )
 @allow_past_option
 @json_option
-def evaluate(settings, as_of, candidate: str, allow_schema_change: bool, allow_past: bool, as_json: bool) -> None:
+def evaluate(settings, as_of, plan, candidate: str, allow_schema_change: bool, allow_past: bool, as_json: bool) -> None:
     """Compare the candidate with production on fresh held-out rows; gate and check it (exit 0 for promote or keep)."""
     from retrain.evaluation import evaluate as evaluate_step
 
@@ -617,6 +645,7 @@ def evaluate(settings, as_of, candidate: str, allow_schema_change: bool, allow_p
         candidate=unless_default(candidate, "staging"),
         allow_schema_change=allow_schema_change,
         allow_past=allow_past,
+        plan=plan,
     )
     emit(comparison.to_dict(), as_json, comparison.lines())
 
@@ -624,16 +653,17 @@ def evaluate(settings, as_of, candidate: str, allow_schema_change: bool, allow_p
 @cli.command()
 @settings_options
 @as_of_option
+@windows_option
 @click.option("--force", is_flag=True, help="Ask for retraining whatever the monitoring shows.")
 @json_option
-def check(settings, as_of, force: bool, as_json: bool) -> None:
+def check(settings, as_of, plan, force: bool, as_json: bool) -> None:
     """Check drift, performance and age of production on the monitoring window; say whether to retrain.
 
     Exits 0 whether or not retraining is needed: the decision is data (the `retrain.decision` tag, --json).
     """
     from retrain.monitoring import check as check_step
 
-    result = check_step(settings, as_of, force=force)
+    result = check_step(settings, as_of, force=force, plan=plan)
     emit(result.to_dict(), as_json, result.lines())
 
 
@@ -649,7 +679,8 @@ def check(settings, as_of, force: bool, as_json: bool) -> None:
 @json_option
 def run_loop(settings, as_of, force: bool, force_flag: str, in_process: bool, allow_past: bool, as_json: bool) -> None:
     """Run one cycle of the loop: check, then train, evaluate, promote or keep, and notify."""
-    from retrain.pipeline import run_cycle, stalled_text
+    from retrain.pipeline import run_cycle
+    from retrain.stall import stalled_text
 
     close, on_epoch = epoch_bar(settings.model.epochs, not as_json)  # drawn only if this process trains
     try:

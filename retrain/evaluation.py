@@ -191,17 +191,17 @@ def past_as_of(settings: Settings, as_of: date, production) -> str | None:
     )
 
 
-def _rows(settings: Settings, as_of: date | None, cand, prod, allow_past: bool, source=None):
+def _rows(settings: Settings, as_of: date | None, cand, prod, allow_past: bool, source=None, plan=None):
     """Labelled validation rows for `as_of` that neither model learned from (both classes, >= gate.min_rows)."""
     from retrain import data
     from retrain.training import imputed, refuse_missing
 
     spec = settings.data
     source = source or data.DataSource(spec)
-    as_of = as_of or source.latest_day()
+    as_of = plan.as_of if plan is not None else as_of or source.latest_day()
     if not allow_past and (why := past_as_of(settings, as_of, prod)):
         raise DataError(why)
-    window = data.windows_for(as_of, settings.windows).validation
+    window = (plan or data.plan_for(as_of, settings.windows)).validation
     limits = [(f"candidate v{cand.version}", fresh_from(cand))]
     if not allow_past:
         limits.append((f"production v{prod.version}" if prod is not None else "", fresh_from(prod)))
@@ -259,10 +259,12 @@ def evaluate(
     allow_past: bool = False,
     source=None,
     adapts: bool | None = None,
+    plan=None,
 ) -> Comparison:
     """Compare the candidate (@staging or `candidate`) with @production, gate, check, and log a comparison run.
 
     `source` (a `retrain.data.DataSource`) hands over windows already read; without it the step reads its own.
+    `plan` (a `retrain.data.Plan`): the cycle's windows, used as cut; without it they are cut from `as_of`.
     `adapts`: whether the cycle's check saw the problem move (drift, performance, label rate), for `gate.mode: auto`.
     """
     import numpy as np
@@ -283,7 +285,7 @@ def evaluate(
     reg, policy, spec = settings.registry, settings.gate, settings.data
     costs = {"cost_fp": settings.cost.false_positive, "cost_fn": settings.cost.false_negative}
     cand, prod = _resolve(settings, candidate)
-    as_of, window, rows = _rows(settings, as_of, cand, prod, allow_past, source)
+    as_of, window, rows = _rows(settings, as_of, cand, prod, allow_past, source, plan)
     used = data.coverage(rows, spec, window)
     prod_fresh = fresh_from(prod)
     backtest = bool(allow_past and prod_fresh and window.start < datetime.fromisoformat(prod_fresh[:10]))

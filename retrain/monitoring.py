@@ -151,10 +151,11 @@ def _evaluate_production(
     return found, evidence
 
 
-def check(settings: Settings, as_of: date | None = None, *, force: bool = False, source=None) -> CheckResult:
+def check(settings: Settings, as_of: date | None = None, *, force: bool = False, source=None, plan=None) -> CheckResult:
     """Decide whether to retrain from the last `monitor_days` before `as_of`; log the evidence as a run.
 
     `source` (a `retrain.data.DataSource`) hands over windows already read; without it the step reads its own.
+    `plan` (a `retrain.data.Plan`): the cycle's windows, used as cut; without it they are cut from `as_of`.
     """
     import numpy as np
 
@@ -162,8 +163,8 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
 
     spec, policy = settings.data, settings.trigger
     source = source or data.DataSource(spec)
-    as_of = as_of or source.latest_day()
-    window = data.windows_for(as_of, settings.windows).monitor
+    plan = plan or data.plan_for(as_of or source.latest_day(), settings.windows)
+    as_of, window = plan.as_of, plan.monitor
     recent = source.select(window, labelled=False, need_both_classes=False, allow_missing=True)
     used = data.coverage(recent, spec, window)
     # Only labelled rows the model can score count for performance (numerics it imputes may be missing);
@@ -209,7 +210,7 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
     )
     without_model, stalled = 0, None
     if version is None:
-        from retrain.pipeline import cycles_without_model, stalled_text
+        from retrain.stall import cycles_without_model, stalled_text
 
         without_model = cycles_without_model(settings)
         if without_model >= settings.gate.stalled_after:

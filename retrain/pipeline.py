@@ -25,6 +25,7 @@ from typing import Any
 
 from retrain.config import Settings
 from retrain.errors import DataError, RetrainError, ServiceError, TrainingError
+from retrain.stall import cycles_without_model, stalled_text
 from retrain.tracking import service_error
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -163,40 +164,6 @@ def _project_step(
         step["exit"] = round(total - sum(step.values()), 3)
         phases.update({f"{entry_point}_{n}": v for n, v in step.items()})
     return submitted.run_id
-
-
-def cycles_without_model(settings: Settings, *, exclude: str | None = None) -> int:
-    """The `retrain.cycles_without_model` count of the latest cycle of this model (0 if none or not recorded)."""
-    import mlflow
-
-    from retrain.tracking import client
-
-    experiment = mlflow.get_experiment_by_name(settings.experiments.cycles)
-    if experiment is None:
-        return 0
-    name = settings.registry.model_name.replace("'", "\\'")
-    runs = client().search_runs(
-        [experiment.experiment_id],
-        f"tags.`retrain.model_name` = '{name}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=5,
-    )
-    for run in runs:
-        if run.info.run_id != exclude:
-            try:
-                return int(run.data.tags.get("retrain.cycles_without_model", 0))
-            except ValueError:  # edited by hand: count afresh
-                return 0
-    return 0
-
-
-def stalled_text(count: int, settings: Settings) -> str:
-    return (
-        f"STALLED: no production model after {count} consecutive cycles in which no candidate cleared the "
-        f"first-model floors or training learned nothing (gate.stalled_after={settings.gate.stalled_after}); "
-        "read the reasons in the comparison and training runs, check the data and labels, or adjust "
-        "gate.baseline_floors / gate.floors"
-    )
 
 
 def _count_cycle(settings: Settings, result: CycleResult, production_after: str | None, rejected: bool) -> None:
@@ -414,14 +381,15 @@ def _run_cycle(
     return result
 
 
-def adapted_since(settings: Settings, as_of: date, signals, source) -> tuple[date | None, str]:
+def adapted_since(settings: Settings, as_of: date, signals, source, plan=None) -> tuple[date | None, str]:
     """(first day of the current regime, why) when the check fired on a label-rate shift or a performance drop
     and the usual training + validation days hold a significant change with enough rows since it; else
     (None, why not, or "" when not attempted).
 
     The churn rate per day is searched first (`changepoint.rate_change`); on a performance drop without a rate
     change, production's per-row log loss on rows it never learned from (`changepoint.mean_change`). The rows
-    since the change must give fitting, tuning and validation at least `gate.min_rows` rows each.
+    since the change must give fitting, tuning and validation at least `gate.min_rows` rows each. `plan`: the
+    cycle's windows as cut (`retrain.data.Plan`); without it they are cut from `as_of` and the settings.
     """
     import numpy as np
 
@@ -432,7 +400,7 @@ def adapted_since(settings: Settings, as_of: date, signals, source) -> tuple[dat
     w, fired = settings.windows, WINDOW_SIGNALS & set(signals)
     if not w.adapt or w.since is not None or not fired:
         return None, ""
-    normal = data.windows_for(as_of, w)
+    normal = plan or data.plan_for(as_of, w)
     span = data.Window("change-point search", normal.train.start, normal.validation.end)
     spec, alpha, min_rows = settings.data, settings.trigger.alpha, settings.gate.min_rows
     try:
@@ -521,12 +489,15 @@ def _cycle(
     import mlflow
     import yaml
 
-    from retrain import monitoring
+    from retrain import data, monitoring
     from retrain.tracking import settings_yaml
 
-    # In-process, check, train and evaluate share `source`: each day is read once (check reads the monitoring
-    # days, train only the older ones it lacks, evaluate nothing); project steps read their own windows.
-    check = monitoring.check(settings, as_of, force=force, source=source)
+    # The cycle cuts its windows once (the plan) and hands them to every step: in-process as `plan`, to project
+    # steps as the `windows` parameter. In-process, check, train and evaluate also share `source`: each day is
+    # read once (check reads the monitoring days, train only the older ones it lacks, evaluate nothing);
+    # project steps read their own windows.
+    plan = data.plan_for(as_of, settings.windows)
+    check = monitoring.check(settings, as_of, force=force, source=source, plan=plan)
     lap("check")
     result.check = check.to_dict()
     result.runs["check"] = check.run_id
@@ -535,7 +506,7 @@ def _cycle(
         result.outcome = "skipped"
         result.reasons = [check.decision["summary"]]
         return
-    since, window_note = adapted_since(settings, as_of, check.decision.get("signals", ()), source)
+    since, window_note = adapted_since(settings, as_of, check.decision.get("signals", ()), source, plan)
     overrides: list[str] = []
     if window_note:
         result.window = {"since": since.isoformat() if since else None, "note": window_note}
@@ -546,6 +517,7 @@ def _cycle(
     if since is not None:
         overrides.append(f"windows.since={since.isoformat()}")
         settings = replace(settings, windows=replace(settings.windows, since=since.isoformat()))
+        plan = data.plan_for(as_of, settings.windows)  # the adapted training window: cut once more
     lap("window")
     reason = "; ".join(result.reasons)
     # the steps run with the cycle's own settings: the file it logged (a run artifact, never a temporary path),
@@ -555,11 +527,12 @@ def _cycle(
         "as_of": as_of.isoformat(),
         "set": " ".join(overrides) or "none",
         "data": yaml.safe_load(settings_yaml(settings))["data"]["path"],
+        "windows": plan.param(),
     }
     if project is None:
         from retrain.training import train
 
-        trained = train(settings, as_of, trigger_reason=reason, source=source, on_epoch=on_epoch)
+        trained = train(settings, as_of, trigger_reason=reason, source=source, on_epoch=on_epoch, plan=plan)
         candidate, result.runs["train"] = trained.version, trained.run_id
     else:
         try:
@@ -591,7 +564,7 @@ def _cycle(
         from retrain.evaluation import evaluate
 
         comparison = evaluate(
-            settings, as_of, candidate=candidate, allow_past=allow_past, source=source, adapts=adapts
+            settings, as_of, candidate=candidate, allow_past=allow_past, source=source, adapts=adapts, plan=plan
         ).to_dict()
     else:
         from retrain.gate import resolve_mode

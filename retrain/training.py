@@ -16,12 +16,12 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, date, timedelta
+from datetime import UTC, date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrain.config import Settings
-from retrain.data import DataSource, Window, Windows3
+from retrain.data import DataSource, Plan, Window, Windows3
 from retrain.errors import DataError, TrainingError
 
 if TYPE_CHECKING:
@@ -81,23 +81,26 @@ def refuse_missing(rows: pd.DataFrame, settings: Settings, where: str) -> None:
                 )
 
 
-def prepare(settings: Settings, as_of: date | None, source: DataSource | None = None) -> Prepared:
-    """Read (or take from `source`) and cut validated fitting, tuning and validation rows (no MLflow)."""
+def prepare(
+    settings: Settings, as_of: date | None, source: DataSource | None = None, plan: Plan | None = None
+) -> Prepared:
+    """Read (or take from `source`) and cut validated fitting, tuning and validation rows (no MLflow).
+
+    `plan` (the cycle's windows) is used as cut; without it the windows are cut from `as_of` and the settings.
+    """
     from retrain import data
 
     spec = settings.data
     source = source or data.DataSource(spec)
-    as_of = as_of or source.latest_day()
-    windows = data.windows_for(as_of, settings.windows)
+    plan = plan or data.plan_for(as_of or source.latest_day(), settings.windows)
+    windows = plan.windows
     frame = source.rows(data.Window("training and validation", windows.train.start, windows.validation.end))
     keep_nan = imputed(settings)
     train = source.select(windows.train, allow_missing=keep_nan)
     val = source.select(windows.validation, allow_missing=keep_nan)
     refuse_missing(train, settings, str(windows.train))
     refuse_missing(val, settings, str(windows.validation))
-    tuning_days = data.effective_windows(windows.as_of, settings.windows).tuning_days
-    tuning_start = windows.train.end - timedelta(days=tuning_days)
-    tuning_window = Window("tuning", tuning_start, windows.train.end)
+    tuning_window = plan.tuning
     in_tuning = train[spec.timestamp] >= tuning_window.start
     parts = {}
     for name, rows, window in (
@@ -123,8 +126,9 @@ def train(
     trigger_reason: str | None = None,
     on_epoch: EpochCallback | None = None,
     source: DataSource | None = None,
+    plan: Plan | None = None,
 ) -> TrainOutcome:
-    """Train a candidate on the windows before `as_of` and register it under the staging alias.
+    """Train a candidate on the windows before `as_of` (or the cycle's `plan`) and register it as staging.
 
     `source` hands over windows already read (the in-process loop); without it the step reads its own.
     """
@@ -136,7 +140,7 @@ def train(
     from retrain import data, drift, gate, metrics, model
     from retrain import train as loop
 
-    rows = prepare(settings, as_of, source)
+    rows = prepare(settings, as_of, source, plan)
     windows, spec, cost = rows.windows, settings.data, settings.cost
     used = (data.coverage(rows.train, spec, windows.train), data.coverage(rows.validation, spec, windows.validation))
     notes = tuple(n for n in (c.note() for c in used) if n)

@@ -1,13 +1,14 @@
 """The prediction log as a data source: `data.path` set to the log's SQLAlchemy URL reads served traffic.
 
-`retrain.data.DataSource(spec)` hands such a path to `LogSource`, which answers the same questions (rows
-of a window, the latest day, the extent) from the log, so `retrain check`, `train` and `evaluate` read it
-like daily files. One row per record a variant served (shadow rows are not served): the timestamp column
-(time of the request, in `data.timezone`), the feature columns as the client sent them, and the label
-column (the latest feedback label; NaN until one arrives). Three more columns say what answered:
-`served_version`, `served_prediction`, `served_probability`; `retrain check` uses them to measure the live
-accuracy of what production actually answered. A log shared by several models needs `#model=NAME` at
-the end of the URL.
+The log registers itself with the data layer (`retrain.data.register_source`; the package `retrain` imports this
+module, so every use of `retrain` knows it): `retrain.data.DataSource(spec)` hands such a path to `LogSource`,
+which answers the same questions (rows of a window, the latest day, the extent) from the log, so `retrain check`,
+`train` and `evaluate` read it like daily files. One row per record a variant served (shadow rows are not
+served): the timestamp column (time of the request, in `data.timezone`), the feature columns as the client sent
+them, and the label column (the latest feedback label; NaN until one arrives). Three more columns say what
+answered: `served_version`, `served_prediction`, `served_probability`; `retrain check` uses them to measure the
+live accuracy of what production actually answered. A log shared by several models needs `#model=NAME` at the
+end of the URL.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
-from retrain.data import DataSource
+from retrain.data import DataSource, register_source
 from retrain.errors import DataError
 
 if TYPE_CHECKING:
@@ -116,3 +117,6 @@ class LogSource(DataSource):
         if past.empty:
             raise DataError(f"every row of the prediction log {self.spec.path} is dated after now; pass --as-of")
         return past.max().date()
+
+
+register_source(is_log_url, LogSource)

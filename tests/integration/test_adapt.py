@@ -8,6 +8,7 @@ import pytest
 from mlflow import MlflowClient
 
 from retrain import synth
+from retrain.data import Plan
 from retrain.pipeline import run_cycle
 from tests.conftest import fast_settings
 
@@ -74,6 +75,9 @@ def test_the_adapted_window_reaches_project_steps(break_data, tmp_path):
     assert train.data.tags["retrain.train_start"] == since
     evaluate = client.get_run(after.runs["evaluate"])
     assert f"windows.since={since}" in evaluate.data.params["set"]
+    plan = Plan.parse(train.data.params["windows"])  # the cycle's windows, cut once, handed to both steps
+    assert plan.since == date.fromisoformat(since) and f"{plan.train.start:%Y-%m-%d}" == since
+    assert evaluate.data.params["windows"] == train.data.params["windows"]
     validation_start = train.data.tags["retrain.validation_start"]
     comparison = after.decision
     assert comparison is not None and client.get_run(comparison["comparison_run_id"]).data.tags

@@ -271,3 +271,26 @@ def test_empty_text_labels_are_not_training_rows(days):
 def test_as_of_must_be_exactly_a_date(text):
     with pytest.raises(DataError, match="is not a date; use YYYY-MM-DD"):
         data.parse_as_of(text)
+
+
+def test_a_plan_cuts_the_windows_once_and_travels_as_one_parameter():
+    windows = Windows(train_days=60, validation_days=14, monitor_days=7, tuning_days=10)
+    plan = data.plan_for(date(2026, 3, 10), windows)
+    cut = data.windows_for(date(2026, 3, 10), windows)
+    assert plan.windows == cut and plan.since is None
+    assert str(plan.tuning) == "tuning window 2026-02-15..2026-02-24" and plan.tuning.end == cut.train.end
+    text = plan.param()
+    assert text == (
+        "as_of=2026-03-10,train=2025-12-27..2026-02-24,tuning=2026-02-15..2026-02-24,"
+        "validation=2026-02-25..2026-03-10,monitor=2026-03-04..2026-03-10,since=none"
+    )
+    assert data.Plan.parse(text) == plan
+    adapted = data.plan_for(date(2026, 3, 10), Windows(since="2026-02-01"))
+    assert adapted.since == date(2026, 2, 1) and adapted.train.start == datetime(2026, 2, 1)
+    assert data.Plan.parse(adapted.param()) == adapted
+
+
+@pytest.mark.parametrize("text", ["", "as_of=2026-03-10", "as_of=2026-03-10,train=2026-01-01"])
+def test_a_plan_that_is_not_one_is_named(text):
+    with pytest.raises(DataError, match=r"--windows .* is not a plan of windows \(as_of=YYYY-MM-DD,train="):
+        data.Plan.parse(text)
