@@ -108,9 +108,9 @@ def _insert_claims(uri: str, ledger, moves: list) -> None:
             session.add(experiment)
 
 
-def _timed(fn) -> float:
+def _timed(fn, *args) -> float:
     start = time.perf_counter()
-    fn()
+    fn(*args)
     return time.perf_counter() - start
 
 
@@ -125,15 +125,20 @@ def _measure(uris: dict[str, str], repeats: int, folder: Path) -> dict[str, dict
     for label, uri in uris.items():
         settings = load_settings(None, [f"registry.model_name={label}", f"notify.events_path={folder}/events.jsonl"])
         regs[label] = (settings, MlflowClient(uri))
+
+    def rollback(settings, client, target: str) -> None:
+        Registry(settings, client=client).rollback(target, force=True, reason="bench")
+
+    def status(settings, client) -> None:
+        Registry(settings, client=client).status()
+
     times: dict[str, dict[str, list[float]]] = {label: {"rollback": [], "status": []} for label in uris}
     for _ in range(repeats):
         for label, (settings, client) in regs.items():
             reg = Registry(settings, client=client)
             target = "2" if reg.state().production == "1" else "1"
-            times[label]["rollback"].append(
-                _timed(lambda: Registry(settings, client=client).rollback(target, force=True, reason="bench"))
-            )
-            times[label]["status"].append(_timed(lambda: Registry(settings, client=client).status()))
+            times[label]["rollback"].append(_timed(rollback, settings, client, target))
+            times[label]["status"].append(_timed(status, settings, client))
     return times
 
 

@@ -155,7 +155,10 @@ def big_child(n_rows: int) -> None:
 
 def _big(n_rows: int, threads: int) -> dict:
     """Run big_child in a fresh interpreter so its peak RSS is its own."""
-    code = f"import torch; torch.set_num_threads({threads}); from benchmarks.bench_train import big_child; big_child({n_rows})"
+    code = (
+        f"import torch; torch.set_num_threads({threads}); "
+        f"from benchmarks.bench_train import big_child; big_child({n_rows})"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -87,13 +87,13 @@ def rate_change(
     """
     if len(positives) != len(rows):
         raise ValueError(f"positives ({len(positives)}) and rows ({len(rows)}) differ in length")
-    if any(not 0 <= k <= n for k, n in zip(positives, rows)):
+    if any(not 0 <= k <= n for k, n in zip(positives, rows, strict=True)):
         raise ValueError("each day needs 0 <= positives <= rows")
     k_all, n_all = sum(positives), sum(rows)
     whole = _bernoulli_ll(k_all, n_all)
     cum_k = [0]
     cum_n = [0]
-    for k, n in zip(positives, rows):
+    for k, n in zip(positives, rows, strict=True):
         cum_k.append(cum_k[-1] + k)
         cum_n.append(cum_n[-1] + n)
 
@@ -118,7 +118,7 @@ def mean_change(
     if not len(sums) == len(squares) == len(rows):
         raise ValueError(f"sums ({len(sums)}), squares ({len(squares)}) and rows ({len(rows)}) differ in length")
     cum_s, cum_q, cum_n = [0.0], [0.0], [0]
-    for s, q, n in zip(sums, squares, rows):
+    for s, q, n in zip(sums, squares, rows, strict=True):
         cum_s.append(cum_s[-1] + s)
         cum_q.append(cum_q[-1] + q)
         cum_n.append(cum_n[-1] + n)

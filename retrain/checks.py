@@ -83,7 +83,7 @@ def p95_side_by_side(models: list[Any], frame: pd.DataFrame, repeats: int) -> li
     from retrain.model import conform
 
     frames = [conform(frame, m) for m in models]
-    for model, rows in zip(models, frames):
+    for model, rows in zip(models, frames, strict=True):
         model.predict(rows)  # warm-up: first calls pay for lazy initialisation
     times: list[list[float]] = [[] for _ in models]
     order = list(range(len(models)))
@@ -167,7 +167,7 @@ def run_checks(
             batch = sample.iloc[np.arange(rows) % len(sample)].reset_index(drop=True)
             models = [model] if incumbent is None else [model, incumbent]
             attempts = policy.latency_retries + 1
-            for attempt in range(1, attempts + 1):
+            for attempt in range(1, attempts + 1):  # noqa: B007 - the deciding attempt is reported after the loop
                 p95 = p95_side_by_side(models, batch, policy.latency_repeats)
                 ok, text = latency_verdict(
                     p95[0], p95[1] if incumbent is not None else None, budget_ms, policy.latency_ratio

@@ -10,13 +10,13 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
 from retrain.errors import RetrainError
 from retrain.progress import QUIET_ENV  # set by --json for this process and the steps it starts
-from retrain.synth import SCENARIOS
+from retrain.synth import SCENARIOS, Scenario
 
 
 class RetrainCommandError(click.ClickException):
@@ -24,7 +24,9 @@ class RetrainCommandError(click.ClickException):
 
     def __init__(self, error: RetrainError) -> None:
         super().__init__(str(error))
-        self.exit_code = error.exit_code
+        # click types exit_code as a ClassVar, yet reads it from the instance (sys.exit(e.exit_code)): the
+        # instance attribute is how one exception class carries each error's own code
+        self.exit_code = error.exit_code  # type: ignore[misc]
 
 
 class Group(click.Group):
@@ -141,7 +143,7 @@ def _adopt_project_run(settings) -> None:
     if not os.environ.get("MLFLOW_RUN_ID"):
         return
     ctx = click.get_current_context(silent=True)
-    field = _EXPERIMENT_OF.get(ctx.command.name if ctx else "")
+    field = _EXPERIMENT_OF.get(ctx.command.name or "") if ctx else None
     if field:
         from retrain.tracking import adopt_project_run
 
@@ -354,12 +356,12 @@ def data_synth(
     days: int,
     start: str,
     rows_per_day: int,
-    scenario: str,
+    scenario: Scenario,  # click.Choice(SCENARIOS)
     shift_day: int,
     drift_days: int,
     seed: int,
     label_fraction: float,
-    fmt: str,
+    fmt: Literal["parquet", "csv"],  # click.Choice
     as_json: bool,
 ) -> None:
     """Write synthetic daily customer data, one file per day."""
@@ -374,16 +376,16 @@ def data_synth(
     if date.max.toordinal() - first.toordinal() < days:
         raise click.BadParameter(f"{days} days from {first} run past year 9999", param_hint="--days")
     spec = synth.SynthSpec(
-        days,
-        first,
-        rows_per_day,
-        scenario,
-        shift_day,
-        seed,
-        label_fraction,  # type: ignore[arg-type]
-        drift_days,
+        days=days,
+        start=first,
+        rows_per_day=rows_per_day,
+        scenario=scenario,
+        shift_day=shift_day,
+        seed=seed,
+        label_fraction=label_fraction,
+        drift_days=drift_days,
     )
-    paths = synth.write(spec, out, fmt)  # type: ignore[arg-type]
+    paths = synth.write(spec, out, fmt)
     emit(
         {"out": out, "files": len(paths), "rows": days * rows_per_day, "scenario": scenario},
         as_json,
@@ -797,7 +799,8 @@ def rollout_start(
     reason: str,
     as_json: bool,
 ) -> None:
-    """Start an A/B, canary or shadow rollout of the candidate against production (a canary also runs its controller)."""
+    """Start an A/B, canary or shadow rollout of the candidate against production
+    (a canary also runs its controller)."""
     from retrain.serving import control
 
     record, resumed = control.start(

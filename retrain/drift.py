@@ -59,7 +59,7 @@ def _str_counts(values: np.ndarray) -> dict[str, int]:
     """Row count per category, categories compared as str."""
     x = _check_1d(np.asarray(values))
     cats, counts = np.unique(x.astype(str), return_counts=True)
-    return dict(zip(cats.tolist(), counts.tolist()))
+    return dict(zip(cats.tolist(), counts.tolist(), strict=True))
 
 
 def _for_feature(name: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -81,7 +81,7 @@ def _bin_counts(x: np.ndarray, edges: list[float]) -> tuple[np.ndarray, int]:
         chunk = x[start : start + _CHUNK]
         m = mask[: chunk.size]
         if np.isnan(chunk.min()):  # min propagates NaN: cheaper than counting NaNs in every chunk
-            n_nan += np.count_nonzero(np.isnan(chunk, out=m))
+            n_nan += int(np.count_nonzero(np.isnan(chunk, out=m)))
         for j, edge in enumerate(edges):
             at_or_below[j] += np.count_nonzero(np.less_equal(chunk, edge, out=m))
     return np.diff(at_or_below, prepend=0, append=x.size - n_nan), n_nan
@@ -187,7 +187,7 @@ def feature_psi(
             results = list(pool.map(lambda job: _for_feature(*job), jobs))
     else:
         results = [_for_feature(*job) for job in jobs]
-    return {job[0]: value for job, value in zip(jobs, results)}
+    return {job[0]: value for job, value in zip(jobs, results, strict=True)}
 
 
 def drifted(

@@ -57,7 +57,7 @@ def read_record(text: str | None) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"tag {RECORD_TAG} is missing"
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         return None, f"tag {RECORD_TAG} is not JSON ({exc.msg} at character {exc.pos})"
     if not isinstance(value, dict):
         return None, f"tag {RECORD_TAG} is JSON but not an object"

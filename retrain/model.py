@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
+    from retrain.network import ChurnNet
 
 MISSING = "__missing__"
 
@@ -219,44 +220,19 @@ def _missing_text(col: str, count: int) -> str:
     )
 
 
-def build_network(spec: ModelSpec, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> torch.nn.Module:
+def build_network(spec: ModelSpec, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> ChurnNet:
     """The MLP (hidden `hidden_dim`, two outputs) with standardisation and one-hot inside."""
     import torch
-    from torch import nn
 
-    class ChurnNet(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            k = spec.numeric_dim
-            self.register_buffer("mean", torch.zeros(k) if mean is None else torch.as_tensor(mean, dtype=torch.float32))
-            self.register_buffer("std", torch.ones(k) if std is None else torch.as_tensor(std, dtype=torch.float32))
-            self.sizes = [len(spec.categories[c]) + 1 for c in spec.categorical]
-            offsets = [0]
-            for size in self.sizes[:-1]:
-                offsets.append(offsets[-1] + size)
-            self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.int64))
-            self.onehot_dim = sum(self.sizes)
-            self.net = nn.Sequential(
-                nn.Linear(spec.input_dim, spec.hidden_dim),
-                nn.ReLU(),
-                nn.Linear(spec.hidden_dim, spec.hidden_dim),
-                nn.ReLU(),
-                nn.Linear(spec.hidden_dim, 2),
-            )
+    from retrain.network import ChurnNet
 
-        def features(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-            """The input layer's rows: standardised numerics, then the one-hot codes (nothing learnt here)."""
-            x = (numeric - self.mean) / self.std
-            if self.onehot_dim:
-                onehot = torch.zeros(numeric.shape[0], self.onehot_dim, device=numeric.device, dtype=x.dtype)
-                onehot.scatter_(1, codes + self.offsets, 1.0)
-                x = torch.cat([x, onehot], dim=1)
-            return x
-
-        def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-            return self.net(self.features(numeric, codes))
-
-    return ChurnNet()
+    k = spec.numeric_dim
+    return ChurnNet(
+        torch.zeros(k) if mean is None else torch.as_tensor(mean, dtype=torch.float32),
+        torch.ones(k) if std is None else torch.as_tensor(std, dtype=torch.float32),
+        [len(spec.categories[c]) + 1 for c in spec.categorical],
+        spec.hidden_dim,
+    )
 
 
 def predict_proba(net: torch.nn.Module, numeric: np.ndarray, codes: np.ndarray, batch_size: int = 65_536) -> np.ndarray:
@@ -342,9 +318,9 @@ def _pandas():
 
 
 def _pyfunc_class() -> type:
-    import mlflow.pyfunc
+    from mlflow.pyfunc import PythonModel
 
-    class ChurnPyfunc(mlflow.pyfunc.PythonModel):
+    class ChurnPyfunc(PythonModel):
         """Serves the network: DataFrame of raw features in, `prediction` and `probability` out."""
 
         def load_context(self, context: Any) -> None:

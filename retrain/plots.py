@@ -60,7 +60,7 @@ def comparison_figure(
     for ax in (roc_ax, pr_ax):
         ax.legend(loc="lower right" if ax is roc_ax else "upper right")
     panels = [left, right]
-    for ax, (label, p) in zip(panels, probabilities.items()):
+    for ax, (label, p) in zip(panels, probabilities.items(), strict=False):  # one model (no incumbent): one panel
         threshold = thresholds.get(label, 0.5)
         tn, fp, fn, tp = confusion(y, p >= threshold)
         cells = np.array([[tn, fp], [fn, tp]])

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
+    from retrain.errors import ServiceError
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 STEP_LAUNCHED_AT = "RETRAIN_STEP_LAUNCHED_AT"  # set by the cycle for a step it starts as an MLflow Projects run
 PROCESS_STARTED_AT: float | None = None  # when `python -m retrain` reached our code (set by retrain/__main__.py)
@@ -489,7 +491,7 @@ _S3 = (
 )
 
 
-def service_error(exc: BaseException) -> Exception | None:
+def service_error(exc: BaseException) -> ServiceError | None:
     """The ServiceError for a failure of the tracking server, its database or S3 (one line naming the
     service and what to check), or None when `exc` is something else."""
     import os

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from retrain.network import ChurnNet
 
 CHUNK_ROWS = 65_536  # rows gathered and encoded at once (a few MB), rounded down to whole batches
 
@@ -52,7 +53,7 @@ def resolve_device(name: str) -> str:
 
 
 def fit(
-    net: torch.nn.Module,
+    net: ChurnNet,
     train: tuple[np.ndarray, np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray, np.ndarray],
     *,

@@ -85,12 +85,12 @@ def relative_performance_reason(evidence: Evidence, n_labels: int, policy: Trigg
     standard error combines both samples' DeLong errors, so a few hundred rows rarely fire on noise.
     """
     e = evidence
-    if policy.max_roc_auc_drop is None or None in (e.roc_auc, e.roc_auc_se, e.validation_roc_auc):
+    if policy.max_roc_auc_drop is None or e.roc_auc is None or e.roc_auc_se is None or e.validation_roc_auc is None:
         return None
-    if not (math.isfinite(e.roc_auc) and math.isfinite(e.validation_roc_auc)):  # type: ignore[arg-type]
+    if not (math.isfinite(e.roc_auc) and math.isfinite(e.validation_roc_auc)):
         return None
-    se = math.hypot(e.roc_auc_se, e.validation_roc_auc_se or 0.0)  # type: ignore[arg-type]
-    change = e.roc_auc - e.validation_roc_auc  # type: ignore[operator]
+    se = math.hypot(e.roc_auc_se, e.validation_roc_auc_se or 0.0)
+    change = e.roc_auc - e.validation_roc_auc
     upper = change + _z(policy.alpha) * se
     if upper >= -policy.max_roc_auc_drop:
         return None

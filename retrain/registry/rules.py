@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Literal, overload
 
 TAG_LIMIT = 5000
 REASON_LIMIT = 1000
@@ -26,6 +26,10 @@ def bounded(text: Any, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 15] + " ...[truncated]"
 
 
+@overload
+def _version(value: Any, key: str, optional: Literal[False]) -> str: ...
+@overload
+def _version(value: Any, key: str, optional: bool) -> str | None: ...
 def _version(value: Any, key: str, optional: bool) -> str | None:
     if value is None and optional:
         return None
@@ -168,7 +172,7 @@ def parse_head(text: str) -> Head:
     return Head(
         seq,
         _version(data.get("production"), "production", True),
-        tuple(_version(v, "stack entry", False) for v in stack),  # type: ignore[misc]
+        tuple(_version(v, "stack entry", False) for v in stack),
         str(data.get("moved_at") or ""),
         str(data.get("token") or ""),
     )

@@ -1,10 +1,11 @@
 """The live service: FastAPI on uvicorn, routing each record to production or the candidate.
 
 Endpoints: `POST /predict`, `POST /feedback`, `GET /health`, `GET /status`, `POST /webhook/mlflow`.
-This module imports FastAPI: import it only to serve. Scoring runs in a worker thread (as `mlflow models serve` does); the prediction log is written by its own
-thread; shadow scoring runs on one more thread behind a bounded queue, after the answer is on its way,
-so a slow or failing candidate in shadow mode never changes the answer, its status code or its latency
-beyond handing over a job (when the queue is full the shadow score is skipped and counted).
+This module imports FastAPI: import it only to serve. Scoring runs in a worker thread (as `mlflow models serve`
+does); the prediction log is written by its own thread; shadow scoring runs on one more thread behind a
+bounded queue, after the answer is on its way, so a slow or failing candidate in shadow mode never changes
+the answer, its status code or its latency beyond handing over a job (when the queue is full the shadow
+score is skipped and counted).
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class Router:
         cand_idx = np.flatnonzero(to_candidate)
         prod_idx = np.flatnonzero(~to_candidate)
         batches: list[Batch] = []
-        if len(cand_idx):
+        if len(cand_idx) and snap.candidate is not None:  # only a candidate's route sends rows to it
             ok = self._score(
                 snap.candidate,
                 "candidate",
@@ -135,12 +136,16 @@ class Router:
                 500,
                 f"production model version {snap.production.version} failed to score the request; see the service log",
             )
-        self.count(requests=1, **{f"records_{v}": int(c) for v, c in zip(*np.unique(variant, return_counts=True))})
+        self.count(
+            requests=1, **{f"records_{v}": int(c) for v, c in zip(*np.unique(variant, return_counts=True), strict=True)}
+        )
         if route.mode == "shadow" and snap.candidate is not None:
             self._submit_shadow(snap.candidate, frame, request_id, at, ids, assignment)
         predictions = [
             {"prediction": p, "probability": q, "variant": v, "version": ver}
-            for p, q, v, ver in zip(prediction.tolist(), probability.tolist(), variant.tolist(), version.tolist())
+            for p, q, v, ver in zip(
+                prediction.tolist(), probability.tolist(), variant.tolist(), version.tolist(), strict=True
+            )
         ]
         return {"request_id": request_id, "predictions": predictions}, request_id
 

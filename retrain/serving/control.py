@@ -94,12 +94,14 @@ def start(
             f"a rollout is active ({latest.mode} of version {latest.candidate} at {latest.share:g}%, "
             f"record #{latest.seq}); run `retrain rollout stop` first"
         )
+    first_share = stages[0] if mode == "canary" else (100.0 if mode == "shadow" else share)
+    assert first_share is not None  # validate_start refused an A/B rollout without a share
     now = _now()
     record = Rollout(
         mode=mode,
         candidate=candidate,
         production=state.production,
-        share=stages[0] if mode == "canary" else (100.0 if mode == "shadow" else float(share)),
+        share=float(first_share),
         stages=stages if mode == "canary" else (),
         stage=0,
         status=ACTIVE,

@@ -86,7 +86,7 @@ def schema_columns(model: Any, settings: Settings) -> list[Column]:
         return [Column(c, "number" if c in numeric else "category", c not in imputed) for c in settings.data.features]
 
     def kind(column: Any) -> str:
-        declared = KINDS.get(getattr(column.type, "name", None))
+        declared = KINDS.get(getattr(column.type, "name", ""))
         return declared or ("number" if column.name in numeric else "category")
 
     return [
@@ -185,14 +185,15 @@ class Live:
         try:
             prod = self._load(production)
         except Exception as exc:
-            message = f"version {production} failed to load: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            message = f"version {production} failed to load: {type(exc).__name__}: {first_line}"
             if current is None:
                 raise RegistryError(message) from None
             self._note(message + f"; still serving version {current.production.version}")
             return False
         candidate = None
         notes = [wanted.note] if wanted.note else []
-        if wanted.needs_candidate:
+        if wanted.needs_candidate and wanted.candidate is not None:  # route() names one whenever it needs one
             try:
                 candidate = self._load(wanted.candidate)
             except Exception as exc:

@@ -68,15 +68,15 @@ def columns_of(body: Any) -> dict[str, list[Any]]:
             or not isinstance(value.get("data"), list)
         ):
             raise PayloadError(400, "dataframe_split needs 'columns' (a list of names) and 'data' (a list of rows)")
-        names, rows = value["columns"], value["data"]
+        columns, rows = value["columns"], value["data"]
         for i, row in enumerate(rows):
-            if not isinstance(row, list) or len(row) != len(names):
+            if not isinstance(row, list) or len(row) != len(columns):
                 raise PayloadError(
                     422,
                     f"dataframe_split row {i} has {len(row) if isinstance(row, list) else 'no'} "
-                    f"values for {len(names)} columns",
+                    f"values for {len(columns)} columns",
                 )
-        return {str(name): [row[j] for row in rows] for j, name in enumerate(names)}
+        return {str(name): [row[j] for row in rows] for j, name in enumerate(columns)}
     if key == "inputs" and isinstance(value, dict):
         lengths = {len(v) if isinstance(v, list) else -1 for v in value.values()}
         if -1 in lengths or len(lengths) > 1:

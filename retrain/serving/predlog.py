@@ -369,7 +369,7 @@ class PredictionLog:
                         if sql:
                             conn.exec_driver_sql(sql, values)
                         else:
-                            conn.execute(table.insert(), [dict(zip(columns, v)) for v in values])
+                            conn.execute(table.insert(), [dict(zip(columns, v, strict=True)) for v in values])
             except Exception as exc:
                 failures += 1
                 self.counters.batches_failed += 1
@@ -514,8 +514,12 @@ class PredictionLog:
         for request_id, body in bodies.items():
             columns = columns_of(json.loads(body))
             names = list(columns)
-            records[request_id] = [dict(zip(names, values)) for values in zip(*columns.values())]
-        return [records[r][i] if r in records else {} for r, i in zip(frame["request_id"], frame["record"])]
+            records[request_id] = [
+                dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)
+            ]
+        return [
+            records[r][i] if r in records else {} for r, i in zip(frame["request_id"], frame["record"], strict=True)
+        ]
 
     def count(self, model: str | None = None) -> int:
         """Rows in the predictions table (of `model`, if given)."""

@@ -30,6 +30,11 @@ def build(settings: Settings, *, since: datetime | None = None, until: datetime 
             f"no A/B or canary rollout of {name} recorded; start one with `retrain rollout start --mode ab --share 5`"
         )
     rollout = records[-1]
+    if rollout.production is None or rollout.candidate is None:
+        raise RegistryError(
+            f"rollout record #{rollout.seq} of {name} ({rollout.mode}) names no production or no candidate version; "
+            "start a new rollout with `retrain rollout start`"
+        )
     started = [r for r in records if r.started_at == rollout.started_at][0]
     predictions = PredictionLog.existing(settings.serving.log_url)
     try:
@@ -181,13 +186,14 @@ def lines(result: dict[str, Any]) -> list[str]:
     for name, d in result["difference"].items():
         out.append(f"  {name} candidate - production: {d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]")
     if "chi_square" in result:
-        out.append(
-            f"  chi-square (variant x correct): {result['chi_square']['chi2']:.3f}, p {result['chi_square']['p_value']:.4g}"
-        )
+        chi = result["chi_square"]
+        out.append(f"  chi-square (variant x correct): {chi['chi2']:.3f}, p {chi['p_value']:.4g}")
     srm = result["srm"]
+    units = srm["production_units"] + srm["candidate_units"]
+    mismatch = "  MISMATCH" if srm["mismatch"] else ""
     out.append(
-        f"  sample ratio: candidate {srm['observed_share']:.2f}% of {srm['production_units'] + srm['candidate_units']} "
-        f"units vs configured {srm['expected_share']:g}% (p {srm['p_value']:.3g}){'  MISMATCH' if srm['mismatch'] else ''}"
+        f"  sample ratio: candidate {srm['observed_share']:.2f}% of {units} "
+        f"units vs configured {srm['expected_share']:g}% (p {srm['p_value']:.3g}){mismatch}"
     )
     size = result.get("sample_size")
     if size:

@@ -1,4 +1,5 @@
-"""`retrain watch`: after a promotion, compare the new production's live accuracy with the previous one's; roll back on a regression.
+"""`retrain watch`: after a promotion, compare the new production's live accuracy with the previous one's;
+roll back on a regression.
 
 The watched move is the latest move of production in the registry history (a rollback is never
 watched). New: what the new version served since the move, with feedback labels. Old: what the previous
@@ -62,18 +63,17 @@ def watch_once(settings: Settings, *, now: datetime | None = None) -> WatchResul
     registry = Registry(settings)
     state = registry.state()
     moves = [e.move for e in registry.history_page(limit=10) if e.state == "applied" and e.move is not None]
-    if not moves or moves[0].kind == "rollback" or moves[0].from_version is None:
-        what = (
-            "no move of production recorded"
-            if not moves
-            else (
-                "the latest move of production is a rollback"
-                if moves[0].kind == "rollback"
-                else "the first production version has no predecessor"
-            )
-        )
+    move = moves[0] if moves else None  # the latest applied move, newest first
+    if move is None or move.kind == "rollback" or move.from_version is None or move.to_version is None:
+        if move is None:
+            what = "no move of production recorded"
+        elif move.kind == "rollback":
+            what = "the latest move of production is a rollback"
+        elif move.to_version is None:
+            what = "the latest move of production left no version serving"
+        else:
+            what = "the first production version has no predecessor"
         return WatchResult("nothing", f"nothing to watch: {what}", name, state.production)
-    move = moves[0]  # the latest applied move, newest first
     new_v, old_v = move.to_version, move.from_version
     if state.production != new_v:
         return WatchResult(

@@ -109,6 +109,12 @@ def warm(uri: str) -> None:
             engine.dispose()
 
 
+def _read(folder: str, index: int, stream: str) -> str:
+    """What child `index` wrote to its `stream` file (codes, out, err)."""
+    with open(os.path.join(folder, f"{index}.{stream}"), errors="replace") as f:
+        return f.read()
+
+
 def serve() -> None:
     import mlflow  # noqa: F401 - imported once here, shared by every child
 
@@ -143,17 +149,12 @@ def serve() -> None:
         results = []
         for index, pid in enumerate(pids):
             _, status = os.waitpid(pid, 0)
-
-            def read(stream: str, index: int = index) -> str:
-                with open(os.path.join(folder, f"{index}.{stream}"), errors="replace") as f:
-                    return f.read()
-
             results.append(
                 {
                     "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-                    "codes": [int(c) for c in read("codes").split()],
-                    "stdout": read("out"),
-                    "stderr": read("err"),
+                    "codes": [int(c) for c in _read(folder, index, "codes").split()],
+                    "stdout": _read(folder, index, "out"),
+                    "stderr": _read(folder, index, "err"),
                 }
             )
         print(json.dumps({"results": results}), flush=True)

@@ -1,4 +1,5 @@
-"""`retrain check` on real MLflow: drift, performance, age, force and no-production decisions, the logged run, bad input.
+"""`retrain check` on real MLflow: drift, performance, age, force and no-production decisions, the logged run,
+bad input.
 
 Each scenario trains its production model once per module into its own SQLite store; every test then works on a
 copy of that store at its own tracking URI, so tests stay independent without retraining.
@@ -155,12 +156,13 @@ def test_relative_trigger_compares_production_with_its_own_validation(concept):
     assert before.evidence["validation_roc_auc"] == pytest.approx(validation_auc, abs=1e-6)
     assert 0 < before.evidence["roc_auc_se"] < 0.05 and before.evidence["validation_rows"] > 0
     after = check(settings, AFTER_SHIFT)
-    assert after.evidence["roc_auc"] < validation_auc - 0.05
+    auc = after.evidence["roc_auc"]
+    assert auc < validation_auc - 0.05
+    se = (after.evidence["roc_auc_se"] ** 2 + after.evidence["validation_roc_auc_se"] ** 2) ** 0.5
     assert [r for r in after.decision["reasons"] if "validation-time" in r] == [
-        f"performance: roc_auc {after.evidence['roc_auc']:.4f} on 1,750 labelled rows is "
-        f"{validation_auc - after.evidence['roc_auc']:.4f} below its validation-time {validation_auc:.4f} "
-        f"(upper 95% bound of the change "
-        f"{after.evidence['roc_auc'] - validation_auc + 1.6448536 * (after.evidence['roc_auc_se'] ** 2 + after.evidence['validation_roc_auc_se'] ** 2) ** 0.5:+.4f} < -0.03)"
+        f"performance: roc_auc {auc:.4f} on 1,750 labelled rows is "
+        f"{validation_auc - auc:.4f} below its validation-time {validation_auc:.4f} "
+        f"(upper 95% bound of the change {auc - validation_auc + 1.6448536 * se:+.4f} < -0.03)"
     ]
     metrics = MlflowClient().get_run(after.run_id).data.metrics
     assert metrics["production_roc_auc_se"] == pytest.approx(after.evidence["roc_auc_se"])

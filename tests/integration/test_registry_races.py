@@ -9,6 +9,7 @@ number of repetitions (20) for a quick look.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -120,7 +121,7 @@ def assert_history_intact(name: str, first_seq: int) -> None:
     moves = list(reversed(reg.history(limit=1000)))
     assert [m.seq for m in moves] == list(range(1, state.head.seq + 1))
     assert all(not m.aborted for m in moves)
-    for before, after in zip(moves, moves[1:]):
+    for before, after in itertools.pairwise(moves):
         assert after.from_version == before.to_version, (before, after)
     assert state.production == state.head.production == moves[-1].to_version
     assert reg.status()["problems"] == []

@@ -75,7 +75,7 @@ def test_ab_assignment_is_sticky_by_entity_across_restarts_and_share_increases(s
     assert [p["variant"] for p in second] == [
         "candidate" if assign.bucket(c, NAME) < 6000 else "production" for c in rows["customer_id"]
     ]
-    assert all(b["variant"] == "candidate" for a, b in zip(first, second) if a["variant"] == "candidate")
+    assert all(b["variant"] == "candidate" for a, b in zip(first, second, strict=True) if a["variant"] == "candidate")
 
 
 def test_shadow_scores_beside_production_and_never_changes_the_answer(store, tmp_path):
@@ -222,7 +222,8 @@ def test_a_version_that_fails_to_load_keeps_the_old_one_and_says_so(store, tmp_p
 
 
 def record_comparison(candidate: str, incumbent: str) -> str:
-    """A comparison run with the tags `retrain evaluate` writes, saying promote (the gate's verdict is tested elsewhere)."""
+    """A comparison run with the tags `retrain evaluate` writes, saying promote (the gate's verdict is tested
+    elsewhere)."""
     mlflow.set_experiment("retrain-comparisons")
     with mlflow.start_run() as run:
         mlflow.set_tags(

@@ -1,4 +1,5 @@
-"""The cluster and compose files, checked with MLflow's own loaders, Kubernetes' models and a schema (no cluster here)."""
+"""The cluster and compose files, checked with MLflow's own loaders, Kubernetes' models and a schema
+(no cluster here)."""
 
 from __future__ import annotations
 

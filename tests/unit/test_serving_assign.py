@@ -46,11 +46,11 @@ def test_a_growing_share_keeps_every_candidate_entity():
     buckets = [bucket(i, "m") for i in ids]
     previous: set[str] = set()
     for share in (0.5, 1, 5, 5.01, 25, 50, 99.99, 100):
-        now = {i for i, b in zip(ids, buckets) if to_candidate(b, share)}
+        now = {i for i, b in zip(ids, buckets, strict=True) if to_candidate(b, share)}
         assert previous <= now
         previous = now
     assert previous == set(ids)
-    assert not [i for i, b in zip(ids, buckets) if to_candidate(b, 0)]
+    assert not [i for i, b in zip(ids, buckets, strict=True) if to_candidate(b, 0)]
 
 
 def test_buckets_are_uniform():

@@ -23,9 +23,8 @@ def _decide(psi=CALM, performance=GOOD, n_labels=1_400, age=5.0, *, has_producti
 def test_nothing_fires_says_no_retraining_with_largest_psi_and_metrics():
     d = _decide()
     assert not d.retrain and d.reasons == () and d.drifted == {}
-    assert (
-        d.summary
-        == "no retraining needed (largest PSI income 0.05; accuracy 0.86, roc_auc 0.81 on 1,400 labelled rows; age 5 days)"
+    assert d.summary == (
+        "no retraining needed (largest PSI income 0.05; accuracy 0.86, roc_auc 0.81 on 1,400 labelled rows; age 5 days)"
     )
 
 
