@@ -203,12 +203,11 @@ def train(
     if settings.windows.since is not None:  # an adapted window: the days since a change, cut in proportion
         tags["retrain.window_since"] = str(settings.windows.since)
     failure = gate.learned_nothing(
+        y_tuning=y_tune,
+        p_tuning=p_tune,
+        fitted_rate=float(y_fit.mean()),
         best_epoch=fitted.best_epoch,
         epochs=settings.model.epochs,
-        log_loss=tuning_metrics["log_loss"],
-        constant_log_loss=metrics.constant_log_loss(y_tune, float(y_fit.mean())),
-        roc_auc=tuning_metrics["roc_auc"],
-        chance_p_value=metrics.auc_above_chance(y_tune, p_tune).p_value_one_sided,
         alpha=settings.gate.alpha,
     )
     if failure is not None:
