@@ -456,9 +456,19 @@ def test_a_collapsed_candidate_is_kept_even_when_its_curve_matches_production():
     d = decide(DEFAULT, COLLAPSED, BEFORE, p_value=0.001, matched=matched, baselines=BASELINES)
     assert not d.promote
     assert d.reason == (
-        "decisions at the candidate's own threshold (max_f1) collapse: f1 0.0330 is no better than the F1 of "
-        "flagging every row (0.3471) and worse than production's 0.0890 (recall 0.0170 vs production's 0.0520)"
+        "decisions at the candidate's own threshold (max_f1) collapse: recall 0.0170 is below a third of "
+        "production's 0.0520 (f1 0.0330 vs production's 0.0890)"
     )
+    # flagging a little more than a third, its F1 still no better than flagging everyone and worse than production's
+    d = decide(DEFAULT, {**COLLAPSED, "recall": 0.02}, BEFORE, p_value=0.001, matched=matched, baselines=BASELINES)
+    assert not d.promote and d.reason == (
+        "decisions at the candidate's own threshold (max_f1) collapse: f1 0.0330 is no better than the F1 of "
+        "flagging every row (0.3471) and worse than production's 0.0890 (recall 0.0200 vs production's 0.0520)"
+    )
+    # a fixed threshold judged by expected cost: fewer errors than production, but a third of its churners flagged
+    cheap = {**COLLAPSED, "expected_cost": 0.20}
+    d = decide(DEFAULT, cheap, BEFORE, p_value=0.001, matched=matched, baselines=BASELINES, threshold_policy="fixed")
+    assert not d.promote and "recall 0.0170 is below a third of production's 0.0520" in d.reason
     # the rule belongs to the `decision` floor: without it, the matched guardrails alone let the collapse through
     off = dataclasses.replace(DEFAULT, baseline_floors=("log_loss", "brier", "roc_auc"))
     assert decide(off, COLLAPSED, BEFORE, p_value=0.001, matched=matched, baselines=BASELINES).promote
@@ -469,5 +479,5 @@ def test_a_collapsed_candidate_is_kept_even_when_its_curve_matches_production():
         r.startswith("decisions at the candidate's own threshold (max_f1) hold") for r in d.reasons
     )
     assert decide(
-        DEFAULT, {**COLLAPSED, "f1": 0.09}, BEFORE, p_value=0.001, matched=matched, baselines=BASELINES
+        DEFAULT, {**COLLAPSED, "f1": 0.09, "recall": 0.02}, BEFORE, p_value=0.001, matched=matched, baselines=BASELINES
     ).promote
