@@ -367,7 +367,9 @@ def evaluate(
         ),
     ]
     failed = [f"{r.name}: {r.detail}" for r in results if not r.passed]
-    low, high = gate.bounds(policy.primary_metric, policy.alpha, delong, ci) if mode != "superiority" else (None, None)
+    lower, upper = (
+        gate.bounds(policy.primary_metric, policy.alpha, delong, ci) if mode != "superiority" else (None, None)
+    )
     decision = gate.decide(
         policy,
         cand_metrics,
@@ -381,8 +383,8 @@ def evaluate(
         chance_p_value=chance["p_value_one_sided"],
         threshold_policy=cand.tags.get("retrain.threshold_policy", "fixed"),
         mode=mode,
-        lower_bound=low,
-        upper_bound=high,
+        lower_bound=lower,
+        upper_bound=upper,
         matched=matched,
         n_rows=len(rows),
         backtest=f"--allow-past: production v{prod.version} learned from rows before "

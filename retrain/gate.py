@@ -44,9 +44,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retrain.config import GatePolicy
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "expected_cost"})
 # The `decision` floor per threshold policy: (metric, baseline key, what the baseline is).
@@ -221,8 +224,8 @@ class Decision:
 
 def learned_nothing(
     *,
-    y_tuning: Sequence[int] | Any,
-    p_tuning: Sequence[float] | Any,
+    y_tuning: ArrayLike,
+    p_tuning: ArrayLike,
     fitted_rate: float,
     best_epoch: int,
     epochs: int,
