@@ -75,9 +75,9 @@ def guardrail_text(
     if metric != primary and metric in guardrails and matched:
         diff = matched["candidate"] - matched["incumbent"]
         allowed = guardrails[metric]
-        ok = (diff if lower else -diff) <= allowed + 1e-12
+        holds = (diff if lower else -diff) <= allowed + 1e-12
         return f"{'rise' if lower else 'drop'} <= {allowed:g} at matched operating points: {signed(diff)}" + (
-            " ✓" if ok else " ✗"
+            " ✓" if holds else " ✗"
         )
     if metric == primary:
         rule, ok = (
