@@ -261,19 +261,24 @@ class GatePolicy:
     """When a candidate replaces production."""
 
     primary_metric: str = "roc_auc"
-    # superiority: the candidate must be better (min_improvement, significance); non_inferiority: it may not be
-    # worse by more than `margin` (lower 1 - alpha confidence bound of candidate - production above -margin);
-    # auto: non_inferiority in a cycle whose check found drift, a performance drop or a label-rate shift, else
-    # superiority (a standalone `retrain evaluate` has no check: superiority).
-    mode: Literal["superiority", "non_inferiority", "auto"] = "auto"  # from backtests: see BENCHMARKS.md
+    # superiority: the candidate must be better (min_improvement, significance); non_inferiority: it must be shown
+    # not worse by more than `margin` (lower 1 - alpha confidence bound of candidate - production above -margin);
+    # unless_shown_worse: promoted unless shown worse by more than `margin` (upper bound below -margin), so when the
+    # evidence cannot separate the two the fresher model serves; auto: unless_shown_worse in a cycle whose check
+    # found drift, a performance drop, a label-rate shift or an old production model, else superiority (a
+    # standalone `retrain evaluate` has no check: superiority).
+    mode: Literal["superiority", "non_inferiority", "unless_shown_worse", "auto"] = "auto"  # see BENCHMARKS.md
     margin: float = 0.005
     min_improvement: float = 0.01
     require_significance: bool = True
     alpha: float = 0.05
     # Largest allowed drop per guardrail metric (absolute; for log_loss/brier/expected_cost: largest allowed
-    # rise). Threshold metrics are each model at its own threshold; the defaults protect the positive class.
+    # rise). Threshold metrics compare matched operating points (the candidate's best recall at production's
+    # precision, and so on: gate.py), not each model at its own threshold; the defaults protect the positive class.
     guardrails: dict[str, float] = field(default_factory=lambda: {"f1": 0.02, "recall": 0.05, "log_loss": 0.05})
-    # With no production model yet, the candidate must beat trivial baselines on the same rows (gate.py) ...
+    # With no production model yet, the candidate must beat trivial baselines on the same rows (gate.py); with
+    # production, `decision` also keeps a candidate whose own-threshold decisions collapse (no better than a trivial
+    # decision and worse than production's) ...
     baseline_floors: tuple[str, ...] = ("log_loss", "brier", "roc_auc", "decision")
     # ... and reach these absolute values, if any (for log_loss/brier/expected_cost: stay below).
     floors: dict[str, float] = field(default_factory=dict)

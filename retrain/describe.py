@@ -62,10 +62,23 @@ def version_link(model: str, version: str | None) -> str:
 
 
 def guardrail_text(
-    metric: str, delta: float | None, primary: str, min_improvement: float, guardrails: Mapping[str, float]
+    metric: str,
+    delta: float | None,
+    primary: str,
+    min_improvement: float,
+    guardrails: Mapping[str, float],
+    matched: Mapping[str, float] | None = None,
 ) -> str:
-    """What the gate asks of this metric's delta, and whether the delta meets it."""
+    """What the gate asks of this metric's delta, and whether the delta meets it. A threshold metric with
+    `matched` numbers (comparison.json `matched`) is judged at matched operating points, not by `delta`."""
     lower = metric in LOWER_IS_BETTER
+    if metric != primary and metric in guardrails and matched:
+        diff = matched["candidate"] - matched["incumbent"]
+        allowed = guardrails[metric]
+        holds = (diff if lower else -diff) <= allowed + 1e-12
+        return f"{'rise' if lower else 'drop'} <= {allowed:g} at matched operating points: {signed(diff)}" + (
+            " ✓" if holds else " ✗"
+        )
     if metric == primary:
         rule, ok = (
             f"primary: {'fall' if lower else 'rise'} >= {min_improvement:g}",
@@ -82,6 +95,20 @@ def guardrail_text(
     return rule + ("" if ok is None else " ✓" if ok else " ✗")
 
 
+BOUND_MODES = ("non_inferiority", "unless_shown_worse")
+
+
+def _primary_rule(d: Mapping[str, Any], margin: float) -> str:
+    """The primary metric's rule in the gate modes that judge confidence bounds of the improvement."""
+    if d["mode"] == "non_inferiority":
+        bound, rule = d.get("lower_bound"), f"primary: lower bound > -{margin:g}"
+        ok = None if bound is None else bound > -margin
+    else:
+        bound, rule = d.get("upper_bound"), f"primary: not shown worse (upper bound >= -{margin:g})"
+        ok = None if bound is None else bound >= -margin
+    return rule + ("" if ok is None else f" ({signed(bound)}) " + ("✓" if ok else "✗"))
+
+
 def comparison_markdown(
     c: Mapping[str, Any],
     *,
@@ -90,10 +117,12 @@ def comparison_markdown(
     guardrails: Mapping[str, float],
     links: Mapping[str, str],
     figure: bool = True,
+    margin: float = 0.005,
 ) -> str:
     """The comparison run's description. `c` is `Comparison.to_dict()`; `links` holds the markdown links
     `candidate`, `production` (versions) and `candidate_run`, `production_run` (their training runs);
-    `figure`: whether the run has `comparison.png` (a backtest's replayed comparisons have none)."""
+    `figure`: whether the run has `comparison.png` (a backtest's replayed comparisons have none); `margin`:
+    gate.margin, for the rule of the non_inferiority and unless_shown_worse modes."""
     d = c["decision"]
     inc = c.get("incumbent_metrics") or {}
     cand = c["candidate_metrics"]
@@ -125,12 +154,16 @@ def comparison_markdown(
         *[m for m in guardrails if m != primary],
         *[m for m in cand if m != primary and m not in guardrails],
     ]
+    matched = c.get("matched") or {}
     for metric in dict.fromkeys(m for m in order if m in cand):
         delta = (c.get("deltas") or {}).get(metric)
+        if metric == primary and d.get("mode") in BOUND_MODES:
+            rule = _primary_rule(d, margin)
+        else:
+            rule = guardrail_text(metric, delta, primary, min_improvement, guardrails, matched.get(metric))
         lines.append(
             f"| {'**' + metric + '**' if metric == primary else metric} | {num(cand[metric])} | "
-            f"{num(inc.get(metric))} | {signed(delta)} | "
-            f"{guardrail_text(metric, delta, primary, min_improvement, guardrails)} |"
+            f"{num(inc.get(metric))} | {signed(delta)} | {rule} |"
         )
     delong = c.get("delong") or {}
     if delong:

@@ -6,11 +6,12 @@ since they early-stopped on their validation window). An `as_of` before producti
 the past, where production would be scored on rows it learned from) is refused unless `allow_past` (a
 backtest: production's fresh_from is then ignored and the comparison says so). Both models are loaded from the
 registry as served (`models:/<name>/<version>`) and judged at their own decision thresholds (the one inside
-each model; models from before thresholds use 0.5). Every precondition (versions, window size, both classes)
-is checked before the comparison run is created.
+each model; models from before thresholds use 0.5) and, for the gate's threshold guardrails, at matched operating
+points (`metrics.matched_operating_points`). Every precondition (versions, window size, both classes) is checked
+before the comparison run is created.
 
-`comparison.json` (artifact of the comparison run), schema_version 2:
-  schema_version      2
+`comparison.json` (artifact of the comparison run), schema_version 3:
+  schema_version      3
   model_name          registered model name
   candidate_version   version under review (str)
   incumbent_version   production version (str) or null when there is none
@@ -27,6 +28,11 @@ is checked before the comparison run is created.
   incumbent_metrics   same, or null (no production, or production could not score the rows)
   incumbent_error     why production could not score the rows, or null
   deltas              {metric: candidate - incumbent}, {} without incumbent metrics
+  matched             threshold metrics at matched operating points (what the threshold guardrails judge), or
+                      null without incumbent metrics: {metric: {candidate, incumbent, candidate_threshold,
+                      incumbent_threshold}} for recall (the candidate's best recall at a precision at least
+                      production's own), precision (its best precision at a recall at least production's own),
+                      f1, accuracy (each model's best over thresholds), expected_cost (each model's least)
   baselines           trivial baselines on the same rows: n_rows, positive_rate, majority_rate,
                       constant_log_loss, constant_brier (always predicting positive_rate), all_positive_f1,
                       all_positive_precision, constant_cost (the cheaper of flagging nothing or everything)
@@ -35,12 +41,15 @@ is checked before the comparison run is created.
                        p_value_one_sided, p_value_two_sided} or null
   checks              [{name, passed, detail}] pre-promotion checks on the candidate
   decision            {decision: promote|keep, promote, reason, reasons[], primary_metric, improvement,
-                       significant, schema_change, floors[], mode (superiority|non_inferiority|floors),
-                       lower_bound (non_inferiority: lower 1 - alpha bound of the improvement, else null)}; floors (applied when there is no production to
-                       beat): [{name, kind: relative|absolute, metric, value, bound, passed, detail}]
+                       significant, schema_change, floors[], mode (superiority|non_inferiority|
+                       unless_shown_worse|floors), lower_bound, upper_bound (non_inferiority and
+                       unless_shown_worse: one-sided 1 - alpha bounds of the improvement, else null)}; floors
+                       (applied when there is no production to beat): [{name, kind: relative|absolute, metric,
+                       value, bound, passed, detail}]
   run_id              the comparison run
   timings             seconds per phase: load_s, scoring_s, metrics_s, delong_s, checks_s, logging_s, total_s
 Schema 1 had neither the thresholds, fresh_from, backtest, baselines, chance nor floors, and no expected_cost.
+Schema 2 had no `matched` and no `decision.upper_bound`; its threshold guardrails compared own thresholds.
 """
 
 from __future__ import annotations
@@ -55,7 +64,7 @@ from typing import Any
 from retrain.config import Settings
 from retrain.errors import CheckError, DataError, RegistryError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,7 @@ class Comparison:
     incumbent_metrics: dict[str, float] | None
     incumbent_error: str | None
     deltas: dict[str, float]
+    matched: dict[str, dict[str, float]] | None
     baselines: dict[str, float]
     chance: dict[str, float]
     delong: dict[str, float] | None
@@ -111,6 +121,11 @@ class Comparison:
             f"{b['majority_rate']:.4f}, constant log_loss {b['constant_log_loss']:.4f}, "
             f"constant brier {b['constant_brier']:.4f}"
         )
+        if self.matched:
+            out.append(
+                "matched operating points (production / staging): "
+                + ", ".join(f"{k} {v['incumbent']:.4f} / {v['candidate']:.4f}" for k, v in self.matched.items())
+            )
         for floor in self.decision.get("floors", []):
             out.append(f"floor {'ok  ' if floor['passed'] else 'MISS'} ({floor['kind']}) {floor['detail']}")
         if self.delong:
@@ -311,6 +326,9 @@ def evaluate(
     cand_metrics = metrics.classification_metrics(y, p_cand, cand_threshold, **costs)
     inc_metrics = metrics.classification_metrics(y, p_inc, inc_threshold, **costs) if p_inc is not None else None
     deltas = {k: cand_metrics[k] - inc_metrics[k] for k in cand_metrics} if inc_metrics else {}
+    matched = (
+        metrics.matched_operating_points(y, p_cand, p_inc, inc_threshold, **costs) if inc_metrics is not None else None
+    )
     baselines = metrics.trivial_baselines(y, **costs)
     chance = metrics.auc_above_chance(y, p_cand).to_dict()
     lap("metrics")
@@ -321,7 +339,7 @@ def evaluate(
         delong = metrics.delong_test(y, p_inc, p_cand).to_dict()
         if policy.primary_metric == "roc_auc":
             p_value = delong["p_value_one_sided"]
-        elif policy.require_significance or mode == "non_inferiority":
+        elif policy.require_significance or mode != "superiority":
             name = policy.primary_metric
 
             def at(threshold: float):  # each model's metric at its own threshold
@@ -351,6 +369,9 @@ def evaluate(
         ),
     ]
     failed = [f"{r.name}: {r.detail}" for r in results if not r.passed]
+    lower, upper = (
+        gate.bounds(policy.primary_metric, policy.alpha, delong, ci) if mode != "superiority" else (None, None)
+    )
     decision = gate.decide(
         policy,
         cand_metrics,
@@ -364,9 +385,10 @@ def evaluate(
         chance_p_value=chance["p_value_one_sided"],
         threshold_policy=cand.tags.get("retrain.threshold_policy", "fixed"),
         mode=mode,
-        lower_bound=gate.lower_bound(policy.primary_metric, policy.alpha, delong, ci)
-        if mode == "non_inferiority"
-        else None,
+        lower_bound=lower,
+        upper_bound=upper,
+        matched=matched,
+        n_rows=len(rows),
         backtest=f"--allow-past: production v{prod.version} learned from rows before "
         f"{fresh_from(prod)[:10]}, and {window} starts earlier"
         if backtest
@@ -391,6 +413,7 @@ def evaluate(
         incumbent_metrics=inc_metrics,
         incumbent_error=incumbent_error,
         deltas=deltas,
+        matched=matched,
         baselines=baselines,
         chance=chance,
         delong=delong,
@@ -426,6 +449,7 @@ def _describe(settings: Settings, c: Comparison, mlflow_client) -> None:
             primary=gate_policy.primary_metric,
             min_improvement=gate_policy.min_improvement,
             guardrails=gate_policy.guardrails,
+            margin=gate_policy.margin,
             links=links,
             figure=replay.draws_figures(),
         )
@@ -476,8 +500,10 @@ def _log(
             "delong_ci_high": c.delong["ci_high"],
             "delong_delta": c.delong["delta"],
         }
-    if c.decision.get("lower_bound") is not None:
-        values["lower_bound"] = c.decision["lower_bound"]
+    for bound in ("lower_bound", "upper_bound"):
+        if c.decision.get(bound) is not None:
+            values[bound] = c.decision[bound]
+    values |= {f"matched_{k}_{who}": v[who] for k, v in (c.matched or {}).items() for who in ("candidate", "incumbent")}
     values["n_rows"] = c.n_rows
     with tracking.step_run(
         settings.experiments.comparisons, run_name(c), tags, params={"as_of": c.as_of}, settings=settings

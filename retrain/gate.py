@@ -15,23 +15,41 @@ Rules, in order (every rule adds a line to `reasons`; any failing rule keeps pro
               "accuracy at least the majority rate"; target_recall/target_precision: precision of flagging
               every row, i.e. the positive rate);
   and the absolute `floors`, if any (for log_loss/brier/expected_cost the floor is a ceiling);
-- otherwise, in `superiority` mode, the primary metric must improve by at least `min_improvement` (a tie never
-  promotes), each guardrail metric may drop at most its allowance (log_loss/brier: rise), and with
-  `require_significance` the improvement must be significant: DeLong one-sided p < alpha for roc_auc, else a
-  paired bootstrap confidence interval at level 1 - 2*alpha that excludes zero in the improving direction;
-- in `non_inferiority` mode (under drift the fresh model is usually at least as good, and keeping the old one
-  costs more than a tie), the lower one-sided 1 - alpha confidence bound of the improvement (DeLong for roc_auc,
-  else the paired bootstrap) must be above -`margin`; guardrails apply as above; min_improvement and
-  require_significance do not.
+- otherwise the primary metric, by mode:
+  `superiority`: it must improve by at least `min_improvement` (a tie never promotes) and, with
+  `require_significance`, significantly: DeLong one-sided p < alpha for roc_auc, else a paired bootstrap
+  confidence interval at level 1 - 2*alpha that excludes zero in the improving direction;
+  `non_inferiority`: the lower one-sided 1 - alpha confidence bound of the improvement (DeLong for roc_auc, else
+  the paired bootstrap) must be above -`margin`;
+  `unless_shown_worse` (what `auto` uses when the problem moved or production is old): the candidate is promoted
+  unless it is shown worse, i.e. the upper one-sided 1 - alpha bound is below -`margin`. Under drift the fresh
+  model is usually at least as good, and when the evidence cannot tell two models apart the fresher one should
+  serve; the reason says so, and roughly how many more validation rows would separate them;
+  each guardrail metric may drop at most its allowance (log_loss/brier/expected_cost: rise). Threshold metrics
+  are compared at matched operating points (`metrics.matched_operating_points`: the candidate's best recall at
+  production's precision, its best precision at production's recall, both models' best F1, accuracy and
+  expected cost), so a guardrail keeps production only when no threshold of the candidate does as well; the
+  reason also gives the numbers at each model's own threshold;
+  the decisions at the candidate's own threshold must not collapse (when `decision` is in `baseline_floors`): a
+  candidate that flags fewer than a third of the churners production flags (own-threshold recall below
+  COLLAPSE_RECALL_SHARE x production's), or whose own-threshold value of the metric its threshold policy
+  optimises is no better than the best trivial decision and worse than production's, is kept, whatever its
+  curve. Matched guardrails judge what a model could do at some threshold; this rule judges the threshold it
+  will serve with (a candidate that flags 24 rows of 5,600, recall 0.017 against production's 0.052, is kept
+  even when it ranks better). The recall share is relative, so a threshold that follows a moved churn rate
+  passes; the trivial-decision test also catches a production whose recall was low to begin with.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retrain.config import GatePolicy
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "expected_cost"})
 # The `decision` floor per threshold policy: (metric, baseline key, what the baseline is).
@@ -42,6 +60,11 @@ DECISION_FLOOR = {
     "target_recall": ("precision", "all_positive_precision", "the precision of flagging every row"),
     "target_precision": ("precision", "all_positive_precision", "the precision of flagging every row"),
 }
+# A candidate whose own threshold flags fewer than this share of the churners production's flags has collapsed
+# (recall 0.017 against 0.052 on real data). A threshold that follows a moved churn rate changes recall far less
+# (0.69 against 0.78 on the covariate_shift scenario; drops of 0.05-0.13 in issue 18), and the matched guardrails
+# judge that case.
+COLLAPSE_RECALL_SHARE = 1 / 3
 # Metric differences are float sums; an improvement equal to the threshold on paper must pass.
 _EPS = 1e-12
 
@@ -180,8 +203,11 @@ class Decision:
     significant: bool | None = None
     schema_change: bool = False
     floors: tuple[Floor, ...] = ()
-    mode: str = "superiority"  # superiority | non_inferiority | floors (no production to compare with)
-    lower_bound: float | None = None  # non_inferiority: the lower confidence bound of the improvement
+    # superiority | non_inferiority | unless_shown_worse | floors (no production to compare with)
+    mode: str = "superiority"
+    # non_inferiority, unless_shown_worse: the one-sided 1 - alpha confidence bounds of the improvement
+    lower_bound: float | None = None
+    upper_bound: float | None = None
 
     @property
     def label(self) -> str:
@@ -198,31 +224,44 @@ class Decision:
 
 def learned_nothing(
     *,
+    y_tuning: ArrayLike,
+    p_tuning: ArrayLike,
+    fitted_rate: float,
     best_epoch: int,
     epochs: int,
-    log_loss: float,
-    constant_log_loss: float,
-    roc_auc: float,
-    chance_p_value: float,
     alpha: float,
 ) -> str | None:
     """Why a fitted model is no candidate (None = it learned something), judged on its tuning rows.
 
-    Early stopping that kept the first epoch of several, a log loss no better than always predicting the fitted
-    rows' positive rate, or a ROC AUC not significantly above 0.5 (DeLong, one-sided p < alpha) all mean the
-    network learned nothing usable.
+    Early stopping that kept the first epoch of several, a ROC AUC not significantly above 0.5 (DeLong, one-sided
+    p < alpha: ranking), or a log loss no better than always predicting the tuning rows' own positive rate
+    (calibration) all mean the network learned nothing usable. The tuning days may have another churn rate than
+    the fitted days (exactly when retraining matters), which no model fitted before them can know: its
+    probabilities are first moved to the tuning rows' rate by an intercept shift (`metrics.rate_shifted`), so a
+    sound ranking is not failed for the rate change, while a model whose scores carry nothing still loses to the
+    constant (both get the tuning rate, one number, in hindsight).
     """
+    import numpy as np
+
+    from retrain import metrics
+
+    y = np.asarray(y_tuning)
+    tuning_rate = float(y.mean())
     if epochs > 1 and best_epoch == 0:
         return "early stopping kept epoch 0: the tuning loss never improved after the first pass over the data"
-    if not log_loss < constant_log_loss - _EPS:
+    chance = metrics.auc_above_chance(y, p_tuning)
+    if not (chance.auc_b > 0.5 and chance.p_value_one_sided < alpha):
         return (
-            f"tuning log loss {log_loss:.4f} is no better than the constant predictor's {constant_log_loss:.4f} "
-            "(always the positive rate of the fitted rows)"
+            f"tuning ROC AUC {chance.auc_b:.4f} is not significantly above 0.5 "
+            f"(DeLong one-sided p = {chance.p_value_one_sided:.4g}, alpha {alpha:g})"
         )
-    if not (roc_auc > 0.5 and chance_p_value < alpha):
+    loss = metrics.log_loss(y, metrics.rate_shifted(p_tuning, fitted_rate, tuning_rate))
+    constant = metrics.constant_log_loss(y, tuning_rate)
+    if not loss < constant - _EPS:
         return (
-            f"tuning ROC AUC {roc_auc:.4f} is not significantly above 0.5 "
-            f"(DeLong one-sided p = {chance_p_value:.4g}, alpha {alpha:g})"
+            f"tuning log loss {loss:.4f} (probabilities moved from the fitted rows' positive rate {fitted_rate:.4f} to "
+            f"the tuning rows' {tuning_rate:.4f}) is no better than the constant predictor's {constant:.4f} (always "
+            "the tuning rows' positive rate)"
         )
     return None
 
@@ -230,6 +269,9 @@ def learned_nothing(
 def improvement(metric: str, candidate: float, incumbent: float) -> float:
     """How much better the candidate is (positive = better), whatever the metric's direction."""
     return incumbent - candidate if metric in LOWER_IS_BETTER else candidate - incumbent
+
+
+MODES = ("superiority", "non_inferiority", "unless_shown_worse")
 
 
 def decide(
@@ -248,20 +290,25 @@ def decide(
     backtest: str | None = None,
     mode: str = "superiority",
     lower_bound: float | None = None,
+    upper_bound: float | None = None,
+    matched: Mapping[str, Mapping[str, float]] | None = None,
+    n_rows: int | None = None,
 ) -> Decision:
     """Decide whether `candidate` replaces `incumbent` (None = no production model yet).
 
     `p_value`: DeLong one-sided p for roc_auc; `bootstrap_ci`: (low, high) of candidate - incumbent for another
     primary metric; `incumbent_error`: why production could not score the rows; `failed_checks`: failed check
-    descriptions; `baselines`: `metrics.trivial_baselines` of the comparison rows and `chance_p_value` the
-    candidate's DeLong p against a constant score, both for the floors of a first model; `threshold_policy`:
-    how the candidate's threshold was chosen (the `decision` floor depends on it); `backtest`: why the rows are
-    not fresh for production (an as-of in its past): the comparison is reported, never promoted. `mode`:
-    superiority or non_inferiority (`auto` resolved by the caller); `lower_bound`: the lower one-sided 1 - alpha
-    confidence bound of the improvement (positive = better) that non_inferiority judges.
+    descriptions; `baselines`: `metrics.trivial_baselines` of the comparison rows (the floors of a first model,
+    the collapse rule against production) and `chance_p_value` the candidate's DeLong p against a constant score;
+    `threshold_policy`: how the candidate's threshold was chosen (the `decision` floor depends on it);
+    `backtest`: why the rows are not fresh for production (an as-of in its past): the comparison is reported,
+    never promoted. `mode`: one of MODES (`auto` resolved by the caller); `lower_bound`/`upper_bound`: the
+    one-sided 1 - alpha confidence bounds of the improvement (positive = better) that non_inferiority and
+    unless_shown_worse judge; `matched`: `metrics.matched_operating_points` (threshold-metric guardrails without
+    it compare each model at its own threshold); `n_rows`: the rows compared (for "how many more rows").
     """
-    if mode not in ("superiority", "non_inferiority"):
-        raise ValueError(f"gate mode {mode!r} must be resolved to superiority or non_inferiority")
+    if mode not in MODES:
+        raise ValueError(f"gate mode {mode!r} must be resolved to one of {', '.join(MODES)}")
     primary = policy.primary_metric
     blockers = [f"pre-promotion check failed: {text}" for text in failed_checks]
     if backtest:
@@ -290,14 +337,14 @@ def decide(
             passes.append("no floors configured (gate.baseline_floors and gate.floors are empty)")
     else:
         gain = improvement(primary, candidate[primary], incumbent[primary])
+        change = f"({incumbent[primary]:.4f} -> {candidate[primary]:.4f}"
         if mode == "superiority":
             ok = gain > _EPS and gain + _EPS >= policy.min_improvement
             (passes if ok else blockers).append(
-                f"{primary} {'improves' if gain > 0 else 'changes'} by {gain:+.4f} "
-                f"({incumbent[primary]:.4f} -> {candidate[primary]:.4f}; "
+                f"{primary} {'improves' if gain > 0 else 'changes'} by {gain:+.4f} {change}; "
                 f"{'at least' if ok else 'needs at least'} {policy.min_improvement:g})"
             )
-        else:
+        elif mode == "non_inferiority":
             ok = lower_bound is not None and lower_bound > -policy.margin + _EPS
             bound = (
                 "no confidence bound"
@@ -305,16 +352,18 @@ def decide(
                 else f"lower {100 * (1 - policy.alpha):g}% bound {lower_bound:+.4f}"
             )
             (passes if ok else blockers).append(
-                f"non-inferiority: {primary} changes by {gain:+.4f} ({incumbent[primary]:.4f} -> "
-                f"{candidate[primary]:.4f}; {bound} {'above' if ok else 'not above'} -{policy.margin:g})"
+                f"non-inferiority: {primary} changes by {gain:+.4f} {change}; {bound} "
+                f"{'above' if ok else 'not above'} -{policy.margin:g})"
             )
+        else:
+            ok, text = _unless_shown_worse(policy, primary, gain, change, lower_bound, upper_bound, n_rows)
+            (passes if ok else blockers).append(text)
         for metric, allowed in sorted(policy.guardrails.items()):
-            drop = -improvement(metric, candidate[metric], incumbent[metric])
-            ok = drop <= allowed + _EPS
-            (passes if ok else blockers).append(
-                f"guardrail {metric} {candidate[metric] - incumbent[metric]:+.4f} ({'within' if ok else 'more than'} "
-                f"the allowed {'rise' if metric in LOWER_IS_BETTER else 'drop'} of {allowed:g})"
-            )
+            ok, text = _guardrail(metric, allowed, candidate, incumbent, (matched or {}).get(metric))
+            (passes if ok else blockers).append(text)
+        if baselines is not None and "decision" in policy.baseline_floors:
+            ok, text = _collapse(candidate, incumbent, baselines, threshold_policy)
+            (passes if ok else blockers).append(text)
         if policy.require_significance and mode == "superiority":
             significant, text = _significance(primary, policy.alpha, p_value, bootstrap_ci)
             (passes if significant else blockers).append(text)
@@ -322,6 +371,7 @@ def decide(
     promote = not blockers
     reasons = tuple(blockers + passes)
     reason = "; ".join(passes if promote else blockers)
+    bounds_used = incumbent is not None and mode != "superiority"
     return Decision(
         promote,
         reason,
@@ -332,31 +382,134 @@ def decide(
         schema_change,
         tuple(floors),
         mode if incumbent is not None else "floors",
-        lower_bound,
+        lower_bound if bounds_used else None,
+        upper_bound if bounds_used else None,
+    )
+
+
+def _unless_shown_worse(
+    policy: GatePolicy,
+    primary: str,
+    gain: float,
+    change: str,
+    lower: float | None,
+    upper: float | None,
+    n_rows: int | None,
+) -> tuple[bool, str]:
+    """Promote unless the upper one-sided bound of the improvement is below -margin; say whether the evidence
+    separated the two models, and if not, roughly how many rows would (the bounds' spread shrinks as 1/sqrt(n))."""
+    level = f"{100 * (1 - policy.alpha):g}%"
+    if lower is None or upper is None:
+        return (
+            False,
+            f"{primary} changes by {gain:+.4f} {change}); no confidence bounds: cannot tell whether it is worse",
+        )
+    head = f"{primary} changes by {gain:+.4f} {change}; one-sided {level} bounds [{lower:+.4f}, {upper:+.4f}])"
+    if upper < -policy.margin - _EPS:
+        return False, f"{head}: the candidate is shown worse (upper bound below -{policy.margin:g})"
+    if lower > _EPS:
+        return True, f"{head}: the candidate is shown better"
+    if upper < -_EPS:
+        return True, f"{head}: worse, but not shown worse by more than the margin {policy.margin:g}"
+    text = f"{head}: the evidence cannot separate the two, so the fresher model serves"
+    half = (upper - lower) / 2
+    if n_rows and half > 0:
+        if abs(gain) * 1e3 < half:  # more than a million times the rows: the difference is noise
+            return True, text + " (no practical number of rows would separate a difference this small)"
+        needed = n_rows * (half / abs(gain)) ** 2
+        text += (
+            f" (about {_round2(needed - n_rows):,} more validation rows than the {n_rows:,} here would, "
+            "if the difference held at this size)"
+        )
+    return True, text
+
+
+def _round2(x: float) -> int:
+    """x rounded to two significant digits (a rough count should not look precise)."""
+    from math import floor, log10
+
+    x = max(x, 1.0)
+    digits = max(int(floor(log10(x))) - 1, 0)
+    return int(round(x / 10**digits) * 10**digits)
+
+
+def _guardrail(
+    metric: str,
+    allowed: float,
+    candidate: Mapping[str, float],
+    incumbent: Mapping[str, float],
+    matched: Mapping[str, float] | None,
+) -> tuple[bool, str]:
+    """One guardrail; a threshold metric with `matched` numbers is judged at matched operating points."""
+    from retrain.metrics import MATCHED_RULES
+
+    own = candidate[metric] - incumbent[metric]
+    allowance = f"the allowed {'rise' if metric in LOWER_IS_BETTER else 'drop'} of {allowed:g}"
+    if matched is None:
+        drop = -improvement(metric, candidate[metric], incumbent[metric])
+        ok = drop <= allowed + _EPS
+        return ok, f"guardrail {metric} {own:+.4f} ({'within' if ok else 'more than'} {allowance})"
+    c, i = matched["candidate"], matched["incumbent"]
+    ok = -improvement(metric, c, i) <= allowed + _EPS
+    return ok, (
+        f"guardrail {metric} {c - i:+.4f} at matched operating points ({MATCHED_RULES[metric]}: {c:.4f} vs "
+        f"{i:.4f}; at each model's own threshold {candidate[metric]:.4f} vs {incumbent[metric]:.4f}, {own:+.4f}) "
+        f"({'within' if ok else 'more than'} {allowance})"
+    )
+
+
+def _collapse(
+    candidate: Mapping[str, float],
+    incumbent: Mapping[str, float],
+    baselines: Mapping[str, float],
+    threshold_policy: str,
+) -> tuple[bool, str]:
+    """Whether the candidate's own-threshold decisions hold: they collapse when it flags fewer than a third of the
+    churners production flags (COLLAPSE_RECALL_SHARE), or when, on the metric its threshold policy optimises, they
+    are no better than a trivial decision and worse than production's."""
+    metric, key, what = DECISION_FLOOR.get(threshold_policy, DECISION_FLOOR["fixed"])
+    value, trivial, production = candidate[metric], baselines[key], incumbent[metric]
+    recall, production_recall = candidate["recall"], incumbent["recall"]
+    head = f"decisions at the candidate's own threshold ({threshold_policy})"
+    if recall < COLLAPSE_RECALL_SHARE * production_recall - _EPS:
+        return False, (
+            f"{head} collapse: recall {recall:.4f} is below a third of production's {production_recall:.4f} "
+            f"({metric} {value:.4f} vs production's {production:.4f})"
+        )
+    if not improvement(metric, value, trivial) > _EPS and improvement(metric, value, production) < -_EPS:
+        return False, (
+            f"{head} collapse: {metric} {value:.4f} is no better than {what} ({trivial:.4f}) and worse than "
+            f"production's {production:.4f} (recall {recall:.4f} vs production's {production_recall:.4f})"
+        )
+    return True, (
+        f"{head} hold: recall {recall:.4f} (production {production_recall:.4f}), {metric} {value:.4f} "
+        f"({what} {trivial:.4f}, production {production:.4f})"
     )
 
 
 def resolve_mode(policy: GatePolicy, adapts: bool | None) -> str:
-    """The gate mode a comparison uses: `auto` is non_inferiority when the check saw the problem move or an old
+    """The gate mode a comparison uses: `auto` is unless_shown_worse when the check saw the problem move or an old
     production model (`trigger.NON_INFERIORITY_SIGNALS`), superiority otherwise."""
     if policy.mode != "auto":
         return policy.mode
-    return "non_inferiority" if adapts else "superiority"
+    return "unless_shown_worse" if adapts else "superiority"
 
 
-def lower_bound(
+def bounds(
     primary: str, alpha: float, delong: Mapping[str, float] | None, ci: tuple[float, float] | None
-) -> float | None:
-    """Lower one-sided 1 - alpha bound of the improvement: DeLong delta - z * se for roc_auc, else the bootstrap CI
-    (a two-sided 1 - 2 alpha interval, so each end is a one-sided 1 - alpha bound) in the improving direction."""
+) -> tuple[float | None, float | None]:
+    """One-sided 1 - alpha (lower, upper) bounds of the improvement: DeLong delta -/+ z * se for roc_auc, else the
+    bootstrap CI (a two-sided 1 - 2 alpha interval, so each end is a one-sided 1 - alpha bound) turned to the
+    improving direction; (None, None) without either."""
     from statistics import NormalDist
 
     if primary == "roc_auc" and delong is not None:
-        return float(delong["delta"] - NormalDist().inv_cdf(1 - alpha) * delong["se"])
+        half = NormalDist().inv_cdf(1 - alpha) * delong["se"]
+        return float(delong["delta"] - half), float(delong["delta"] + half)
     if ci is None:
-        return None
+        return None, None
     low, high = ci
-    return -high if primary in LOWER_IS_BETTER else low
+    return (-high, -low) if primary in LOWER_IS_BETTER else (low, high)
 
 
 def _significance(

@@ -112,11 +112,10 @@ def classification_metrics(
     """All METRIC_NAMES for one model at its decision threshold, keyed exactly by METRIC_NAMES."""
     y, (p,) = _labels(y_true, probability)
     tn, fp, fn, tp = confusion(y, p >= threshold)
-    q = np.clip(p, _EPS, 1.0 - _EPS)
     found = {
         **_at_counts(tn, fp, fn, tp, cost_fp, cost_fn),
         "roc_auc": roc_auc(y, p),
-        "log_loss": float(-np.mean(np.where(y, np.log(q), np.log1p(-q)))),
+        "log_loss": log_loss(y, p),
         "brier": float(np.mean((p - y) ** 2)),
     }
     return {name: found[name] for name in METRIC_NAMES}
@@ -178,17 +177,7 @@ def choose_threshold(
     if policy == "fixed":
         found = classification_metrics(y, p, value, cost_fp=cost_fp, cost_fn=cost_fn)
         return ThresholdChoice(float(value), policy, True, f"fixed threshold {value:g}", _threshold_part(found))
-    order = np.argsort(-p, kind="stable")
-    s, ys = p[order], y[order]
-    # Cut k = "the k highest-scoring rows are predicted positive", only between distinct scores: k in cuts.
-    last_of_group = np.r_[s[1:] != s[:-1], True]
-    cuts = np.r_[0, np.flatnonzero(last_of_group) + 1]
-    tp = np.r_[0, np.cumsum(ys)][cuts]
-    fp = cuts - tp
-    positives = int(ys.sum())
-    fn, tn = positives - tp, (y.size - positives) - fp
-    at = _at_counts(tn, fp, fn, tp, cost_fp, cost_fn)
-    thresholds = _cut_thresholds(s, cuts)
+    thresholds, cuts, at = _curve(y, p, cost_fp, cost_fn)
     reached = True
     if policy == "max_f1":
         k = int(np.argmax(at["f1"]))
@@ -212,6 +201,90 @@ def choose_threshold(
         )
     threshold = float(thresholds[k])
     return ThresholdChoice(threshold, policy, reached, detail, {name: float(v[k]) for name, v in at.items()})
+
+
+def _curve(y: np.ndarray, p: np.ndarray, cost_fp: float, cost_fn: float):
+    """Every distinct operating point of one model: (thresholds, cuts, threshold metrics per cut), one sort.
+
+    Cut k = "the k highest-scoring rows are predicted positive", only between distinct scores; cut 0 flags nothing.
+    """
+    order = np.argsort(-p, kind="stable")
+    s, ys = p[order], y[order]
+    last_of_group = np.r_[s[1:] != s[:-1], True]
+    cuts = np.r_[0, np.flatnonzero(last_of_group) + 1]
+    tp = np.r_[0, np.cumsum(ys)][cuts]
+    fp = cuts - tp
+    positives = int(ys.sum())
+    fn, tn = positives - tp, (y.size - positives) - fp
+    return _cut_thresholds(s, cuts), cuts, _at_counts(tn, fp, fn, tp, cost_fp, cost_fn)
+
+
+# How `matched_operating_points` compares each threshold metric (the gate's reason text quotes these).
+MATCHED_RULES = {
+    "recall": "the candidate's best recall at a precision at least production's",
+    "precision": "the candidate's best precision at a recall at least production's",
+    "f1": "each model's best F1 over thresholds",
+    "accuracy": "each model's best accuracy over thresholds",
+    "expected_cost": "each model's least expected cost over thresholds",
+}
+
+
+def matched_operating_points(
+    y_true, candidate, incumbent, incumbent_threshold: float, *, cost_fp: float = 1.0, cost_fn: float = 1.0
+) -> dict[str, dict[str, float]]:
+    """Threshold metrics of two models compared where their thresholds do the same job (MATCHED_RULES).
+
+    At its own threshold a model's recall says as much about where the threshold sits as about the model: when
+    the churn rate moves, a stale threshold flags more rows and "wins" recall. Here the candidate is moved along
+    its own curve to production's operating point: its best recall among thresholds whose precision is at least
+    production's (against production's recall), its best precision among thresholds whose recall is at least
+    production's; F1, accuracy and expected cost compare each model's best over thresholds. So the candidate
+    loses a metric only when no threshold of its own does as well. Values are in hindsight on these rows, for
+    both models alike. Returns {metric: {candidate, incumbent, candidate_threshold, incumbent_threshold}}.
+    """
+    y, (pc, pi) = _labels(y_true, candidate, incumbent)
+    thr_c, _, at_c = _curve(y, pc, cost_fp, cost_fn)
+    thr_i, _, at_i = _curve(y, pi, cost_fp, cost_fn)
+    own = _threshold_part(classification_metrics(y, pi, incumbent_threshold, cost_fp=cost_fp, cost_fn=cost_fn))
+
+    def point(k: int, production: float, production_threshold: float, metric: str) -> dict[str, float]:
+        return {
+            "candidate": float(at_c[metric][k]),
+            "incumbent": float(production),
+            "candidate_threshold": float(thr_c[k]),
+            "incumbent_threshold": float(production_threshold),
+        }
+
+    out = {}
+    for metric, given in (("recall", "precision"), ("precision", "recall")):
+        # the cut that reaches production's `given` value with the most of `metric`; when none reaches it, cut 0
+        # (flag nothing: recall 0), so a candidate that cannot match production's precision scores recall 0
+        reaches = at_c[given] >= own[given] - 1e-12
+        k = int(np.argmax(np.where(reaches, at_c[metric], -1.0)))
+        out[metric] = point(k, own[metric], incumbent_threshold, metric)
+    for metric, best in (("f1", np.argmax), ("accuracy", np.argmax), ("expected_cost", np.argmin)):
+        ki = int(best(at_i[metric]))
+        out[metric] = point(int(best(at_c[metric])), at_i[metric][ki], thr_i[ki], metric)
+    return out
+
+
+def rate_shifted(probability, from_rate: float, to_rate: float) -> np.ndarray:
+    """Probabilities corrected for a change of the positive rate (prior shift): logit + logit(to) - logit(from).
+
+    A model fitted where `from_rate` of the rows were positive, scored where `to_rate` are, keeps its ranking; this
+    intercept shift is the Bayes correction of its calibration (Saerens et al. 2002).
+    """
+    p = np.clip(np.asarray(probability, dtype=np.float64), _EPS, 1.0 - _EPS)
+    a, b = (min(max(float(r), _EPS), 1.0 - _EPS) for r in (from_rate, to_rate))
+    logit = np.log(p) - np.log1p(-p) + (np.log(b) - np.log1p(-b)) - (np.log(a) - np.log1p(-a))
+    return 1.0 / (1.0 + np.exp(-logit))
+
+
+def log_loss(y_true, probability) -> float:
+    """Mean negative log likelihood of 0/1 labels (probabilities clipped away from 0 and 1)."""
+    y, (p,) = _labels(y_true, probability)
+    q = np.clip(p, _EPS, 1.0 - _EPS)
+    return float(-np.mean(np.where(y, np.log(q), np.log1p(-q))))
 
 
 def _cut_thresholds(s: np.ndarray, cuts: np.ndarray) -> np.ndarray:

@@ -119,6 +119,25 @@ def prepare(
     return Prepared(windows, tuning_window, train, parts["fit"], parts["tuning"], val, integer)
 
 
+def few_rows(rows: Prepared, min_rows: int) -> tuple[str, ...]:
+    """A note per window with fewer labelled rows than gate.min_rows: the tuning rows (early stopping and the
+    threshold rest on them) and the validation rows (evaluate refuses to compare on fewer)."""
+    out = []
+    if len(rows.tuning) < min_rows:
+        out.append(
+            f"{rows.tuning_window} holds {len(rows.tuning)} labelled rows, fewer than gate.min_rows={min_rows}: early "
+            "stopping and the decision threshold rest on them; widen windows.tuning_days (see "
+            "docs/settings-for-your-data.md)"
+        )
+    if len(rows.validation) < min_rows:
+        out.append(
+            f"{rows.windows.validation} holds {len(rows.validation)} labelled rows, fewer than gate.min_rows="
+            f"{min_rows}: evaluate will refuse to compare on them; widen windows.validation_days or lower "
+            "gate.min_rows (see docs/settings-for-your-data.md)"
+        )
+    return tuple(out)
+
+
 def train(
     settings: Settings,
     as_of: date | None = None,
@@ -143,7 +162,7 @@ def train(
     rows = prepare(settings, as_of, source, plan)
     windows, spec, cost = rows.windows, settings.data, settings.cost
     used = (data.coverage(rows.train, spec, windows.train), data.coverage(rows.validation, spec, windows.validation))
-    notes = tuple(n for n in (c.note() for c in used) if n)
+    notes = tuple(n for n in (c.note() for c in used) if n) + few_rows(rows, settings.gate.min_rows)
     features = list(spec.features)
     train_fp = data.fingerprint(rows.train, [spec.timestamp, *features, spec.label])
     key = _idempotency_key(settings, windows, train_fp, data.fingerprint(rows.validation, [*features, spec.label]))
@@ -204,15 +223,16 @@ def train(
     }
     if trigger_reason:
         tags["retrain.trigger"] = trigger_reason
+    if few := few_rows(rows, settings.gate.min_rows):
+        tags["retrain.rows_note"] = "; ".join(few)[:5000]
     if settings.windows.since is not None:  # an adapted window: the days since a change, cut in proportion
         tags["retrain.window_since"] = str(settings.windows.since)
     failure = gate.learned_nothing(
+        y_tuning=y_tune,
+        p_tuning=p_tune,
+        fitted_rate=float(y_fit.mean()),
         best_epoch=fitted.best_epoch,
         epochs=settings.model.epochs,
-        log_loss=tuning_metrics["log_loss"],
-        constant_log_loss=metrics.constant_log_loss(y_tune, float(y_fit.mean())),
-        roc_auc=tuning_metrics["roc_auc"],
-        chance_p_value=metrics.auc_above_chance(y_tune, p_tune).p_value_one_sided,
         alpha=settings.gate.alpha,
     )
     if failure is not None:

@@ -13,9 +13,9 @@ from typing import Any
 
 from retrain.config import TriggerPolicy
 
-# Signals that mean the problem moved: `gate.mode: auto` then judges the candidate by non-inferiority.
+# Signals that mean the problem moved: `gate.mode: auto` then promotes the candidate unless it is shown worse.
 ADAPTING_SIGNALS = frozenset({"drift", "prediction_drift", "performance", "label_rate"})
-# Signals after which `gate.mode: auto` judges by non-inferiority: the problem moved, or production outlived
+# Signals after which `gate.mode: auto` judges by unless_shown_worse: the problem moved, or production outlived
 # trigger.max_age_days. Under the superiority gate an old model that a fresh one merely equals is kept, stays
 # old, and the age trigger fires again at every step (8 trainings in 12 weeks on the stable scenario).
 NON_INFERIORITY_SIGNALS = ADAPTING_SIGNALS | {"age"}

@@ -132,31 +132,39 @@ def test_library_better_candidate_is_promoted_and_logged(stable_data, registry):
     saved = json.loads(
         Path(mlflow.artifacts.download_artifacts(run_id=c.run_id, artifact_path="comparison.json")).read_text()
     )
-    assert saved["schema_version"] == 2 and saved["run_id"] == c.run_id and saved["decision"] == c.decision
+    assert saved["schema_version"] == 3 and saved["run_id"] == c.run_id and saved["decision"] == c.decision
     png = Path(mlflow.artifacts.download_artifacts(run_id=c.run_id, artifact_path="comparison.png")).read_bytes()
     assert png.startswith(b"\x89PNG")
     tags = registry.get_model_version(NAME, "3").tags
     assert tags["retrain.comparison_run_id"] == c.run_id and tags["retrain.decision"] == "promote"
 
 
-def test_auto_gate_judges_non_inferiority_when_the_check_saw_the_problem_move(stable_data, registry):
-    """v4 ranks exactly like v3 (same network): superiority keeps production, non-inferiority promotes."""
+def test_auto_gate_promotes_unless_shown_worse_when_the_check_saw_the_problem_move(stable_data, registry):
+    """v4 ranks exactly like v3 (same network): superiority keeps production; under drift the evidence cannot
+    separate the two, so the fresher model serves; an explicit non_inferiority judges the lower bound."""
     from retrain.evaluation import evaluate
 
     set_production(registry, "3")
-    settings = fast_settings(stable_data, *LAX, "gate.mode=auto", "gate.guardrails={}")
+    # v4's fixed threshold flags few churners: the collapse rule (part of the `decision` floor) is not this test's
+    plain = ("gate.guardrails={}", "gate.baseline_floors=[log_loss, brier, roc_auc]")
+    settings = fast_settings(stable_data, *LAX, "gate.mode=auto", *plain)
     calm = evaluate(settings, candidate="4", adapts=False)
     assert calm.decision["mode"] == "superiority" and calm.decision["decision"] == "keep"
     assert "needs at least 0.01" in calm.decision["reason"] and calm.decision["lower_bound"] is None
     moved = evaluate(settings, candidate="4", adapts=True)
     assert moved.delong["delta"] == pytest.approx(0.0, abs=1e-12)
-    assert moved.decision["mode"] == "non_inferiority" and moved.decision["decision"] == "promote", moved.decision
-    assert moved.decision["lower_bound"] == pytest.approx(0.0, abs=1e-12)
-    assert moved.decision["reason"].startswith("non-inferiority: roc_auc changes by +0.0000")
+    assert moved.decision["mode"] == "unless_shown_worse" and moved.decision["decision"] == "promote", moved.decision
+    assert moved.decision["upper_bound"] == pytest.approx(0.0, abs=1e-12)
+    assert moved.decision["reason"].startswith("roc_auc changes by +0.0000")
+    assert "the evidence cannot separate the two, so the fresher model serves" in moved.decision["reason"]
     run = registry.get_run(moved.run_id)
-    assert run.data.tags["retrain.gate_mode"] == "non_inferiority"
-    assert run.data.metrics["lower_bound"] == pytest.approx(0.0, abs=1e-12)
+    assert run.data.tags["retrain.gate_mode"] == "unless_shown_worse"
+    assert run.data.metrics["upper_bound"] == pytest.approx(0.0, abs=1e-12)
     assert registry.get_run(calm.run_id).data.tags["retrain.gate_mode"] == "superiority"
+    explicit = evaluate(fast_settings(stable_data, *LAX, "gate.mode=non_inferiority", *plain), candidate="4")
+    assert explicit.decision["mode"] == "non_inferiority" and explicit.decision["decision"] == "promote"
+    assert explicit.decision["reason"].startswith("non-inferiority: roc_auc changes by +0.0000")
+    assert registry.get_run(explicit.run_id).data.metrics["lower_bound"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_cli_worse_candidate_keeps_production_json(stable_data, registry):
@@ -333,7 +341,7 @@ def _validation_rows(stable_data):
 
 def test_each_model_is_judged_at_its_own_threshold(stable_data, registry):
     from retrain.evaluation import evaluate
-    from retrain.metrics import classification_metrics
+    from retrain.metrics import classification_metrics, matched_operating_points
 
     set_production(registry, "1")
     c = evaluate(fast_settings(stable_data, *LAX))
@@ -354,6 +362,12 @@ def test_each_model_is_judged_at_its_own_threshold(stable_data, registry):
     assert metrics["production_threshold"] == c.incumbent_threshold
     assert metrics["baseline_constant_log_loss"] == pytest.approx(c.baselines["constant_log_loss"])
     assert c.baselines["positive_rate"] == pytest.approx(y.mean())
+    # the threshold guardrails' numbers: matched operating points from both models' served probabilities
+    served = {v: mlflow.pyfunc.load_model(f"models:/{NAME}/{v}").predict(rows[FEATURES])["probability"] for v in "31"}
+    expected = matched_operating_points(y, served["3"], served["1"], c.incumbent_threshold)
+    assert {k: pytest.approx(v) for k, v in c.matched.items()} == expected
+    assert metrics["matched_recall_candidate"] == pytest.approx(c.matched["recall"]["candidate"])
+    assert c.matched["recall"]["incumbent"] == pytest.approx(c.incumbent_metrics["recall"])
 
 
 def test_positive_class_collapse_is_blocked_by_the_gate(stable_data, registry):
@@ -370,8 +384,12 @@ def test_positive_class_collapse_is_blocked_by_the_gate(stable_data, registry):
     assert cand["recall"] < inc["recall"] / 3 and cand["f1"] < inc["f1"] - 0.1  # the positive class collapsed
     assert cand["accuracy"] > inc["accuracy"]  # ... while accuracy looks better
     assert c.decision["decision"] == "keep"
-    blocked = [r for r in c.decision["reasons"] if "more than the allowed drop" in r]
-    assert [r.split()[1] for r in blocked] == ["f1", "recall"]
+    # its curve is v3's: at matched operating points the f1 and recall guardrails pass; its own threshold does not
+    assert c.matched["recall"]["candidate"] > cand["recall"] and c.matched["f1"]["candidate"] > cand["f1"]
+    assert c.decision["reason"].startswith("decisions at the candidate's own threshold (fixed) collapse: recall ")
+    assert "; " not in c.decision["reason"], c.decision["reason"]  # the only rule that keeps production
+    assert [r.split()[1] for r in c.decision["reasons"] if r.startswith("guardrail")] == ["f1", "log_loss", "recall"]
+    assert all("at matched operating points" in r for r in c.decision["reasons"] if r.startswith("guardrail f1"))
     former = dataclasses.replace(settings.gate, guardrails={"accuracy": 0.02, "log_loss": 0.05})
     assert gate.decide(former, cand, inc, p_value=c.delong["p_value_one_sided"]).promote  # the former defaults
 

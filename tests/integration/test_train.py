@@ -633,6 +633,23 @@ def test_training_that_learned_nothing_is_a_failed_training(tmp_path):
     assert client.get_metric_history(run.info.run_id, "val_loss")  # the loss curves say why
 
 
+def test_windows_with_fewer_rows_than_gate_min_rows_are_noted_naming_the_key(tmp_path):
+    """60 rows a day: 7 tuning days hold 420 rows, 10 validation days 600; with gate.min_rows=500 the tuning
+    window is too small (noted, named, tagged on the run), the validation window is not."""
+    data = _csv(_base_frame(), tmp_path / "d")
+    result = CliRunner().invoke(cli, [*_train_args(data, "--set", "gate.min_rows=500"), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    [note] = out["notes"]
+    assert "holds 420 labelled rows, fewer than gate.min_rows=500" in note and "windows.tuning_days" in note
+    run = mlflow.MlflowClient().get_run(out["run_id"])
+    assert run.data.tags["retrain.rows_note"] == note
+    text = CliRunner().invoke(cli, _train_args(data, "--set", "gate.min_rows=700"))  # same model: reused
+    assert text.exit_code == 0, text.output
+    notes = [line for line in text.output.splitlines() if "gate.min_rows=700" in line]
+    assert len(notes) == 2 and "windows.validation_days" in notes[1], text.output
+
+
 IMPUTE = "model.missing={income: impute, channel: impute}"
 
 

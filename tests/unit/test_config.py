@@ -144,7 +144,7 @@ def test_parse_overrides_splits_spaces_and_commas():
         ("trigger.max_label_rate_shift=-0.1", ["trigger.max_label_rate_shift", "at least 0"]),
         ("trigger.prediction_psi_threshold=0", ["trigger.prediction_psi_threshold", "> 0"]),
         ("trigger.alpha=0.5", ["trigger.alpha", "between 0 and 0.5"]),
-        ("gate.mode=best", ["gate.mode", "'best'", "superiority, non_inferiority, auto"]),
+        ("gate.mode=best", ["gate.mode", "'best'", "superiority, non_inferiority, unless_shown_worse, auto"]),
         ("gate.margin=-0.01", ["gate.margin", "at least 0"]),
         # data settings
         ("data.timezone=Mars/Base", ["data.timezone", "'Mars/Base'", "IANA time zone", "Europe/Berlin"]),

@@ -135,3 +135,25 @@ def test_check_run_names_say_what_fired():
 def test_mlproject_default_words_mean_not_given():
     assert unless_default("latest", "latest") is None and unless_default("", "latest") is None
     assert unless_default("2026-05-30", "latest") == "2026-05-30"
+
+
+def test_comparison_table_shows_the_rules_the_gate_applied():
+    """Threshold guardrails at matched operating points; the primary metric by the mode's confidence bound."""
+    matched = {"f1": {"candidate": 0.47, "incumbent": 0.46}, "recall": {"candidate": 0.50, "incumbent": 0.52}}
+    decision = {**comparison()["decision"], "mode": "unless_shown_worse", "lower_bound": -0.01, "upper_bound": 0.03}
+    text = describe.comparison_markdown(
+        comparison(matched=matched, decision=decision),
+        primary="roc_auc",
+        min_improvement=0.01,
+        guardrails={"f1": 0.02, "recall": 0.05},
+        links={},
+        margin=0.005,
+    )
+    assert row(text, "f1")[3:] == ["-0.03", "drop <= 0.02 at matched operating points: +0.01 ✓"]
+    assert row(text, "recall")[3:] == ["+0.03", "drop <= 0.05 at matched operating points: -0.02 ✓"]
+    assert row(text, "**roc_auc**")[4] == "primary: not shown worse (upper bound >= -0.005) (+0.03) ✓"
+    shown_worse = {**decision, "mode": "non_inferiority", "lower_bound": -0.02}
+    text = describe.comparison_markdown(
+        comparison(decision=shown_worse), primary="roc_auc", min_improvement=0.01, guardrails={}, links={}
+    )
+    assert row(text, "**roc_auc**")[4] == "primary: lower bound > -0.005 (-0.02) ✗"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 
 from retrain.config import GatePolicy
@@ -278,34 +279,60 @@ def test_relative_floors_without_baselines_fail_and_absolute_floors_add_up():
     assert d.promote and "no floors configured" in d.reason
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "reason"),
-    [
-        ({}, None),
-        ({"best_epoch": 0}, "early stopping kept epoch 0"),
-        ({"best_epoch": 0, "epochs": 1}, None),  # one epoch was asked for
-        ({"log_loss": 0.52}, "tuning log loss 0.5200 is no better than the constant predictor's 0.5100"),
-        ({"roc_auc": 0.53, "chance_p_value": 0.2}, "tuning ROC AUC 0.5300 is not significantly above 0.5"),
-        ({"roc_auc": 0.47, "chance_p_value": 0.0}, "tuning ROC AUC 0.4700 is not significantly above 0.5"),
-    ],
-)
-def test_training_that_learned_nothing_is_named(kwargs, reason):
-    base = {
-        "best_epoch": 4,
-        "epochs": 40,
-        "log_loss": 0.49,
-        "constant_log_loss": 0.51,
-        "roc_auc": 0.64,
-        "chance_p_value": 1e-9,
-        "alpha": 0.05,
-    }
-    found = learned_nothing(**{**base, **kwargs})
-    assert found == reason if reason is None else found.startswith(reason)
+def _tuning_rows(seed: int, fitted_rate: float, tuning_rate: float, slope: float, n: int = 1500):
+    """(labels of tuning rows, a model's probabilities on them, the fitted rows' positive rate): the churn
+    intercept moves between the fitted and the tuning days; the model is the true one of the fitted days
+    (`slope` = 0: a model of pure noise)."""
+    rng = np.random.default_rng(seed)
+    logit = lambda r: math.log(r / (1 - r))  # noqa: E731
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    x_fit, x = rng.normal(size=4 * n), rng.normal(size=n)
+    y_fit = (rng.random(4 * n) < sigmoid(0.7 * x_fit + logit(fitted_rate))).astype(int)
+    y = (rng.random(n) < sigmoid(0.7 * x + logit(tuning_rate))).astype(int)
+    score = slope * x if slope else rng.normal(size=n)
+    return y, sigmoid(score + logit(fitted_rate)), float(y_fit.mean())
+
+
+def _learned(y, p, fitted_rate, **changes):
+    return learned_nothing(
+        **{"y_tuning": y, "p_tuning": p, "fitted_rate": fitted_rate, "best_epoch": 4, "epochs": 40, "alpha": 0.05}
+        | changes
+    )
+
+
+@pytest.mark.parametrize(("fitted_rate", "tuning_rate"), [(0.10, 0.40), (0.40, 0.10), (0.25, 0.25)])
+def test_a_sound_ranking_learned_something_when_the_rate_moves_and_noise_did_not(fitted_rate, tuning_rate):
+    y, sound, fitted = _tuning_rows(1, fitted_rate, tuning_rate, slope=0.7)
+    assert _learned(y, sound, fitted) is None
+    _, noise, _ = _tuning_rows(1, fitted_rate, tuning_rate, slope=0)
+    reason = _learned(y, noise, fitted)
+    assert reason is not None and reason.startswith("tuning ROC AUC"), reason
+
+
+def test_the_former_rule_failed_a_sound_ranking_after_the_rate_fell():
+    """Issue 18: log loss against a constant at the fitted rows' rate fails a model whose ranking holds when the
+    churn rate falls from 0.40 to 0.10 between the fitted and the tuning days."""
+    from retrain import metrics
+
+    y, sound, fitted = _tuning_rows(0, 0.40, 0.10, slope=0.7)
+    assert metrics.roc_auc(y, sound) > 0.65
+    assert not metrics.log_loss(y, sound) < metrics.constant_log_loss(y, fitted)  # the former rule
+    assert _learned(y, sound, fitted) is None
+
+
+def test_a_ranking_without_calibration_and_the_first_epoch_are_named():
+    y, sound, fitted = _tuning_rows(2, 0.2, 0.2, slope=0.7)
+    wild = np.where(sound > np.median(sound), 1 - 1e-9, 1e-9)  # ranks a little, certain and often wrong
+    reason = _learned(y, wild, fitted)
+    assert reason.startswith("tuning log loss") and "no better than the constant predictor's" in reason, reason
+    assert reason.endswith("(always the tuning rows' positive rate)")
+    assert _learned(y, sound, fitted, best_epoch=0).startswith("early stopping kept epoch 0")
+    assert _learned(y, sound, fitted, best_epoch=0, epochs=1) is None  # one epoch was asked for
 
 
 # --- non-inferiority ---------------------------------------------------------------------------------------------
 
-from retrain.gate import lower_bound, resolve_mode  # noqa: E402
+from retrain.gate import bounds, resolve_mode  # noqa: E402
 
 NI = GatePolicy(guardrails={"log_loss": 0.05}, baseline_floors=(), mode="non_inferiority", margin=0.005)
 
@@ -341,17 +368,116 @@ def test_the_same_evidence_superiority_keeps_what_non_inferiority_promotes():
     assert decide(NI, _m(0.803), _m(0.800), mode="non_inferiority", lower_bound=-0.002).promote
 
 
-def test_resolve_mode_and_lower_bound():
-    assert resolve_mode(GatePolicy(mode="auto"), True) == "non_inferiority"
+def test_resolve_mode_and_bounds():
+    assert resolve_mode(GatePolicy(mode="auto"), True) == "unless_shown_worse"
     assert resolve_mode(GatePolicy(mode="auto"), False) == "superiority"
     assert resolve_mode(GatePolicy(mode="auto"), None) == "superiority"
     assert resolve_mode(GatePolicy(mode="non_inferiority"), False) == "non_inferiority"
+    assert resolve_mode(GatePolicy(mode="unless_shown_worse"), False) == "unless_shown_worse"
     assert resolve_mode(GatePolicy(mode="superiority"), True) == "superiority"
     assert GatePolicy().mode == "auto"  # the default, from the backtests in BENCHMARKS.md
-    # DeLong: delta - z(0.95) * se
-    assert lower_bound("roc_auc", 0.05, {"delta": 0.01, "se": 0.01}, None) == pytest.approx(0.01 - 0.0164485, abs=1e-6)
-    assert lower_bound("f1", 0.05, None, (-0.02, 0.03)) == -0.02
-    assert lower_bound("log_loss", 0.05, None, (-0.03, 0.01)) == -0.01  # lower is better: improvement = -delta
-    assert lower_bound("f1", 0.05, None, None) is None
+    # DeLong: delta -/+ z(0.95) * se
+    low, high = bounds("roc_auc", 0.05, {"delta": 0.01, "se": 0.01}, None)
+    assert (low, high) == pytest.approx((0.01 - 0.0164485, 0.01 + 0.0164485), abs=1e-6)
+    assert bounds("f1", 0.05, None, (-0.02, 0.03)) == (-0.02, 0.03)
+    assert bounds("log_loss", 0.05, None, (-0.03, 0.01)) == (-0.01, 0.03)  # lower is better: improvement = -delta
+    assert bounds("f1", 0.05, None, None) == (None, None)
     with pytest.raises(ValueError, match="must be resolved"):
         decide(NI, _m(0.8), _m(0.8), mode="auto")
+
+
+# --- unless_shown_worse: under drift or age the fresher model serves unless it is shown worse ----------------------
+
+USW = dataclasses.replace(NI, mode="unless_shown_worse")
+
+
+def test_unless_shown_worse_promotes_what_the_evidence_cannot_separate_and_says_how_many_rows_would():
+    # +0.0014 with 365 rows and a DeLong interval of about +-0.02: non-inferiority keeps it, this mode promotes
+    low, high = 0.0014 - 0.02, 0.0014 + 0.02
+    assert not decide(NI, _m(0.8014), _m(0.80), mode="non_inferiority", lower_bound=low).promote
+    d = decide(USW, _m(0.8014), _m(0.80), mode="unless_shown_worse", lower_bound=low, upper_bound=high, n_rows=365)
+    assert d.promote and d.mode == "unless_shown_worse" and (d.lower_bound, d.upper_bound) == (low, high)
+    assert d.reason.startswith(
+        "roc_auc changes by +0.0014 (0.8000 -> 0.8014; one-sided 95% bounds [-0.0186, +0.0214]): the evidence "
+        "cannot separate the two, so the fresher model serves (about 74,000 more validation rows than the 365 here"
+    ), d.reason
+    # a bit worse, still not shown worse by more than the margin
+    d = decide(USW, _m(0.797), _m(0.80), mode="unless_shown_worse", lower_bound=-0.02, upper_bound=0.014, n_rows=365)
+    assert d.promote and "cannot separate" in d.reason
+    # equal to the fourth decimal: no number of rows would tell them apart
+    d = decide(USW, _m(0.80), _m(0.80), mode="unless_shown_worse", lower_bound=-0.02, upper_bound=0.02, n_rows=365)
+    assert d.promote and "no practical number of rows" in d.reason
+
+
+def test_unless_shown_worse_keeps_a_candidate_shown_worse_and_says_when_it_is_shown_better():
+    d = decide(USW, _m(0.78), _m(0.80), mode="unless_shown_worse", lower_bound=-0.03, upper_bound=-0.006)
+    assert not d.promote and d.reason.endswith("the candidate is shown worse (upper bound below -0.005)")
+    d = decide(USW, _m(0.795), _m(0.80), mode="unless_shown_worse", lower_bound=-0.008, upper_bound=-0.002)
+    assert d.promote and "not shown worse by more than the margin 0.005" in d.reason
+    d = decide(USW, _m(0.83), _m(0.80), mode="unless_shown_worse", lower_bound=0.01, upper_bound=0.05)
+    assert d.promote and "the candidate is shown better" in d.reason
+    assert not decide(USW, _m(0.83), _m(0.80), mode="unless_shown_worse").promote  # no bounds: cannot judge
+    d = decide(USW, _m(0.83, log_loss=0.5), _m(0.80), mode="unless_shown_worse", lower_bound=0.01, upper_bound=0.05)
+    assert not d.promote and "guardrail log_loss" in d.reason  # guardrails still apply
+
+
+# --- guardrails at matched operating points; the collapse rule --------------------------------------------------
+
+
+def test_threshold_guardrails_judge_matched_operating_points_and_report_both():
+    """Issue 18's covariate_shift case: the candidate's own recall is 0.1329 lower (its threshold followed the churn
+    rate, production's did not), but at production's precision its curve gives more recall."""
+    policy = dataclasses.replace(DEFAULT, baseline_floors=())
+    production = cand(recall=0.70, precision=0.40, f1=0.51)
+    candidate = cand(roc_auc=0.833, recall=0.5671, precision=0.52, f1=0.54)
+    assert not decide(policy, candidate, production, p_value=1e-5).promote  # judged at own thresholds
+    matched = {
+        "recall": {"candidate": 0.7210, "incumbent": 0.70, "candidate_threshold": 0.31, "incumbent_threshold": 0.28},
+        "f1": {"candidate": 0.5560, "incumbent": 0.5200, "candidate_threshold": 0.36, "incumbent_threshold": 0.33},
+    }
+    d = decide(policy, candidate, production, p_value=1e-5, matched=matched)
+    assert d.promote, d.reason
+    assert (
+        "guardrail recall +0.0210 at matched operating points (the candidate's best recall at a precision at least "
+        "production's: 0.7210 vs 0.7000; at each model's own threshold 0.5671 vs 0.7000, -0.1329) "
+        "(within the allowed drop of 0.05)"
+    ) in d.reasons
+    worse = {**matched, "recall": {**matched["recall"], "candidate": 0.62}}
+    d = decide(policy, candidate, production, p_value=1e-5, matched=worse)
+    assert not d.promote and d.reason.startswith("guardrail recall -0.0800 at matched operating points")
+
+
+def test_a_collapsed_candidate_is_kept_even_when_its_curve_matches_production():
+    """The turn-2 case: recall 0.052 -> 0.017 at the candidate's own threshold, its ranking a little better."""
+    matched = {
+        "recall": {"candidate": 0.060, "incumbent": 0.052, "candidate_threshold": 0.4, "incumbent_threshold": 0.5},
+        "f1": {"candidate": 0.36, "incumbent": 0.35, "candidate_threshold": 0.2, "incumbent_threshold": 0.2},
+    }
+    d = decide(DEFAULT, COLLAPSED, BEFORE, p_value=0.001, matched=matched, baselines=BASELINES)
+    assert not d.promote
+    assert d.reason == (
+        "decisions at the candidate's own threshold (max_f1) collapse: recall 0.0170 is below a third of "
+        "production's 0.0520 (f1 0.0330 vs production's 0.0890)"
+    )
+    # flagging a little more than a third, its F1 still no better than flagging everyone and worse than production's
+    d = decide(DEFAULT, {**COLLAPSED, "recall": 0.02}, BEFORE, p_value=0.001, matched=matched, baselines=BASELINES)
+    assert not d.promote and d.reason == (
+        "decisions at the candidate's own threshold (max_f1) collapse: f1 0.0330 is no better than the F1 of "
+        "flagging every row (0.3471) and worse than production's 0.0890 (recall 0.0200 vs production's 0.0520)"
+    )
+    # a fixed threshold judged by expected cost: fewer errors than production, but a third of its churners flagged
+    cheap = {**COLLAPSED, "expected_cost": 0.20}
+    d = decide(DEFAULT, cheap, BEFORE, p_value=0.001, matched=matched, baselines=BASELINES, threshold_policy="fixed")
+    assert not d.promote and "recall 0.0170 is below a third of production's 0.0520" in d.reason
+    # the rule belongs to the `decision` floor: without it, the matched guardrails alone let the collapse through
+    off = dataclasses.replace(DEFAULT, baseline_floors=("log_loss", "brier", "roc_auc"))
+    assert decide(off, COLLAPSED, BEFORE, p_value=0.001, matched=matched, baselines=BASELINES).promote
+    # a sound candidate's decisions hold, and a candidate no better than trivial but not worse than production passes
+    sound = {**COLLAPSED, "f1": 0.40, "recall": 0.45}
+    d = decide(DEFAULT, sound, BEFORE, p_value=0.001, matched=matched, baselines=BASELINES)
+    assert d.promote and any(
+        r.startswith("decisions at the candidate's own threshold (max_f1) hold") for r in d.reasons
+    )
+    assert decide(
+        DEFAULT, {**COLLAPSED, "f1": 0.09, "recall": 0.02}, BEFORE, p_value=0.001, matched=matched, baselines=BASELINES
+    ).promote

@@ -11,6 +11,7 @@ from sklearn import metrics as skm
 from retrain.errors import DataError
 from retrain.metrics import (
     HIGHER_IS_BETTER,
+    MATCHED_RULES,
     METRIC_NAMES,
     auc_above_chance,
     bootstrap_ci,
@@ -19,6 +20,9 @@ from retrain.metrics import (
     confusion,
     constant_log_loss,
     delong_test,
+    log_loss,
+    matched_operating_points,
+    rate_shifted,
     roc_auc,
     trivial_baselines,
 )
@@ -296,3 +300,70 @@ def test_bootstrap_scores_each_model_its_own_way():
     )
     assert 0 < low <= delta <= high
     assert bootstrap_ci(y, a, a, recall_at(0.5), n_boot=50)[:1] == (0.0,)
+
+
+# --- matched operating points, rate-shifted calibration --------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matched_operating_points_are_the_brute_force_optima(seed):
+    y, a, b = _tied_data(seed, 300, levels=int(10 + 15 * seed))
+    costs = {"cost_fp": 1.0, "cost_fn": 3.0}
+    production = classification_metrics(y, a, 0.45, **costs)
+    every_c, every_i = _all_thresholds(y, b, **costs), _all_thresholds(y, a, **costs)
+    got = matched_operating_points(y, b, a, 0.45, **costs)
+    assert set(got) == set(MATCHED_RULES)
+    reach_precision = [m["recall"] for m in every_c if m["precision"] >= production["precision"] - 1e-12]
+    assert got["recall"]["candidate"] == pytest.approx(max(reach_precision, default=0.0), abs=1e-12)
+    reach_recall = [m["precision"] for m in every_c if m["recall"] >= production["recall"] - 1e-12]
+    assert got["precision"]["candidate"] == pytest.approx(max(reach_recall), abs=1e-12)
+    for metric in ("recall", "precision"):
+        assert (
+            got[metric]["incumbent"] == pytest.approx(production[metric]) and got[metric]["incumbent_threshold"] == 0.45
+        )
+    for metric, best in (("f1", max), ("accuracy", max), ("expected_cost", min)):
+        assert got[metric]["candidate"] == pytest.approx(best(m[metric] for m in every_c), abs=1e-12)
+        assert got[metric]["incumbent"] == pytest.approx(best(m[metric] for m in every_i), abs=1e-12)
+    for metric, found in got.items():  # each candidate number is what its threshold gives
+        again = classification_metrics(y, b, found["candidate_threshold"], **costs)[metric]
+        assert again == pytest.approx(found["candidate"], abs=1e-12), metric
+
+
+def test_a_stale_threshold_wins_recall_at_its_own_threshold_but_not_at_matched_points():
+    """The same ranking, production's threshold set low: its own-threshold recall is higher, the curve is not."""
+    rng = np.random.default_rng(11)
+    y = (rng.random(3000) < 0.2).astype(int)
+    score = rng.normal(size=y.size) + 1.2 * y
+    better = score + 0.3 * y  # the candidate ranks a little better
+    p_inc, p_cand = 1 / (1 + np.exp(-score)), 1 / (1 + np.exp(-better))
+    own_inc = classification_metrics(y, p_inc, 0.35)
+    own_cand = classification_metrics(y, p_cand, 0.75)
+    assert own_cand["recall"] < own_inc["recall"] - 0.2  # what the recall guardrail used to see
+    got = matched_operating_points(y, p_cand, p_inc, 0.35)
+    assert got["recall"]["candidate"] >= got["recall"]["incumbent"]
+    assert got["precision"]["candidate"] >= got["precision"]["incumbent"]
+    assert got["f1"]["candidate"] >= got["f1"]["incumbent"]
+
+
+def test_a_candidate_that_cannot_reach_productions_precision_matches_with_recall_zero():
+    y = np.array([1, 0, 1, 0, 0, 1])
+    production = np.array([0.9, 0.1, 0.8, 0.2, 0.3, 0.7])  # at 0.5: precision 1, recall 1
+    candidate = np.array([0.4, 0.9, 0.5, 0.2, 0.3, 0.6])  # its top row is a negative: precision never reaches 1
+    got = matched_operating_points(y, candidate, production, 0.5)
+    assert got["recall"] == {**got["recall"], "candidate": 0.0, "incumbent": 1.0}
+
+
+def test_rate_shifted_probabilities_keep_the_ranking_and_fit_the_new_rate():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=20000)
+    fitted_rate, new_rate = 0.2, 0.45
+    # true model at the fitted rate: logit = x + c; at the new rate the intercept moves by the logit difference
+    c = math.log(fitted_rate / (1 - fitted_rate)) - 0.5
+    p_fit = 1 / (1 + np.exp(-(x + c)))
+    shift = math.log(new_rate / (1 - new_rate)) - math.log(fitted_rate / (1 - fitted_rate))
+    y_new = (rng.random(x.size) < 1 / (1 + np.exp(-(x + c + shift)))).astype(int)
+    moved = rate_shifted(p_fit, fitted_rate, new_rate)
+    assert np.array_equal(np.argsort(moved, kind="stable"), np.argsort(p_fit, kind="stable"))
+    assert log_loss(y_new, moved) < log_loss(y_new, p_fit) - 0.02
+    assert log_loss(y_new, moved) == pytest.approx(skm.log_loss(y_new, moved), abs=1e-12)
+    assert np.allclose(rate_shifted(p_fit, 0.3, 0.3), p_fit)
