@@ -295,16 +295,35 @@ def data() -> None:
     """Make and inspect data."""
 
 
+def _scenario_default(key: str, plain: Any) -> str:
+    """`150; decades: 18262`: an option's default, and the scenarios that have their own (click adds brackets)."""
+    from retrain.synth import DEFAULTS
+
+    own = [f"{name}: {values[key]}" for name, values in DEFAULTS.items() if key in values]
+    return "; ".join([str(plain), *own])
+
+
 @data.command("synth")
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False), help="Folder to write date=YYYY-MM-DD/ files into."
 )
-@click.option("--days", default=150, show_default=True, type=click.IntRange(1, 36_500))
-@click.option("--start", default="2026-01-01", show_default=True, help="First day (YYYY-MM-DD).")
-@click.option("--rows-per-day", default=400, show_default=True, type=click.IntRange(1, 100_000_000))
+@click.option("--days", default=None, show_default=_scenario_default("days", 150), type=click.IntRange(1, 36_500))
+@click.option(
+    "--start", default=None, show_default=_scenario_default("start", "2026-01-01"), help="First day (YYYY-MM-DD)."
+)
+@click.option(
+    "--rows-per-day",
+    default=None,
+    show_default=_scenario_default("rows_per_day", 400),
+    type=click.IntRange(1, 100_000_000),
+)
 @click.option("--scenario", type=click.Choice(list(SCENARIOS)), default="stable", show_default=True)
 @click.option(
-    "--shift-day", default=90, show_default=True, type=click.IntRange(0, 36_500), help="Day index the shift starts on."
+    "--shift-day",
+    default=None,
+    show_default=_scenario_default("shift_day", 90),
+    type=click.IntRange(0, 36_500),
+    help="Day index the shift starts on.",
 )
 @click.option(
     "--drift-days",
@@ -322,46 +341,56 @@ def data() -> None:
     help="Share of rows that carry a label (the rest are unlabelled).",
 )
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+@click.option(
+    "--files",
+    type=click.Choice(["day", "year"]),
+    default=None,
+    show_default=_scenario_default("files", "day"),
+    help="One file per day (date=YYYY-MM-DD/) or per year (year=YYYY/).",
+)
 @json_option
 def data_synth(
     out: str,
-    days: int,
-    start: str,
-    rows_per_day: int,
+    days: int | None,
+    start: str | None,
+    rows_per_day: int | None,
     scenario: str,
-    shift_day: int,
+    shift_day: int | None,
     drift_days: int,
     seed: int,
     label_fraction: float,
     fmt: str,
+    files: str | None,
     as_json: bool,
 ) -> None:
-    """Write synthetic daily customer data, one file per day."""
+    """Write synthetic daily customer data, one file per day (or per year)."""
     from datetime import date
 
     from retrain import synth
 
     try:
-        first = date.fromisoformat(start)
+        first = date.fromisoformat(start) if start is not None else None
     except ValueError:
         raise click.BadParameter(f"{start!r} is not a date; use YYYY-MM-DD", param_hint="--start") from None
-    if date.max.toordinal() - first.toordinal() < days:
-        raise click.BadParameter(f"{days} days from {first} run past year 9999", param_hint="--days")
-    spec = synth.SynthSpec(
-        days,
-        first,
-        rows_per_day,
+    spec = synth.spec(
         scenario,
-        shift_day,
-        seed,
-        label_fraction,  # type: ignore[arg-type]
-        drift_days,
+        days=days,
+        start=first,
+        rows_per_day=rows_per_day,
+        shift_day=shift_day,
+        seed=seed,
+        label_fraction=label_fraction,
+        drift_days=drift_days,
+        files=files,
     )
+    if date.max.toordinal() - spec.start.toordinal() < spec.days:
+        raise click.BadParameter(f"{spec.days} days from {spec.start} run past year 9999", param_hint="--days")
     paths = synth.write(spec, out, fmt)  # type: ignore[arg-type]
+    rows = spec.days * spec.rows_per_day
     emit(
-        {"out": out, "files": len(paths), "rows": days * rows_per_day, "scenario": scenario},
+        {"out": out, "files": len(paths), "rows": rows, "scenario": scenario},
         as_json,
-        [f"wrote {len(paths)} files ({days * rows_per_day} rows, {scenario}) under {out}"],
+        [f"wrote {len(paths)} files ({rows} rows, {scenario}) under {out}"],
     )
 
 
