@@ -394,6 +394,44 @@ def data_synth(
     )
 
 
+@data.command("public")
+@click.option(
+    "--dataset",
+    required=True,
+    metavar="NAME",
+    help="A real data set shipped inside a package: seattle_weather (pip install 'retrain[backtest-data]').",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write year=YYYY/ files into.")
+@json_option
+def data_public(dataset: str, out: str, as_json: bool) -> None:
+    """Write a real public data set (from a package, nothing downloaded) and settings that fit it (retrain.yaml)."""
+    from retrain import datasets
+
+    found = datasets.get(dataset)
+    paths, config, rows = datasets.write(dataset, out)
+    first, last, every = found.backtest
+    command = f"retrain backtest --config {config} --from {first} --to {last} --every {every}d"
+    emit(
+        {
+            "out": out,
+            "files": len(paths),
+            "rows": rows,
+            "dataset": dataset,
+            "config": str(config),
+            "license": found.license,
+            "origin": found.origin,
+            "backtest": command,
+        },
+        as_json,
+        [
+            f"wrote {len(paths)} files ({rows} rows, {dataset}: {found.summary}) under {out}",
+            f"settings: {config}",
+            f"origin: {found.origin}; license: {found.license}",
+            f"try: {command}",
+        ],
+    )
+
+
 @cli.command()
 @settings_options
 @as_of_option
