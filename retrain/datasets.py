@@ -65,6 +65,8 @@ DATASETS: dict[str, Public] = {
             # one row a day: a year to fit on, validation and monitoring windows long enough to hold the rows a
             # gate or a trigger needs (a week is 7 rows), and an age that is not every step
             "windows": {"train_days": 365, "tuning_days": 60, "validation_days": 120, "monitor_days": 60},
+            # ~300 fitted rows: the default batch of 512 would be one optimiser step an epoch
+            "model": {"batch_size": 32},
             "gate": {"min_rows": 100},
             "trigger": {"min_labels": 50, "max_age_days": 365},
         },
