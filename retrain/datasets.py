@@ -62,15 +62,16 @@ DATASETS: dict[str, Public] = {
                 "numeric": ["precipitation", "temp_max", "temp_min", "wind"],
                 "categorical": ["weather"],
             },
-            # one row a day: a year to fit on, validation and monitoring windows long enough to hold the rows a
-            # gate or a trigger needs (a week is 7 rows), and an age that is not every step
-            "windows": {"train_days": 365, "tuning_days": 60, "validation_days": 120, "monitor_days": 60},
+            # one row a day: a year to fit on (train_days less the tuning days), tuning and validation windows that
+            # hold gate.min_rows rows and a monitoring window trigger.min_labels (a week is 7 rows), and an age
+            # limit that is not every step
+            "windows": {"train_days": 450, "tuning_days": 120, "validation_days": 120, "monitor_days": 60},
             # ~300 fitted rows: the default batch of 512 would be one optimiser step an epoch
             "model": {"batch_size": 32},
             "gate": {"min_rows": 100},
             "trigger": {"min_labels": 50, "max_age_days": 365},
         },
-        backtest=("2013-05-01", "2015-12-02", 28),
+        backtest=("2013-07-29", "2015-12-02", 28),  # the first as-of with 570 days (training and validation) behind it
     ),
 }
 

@@ -68,6 +68,7 @@ def test_write_year_files_and_settings_that_read_back(tmp_path):
     assert w.train.start >= datetime(2012, 1, 1)  # the first backtest step has its whole training window
     validation = source.rows(w.validation)
     assert len(validation) == settings.windows.validation_days >= settings.gate.min_rows
+    assert settings.windows.tuning_days >= settings.gate.min_rows  # one row a day: as many tuning rows as days
     assert date.fromisoformat(last) < date(2015, 12, 30) and every == 28
 
 
@@ -78,7 +79,7 @@ def test_cli_writes_the_data_set_and_says_how_to_backtest_it(tmp_path):
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert (out["files"], out["rows"], out["dataset"]) == (4, 1460, "seattle_weather")
-    assert out["backtest"].startswith(f"retrain backtest --config {tmp_path / 'd' / 'retrain.yaml'} --from 2013-05-01")
+    assert out["backtest"].startswith(f"retrain backtest --config {tmp_path / 'd' / 'retrain.yaml'} --from 2013-07-29")
     assert "MIT" in out["license"] and "NOAA" in out["origin"]
 
 
