@@ -152,7 +152,7 @@ def _case(scenario: str, folder: Path, days: int, rows_per_day: int, shift_day: 
             None,
         )
     if scenario == "decades":
-        spec = synth.spec("decades", seed=11, **({"days": 11_323} if quick else {}))  # quick: 1970..2000
+        spec = synth.scenario_spec("decades", seed=11, **({"days": 11_323} if quick else {}))  # quick: 1970..2000
         synth.write(spec, data)
         last = date(2000, 1, 1) if quick else date(2018, 1, 1)
         first = date(1980, 1, 1) if quick else date(1986, 1, 1)

@@ -372,7 +372,7 @@ def data_synth(
         first = date.fromisoformat(start) if start is not None else None
     except ValueError:
         raise click.BadParameter(f"{start!r} is not a date; use YYYY-MM-DD", param_hint="--start") from None
-    spec = synth.spec(
+    spec = synth.scenario_spec(
         scenario,
         days=days,
         start=first,

@@ -79,7 +79,7 @@ class SynthSpec:
     files: Literal["day", "year"] = "day"  # write(): one file per day (date=YYYY-MM-DD/) or per year (year=YYYY/)
 
 
-# What a scenario means when its caller leaves a setting unset (`spec`): decades is one row a day for 50 years,
+# What a scenario means when its caller leaves a setting unset (`scenario_spec`): decades is one row a day for 50 years,
 # the break midway (1995-01-01), a file a year.
 DEFAULTS: dict[str, dict[str, typing.Any]] = {
     "decades": {
@@ -92,7 +92,7 @@ DEFAULTS: dict[str, dict[str, typing.Any]] = {
 }
 
 
-def spec(scenario: str = "stable", **given: typing.Any) -> SynthSpec:
+def scenario_spec(scenario: str = "stable", **given: typing.Any) -> SynthSpec:
     """The SynthSpec of `scenario`: the given settings (None: unset), else the scenario's DEFAULTS, else SynthSpec's."""
     values = {**DEFAULTS.get(scenario, {}), **{k: v for k, v in given.items() if v is not None}}
     return SynthSpec(scenario=scenario, **values)  # type: ignore[arg-type]

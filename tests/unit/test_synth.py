@@ -277,16 +277,16 @@ def test_measurement_break_records_one_feature_in_weeks_and_nothing_else():
 
 
 def test_decades_is_one_row_a_day_for_fifty_years_written_a_file_a_year(tmp_path):
-    spec = synth.spec("decades")
+    spec = synth.scenario_spec("decades")
     assert (spec.days, spec.rows_per_day, spec.start, spec.files) == (18_262, 1, date(1970, 1, 1), "year")
     assert spec.start + timedelta(days=spec.days - 1) == date(2019, 12, 31)
     assert spec.start + timedelta(days=spec.shift_day) == date(1995, 1, 1)  # the break midway
-    assert synth.spec("decades", days=40, rows_per_day=None).days == 40  # given settings win, None is unset
-    assert synth.spec("stable") == synth.SynthSpec()
-    small = synth.spec("decades", days=800, seed=3)
+    assert synth.scenario_spec("decades", days=40, rows_per_day=None).days == 40  # given settings win, None is unset
+    assert synth.scenario_spec("stable") == synth.SynthSpec()
+    small = synth.scenario_spec("decades", days=800, seed=3)
     paths = synth.write(small, tmp_path / "a")
     synth.write(small, tmp_path / "b")
-    synth.write(synth.spec("decades", days=800, seed=4), tmp_path / "c")
+    synth.write(synth.scenario_spec("decades", days=800, seed=4), tmp_path / "c")
     a, b, c = (_hashes(tmp_path / x) for x in "abc")
     assert sorted(a) == ["year=1970/part-0.parquet", "year=1971/part-0.parquet", "year=1972/part-0.parquet"]
     assert len(paths) == 3 and a == b and all(a[k] != c[k] for k in a)
@@ -296,7 +296,7 @@ def test_decades_is_one_row_a_day_for_fifty_years_written_a_file_a_year(tmp_path
 
 
 def test_decades_carries_the_seasonal_rate_and_the_break():
-    spec = synth.spec("decades", rows_per_day=400, shift_day=200, days=400)
+    spec = synth.scenario_spec("decades", rows_per_day=400, shift_day=200, days=400)
     assert synth.rate_offset(spec, 90) > synth.rate_offset(spec, 273) + 1.7
     spring, autumn = synth.generate_day(spec, 90), synth.generate_day(spec, 273)
     assert spring["label"].astype(int).mean() > autumn["label"].astype(int).mean() + 0.15
@@ -309,7 +309,7 @@ def test_data_source_reads_windows_of_year_files(tmp_path):
 
     from retrain import data
 
-    synth.write(synth.spec("decades", days=800, seed=2), tmp_path)
+    synth.write(synth.scenario_spec("decades", days=800, seed=2), tmp_path)
     source = data.DataSource(DataSpec(path=str(tmp_path)))
     assert source.latest_day() == date(1972, 3, 10)
     window = data.Window("validation", datetime(1971, 12, 1), datetime(1972, 2, 1))
@@ -327,7 +327,7 @@ def test_cli_fills_what_is_not_given_from_the_scenario(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"out": str(tmp_path / "d"), "files": 2, "rows": 400, "scenario": "decades"}
     assert sorted(_hashes(tmp_path / "d")) == ["year=1970/part-0.parquet", "year=1971/part-0.parquet"]
-    synth.write(synth.spec("decades", days=400), tmp_path / "lib")
+    synth.write(synth.scenario_spec("decades", days=400), tmp_path / "lib")
     assert _hashes(tmp_path / "d") == _hashes(tmp_path / "lib")
 
 
