@@ -305,7 +305,10 @@ def _scenario_default(key: str, plain: Any) -> str:
 
 @data.command("synth")
 @click.option(
-    "--out", required=True, type=click.Path(file_okay=False), help="Folder to write date=YYYY-MM-DD/ files into."
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder to write date=YYYY-MM-DD/ (or year=YYYY/) files into.",
 )
 @click.option("--days", default=None, show_default=_scenario_default("days", 150), type=click.IntRange(1, 36_500))
 @click.option(
