@@ -7,8 +7,10 @@ backtest (so they share trainings), and each loop variant is judged (issue 18): 
 step where the loop served nothing counting 0.5); trainings <= always everywhere (`not_more_than_always`), and
 <= always / 2 on stable and seasonal data (`half_of_always`: stable, seasonal, seasonal_rate); on sudden_break a
 promotion within two steps of the break (`break_bar`). Cases:
-- the daily synthetic scenarios (stable, seasonal, gradual_drift, sudden_break, seasonal_rate, measurement_break):
-  130 days x 600 rows (quick: 90 x 300), shift on day 70, weekly steps from day 41, BAR_SETTINGS;
+- the daily synthetic scenarios (stable, seasonal, gradual_drift, sudden_break, measurement_break): 130 days x 600
+  rows (quick: 90 x 300), shift on day 70, weekly steps from day 41, BAR_SETTINGS;
+- seasonal_rate: the churn rate's whole year, 321 days x 300 rows, 14-day steps x 20 from day 41 (quick: 181 days
+  x 200 rows, x 10), BAR_SETTINGS;
 - decades: one row a day 1970-2019 with the break in 1995 (`synth.DEFAULTS`), yearly steps 1986..2018 (33),
   with windows, age and batch size for one row a day (YEARLY_SETTINGS); quick: 1980..2000 (21 steps);
 - seattle_weather: the real data set of `retrain data public` (needs the backtest-data extra), with the settings
@@ -191,6 +193,12 @@ def _case(scenario: str, folder: Path, days: int, rows_per_day: int, shift_day: 
         first = date(1980, 1, 1) if quick else date(1986, 1, 1)
         return _settings(data, YEARLY_SETTINGS), first, last, 365, spec.start + timedelta(days=spec.shift_day)
     start_day = date(2026, 1, 1)
+    if scenario == "seasonal_rate":  # the churn rate's whole year, as in the issue: 14-day steps x 20 (quick: x 10)
+        steps = 10 if quick else 20
+        spec = synth.SynthSpec(days=41 + 14 * steps, rows_per_day=200 if quick else 300, scenario=scenario, seed=11)
+        synth.write(spec, data)
+        first = start_day + timedelta(days=41)
+        return _settings(data, BAR_SETTINGS), first, first + timedelta(days=14 * (steps - 1)), 14, None
     synth.write(
         synth.SynthSpec(
             days=days, rows_per_day=rows_per_day, scenario=scenario, shift_day=shift_day, drift_days=40, seed=11
