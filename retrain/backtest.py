@@ -225,14 +225,15 @@ def num(v: float | None, width: int) -> str:
 
 
 def summary_table(summaries: list[dict[str, Any]], primary: str) -> list[str]:
-    """The per-policy table: a header line, then one line per policy."""
+    """The per-policy table: a header line, then one line per policy (as wide as the longest name)."""
+    w = max([12, *(len(s["policy"]) for s in summaries)])
     out = [
-        f"{'policy':<12} {'mean AUC':>9} {'worst AUC':>9} {'mean ' + primary:>14} {'exp. cost':>9} {'trainings':>9} "
+        f"{'policy':<{w}} {'mean AUC':>9} {'worst AUC':>9} {'mean ' + primary:>14} {'exp. cost':>9} {'trainings':>9} "
         f"{'promotions':>10} {'rollbacks':>9}"
     ]
     for s in summaries:
         out.append(
-            f"{s['policy']:<12} {num(s['mean_roc_auc'], 9)} {num(s['worst_roc_auc'], 9)} "
+            f"{s['policy']:<{w}} {num(s['mean_roc_auc'], 9)} {num(s['worst_roc_auc'], 9)} "
             f"{num(s['mean_primary'], 14)} {num(s['mean_expected_cost'], 9)} {s['trainings']:>9} "
             f"{s['promotions']:>10} {s['rollbacks']:>9}"
         )
