@@ -196,23 +196,11 @@ class BacktestResult:
 
     def lines(self) -> list[str]:
         """The per-policy table, then each step's decisions."""
-        p = self.primary_metric
         out = [
             f"backtest {self.start}..{self.end} every {self.every_days}d: served metrics on the labelled rows of "
             "the days after each as-of up to the next step",
-            f"{'policy':<12} {'mean AUC':>9} {'worst AUC':>9} {'mean ' + p:>14} {'exp. cost':>9} {'trainings':>9} "
-            f"{'promotions':>10} {'rollbacks':>9}",
+            *summary_table(self.summaries, self.primary_metric),
         ]
-
-        def num(v: float | None, width: int) -> str:
-            return f"{v:{width}.4f}" if v is not None else f"{'-':>{width}}"
-
-        for s in self.summaries:
-            out.append(
-                f"{s['policy']:<12} {num(s['mean_roc_auc'], 9)} {num(s['worst_roc_auc'], 9)} "
-                f"{num(s['mean_primary'], 14)} {num(s['mean_expected_cost'], 9)} {s['trainings']:>9} "
-                f"{s['promotions']:>10} {s['rollbacks']:>9}"
-            )
         for step in self.steps:
             auc = step["served"]["roc_auc"] if step["served"] else None
             out.append(
@@ -230,6 +218,26 @@ class BacktestResult:
         if self.run_id:
             out.append(f"run {self.run_id} in experiment {EXPERIMENT}")
         return out
+
+
+def num(v: float | None, width: int) -> str:
+    return f"{v:{width}.4f}" if v is not None else f"{'-':>{width}}"
+
+
+def summary_table(summaries: list[dict[str, Any]], primary: str) -> list[str]:
+    """The per-policy table: a header line, then one line per policy (as wide as the longest name)."""
+    w = max([12, *(len(s["policy"]) for s in summaries)])
+    out = [
+        f"{'policy':<{w}} {'mean AUC':>9} {'worst AUC':>9} {'mean ' + primary:>14} {'exp. cost':>9} {'trainings':>9} "
+        f"{'promotions':>10} {'rollbacks':>9}"
+    ]
+    for s in summaries:
+        out.append(
+            f"{s['policy']:<{w}} {num(s['mean_roc_auc'], 9)} {num(s['worst_roc_auc'], 9)} "
+            f"{num(s['mean_primary'], 14)} {num(s['mean_expected_cost'], 9)} {s['trainings']:>9} "
+            f"{s['promotions']:>10} {s['rollbacks']:>9}"
+        )
+    return out
 
 
 @contextlib.contextmanager

@@ -323,16 +323,38 @@ def data() -> None:
     """Make and inspect data."""
 
 
+def _scenario_default(key: str, plain: Any) -> str:
+    """`150; decades: 18262`: an option's default, and the scenarios that have their own (click adds brackets)."""
+    from retrain.synth import DEFAULTS
+
+    own = [f"{name}: {values[key]}" for name, values in DEFAULTS.items() if key in values]
+    return "; ".join([str(plain), *own])
+
+
 @data.command("synth")
 @click.option(
-    "--out", required=True, type=click.Path(file_okay=False), help="Folder to write date=YYYY-MM-DD/ files into."
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder to write date=YYYY-MM-DD/ (or year=YYYY/) files into.",
 )
-@click.option("--days", default=150, show_default=True, type=click.IntRange(1, 36_500))
-@click.option("--start", default="2026-01-01", show_default=True, help="First day (YYYY-MM-DD).")
-@click.option("--rows-per-day", default=400, show_default=True, type=click.IntRange(1, 100_000_000))
+@click.option("--days", default=None, show_default=_scenario_default("days", 150), type=click.IntRange(1, 36_500))
+@click.option(
+    "--start", default=None, show_default=_scenario_default("start", "2026-01-01"), help="First day (YYYY-MM-DD)."
+)
+@click.option(
+    "--rows-per-day",
+    default=None,
+    show_default=_scenario_default("rows_per_day", 400),
+    type=click.IntRange(1, 100_000_000),
+)
 @click.option("--scenario", type=click.Choice(list(SCENARIOS)), default="stable", show_default=True)
 @click.option(
-    "--shift-day", default=90, show_default=True, type=click.IntRange(0, 36_500), help="Day index the shift starts on."
+    "--shift-day",
+    default=None,
+    show_default=_scenario_default("shift_day", 90),
+    type=click.IntRange(0, 36_500),
+    help="Day index the shift starts on.",
 )
 @click.option(
     "--drift-days",
@@ -350,46 +372,94 @@ def data() -> None:
     help="Share of rows that carry a label (the rest are unlabelled).",
 )
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+@click.option(
+    "--files",
+    type=click.Choice(["day", "year"]),
+    default=None,
+    show_default=_scenario_default("files", "day"),
+    help="One file per day (date=YYYY-MM-DD/) or per year (year=YYYY/).",
+)
 @json_option
 def data_synth(
     out: str,
-    days: int,
-    start: str,
-    rows_per_day: int,
-    scenario: Scenario,  # click.Choice(SCENARIOS)
-    shift_day: int,
+    days: int | None,
+    start: str | None,
+    rows_per_day: int | None,
+    scenario: str,
+    shift_day: int | None,
     drift_days: int,
     seed: int,
     label_fraction: float,
-    fmt: Literal["parquet", "csv"],  # click.Choice
+    fmt: str,
+    files: str | None,
     as_json: bool,
 ) -> None:
-    """Write synthetic daily customer data, one file per day."""
+    """Write synthetic daily customer data, one file per day (or per year)."""
     from datetime import date
 
     from retrain import synth
 
     try:
-        first = date.fromisoformat(start)
+        first = date.fromisoformat(start) if start is not None else None
     except ValueError:
         raise click.BadParameter(f"{start!r} is not a date; use YYYY-MM-DD", param_hint="--start") from None
-    if date.max.toordinal() - first.toordinal() < days:
-        raise click.BadParameter(f"{days} days from {first} run past year 9999", param_hint="--days")
-    spec = synth.SynthSpec(
+    spec = synth.scenario_spec(
+        scenario,
         days=days,
         start=first,
         rows_per_day=rows_per_day,
-        scenario=scenario,
         shift_day=shift_day,
         seed=seed,
         label_fraction=label_fraction,
         drift_days=drift_days,
+        files=files,
     )
-    paths = synth.write(spec, out, fmt)
+    if date.max.toordinal() - spec.start.toordinal() < spec.days:
+        raise click.BadParameter(f"{spec.days} days from {spec.start} run past year 9999", param_hint="--days")
+    paths = synth.write(spec, out, fmt)  # type: ignore[arg-type]
+    rows = spec.days * spec.rows_per_day
     emit(
-        {"out": out, "files": len(paths), "rows": days * rows_per_day, "scenario": scenario},
+        {"out": out, "files": len(paths), "rows": rows, "scenario": scenario},
         as_json,
-        [f"wrote {len(paths)} files ({days * rows_per_day} rows, {scenario}) under {out}"],
+        [f"wrote {len(paths)} files ({rows} rows, {scenario}) under {out}"],
+    )
+
+
+@data.command("public")
+@click.option(
+    "--dataset",
+    required=True,
+    metavar="NAME",
+    help="A real data set shipped inside a package: seattle_weather (pip install 'retrain[backtest-data]').",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write year=YYYY/ files into.")
+@json_option
+def data_public(dataset: str, out: str, as_json: bool) -> None:
+    """Write a real public data set (from a package, nothing downloaded) and settings that fit it (retrain.yaml)."""
+    from retrain import datasets
+
+    found = datasets.get(dataset)
+    paths, config, rows = datasets.write(dataset, out)
+    first, last, every = found.backtest
+    command = f"retrain backtest --config {config} --from {first} --to {last} --every {every}d"
+    emit(
+        {
+            "out": out,
+            "files": len(paths),
+            "rows": rows,
+            "dataset": dataset,
+            "config": str(config),
+            "license": found.license,
+            "origin": found.origin,
+            "backtest": command,
+        },
+        as_json,
+        [
+            f"wrote {len(paths)} files ({rows} rows, {dataset}: {found.summary}) under {out}",
+            f"settings: {config}",
+            f"origin: {found.origin}; license: {found.license}",
+            f"try: {command}",
+        ],
     )
 
 
@@ -933,21 +1003,61 @@ def watch(settings, once: bool, as_json: bool) -> None:
     type=click.Path(file_okay=False),
     help="Also write backtest.json and backtest.png into this folder.",
 )
+@click.option(
+    "--suggest",
+    is_flag=True,
+    help="Pick loop settings from --grid on the steps before --split, then replay the pick on the steps from "
+    "--split on (not used to pick it) beside the configured loop, always and every:28d.",
+)
+@click.option(
+    "--grid",
+    default="",
+    metavar="POLICIES",
+    help="--suggest: comma-separated loop@section.key=value settings (default: the configured loop and four "
+    "variations of trigger.max_age_days, trigger.max_roc_auc_drop, gate.mode, windows.train_days).",
+)
+@click.option(
+    "--split",
+    default="",
+    metavar="YYYY-MM-DD",
+    help="--suggest: the first as-of day of the later part (default: the middle step).",
+)
 @json_option
-def backtest(settings, start: str, end: str, every: str, policies: str, store: str, out: str, as_json: bool) -> None:
+@click.pass_context
+def backtest(
+    ctx: click.Context,
+    settings,
+    start: str,
+    end: str,
+    every: str,
+    policies: str,
+    store: str,
+    out: str,
+    suggest: bool,
+    grid: str,
+    split: str,
+    as_json: bool,
+) -> None:
     """Replay the loop and fixed policies over history; report what each would have served.
 
     Each policy gets its own production alias in a throwaway registry; at every as-of it decides as it would
     have, and the model it then serves is scored on the labelled rows up to the next as-of. The report is a run
-    in experiment `retrain-backtests`.
+    in experiment `retrain-backtests`. With --suggest: settings for this data, picked on the first part of the
+    history and measured on the rest.
     """
     from pathlib import Path
 
     from retrain import backtest as bt
 
     first, last = bt.parse_day("--from", start), bt.parse_day("--to", end)
-    chosen = bt.parse_policies(policies)
     days = bt.parse_every(every)
+    if suggest:
+        _suggest(ctx, settings, first, last, days, grid, split, out, as_json)
+        return
+    for name in ("grid", "split"):
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError(f"--{name} goes with --suggest")
+    chosen = bt.parse_policies(policies)
     total = len(bt.step_days(first, last, days)) * len(chosen)
     show = not as_json and sys.stderr.isatty()
     bar = click.progressbar(length=total, label="backtest", file=sys.stderr, show_pos=True) if show else None
@@ -961,6 +1071,26 @@ def backtest(settings, start: str, end: str, every: str, policies: str, store: s
         result = bt.run_backtest(
             settings, first, last, days, chosen, store=store or None, out=Path(out) if out else None, progress=advance
         )
+    emit(result.to_dict(), as_json, result.lines())
+
+
+def _suggest(ctx: click.Context, settings, first, last, days: int, grid: str, split: str, out: str, as_json: bool):
+    """`retrain backtest --suggest`: a grid picked on the first part, measured on the later part."""
+    from pathlib import Path
+
+    from retrain import backtest as bt
+    from retrain import suggest as sg
+
+    for name in ("policies", "store"):
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError(
+                f"--{name} does not go with --suggest: it replays --grid beside {', '.join(sg.REFERENCES)}, each part "
+                "in its own temporary store"
+            )
+    chosen = sg.parse_grid(grid or ",".join(sg.default_grid(settings, days)))
+    at = bt.parse_day("--split", split) if split else None
+    sg.split_steps(bt.step_days(first, last, days), at)  # refused here, before any work
+    result = sg.run_suggest(settings, first, last, days, chosen, split=at, out=Path(out) if out else None)
     emit(result.to_dict(), as_json, result.lines())
 
 

@@ -19,6 +19,15 @@
 - `sudden_break`: on `shift_day` the mechanism switches to the `concept_shift` one and churn jumps (a
   competitor's launch: log-odds +0.8 for everyone), features unchanged: the label rate moves, the
   features do not.
+- `seasonal_rate`: the stable customers and ranking, but the churn rate swings with the year: the log-odds
+  intercept follows a sine over the day of the year, so the rate goes from about 0.15 (early October) to
+  about 0.40 (early April). Who churns more than whom never changes; only how many do.
+- `measurement_break`: from `shift_day` on, `days_since_last_purchase` is recorded in whole weeks instead of
+  days (a new system), while churn still follows the days that really passed: the feature's distribution
+  jumps, the label mechanism in true units and every other column stay as `stable` draws them.
+- `decades`: one row a day for 50 years (1970-2019, `DEFAULTS`), the churn rate swinging with the season as
+  in `seasonal_rate` and the measurement break of `measurement_break` midway: data for yearly steps, where
+  a window of days holds as many rows. Written one file per year (`files="year"`), not 18,262 day folders.
 
 Each day draws from its own seed derived from (seed, day index): same arguments, same bytes.
 """
@@ -36,9 +45,23 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-Scenario = Literal["stable", "covariate_shift", "concept_shift", "hard", "seasonal", "gradual_drift", "sudden_break"]
+Scenario = Literal[
+    "stable",
+    "covariate_shift",
+    "concept_shift",
+    "hard",
+    "seasonal",
+    "gradual_drift",
+    "sudden_break",
+    "seasonal_rate",
+    "measurement_break",
+    "decades",
+]
 SCENARIOS: tuple[str, ...] = typing.get_args(Scenario)
 CHANNELS = ("web", "mobile", "store", "partner")
+# seasonal_rate, decades: log-odds intercept RATE_MID + RATE_SWING * sin(day of year): a churn rate of about
+# 0.15 at the trough and 0.40 at the peak on the stable customers (whose own rate is about 0.125)
+RATE_MID, RATE_SWING = 1.152, 0.888
 
 
 @dataclass(frozen=True)
@@ -53,6 +76,39 @@ class SynthSpec:
     seed: int = 0
     label_fraction: float = 1.0
     drift_days: int = 60  # gradual_drift: days from shift_day until the new mechanism has fully taken over
+    files: Literal["day", "year"] = "day"  # write(): one file per day (date=YYYY-MM-DD/) or per year (year=YYYY/)
+
+
+# What a scenario means when its caller leaves a setting unset (`scenario_spec`): decades is one row a day for 50 years,
+# the break midway (1995-01-01), a file a year.
+DEFAULTS: dict[str, dict[str, typing.Any]] = {
+    "decades": {
+        "start": date(1970, 1, 1),
+        "days": 18_262,
+        "rows_per_day": 1,
+        "shift_day": 9_131,
+        "files": "year",
+    },
+}
+
+
+def scenario_spec(scenario: str = "stable", **given: typing.Any) -> SynthSpec:
+    """The SynthSpec of `scenario`: the given settings (None: unset), else the scenario's DEFAULTS, else SynthSpec's."""
+    values = {**DEFAULTS.get(scenario, {}), **{k: v for k, v in given.items() if v is not None}}
+    return SynthSpec(scenario=scenario, **values)  # type: ignore[arg-type]
+
+
+def rate_offset(spec: SynthSpec, day: int) -> float:
+    """The churn log-odds added on `day`: the seasonal swing of seasonal_rate and decades, else 0."""
+    if spec.scenario not in ("seasonal_rate", "decades"):
+        return 0.0
+    when = spec.start + timedelta(days=day)
+    return RATE_MID + RATE_SWING * math.sin(2 * math.pi * (when.timetuple().tm_yday - 1) / 365.25)
+
+
+def measured_in_weeks(spec: SynthSpec, day: int) -> bool:
+    """Whether `days_since_last_purchase` is recorded in whole weeks on `day` (the measurement break)."""
+    return spec.scenario in ("measurement_break", "decades") and day >= spec.shift_day
 
 
 def concept_weight(spec: SynthSpec, day: int) -> float:
@@ -74,8 +130,22 @@ def season(spec: SynthSpec, day: int) -> tuple[float, bool]:
 
 def generate_day(spec: SynthSpec, day: int) -> pd.DataFrame:
     """One day's rows (day counts from 0 at `spec.start`)."""
+    return _frame(spec, [_day_columns(spec, day)])
+
+
+def _frame(spec: SynthSpec, days: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+    """Days' columns as one frame; labels as nullable integers when every row has one."""
     import numpy as np
     import pandas as pd
+
+    columns = {k: np.concatenate([d[k] for d in days]) if len(days) > 1 else days[0][k] for k in days[0]}
+    if spec.label_fraction >= 1.0:
+        columns["label"] = pd.array(columns["label"], dtype="Int64")
+    return pd.DataFrame(columns)
+
+
+def _day_columns(spec: SynthSpec, day: int) -> dict[str, np.ndarray]:
+    import numpy as np
 
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, day]))
     n = spec.rows_per_day
@@ -105,27 +175,28 @@ def generate_day(spec: SynthSpec, day: int) -> pd.DataFrame:
         logit = logit + 0.8
     if spec.scenario == "hard":
         logit = -0.3 + 0.42 * logit
+    logit = logit + rate_offset(spec, day)
     label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float64)
     if spec.label_fraction < 1.0:
         label[rng.random(n) >= spec.label_fraction] = np.nan
 
-    day_start = pd.Timestamp(spec.start) + pd.Timedelta(days=day)
+    day_start = np.datetime64(spec.start + timedelta(days=day), "us")
     seconds = np.sort(rng.integers(0, 86_400, n))
     ids = rng.integers(0, 10_000_000, n)
-    return pd.DataFrame(
-        {
-            "customer_id": [f"C{i:07d}" for i in ids],
-            "timestamp": day_start + pd.to_timedelta(seconds, unit="s"),
-            "age": age.astype(np.int64),
-            "income": income,
-            "tenure_days": tenure,
-            "num_purchases": num_purchases,
-            "avg_transaction_value": avg_value,
-            "days_since_last_purchase": days_since,
-            "channel": channel,
-            "label": pd.array(label, dtype="Int64") if spec.label_fraction >= 1.0 else label,
-        }
-    )
+    if measured_in_weeks(spec, day):  # after the label: churn follows the days that passed, not their record
+        days_since = days_since // 7
+    return {
+        "customer_id": np.array([f"C{i:07d}" for i in ids]),
+        "timestamp": day_start + seconds.astype("timedelta64[s]"),
+        "age": age.astype(np.int64),
+        "income": income,
+        "tenure_days": tenure,
+        "num_purchases": num_purchases,
+        "avg_transaction_value": avg_value,
+        "days_since_last_purchase": days_since,
+        "channel": channel,
+        "label": label,
+    }
 
 
 def _churn_logit(age, income, tenure, purchases, avg_value, days_since, channel, concept: bool) -> np.ndarray:
@@ -167,18 +238,21 @@ def _churn_logit(age, income, tenure, purchases, avg_value, days_since, channel,
 
 def generate(spec: SynthSpec) -> pd.DataFrame:
     """All days in one frame (for tests and benchmarks)."""
-    import pandas as pd
-
-    return pd.concat([generate_day(spec, d) for d in range(spec.days)], ignore_index=True)
+    return _frame(spec, [_day_columns(spec, d) for d in range(spec.days)])
 
 
 def write(spec: SynthSpec, out: str | Path, fmt: Literal["parquet", "csv"] = "parquet") -> list[Path]:
-    """Write one file per day under `out/date=YYYY-MM-DD/`; returns the files written."""
+    """Write one file per day under `out/date=YYYY-MM-DD/` (`files="year"`: per year under `out/year=YYYY/`, the
+    same rows); returns the files written."""
     out = Path(out)
-    paths = []
+    groups: dict[str, list[int]] = {}
     for day in range(spec.days):
-        frame = generate_day(spec, day)
-        folder = out / f"date={(spec.start + timedelta(days=day)).isoformat()}"
+        when = spec.start + timedelta(days=day)
+        groups.setdefault(f"date={when.isoformat()}" if spec.files == "day" else f"year={when.year}", []).append(day)
+    paths = []
+    for name, days in groups.items():
+        frame = _frame(spec, [_day_columns(spec, day) for day in days])
+        folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"part-0.{fmt}"
         if fmt == "parquet":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +218,119 @@ def test_sudden_break_moves_the_label_rate_and_the_mechanism_at_once():
     pd.testing.assert_frame_equal(frame.drop(columns="label"), stable.drop(columns="label"))  # features unchanged
 
 
+def test_seasonal_rate_swings_the_churn_rate_while_the_ranking_holds():
+    """0.15 in early October, 0.40 in early April; the same customers and draws as stable, so every stable
+    churner churns here too; a model fitted at the trough ranks the peak as well as one fitted at the peak."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import roc_auc_score
+
+    spec = synth.SynthSpec(days=365, rows_per_day=1500, scenario="seasonal_rate", seed=6)
+    stable = synth.SynthSpec(days=365, rows_per_day=1500, seed=6)
+    peak = pd.concat([synth.generate_day(spec, d) for d in range(86, 94)], ignore_index=True)
+    trough = pd.concat([synth.generate_day(spec, d) for d in range(269, 277)], ignore_index=True)
+    assert 0.36 < peak["label"].astype(int).mean() < 0.44
+    assert 0.12 < trough["label"].astype(int).mean() < 0.18
+    rates = [synth.generate_day(spec, d)["label"].astype(int).mean() for d in range(0, 365, 30)]
+    assert max(rates) - min(rates) > 0.18, rates  # it swings through the year
+    same_day = synth.generate_day(stable, 90)
+    pd.testing.assert_frame_equal(synth.generate_day(spec, 90).drop(columns="label"), same_day.drop(columns="label"))
+    assert (synth.generate_day(spec, 90)["label"] >= same_day["label"]).all()  # only the intercept moved
+
+    def fitted(rows: pd.DataFrame):
+        clf = HistGradientBoostingClassifier(max_iter=80, random_state=0)
+        return clf.fit(_features(rows), rows["label"].astype(int))
+
+    held = peak.iloc[len(peak) // 2 :]
+    score = [
+        roc_auc_score(held["label"].astype(int), clf.predict_proba(_features(held))[:, 1])
+        for clf in (fitted(trough), fitted(peak.iloc[: len(peak) // 2]))
+    ]
+    assert score[0] > 0.75 and score[0] > score[1] - 0.015, score
+
+
+def test_measurement_break_records_one_feature_in_weeks_and_nothing_else():
+    """From shift_day on days_since_last_purchase is whole weeks; churn and every other column are stable's."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    broken, stable = _daily("measurement_break", days=6, rows=2000, shift_day=3), _daily("stable", days=6, rows=2000)
+    day = broken["timestamp"].dt.day
+    after = day >= 4
+    pd.testing.assert_frame_equal(broken[~after], stable[~after])
+    pd.testing.assert_frame_equal(
+        broken.drop(columns="days_since_last_purchase"), stable.drop(columns="days_since_last_purchase")
+    )  # the labels too: the mechanism follows the days that passed
+    assert (broken.loc[after, "days_since_last_purchase"] == stable.loc[after, "days_since_last_purchase"] // 7).all()
+    ratio = broken.loc[after, "days_since_last_purchase"].mean() / broken.loc[~after, "days_since_last_purchase"].mean()
+    assert 0.1 < ratio < 0.17  # the feature's distribution jumps
+    # a model on the standardised raw feature (as the project's network sees it) loses ranking after the break
+    numeric = list(DataSpec().numeric)
+    fit_rows = broken[day <= 2].loc[:, numeric].to_numpy(float)
+    mean, std = fit_rows.mean(axis=0), fit_rows.std(axis=0)
+    clf = LogisticRegression(max_iter=1000).fit((fit_rows - mean) / std, broken.loc[day <= 2, "label"].astype(int))
+
+    def auc(rows: pd.DataFrame) -> float:
+        x = (rows[numeric].to_numpy(float) - mean) / std
+        return roc_auc_score(rows["label"].astype(int), clf.predict_proba(x)[:, 1])
+
+    assert auc(broken[after]) < auc(broken[day == 3]) - 0.03
+
+
+def test_decades_is_one_row_a_day_for_fifty_years_written_a_file_a_year(tmp_path):
+    spec = synth.scenario_spec("decades")
+    assert (spec.days, spec.rows_per_day, spec.start, spec.files) == (18_262, 1, date(1970, 1, 1), "year")
+    assert spec.start + timedelta(days=spec.days - 1) == date(2019, 12, 31)
+    assert spec.start + timedelta(days=spec.shift_day) == date(1995, 1, 1)  # the break midway
+    assert synth.scenario_spec("decades", days=40, rows_per_day=None).days == 40  # given settings win, None is unset
+    assert synth.scenario_spec("stable") == synth.SynthSpec()
+    small = synth.scenario_spec("decades", days=800, seed=3)
+    paths = synth.write(small, tmp_path / "a")
+    synth.write(small, tmp_path / "b")
+    synth.write(synth.scenario_spec("decades", days=800, seed=4), tmp_path / "c")
+    a, b, c = (_hashes(tmp_path / x) for x in "abc")
+    assert sorted(a) == ["year=1970/part-0.parquet", "year=1971/part-0.parquet", "year=1972/part-0.parquet"]
+    assert len(paths) == 3 and a == b and all(a[k] != c[k] for k in a)
+    read = pd.read_parquet(paths[1])
+    assert len(read) == 365 and list(read.columns) == COLUMNS
+    pd.testing.assert_frame_equal(read, synth.generate(small).iloc[365:730].reset_index(drop=True))
+
+
+def test_decades_carries_the_seasonal_rate_and_the_break():
+    spec = synth.scenario_spec("decades", rows_per_day=400, shift_day=200, days=400)
+    assert synth.rate_offset(spec, 90) > synth.rate_offset(spec, 273) + 1.7
+    spring, autumn = synth.generate_day(spec, 90), synth.generate_day(spec, 273)
+    assert spring["label"].astype(int).mean() > autumn["label"].astype(int).mean() + 0.15
+    before, after = synth.generate_day(spec, 199), synth.generate_day(spec, 200)
+    assert after["days_since_last_purchase"].mean() < 0.2 * before["days_since_last_purchase"].mean()
+
+
+def test_data_source_reads_windows_of_year_files(tmp_path):
+    from datetime import datetime
+
+    from retrain import data
+
+    synth.write(synth.scenario_spec("decades", days=800, seed=2), tmp_path)
+    source = data.DataSource(DataSpec(path=str(tmp_path)))
+    assert source.latest_day() == date(1972, 3, 10)
+    window = data.Window("validation", datetime(1971, 12, 1), datetime(1972, 2, 1))
+    rows = source.rows(window)
+    assert len(rows) == 62
+    assert rows["timestamp"].min() >= pd.Timestamp("1971-12-01") and rows["timestamp"].max() < pd.Timestamp(
+        "1972-02-01"
+    )
+
+
+def test_cli_fills_what_is_not_given_from_the_scenario(tmp_path):
+    result = CliRunner().invoke(
+        cli, ["data", "synth", "--out", str(tmp_path / "d"), "--scenario", "decades", "--days", "400", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"out": str(tmp_path / "d"), "files": 2, "rows": 400, "scenario": "decades"}
+    assert sorted(_hashes(tmp_path / "d")) == ["year=1970/part-0.parquet", "year=1971/part-0.parquet"]
+    synth.write(synth.scenario_spec("decades", days=400), tmp_path / "lib")
+    assert _hashes(tmp_path / "d") == _hashes(tmp_path / "lib")
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_cli_writes_what_the_library_writes(tmp_path, fmt):
     args = [
@@ -259,7 +372,7 @@ def test_cli_writes_what_the_library_writes(tmp_path, fmt):
         (
             ["--scenario", "drifty"],
             "'drifty' is not one of 'stable', 'covariate_shift', 'concept_shift', 'hard', "
-            "'seasonal', 'gradual_drift', 'sudden_break'",
+            "'seasonal', 'gradual_drift', 'sudden_break', 'seasonal_rate', 'measurement_break', 'decades'",
         ),
         (["--drift-days", "0"], "0 is not in the range 1<=x<=36500"),
         (["--days", "0"], "0 is not in the range 1<=x<=36500"),
