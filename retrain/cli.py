@@ -10,13 +10,13 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import click
 
 from retrain.errors import RetrainError
 from retrain.progress import QUIET_ENV  # set by --json for this process and the steps it starts
-from retrain.synth import SCENARIOS, Scenario
+from retrain.synth import SCENARIOS
 
 
 class RetrainCommandError(click.ClickException):

@@ -25,11 +25,11 @@ LAYERS: list[tuple[str, list[str]]] = [
             "retrain.trigger",
             "retrain.changepoint",
             "retrain.checks",
-            "retrain.moves",
             "retrain.describe",
             "retrain.plots",
             "retrain.synth",
             "retrain.model",
+            "retrain.network",
             "retrain.train",
             "retrain.serving.assign",
             "retrain.serving.payload",
@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "retrain.serving.stats",
         ],
     ),
-    ("data", ["retrain.storage", "retrain.data.*"]),
+    ("data", ["retrain.storage", "retrain.data.*", "retrain.datasets"]),
     (
         "MLflow, registry and log I/O",
         [
@@ -66,7 +66,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "retrain.serving.watch",
         ],
     ),
-    ("the loop", ["retrain.pipeline", "retrain.backtest"]),
+    ("the loop", ["retrain.pipeline", "retrain.backtest", "retrain.suggest"]),
     ("entry points", ["retrain", "retrain.__main__", "retrain.cli", "retrain.pyfunc_entry", "retrain.serving"]),
 ]
 
