@@ -2,7 +2,7 @@
 
 Pure: plain numbers in, no I/O. The cycle (`retrain.pipeline`) uses it when its check fired on a label-rate
 shift or a performance drop: if the recent days hold a significant change, the candidate is trained on the rows
-since the change instead of a window that is mostly the old regime (see README "Adaptive training window").
+since the change instead of a window that is mostly the old regime (see docs/loop.md "Adaptive training window").
 
 The test is a likelihood ratio for one change in the mean between consecutive days, maximised over every split
 that leaves at least `min_rows` rows on each side; its chi-square(1) p-value is multiplied by the number of splits

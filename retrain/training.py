@@ -1,6 +1,6 @@
 """The `train` step: load and validate the windows, fit, choose the threshold, log, register, set `staging`.
 
-Windows (days before `as_of`, see README "Windows"): the training window is split in time into the rows the
+Windows (days before `as_of`, see docs/loop.md "Windows"): the training window is split in time into the rows the
 network is fitted on and the last `windows.tuning_days` (the tuning rows), which early stopping and the
 decision threshold use; the validation window after it is never touched by training decisions, so evaluate
 compares models on rows neither of them trained, stopped or tuned on. The version's `retrain.fresh_from` tag
