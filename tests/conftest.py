@@ -16,6 +16,28 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The modules whose tests run longest (races, faults of services, whole loops as project runs), started first:
+# pytest-xdist hands tests to its workers in collection order, and a long test left for the end keeps one worker
+# busy while the other waits. Only the order changes; a module not listed keeps its place after these.
+LONG_FIRST = (
+    "test_registry_races",
+    "test_faults",
+    "test_loop",
+    "test_rollout_state",
+    "test_backtest",
+    "test_ui",
+    "test_installed",
+    "test_notebook",
+    "test_on_services",
+    "test_server",
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: the rest keep their order
+
 
 @pytest.fixture(scope="session")
 def _template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:

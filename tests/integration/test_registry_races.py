@@ -2,9 +2,19 @@
 
 The processes are real `retrain` CLI processes forked by tests/integration/registry_harness.py; they
 share one tracking store: the test's SQLite file, and (marker `server`, `python -m pytest -m server`
-with the services of .ci/run) CI's `mlflow server` on PostgreSQL. Every repetition uses its own
-registered model and experiments, so one store serves all of them. RETRAIN_RACE_REPEAT overrides the
-number of repetitions (20) for a quick look.
+with the services of .ci/run) CI's `mlflow server` on PostgreSQL. Every test uses its own registered
+model and experiments, so one store serves all of them.
+
+How many tries. A race that goes wrong in a fraction p of tries escapes n independent tries with
+probability (1 - p)^n; catching p = 5% with probability 99% needs (0.95)^n <= 0.01, n >= 90
+(0.95^90 = 0.0099). Each race test below makes TRIES = 90 tries on each store (SQLite, and CI's server),
+so a 5% race is caught with 99% on either store by itself. A try is cheap: the rounds are chained on one
+registered model (each round adds the candidate it needs: one run, one version, one comparison, where a
+fresh model took three versions and two moves), and the racing processes are forked from the harness,
+which imported MLflow and the CLI once. Every round checks its outcome (exactly the expected successes,
+production and the head where they must be, no problem `retrain status` would report); the whole chained
+history is checked move by move at the end. The forty-promotions test counts every forced promotion as a
+try (80 per round, two processes interleaving them). RETRAIN_RACE_TRIES overrides TRIES for a quick look.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import subprocess
 import sys
 import uuid
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 
@@ -25,7 +36,9 @@ from retrain.registry import Registry
 from tests.conftest import REPO
 from tests.integration.test_registry import make_versions, record_comparison
 
-REPEAT = int(os.environ.get("RETRAIN_RACE_REPEAT", "20"))
+TRIES = int(os.environ.get("RETRAIN_RACE_TRIES", "90"))
+# two processes, 40 forced promotions each: 80 contended moves a round, so two rounds are 160 tries
+FORCED_ROUNDS = max(1, -(-TRIES // 80))
 HEAD = "retrain.state.production"
 SELF_MOVE = re.compile(r"production (\S+) -> \1 ")
 
@@ -140,58 +153,85 @@ def oracle_consistent(name: str) -> bool:
 # ---- races ---------------------------------------------------------------------------------------
 
 
+def new_version(name: str) -> str:
+    """One more real version of `name` (a run with a small artifact), as make_versions registers them."""
+    client = MlflowClient()
+    with mlflow.start_run() as run:
+        mlflow.log_text(f"model of {run.info.run_id}", "model/weights.txt")
+    return str(client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id).version)
+
+
+def candidate(name: str, production: str, staging: bool = True) -> str:
+    """A new version with a comparison against `production` that says promote (and alias staging)."""
+    version = new_version(name)
+    if staging:
+        MlflowClient().set_registered_model_alias(name, "staging", version)
+    record_comparison(version, production, name=name)
+    return version
+
+
+def assert_round(name: str, seq: int, production: set[str] | None = None) -> dict:
+    """After a round: the head moved to `seq`, production is one of `production`, nothing for status to report."""
+    now = head(name)
+    assert now["seq"] == seq and (production is None or now["production"] in production), (now, seq, production)
+    assert registry(name).status()["problems"] == []
+    return now
+
+
 @pytest.mark.slow
 def test_two_concurrent_promotions_of_the_same_candidate_succeed_once(harness, store, tmp_path):
-    for rep in range(REPEAT):
-        name = f"race-promote-{rep}-{uuid.uuid4().hex[:6]}"
-        model(name)
-        MlflowClient().set_registered_model_alias(name, "staging", "3")
-        record_comparison("3", "2", name=name)
+    name = f"race-promote-{uuid.uuid4().hex[:6]}"
+    model(name)
+    now = head(name)
+    for _ in range(TRIES):
+        v = candidate(name, now["production"])
         results = harness.run([job(store, tmp_path, name, ["promote"]), job(store, tmp_path, name, ["promote"])])
         assert assert_clean(results) == 1, results
-        assert head(name)["seq"] == 3 and head(name)["production"] == "3"
-        assert_history_intact(name, 3)
+        now = assert_round(name, now["seq"] + 1, {v})
+    assert_history_intact(name, 3)
 
 
 @pytest.mark.slow
 def test_two_concurrent_promotions_of_different_candidates_succeed_once(harness, store, tmp_path):
-    for rep in range(REPEAT):
-        name = f"race-two-{rep}-{uuid.uuid4().hex[:6]}"
-        model(name, versions=4)
-        record_comparison("3", "2", name=name)
-        record_comparison("4", "2", name=name)
+    name = f"race-two-{uuid.uuid4().hex[:6]}"
+    model(name)
+    now = head(name)
+    for _ in range(TRIES):
+        a = candidate(name, now["production"], staging=False)
+        b = candidate(name, now["production"], staging=False)
         results = harness.run(
             [
-                job(store, tmp_path, name, ["promote", "--candidate", "3"]),
-                job(store, tmp_path, name, ["promote", "--candidate", "4"]),
+                job(store, tmp_path, name, ["promote", "--candidate", a]),
+                job(store, tmp_path, name, ["promote", "--candidate", b]),
             ]
         )
         assert assert_clean(results) == 1, results
-        assert head(name)["seq"] == 3 and head(name)["production"] in ("3", "4")
-        assert_history_intact(name, 3)
+        now = assert_round(name, now["seq"] + 1, {a, b})
+    assert_history_intact(name, 3)
 
 
 @pytest.mark.slow
 def test_a_promotion_racing_a_rollback_never_loses_a_move(harness, store, tmp_path):
+    name = f"race-mixed-{uuid.uuid4().hex[:6]}"
+    model(name)
+    now = head(name)
     outcomes = set()
-    for rep in range(REPEAT):
-        name = f"race-mixed-{rep}-{uuid.uuid4().hex[:6]}"
-        model(name)
-        MlflowClient().set_registered_model_alias(name, "staging", "3")
-        record_comparison("3", "2", name=name)
+    for _ in range(TRIES):
+        candidate(name, now["production"])
         results = harness.run(
             [job(store, tmp_path, name, ["promote"]), job(store, tmp_path, name, ["rollback", "--reason", "race"])]
         )
         successes = assert_clean(results)
-        assert successes >= 1 and head(name)["seq"] == 2 + successes, results
-        assert_history_intact(name, 3)
+        assert successes >= 1, results
+        now = assert_round(name, now["seq"] + successes)  # where production is depends on the order
         outcomes.add(tuple(r["codes"][0] for r in results))
+    assert_history_intact(name, 3)
     assert outcomes  # (which orders occurred is up to the scheduler)
 
 
 @pytest.mark.slow
 def test_forty_forced_promotions_from_each_of_two_processes_record_every_success(harness, store, tmp_path):
-    for rep in range(REPEAT):
+    for rep in range(FORCED_ROUNDS):
         name = f"race-many-{rep}-{uuid.uuid4().hex[:6]}"
         model(name, versions=4, production=("1",))
         jobs = [
