@@ -419,6 +419,9 @@ def _note_fit(settings: Settings, version: str, fitted: dict[str, float]) -> Non
     if version in fitted:
         return
     mv = client().get_model_version(settings.registry.model_name, version)
+    if mv.run_id is None:  # a version registered without a run: no fit time to read
+        fitted[version] = 0.0
+        return
     fitted[version] = float(client().get_run(mv.run_id).data.metrics.get("time_fit_s", 0.0))
 
 
@@ -486,7 +489,7 @@ def _loop_step(
     except RetrainError:
         raise
     trained = result.candidate_version is not None
-    if trained:
+    if result.candidate_version is not None:
         _note_fit(settings, result.candidate_version, fitted)
     promoted = result.outcome == "promoted"
     return Step(

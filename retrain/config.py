@@ -470,7 +470,8 @@ class RolloutPolicy:
 
 @dataclass(frozen=True)
 class WatchPolicy:
-    """After a promotion: compare the new production's live accuracy with the previous one's; roll back on a regression."""
+    """After a promotion: compare the new production's live accuracy with the previous one's; roll back on a
+    regression."""
 
     period_minutes: float = 1440.0
     interval_s: float = 60.0
@@ -634,7 +635,7 @@ def yaml_number(value: Any) -> Any:
 def _coerce(hint: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value if value is not None else {}, key)
     if origin in (types.UnionType, typing.Union):
         if value is None and type(None) in args:

@@ -7,6 +7,7 @@ class RetrainError(Exception):
     """Base class: the message is one line naming the bad value and the fix."""
 
     exit_code = 1
+    notified: bool = False  # set once the cycle's failure has been sent to the notification sinks
 
 
 class ConfigError(RetrainError):

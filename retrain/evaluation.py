@@ -315,7 +315,10 @@ def evaluate(
             f"candidate version {cand.version} cannot load or score {window}: {short_error(exc)}; "
             "it cannot be promoted: retrain it"
         ) from None
-    p_inc = incumbent_error = inc_model = inc_threshold = None
+    inc_model: Any = None
+    p_inc: np.ndarray | None = None
+    inc_threshold: float | None = None
+    incumbent_error: str | None = None
     if prod is not None:
         try:
             inc_model, p_inc, inc_threshold = _score(reg.model_name, prod.version, features)
@@ -324,18 +327,18 @@ def evaluate(
     lap("scoring")
 
     cand_metrics = metrics.classification_metrics(y, p_cand, cand_threshold, **costs)
-    inc_metrics = metrics.classification_metrics(y, p_inc, inc_threshold, **costs) if p_inc is not None else None
+    inc_metrics = matched = None
+    if p_inc is not None and inc_threshold is not None:  # both or neither: production scored the rows
+        inc_metrics = metrics.classification_metrics(y, p_inc, inc_threshold, **costs)
+        matched = metrics.matched_operating_points(y, p_cand, p_inc, inc_threshold, **costs)
     deltas = {k: cand_metrics[k] - inc_metrics[k] for k in cand_metrics} if inc_metrics else {}
-    matched = (
-        metrics.matched_operating_points(y, p_cand, p_inc, inc_threshold, **costs) if inc_metrics is not None else None
-    )
     baselines = metrics.trivial_baselines(y, **costs)
     chance = metrics.auc_above_chance(y, p_cand).to_dict()
     lap("metrics")
 
     delong = p_value = ci = None
     mode = gate.resolve_mode(policy, adapts)
-    if p_inc is not None:
+    if p_inc is not None and inc_threshold is not None:
         delong = metrics.delong_test(y, p_inc, p_cand).to_dict()
         if policy.primary_metric == "roc_auc":
             p_value = delong["p_value_one_sided"]
@@ -390,7 +393,7 @@ def evaluate(
         matched=matched,
         n_rows=len(rows),
         backtest=f"--allow-past: production v{prod.version} learned from rows before "
-        f"{fresh_from(prod)[:10]}, and {window} starts earlier"
+        f"{(prod_fresh or '')[:10]}, and {window} starts earlier"
         if backtest
         else None,
     )
@@ -516,10 +519,11 @@ def _log(
                 f"{c.window_start}..{c.window_end})"
             )
             with tempfile.TemporaryDirectory() as tmp:
-                thresholds = {
+                own = {
                     label: c.candidate_threshold if label.startswith("staging") else c.incumbent_threshold
                     for label in probabilities
                 }
+                thresholds = {label: t for label, t in own.items() if t is not None}
                 mlflow.log_artifact(
                     str(
                         plots.comparison_figure(y, probabilities, Path(tmp) / "comparison.png", thresholds, title=title)

@@ -113,7 +113,7 @@ def classification_metrics(
     y, (p,) = _labels(y_true, probability)
     tn, fp, fn, tp = confusion(y, p >= threshold)
     found = {
-        **_at_counts(tn, fp, fn, tp, cost_fp, cost_fn),
+        **{k: float(v) for k, v in _at_counts(tn, fp, fn, tp, cost_fp, cost_fn).items()},
         "roc_auc": roc_auc(y, p),
         "log_loss": log_loss(y, p),
         "brier": float(np.mean((p - y) ** 2)),
@@ -121,8 +121,9 @@ def classification_metrics(
     return {name: found[name] for name in METRIC_NAMES}
 
 
-def _at_counts(tn, fp, fn, tp, cost_fp: float, cost_fn: float) -> dict[str, float]:
-    """Threshold metrics from confusion counts (scalars or arrays); precision is 0 when nothing is predicted."""
+def _at_counts(tn, fp, fn, tp, cost_fp: float, cost_fn: float) -> dict[str, np.ndarray]:
+    """Threshold metrics from confusion counts (scalars or arrays, 0-d for scalars); precision is 0 when nothing
+    is predicted."""
     n = tn + fp + fn + tp
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
@@ -135,7 +136,7 @@ def _at_counts(tn, fp, fn, tp, cost_fp: float, cost_fn: float) -> dict[str, floa
         "f1": f1,
         "expected_cost": (cost_fp * fp + cost_fn * fn) / n,
     }
-    return {k: float(v) if np.ndim(v) == 0 else np.asarray(v, dtype=np.float64) for k, v in out.items()}
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
 @dataclass(frozen=True)

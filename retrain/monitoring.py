@@ -46,7 +46,8 @@ class CheckResult:
         out = [
             d["summary"],
             f"as of {self.as_of}: monitoring window {self.window['start']}..{self.window['end']}, "
-            f"{self.n_rows:,} rows, {self.n_labels:,} labelled; production version {self.production_version or '(none)'}",
+            f"{self.n_rows:,} rows, {self.n_labels:,} labelled; "
+            f"production version {self.production_version or '(none)'}",
         ]
         out += [
             f"  {name:<28} PSI {value:7.4f}  threshold {self.thresholds[name]:.2f}{'  DRIFT' * (name in d['drifted'])}"
@@ -88,15 +89,17 @@ def reference_profile(settings: Settings, version: ModelVersion) -> dict:
     """The training profile stored with the production version's run; RegistryError naming the version if absent."""
     from retrain.tracking import load_json_artifact
 
-    try:
-        return load_json_artifact(version.run_id, "reference_profile.json")
-    except Exception as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise RegistryError(
-            f"{settings.registry.model_name} version {version.version} (@{settings.registry.production_alias}, "
-            f"run {version.run_id}) has no readable reference_profile.json ({first}); "
-            "promote a version trained by `retrain train`, or pass --force to retrain"
-        ) from None
+    first = "the version has no run"
+    if version.run_id is not None:
+        try:
+            return load_json_artifact(version.run_id, "reference_profile.json")
+        except Exception as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+    raise RegistryError(
+        f"{settings.registry.model_name} version {version.version} (@{settings.registry.production_alias}, "
+        f"run {version.run_id}) has no readable reference_profile.json ({first}); "
+        "promote a version trained by `retrain train`, or pass --force to retrain"
+    ) from None
 
 
 def _scored(settings: Settings, version: ModelVersion, recent: pd.DataFrame, labelled: pd.DataFrame):
@@ -216,7 +219,7 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
         if without_model >= settings.gate.stalled_after:
             stalled = stalled_text(without_model, settings)
     thresholds = trigger.psi_thresholds(list(psi), policy)
-    result = dict(
+    result: dict[str, Any] = dict(
         as_of=as_of.isoformat(),
         window={
             "start": f"{window.start:%Y-%m-%d}",

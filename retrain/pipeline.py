@@ -238,7 +238,7 @@ def cycle_error(exc: BaseException) -> RetrainError:
         return exc
     service = service_error(exc)
     if service is not None:
-        return service  # type: ignore[return-value]
+        return service
     from mlflow.exceptions import MlflowException
 
     from retrain.errors import RegistryError
@@ -348,7 +348,7 @@ def _run_cycle(
                     "cycles_without_model": result.cycles_without_model,
                 },
             )
-            error.notified = True  # type: ignore[attr-defined]
+            error.notified = True
             raise error from None
         result.production_after = registry.state().production
         _count_cycle(

@@ -99,7 +99,7 @@ class FileReader:
         unit = None
         expr = None
         exact = False  # the reader's own filter already keeps exactly the window's rows
-        if start_utc is not None and ts in names:
+        if start_utc is not None and end_utc is not None and ts in names:
             expr, unit = self._pushdown(f, fragment, ts_type, ts_kind, start_utc, end_utc)
             exact = expr is not None and ts_kind in ("timestamp", "integer")
         try:
@@ -175,8 +175,8 @@ class FileReader:
             unit = epoch_unit(int(bounds[0]), int(bounds[1]), self.spec.timestamp, f.path)
             per_second = dict(EPOCH_UNITS)[unit]
             epoch = datetime(1970, 1, 1)
-            lo, hi = ((t - epoch) // timedelta(microseconds=1) * per_second // 10**6 for t in (start_utc, end_utc))
-            return (field >= lo) & (field < hi), unit
+            first, stop = ((t - epoch) // timedelta(microseconds=1) * per_second // 10**6 for t in (start_utc, end_utc))
+            return (field >= first) & (field < stop), unit
         if ts_kind == "date":
             # a calendar day of data.timezone: compare days, with the margin the exact filter trims
             return (field >= (start_utc - timedelta(days=1)).date()) & (

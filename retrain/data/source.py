@@ -218,9 +218,10 @@ class DataSource:
             high = bounds[1]
             if high > self.now:
                 future.append(f"{f.path} (up to {self._local(high):%Y-%m-%d %H:%M})")
-                high = self._latest_before_now(f)
-                if high is None:
+                before_now = self._latest_before_now(f)
+                if before_now is None:
                     continue
+                high = before_now
             best = high if best is None else max(best, high)
         if future:
             shown = "; ".join(future[:3]) + (f"; and {len(future) - 3} more files" if len(future) > 3 else "")

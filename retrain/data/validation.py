@@ -89,7 +89,7 @@ def labels(raw: pd.Series, spec: DataSpec, where: str) -> pd.Series:
         wanted = positive.strip().lower() if positive.strip().lower() in ("true", "false") else positive.strip()
         if text is None:  # numbers: name the few distinct values as text, compare numbers (vectorised)
             names = {v: _label_text(v) for v in pd.unique(raw[~empty])}
-            seen = sorted(set(names.values()))
+            seen = sorted(n for n in set(names.values()) if n is not None)
             hits = [v for v, name in names.items() if name == wanted]
             out = raw.isin(hits)
         else:
