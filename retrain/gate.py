@@ -3,7 +3,7 @@
 Rules, in order (every rule adds a line to `reasons`; any failing rule keeps production):
 - failed pre-promotion checks block promotion; so does a backtest (production scored on rows it learned from);
 - production cannot score the validation rows (schema change): keep, unless allowed, then judge as below;
-- no production model (or an allowed schema change): the candidate must clear every floor:
+- no production model (or an allowed schema change): the candidate must clear every floor (`retrain.floors`):
   the relative floors of `baseline_floors`, against trivial baselines computed on the same rows --
     log_loss  below the constant predictor's (always the rows' positive rate),
     brier     below the constant predictor's,
@@ -44,151 +44,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from retrain.config import GatePolicy
+from retrain.floors import DECISION_FLOOR, LOWER_IS_BETTER, Floor, check_floors
+from retrain.floors import EPS as _EPS
+from retrain.floors import learned_nothing as learned_nothing  # re-exported: the floors moved to retrain.floors
 
-if TYPE_CHECKING:
-    from numpy.typing import ArrayLike
-
-LOWER_IS_BETTER = frozenset({"log_loss", "brier", "expected_cost"})
-# The `decision` floor per threshold policy: (metric, baseline key, what the baseline is).
-DECISION_FLOOR = {
-    "max_f1": ("f1", "all_positive_f1", "the F1 of flagging every row"),
-    "min_cost": ("expected_cost", "constant_cost", "the expected cost of the cheaper constant decision"),
-    "fixed": ("expected_cost", "constant_cost", "the expected cost of the cheaper constant decision"),
-    "target_recall": ("precision", "all_positive_precision", "the precision of flagging every row"),
-    "target_precision": ("precision", "all_positive_precision", "the precision of flagging every row"),
-}
 # A candidate whose own threshold flags fewer than this share of the churners production's flags has collapsed
 # (recall 0.017 against 0.052 on real data). A threshold that follows a moved churn rate changes recall far less
 # (0.69 against 0.78 on the covariate_shift scenario; drops of 0.05-0.13 in issue 18), and the matched guardrails
 # judge that case.
 COLLAPSE_RECALL_SHARE = 1 / 3
-# Metric differences are float sums; an improvement equal to the threshold on paper must pass.
-_EPS = 1e-12
-
-
-@dataclass(frozen=True)
-class Floor:
-    """One floor the first model must clear: relative (to a trivial baseline on the same rows) or absolute."""
-
-    name: str
-    kind: str  # relative | absolute
-    metric: str
-    value: float
-    bound: float
-    passed: bool
-    detail: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def check_floors(
-    policy: GatePolicy,
-    candidate: Mapping[str, float],
-    baselines: Mapping[str, float] | None,
-    *,
-    chance_p_value: float | None,
-    threshold_policy: str = "max_f1",
-) -> list[Floor]:
-    """Every configured floor for a candidate with no production to beat: relative ones first, then absolute."""
-    out = []
-    for name in policy.baseline_floors:
-        if baselines is None:
-            out.append(
-                Floor(
-                    name,
-                    "relative",
-                    name,
-                    float("nan"),
-                    float("nan"),
-                    False,
-                    f"relative floor {name}: no trivial baselines were computed",
-                )
-            )
-        else:
-            out.append(_relative_floor(name, policy, candidate, baselines, chance_p_value, threshold_policy))
-    for metric, bound in sorted(policy.floors.items()):
-        value = candidate[metric]
-        ceiling = metric in LOWER_IS_BETTER
-        ok = value <= bound + _EPS if ceiling else value >= bound - _EPS
-        out.append(
-            Floor(
-                metric,
-                "absolute",
-                metric,
-                value,
-                bound,
-                ok,
-                f"{metric} {value:.4f} {'meets' if ok else 'misses'} the {'ceiling' if ceiling else 'floor'} {bound:g}",
-            )
-        )
-    return out
-
-
-def _relative_floor(
-    name: str,
-    policy: GatePolicy,
-    candidate: Mapping[str, float],
-    baselines: Mapping[str, float],
-    chance_p_value: float | None,
-    threshold_policy: str,
-) -> Floor:
-    if name in ("log_loss", "brier"):
-        value, bound = candidate[name], baselines[f"constant_{name}"]
-        ok = value < bound - _EPS
-        word = "beats" if ok else "does not beat"
-        return Floor(
-            name,
-            "relative",
-            name,
-            value,
-            bound,
-            ok,
-            f"{name} {value:.4f} {word} the constant predictor's "
-            f"{bound:.4f} (always the positive rate {baselines['positive_rate']:.4f})",
-        )
-    if name == "roc_auc":
-        value = candidate["roc_auc"]
-        ok = value > 0.5 and chance_p_value is not None and chance_p_value < policy.alpha
-        p_text = "no significance result" if chance_p_value is None else f"DeLong one-sided p = {chance_p_value:.4g}"
-        return Floor(
-            name,
-            "relative",
-            "roc_auc",
-            value,
-            0.5,
-            ok,
-            f"roc_auc {value:.4f} is {'' if ok else 'not '}significantly above 0.5 ({p_text}, alpha {policy.alpha:g})",
-        )
-    if name == "accuracy":
-        value, bound = candidate["accuracy"], baselines["majority_rate"]
-        ok = value >= bound - _EPS
-        return Floor(
-            name,
-            "relative",
-            "accuracy",
-            value,
-            bound,
-            ok,
-            f"accuracy {value:.4f} is {'at least' if ok else 'below'} the majority rate {bound:.4f}",
-        )
-    # versions from before thresholds (or with an edited tag) decide at a fixed threshold
-    metric, key, what = DECISION_FLOOR.get(threshold_policy, DECISION_FLOOR["fixed"])
-    value, bound = candidate[metric], baselines[key]
-    ok = value <= bound + _EPS if metric in LOWER_IS_BETTER else value >= bound - _EPS
-    word = ("at most" if ok else "above") if metric in LOWER_IS_BETTER else ("at least" if ok else "below")
-    return Floor(
-        name,
-        "relative",
-        metric,
-        value,
-        bound,
-        ok,
-        f"decisions at the model's threshold ({threshold_policy}): {metric} {value:.4f} is {word} {what}, {bound:.4f}",
-    )
 
 
 @dataclass(frozen=True)
@@ -220,50 +87,6 @@ class Decision:
             "floors": [f.to_dict() for f in self.floors],
             "decision": self.label,
         }
-
-
-def learned_nothing(
-    *,
-    y_tuning: ArrayLike,
-    p_tuning: ArrayLike,
-    fitted_rate: float,
-    best_epoch: int,
-    epochs: int,
-    alpha: float,
-) -> str | None:
-    """Why a fitted model is no candidate (None = it learned something), judged on its tuning rows.
-
-    Early stopping that kept the first epoch of several, a ROC AUC not significantly above 0.5 (DeLong, one-sided
-    p < alpha: ranking), or a log loss no better than always predicting the tuning rows' own positive rate
-    (calibration) all mean the network learned nothing usable. The tuning days may have another churn rate than
-    the fitted days (exactly when retraining matters), which no model fitted before them can know: its
-    probabilities are first moved to the tuning rows' rate by an intercept shift (`metrics.rate_shifted`), so a
-    sound ranking is not failed for the rate change, while a model whose scores carry nothing still loses to the
-    constant (both get the tuning rate, one number, in hindsight).
-    """
-    import numpy as np
-
-    from retrain import metrics
-
-    y = np.asarray(y_tuning)
-    tuning_rate = float(y.mean())
-    if epochs > 1 and best_epoch == 0:
-        return "early stopping kept epoch 0: the tuning loss never improved after the first pass over the data"
-    chance = metrics.auc_above_chance(y, p_tuning)
-    if not (chance.auc_b > 0.5 and chance.p_value_one_sided < alpha):
-        return (
-            f"tuning ROC AUC {chance.auc_b:.4f} is not significantly above 0.5 "
-            f"(DeLong one-sided p = {chance.p_value_one_sided:.4g}, alpha {alpha:g})"
-        )
-    loss = metrics.log_loss(y, metrics.rate_shifted(p_tuning, fitted_rate, tuning_rate))
-    constant = metrics.constant_log_loss(y, tuning_rate)
-    if not loss < constant - _EPS:
-        return (
-            f"tuning log loss {loss:.4f} (probabilities moved from the fitted rows' positive rate {fitted_rate:.4f} to "
-            f"the tuning rows' {tuning_rate:.4f}) is no better than the constant predictor's {constant:.4f} (always "
-            "the tuning rows' positive rate)"
-        )
-    return None
 
 
 def improvement(metric: str, candidate: float, incumbent: float) -> float:

@@ -22,6 +22,8 @@ LAYERS: list[tuple[str, list[str]]] = [
             "retrain.metrics",
             "retrain.drift",
             "retrain.gate",
+            "retrain.floors",
+            "retrain.comparison",
             "retrain.trigger",
             "retrain.changepoint",
             "retrain.checks",
@@ -37,7 +39,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "retrain.serving.stats",
         ],
     ),
-    ("data", ["retrain.storage", "retrain.data.*", "retrain.datasets"]),
+    ("data", ["retrain.storage", "retrain.data.*", "retrain.datasets", "retrain.prepare"]),
     (
         "MLflow, registry and log I/O",
         [
