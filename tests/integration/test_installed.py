@@ -44,7 +44,7 @@ def installed(tmp_path_factory) -> Path:
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert not (target / "MLproject").exists() and (target / "retrain" / "cli.py").exists()
+    assert not (target / "MLproject").exists() and (target / "retrain" / "cli" / "__init__.py").exists()
     return target
 
 
