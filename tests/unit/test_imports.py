@@ -42,6 +42,8 @@ LAYERS: list[tuple[str, list[str]]] = [
         "MLflow, registry and log I/O",
         [
             "retrain.tracking",
+            "retrain.run_artifacts",
+            "retrain.service_errors",
             "retrain.store",
             "retrain.ledger",
             "retrain.replay",
