@@ -344,7 +344,7 @@ def _pyfunc_class() -> type:
         # This module postpones annotations (strings) and imports pandas lazily, so MLflow (which reads the
         # hints when the class is made) could not resolve "pd.DataFrame": it logged "Unsupported type hint" and
         # warned "Add type hints to `predict`" on every log and load. Real objects instead: a DataFrame hint
-        # is one MLflow takes without schema inference (the signature declares the inputs: tracking._signature).
+        # is one MLflow takes without schema inference (the signature declares the inputs: run_artifacts._signature).
         predict.__annotations__.update(
             context=Any, model_input=_pandas().DataFrame, params=dict | None, **{"return": _pandas().DataFrame}
         )

@@ -1,24 +1,28 @@
-"""MLflow glue shared by the steps: experiments, runs, the pyfunc model, small JSON artifacts."""
+"""MLflow glue shared by the steps: experiments, runs (`step_run`, adopting the run `mlflow run` made), where a
+step process spent its time. What runs log is in `run_artifacts`, failures of the services in `service_errors`;
+their names are importable from here too."""
 
 from __future__ import annotations
 
 import contextlib
 import getpass
-import json
-import shutil
 import socket
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from retrain.run_artifacts import load_json_artifact as load_json_artifact
+from retrain.run_artifacts import log_json as log_json
+from retrain.run_artifacts import log_pyfunc_model as log_pyfunc_model
+from retrain.run_artifacts import log_settings as log_settings
+from retrain.run_artifacts import pip_requirements as pip_requirements
+from retrain.run_artifacts import settings_yaml as settings_yaml
+from retrain.service_errors import service_error as service_error
+
 if TYPE_CHECKING:
-    import pandas as pd
     from mlflow import MlflowClient
     from mlflow.entities import Run
-
-    from retrain.errors import ServiceError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 STEP_LAUNCHED_AT = "RETRAIN_STEP_LAUNCHED_AT"  # set by the cycle for a step it starts as an MLflow Projects run
@@ -315,289 +319,3 @@ def log_invocation(values: dict[str, str] | None = None) -> None:
     fresh = {k: v for k, v in wanted.items() if k not in logged}
     if fresh:
         mlflow.log_params(fresh)
-
-
-def settings_yaml(settings: Any) -> str:
-    """The effective settings as YAML (a local data path made absolute): what a step really ran with."""
-    import yaml
-
-    values = settings.to_dict()
-    path = values["data"]["path"]
-    if "://" not in path and not path.startswith(("sqlite:", "postgresql", "mysql")):
-        values["data"]["path"] = str(Path(path).resolve())
-    return yaml.safe_dump(values, sort_keys=False)
-
-
-def log_settings(settings: Any) -> None:
-    """The effective settings file as the active run's artifact `settings.yaml`."""
-    import mlflow
-
-    mlflow.log_text(settings_yaml(settings), "settings.yaml")
-
-
-def log_json(obj: Any, artifact_file: str) -> None:
-    import mlflow
-
-    mlflow.log_text(json.dumps(obj, indent=2, sort_keys=True, default=str), artifact_file)
-
-
-def load_json_artifact(run_id: str, artifact_path: str) -> Any:
-    import mlflow
-
-    with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=tmp)
-        return json.loads(Path(local).read_text())
-
-
-def pip_requirements() -> list[str]:
-    """Explicit requirements for the served model (inferring them costs a ~10 s subprocess)."""
-    import mlflow
-    import numpy
-    import pandas
-    import torch
-
-    return [
-        f"mlflow=={mlflow.__version__}",
-        f"torch=={torch.__version__.split('+')[0]}",
-        f"pandas=={pandas.__version__}",
-        f"numpy=={numpy.__version__}",
-    ]
-
-
-def log_pyfunc_model(
-    model_files: dict[str, str],
-    input_example: pd.DataFrame,
-    output_example: pd.DataFrame,
-    name: str = "model",
-    metadata: dict[str, Any] | None = None,
-) -> Any:
-    """Log the network as a models-from-code pyfunc; returns MLflow's ModelInfo.
-
-    The code is `pyfunc_entry.py` plus a copy of just `retrain/__init__.py` and `retrain/model.py`,
-    so the model loads without the rest of this package and without unpickling anything.
-    `metadata` lands in the MLmodel file (what each input accepts, the decision threshold).
-
-    This is `mlflow.pyfunc.log_model` minus its serving-input validation: that check loads the logged model
-    back (checking every requirement against the installed packages) and scores the example, ~40% of the
-    call, and a failure there is only a warning. The candidate is loaded as the registry serves it and scored
-    on the golden samples by the pre-promotion checks (`checks.run_checks`), which block promotion instead.
-    """
-    from mlflow.models import Model
-
-    with tempfile.TemporaryDirectory() as tmp:
-        code = Path(tmp) / "retrain"
-        code.mkdir()
-        for file in ("__init__.py", "model.py"):
-            shutil.copy(PACKAGE_DIR / file, code / file)
-        with _without_log_line("mlflow.pyfunc", "Validating input example against model signature"):
-            return Model.log(
-                artifact_path=None,
-                name=name,
-                flavor=_PyfuncFlavor,
-                flavor_name="pyfunc.ModelFromCode",  # what mlflow.pyfunc.log_model records for a code file
-                validate_serving_input=False,
-                python_model=str(PACKAGE_DIR / "pyfunc_entry.py"),
-                artifacts=model_files,
-                code_paths=[str(code)],
-                signature=_signature(input_example, output_example),
-                input_example=input_example,
-                pip_requirements=pip_requirements(),
-                metadata=metadata,
-            )
-
-
-@contextlib.contextmanager
-def _without_log_line(logger: str, text: str) -> Iterator[None]:
-    """Drop one known INFO line of MLflow's during our own call (MLflow logs it on every model we log with a
-    signature and an input example); everything else, the user's own logging included, passes."""
-    import logging
-
-    class _Drop(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return not (record.levelno <= logging.INFO and record.getMessage() == text)
-
-    drop = _Drop()
-    target = logging.getLogger(logger)
-    target.addFilter(drop)
-    try:
-        yield
-    finally:
-        target.removeFilter(drop)
-
-
-class _PyfuncFlavor:
-    """`mlflow.pyfunc` as `Model.log`'s flavor. `Model.log` reads `validate_serving_input` from the keywords
-    it hands on to the flavor's `save_model`, which `mlflow.pyfunc.save_model` refuses: drop it there."""
-
-    @staticmethod
-    def save_model(*, validate_serving_input: bool = True, **kwargs: Any) -> Any:
-        import mlflow.pyfunc
-
-        return mlflow.pyfunc.save_model(**kwargs)
-
-
-def _signature(input_example: pd.DataFrame, output_example: pd.DataFrame) -> Any:
-    """Every input column is declared `any` (required): the model casts inside (see retrain/model.py).
-
-    MLflow 3.17 enforces declared column types before the model sees a row and refuses int64 -> double,
-    float64 -> long and int64 -> string, so no declared type accepts a numeric sent as int or float, or an
-    integer-coded categorical. What each column accepts is in the model's metadata (`inputs`).
-    """
-    import warnings
-
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, ColSpec, Schema
-    from mlflow.types.utils import _infer_schema
-
-    inputs = Schema([ColSpec(AnyType(), str(col)) for col in input_example.columns])
-    with warnings.catch_warnings():  # `prediction` is an integer column on purpose: it is never missing
-        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
-        outputs = _infer_schema(output_example)
-    return ModelSignature(inputs=inputs, outputs=outputs)
-
-
-# ---- failures of the services behind MLflow, as one line ---------------------------------------------------------
-
-_UNREACHABLE = (
-    "Connection refused",
-    "Connection reset",
-    "RemoteDisconnected",
-    "Connection aborted",
-    "Name or service not known",
-    "Temporary failure in name resolution",
-    "Read timed out",
-    "timed out",
-    "Failed to establish a new connection",
-    "Max retries exceeded",
-)
-_DATABASE = (
-    "OperationalError",
-    "connection to server",
-    "could not connect to server",
-    "psycopg",
-    "server closed the connection",
-    "database is locked",
-    "terminating connection",
-)
-_S3 = (
-    "EndpointConnectionError",
-    "Could not connect to the endpoint URL",
-    "botocore",
-    "NoSuchBucket",
-    "NoCredentialsError",
-    "Unable to locate credentials",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-)
-
-
-def service_error(exc: BaseException) -> ServiceError | None:
-    """The ServiceError for a failure of the tracking server, its database or S3 (one line naming the
-    service and what to check), or None when `exc` is something else."""
-    import os
-    import sys
-
-    from retrain.errors import ServiceError
-
-    chain = []
-    seen: BaseException | None = exc
-    while seen is not None and seen not in chain:
-        chain.append(seen)
-        seen = seen.__cause__ or seen.__context__
-    text = " | ".join(f"{type(e).__module__}.{type(e).__name__}: {e}" for e in chain)
-    modules = {type(e).__module__.split(".")[0] for e in chain}
-    if not modules & {"mlflow", "requests", "urllib3", "botocore", "boto3", "sqlalchemy", "psycopg", "http"}:
-        return None
-    mlflow = sys.modules.get("mlflow")
-    uri = mlflow.get_tracking_uri() if mlflow is not None else os.environ.get("MLFLOW_TRACKING_URI", "")
-    server = uri.startswith(("http://", "https://"))
-    where = _redact(uri)
-    why = _reason(text)
-    if "botocore" in modules or "boto3" in modules:
-        endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or "AWS S3"
-        return ServiceError(
-            f"the artifact store (S3 at {endpoint}) failed: {why}; check MLFLOW_S3_ENDPOINT_URL, "
-            "the bucket and the AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
-        )
-    alive = server and _answers(uri)
-    if alive and ("503" in text or "TEMPORARILY_UNAVAILABLE" in text or why.startswith("max retries")):
-        text += " | " + _database_probe(uri)  # the retried 503s hide the server's reason: ask once more
-        why = _reason(text)
-    if alive and ("mlflow-artifacts" in text or any(m in text for m in _S3)):
-        return ServiceError(
-            f"the tracking server {where} cannot store or read artifacts: {why}; check its "
-            "artifact store (the S3 endpoint, bucket and credentials of its --artifacts-destination)"
-        )
-    if any(m in text for m in _DATABASE):
-        if server:
-            return ServiceError(
-                f"the tracking server {where} cannot reach its database: {why}; check the database "
-                "of its --backend-store-uri (is PostgreSQL up and accepting connections?)"
-            )
-        return ServiceError(
-            f"the tracking database {where} is unreachable: {why}; check that it is up and that "
-            "MLFLOW_TRACKING_URI is right"
-        )
-    if server and ("403" in why and "Host" in text):
-        return ServiceError(
-            f"the tracking server {where} refused this Host header: {why}; start it with "
-            "--allowed-hosts naming the host clients use"
-        )
-    if server and any(code in why for code in ("HTTP 401", "HTTP 403")):
-        return ServiceError(
-            f"the tracking server {where} refused the credentials: {why}; set "
-            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"
-        )
-    if server and (not alive or any(m in text for m in _UNREACHABLE) or why.startswith("HTTP 5")):
-        return ServiceError(
-            f"the tracking server {where} is unreachable or failing: {why}; check that `mlflow "
-            "server` runs there and that MLFLOW_TRACKING_URI is right"
-        )
-    return None
-
-
-def _answers(uri: str) -> bool:
-    """Whether the tracking server answers its health check now (it runs; what failed is behind it)."""
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
-            return response.status == 200
-    except Exception:
-        return False
-
-
-def _database_probe(uri: str) -> str:
-    """The server's answer to one request that needs its database (no retries), when it is an error."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1", timeout=10):
-            return ""
-    except urllib.error.HTTPError as exc:
-        return f"HTTP {exc.code}: {exc.read(2000).decode(errors='replace')}"
-    except Exception:
-        return ""
-
-
-def _reason(text: str) -> str:
-    """A short cause: an HTTP status, or the first known connection symptom."""
-    import re
-
-    status = re.search(r"error code (\d{3})|HTTP(?:Error)? ?(\d{3})|status code:? ?(\d{3})", text)
-    for marker in (*_UNREACHABLE, "EndpointConnectionError", "NoSuchBucket", "Unable to locate credentials"):
-        if marker in text:
-            cause = marker.lower() if marker[0].isupper() and " " in marker else marker
-            return f"HTTP {next(g for g in status.groups() if g)}, {cause}" if status else cause
-    if status:
-        return f"HTTP {next(g for g in status.groups() if g)}"
-    first = text.split(" | ")[-1].splitlines()[0] if text else ""
-    return first[:200]
-
-
-def _redact(uri: str) -> str:
-    """A URI without its password."""
-    import re
-
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", uri)

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2] / "retrain"
 # `name.*` places every module of a package (its __init__ included) in one layer.
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundations", ["retrain.errors", "retrain.progress"]),
-    ("settings", ["retrain.config"]),
+    ("settings", ["retrain.config.*"]),
     (
         "pure logic and the model",
         [
@@ -44,6 +44,8 @@ LAYERS: list[tuple[str, list[str]]] = [
         "MLflow, registry and log I/O",
         [
             "retrain.tracking",
+            "retrain.run_artifacts",
+            "retrain.service_errors",
             "retrain.store",
             "retrain.ledger",
             "retrain.replay",
