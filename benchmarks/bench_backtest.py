@@ -35,7 +35,17 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-DAILY = ("stable", "seasonal", "gradual_drift", "sudden_break", "seasonal_rate", "measurement_break")
+DAILY = (
+    "stable",
+    "seasonal",
+    "gradual_drift",
+    "sudden_break",
+    "seasonal_rate",
+    "measurement_break",
+    "covariate_shift",
+    "concept_shift",
+    "hard",
+)
 SCENARIOS = (*DAILY, "decades", "seattle_weather")
 HALF_OF_ALWAYS = ("stable", "seasonal", "seasonal_rate")  # stable and seasonal data: at most half of always's trainings
 # `loop` is the loop with the default settings (the bars judge it); the variants show what each setting does.

@@ -178,7 +178,7 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
     version = production_version(settings)
     psi: dict[str, float] = {}
     performance = evidence = None
-    age = trained_as_of = None
+    age = trained_as_of = regime_days = None
     if version is not None:
         profile = reference_profile(settings, version)
         psi = drift.feature_psi(
@@ -194,6 +194,7 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
         created = datetime.fromtimestamp(version.creation_timestamp / 1000, UTC)
         trained_as_of = version.tags.get("retrain.as_of")
         age = trigger.age_days(as_of, trained_as_of, created, datetime.now(UTC))
+        regime_days = _regime_days(settings, version, as_of)
     age_unknown = "the production version has no training date"
     if version is not None and age is None and trained_as_of:
         age_unknown = (
@@ -210,6 +211,7 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
         policy=policy,
         age_unknown=age_unknown,
         evidence=evidence,
+        regime_days=regime_days,
     )
     without_model, stalled = 0, None
     if version is None:
@@ -327,3 +329,22 @@ def _psi_chart(psi: dict[str, float], thresholds: dict[str, float], title: str =
         ax.set_title(title, fontsize=10, wrap=True)
     fig.tight_layout()
     return fig
+
+
+def _regime_days(settings: Settings, version, as_of: date) -> tuple[str, int, int] | None:
+    """For a production version trained on an adapted window (tag `retrain.window_since`): (the change day, the days
+    since it the version was trained on, the days since it at `as_of`, capped at the usual training + validation
+    days); None for a version trained on the usual window, or when the as-of is not after its training."""
+    tags = version.tags or {}
+    since, trained_as_of = tags.get("retrain.window_since"), tags.get("retrain.as_of")
+    if not since or since == "None" or not trained_as_of:
+        return None
+    try:
+        first, trained = date.fromisoformat(since[:10]), date.fromisoformat(trained_as_of[:10])
+    except ValueError:
+        return None
+    full = settings.windows.train_days + settings.windows.validation_days
+    used, now = (trained - first).days + 1, (as_of - first).days + 1
+    if used >= full or now <= used:
+        return None
+    return since[:10], used, min(now, full)

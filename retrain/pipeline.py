@@ -414,7 +414,7 @@ def adapted_since(settings: Settings, as_of: date, signals, source, plan=None) -
     y = rows[spec.label].astype(int).to_numpy()
     counts = np.bincount(day_of, minlength=len(days))
     found, what = None, ""
-    if "label_rate" in fired:
+    if fired & {"label_rate", "window"}:  # window: the change production was trained since, found again
         found = changepoint.rate_change(
             np.bincount(day_of, weights=y, minlength=len(days)).round().astype(int).tolist(),
             counts.tolist(),

@@ -18,10 +18,14 @@ ADAPTING_SIGNALS = frozenset({"drift", "prediction_drift", "performance", "label
 # Signals after which `gate.mode: auto` judges by unless_shown_worse: the problem moved, or production outlived
 # trigger.max_age_days. Under the superiority gate an old model that a fresh one merely equals is kept, stays
 # old, and the age trigger fires again at every step (8 trainings in 12 weeks on the stable scenario).
-NON_INFERIORITY_SIGNALS = ADAPTING_SIGNALS | {"age"}
+NON_INFERIORITY_SIGNALS = ADAPTING_SIGNALS | {"age", "window"}
 # Signals that say the labelled problem itself changed: the cycle then looks for the day it changed and may train on
 # the days since (`pipeline.adapted_since`, `windows.adapt`).
-WINDOW_SIGNALS = frozenset({"label_rate", "performance"})
+WINDOW_SIGNALS = frozenset({"label_rate", "performance", "window"})
+# A production model fitted on the few days since a change (an adapted window) is retrained once the days of the
+# current regime have grown by this factor, until they fill the usual training + validation window: a model of 7
+# days' rows kept for weeks serves worse than a schedule's full-window models (covariate_shift, BENCHMARKS.md).
+WINDOW_GROWTH = 1.5
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,19 @@ def age_days(as_of: date, trained_as_of: str | None, created_at: datetime | None
     return None
 
 
+def window_reason(regime_days: tuple[str, int, int] | None) -> str | None:
+    """Why a production model trained on the days since a change should be retrained on more of them, or None."""
+    if regime_days is None:
+        return None
+    since, trained, now = regime_days
+    if trained <= 0 or now < WINDOW_GROWTH * trained:
+        return None
+    return (
+        f"window: production was trained on the {trained} days since the change on {since}; {now} days of the "
+        f"current regime are there now ({WINDOW_GROWTH:g}x or more)"
+    )
+
+
 def decide(
     psi_by_feature: Mapping[str, float],
     performance: Mapping[str, float] | None,
@@ -182,11 +199,14 @@ def decide(
     policy: TriggerPolicy,
     age_unknown: str = "the production version has no training date",
     evidence: Evidence | None = None,
+    regime_days: tuple[str, int, int] | None = None,
 ) -> TriggerDecision:
     """Apply the hybrid policy: any of forced, no production, drift, performance, label rate, age asks for retraining.
 
     Feature and prediction drift retrain only with `drift_action: retrain`; with `warn` they are `warnings`.
     `evidence`: production against its own validation-time values (relative triggers); None skips them.
+    `regime_days`: (the change day, days since it production was trained on, days since it now, capped at the usual
+    training + validation window) for a production model trained on an adapted window, else None.
     """
     reasons: list[str] = ["forced"] if force else []
     signals: list[str] = ["forced"] if force else []
@@ -224,6 +244,9 @@ def decide(
     elif age > policy.max_age_days:
         reasons.append(f"age: production trained {age:.0f} days before as-of (max {policy.max_age_days})")
         signals.append("age")
+    if (grown := window_reason(regime_days)) is not None:
+        reasons.append(grown)
+        signals.append("window")
     drifted = {n: psi_by_feature[n] for n in drift}
     if reasons:
         return TriggerDecision(

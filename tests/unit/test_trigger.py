@@ -263,3 +263,27 @@ def test_an_old_production_model_lets_the_auto_gate_judge_by_non_inferiority():
     assert old.retrain and old.signals == ("age",)
     assert not old.adapts  # the problem did not move: no adapted training window
     assert set(old.signals) & NON_INFERIORITY_SIGNALS and "age" not in ADAPTING_SIGNALS
+
+
+def test_a_model_trained_on_few_days_since_a_change_is_retrained_as_the_regime_grows():
+    from retrain.config import TriggerPolicy
+    from retrain.trigger import decide, window_reason
+
+    assert window_reason(None) is None
+    assert window_reason(("2026-03-12", 14, 20)) is None  # 20 < 1.5 x 14
+    text = window_reason(("2026-03-12", 14, 21))
+    assert text is not None and "14 days since the change on 2026-03-12" in text and "21 days" in text
+    d = decide(
+        {}, None, 0, 10.0, has_production=True, force=False, policy=TriggerPolicy(), regime_days=("2026-03-12", 14, 28)
+    )
+    assert d.retrain and "window" in d.signals and any(r.startswith("window:") for r in d.reasons)
+    quiet = decide(
+        {}, None, 0, 10.0, has_production=True, force=False, policy=TriggerPolicy(), regime_days=("2026-03-12", 14, 15)
+    )
+    assert not quiet.retrain and "window" not in quiet.signals
+
+
+def test_the_window_signal_judges_by_unless_shown_worse_and_searches_the_change_again():
+    from retrain.trigger import NON_INFERIORITY_SIGNALS, WINDOW_SIGNALS
+
+    assert "window" in NON_INFERIORITY_SIGNALS and "window" in WINDOW_SIGNALS
