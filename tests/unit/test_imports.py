@@ -30,6 +30,8 @@ LAYERS: list[tuple[str, list[str]]] = [
             "retrain.describe",
             "retrain.plots",
             "retrain.synth",
+            "retrain.backtest_policy",
+            "retrain.backtest_summary",
             "retrain.model",
             "retrain.network",
             "retrain.train",
@@ -70,7 +72,19 @@ LAYERS: list[tuple[str, list[str]]] = [
             "retrain.serving.watch",
         ],
     ),
-    ("the loop", ["retrain.pipeline", "retrain.backtest", "retrain.suggest"]),
+    (
+        "the loop",
+        [
+            "retrain.pipeline",
+            "retrain.project_steps",
+            "retrain.cycle_report",
+            "retrain.adapt",
+            "retrain.backtest",
+            "retrain.backtest_replay",
+            "retrain.backtest_log",
+            "retrain.suggest",
+        ],
+    ),
     ("entry points", ["retrain", "retrain.__main__", "retrain.cli.*", "retrain.pyfunc_entry", "retrain.serving"]),
 ]
 
