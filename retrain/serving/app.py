@@ -20,18 +20,18 @@ import threading
 import time
 import uuid
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Request  # at module level: FastAPI resolves the endpoints' string annotations here
 
 from retrain.config import Settings
 from retrain.serving import assign
+from retrain.serving.feedback import feedback_rows
 from retrain.serving.payload import PayloadError, parse
 from retrain.serving.predlog import Batch, LoggedRequest, PredictionLog, redact, utcnow
+from retrain.serving.scoring import Scorer
 
 if TYPE_CHECKING:
-    import pandas as pd
     from fastapi import FastAPI
 
     from retrain.serving.live import Live, Loaded
@@ -51,8 +51,7 @@ class Router:
         self.name = settings.registry.model_name
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._shadow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
-        self._shadow_waiting = 0
+        self.scorer = Scorer(self.name, predictions, self.count, settings.serving.shadow_queue)
 
     def count(self, **increments: int) -> None:
         with self._lock:
@@ -90,7 +89,7 @@ class Router:
         prod_idx = np.flatnonzero(~to_candidate)
         batches: list[Batch] = []
         if len(cand_idx) and snap.candidate is not None:  # only a candidate's route sends rows to it
-            ok = self._score(
+            ok = self.scorer.score(
                 snap.candidate,
                 "candidate",
                 frame,
@@ -111,7 +110,7 @@ class Router:
             else:  # the candidate failed: production answers these records too (the error is logged and counted)
                 prod_idx = np.arange(n)
                 self.count(fallbacks=len(cand_idx))
-        answered = not len(prod_idx) or self._score(
+        answered = not len(prod_idx) or self.scorer.score(
             snap.production,
             "production",
             frame,
@@ -140,7 +139,7 @@ class Router:
             requests=1, **{f"records_{v}": int(c) for v, c in zip(*np.unique(variant, return_counts=True), strict=True)}
         )
         if route.mode == "shadow" and snap.candidate is not None:
-            self._submit_shadow(snap.candidate, frame, request_id, at, ids, assignment)
+            self.scorer.submit_shadow(snap.candidate, frame, request_id, at, ids, assignment)
         predictions = [
             {"prediction": p, "probability": q, "variant": v, "version": ver}
             for p, q, v, ver in zip(
@@ -149,161 +148,18 @@ class Router:
         ]
         return {"request_id": request_id, "predictions": predictions}, request_id
 
-    def _score(
-        self,
-        loaded: Loaded,
-        name: str,
-        frame: pd.DataFrame,
-        idx,
-        request_id: str,
-        at,
-        ids,
-        assignment,
-        n: int,
-        prediction,
-        probability,
-        *,
-        served: bool,
-        batches: list[Batch],
-    ) -> bool:
-        """Score the records `idx` with one version, fill the answer arrays, add the log rows to `batches`;
-        False on a failure."""
-        part = frame if len(idx) == n else frame.iloc[idx].reset_index(drop=True)
-        records = idx.tolist()
-        batch = Batch(
-            request_id,
-            at,
-            self.name,
-            name,
-            loaded.version,
-            served,
-            records,
-            [ids[i] for i in records],
-            [assignment[i] for i in records],
-        )
-        start = time.perf_counter()
-        try:
-            out = loaded.model.predict(part)
-            p = out["prediction"].to_numpy(dtype="int64")
-            q = out["probability"].to_numpy(dtype="float64")
-            if len(p) != len(part):
-                raise ValueError(f"returned {len(p)} rows for {len(part)} records")
-        except Exception as exc:
-            batch.served = False
-            batch.latency_ms = (time.perf_counter() - start) * 1000
-            batch.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:2000]
-            batches.append(batch)
-            self.count(**{f"errors_{name}": len(records)})
-            log.warning("%s version %s failed on request %s: %s", name, loaded.version, request_id, batch.error)
-            return False
-        batch.latency_ms = (time.perf_counter() - start) * 1000
-        batch.prediction, batch.probability = p, q
-        if served:
-            prediction[idx] = p
-            probability[idx] = q
-        batches.append(batch)
-        return True
-
-    def _submit_shadow(self, candidate: Loaded, frame, request_id, at, ids, assignment) -> None:
-        with self._lock:
-            if self._shadow_waiting >= self.settings.serving.shadow_queue:
-                self.counts["shadow_skipped"] += 1
-                return
-            self._shadow_waiting += 1
-        self._shadow.submit(self._run_shadow, candidate, frame, request_id, at, ids, assignment)
-
-    def _run_shadow(self, candidate: Loaded, frame, request_id, at, ids, assignment) -> None:
-        import numpy as np
-
-        try:
-            n = len(frame)
-            batches: list[Batch] = []
-            ok = self._score(
-                candidate,
-                "shadow",
-                frame,
-                np.arange(n),
-                request_id,
-                at,
-                ids,
-                assignment,
-                n,
-                None,
-                None,
-                served=False,
-                batches=batches,
-            )
-            self.log.add(*batches)
-            self.count(**{"shadow_scored" if ok else "shadow_failed": 1})
-        finally:
-            with self._lock:
-                self._shadow_waiting -= 1
-
     def close(self) -> None:
         """Finish queued shadow jobs (bounded by `shadow_queue`), then stop."""
-        self._shadow.shutdown(wait=True)
+        self.scorer.close()
 
     # -- /feedback
 
     def feedback(self, body: bytes) -> dict[str, Any]:
         """Store labels by request id (+ record) or entity id; PayloadError naming the bad item."""
-        data = _json(body)
-        items = data.get("feedback") if isinstance(data, dict) and "feedback" in data else [data]
-        if not isinstance(items, list) or not items:
-            raise PayloadError(
-                400,
-                'send {"request_id": ..., "label": 0|1} or {"entity_id": ..., "label": 0|1}, '
-                'or a list of those under "feedback"',
-            )
-        rows = []
-        at = utcnow()
-        known: dict[str, int] = {}  # request id -> records, looked up once per call
-        for i, item in enumerate(items):
-            where = f"feedback {i}" if len(items) > 1 else "feedback"
-            if not isinstance(item, dict):
-                raise PayloadError(422, f"{where} must be an object with request_id or entity_id and label")
-            label = item.get("label")
-            if type(label) is not int or label not in (0, 1):
-                raise PayloadError(422, f"{where}: label must be 0 or 1, got {label!r}")
-            if item.get("request_id") is not None:
-                rows.append(self._by_request(where, item, label, at, known))
-            elif item.get("entity_id") is not None:
-                rows.append(self._by_entity(where, item, label, at))
-            else:
-                raise PayloadError(422, f"{where}: give request_id (with record, default 0) or entity_id")
+        rows = feedback_rows(_json(body), self.log, self.name)
         self.log.add_feedback(rows)
         self.count(feedback=len(rows))
         return {"accepted": len(rows)}
-
-    def _by_request(self, where: str, item: dict, label: int, at, known: dict[str, int]) -> dict[str, Any]:
-        request_id = str(item["request_id"])
-        record = item.get("record", 0)
-        if type(record) is not int or record < 0:
-            raise PayloadError(422, f"{where}: record must be a record index (0, 1, ...), got {record!r}")
-        records = known.get(request_id)
-        if records is None:
-            records = self.log.find_records(self.name, request_id)
-            if records == 0 and self.log.flush(timeout=10):  # rows may still be on their way to the log
-                records = self.log.find_records(self.name, request_id)
-            known[request_id] = records
-        if records == 0:
-            raise PayloadError(
-                404, f"{where}: unknown request_id {request_id!r}: no prediction with that id in the log"
-            )
-        if record >= records:
-            raise PayloadError(
-                422, f"{where}: request {request_id} has {records} records; record {record} does not exist"
-            )
-        return {"request_id": request_id, "record": record, "label": label, "at": at, "entity_id": None}
-
-    def _by_entity(self, where: str, item: dict, label: int, at) -> dict[str, Any]:
-        entity = str(item["entity_id"])
-        found = self.log.latest_for_entity(self.name, entity)
-        if found is None and self.log.flush(timeout=10):
-            found = self.log.latest_for_entity(self.name, entity)
-        if found is None:
-            raise PayloadError(404, f"{where}: unknown entity_id {entity!r}: no prediction for it in the log")
-        return {"request_id": found[0], "record": found[1], "label": label, "at": at, "entity_id": entity}
 
     # -- /status
 
