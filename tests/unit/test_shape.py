@@ -1,4 +1,4 @@
-"""The house's shape (issue 19): no module in retrain/ over 500 lines, no class over 250, so each room fits in a head."""
+"""The house's shape (issue 19): no module in retrain/ over 500 lines, no class over 250: each room fits in a head."""
 
 from __future__ import annotations
 
