@@ -160,6 +160,15 @@ def _relative_floor(
             f"; {'not ' if ok else ''}shown {word} it (one-sided {100 * (1 - policy.alpha):g}% bounds of the "
             f"difference [{low:+.4f}, {high:+.4f}])"
         )
+    cost, cheapest = candidate.get("expected_cost"), baselines.get("constant_cost")
+    if not ok and metric != "expected_cost" and cost is not None and cheapest is not None and cost < cheapest - EPS:
+        # dominated only when no trivial decision is better on cost too: a threshold that flags few rows with high
+        # precision loses F1 to flagging everyone where churn is common, yet errs less than any constant decision
+        ok = True
+        text += (
+            f"; but its expected cost {cost:.4f} is below the cheaper constant decision's {cheapest:.4f}, so no "
+            "trivial decision beats it on both"
+        )
     return Floor(name, "relative", metric, value, bound, ok, text)
 
 

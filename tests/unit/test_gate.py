@@ -531,7 +531,7 @@ def test_the_collapse_rules_trivial_arm_needs_the_drop_shown_and_the_recall_arm_
 
 
 def test_a_first_models_decision_floor_fails_only_when_shown_below_the_trivial_decision():
-    first = cand(f1=0.3636)
+    first = cand(f1=0.3636, expected_cost=0.40)  # dearer than a constant decision too
     base = {**BASELINES, "all_positive_f1": 0.3893}
     assert not decide(DEFAULT, first, baselines=base, chance_p_value=1e-6).promote
     d = decide(DEFAULT, first, baselines=base, chance_p_value=1e-6, change_bounds={"decision_floor": (-0.18, 0.14)})
@@ -541,6 +541,25 @@ def test_a_first_models_decision_floor_fails_only_when_shown_below_the_trivial_d
     )
     d = decide(DEFAULT, first, baselines=base, chance_p_value=1e-6, change_bounds={"decision_floor": (-0.33, -0.02)})
     assert not d.promote and "; shown below it" in d.reason
+
+
+def test_a_first_model_beaten_on_f1_by_flagging_everyone_but_cheaper_than_any_constant_decision_passes():
+    """Seattle, 2013-07-29: AUC 0.78, precision 0.78, recall 0.18, F1 0.30 below flagging everyone's 0.48 where 32%
+    rain, yet expected cost 0.275 below the cheaper constant decision's 0.317: its decisions are not useless."""
+    first = cand(f1=0.2979, expected_cost=0.275, precision=0.778, recall=0.184)
+    base = {**BASELINES, "all_positive_f1": 0.4810, "constant_cost": 0.3167}
+    d = decide(DEFAULT, first, baselines=base, chance_p_value=1e-6)
+    assert d.promote, d.reason
+    assert any(
+        r.endswith(
+            "but its expected cost 0.2750 is below the cheaper constant decision's 0.3167, so no trivial "
+            "decision beats it on both"
+        )
+        for r in d.reasons
+    ), d.reasons
+    # dominated on both: kept
+    d = decide(DEFAULT, {**first, "expected_cost": 0.33}, baselines=base, chance_p_value=1e-6)
+    assert not d.promote and d.reason.startswith("decisions at the model's threshold (max_f1): f1 0.2979 is below")
 
 
 def test_evidence_bounds_show_a_real_drop_and_not_noise():
