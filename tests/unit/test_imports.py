@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "retrain.drift",
             "retrain.gate",
             "retrain.floors",
+            "retrain.evidence",
             "retrain.comparison",
             "retrain.trigger",
             "retrain.changepoint",
