@@ -362,7 +362,7 @@ def _collapse(
 
 def resolve_mode(policy: GatePolicy, adapts: bool | None) -> str:
     """The gate mode a comparison uses: `auto` is unless_shown_worse when the check saw the problem move or an old
-    production model (`trigger.NON_INFERIORITY_SIGNALS`), superiority otherwise."""
+    production model (`trigger.SHOWN_WORSE_SIGNALS`), superiority otherwise."""
     if policy.mode != "auto":
         return policy.mode
     return "unless_shown_worse" if adapts else "superiority"
