@@ -58,12 +58,12 @@ import retrain.registry.history as history
 import retrain.registry.moves as moves
 import retrain.registry.repair as repair
 import retrain.registry.status as status
-from retrain.registry.access import RegisteredModel, State, View
+from retrain.registry.access import ModelGone, RegisteredModel, State, View
 from retrain.registry.history import Logged
 from retrain.registry.marks import ABORTED, ARCHIVED, ROLLED_BACK
 from retrain.registry.rules import Move, Problem
 
-__all__ = ["ABORTED", "ARCHIVED", "ROLLED_BACK", "Logged", "Registry", "State", "View"]
+__all__ = ["ABORTED", "ARCHIVED", "ROLLED_BACK", "Logged", "ModelGone", "Registry", "State", "View"]
 
 
 class Registry(RegisteredModel):

@@ -11,7 +11,7 @@ from typing import Any
 import retrain.registry.rules as mv
 from retrain.registry.access import RegisteredModel, View, entry_move
 from retrain.registry.marks import ARCHIVED
-from retrain.registry.rules import Pending, Problem, Snapshot
+from retrain.registry.rules import Move, Pending, Problem, Snapshot
 
 RUN_HOST = "retrain.host"
 RUN_PID = "retrain.pid"
@@ -42,6 +42,7 @@ def snapshot(model: RegisteredModel, view: View, found: dict[str, Any] | None = 
         archived[version] = exists[version] and ARCHIVED in (found[version].tags or {})
 
     last_move = None
+    head_move, recorded, log_production, beyond = None, True, None, None
     if head is not None:
         entry = model.ledger.get(head.seq + 1)
         if entry is not None:
@@ -49,7 +50,12 @@ def snapshot(model: RegisteredModel, view: View, found: dict[str, Any] | None = 
             pending = Pending(entry.seq, move, problem)
             if move is not None:
                 look(move.to_version)
-        last_move = model.mirror_move(view.tags, head.seq)
+            if model.ledger.get(head.seq + 2) is not None:
+                beyond = head.seq + 2
+        if head.seq > 0 and view.recreated is None:
+            head_move, recorded = logged(model, view, head.seq)
+            log_production = applied_production(model, view, head.seq, head_move)
+        last_move = head_move or model.mirror_move(view.tags, head.seq)
         look(head.production)
         if last_move is not None:
             look(last_move.from_version)
@@ -80,7 +86,37 @@ def snapshot(model: RegisteredModel, view: View, found: dict[str, Any] | None = 
         fallback,
         tuple(mirror_problems),
         tuple(stale_runs(model)),
+        head_move,
+        not recorded,
+        log_production,
+        beyond,
     )
+
+
+def logged(model: RegisteredModel, view: View, seq: int) -> tuple[Move | None, bool]:
+    """Move `seq` as the move log holds it (its mirror tag once `mlflow gc` removed it), and whether either
+    records it at all."""
+    entry = model.ledger.get(seq)
+    if entry is not None:
+        return entry_move(entry)[0], True
+    return model.mirror_move(view.tags, seq), model.mirror_key(seq) in view.tags
+
+
+def applied_production(
+    model: RegisteredModel, view: View, seq: int, move: Move | None
+) -> tuple[int, str | None] | None:
+    """(k, production) of the last applied move k <= `seq` in the log, walking back over aborted ones (at most
+    MIRRORS); None when the log cannot say."""
+    for _ in range(mv.MIRRORS):
+        if move is None:
+            return None
+        if not move.aborted:
+            return seq, move.to_version
+        if seq <= 1:
+            return 0, None
+        seq -= 1
+        move = logged(model, view, seq)[0]
+    return None
 
 
 def first_existing(

@@ -92,25 +92,24 @@ def fix(model: RegisteredModel, problem: Problem, actor: str | None) -> None:
 
 
 def rebuild_head(model: RegisteredModel, view: View) -> None:
-    """Replay the whole move log into a new head (repair only: linear in the history)."""
-    seqs = [
-        int(k[len(model.mirror_prefix) :])
-        for k in view.tags
-        if k.startswith(model.mirror_prefix) and k[len(model.mirror_prefix) :].isdigit()
-    ]
+    """Replay the whole move log into a new head (repair only: linear in the history). The log is the record:
+    a head behind it, ahead of it or naming another production is replaced, and no move is marked or added.
+    Moves `mlflow gc` removed from the log are read from their mirror tags where those remain."""
+    top = model.mirror_top(view.tags)
     seq, log_moves = 1, []
-    top = max(seqs, default=0)
     while True:
         entry = model.ledger.get(seq)
         if entry is None and seq > top:
             break
-        move = entry_move(entry)[0] if entry else None
+        move = entry_move(entry)[0] if entry else model.mirror_move(view.tags, seq)
         if move is not None:
             log_moves.append(move)
         seq += 1
     last = log_moves[-1] if log_moves else None
     if last is not None and not last.aborted and view.production != last.to_version:
-        log_moves = log_moves[:-1]  # unfinished: stays pending for the next round
+        mirrored = model.mirror_move(view.tags, last.seq)
+        if mirrored is None or mirrored.token != last.token:  # its mover never got past the alias: unfinished,
+            log_moves = log_moves[:-1]  # it stays pending for the next round (finished or aborted as recorded)
     model.client.set_registered_model_tag(model.name, model.head_key, mv.head_from(log_moves).to_json())
 
 

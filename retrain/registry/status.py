@@ -32,7 +32,7 @@ def status(model: RegisteredModel, *, repair: bool = False) -> dict[str, Any]:
         if version and version not in found:
             found[version] = model.find_version(version)
         out["versions"][role] = describe_version(version, found[version]) if version else None
-    notes = []
+    notes = [view.recreated] if view.recreated else []
     head = view.head
     if head is not None and head.production and view.production == head.production:
         target, skipped = audit.first_existing(model, mv.rollback_candidates(head), found)
