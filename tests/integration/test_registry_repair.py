@@ -6,12 +6,19 @@ told another move is in progress, not to repair. Real SQLite registry, no mocks.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
+import pytest
 from mlflow import MlflowClient
 
 from retrain.config import load_settings
 from retrain.ledger import Ledger
 from retrain.registry import ABORTED, Registry
+from tests.conftest import REPO
 from tests.integration.test_registry import HEAD, NAME, aliases, invoke, make_versions, model_tags, one_line, ship
 
 
@@ -137,3 +144,62 @@ def test_an_alias_moved_by_hand_is_a_real_external_move_even_with_a_wrong_head()
     latest = reg.history()[0]
     assert (latest.seq, latest.kind, latest.from_version, latest.to_version) == (5, "external", "4", "2")
     assert ABORTED not in set().union(*log_marks().values())
+
+
+# ---- the loser of a race is told to wait, not to repair -------------------------------------------------
+
+
+def stopped_mover(writes: int, tmp_path) -> subprocess.Popen:
+    """A real `retrain promote` process that claimed move #3 and stopped itself (SIGSTOP) before registry
+    write number `writes` + 1: alive, mid-move, as a slow mover is."""
+    script = (
+        "import signal, sys\n"
+        "from tests.integration.registry_harness import install_killer\n"
+        f"install_killer({writes}, signal.SIGSTOP)\n"
+        "from retrain.cli import cli\n"
+        "cli.main(args=['promote', '--candidate', '3', '--force', '--reason', 'slow mover'], prog_name='retrain')\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    for _ in range(600):  # a condition, not a duration: until the process reports itself stopped
+        with open(f"/proc/{proc.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return proc
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.5)
+    proc.kill()
+    raise AssertionError("the mover never stopped")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("writes", [1, 2], ids=["claimed", "alias-moved"])
+def test_a_writer_racing_a_live_mover_is_told_to_wait_and_a_dead_one_to_repair(tmp_path, writes):
+    make_versions(3)
+    reg = Registry(load_settings(None))
+    ship(reg, "1", "2")
+    mover = stopped_mover(writes, tmp_path)
+    try:
+        for args in (["promote", "--candidate", "1", "--force", "--reason", "loser"], ["rollback"]):
+            out = invoke(*args)
+            line = one_line(out)
+            assert out.exit_code == 4 and "in progress" in line and "move #3" in line, line
+            assert "--repair" not in line
+        os.kill(mover.pid, signal.SIGCONT)
+        assert mover.wait(timeout=300) == 0, mover.stdout.read()
+    finally:
+        mover.kill()
+    assert aliases()["production"] == "3" and invoke("status").exit_code == 0
+    # the same, with the mover killed instead: nobody will finish it, so the writer names the repair
+    ship(reg, "2")
+    dead = stopped_mover(writes, tmp_path)
+    dead.kill()
+    dead.wait(timeout=60)
+    out = invoke("promote", "--candidate", "1", "--force", "--reason", "after a crash")
+    assert out.exit_code == 4 and "retrain status --repair" in one_line(out)
+    assert invoke("status", "--repair").exit_code == 0 and aliases()["production"] == "3"
