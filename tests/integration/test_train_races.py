@@ -1,0 +1,86 @@
+"""Training claims its idempotency key atomically (issue 24, part 4): real `retrain train` processes started
+together on one SQLite store register one version and the others reuse it; a trainer killed with kill -9
+after claiming does not block the key. The processes are forked by registry_harness (real OS processes).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow import MlflowClient
+
+from retrain.ledger import Ledger
+from retrain.train_claim import RELEASED
+from tests.conftest import FAST
+from tests.integration.test_registry_races import Harness
+
+NAME = "churn-classifier"
+KEY = "retrain.idempotency_key"
+
+
+@pytest.fixture(scope="module")
+def harness():
+    h = Harness()
+    yield h
+    h.close()
+
+
+def train_job(store: str, cwd, data, as_of: str, kill_after: int | None = None) -> dict:
+    args = ["train", "--data", str(data), "--as-of", as_of, "--json", *(a for o in FAST for a in ("--set", o))]
+    return {
+        "cwd": str(cwd),
+        "env": {"MLFLOW_TRACKING_URI": store, "MLFLOW_REGISTRY_URI": store},
+        "kill_after": kill_after,
+        "commands": [args],
+    }
+
+
+def versions_by_key() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for v in MlflowClient().search_model_versions(f"name = '{NAME}'"):
+        out.setdefault(v.tags.get(KEY, ""), []).append(str(v.version))
+    return out
+
+
+def outputs(results: list[dict]) -> list[dict]:
+    for r in results:
+        assert r["signal"] is None and r["codes"] == [0], r
+        assert "Traceback" not in r["stderr"], r["stderr"]
+    return [json.loads(r["stdout"]) for r in results]
+
+
+@pytest.mark.slow
+def test_concurrent_trainings_with_the_same_inputs_register_one_version(harness, tracking, tmp_path, stable_data):
+    for round_, as_of in enumerate(("2026-02-20", "2026-02-22", "2026-02-24")):
+        jobs = [train_job(tracking, tmp_path, stable_data, as_of) for _ in range(3)]
+        outs = outputs(harness.run(jobs))
+        assert len({o["version"] for o in outs}) == 1, outs
+        assert sorted(o["reused"] for o in outs) == [False, True, True], outs
+        keys = versions_by_key()
+        assert len(keys) == round_ + 1 and all(len(v) == 1 for v in keys.values()), keys
+
+
+@pytest.mark.slow
+def test_a_trainer_killed_after_its_claim_does_not_block_the_key(harness, tracking, tmp_path, stable_data):
+    as_of = "2026-02-20"
+    # the claim is registry write 1, hiding it write 2: die right before write 3, long before a version
+    (killed,) = harness.run([train_job(tracking, tmp_path, stable_data, as_of, kill_after=2)])
+    assert killed["signal"] == 9, killed
+    assert versions_by_key() == {}
+    (experiment,) = [
+        e
+        for e in MlflowClient().search_experiments(view_type=3)
+        if e.name.startswith("retrain-ledger/churn-classifier/training/")
+    ]
+    key = experiment.name.split("/")[-2]
+    entry = Ledger(MlflowClient(), f"{NAME}/training/{key}").get(1)
+    assert entry is not None and RELEASED not in entry.marks  # the dead trainer's claim is still held
+    # its process is gone: the next trainings take over (one trains, the other waits and reuses)
+    outs = outputs(harness.run([train_job(tracking, tmp_path, stable_data, as_of) for _ in range(2)]))
+    assert len({o["version"] for o in outs}) == 1 and sorted(o["reused"] for o in outs) == [False, True], outs
+    assert versions_by_key() == {key: [outs[0]["version"]]}
+    claims = Ledger(MlflowClient(), f"{NAME}/training/{key}")
+    assert (
+        RELEASED in claims.get(2).marks and json.loads(claims.get(2).marks[RELEASED])["version"] == outs[0]["version"]
+    )
