@@ -185,7 +185,8 @@ STATUS_PROBLEMS = 9  # 7 is a service that cannot be reached (ServiceError), 8 t
 
 
 @click.command(
-    epilog=f"Exit codes: 0 consistent, {STATUS_PROBLEMS} problems found (after --repair: problems left), "
+    epilog=f"Exit codes: 0 consistent, {STATUS_PROBLEMS} problems found (after --repair: problems left; also "
+    "a registered model deleted while its move log remains), "
     "7 the tracking server or its database is unreachable, 4 the registry could not be read."
 )
 @fail_fast
