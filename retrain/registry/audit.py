@@ -43,6 +43,7 @@ def snapshot(model: RegisteredModel, view: View, found: dict[str, Any] | None = 
 
     last_move = None
     head_move, recorded, log_production, beyond = None, True, None, None
+    disagreeing: tuple[str, str] | None = None
     if head is not None:
         entry = model.ledger.get(head.seq + 1)
         if entry is not None:
@@ -56,6 +57,9 @@ def snapshot(model: RegisteredModel, view: View, found: dict[str, Any] | None = 
             head_move, recorded = logged(model, view, head.seq)
             log_production = applied_production(model, view, head.seq, head_move)
         last_move = head_move or model.mirror_move(view.tags, head.seq)
+        mirrored = model.mirror_move(view.tags, head.seq)
+        if head_move is not None and mirrored is not None and mirrored.record() != head_move.record():
+            disagreeing = (model.mirror_key(head.seq), f"disagrees with the move log's record of move #{head.seq}")
         look(head.production)
         if last_move is not None:
             look(last_move.from_version)
@@ -63,18 +67,18 @@ def snapshot(model: RegisteredModel, view: View, found: dict[str, Any] | None = 
     fallback = None
     if head is not None and view.production is None and head.production and not exists.get(head.production, True):
         fallback = first_existing(model, mv.rollback_candidates(head), found)[0]
-    mirror_problems = []
+    mirror_problems = [disagreeing] if disagreeing else []
     for key, value in sorted(view.tags.items()):
         suffix = key[len(model.mirror_prefix) :]
         if not key.startswith(model.mirror_prefix):
             continue
         if not suffix.isdigit():
-            mirror_problems.append((key, f"{suffix!r} is not a move number"))
+            mirror_problems.append((key, f"is unreadable: {suffix!r} is not a move number"))
             continue
         try:
             mv.parse_move(value, int(suffix))
         except ValueError as exc:
-            mirror_problems.append((key, str(exc)))
+            mirror_problems.append((key, f"is unreadable: {exc}"))
     return Snapshot(
         view.production,
         head,

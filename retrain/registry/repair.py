@@ -25,6 +25,37 @@ def repair(model: RegisteredModel, actor: str | None = None) -> list[Problem]:
         for problem in blocking[:1] or problems:
             fix(model, problem, actor)
             fixed.append(problem)
+    return fixed + sweep_mirrors(model)
+
+
+def sweep_mirrors(model: RegisteredModel) -> list[Problem]:
+    """Rewrite every recent-moves tag whose record differs from the move log's (repair only: a call per tag;
+    status checks the head's own tag). A tag whose move the log no longer holds (`mlflow gc`) is kept."""
+    view = model.read()
+    fixed = []
+    for key, text in sorted(view.tags.items()):
+        suffix = key[len(model.mirror_prefix) :]
+        if not key.startswith(model.mirror_prefix) or not suffix.isdigit():
+            continue
+        entry = model.ledger.get(int(suffix))
+        move = entry_move(entry)[0] if entry is not None else None
+        if move is None:
+            continue
+        try:
+            same = mv.parse_move(text, int(suffix)).record() == move.record()
+        except ValueError:
+            same = False
+        if not same:
+            rewrite_mirror(model, key)
+            fixed.append(
+                Problem(
+                    f"history tag {key} disagrees with the move log",
+                    f"rewrite {key} from the move log",
+                    "rewrite_mirror",
+                    key,
+                    blocking=False,
+                )
+            )
     return fixed
 
 

@@ -290,7 +290,7 @@ def diagnose(s: Snapshot, head_key: str) -> list[Problem]:
     for key, what in s.mirror_problems:
         problems.append(
             Problem(
-                f"history tag {key} is unreadable: {what}",
+                f"history tag {key} {what}",
                 f"rewrite {key} from the move log",
                 "rewrite_mirror",
                 key,

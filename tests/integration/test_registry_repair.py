@@ -203,3 +203,20 @@ def test_a_writer_racing_a_live_mover_is_told_to_wait_and_a_dead_one_to_repair(t
     out = invoke("promote", "--candidate", "1", "--force", "--reason", "after a crash")
     assert out.exit_code == 4 and "retrain status --repair" in one_line(out)
     assert invoke("status", "--repair").exit_code == 0 and aliases()["production"] == "3"
+
+
+def test_a_recent_moves_tag_that_disagrees_with_the_log_is_rewritten_from_it():
+    reg = four_moves()
+    client = MlflowClient()
+    for seq, version in ((4, "1"), (2, "4")):  # readable, but not what the log records
+        key = f"retrain.history.production.{seq:06d}"
+        client.set_registered_model_tag(NAME, key, json.dumps({**json.loads(model_tags()[key]), "to_version": version}))
+    out = invoke("status")
+    assert out.exit_code == 9 and "000004 disagrees with the move log" in out.output, out.output
+    fixed = invoke("status", "--repair", "--json")
+    assert fixed.exit_code == 0, fixed.output
+    assert {p["what"] for p in json.loads(fixed.output)["repaired"]} >= {
+        "history tag retrain.history.production.000002 disagrees with the move log"
+    }
+    assert [json.loads(model_tags()[f"retrain.history.production.{s:06d}"])["to_version"] for s in (2, 4)] == ["2", "4"]
+    assert reg.rollback().to_version == "3"
