@@ -141,6 +141,8 @@ def rebuild_head(model: RegisteredModel, view: View) -> None:
         mirrored = model.mirror_move(view.tags, last.seq)
         if mirrored is None or mirrored.token != last.token:  # its mover never got past the alias: unfinished,
             log_moves = log_moves[:-1]  # it stays pending for the next round (finished or aborted as recorded)
+    if log_moves and model.mirror_key(log_moves[-1].seq) not in view.tags:  # the head's move, for the UI and
+        model.write_mirror(log_moves[-1], view.tags)  # for writers, which check the head against it
     model.client.set_registered_model_tag(model.name, model.head_key, mv.head_from(log_moves).to_json())
 
 

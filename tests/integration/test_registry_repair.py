@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from retrain.config import load_settings
 from retrain.ledger import Ledger
 from retrain.registry import ABORTED, Registry
-from tests.conftest import REPO
+from tests.conftest import FAST, REPO
 from tests.integration.test_registry import HEAD, NAME, aliases, invoke, make_versions, model_tags, one_line, ship
 
 
@@ -220,3 +220,21 @@ def test_a_recent_moves_tag_that_disagrees_with_the_log_is_rewritten_from_it():
     }
     assert [json.loads(model_tags()[f"retrain.history.production.{s:06d}"])["to_version"] for s in (2, 4)] == ["2", "4"]
     assert reg.rollback().to_version == "3"
+
+
+@pytest.mark.slow
+def test_a_real_train_re_creates_a_deleted_model_and_no_recorded_move_is_aborted(stable_data):
+    four_moves()
+    MlflowClient().delete_registered_model(NAME)
+    args = ["train", "--data", str(stable_data), "--as-of", "2026-02-20", "--json"]
+    trained = invoke(*args, *(a for o in FAST for a in ("--set", o)))
+    assert trained.exit_code == 0, trained.output
+    version = json.loads(trained.stdout)["version"]
+    out = invoke("status")
+    assert out.exit_code == 0 and "re-created" in out.output, out.output
+    assert invoke("status", "--repair").exit_code == 0
+    assert log_marks() == {1: set(), 2: set(), 3: set(), 4: set()}
+    promoted = invoke("promote", "--candidate", version, "--force", "--reason", "the new model", "--json")
+    assert promoted.exit_code == 0, promoted.output
+    move = json.loads(promoted.stdout)
+    assert (move["seq"], move["from_version"], move["to_version"]) == (5, None, version)
