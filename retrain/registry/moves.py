@@ -237,6 +237,12 @@ def refusal(model: RegisteredModel, problem: mv.Problem, view: View) -> Registry
         busy = still_moving(move) if move is not None else None
         if busy:
             return Refused(f"{busy}; nothing changed: try again once it has finished")
+    now = model.read(migrate=False, probe=False)
+    if view.head is not None and now.head is not None and now.head.seq > view.head.seq:  # it finished meanwhile
+        return Refused(
+            f"production of {model.name} was moved by another command meanwhile (move #{now.head.seq}); "
+            "nothing changed: see `retrain status` and try again"
+        )
     return RegistryError(f"refusing to move production of {model.name}: {problem.what}; {REPAIR_HINT}")
 
 

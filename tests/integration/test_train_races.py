@@ -84,3 +84,34 @@ def test_a_trainer_killed_after_its_claim_does_not_block_the_key(harness, tracki
     assert (
         RELEASED in claims.get(2).marks and json.loads(claims.get(2).marks[RELEASED])["version"] == outs[0]["version"]
     )
+
+
+def test_a_claim_is_held_while_its_trainer_may_live_and_taken_over_once_it_cannot():
+    """The rules for taking a claim over, on a real store: a remote claim holds for REMOTE_CLAIM_HOURS, a claim
+    released without a version holds nothing, a claim of a live process on this host holds."""
+    import os
+    import socket
+    from datetime import UTC, datetime, timedelta
+
+    from retrain.train_claim import REMOTE_CLAIM_HOURS, Claim, _over, claim
+
+    client = MlflowClient()
+
+    def held(key: str, **record) -> Ledger:
+        ledger = Ledger(client, f"{NAME}/training/{key}")
+        ledger.claim(1, {"token": key, "key": key, **record})
+        return ledger
+
+    old = (datetime.now(UTC) - timedelta(hours=REMOTE_CLAIM_HOURS + 1)).isoformat()
+    now = datetime.now(UTC).isoformat()
+    assert _over(held("remote-recent", host="elsewhere", pid=1, at=now).get(1)) is None
+    assert "counts as dead" in _over(held("remote-old", host="elsewhere", pid=1, at=old).get(1))
+    assert _over(held("alive-here", host=socket.gethostname(), pid=os.getpid(), at=now).get(1)) is None
+    released = held("released", host=socket.gethostname(), pid=os.getpid(), at=now)
+    Claim(released, released.get(1)).release(None, "TrainingError: learned nothing")
+    assert "ended without a version" in _over(released.get(1))
+    # an abandoned claim is taken over with the next attempt; the winner releases it with its version
+    won = claim(client, NAME, "remote-old", lambda: None)
+    assert isinstance(won, Claim) and won.entry.seq == 2
+    won.release("7")
+    assert json.loads(won.ledger.get(2).marks[RELEASED])["version"] == "7"
