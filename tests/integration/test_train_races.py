@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 
 from retrain.ledger import Ledger
 from retrain.train_claim import RELEASED
-from tests.conftest import FAST
+from tests.conftest import FAST, unique_names
 from tests.integration.test_registry_races import Harness
 
 NAME = "churn-classifier"
@@ -26,8 +26,16 @@ def harness():
     h.close()
 
 
-def train_job(store: str, cwd, data, as_of: str, kill_after: int | None = None) -> dict:
-    args = ["train", "--data", str(data), "--as-of", as_of, "--json", *(a for o in FAST for a in ("--set", o))]
+def train_job(store: str, cwd, data, as_of: str, kill_after: int | None = None, sets: tuple[str, ...] = ()) -> dict:
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--as-of",
+        as_of,
+        "--json",
+        *(a for o in (*FAST, *sets) for a in ("--set", o)),
+    ]
     return {
         "cwd": str(cwd),
         "env": {"MLFLOW_TRACKING_URI": store, "MLFLOW_REGISTRY_URI": store},
@@ -36,9 +44,9 @@ def train_job(store: str, cwd, data, as_of: str, kill_after: int | None = None) 
     }
 
 
-def versions_by_key() -> dict[str, list[str]]:
+def versions_by_key(name: str = NAME) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for v in MlflowClient().search_model_versions(f"name = '{NAME}'"):
+    for v in MlflowClient().search_model_versions(f"name = '{name}'"):
         out.setdefault(v.tags.get(KEY, ""), []).append(str(v.version))
     return out
 
@@ -59,6 +67,19 @@ def test_concurrent_trainings_with_the_same_inputs_register_one_version(harness,
         assert sorted(o["reused"] for o in outs) == [False, True, True], outs
         keys = versions_by_key()
         assert len(keys) == round_ + 1 and all(len(v) == 1 for v in keys.values()), keys
+
+
+@pytest.mark.slow
+def test_concurrent_trainings_through_a_tracking_server_register_one_version(
+    harness, tracking_server, tmp_path, stable_data
+):
+    """The claim through `mlflow server` (REST): the session's server on SQLite; in CI also PostgreSQL's."""
+    names = tuple(unique_names("claim"))
+    name = names[0].split("=", 1)[1]
+    jobs = [train_job(tracking_server, tmp_path, stable_data, "2026-02-20", sets=names) for _ in range(2)]
+    outs = outputs(harness.run(jobs))
+    assert len({o["version"] for o in outs}) == 1 and sorted(o["reused"] for o in outs) == [False, True], outs
+    assert list(versions_by_key(name).values()) == [[outs[0]["version"]]]
 
 
 @pytest.mark.slow
