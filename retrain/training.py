@@ -90,7 +90,10 @@ def train(
         with contextlib.suppress(Exception):  # the store may be what failed: the claimer's death frees the key
             held.release(None, f"{type(exc).__name__}: {exc}")
         raise
-    held.release(outcome.version)
+    try:  # registered: a release that fails frees nothing waiters need (they look for the version first)
+        held.release(outcome.version)
+    except Exception as exc:
+        train_claim.log.warning("retrain: could not mark the training claim of %s released: %s", key, exc)
     return replace(outcome, notes=notes)
 
 
