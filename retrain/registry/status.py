@@ -48,7 +48,7 @@ def status(model: RegisteredModel, *, repair: bool = False) -> dict[str, Any]:
             f"version {snapshot.last_move.from_version} (production before move #{snapshot.last_move.seq}) "
             "no longer exists"
         )
-    out["moves"] = head.seq if head is not None else None
+    out["moves"] = model.recorded_top(view) if head is not None else None  # not a number edited past the log
     out["problems"] = [asdict(p) for p in problems]
     out["notes"] = list(dict.fromkeys(notes))
     out["consistent"] = not problems

@@ -114,6 +114,7 @@ def test_a_head_edited_beyond_the_log_is_reported_and_rebuilt():
     edit_head(seq=99)
     out = invoke("status")
     assert out.exit_code == 9 and "#99" in out.output and "not in the move log" in out.output, out.output
+    assert "(4 recorded moves of production)" in out.output
     history = invoke("history")
     assert history.exit_code == 0 and "missing" not in history.output and "99" not in history.output
     refused = invoke("promote", "--candidate", "1", "--force", "--reason", "x")
