@@ -51,6 +51,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "retrain.service_errors",
             "retrain.store",
             "retrain.ledger",
+            "retrain.train_claim",
             "retrain.replay",
             "retrain.notify",
             "retrain.registry.*",
