@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "retrain.synth",
             "retrain.backtest_policy",
             "retrain.backtest_summary",
+            "retrain.features",
             "retrain.model",
             "retrain.network",
             "retrain.train",
