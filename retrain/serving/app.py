@@ -66,10 +66,10 @@ class Router:
         snap = self.live.snapshot
         if snap is None:
             raise PayloadError(503, "no model loaded yet; retry shortly")
-        data = _json(body)
-        parsed = parse(data, snap.production.columns, self.settings.data.id)
-        frame, ids = parsed.frame, parsed.entity_ids
-        n = len(frame)
+        parsed = parse(_json(body), snap.production.columns, self.settings.data.id, self.settings.serving.max_records)
+        if snap.production.fast is not None:  # values the network cannot take: 422 naming record and field, now
+            snap.production.fast.encode(parsed)
+        ids, n = parsed.entity_ids, parsed.n
         request_id = str(uuid.uuid4())
         at = utcnow()
         assignment = ["entity" if e is not None else "request" for e in ids]
@@ -92,7 +92,7 @@ class Router:
             ok = self.scorer.score(
                 snap.candidate,
                 "candidate",
-                frame,
+                parsed,
                 cand_idx,
                 request_id,
                 at,
@@ -113,7 +113,7 @@ class Router:
         answered = not len(prod_idx) or self.scorer.score(
             snap.production,
             "production",
-            frame,
+            parsed,
             prod_idx,
             request_id,
             at,
@@ -128,7 +128,7 @@ class Router:
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:  # UTF-16/32 JSON: keep what it says, in UTF-8
-            text = json.dumps(data)
+            text = json.dumps(_json(body))
         self.log.add(*batches, request=LoggedRequest(request_id, at, self.name, n, text))  # lands in one transaction
         if not answered:
             raise PayloadError(
@@ -139,7 +139,7 @@ class Router:
             requests=1, **{f"records_{v}": int(c) for v, c in zip(*np.unique(variant, return_counts=True), strict=True)}
         )
         if route.mode == "shadow" and snap.candidate is not None:
-            self.scorer.submit_shadow(snap.candidate, frame, request_id, at, ids, assignment)
+            self.scorer.submit_shadow(snap.candidate, parsed, request_id, at, ids, assignment)
         predictions = [
             {"prediction": p, "probability": q, "variant": v, "version": ver}
             for p, q, v, ver in zip(
@@ -220,12 +220,23 @@ class Router:
 
 
 def _json(body: bytes) -> Any:
+    """The body parsed once, by orjson; what orjson refuses (NaN and Infinity literals, UTF-16/32, integers
+    beyond 64 bits, nesting over 1,024 levels) by the standard library, to keep what it accepted or to name
+    the problem in a 400."""
+    import orjson
+
     if not body or not body.strip():
         raise PayloadError(400, "empty request body: send JSON")
     try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(400, f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadError(400, "the body nests too deeply: send records as flat objects or rows") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer with too many digits
+        raise PayloadError(400, f"the body is not valid JSON: {str(exc)[:200]}") from None
 
 
 def verify_signature(secret: str, headers: dict[str, str], body: bytes, now: float | None = None) -> str | None:
@@ -256,6 +267,7 @@ def create_app(settings: Settings, live: Live, predictions: PredictionLog) -> Fa
     """The FastAPI app around a started `Live` and `PredictionLog`; its lifespan stops them in order."""
     import contextlib
 
+    import orjson
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
@@ -311,7 +323,7 @@ def create_app(settings: Settings, live: Live, predictions: PredictionLog) -> Fa
             answer, request_id = await run_in_threadpool(router.predict, body)
         except PayloadError as exc:
             return error(exc)
-        return Response(json.dumps(answer), media_type="application/json", headers={"X-Request-Id": request_id})
+        return Response(orjson.dumps(answer), media_type="application/json", headers={"X-Request-Id": request_id})
 
     @app.post("/feedback")
     async def feedback(request: Request) -> Response:
@@ -349,7 +361,7 @@ def create_app(settings: Settings, live: Live, predictions: PredictionLog) -> Fa
             event = json.loads(body)
             data = event.get("data") or {}
             relevant = event.get("entity") == "model_version_alias" and data.get("name") == settings.registry.model_name
-        except (json.JSONDecodeError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # not JSON, not an object, or nested too deeply
             return error(
                 PayloadError(400, "the webhook body is not an MLflow webhook event (JSON with entity, action, data)")
             )

@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "retrain.train",
             "retrain.serving.assign",
             "retrain.serving.payload",
+            "retrain.serving.fastpath",
             "retrain.serving.rollout",
             "retrain.serving.stats",
         ],

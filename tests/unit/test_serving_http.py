@@ -52,7 +52,10 @@ def test_refusals_name_the_record_and_field():
     records = lambda **change: {"dataframe_records": [{**RECORDS[0]}, {**RECORDS[1], **change}]}  # noqa: E731
     cases = [
         ({}, 400, "empty request body"),
-        ([1, 2], 400, "empty request body"),
+        ([1, 2], 400, "the body is a JSON list, not an object of records: send an object with one of the keys"),
+        (None, 400, "the body is JSON null, not an object of records"),
+        (3.5, 400, "the body is a JSON number, not an object of records"),
+        ("text", 400, "the body is a JSON string, not an object of records"),
         (
             {"rows": []},
             400,
