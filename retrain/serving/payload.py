@@ -95,14 +95,15 @@ def columns_of(body: Any) -> dict[str, list[Any]]:
         ):
             raise PayloadError(400, "dataframe_split needs 'columns' (a list of names) and 'data' (a list of rows)")
         columns, rows = value["columns"], value["data"]
-        for i, row in enumerate(rows):
-            if not isinstance(row, list) or len(row) != len(columns):
-                raise PayloadError(
-                    422,
-                    f"dataframe_split row {i} has {len(row) if isinstance(row, list) else 'no'} "
-                    f"values for {len(columns)} columns",
-                )
-        return {str(name): [row[j] for row in rows] for j, name in enumerate(columns)}
+        k = len(columns)
+        if not all(type(row) is list and len(row) == k for row in rows):
+            i, row = next((i, r) for i, r in enumerate(rows) if not isinstance(r, list) or len(r) != k)
+            raise PayloadError(
+                422, f"dataframe_split row {i} has {len(row) if isinstance(row, list) else 'no'} values for {k} columns"
+            )
+        if not rows:
+            return {str(name): [] for name in columns}
+        return {str(name): list(values) for name, values in zip(columns, zip(*rows, strict=True), strict=True)}
     if key == "inputs" and isinstance(value, dict):
         lengths = {len(v) if isinstance(v, list) else -1 for v in value.values()}
         if -1 in lengths or len(lengths) > 1:
