@@ -73,7 +73,7 @@ def log_pyfunc_model(
 ) -> Any:
     """Log the network as a models-from-code pyfunc; returns MLflow's ModelInfo.
 
-    The code is `pyfunc_entry.py` plus a copy of just `retrain/__init__.py` and `retrain/model.py`,
+    The code is `pyfunc_entry.py` plus a copy of just `retrain/__init__.py`, `model.py` and `features.py`,
     so the model loads without the rest of this package and without unpickling anything.
     `metadata` lands in the MLmodel file (what each input accepts, the decision threshold).
 
@@ -87,7 +87,7 @@ def log_pyfunc_model(
     with tempfile.TemporaryDirectory() as tmp:
         code = Path(tmp) / "retrain"
         code.mkdir()
-        for file in ("__init__.py", "model.py"):
+        for file in ("__init__.py", "model.py", "features.py"):
             shutil.copy(PACKAGE_DIR / file, code / file)
         with _without_log_line("mlflow.pyfunc", "Validating input example against model signature"):
             return Model.log(

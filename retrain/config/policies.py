@@ -171,12 +171,22 @@ class ServingSpec:
     log_batch_rows: int = 2000
     log_flush_s: float = 0.25
     max_body_bytes: int = 10_000_000
+    max_records: int = 10_000  # records per /predict request; more is a 413 naming the cap
+    torch_threads: int = 1  # intra-op threads of each forward pass (requests already run in parallel)
     shadow_queue: int = 64
     model_cache: int = 4
     webhook_secret_env: str = "RETRAIN_WEBHOOK_SECRET"
 
     def __post_init__(self) -> None:
-        for key in ("port", "log_batch_rows", "max_body_bytes", "shadow_queue", "model_cache"):
+        for key in (
+            "port",
+            "log_batch_rows",
+            "max_body_bytes",
+            "max_records",
+            "torch_threads",
+            "shadow_queue",
+            "model_cache",
+        ):
             if getattr(self, key) < 1:
                 raise ConfigError(f"serving.{key}: must be >= 1, got {getattr(self, key)}")
         for key in ("poll_s", "log_flush_s"):

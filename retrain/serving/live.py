@@ -22,6 +22,7 @@ from typing import Any
 
 from retrain.config import Settings
 from retrain.errors import RegistryError
+from retrain.serving.fastpath import FastModel
 from retrain.serving.payload import KINDS, Column
 from retrain.serving.rollout import Rollout, Route, route
 
@@ -41,6 +42,7 @@ class Loaded:
     columns: list[Column]
     loaded_at: str
     load_s: float
+    fast: FastModel | None = None  # our own models: scored straight from the request's columns
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,12 @@ class Live:
         start = time.perf_counter()
         model = mlflow.pyfunc.load_model(f"models:/{self.name}/{version}")
         loaded = Loaded(
-            version, model, schema_columns(model, self.settings), _now(), round(time.perf_counter() - start, 3)
+            version,
+            model,
+            schema_columns(model, self.settings),
+            _now(),
+            round(time.perf_counter() - start, 3),
+            FastModel.of(model),
         )
         self._cache[version] = loaded
         keep = (

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING
 from retrain.serving.predlog import Batch, PredictionLog
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from retrain.serving.live import Loaded
+    from retrain.serving.payload import Parsed
 
 log = logging.getLogger("retrain.serving")
 
@@ -40,7 +39,7 @@ class Scorer:
         self,
         loaded: Loaded,
         name: str,
-        frame: pd.DataFrame,
+        parsed: Parsed,
         idx,
         request_id: str,
         at,
@@ -54,8 +53,7 @@ class Scorer:
         batches: list[Batch],
     ) -> bool:
         """Score the records `idx` with one version, fill the answer arrays, add the log rows to `batches`;
-        False on a failure."""
-        part = frame if len(idx) == n else frame.iloc[idx].reset_index(drop=True)
+        False on a failure. Our own models take the fast path (`loaded.fast`), others their pyfunc `predict`."""
         records = idx.tolist()
         batch = Batch(
             request_id,
@@ -70,11 +68,16 @@ class Scorer:
         )
         start = time.perf_counter()
         try:
-            out = loaded.model.predict(part)
-            p = out["prediction"].to_numpy(dtype="int64")
-            q = out["probability"].to_numpy(dtype="float64")
-            if len(p) != len(part):
-                raise ValueError(f"returned {len(p)} rows for {len(part)} records")
+            if loaded.fast is not None:
+                p, q = loaded.fast.predict(parsed, None if len(idx) == n else idx)
+            else:
+                frame = parsed.frame
+                part = frame if len(idx) == n else frame.iloc[idx].reset_index(drop=True)
+                out = loaded.model.predict(part)
+                p = out["prediction"].to_numpy(dtype="int64")
+                q = out["probability"].to_numpy(dtype="float64")
+            if len(p) != len(idx):
+                raise ValueError(f"returned {len(p)} rows for {len(idx)} records")
         except Exception as exc:
             batch.served = False
             batch.latency_ms = (time.perf_counter() - start) * 1000
@@ -91,7 +94,7 @@ class Scorer:
         batches.append(batch)
         return True
 
-    def submit_shadow(self, candidate: Loaded, frame, request_id, at, ids, assignment) -> None:
+    def submit_shadow(self, candidate: Loaded, parsed: Parsed, request_id, at, ids, assignment) -> None:
         with self._lock:
             full = self._shadow_waiting >= self.shadow_queue
             if not full:
@@ -99,18 +102,18 @@ class Scorer:
         if full:
             self.count(shadow_skipped=1)
             return
-        self._shadow.submit(self._run_shadow, candidate, frame, request_id, at, ids, assignment)
+        self._shadow.submit(self._run_shadow, candidate, parsed, request_id, at, ids, assignment)
 
-    def _run_shadow(self, candidate: Loaded, frame, request_id, at, ids, assignment) -> None:
+    def _run_shadow(self, candidate: Loaded, parsed: Parsed, request_id, at, ids, assignment) -> None:
         import numpy as np
 
         try:
-            n = len(frame)
+            n = parsed.n
             batches: list[Batch] = []
             ok = self.score(
                 candidate,
                 "shadow",
-                frame,
+                parsed,
                 np.arange(n),
                 request_id,
                 at,

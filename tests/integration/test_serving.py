@@ -103,8 +103,20 @@ def test_bad_input_gets_one_clear_4xx_and_the_service_keeps_serving(store, tmp_p
         ({"dataframe_split": {"columns": FEATURES, "data": []}}, 400, "no records"),
         ({"rows": []}, 400, "exactly one of the keys"),
         ({}, 400, "empty request body"),
+        ([1, 2], 400, "the body is a JSON list, not an object of records"),
+        (7, 400, "the body is a JSON number, not an object of records"),
+        (
+            {"instances": [{**one(rows, 0)}] * 6},
+            413,
+            "6 records, over the limit of 5 per request (serving.max_records)",
+        ),
+        (
+            {"instances": [one(rows, 0), {**one(rows, 1), "income": 1e308}]},
+            422,
+            "record 1: feature 'income' is out of range, got 1e+308",
+        ),
     ]
-    with Service(tmp_path, uri, "serving.max_body_bytes=20000") as service:
+    with Service(tmp_path, uri, "serving.max_body_bytes=20000", "serving.max_records=5") as service:
         for body, code, message in cases:
             response = service.post("/predict", body)
             assert response.status_code == code, (body, response.text)
@@ -114,6 +126,13 @@ def test_bad_input_gets_one_clear_4xx_and_the_service_keeps_serving(store, tmp_p
             (b"", 400, "empty request body"),
             (b"{not json", 400, "not valid JSON"),
             (b"x" * 30_000, 413, "over the limit of 20,000"),
+            (b"null", 400, "the body is JSON null, not an object of records"),
+            (b'{"dataframe_records": ' + b"[" * 9000 + b"]" * 9000 + b"}", 400, "the body nests too deeply"),
+            (
+                json.dumps({"instances": [{**one(rows, 0), "age": 10**400}]}).encode(),
+                422,
+                "record 0: feature 'age' is out of range",
+            ),
         ]:
             response = service.post("/predict", data=data, headers={"Content-Type": "application/json"})
             assert response.status_code == code and message in response.json()["error"], response.text
@@ -138,7 +157,13 @@ def test_bad_input_gets_one_clear_4xx_and_the_service_keeps_serving(store, tmp_p
         too_far = service.post("/feedback", {"request_id": answer.json()["request_id"], "record": 3, "label": 1})
         assert too_far.status_code == 422 and "has 3 records; record 3 does not exist" in too_far.json()["error"]
         counts = service.status()["counts"]
-        assert counts["requests"] == 1 and counts["rejected_422"] >= 4 and counts["rejected_413"] == 2
+        assert counts["requests"] == 1 and counts["rejected_422"] >= 6 and counts["rejected_413"] == 3
+        assert "errors_production" not in counts  # client input is never counted as a model failure
+
+
+def one(rows, i: int) -> dict:
+    """Record i of `rows` as a client sends it (integers stay integers)."""
+    return json.loads(rows[FEATURES].iloc[[i]].to_json(orient="records"))[0]
 
 
 def test_sigterm_writes_every_logged_row_before_exit(store, tmp_path):

@@ -52,7 +52,10 @@ def test_refusals_name_the_record_and_field():
     records = lambda **change: {"dataframe_records": [{**RECORDS[0]}, {**RECORDS[1], **change}]}  # noqa: E731
     cases = [
         ({}, 400, "empty request body"),
-        ([1, 2], 400, "empty request body"),
+        ([1, 2], 400, "the body is a JSON list, not an object of records: send an object with one of the keys"),
+        (None, 400, "the body is JSON null, not an object of records"),
+        (3.5, 400, "the body is a JSON number, not an object of records"),
+        ("text", 400, "the body is a JSON string, not an object of records"),
         (
             {"rows": []},
             400,
@@ -116,3 +119,61 @@ def test_webhook_signature_matches_mlflows_own_signing():
     assert "possible replay" in verify_signature("s3cret", headers, body.encode(), now=time.time() + 3600)
     assert "missing" in verify_signature("s3cret", {}, body.encode())
     assert "not a Unix time" in verify_signature("s3cret", {**headers, "x-mlflow-timestamp": "soon"}, body.encode())
+
+
+def test_numbers_the_model_cannot_take_are_refused_naming_record_and_field():
+    """Out of int64, of float64, or (for the columns our models cast themselves) of float32: 422 before any model
+    runs, never an OverflowError (500) or an infinite value handed to the network."""
+    columns = [
+        Column("age", "int"),
+        Column("income", "number"),
+        Column("spend", "float"),
+        Column("channel", "category"),
+    ]
+    record = {"age": 34, "income": 41000.5, "spend": 1.5, "channel": "web"}
+    cases = [
+        ({"age": 10**400}, "record 1: feature 'age' is out of range, got 1000"),
+        ({"age": 2**63}, "record 1: feature 'age' is out of range, got 9223372036854775808; send a number with -2**63"),
+        ({"income": 1e308}, "record 1: feature 'income' is out of range, got 1e+308; send a number with magnitude at "),
+        ({"income": 10**39}, "(the model computes in float32)"),
+        ({"income": -(10**400)}, "record 1: feature 'income' is out of range"),
+        ({"spend": 10**400}, "record 1: feature 'spend' is out of range"),
+    ]
+    for change, message in cases:
+        body = {"dataframe_records": [record, {**record, **change}]}
+        status, got = refusal(body, columns)
+        assert status == 422 and message in got and len(got) < 300, (change, got)
+    fine = parse(
+        {"dataframe_records": [{**record, "income": 3e38, "channel": 10**400, "customer_id": 10**40}]},
+        columns,
+        "customer_id",
+    )
+    assert fine.columns["income"][0] == 3e38 and fine.entity_ids == [str(10**40)]
+
+
+def test_the_request_cap_and_bodies_that_are_not_records():
+    body = {"dataframe_split": {"columns": ["age", "income", "channel"], "data": [[1, 2.0, "web"]] * 11}}
+    with pytest.raises(PayloadError) as info:
+        parse(body, COLUMNS, None, max_records=10)
+    assert info.value.status == 413 and "11 records, over the limit of 10 per request (serving.max_records)" in (
+        info.value.message
+    )
+    assert parse(body, COLUMNS, None, max_records=11).n == 11
+
+
+def test_json_that_python_cannot_hold_is_a_400_and_nonstandard_json_still_parses():
+    from retrain.serving.app import _json
+
+    for body, message in [
+        (b"[" * 100_000 + b"]" * 100_000, "the body nests too deeply"),
+        (b'{"dataframe_records": [{"age": 1' + b"0" * 5000 + b"}]}", "not valid JSON"),
+        (b"\xff\xfe{", "not valid JSON"),
+        (b"{not json", "not valid JSON"),
+        (b"  ", "empty request body"),
+    ]:
+        with pytest.raises(PayloadError) as info:
+            _json(body)
+        assert info.value.status == 400 and message in info.value.message and "\n" not in info.value.message
+    nan = _json(b'{"inputs": [{"x": NaN, "big": 1' + b"0" * 400 + b"}]}")  # Python clients send NaN (json.dumps)
+    assert np.isnan(nan["inputs"][0]["x"]) and nan["inputs"][0]["big"] == 10**400
+    assert _json(json.dumps({"a": "é"}).encode("utf-16")) == {"a": "é"}
