@@ -170,6 +170,7 @@ class ServingSpec:
     log_url: str = "sqlite:///predictions.db"
     log_batch_rows: int = 2000
     log_flush_s: float = 0.25
+    log_sync: bool = False
     max_body_bytes: int = 10_000_000
     shadow_queue: int = 64
     model_cache: int = 4

@@ -214,6 +214,34 @@ def train_version(data, names: list[str], *overrides: str) -> str:
     return train(fast_settings(data, *names, *overrides)).version
 
 
+@pytest.mark.slow
+def test_with_log_sync_a_killed_replica_loses_no_row_it_answered(store, tmp_path):
+    """`serving.log_sync`: a replica answers only once the request's rows are committed, so SIGKILL loses none
+    it answered. `log_flush_s=5` would leave seconds of answered rows queued without it (the test then fails)."""
+    served, uri = store
+    log_url = f"sqlite:///{tmp_path / 'shared-predictions.db'}"
+    sync = ["serving.log_sync=true", "serving.log_flush_s=5"]
+    replicas = [Service(tmp_path, uri, f"serving.log_url={log_url}", *sync, poll_s=POLL_S) for _ in range(2)]
+    try:
+        start_all(replicas)
+        client = Spreader([r.url for r in replicas], entity_records(traffic(ENTITIES, seed=72), FEATURES), seed=6)
+        client.start()
+        client.wait_answers(120)
+        replicas[1].stop(signal.SIGKILL)
+        client.wait_answers(len(client.answers) + 60)
+        client.stop()
+        assert client.failed() == [] and 1 in client.dead
+        replicas[0].wait_logged()
+        assert replicas[0].stop(signal.SIGTERM) in (0, -signal.SIGTERM)
+    finally:
+        stop_all(replicas)
+    numbers = logged_vs_answered(log_rows(log_url), client.answers, killed=1)
+    assert numbers["answered_records_by_killed"] >= 30, numbers
+    assert numbers["killed_answers_not_logged"] == 0 and numbers["survivor_answers_not_logged"] == 0, numbers
+    assert numbers["rows_differing_from_answer"] == 0, numbers
+    assert numbers["logged_rows"] == numbers["answered_records"] + numbers["logged_never_answered"], numbers
+
+
 def open_together(url: str, n: int = 3) -> list[str]:
     """Open `n` prediction logs on `url` at the same instant, each on its own thread and connection; the errors."""
     import threading
