@@ -275,3 +275,24 @@ def test_replicas_opening_a_fresh_log_together_all_start(tmp_path):
     for attempt in range(10):
         errors = open_together(f"sqlite:///{tmp_path / f'fresh-{attempt}.db'}")
         assert errors == [], f"try {attempt}: {errors[0]}"
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_a_synchronous_add_returns_once_its_rows_are_committed(tmp_path, sync):
+    """With `sync`, `add(wait=True)` returns after the commit (the rows are readable at once, though rows may wait
+    5 s to be written); without it, `add` returns at once and the rows are still queued."""
+    import numpy as np
+
+    from retrain.serving.predlog import Batch, LoggedRequest, PredictionLog, utcnow
+
+    log = PredictionLog(f"sqlite:///{tmp_path / 'log.db'}", flush_s=5.0, sync=sync).start()
+    try:
+        for i in range(3):
+            at = utcnow()
+            batch = Batch(f"r{i}", at, "m", "production", "1", True, [0, 1], ["a", "b"], ["entity"] * 2)
+            batch.prediction, batch.probability = np.array([0, 1]), np.array([0.1, 0.9])
+            assert log.add(batch, request=LoggedRequest(f"r{i}", at, "m", 2, "{}"), wait=sync) is True
+            assert log.count("m") == (2 * (i + 1) if sync else 0)
+    finally:
+        log.close()
+    assert log.counters.rows_out == 6 and log.counters.lost == 0
