@@ -10,12 +10,14 @@ the real CLI, promote and rollback through `Registry`, SIGKILL of one replica un
   rows together;
 - killing one replica with SIGKILL mid-traffic: the client's retry sends its share to the others, no request
   fails, every row a surviving replica answered is logged exactly as answered. Of what the killed replica
-  answered, the rows still queued in its writer (at most `serving.log_flush_s` seconds of them) are lost:
-  the log is written off the request path (docs/live-traffic.md, "Several replicas").
+  answered, the rows still queued in its writer (normally its last `serving.log_flush_s` seconds) are lost:
+  the log is written off the request path (docs/live-traffic.md, "Several replicas"); with `serving.log_sync`
+  nothing it answered is lost;
+- replicas started together on a fresh log all create its tables.
 
 On SQLite (a registry file and a log file shared by the processes) and, marked `server`, on PostgreSQL: the
 log in its own PostgreSQL database and the registry on CI's `mlflow server` (PostgreSQL, artifacts on S3).
-Sizes are small (about 600 requests over 200 entities); `benchmarks/bench_replicas.py` runs 20,000.
+Sizes are small (about 1,000 requests over 200 entities); `benchmarks/bench_replicas.py` runs 20,000.
 """
 
 from __future__ import annotations
