@@ -30,6 +30,7 @@ LONG_FIRST = (
     "test_notebook",
     "test_on_services",
     "test_server",
+    "test_replicas",
 )
 
 

@@ -170,6 +170,7 @@ class ServingSpec:
     log_url: str = "sqlite:///predictions.db"
     log_batch_rows: int = 2000
     log_flush_s: float = 0.25
+    log_sync: bool = False
     max_body_bytes: int = 10_000_000
     max_records: int = 10_000  # records per /predict request; more is a 413 naming the cap
     torch_threads: int = 1  # intra-op threads of each forward pass (requests already run in parallel)

@@ -129,7 +129,11 @@ class Router:
             text = body.decode("utf-8")
         except UnicodeDecodeError:  # UTF-16/32 JSON: keep what it says, in UTF-8
             text = json.dumps(_json(body))
-        self.log.add(*batches, request=LoggedRequest(request_id, at, self.name, n, text))  # lands in one transaction
+        logged = self.log.add(  # lands in one transaction; with serving.log_sync, waits for the commit
+            *batches, request=LoggedRequest(request_id, at, self.name, n, text), wait=self.settings.serving.log_sync
+        )
+        if not logged:
+            raise PayloadError(503, "the prediction log did not confirm this request's rows (serving.log_sync); retry")
         if not answered:
             raise PayloadError(
                 500,
@@ -409,7 +413,12 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     torch.set_num_threads(settings.serving.torch_threads)
     live = Live(settings)
     live.refresh()  # RegistryError before listening when there is nothing (loadable) to serve
-    predictions = PredictionLog(settings.serving.log_url, settings.serving.log_batch_rows, settings.serving.log_flush_s)
+    predictions = PredictionLog(
+        settings.serving.log_url,
+        settings.serving.log_batch_rows,
+        settings.serving.log_flush_s,
+        sync=settings.serving.log_sync,
+    )
     if not os.environ.get(settings.serving.webhook_secret_env):
         log.warning(
             "$%s is not set: MLflow webhook deliveries are accepted without a signature check",

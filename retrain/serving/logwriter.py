@@ -3,7 +3,9 @@
 The service hands each request's body and batches to `add` as one group; the writer thread inserts groups
 in transactions of about `batch_rows` prediction rows (a request's rows always together) at least every
 `flush_s` seconds, and `close()` writes everything still queued (graceful shutdown loses nothing). The
-queue is unbounded on purpose: a slow database costs memory (shown in /status), never rows.
+queue is unbounded on purpose: a slow database costs memory (shown in /status), never rows. With `sync`, the
+writer does not wait for more rows once it has one (it writes what is queued: group commit), and
+`add(..., wait=True)` returns only once the group is committed, so an answer is given only for logged rows.
 """
 
 from __future__ import annotations
@@ -23,12 +25,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("retrain.serving")
 
+SYNC_TIMEOUT_S = 30.0  # `add(..., wait=True)` gives up (returns False) after this long without a commit
+
 
 class LogWriter:
     """Queues groups without blocking and writes them on its own thread, retrying while the database refuses."""
 
-    def __init__(self, engine: Engine, requests: Table, predictions: Table, batch_rows: int, flush_s: float) -> None:
+    def __init__(
+        self, engine: Engine, requests: Table, predictions: Table, batch_rows: int, flush_s: float, sync: bool = False
+    ) -> None:
         self.engine = engine
+        self.sync = sync
         self.requests, self.predictions = requests, predictions
         self.batch_rows, self.flush_s = batch_rows, flush_s
         # The writer hands rows to the driver's executemany (a C loop) instead of per-row SQLAlchemy processing:
@@ -49,6 +56,8 @@ class LogWriter:
         self.counters = Counters()
         self._queue: queue.Queue[tuple[LoggedRequest | None, list[Batch]] | None] = queue.Queue()
         self._pending = 0  # groups handed over and not yet written (or given up on)
+        self._added = self._finished = 0  # groups queued, groups written or given up on (in queue order)
+        self._lost_tickets: set[int] = set()
         self._idle = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -57,17 +66,30 @@ class LogWriter:
         self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
         self._thread.start()
 
-    def add(self, *batches: Batch, request: LoggedRequest | None = None) -> None:
+    def add(self, *batches: Batch, request: LoggedRequest | None = None, wait: bool = False) -> bool:
         """Queue one request (its body, if given) and its batches as one group: they land in the same transaction.
 
-        Never blocks, never drops.
+        Never drops. Without `wait`, never blocks (True). With it, returns once the group is committed (True),
+        or False when it was given up on or not committed within SYNC_TIMEOUT_S (it may still be written later).
         """
         if not batches and request is None:
-            return
+            return True
         with self._idle:
             self._pending += 1
             self.counters.rows_in += sum(len(b.records) for b in batches)
-        self._queue.put((request, list(batches)))
+            self._added += 1
+            ticket = self._added
+            self._queue.put((request, list(batches)))  # under the lock: tickets follow the queue's order
+        if not wait:
+            return True
+        deadline = time.monotonic() + SYNC_TIMEOUT_S
+        with self._idle:
+            while self._finished < ticket:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+            return ticket not in self._lost_tickets
 
     @property
     def backlog(self) -> int:
@@ -115,6 +137,8 @@ class LogWriter:
                     break
                 groups.append(item)
                 rows += sum(len(b.records) for b in item[1])
+                if self.sync:  # someone waits for this commit: write what is queued now, do not wait for more
+                    deadline = time.monotonic()
             if groups:
                 self._write(groups, final=stopping)
 
@@ -172,6 +196,9 @@ class LogWriter:
     ) -> None:
         with self._idle:
             self._pending -= len(groups)
+            if lost:
+                self._lost_tickets.update(range(self._finished + 1, self._finished + len(groups) + 1))
+            self._finished += len(groups)
             self.counters.lost += lost
             if error:
                 self.counters.last_error = error

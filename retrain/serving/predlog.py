@@ -45,17 +45,37 @@ __all__ = [
 log = logging.getLogger("retrain.serving")
 
 
+def _create_tables(metadata: Any, engine: Any, attempts: int = 5) -> None:
+    """Create the log's missing tables. Replicas started together on a fresh log race to create them: the loser's
+    CREATE fails (SQLite: "table already exists"; PostgreSQL: a unique violation in pg_type) after its check found
+    none, so a failed pass is retried, and the next pass finds the tables the winner created."""
+    import time
+
+    from sqlalchemy.exc import DBAPIError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            metadata.create_all(engine)
+            return
+        except DBAPIError:
+            if attempt == attempts:
+                raise
+            time.sleep(0.1 * attempt)
+
+
 class PredictionLog:
     """The log's tables on one engine, with a background writer for prediction rows."""
 
-    def __init__(self, url: str, batch_rows: int = 2000, flush_s: float = 0.25, *, create: bool = True) -> None:
+    def __init__(
+        self, url: str, batch_rows: int = 2000, flush_s: float = 0.25, *, create: bool = True, sync: bool = False
+    ) -> None:
         self.url = url
         self.engine = make_engine(url)
         self.metadata, self.requests, self.predictions, self.feedback = tables()
         if create:
-            self.metadata.create_all(self.engine)
+            _create_tables(self.metadata, self.engine)
         self.batch_rows, self.flush_s = batch_rows, flush_s
-        self._writer = LogWriter(self.engine, self.requests, self.predictions, batch_rows, flush_s)
+        self._writer = LogWriter(self.engine, self.requests, self.predictions, batch_rows, flush_s, sync)
         self._reader = LogReader(self.engine, self.requests, self.predictions, self.feedback)
         self.counters: Counters = self._writer.counters
 
@@ -102,12 +122,12 @@ class PredictionLog:
         self._writer.start()
         return self
 
-    def add(self, *batches: Batch, request: LoggedRequest | None = None) -> None:
+    def add(self, *batches: Batch, request: LoggedRequest | None = None, wait: bool = False) -> bool:
         """Queue one request (its body, if given) and its batches as one group: they land in the same transaction.
 
-        Never blocks, never drops.
+        Never drops; never blocks unless `wait` (then: True once committed, False if not; see LogWriter.add).
         """
-        self._writer.add(*batches, request=request)
+        return self._writer.add(*batches, request=request, wait=wait)
 
     @property
     def backlog(self) -> int:
