@@ -47,6 +47,7 @@ from retrain.backtest_replay import (
 )
 from retrain.backtest_summary import EXPERIMENT, BacktestResult, Step, Summary, num, summarise, summary_table
 from retrain.config import Settings
+from retrain.redaction import redact_uri
 
 __all__ = [
     "EXPERIMENT",
@@ -95,6 +96,15 @@ def run_backtest(
         policy_settings(settings, policy, Path("."))
     source = data.DataSource(settings.data)
     source.files()  # a missing data path fails here, before any store is made
+    if store:
+        import os
+
+        from retrain.redaction import has_secrets
+        from retrain.store_check import check_uri
+
+        check_uri(store, create=True)  # a new store is what --store makes; an unusable one is refused here
+        if has_secrets(store):  # MLflow's "View run ... at: URL" lines would show them
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     report_uri = absolute_tracking_uri()
     folder = Path(tempfile.mkdtemp(prefix="retrain-backtest-"))
     clock = time.perf_counter()
@@ -123,7 +133,7 @@ def run_backtest(
                 "fit_share": round(fit_s / total, 4) if total else 0.0,
                 "trainings_fitted": len(fitted),
             },
-            store if store else "temporary (deleted)",
+            redact_uri(store) if store else "temporary (deleted)",
             notes=[replay.NOTE] if shortcuts else [],
         )
         with pointed_at(report_uri):

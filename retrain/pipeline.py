@@ -31,6 +31,7 @@ from retrain.cycle_report import CycleResult, count_cycle, cycle_error, cycle_ev
 from retrain.errors import DataError, RetrainError, ServiceError, TrainingError
 from retrain.project_steps import absolute_tracking_uri, project_step, raise_training_failure, temporary_env
 from retrain.stall import stalled_text
+from retrain.store import safe_text
 
 __all__ = [
     "PROJECT_DIR",
@@ -212,7 +213,7 @@ def _run_cycle(
                 with contextlib.suppress(Exception):
                     count_cycle(settings, result, before, rejected=failed_training)
                 with contextlib.suppress(Exception):
-                    mlflow.set_tags({"retrain.outcome": "failed", "retrain.error": str(error)[:4000]})
+                    mlflow.set_tags({"retrain.outcome": "failed", "retrain.error": safe_text(str(error))[:4000]})
                     if not isinstance(exc, RetrainError):
                         import traceback
 

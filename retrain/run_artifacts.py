@@ -25,7 +25,18 @@ def settings_yaml(settings: Any) -> str:
     path = values["data"]["path"]
     if "://" not in path and not path.startswith(("sqlite:", "postgresql", "mysql")):
         values["data"]["path"] = str(Path(path).resolve())
-    return yaml.safe_dump(values, sort_keys=False)
+    return yaml.safe_dump(_without_secrets(values), sort_keys=False)
+
+
+def _without_secrets(value: Any) -> Any:
+    """Settings values with every URI in them redacted (a prediction log's or a data source's password)."""
+    from retrain.store import safe_text
+
+    if isinstance(value, dict):
+        return {k: _without_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_secrets(v) for v in value]
+    return safe_text(value) if isinstance(value, str) else value
 
 
 def log_settings(settings: Any) -> None:

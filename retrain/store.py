@@ -19,9 +19,9 @@ import random
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from retrain.errors import RegistryError, RetrainError
+from retrain.redaction import redact_uri, scrub
 
 PASS_THROUGH = frozenset({"RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "INVALID_PARAMETER_VALUE"})
 # Registry writes MlflowClient precedes with a get_registered_model (is the name a prompt?), one more
@@ -64,18 +64,23 @@ def bounded_http_retries() -> Iterator[None]:
             os.environ.pop(key, None)
 
 
-def redact(uri: str) -> str:
-    """The URI without user, password and query (which may carry tokens)."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "<unparseable tracking URI>"
-    if not (parts.username or parts.password or parts.query or parts.fragment):
-        return uri
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+redact = redact_uri  # the one redaction of URIs (retrain.redaction), under the name callers here know
+
+
+def store_uris() -> list[str]:
+    """The tracking and registry URIs in use (MLflow's, else the environment's): whose secrets never leave."""
+    import sys
+
+    mlflow = sys.modules.get("mlflow")
+    uris = [os.environ.get("MLFLOW_TRACKING_URI", ""), os.environ.get("MLFLOW_REGISTRY_URI", "")]
+    if mlflow is not None:
+        uris += [mlflow.get_tracking_uri(), mlflow.get_registry_uri() or ""]
+    return [u for u in dict.fromkeys(uris) if u]
+
+
+def safe_text(text: str) -> str:
+    """`text` with URIs redacted and the store's secrets masked: for every line, event, tag and param we write."""
+    return scrub(text, store_uris())
 
 
 def server_uri() -> str:
@@ -91,16 +96,12 @@ def is_contention(exc: BaseException) -> bool:
 
 def describe(exc: BaseException) -> str:
     """The first meaningful line of an error, without credentials, at most 300 characters."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     text = str(exc).strip()
     if not isinstance(exc, MlflowException):
         text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    raw = mlflow.get_tracking_uri()
-    safe = redact(raw)
-    if raw != safe:
-        text = text.replace(raw, safe)
+    text = safe_text(text)
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), text)
     return line[:300]
 
@@ -160,7 +161,7 @@ class GuardedClient:
                 break
             wait = min(self.max_wait_s, self.first_wait_s * 2**attempt)
             time.sleep(wait * (0.5 + random.random()))
-        from retrain.tracking import service_error
+        from retrain.service_errors import service_error
 
         service = service_error(error)
         if service is not None:

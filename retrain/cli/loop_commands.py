@@ -289,9 +289,17 @@ def check(settings, as_of, plan, force: bool, as_json: bool) -> None:
 @click.option(
     "--in-process", is_flag=True, help="Run train and evaluate in this process instead of as MLflow Projects runs."
 )
+@click.option(
+    "--create",
+    is_flag=True,
+    help="Start a new tracking store if MLFLOW_TRACKING_URI names a SQLite file that does not exist yet "
+    "(without it a missing store is refused: a mistyped path must not become an empty registry).",
+)
 @allow_past_option
 @json_option
-def run_loop(settings, as_of, force: bool, force_flag: str, in_process: bool, allow_past: bool, as_json: bool) -> None:
+def run_loop(
+    settings, as_of, force: bool, force_flag: str, in_process: bool, create: bool, allow_past: bool, as_json: bool
+) -> None:
     """Run one cycle of the loop: check, then train, evaluate, promote or keep, and notify."""
     from retrain.pipeline import run_cycle
     from retrain.stall import stalled_text

@@ -262,9 +262,10 @@ def test_a_run_whose_process_is_gone_is_stale():
 
 def test_uris_are_shown_without_credentials():
     assert (
-        redact("https://alice:s3cret@mlflow.example.com:5000/path?token=abc") == "https://mlflow.example.com:5000/path"
+        redact("https://alice:s3cret@mlflow.example.com:5000/path?token=abc")
+        == "https://alice:***@mlflow.example.com:5000/path?token=***"
     )
-    assert redact("postgresql://u:p@db/mlflow") == "postgresql://db/mlflow"
+    assert redact("postgresql://u:p@db/mlflow") == "postgresql://u:***@db/mlflow"
     assert redact("sqlite:////tmp/x/mlflow.db") == "sqlite:////tmp/x/mlflow.db"
 
 
