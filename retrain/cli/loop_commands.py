@@ -126,7 +126,7 @@ def _move_line(name: str, move) -> str:
 @click.command()
 @fail_fast
 @settings_options
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="Moves per page.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000), help="Moves per page.")
 @click.option(
     "--before",
     default=None,
@@ -313,6 +313,7 @@ def run_loop(
             in_process=in_process,
             allow_past=allow_past,
             on_epoch=on_epoch,
+            create=create,
         )
     finally:
         close()

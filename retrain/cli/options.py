@@ -74,7 +74,7 @@ def settings_options(func: Callable) -> Callable:
         given = [*parse_overrides(overrides_text), *overrides]
         config_path = unless_default(config_path, "default")
         kw["settings"] = load_settings(config_path, [*given, *extra])
-        _open_store(create=bool(kw.get("create")))
+        _open_store()
         _adopt_project_run(kw["settings"])
         tracking.invocation.clear()
         tracking.invocation.update(
@@ -88,14 +88,17 @@ def settings_options(func: Callable) -> Callable:
     return wrapper
 
 
-def _open_store(create: bool) -> None:
-    """Refuse an unusable or unintended store in one line (`retrain.store_check`); with credentials in its URI,
-    keep MLflow from printing them in its "View run ... at: URL" lines (here and in the steps this starts)."""
+def _open_store() -> None:
+    """Refuse an unusable or unintended store in one line (`retrain.store_check`; a cycle checks its store
+    itself, so that the refusal is also its `failed` event); with credentials in its URI, keep MLflow from
+    printing them in its "View run ... at: URL" lines (here and in the steps this starts)."""
     from retrain.redaction import has_secrets
     from retrain.store import store_uris
     from retrain.store_check import check_store
 
-    check_store(create=create)
+    ctx = click.get_current_context(silent=True)
+    if not (ctx and ctx.command.name == "run"):
+        check_store()
     if any(has_secrets(uri) for uri in store_uris()):
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
