@@ -88,12 +88,6 @@ def _check_sqlite(uri: str, create: bool) -> None:
         raise ServiceError(
             f"the tracking store {shown} cannot be used: {ancestor} is a file, not a folder; fix MLFLOW_TRACKING_URI"
         )
-    if not create:
-        raise ConfigError(
-            f"the tracking store {shown} does not exist ({path} is not there): a new, empty store, with no "
-            "registry where one was expected; check MLFLOW_TRACKING_URI (to start a new store there on "
-            "purpose: `retrain run --create`)"
-        )
     import tempfile
 
     try:  # what MLflow will do there: create folders and a file (a probe, removed at once)
@@ -105,6 +99,11 @@ def _check_sqlite(uri: str, create: bool) -> None:
             f"the tracking store {shown} cannot be created in {ancestor}: {exc.strerror or exc}; fix "
             "MLFLOW_TRACKING_URI"
         ) from None
+    if not create:
+        raise ConfigError(
+            f"the tracking store {shown} does not exist (no file {path}): it would be a new, empty store with "
+            "no registry; check MLFLOW_TRACKING_URI, or start a new store there with `retrain run --create`"
+        )
 
 
 def _check_sqlite_file(path: Path, shown: str) -> None:
