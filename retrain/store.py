@@ -42,21 +42,30 @@ DIRECT_WRITES = frozenset(
 )
 CONTENTION = ("database is locked", "deadlock detected", "could not serialize access", "database table is locked")
 
-# MLflow's defaults retry an unreachable server for ~4 minutes (7 retries, backoff factor 2, 120 s
-# timeout). Our commands fail fast instead; a value the user set in the environment wins.
+# MLflow's defaults retry an unreachable server for ~4 minutes (7 retries, backoff factor 2) and wait 120 s
+# for each answer, also between retries of a server that accepts and never answers (16 minutes). Our
+# commands bound both; a value the user set in the environment wins. Operator commands on the registry fail
+# fast (3 tries, 20 s each); the loop's steps ride out a restart of the server (5 tries over ~30 s of
+# backoff, 30 s each: a model's artifacts go through the server too).
 HTTP_BOUNDS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+LOOP_HTTP_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
 
 
 @contextlib.contextmanager
-def bounded_http_retries() -> Iterator[None]:
-    """Bound MLflow's HTTP retries and timeout for the duration of one command (user settings win)."""
-    added = [k for k in HTTP_BOUNDS if k not in os.environ]
+def bounded_http_retries(bounds: dict[str, str] = HTTP_BOUNDS) -> Iterator[None]:
+    """Bound MLflow's HTTP retries and timeout for the duration of one command (settings already made win:
+    the user's, or a tighter bound of an enclosing command)."""
+    added = [k for k in bounds if k not in os.environ]
     for key in added:
-        os.environ[key] = HTTP_BOUNDS[key]
+        os.environ[key] = bounds[key]
     try:
         yield
     finally:

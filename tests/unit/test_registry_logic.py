@@ -336,3 +336,19 @@ def test_after_move_gives_the_tags_and_aliases_a_move_leaves():
     promote = replace(move, kind="promote", from_version=None, to_version="3")
     tags, aliases = after_move(promote, "3", {}, ["staging"], "2", "production", "staging")
     assert aliases == {"production", "staging"} and tags == {}  # staging pointed elsewhere: untouched
+
+
+def test_the_loops_bounds_are_looser_and_an_enclosing_commands_win(monkeypatch):
+    from retrain.store import HTTP_BOUNDS, LOOP_HTTP_BOUNDS
+
+    for key in HTTP_BOUNDS:
+        monkeypatch.delenv(key, raising=False)
+    with bounded_http_retries(LOOP_HTTP_BOUNDS):
+        assert {k: os.environ[k] for k in LOOP_HTTP_BOUNDS} == LOOP_HTTP_BOUNDS
+    with bounded_http_retries(), bounded_http_retries(LOOP_HTTP_BOUNDS):  # fail_fast outside settings_options
+        assert {k: os.environ[k] for k in HTTP_BOUNDS} == HTTP_BOUNDS
+    assert not any(k in os.environ for k in HTTP_BOUNDS)
+    assert (
+        int(LOOP_HTTP_BOUNDS["MLFLOW_HTTP_REQUEST_TIMEOUT"]) < 120
+        and int(HTTP_BOUNDS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) < 7
+    )
