@@ -101,7 +101,7 @@ def run_cycle(
     allow_past: bool = False,
     on_epoch: Any = None,
     source: Any = None,
-    create: bool = False,
+    create: bool | None = None,
 ) -> CycleResult:
     """One cycle of the loop. `in_process` runs train/evaluate as library calls, not project runs
     (also what happens when there is no project folder, e.g. after a plain `pip install`).
@@ -112,14 +112,16 @@ def run_cycle(
     `allow_past`: replay an as-of before production's first fresh day (a backtest). `on_epoch` is called
     after each training epoch when the cycle trains in this process (the CLI's progress bar). `source` (a
     `retrain.data.DataSource`) hands over days already read (a backtest reads each day once for all its cycles).
-    `create`: the tracking store may be new (`retrain.store_check`; otherwise a missing store is refused).
+    `create` (the command line's): check the tracking store first (`retrain.store_check`), True allowing a new
+    one; None (a library caller that chose its store): no check.
     """
     from retrain import notify
     from retrain.store_check import check_store
 
     notify.ensure_writable(settings)
     try:
-        check_store(create=create)
+        if create is not None:
+            check_store(create=create)
         return _run_cycle(
             settings, as_of, force=force, in_process=in_process, allow_past=allow_past, on_epoch=on_epoch, source=source
         )

@@ -7,7 +7,7 @@ each is one line naming the store (secrets redacted):
 
 - a SQLite file that does not exist: refused (exit 2) unless it is MLflow's default store in the working
   folder (`mlflow.db`, MLFLOW_TRACKING_URI unset), the command runs under `mlflow run` (which made it), or
-  the command was asked to create it (`retrain run --create`);
+  the command was asked to create it (`retrain run --create`, or RETRAIN_CREATE_STORE=true for any command);
 - a SQLite path that cannot hold a database (a file as a parent folder, a folder as the file, an unwritable
   place, not SQLite, truncated): exit 7;
 - a database server (PostgreSQL, MySQL): one connection attempt with a short timeout, retried briefly
@@ -26,6 +26,7 @@ from pathlib import Path
 from retrain.errors import ConfigError, ServiceError
 from retrain.redaction import redact_uri
 
+CREATE_ENV = "RETRAIN_CREATE_STORE"
 CONNECT_TIMEOUT_ENV = "RETRAIN_STORE_CONNECT_TIMEOUT"
 CONNECT_RETRIES_ENV = "RETRAIN_STORE_CONNECT_RETRIES"
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -37,9 +38,14 @@ def check_store(create: bool = False) -> None:
     import mlflow
     from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
 
-    default = not is_tracking_uri_set()
+    create = (
+        create
+        or not is_tracking_uri_set()  # MLflow's default store in the working folder
+        or bool(os.environ.get("MLFLOW_RUN_ID"))  # `mlflow run` made the store before this step started
+        or os.environ.get(CREATE_ENV, "").strip().lower() in ("1", "true", "yes")
+    )
     for uri in dict.fromkeys([mlflow.get_tracking_uri(), mlflow.get_registry_uri()]):
-        check_uri(uri, create=create or default or bool(os.environ.get("MLFLOW_RUN_ID")))
+        check_uri(uri, create=create)
 
 
 def check_uri(uri: str, create: bool = False) -> None:
