@@ -228,6 +228,13 @@ def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
             lines.append(f"  {'':<10}  {v['rolled_back']}")
     for p in info["repaired"]:
         lines.append(f"repaired: {p['what']} -> {p['fix']}")
+    if not info["moves"] and not any(info["versions"].values()):
+        from retrain.store import server_uri
+
+        info["notes"].append(
+            f"the store {server_uri()} holds no version of {info['model_name']} and no move of production: a new, "
+            "empty registry? Check MLFLOW_TRACKING_URI and registry.model_name (`retrain run` makes the first version)"
+        )
     for note in info["notes"]:
         lines.append(f"note: {note}")
     for p in info["problems"]:

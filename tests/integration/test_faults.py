@@ -352,3 +352,14 @@ def test_run_creates_a_new_store_only_when_asked(stable_data, monkeypatch, tmp_p
     created = CliRunner().invoke(cli, [*cycle, "--create"])
     assert created.exit_code == 0, created.output
     assert db.exists() and "PROMOTED" in created.output
+
+
+def test_status_on_an_empty_store_says_so(tracking):
+    from click.testing import CliRunner
+
+    from retrain.cli import cli
+
+    out = CliRunner().invoke(cli, ["status"])
+    assert out.exit_code == 0, out.output
+    assert f"note: the store {tracking} holds no version of churn-classifier" in out.output
+    assert "a new, empty registry?" in out.output
