@@ -303,17 +303,22 @@ def _unusable_stores(folder: Path) -> dict[str, tuple[str, int, str]]:
 
     real.write_bytes(Path(os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")).read_bytes())
     (folder / "truncated.db").write_bytes(real.read_bytes()[: real.stat().st_size // 2])
+    mangled = bytearray(real.read_bytes())
+    for page in range(8192, len(mangled), 4096):  # every page after the first two overwritten in part
+        mangled[page + 100 : page + 2000] = b"\xff" * 1900
+    (folder / "mangled.db").write_bytes(bytes(mangled))
     return {
         "a file as its folder": (f"sqlite:///{folder / 'settings.yaml'}/mlflow.db", 7, "settings.yaml is a file"),
         "/proc": ("sqlite:////proc/nope/mlflow.db", 7, "cannot be created in /proc"),
         "garbage": (f"sqlite:///{folder / 'garbage.db'}", 7, "is not an SQLite database"),
         "truncated": (f"sqlite:///{folder / 'truncated.db'}", 7, "is truncated"),
+        "mangled": (f"sqlite:///{folder / 'mangled.db'}", 7, "is corrupt (database disk image is malformed)"),
         "mistyped": (f"sqlite:///{folder / 'nonexistent' / 'mlflow.db'}", 2, "does not exist"),
         "dead PostgreSQL": ("postgresql+psycopg://u:SECRET@127.0.0.1:1/db", 7, "is unreachable: connection refused"),
     }
 
 
-STORES = ["a file as its folder", "/proc", "garbage", "truncated", "mistyped", "dead PostgreSQL"]
+STORES = ["a file as its folder", "/proc", "garbage", "truncated", "mangled", "mistyped", "dead PostgreSQL"]
 
 
 @pytest.mark.parametrize("store", STORES)
