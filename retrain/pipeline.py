@@ -276,10 +276,9 @@ def _cycle(
     settings, as_of, force, project: Path | None, allow_past, registry, result, lap, source, on_epoch=None
 ) -> None:
     import mlflow
-    import yaml
 
     from retrain import data, monitoring
-    from retrain.tracking import settings_yaml
+    from retrain.run_artifacts import data_path
 
     # The cycle cuts its windows once (the plan) and hands them to every step: in-process as `plan`, to project
     # steps as the `windows` parameter. In-process, check, train and evaluate also share `source`: each day is
@@ -315,7 +314,7 @@ def _cycle(
         "config": f"runs:/{result.run_id}/settings.yaml",
         "as_of": as_of.isoformat(),
         "set": " ".join(overrides) or "none",
-        "data": yaml.safe_load(settings_yaml(settings))["data"]["path"],
+        "data": data_path(settings),
         "windows": plan.param(),
     }
     if project is None:

@@ -18,14 +18,21 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def settings_yaml(settings: Any) -> str:
-    """The effective settings as YAML (a local data path made absolute): what a step really ran with."""
+    """The effective settings as YAML (a local data path made absolute): what a step really ran with, with
+    credentials in URIs masked (`retrain.redaction`): this text is stored as an artifact."""
     import yaml
 
     values = settings.to_dict()
-    path = values["data"]["path"]
-    if "://" not in path and not path.startswith(("sqlite:", "postgresql", "mysql")):
-        values["data"]["path"] = str(Path(path).resolve())
+    values["data"]["path"] = data_path(settings)
     return yaml.safe_dump(_without_secrets(values), sort_keys=False)
+
+
+def data_path(settings: Any) -> str:
+    """The data path a step is handed: a local path made absolute, a URI as it is (credentials included)."""
+    path = settings.data.path
+    if "://" not in path and not path.startswith(("sqlite:", "postgresql", "mysql")):
+        return str(Path(path).resolve())
+    return path
 
 
 def _without_secrets(value: Any) -> Any:
