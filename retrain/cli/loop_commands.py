@@ -186,7 +186,8 @@ STATUS_PROBLEMS = 9  # 7 is a service that cannot be reached (ServiceError), 8 t
 
 @click.command(
     epilog=f"Exit codes: 0 consistent, {STATUS_PROBLEMS} problems found (after --repair: problems left), "
-    "7 the tracking server or its database is unreachable, 4 the registry could not be read."
+    "7 the tracking server or its database is unreachable (or the store unusable), 4 the registry could not be "
+    "read or the server refused the credentials, 2 the tracking store does not exist."
 )
 @fail_fast
 @settings_options
