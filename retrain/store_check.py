@@ -11,7 +11,7 @@ each is one line naming the store (secrets redacted):
 - a SQLite path that cannot hold a database (a file as a parent folder, a folder as the file, an unwritable
   place, not SQLite, truncated): exit 7;
 - a database server (PostgreSQL, MySQL): one connection attempt with a short timeout, retried briefly
-  (RETRAIN_STORE_CONNECT_TIMEOUT seconds, default 3; RETRAIN_STORE_CONNECT_RETRIES, default 2): exit 7, or
+  (RETRAIN_STORE_CONNECT_TIMEOUT seconds, default 3; RETRAIN_STORE_CONNECT_RETRIES, default 1): exit 7, or
   exit 4 when it refuses the credentials;
 - a tracking server URI with a query string: exit 2, because MLflow appends its API paths to the URI (a
   query string turns every request into a request for `/`).
@@ -158,7 +158,7 @@ def _check_database(uri: str) -> None:
     from retrain.service_errors import service_error
 
     timeout = _env_int(CONNECT_TIMEOUT_ENV, 3)
-    retries = _env_int(CONNECT_RETRIES_ENV, 2)
+    retries = _env_int(CONNECT_RETRIES_ENV, 1)  # at worst 2 x 3 s + 0.5 s: a dead database named in seconds
     try:
         engine = sqlalchemy.create_engine(uri, poolclass=NullPool, connect_args={"connect_timeout": timeout})
     except Exception as exc:  # a driver that is not installed, a malformed URL

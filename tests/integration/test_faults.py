@@ -332,7 +332,6 @@ def test_every_command_names_an_unusable_store(command, store, stable_data, monk
 
     uri, code, says = _unusable_stores(tmp_path)[store]
     point_mlflow(monkeypatch, uri)
-    monkeypatch.setenv("RETRAIN_STORE_CONNECT_RETRIES", "0")
     out = CliRunner().invoke(cli, [*COMMANDS[command], "--data", str(stable_data)])
     line = one_line(out)
     assert out.exit_code == code, line
