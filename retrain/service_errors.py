@@ -105,7 +105,7 @@ def service_error(exc: BaseException, uri: str | None = None) -> ServiceError | 
             "the bucket and the AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
         )
     retried = re.search(r"too many (\d{3}) error responses", text)
-    if server and retried and not retried.group(1).startswith("503"):
+    if server and retried and retried.group(1) != "503":  # a 503: the database probe below asks
         # urllib3 retried the status and kept no body: ask once more, for what the server says
         why = f"HTTP {retried.group(1)}{_answer_of(uri)}"
     alive = server and _answers(uri)
