@@ -265,6 +265,43 @@ def evaluate(
     lower, upper = (
         gate.bounds(policy.primary_metric, policy.alpha, delong, ci) if mode != "superiority" else (None, None)
     )
+    change_bounds = None
+    if mode == "unless_shown_worse" and p_inc is not None and inc_threshold is not None:
+        from retrain import evidence
+        from retrain.floors import DECISION_FLOOR
+
+        threshold_policy = cand.tags.get("retrain.threshold_policy", "fixed")
+        change_bounds = evidence.bounds(
+            y,
+            p_cand,
+            p_inc,
+            alpha=policy.alpha,
+            candidate_threshold=cand_threshold,
+            incumbent_threshold=inc_threshold,
+            guardrails=policy.guardrails,
+            decision_metric=DECISION_FLOOR.get(threshold_policy, DECISION_FLOOR["fixed"])[0],
+            cost_fp=costs["cost_fp"],
+            cost_fn=costs["cost_fn"],
+        )
+        lap("guardrail_bounds")
+    elif p_inc is None and "decision" in policy.baseline_floors:  # a first model (or an allowed schema change)
+        from retrain import evidence
+        from retrain.floors import DECISION_FLOOR
+
+        metric, key, _ = DECISION_FLOOR.get(cand.tags.get("retrain.threshold_policy", "fixed"), DECISION_FLOOR["fixed"])
+        change_bounds = {
+            "decision_floor": evidence.floor_bounds(
+                y,
+                p_cand,
+                threshold=cand_threshold,
+                metric=metric,
+                baseline=key,
+                alpha=policy.alpha,
+                cost_fp=costs["cost_fp"],
+                cost_fn=costs["cost_fn"],
+            )
+        }
+        lap("guardrail_bounds")
     decision = gate.decide(
         policy,
         cand_metrics,
@@ -282,6 +319,7 @@ def evaluate(
         upper_bound=upper,
         matched=matched,
         n_rows=len(rows),
+        change_bounds=change_bounds,
         backtest=f"--allow-past: production v{prod.version} learned from rows before "
         f"{(prod_fresh or '')[:10]}, and {window} starts earlier"
         if backtest

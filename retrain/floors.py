@@ -53,8 +53,14 @@ def check_floors(
     *,
     chance_p_value: float | None,
     threshold_policy: str = "max_f1",
+    decision_bounds: tuple[float, float] | None = None,
 ) -> list[Floor]:
-    """Every configured floor for a candidate with no production to beat: relative ones first, then absolute."""
+    """Every configured floor for a candidate with no production to beat: relative ones first, then absolute.
+
+    `decision_bounds` (`evidence.floor_bounds`): the `decision` floor then fails only when the decisions are shown
+    worse than the trivial one (upper one-sided bound of the difference below zero), as a guardrail under
+    unless_shown_worse: a first model stands against serving nothing, and on a few hundred rows a threshold's F1
+    moves by a few hundredths from noise alone."""
     out = []
     for name in policy.baseline_floors:
         if baselines is None:
@@ -70,7 +76,9 @@ def check_floors(
                 )
             )
         else:
-            out.append(_relative_floor(name, policy, candidate, baselines, chance_p_value, threshold_policy))
+            out.append(
+                _relative_floor(name, policy, candidate, baselines, chance_p_value, threshold_policy, decision_bounds)
+            )
     for metric, bound in sorted(policy.floors.items()):
         value = candidate[metric]
         ceiling = metric in LOWER_IS_BETTER
@@ -96,6 +104,7 @@ def _relative_floor(
     baselines: Mapping[str, float],
     chance_p_value: float | None,
     threshold_policy: str,
+    decision_bounds: tuple[float, float] | None = None,
 ) -> Floor:
     if name in ("log_loss", "brier"):
         value, bound = candidate[name], baselines[f"constant_{name}"]
@@ -141,15 +150,26 @@ def _relative_floor(
     value, bound = candidate[metric], baselines[key]
     ok = value <= bound + EPS if metric in LOWER_IS_BETTER else value >= bound - EPS
     word = ("at most" if ok else "above") if metric in LOWER_IS_BETTER else ("at least" if ok else "below")
-    return Floor(
-        name,
-        "relative",
-        metric,
-        value,
-        bound,
-        ok,
-        f"decisions at the model's threshold ({threshold_policy}): {metric} {value:.4f} is {word} {what}, {bound:.4f}",
+    text = (
+        f"decisions at the model's threshold ({threshold_policy}): {metric} {value:.4f} is {word} {what}, {bound:.4f}"
     )
+    if not ok and decision_bounds is not None and decision_bounds[1] == decision_bounds[1]:
+        low, high = decision_bounds
+        ok = high >= -EPS
+        text += (
+            f"; {'not ' if ok else ''}shown {word} it (one-sided {100 * (1 - policy.alpha):g}% bounds of the "
+            f"difference [{low:+.4f}, {high:+.4f}])"
+        )
+    cost, cheapest = candidate.get("expected_cost"), baselines.get("constant_cost")
+    if not ok and metric != "expected_cost" and cost is not None and cheapest is not None and cost < cheapest - EPS:
+        # dominated only when no trivial decision is better on cost too: a threshold that flags few rows with high
+        # precision loses F1 to flagging everyone where churn is common, yet errs less than any constant decision
+        ok = True
+        text += (
+            f"; but its expected cost {cost:.4f} is below the cheaper constant decision's {cheapest:.4f}, so no "
+            "trivial decision beats it on both"
+        )
+    return Floor(name, "relative", metric, value, bound, ok, text)
 
 
 def learned_nothing(
@@ -164,13 +184,18 @@ def learned_nothing(
     """Why a fitted model is no candidate (None = it learned something), judged on its tuning rows.
 
     Early stopping that kept the first epoch of several, a ROC AUC not significantly above 0.5 (DeLong, one-sided
-    p < alpha: ranking), or a log loss no better than always predicting the tuning rows' own positive rate
-    (calibration) all mean the network learned nothing usable. The tuning days may have another churn rate than
-    the fitted days (exactly when retraining matters), which no model fitted before them can know: its
+    p < alpha: ranking), or a log loss shown worse than always predicting the tuning rows' own positive rate
+    (calibration: the lower one-sided 1 - alpha bound of the mean per-row difference above zero) all mean the
+    network learned nothing usable. A log loss level with the constant's within noise, beside a significant
+    ranking, is a model that learned (on a few hundred tuning rows the two differ by noise alone). The tuning days
+    may have another churn rate than the fitted days (exactly when retraining matters), which no model fitted
+    before them can know: its
     probabilities are first moved to the tuning rows' rate by an intercept shift (`metrics.rate_shifted`), so a
     sound ranking is not failed for the rate change, while a model whose scores carry nothing still loses to the
     constant (both get the tuning rate, one number, in hindsight).
     """
+    from statistics import NormalDist
+
     import numpy as np
 
     from retrain import metrics
@@ -185,12 +210,20 @@ def learned_nothing(
             f"tuning ROC AUC {chance.auc_b:.4f} is not significantly above 0.5 "
             f"(DeLong one-sided p = {chance.p_value_one_sided:.4g}, alpha {alpha:g})"
         )
-    loss = metrics.log_loss(y, metrics.rate_shifted(p_tuning, fitted_rate, tuning_rate))
+    shifted = np.clip(metrics.rate_shifted(p_tuning, fitted_rate, tuning_rate), 1e-15, 1 - 1e-15)
+    q = min(max(tuning_rate, 1e-15), 1 - 1e-15)
+    # per-row log loss of the model minus the constant's: the model is shown worse when the lower one-sided
+    # 1 - alpha bound of the mean is above zero (on 120 rows a tie within noise is no evidence of nothing learned)
+    diff = -np.where(y == 1, np.log(shifted) - np.log(q), np.log1p(-shifted) - np.log1p(-q))
     constant = metrics.constant_log_loss(y, tuning_rate)
-    if not loss < constant - EPS:
+    loss = constant + float(diff.mean())
+    spread = float(diff.std(ddof=1)) / np.sqrt(diff.size) if diff.size > 1 else 0.0
+    lower = float(diff.mean()) - NormalDist().inv_cdf(1 - alpha) * spread
+    if lower > EPS:
         return (
             f"tuning log loss {loss:.4f} (probabilities moved from the fitted rows' positive rate {fitted_rate:.4f} to "
-            f"the tuning rows' {tuning_rate:.4f}) is no better than the constant predictor's {constant:.4f} (always "
-            "the tuning rows' positive rate)"
+            f"the tuning rows' {tuning_rate:.4f}) is shown worse than the constant predictor's {constant:.4f} "
+            f"(lower one-sided {100 * (1 - alpha):g}% bound of the difference {lower:+.4f}; always the tuning rows' "
+            "positive rate)"
         )
     return None

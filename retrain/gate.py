@@ -13,7 +13,8 @@ Rules, in order (every rule adds a line to `reasons`; any failing rule keeps pro
               metric its threshold policy optimises (max_f1: F1 of flagging every row; min_cost and fixed:
               expected cost of the cheaper of flagging nothing or everything, which with equal costs is
               "accuracy at least the majority rate"; target_recall/target_precision: precision of flagging
-              every row, i.e. the positive rate);
+              every row, i.e. the positive rate); with bootstrap bounds of the difference (`evidence.floor_bounds`,
+              what `evaluate` passes) it fails only when the decisions are shown worse than the trivial one;
   and the absolute `floors`, if any (for log_loss/brier/expected_cost the floor is a ceiling);
 - otherwise the primary metric, by mode:
   `superiority`: it must improve by at least `min_improvement` (a tie never promotes) and, with
@@ -29,15 +30,19 @@ Rules, in order (every rule adds a line to `reasons`; any failing rule keeps pro
   are compared at matched operating points (`metrics.matched_operating_points`: the candidate's best recall at
   production's precision, its best precision at production's recall, both models' best F1, accuracy and
   expected cost), so a guardrail keeps production only when no threshold of the candidate does as well; the
-  reason also gives the numbers at each model's own threshold;
+  reason also gives the numbers at each model's own threshold; under `unless_shown_worse` a guardrail keeps
+  production only when its drop is shown (`retrain.evidence`: the upper one-sided bound of the change, from a paired
+  bootstrap, below minus the allowance), as the primary metric does;
   the decisions at the candidate's own threshold must not collapse (when `decision` is in `baseline_floors`): a
   candidate that flags fewer than a third of the churners production flags (own-threshold recall below
   COLLAPSE_RECALL_SHARE x production's), or whose own-threshold value of the metric its threshold policy
   optimises is no better than the best trivial decision and worse than production's, is kept, whatever its
   curve. Matched guardrails judge what a model could do at some threshold; this rule judges the threshold it
   will serve with (a candidate that flags 24 rows of 5,600, recall 0.017 against production's 0.052, is kept
-  even when it ranks better). The recall share is relative, so a threshold that follows a moved churn rate
-  passes; the trivial-decision test also catches a production whose recall was low to begin with.
+  even when it ranks better); under `unless_shown_worse` the trivial-decision arm needs the drop from production
+  shown, as guardrails do, and the recall-share arm never does. The recall share is relative, so a threshold that
+  follows a moved churn rate passes; the trivial-decision test also catches a production whose recall was low to
+  begin with.
 """
 
 from __future__ import annotations
@@ -75,6 +80,8 @@ class Decision:
     # non_inferiority, unless_shown_worse: the one-sided 1 - alpha confidence bounds of the improvement
     lower_bound: float | None = None
     upper_bound: float | None = None
+    # unless_shown_worse: the bounds of each guardrail's change (and `decision`) that the guardrails judged
+    change_bounds: dict[str, tuple[float, float]] | None = None
 
     @property
     def label(self) -> str:
@@ -116,6 +123,7 @@ def decide(
     upper_bound: float | None = None,
     matched: Mapping[str, Mapping[str, float]] | None = None,
     n_rows: int | None = None,
+    change_bounds: Mapping[str, tuple[float, float]] | None = None,
 ) -> Decision:
     """Decide whether `candidate` replaces `incumbent` (None = no production model yet).
 
@@ -128,7 +136,9 @@ def decide(
     never promoted. `mode`: one of MODES (`auto` resolved by the caller); `lower_bound`/`upper_bound`: the
     one-sided 1 - alpha confidence bounds of the improvement (positive = better) that non_inferiority and
     unless_shown_worse judge; `matched`: `metrics.matched_operating_points` (threshold-metric guardrails without
-    it compare each model at its own threshold); `n_rows`: the rows compared (for "how many more rows").
+    it compare each model at its own threshold); `n_rows`: the rows compared (for "how many more rows");
+    `change_bounds`: `evidence.bounds` of each guardrail's change and of `decision`: under unless_shown_worse a
+    guardrail, and the collapse rule's trivial-decision arm, keep production only when the drop is shown.
     """
     if mode not in MODES:
         raise ValueError(f"gate mode {mode!r} must be resolved to one of {', '.join(MODES)}")
@@ -152,7 +162,12 @@ def decide(
         if not schema_change:
             passes.append("no production model yet: judging the candidate on floors")
         floors = check_floors(
-            policy, candidate, baselines, chance_p_value=chance_p_value, threshold_policy=threshold_policy
+            policy,
+            candidate,
+            baselines,
+            chance_p_value=chance_p_value,
+            threshold_policy=threshold_policy,
+            decision_bounds=(change_bounds or {}).get("decision_floor"),
         )
         for floor in floors:
             (passes if floor.passed else blockers).append(floor.detail)
@@ -181,11 +196,13 @@ def decide(
         else:
             ok, text = _unless_shown_worse(policy, primary, gain, change, lower_bound, upper_bound, n_rows)
             (passes if ok else blockers).append(text)
+        shown = change_bounds if mode == "unless_shown_worse" else None
         for metric, allowed in sorted(policy.guardrails.items()):
             ok, text = _guardrail(metric, allowed, candidate, incumbent, (matched or {}).get(metric))
+            ok, text = _judge_shown(ok, text, shown, metric, allowed, policy.alpha)
             (passes if ok else blockers).append(text)
         if baselines is not None and "decision" in policy.baseline_floors:
-            ok, text = _collapse(candidate, incumbent, baselines, threshold_policy)
+            ok, text = _collapse(candidate, incumbent, baselines, threshold_policy, shown)
             (passes if ok else blockers).append(text)
         if policy.require_significance and mode == "superiority":
             significant, text = _significance(primary, policy.alpha, p_value, bootstrap_ci)
@@ -207,6 +224,7 @@ def decide(
         mode if incumbent is not None else "floors",
         lower_bound if bounds_used else None,
         upper_bound if bounds_used else None,
+        dict(change_bounds) if change_bounds and (incumbent is None or mode == "unless_shown_worse") else None,
     )
 
 
@@ -281,15 +299,38 @@ def _guardrail(
     )
 
 
+def _judge_shown(
+    ok: bool,
+    text: str,
+    shown: Mapping[str, tuple[float, float]] | None,
+    metric: str,
+    allowed: float,
+    alpha: float,
+) -> tuple[bool, str]:
+    """A guardrail's verdict under unless_shown_worse: a drop beyond the allowance keeps production only when the
+    upper one-sided bound of the change is below -allowance too (`evidence.bounds`)."""
+    from retrain.evidence import shown_worse
+
+    worse = shown_worse(shown, metric, allowed)
+    if ok or worse is None or shown is None:
+        return ok, text
+    low, high = shown[metric]
+    bound = f"one-sided {100 * (1 - alpha):g}% bounds of the change [{low:+.4f}, {high:+.4f}]"
+    if worse:
+        return False, f"{text}; shown ({bound})"
+    return True, f"{text}, but not shown ({bound}, upper not below -{allowed:g}): not held against the candidate"
+
+
 def _collapse(
     candidate: Mapping[str, float],
     incumbent: Mapping[str, float],
     baselines: Mapping[str, float],
     threshold_policy: str,
+    shown: Mapping[str, tuple[float, float]] | None = None,
 ) -> tuple[bool, str]:
     """Whether the candidate's own-threshold decisions hold: they collapse when it flags fewer than a third of the
     churners production flags (COLLAPSE_RECALL_SHARE), or when, on the metric its threshold policy optimises, they
-    are no better than a trivial decision and worse than production's."""
+    are no better than a trivial decision and worse than production's (with `shown`, shown worse)."""
     metric, key, what = DECISION_FLOOR.get(threshold_policy, DECISION_FLOOR["fixed"])
     value, trivial, production = candidate[metric], baselines[key], incumbent[metric]
     recall, production_recall = candidate["recall"], incumbent["recall"]
@@ -300,6 +341,15 @@ def _collapse(
             f"({metric} {value:.4f} vs production's {production:.4f})"
         )
     if not improvement(metric, value, trivial) > _EPS and improvement(metric, value, production) < -_EPS:
+        from retrain.evidence import shown_worse
+
+        if shown_worse(shown, "decision", 0.0) is False:
+            low, high = shown["decision"]  # type: ignore[index]
+            return True, (
+                f"{head} hold: {metric} {value:.4f} is no better than {what} ({trivial:.4f}) and below production's "
+                f"{production:.4f}, but not shown worse than production's (bounds of the change [{low:+.4f}, "
+                f"{high:+.4f}]); recall {recall:.4f} vs production's {production_recall:.4f}"
+            )
         return False, (
             f"{head} collapse: {metric} {value:.4f} is no better than {what} ({trivial:.4f}) and worse than "
             f"production's {production:.4f} (recall {recall:.4f} vs production's {production_recall:.4f})"
@@ -312,7 +362,7 @@ def _collapse(
 
 def resolve_mode(policy: GatePolicy, adapts: bool | None) -> str:
     """The gate mode a comparison uses: `auto` is unless_shown_worse when the check saw the problem move or an old
-    production model (`trigger.NON_INFERIORITY_SIGNALS`), superiority otherwise."""
+    production model (`trigger.SHOWN_WORSE_SIGNALS`), superiority otherwise."""
     if policy.mode != "auto":
         return policy.mode
     return "unless_shown_worse" if adapts else "superiority"

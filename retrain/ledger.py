@@ -134,6 +134,18 @@ class Ledger:
         self.client.set_experiment_tag(entry.experiment_id, key, value)
         self.hide(Entry(entry.seq, entry.record, entry.problem, entry.experiment_id, True))
 
+    def top(self) -> int:
+        """The highest claimed entry (0 if none), in about 2 log2(n) reads: entries are claimed in order from 1
+        (after `mlflow gc` removed old ones, 0)."""
+        high = 1
+        while self.get(high) is not None:
+            high *= 2
+        low = high // 2  # claimed (or 0); `high` is not
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (mid, high) if self.get(mid) is not None else (low, mid)
+        return low
+
     def page(self, top: int, limit: int) -> list[tuple[int, Entry | None]]:
         """Entries top, top-1, ... (at most `limit`, down to 1), each None where nothing is stored."""
         return [(seq, self.get(seq)) for seq in range(top, max(top - limit, 0), -1)]

@@ -345,9 +345,9 @@ def _cycle(
         result.outcome = "kept"
         result.reasons.append(f"candidate version {candidate} is already production (same data and settings)")
         return
-    from retrain.trigger import NON_INFERIORITY_SIGNALS
+    from retrain.trigger import SHOWN_WORSE_SIGNALS
 
-    adapts = bool(set(check.decision.get("signals", ())) & NON_INFERIORITY_SIGNALS)
+    adapts = bool(set(check.decision.get("signals", ())) & SHOWN_WORSE_SIGNALS)
     if project is None:
         from retrain.evaluation import evaluate
 

@@ -12,6 +12,7 @@ learned nothing (`floors.learned_nothing`) is logged as a FAILED training run an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable
@@ -65,25 +66,57 @@ def train(
 
     `source` hands over windows already read (the in-process loop); without it the step reads its own.
     """
-    import time
-
-    import numpy as np
-    import torch
-
-    from retrain import data, drift, floors, metrics, model
-    from retrain import train as loop
+    from retrain import data
 
     rows = prepare(settings, as_of, source, plan)
-    windows, spec, cost = rows.windows, settings.data, settings.cost
+    windows, spec = rows.windows, settings.data
     used = (data.coverage(rows.train, spec, windows.train), data.coverage(rows.validation, spec, windows.validation))
     notes = tuple(n for n in (c.note() for c in used) if n) + few_rows(rows, settings.gate.min_rows)
     features = list(spec.features)
     train_fp = data.fingerprint(rows.train, [spec.timestamp, *features, spec.label])
     key = _idempotency_key(settings, windows, train_fp, data.fingerprint(rows.validation, [*features, spec.label]))
-    existing = _find_version(settings.registry.model_name, key)
+    name = settings.registry.model_name
+    existing = _find_version(name, key)
     if existing is not None:
         return replace(_reuse(settings, existing, windows), notes=notes)
+    from retrain import tracking, train_claim
 
+    held = train_claim.claim(tracking.client(), name, key, lambda: _find_version(name, key))
+    if not isinstance(held, train_claim.Claim):  # a training with the same key registered it meanwhile
+        return replace(_reuse(settings, held, windows), notes=notes)
+    try:
+        outcome = _train(settings, rows, used, key, train_fp, trigger_reason, on_epoch)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):  # the store may be what failed: the claimer's death frees the key
+            held.release(None, f"{type(exc).__name__}: {exc}")
+        raise
+    try:  # registered: a release that fails frees nothing waiters need (they look for the version first)
+        held.release(outcome.version)
+    except Exception as exc:
+        train_claim.log.warning("retrain: could not mark the training claim of %s released: %s", key, exc)
+    return replace(outcome, notes=notes)
+
+
+def _train(
+    settings: Settings,
+    rows: Prepared,
+    used: tuple[Any, Any],
+    key: str,
+    train_fp: str,
+    trigger_reason: str | None,
+    on_epoch: EpochCallback | None,
+) -> TrainOutcome:
+    """Fit, choose the threshold, log and register: the training this process claimed `key` for."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from retrain import drift, floors, metrics, model
+    from retrain import train as loop
+
+    windows, spec, cost = rows.windows, settings.data, settings.cost
+    features = list(spec.features)
     policies = {f: settings.model.missing_policy(f) for f in features}
     net_spec = model.build_spec(
         rows.fit, list(spec.numeric), list(spec.categorical), settings.model.hidden_dim, policies
@@ -166,7 +199,7 @@ def train(
         )
     golden_input = _golden_input(rows, net_spec, settings.model.golden_rows)
     golden_output = model.score_frame(net, net_spec, golden_input)
-    outcome = _log_and_register(
+    return _log_and_register(
         settings,
         windows,
         net,
@@ -180,7 +213,6 @@ def train(
         golden_output,
         tags,
     )
-    return replace(outcome, notes=notes)
 
 
 def _tags(rows: Prepared, settings: Settings, train_fp: str, key: str, device: str, fitted, choice) -> dict[str, str]:

@@ -18,7 +18,7 @@ ADAPTING_SIGNALS = frozenset({"drift", "prediction_drift", "performance", "label
 # Signals after which `gate.mode: auto` judges by unless_shown_worse: the problem moved, or production outlived
 # trigger.max_age_days. Under the superiority gate an old model that a fresh one merely equals is kept, stays
 # old, and the age trigger fires again at every step (8 trainings in 12 weeks on the stable scenario).
-NON_INFERIORITY_SIGNALS = ADAPTING_SIGNALS | {"age", "window"}
+SHOWN_WORSE_SIGNALS = ADAPTING_SIGNALS | {"age", "window"}
 # Signals that say the labelled problem itself changed: the cycle then looks for the day it changed and may train on
 # the days since (`pipeline.adapted_since`, `windows.adapt`).
 WINDOW_SIGNALS = frozenset({"label_rate", "performance", "window"})

@@ -185,9 +185,10 @@ STATUS_PROBLEMS = 9  # 7 is a service that cannot be reached (ServiceError), 8 t
 
 
 @click.command(
-    epilog=f"Exit codes: 0 consistent, {STATUS_PROBLEMS} problems found (after --repair: problems left), "
-    "7 the tracking server or its database is unreachable (or the store unusable), 4 the registry could not be "
-    "read or the server refused the credentials, 2 the tracking store does not exist."
+    epilog=f"Exit codes: 0 consistent, {STATUS_PROBLEMS} problems found (after --repair: problems left; also "
+    "a registered model deleted while its move log remains), 7 the tracking server or its database is unreachable "
+    "(or the store unusable), 4 the registry could not be read or the server refused the credentials, 2 the "
+    "tracking store does not exist."
 )
 @fail_fast
 @settings_options
@@ -201,10 +202,14 @@ STATUS_PROBLEMS = 9  # 7 is a service that cannot be reached (ServiceError), 8 t
 @click.pass_context
 def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
     """Production and staging versions, their metrics, age, last comparison, and consistency."""
-    from retrain.registry import Registry
+    from retrain.registry import ModelGone, Registry
     from retrain.stall import cycles_without_model, stalled_text
 
-    info = Registry(settings).status(repair=repair)
+    try:
+        info = Registry(settings).status(repair=repair)
+    except ModelGone as gone:  # a problem repair cannot fix: status's own exit code, one line
+        gone.exit_code = STATUS_PROBLEMS
+        raise
     info["cycles_without_model"] = count = cycles_without_model(settings)
     lines = [f"model {info['model_name']} ({info['moves']} recorded moves of production)"]
     if count >= settings.gate.stalled_after:

@@ -29,6 +29,9 @@ Design (why every move of production is atomic, and what each piece of state is 
 - **Mirrors** (`retrain.history.<alias>.<N>`): the newest 20 records as registered-model tags, for
   the MLflow UI's model page. Older ones are deleted as new ones arrive (get_registered_model
   returns every tag, so the full log cannot live there).
+- The head and the mirrors are derived from the log: where they disagree with it (behind, ahead, another
+  move's token or production), repair rebuilds them from it, never the other way round. The alias is not
+  derived: one that disagrees with the log was moved by hand, and repair records that as an external move.
 
 A move: read the head (N) and check every precondition; claim N+1; re-read the registry and refuse
 if the head or the alias changed meanwhile; then write the alias, the version tags (archived,
@@ -58,12 +61,12 @@ import retrain.registry.history as history
 import retrain.registry.moves as moves
 import retrain.registry.repair as repair
 import retrain.registry.status as status
-from retrain.registry.access import RegisteredModel, State, View
+from retrain.registry.access import ModelGone, RegisteredModel, State, View
 from retrain.registry.history import Logged
 from retrain.registry.marks import ABORTED, ARCHIVED, ROLLED_BACK
 from retrain.registry.rules import Move, Problem
 
-__all__ = ["ABORTED", "ARCHIVED", "ROLLED_BACK", "Logged", "Registry", "State", "View"]
+__all__ = ["ABORTED", "ARCHIVED", "ROLLED_BACK", "Logged", "ModelGone", "Registry", "State", "View"]
 
 
 class Registry(RegisteredModel):

@@ -27,6 +27,17 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def iso_ms(iso: str) -> int | None:
+    try:
+        return int(datetime.fromisoformat(iso).timestamp() * 1000)
+    except (TypeError, ValueError):
+        return None
+
+
+class ModelGone(RegistryError):
+    """The registered model was deleted but its move log is still there (`retrain status` exits 9 on it)."""
+
+
 def missing(exc: Exception) -> bool:
     return getattr(exc, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
@@ -51,6 +62,7 @@ class View:
     head: Head | None = None
     head_problem: str | None = None
     description: str | None = None
+    recreated: str | None = None  # the model was deleted and created again after its last recorded move
 
 
 class RegisteredModel:
@@ -86,6 +98,8 @@ class RegisteredModel:
             model = self.client.get_registered_model(self.name)
         except MlflowException as exc:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                if probe and self.ledger.get(1) is not None:
+                    raise self.gone() from None
                 return View(head=Head())
             raise RegistryError(f"cannot read model {self.name!r}: {str(exc).splitlines()[0][:300]}") from None
         aliases = {k: str(v) for k, v in (model.aliases or {}).items()}
@@ -111,9 +125,57 @@ class RegisteredModel:
             view.head_problem = "is missing: the history is still in the old format"
         elif mirrors or (probe and self.ledger.get(1) is not None):
             view.head_problem = "is missing but moves are recorded"
+            if not mirrors:
+                self._recreated(view, model.creation_timestamp)
         else:
             view.head = Head()
         return view
+
+    def gone(self) -> ModelGone:
+        """The registered model was deleted while its move log remains: what is gone and how to recreate it."""
+        top = self.ledger.top()
+        last = self.ledger.get(top)
+        return ModelGone(
+            f"registered model {self.name} does not exist (deleted?), but its move log holds {top} recorded moves of "
+            f"production (the last: {describe_entry(last)}). To recreate it, run `retrain train` (or a cycle, "
+            "`retrain run`), then promote the new version; the log and `retrain history` are kept"
+        )
+
+    def mirror_top(self, tags: dict[str, str]) -> int:
+        """The highest move number among the mirror tags (0 if none)."""
+        n = len(self.mirror_prefix)
+        return max((int(k[n:]) for k in tags if k.startswith(self.mirror_prefix) and k[n:].isdigit()), default=0)
+
+    def recorded_top(self, view: View) -> int:
+        """The last move recorded anywhere: the head's if the log or its mirror holds it, else the log's end."""
+        seq = view.head.seq if view.head is not None else 0
+        if seq and (self.mirror_key(seq) in view.tags or self.ledger.get(seq) is not None):
+            return seq
+        return max(self.ledger.top(), self.mirror_top(view.tags))
+
+    def _recreated(self, view: View, created_ms: int | None) -> None:
+        """A registered model created after the last move of its log was deleted and created again (`retrain
+        train` does that): the versions the log names belonged to the deleted model, production starts afresh
+        and the next move continues the numbering. Anything else without a head is for repair to rebuild."""
+        top = self.ledger.top()
+        for seq in (top, top - 1):  # the last move before the re-creation; one after it is the first claim since
+            entry = self.ledger.get(seq) if seq > 0 else None
+            move = entry_move(entry)[0] if entry is not None else None
+            at = iso_ms(move.at) if move is not None else None
+            if move is None or at is None or created_ms is None:
+                return
+            if at < created_ms:
+                top = seq
+                break
+        else:
+            return
+        created = datetime.fromtimestamp(created_ms / 1000, UTC).isoformat(timespec="seconds")
+        view.head, view.head_problem = Head(top, None, (), "", move.token), None
+        view.recreated = (
+            f"registered model {self.name} was re-created on {created}, after the last recorded move (#{top} at "
+            f"{move.at[:19]}): the versions moves #1-#{top} name belonged to the deleted model; the next move is "
+            f"#{top + 1}"
+        )
 
     def state(self) -> State:
         view = self.read()

@@ -11,7 +11,7 @@ from typing import Any
 import retrain.registry.rules as mv
 from retrain.registry.access import RegisteredModel, View, entry_move
 from retrain.registry.marks import ARCHIVED
-from retrain.registry.rules import Pending, Problem, Snapshot
+from retrain.registry.rules import Move, Pending, Problem, Snapshot
 
 RUN_HOST = "retrain.host"
 RUN_PID = "retrain.pid"
@@ -42,6 +42,8 @@ def snapshot(model: RegisteredModel, view: View, found: dict[str, Any] | None = 
         archived[version] = exists[version] and ARCHIVED in (found[version].tags or {})
 
     last_move = None
+    head_move, recorded, log_production, beyond = None, True, None, None
+    disagreeing: tuple[str, str] | None = None
     if head is not None:
         entry = model.ledger.get(head.seq + 1)
         if entry is not None:
@@ -49,7 +51,15 @@ def snapshot(model: RegisteredModel, view: View, found: dict[str, Any] | None = 
             pending = Pending(entry.seq, move, problem)
             if move is not None:
                 look(move.to_version)
-        last_move = model.mirror_move(view.tags, head.seq)
+            if model.ledger.get(head.seq + 2) is not None:
+                beyond = head.seq + 2
+        if head.seq > 0 and view.recreated is None:
+            head_move, recorded = logged(model, view, head.seq)
+            log_production = applied_production(model, view, head.seq, head_move)
+        last_move = head_move or model.mirror_move(view.tags, head.seq)
+        mirrored = model.mirror_move(view.tags, head.seq)
+        if head_move is not None and mirrored is not None and mirrored.record() != head_move.record():
+            disagreeing = (model.mirror_key(head.seq), f"disagrees with the move log's record of move #{head.seq}")
         look(head.production)
         if last_move is not None:
             look(last_move.from_version)
@@ -57,18 +67,18 @@ def snapshot(model: RegisteredModel, view: View, found: dict[str, Any] | None = 
     fallback = None
     if head is not None and view.production is None and head.production and not exists.get(head.production, True):
         fallback = first_existing(model, mv.rollback_candidates(head), found)[0]
-    mirror_problems = []
+    mirror_problems = [disagreeing] if disagreeing else []
     for key, value in sorted(view.tags.items()):
         suffix = key[len(model.mirror_prefix) :]
         if not key.startswith(model.mirror_prefix):
             continue
         if not suffix.isdigit():
-            mirror_problems.append((key, f"{suffix!r} is not a move number"))
+            mirror_problems.append((key, f"is unreadable: {suffix!r} is not a move number"))
             continue
         try:
             mv.parse_move(value, int(suffix))
         except ValueError as exc:
-            mirror_problems.append((key, str(exc)))
+            mirror_problems.append((key, f"is unreadable: {exc}"))
     return Snapshot(
         view.production,
         head,
@@ -80,7 +90,37 @@ def snapshot(model: RegisteredModel, view: View, found: dict[str, Any] | None = 
         fallback,
         tuple(mirror_problems),
         tuple(stale_runs(model)),
+        head_move,
+        not recorded,
+        log_production,
+        beyond,
     )
+
+
+def logged(model: RegisteredModel, view: View, seq: int) -> tuple[Move | None, bool]:
+    """Move `seq` as the move log holds it (its mirror tag once `mlflow gc` removed it), and whether either
+    records it at all."""
+    entry = model.ledger.get(seq)
+    if entry is not None:
+        return entry_move(entry)[0], True
+    return model.mirror_move(view.tags, seq), model.mirror_key(seq) in view.tags
+
+
+def applied_production(
+    model: RegisteredModel, view: View, seq: int, move: Move | None
+) -> tuple[int, str | None] | None:
+    """(k, production) of the last applied move k <= `seq` in the log, walking back over aborted ones (at most
+    MIRRORS); None when the log cannot say."""
+    for _ in range(mv.MIRRORS):
+        if move is None:
+            return None
+        if not move.aborted:
+            return seq, move.to_version
+        if seq <= 1:
+            return 0, None
+        seq -= 1
+        move = logged(model, view, seq)[0]
+    return None
 
 
 def first_existing(

@@ -25,18 +25,7 @@ class Logged:
 def history_page(model: RegisteredModel, limit: int = 20, before: int | None = None) -> list[Logged]:
     """Moves of production, newest first: at most `limit`, numbered below `before` if given."""
     view = model.read()
-    head_seq = (
-        view.head.seq
-        if view.head is not None
-        else max(
-            (
-                int(k[len(model.mirror_prefix) :])
-                for k in view.tags
-                if k.startswith(model.mirror_prefix) and k[len(model.mirror_prefix) :].isdigit()
-            ),
-            default=0,
-        )
-    )
+    head_seq = model.recorded_top(view)  # a head edited past the log does not invent missing moves
     entries: list[tuple[int, Entry | None]] = []
     if before is None:
         pending = model.ledger.get(head_seq + 1)

@@ -11,7 +11,7 @@ import socket
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import date
 from functools import partial
 from typing import Any
 
@@ -19,19 +19,13 @@ import retrain.registry.audit as audit
 import retrain.registry.rules as mv
 from retrain.errors import NotifyError, Refused, RegistryError
 from retrain.ledger import Entry, Taken
-from retrain.registry.access import RegisteredModel, View, describe_entry, missing, utc_now
+from retrain.registry.access import RegisteredModel, View, describe_entry, entry_move, iso_ms, missing, utc_now
 from retrain.registry.descriptions import refresh_descriptions
 from retrain.registry.marks import ABORTED, ARCHIVED, rolled_back_mark, version_changes
 from retrain.registry.rules import Head, Move
 
 REPAIR_HINT = "run `retrain status` to see it and `retrain status --repair` to fix it"
-
-
-def _ms(iso: str) -> int | None:
-    try:
-        return int(datetime.fromisoformat(iso).timestamp() * 1000)
-    except (TypeError, ValueError):
-        return None
+CLAIM_MINUTES = 10  # a move claimed on another host and unfinished after this long counts as abandoned
 
 
 def promote(
@@ -130,7 +124,7 @@ def check_comparison(model: RegisteredModel, candidate: str, head: Head, as_of: 
             f"production moved since comparison {run_id}: it compared version {candidate} with "
             f"{compared}, production is now {current}; run `retrain evaluate` again"
         )
-    moved = _ms(head.moved_at)
+    moved = iso_ms(head.moved_at)
     if moved is not None and run.info.start_time is not None and run.info.start_time < moved:
         raise Refused(
             f"comparison {run_id} is older than the last move of production (#{head.seq} at "
@@ -223,12 +217,57 @@ def writable(model: RegisteredModel) -> View:
 
     notify.ensure_writable(model.settings)
     view = model.read()
-    if view.head is not None and view.production == view.head.production:
+    if view.head is not None and view.production == view.head.production and mirror_agrees(model, view):
         return view
-    snapshot = audit.snapshot(model, view)
-    blocking = [p for p in mv.diagnose(snapshot, model.head_key) if p.blocking]
-    what = blocking[0].what if blocking else "production and the recorded history disagree"
-    raise RegistryError(f"refusing to move production of {model.name}: {what}; {REPAIR_HINT}")
+    blocking = [p for p in mv.diagnose(audit.snapshot(model, view), model.head_key) if p.blocking]
+    if not blocking and view.head is not None and view.production == view.head.production:
+        return view
+    if not blocking:
+        raise RegistryError(
+            f"refusing to move production of {model.name}: production and the recorded history disagree; {REPAIR_HINT}"
+        )
+    raise refusal(model, blocking[0], view)
+
+
+def refusal(model: RegisteredModel, problem: mv.Problem, view: View) -> RegistryError:
+    """The one line a writer refuses with: wait for a move still being made, else repair `problem`."""
+    if problem.action == "complete" and view.head is not None:
+        entry = model.ledger.get(int(problem.target))
+        move = entry_move(entry)[0] if entry is not None else None
+        busy = still_moving(move) if move is not None else None
+        if busy:
+            return Refused(f"{busy}; nothing changed: try again once it has finished")
+    now = model.read(migrate=False, probe=False)
+    if view.head is not None and now.head is not None and now.head.seq > view.head.seq:  # it finished meanwhile
+        return Refused(
+            f"production of {model.name} was moved by another command meanwhile (move #{now.head.seq}); "
+            "nothing changed: see `retrain status` and try again"
+        )
+    return RegistryError(f"refusing to move production of {model.name}: {problem.what}; {REPAIR_HINT}")
+
+
+def mirror_agrees(model: RegisteredModel, view: View) -> bool:
+    """Whether the head agrees with the mirror of its own move (free: the tags are read): the move a head names
+    has its mirror written before the head, with the same token and, unless aborted, the same production."""
+    head = view.head
+    assert head is not None
+    if head.seq == 0 or view.recreated is not None:
+        return True
+    move = model.mirror_move(view.tags, head.seq)
+    if move is None:
+        return False
+    return (not head.token or move.token == head.token) and (move.aborted or move.to_version == head.production)
+
+
+def still_moving(move: Move) -> str | None:
+    """'another move ... is in progress' when the command that claimed `move` may still be running: its
+    process is alive on this host, or it runs elsewhere and claimed the move less than CLAIM_MINUTES ago."""
+    if move.host == socket.gethostname() and move.pid == os.getpid():
+        return None  # claimed by a call of this very process that raised: nobody is finishing it
+    if audit.process_gone(move.host, str(move.pid), iso_ms(move.at), CLAIM_MINUTES / 60) is not None:
+        return None
+    where = f"process {move.pid} on {move.host}" if move.host else "another process"
+    return f"another move of production is in progress: {move.describe()}, by {where}"
 
 
 def move_production(
@@ -270,13 +309,8 @@ def move_production(
     try:
         entry = model.ledger.claim(move.seq, move.record(), hide=False)  # hidden with the move's other writes
     except Taken as taken:
-        other = describe_entry(taken.entry)
-        raise Refused(
-            f"production of {model.name} was moved by another command at the same time ({other}); "
-            "nothing changed. If no other retrain command is running, that one died: run "
-            "`retrain status --repair`"
-        ) from None
-    now = model.read(migrate=False, probe=False)
+        raise lost(model, move, taken.entry) from None
+    now = model.read(migrate=False, probe=view.recreated is not None)
     if now.head is None or now.head.seq != head.seq:
         if now.head is not None and now.head.seq >= move.seq:  # our number was re-used after `mlflow gc`
             model.ledger.mark(entry, ABORTED, json.dumps({"at": utc_now(), "why": "stale claim"}))
@@ -310,6 +344,22 @@ def move_production(
             model, move, {"kind": move.kind, "version": to, "from_version": move.from_version, "reason": move.reason}
         )
     return move
+
+
+def lost(model: RegisteredModel, move: Move, entry: Entry | None) -> RegistryError:
+    """Why claiming `move` failed, read again: another command finished a move meanwhile, or is still making
+    it (try again), or the registry needs repair (a dead mover's claim, a head behind the move log)."""
+    other = describe_entry(entry)
+    view = model.read(migrate=False)
+    if view.head is not None and view.head.seq >= move.seq:
+        return Refused(
+            f"production of {model.name} was moved by another command meanwhile ({other}); nothing changed: "
+            "see `retrain status` and try again"
+        )
+    blocking = [p for p in mv.diagnose(audit.snapshot(model, view), model.head_key) if p.blocking]
+    if blocking:
+        return refusal(model, blocking[0], view)
+    return Refused(f"production of {model.name} was moved by another command at the same time ({other}); try again")
 
 
 def apply_move(

@@ -25,6 +25,37 @@ def repair(model: RegisteredModel, actor: str | None = None) -> list[Problem]:
         for problem in blocking[:1] or problems:
             fix(model, problem, actor)
             fixed.append(problem)
+    return fixed + sweep_mirrors(model)
+
+
+def sweep_mirrors(model: RegisteredModel) -> list[Problem]:
+    """Rewrite every recent-moves tag whose record differs from the move log's (repair only: a call per tag;
+    status checks the head's own tag). A tag whose move the log no longer holds (`mlflow gc`) is kept."""
+    view = model.read()
+    fixed = []
+    for key, text in sorted(view.tags.items()):
+        suffix = key[len(model.mirror_prefix) :]
+        if not key.startswith(model.mirror_prefix) or not suffix.isdigit():
+            continue
+        entry = model.ledger.get(int(suffix))
+        move = entry_move(entry)[0] if entry is not None else None
+        if move is None:
+            continue
+        try:
+            same = mv.parse_move(text, int(suffix)).record() == move.record()
+        except ValueError:
+            same = False
+        if not same:
+            rewrite_mirror(model, key)
+            fixed.append(
+                Problem(
+                    f"history tag {key} disagrees with the move log",
+                    f"rewrite {key} from the move log",
+                    "rewrite_mirror",
+                    key,
+                    blocking=False,
+                )
+            )
     return fixed
 
 
@@ -92,25 +123,26 @@ def fix(model: RegisteredModel, problem: Problem, actor: str | None) -> None:
 
 
 def rebuild_head(model: RegisteredModel, view: View) -> None:
-    """Replay the whole move log into a new head (repair only: linear in the history)."""
-    seqs = [
-        int(k[len(model.mirror_prefix) :])
-        for k in view.tags
-        if k.startswith(model.mirror_prefix) and k[len(model.mirror_prefix) :].isdigit()
-    ]
+    """Replay the whole move log into a new head (repair only: linear in the history). The log is the record:
+    a head behind it, ahead of it or naming another production is replaced, and no move is marked or added.
+    Moves `mlflow gc` removed from the log are read from their mirror tags where those remain."""
+    top = model.mirror_top(view.tags)
     seq, log_moves = 1, []
-    top = max(seqs, default=0)
     while True:
         entry = model.ledger.get(seq)
         if entry is None and seq > top:
             break
-        move = entry_move(entry)[0] if entry else None
+        move = entry_move(entry)[0] if entry else model.mirror_move(view.tags, seq)
         if move is not None:
             log_moves.append(move)
         seq += 1
     last = log_moves[-1] if log_moves else None
     if last is not None and not last.aborted and view.production != last.to_version:
-        log_moves = log_moves[:-1]  # unfinished: stays pending for the next round
+        mirrored = model.mirror_move(view.tags, last.seq)
+        if mirrored is None or mirrored.token != last.token:  # its mover never got past the alias: unfinished,
+            log_moves = log_moves[:-1]  # it stays pending for the next round (finished or aborted as recorded)
+    if log_moves and model.mirror_key(log_moves[-1].seq) not in view.tags:  # the head's move, for the UI and
+        model.write_mirror(log_moves[-1], view.tags)  # for writers, which check the head against it
     model.client.set_registered_model_tag(model.name, model.head_key, mv.head_from(log_moves).to_json())
 
 

@@ -276,6 +276,10 @@ class Snapshot:
     fallback: str | None = None  # newest earlier production version that still exists
     mirror_problems: tuple[tuple[str, str], ...] = ()
     stale_runs: tuple[tuple[str, str], ...] = ()  # (run id, why we think its process is gone)
+    head_move: Move | None = None  # the move log's record of move head.seq
+    head_unrecorded: bool = False  # the head names a move neither the log nor its mirror tag records
+    log_production: tuple[int, str | None] | None = None  # (k, version) of the log's last applied move <= head.seq
+    beyond: int | None = None  # a claimed entry past the pending one: the head is behind the log
 
 
 def diagnose(s: Snapshot, head_key: str) -> list[Problem]:
@@ -286,7 +290,7 @@ def diagnose(s: Snapshot, head_key: str) -> list[Problem]:
     for key, what in s.mirror_problems:
         problems.append(
             Problem(
-                f"history tag {key} is unreadable: {what}",
+                f"history tag {key} {what}",
                 f"rewrite {key} from the move log",
                 "rewrite_mirror",
                 key,
@@ -323,6 +327,15 @@ def _structure(s: Snapshot, head_key: str) -> list[Problem]:
             ]
         return []
     head = s.head
+    disagreement = head_disagrees(s)
+    if disagreement is not None:
+        return [
+            Problem(
+                f"tag {head_key} {disagreement}",
+                f"rebuild {head_key} from the move log (moves stay as recorded)",
+                "rebuild_head",
+            )
+        ]
     if s.pending is not None:
         return [_pending(s, head, s.pending)]
     if s.production == head.production:
@@ -360,6 +373,27 @@ def _structure(s: Snapshot, head_key: str) -> list[Problem]:
             s.production,
         )
     ]
+
+
+def head_disagrees(s: Snapshot) -> str | None:
+    """How the head tag disagrees with the move log, if it does: the log is the record, so the head is what
+    gets rebuilt (behind or ahead of the log, another move's token, another production)."""
+    head = s.head
+    assert head is not None
+    if s.head_unrecorded:
+        return f"names move #{head.seq}, which is not in the move log (the tag was edited)"
+    move = s.head_move
+    if move is not None and head.token and move.token and head.token != move.token:
+        return f"names move #{head.seq} but carries the token of another move (the tag was edited)"
+    if s.log_production is not None and s.log_production[1] != head.production:
+        seq, version = s.log_production
+        return (
+            f"says production is version {head.production or '(none)'}, but the move log's last applied move "
+            f"(#{seq}) set {version or '(none)'} (the tag was edited)"
+        )
+    if s.pending is not None and s.beyond is not None:
+        return f"names move #{head.seq}, but the move log goes on to move #{s.beyond}: the tag is behind"
+    return None
 
 
 def _pending(s: Snapshot, head: Head, pending: Pending) -> Problem:

@@ -32,7 +32,7 @@ def status(model: RegisteredModel, *, repair: bool = False) -> dict[str, Any]:
         if version and version not in found:
             found[version] = model.find_version(version)
         out["versions"][role] = describe_version(version, found[version]) if version else None
-    notes = []
+    notes = [view.recreated] if view.recreated else []
     head = view.head
     if head is not None and head.production and view.production == head.production:
         target, skipped = audit.first_existing(model, mv.rollback_candidates(head), found)
@@ -48,7 +48,7 @@ def status(model: RegisteredModel, *, repair: bool = False) -> dict[str, Any]:
             f"version {snapshot.last_move.from_version} (production before move #{snapshot.last_move.seq}) "
             "no longer exists"
         )
-    out["moves"] = head.seq if head is not None else None
+    out["moves"] = model.recorded_top(view) if head is not None else None  # not a number edited past the log
     out["problems"] = [asdict(p) for p in problems]
     out["notes"] = list(dict.fromkeys(notes))
     out["consistent"] = not problems

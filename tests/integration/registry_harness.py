@@ -36,8 +36,9 @@ WRITES = (
 )
 
 
-def install_killer(writes_before_kill: int) -> None:
-    """SIGKILL this process right before registry write number `writes_before_kill` + 1."""
+def install_killer(writes_before_kill: int, sig: int = signal.SIGKILL) -> None:
+    """SIGKILL this process right before registry write number `writes_before_kill` + 1 (or send it `sig`,
+    such as SIGSTOP: it stops there until continued, alive but mid-move)."""
     from mlflow import MlflowClient
     from mlflow.tracking._model_registry.client import ModelRegistryClient
 
@@ -50,8 +51,8 @@ def install_killer(writes_before_kill: int) -> None:
         original = getattr(owner, name)
 
         def wrapper(self, *args, _original=original, **kwargs):
-            if done[0] >= writes_before_kill:
-                os.kill(os.getpid(), signal.SIGKILL)
+            if done[0] == writes_before_kill:
+                os.kill(os.getpid(), sig)
             done[0] += 1
             return _original(self, *args, **kwargs)
 

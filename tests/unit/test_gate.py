@@ -324,8 +324,8 @@ def test_a_ranking_without_calibration_and_the_first_epoch_are_named():
     y, sound, fitted = _tuning_rows(2, 0.2, 0.2, slope=0.7)
     wild = np.where(sound > np.median(sound), 1 - 1e-9, 1e-9)  # ranks a little, certain and often wrong
     reason = _learned(y, wild, fitted)
-    assert reason.startswith("tuning log loss") and "no better than the constant predictor's" in reason, reason
-    assert reason.endswith("(always the tuning rows' positive rate)")
+    assert reason.startswith("tuning log loss") and "shown worse than the constant predictor's" in reason, reason
+    assert reason.endswith("always the tuning rows' positive rate)")
     assert _learned(y, sound, fitted, best_epoch=0).startswith("early stopping kept epoch 0")
     assert _learned(y, sound, fitted, best_epoch=0, epochs=1) is None  # one epoch was asked for
 
@@ -481,3 +481,122 @@ def test_a_collapsed_candidate_is_kept_even_when_its_curve_matches_production():
     assert decide(
         DEFAULT, {**COLLAPSED, "f1": 0.09, "recall": 0.02}, BEFORE, p_value=0.001, matched=matched, baselines=BASELINES
     ).promote
+
+
+# --- under unless_shown_worse, guardrails and the collapse rule's trivial arm need the drop shown ---------------
+
+NOISY = dict(mode="unless_shown_worse", lower_bound=-0.01, upper_bound=0.02, n_rows=120)
+
+
+def test_a_guardrail_drop_within_noise_does_not_keep_production_under_unless_shown_worse():
+    """Seattle, 2014-08-25: best F1 over thresholds 0.4667 vs 0.4912 on 120 rows, kept for 'guardrail f1 -0.0246'."""
+    policy = dataclasses.replace(DEFAULT, baseline_floors=())
+    matched = {"f1": {"candidate": 0.4667, "incumbent": 0.4912, "candidate_threshold": 0.4, "incumbent_threshold": 0.4}}
+    production, candidate = cand(f1=0.4643), cand(f1=0.4348)
+    kept = decide(policy, candidate, production, matched=matched, **NOISY)  # no bounds: the point estimate judges
+    assert not kept.promote and kept.reason.startswith("guardrail f1 -0.0245")
+    noise = {"f1": (-0.0600, 0.0150)}
+    d = decide(policy, candidate, production, matched=matched, change_bounds=noise, **NOISY)
+    assert d.promote, d.reason
+    assert any(
+        r.startswith("guardrail f1 -0.0245")
+        and r.endswith(
+            "but not shown (one-sided 95% bounds of the change [-0.0600, +0.0150], upper not below -0.02): "
+            "not held against the candidate"
+        )
+        for r in d.reasons
+    ), d.reasons
+    assert d.to_dict()["change_bounds"] == noise
+    shown = {"f1": (-0.0600, -0.0210)}
+    d = decide(policy, candidate, production, matched=matched, change_bounds=shown, **NOISY)
+    assert not d.promote and d.reason.endswith("shown (one-sided 95% bounds of the change [-0.0600, -0.0210])")
+    # superiority judges point estimates, bounds or not
+    sup = decide(policy, candidate, production, matched=matched, change_bounds=noise, p_value=1e-4)
+    assert not sup.promote and sup.change_bounds is None
+
+
+def test_the_collapse_rules_trivial_arm_needs_the_drop_shown_and_the_recall_arm_never_does():
+    """Seattle, 2015-05-04: F1 0.6234 vs flagging everyone 0.6517 and production 0.6584, recall 0.83 vs 0.91."""
+    base = {**BASELINES, "all_positive_f1": 0.6517}
+    production, candidate = cand(f1=0.6584, recall=0.9138), cand(f1=0.6234, recall=0.8276)
+    policy = dataclasses.replace(DEFAULT, guardrails={})
+    assert not decide(policy, candidate, production, baselines=base, **NOISY).promote
+    d = decide(policy, candidate, production, baselines=base, change_bounds={"decision": (-0.08, 0.01)}, **NOISY)
+    assert d.promote and any("but not shown worse than production's" in r for r in d.reasons), d.reasons
+    d = decide(policy, candidate, production, baselines=base, change_bounds={"decision": (-0.08, -0.01)}, **NOISY)
+    assert not d.promote and "collapse: f1 0.6234 is no better than" in d.reason
+    # the turn-2 collapse (a third of production's recall) is kept whatever the bounds say
+    d = decide(DEFAULT, COLLAPSED, BEFORE, baselines=BASELINES, change_bounds={"decision": (-0.1, 0.5)}, **NOISY)
+    assert not d.promote and "recall 0.0170 is below a third of production's 0.0520" in d.reason
+
+
+def test_a_first_models_decision_floor_fails_only_when_shown_below_the_trivial_decision():
+    first = cand(f1=0.3636, expected_cost=0.40)  # dearer than a constant decision too
+    base = {**BASELINES, "all_positive_f1": 0.3893}
+    assert not decide(DEFAULT, first, baselines=base, chance_p_value=1e-6).promote
+    d = decide(DEFAULT, first, baselines=base, chance_p_value=1e-6, change_bounds={"decision_floor": (-0.18, 0.14)})
+    assert d.promote, d.reason
+    assert any(
+        r.endswith("not shown below it (one-sided 95% bounds of the difference [-0.1800, +0.1400])") for r in d.reasons
+    )
+    d = decide(DEFAULT, first, baselines=base, chance_p_value=1e-6, change_bounds={"decision_floor": (-0.33, -0.02)})
+    assert not d.promote and "; shown below it" in d.reason
+
+
+def test_a_first_model_beaten_on_f1_by_flagging_everyone_but_cheaper_than_any_constant_decision_passes():
+    """Seattle, 2013-07-29: AUC 0.78, precision 0.78, recall 0.18, F1 0.30 below flagging everyone's 0.48 where 32%
+    rain, yet expected cost 0.275 below the cheaper constant decision's 0.317: its decisions are not useless."""
+    first = cand(f1=0.2979, expected_cost=0.275, precision=0.778, recall=0.184)
+    base = {**BASELINES, "all_positive_f1": 0.4810, "constant_cost": 0.3167}
+    d = decide(DEFAULT, first, baselines=base, chance_p_value=1e-6)
+    assert d.promote, d.reason
+    assert any(
+        r.endswith(
+            "but its expected cost 0.2750 is below the cheaper constant decision's 0.3167, so no trivial "
+            "decision beats it on both"
+        )
+        for r in d.reasons
+    ), d.reasons
+    # dominated on both: kept
+    d = decide(DEFAULT, {**first, "expected_cost": 0.33}, baselines=base, chance_p_value=1e-6)
+    assert not d.promote and d.reason.startswith("decisions at the model's threshold (max_f1): f1 0.2979 is below")
+
+
+def test_evidence_bounds_show_a_real_drop_and_not_noise():
+    from retrain import evidence
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(400) < 0.3).astype(int)
+    signal = y + rng.normal(0, 0.8, 400)
+    good = 1 / (1 + np.exp(-signal))
+    twin = 1 / (1 + np.exp(-(y + rng.normal(0, 0.8, 400))))  # as good, other noise
+    poor = 1 / (1 + np.exp(-(0.3 * y + rng.normal(0, 0.8, 400))))
+    how = dict(
+        candidate_threshold=0.5, incumbent_threshold=0.5, guardrails=["f1", "recall", "log_loss"], decision_metric="f1"
+    )
+    same = evidence.bounds(y, twin, good, alpha=0.05, **how)
+    assert set(same) == {"f1", "recall", "log_loss", "decision"}
+    assert not any(evidence.shown_worse(same, name, 0.0) for name in same), same
+    worse = evidence.bounds(y, poor, good, alpha=0.05, **how)
+    assert evidence.shown_worse(worse, "f1", 0.02) and evidence.shown_worse(worse, "log_loss", 0.0), worse
+    assert evidence.shown_worse(None, "f1", 0.0) is None
+    low, high = evidence.floor_bounds(y, good, threshold=0.5, metric="f1", baseline="all_positive_f1", alpha=0.05)
+    assert 0 < low < high  # a sound model's decisions beat flagging everyone, shown
+
+
+def test_a_calibration_level_with_the_constant_within_noise_is_a_model_that_learned():
+    """Seattle, 2013-08-26: a significant ranking whose tuning log loss 0.6883 tied the constant's 0.6881 failed."""
+    y, sound, fitted = _tuning_rows(0, 0.45, 0.55, slope=0.7)
+    y, sound = y[:120], sound[:120]
+    from retrain import metrics
+
+    def overconfident(k):  # the same ranking, its logits k times too large
+        return 1 / (1 + np.exp(-k * np.log(sound / (1 - sound))))
+
+    flat = overconfident(2.0)
+    shifted = metrics.rate_shifted(flat, fitted, float(y.mean()))
+    assert metrics.auc_above_chance(y, flat).p_value_one_sided < 0.05
+    assert not metrics.log_loss(y, shifted) < metrics.constant_log_loss(y, float(y.mean()))  # the former rule failed it
+    assert _learned(y, flat, fitted) is None
+    reason = _learned(y, overconfident(3.5), fitted)  # far worse than the constant, shown on the same rows
+    assert reason is not None and "is shown worse than the constant predictor's" in reason, reason

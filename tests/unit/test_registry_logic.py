@@ -240,6 +240,31 @@ def test_tag_problems_do_not_block_writers():
     ]
 
 
+def test_a_head_that_disagrees_with_the_move_log_is_rebuilt_from_it_before_anything_else():
+    """Issue 24.3: the log is the record; the head is rebuilt from it, never a move aborted or invented."""
+    m1, m2, m3, m4 = move(1, None, "1"), move(2, "1", "2"), move(3, "2", "3"), move(4, "3", "4")
+    head = head_of(m1, m2, m3, m4)
+    base = {"production": "4", "exists": {"3": True, "4": True}}
+    assert diag(head=head, head_move=m4, log_production=(4, "4"), **base) == []
+    cases = {
+        "not in the move log": {"head": replace(head, seq=99), "head_unrecorded": True},
+        "token of another move": {"head": replace(head, seq=2), "head_move": m2},
+        "set 4": {"head": replace(head, production="2"), "head_move": m4, "log_production": (4, "4")},
+        "the tag is behind": {
+            "head": head_of(m1, m2),
+            "head_move": m2,
+            "pending": Pending(3, m3),
+            "beyond": 4,
+        },
+    }
+    for words, kw in cases.items():
+        (p,) = diag(**{**base, **kw})
+        assert p.action == "rebuild_head" and p.blocking and words in p.what, (words, p)
+    # an alias that disagrees with the log's last applied move is a real move: recorded, not rebuilt
+    (p,) = diag(head=head, head_move=m4, log_production=(4, "4"), production="2", exists={"2": True})
+    assert p.action == "record_external" and p.target == "2"
+
+
 # ---- runs left RUNNING (item 11) ----------------------------------------------------------------
 
 

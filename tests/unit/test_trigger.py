@@ -257,12 +257,12 @@ def test_drift_action_warn_keeps_drift_out_of_the_reasons():
 
 
 def test_an_old_production_model_lets_the_auto_gate_judge_by_non_inferiority():
-    from retrain.trigger import ADAPTING_SIGNALS, NON_INFERIORITY_SIGNALS
+    from retrain.trigger import ADAPTING_SIGNALS, SHOWN_WORSE_SIGNALS
 
     old = decide({}, None, 0, 45.0, has_production=True, force=False, policy=TriggerPolicy())
     assert old.retrain and old.signals == ("age",)
     assert not old.adapts  # the problem did not move: no adapted training window
-    assert set(old.signals) & NON_INFERIORITY_SIGNALS and "age" not in ADAPTING_SIGNALS
+    assert set(old.signals) & SHOWN_WORSE_SIGNALS and "age" not in ADAPTING_SIGNALS
 
 
 def test_a_model_trained_on_few_days_since_a_change_is_retrained_as_the_regime_grows():
@@ -284,6 +284,6 @@ def test_a_model_trained_on_few_days_since_a_change_is_retrained_as_the_regime_g
 
 
 def test_the_window_signal_judges_by_unless_shown_worse_and_searches_the_change_again():
-    from retrain.trigger import NON_INFERIORITY_SIGNALS, WINDOW_SIGNALS
+    from retrain.trigger import SHOWN_WORSE_SIGNALS, WINDOW_SIGNALS
 
-    assert "window" in NON_INFERIORITY_SIGNALS and "window" in WINDOW_SIGNALS
+    assert "window" in SHOWN_WORSE_SIGNALS and "window" in WINDOW_SIGNALS
