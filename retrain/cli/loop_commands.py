@@ -234,7 +234,7 @@ def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
             lines.append(f"  {'':<10}  {v['rolled_back']}")
     for p in info["repaired"]:
         lines.append(f"repaired: {p['what']} -> {p['fix']}")
-    if not info["moves"] and not any(info["versions"].values()):
+    if not info["moves"] and not any(info["versions"].values()) and not info["problems"]:
         from retrain.store import server_uri
 
         info["notes"].append(
