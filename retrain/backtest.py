@@ -48,6 +48,7 @@ from retrain.backtest_replay import (
 from retrain.backtest_summary import EXPERIMENT, BacktestResult, Step, Summary, num, summarise, summary_table
 from retrain.config import Settings
 from retrain.redaction import redact_uri
+from retrain.store import no_run_links_with_secrets
 
 __all__ = [
     "EXPERIMENT",
@@ -97,20 +98,19 @@ def run_backtest(
     source = data.DataSource(settings.data)
     source.files()  # a missing data path fails here, before any store is made
     if store:
-        import os
-
-        from retrain.redaction import has_secrets
         from retrain.store_check import check_uri
 
         check_uri(store, create=True)  # a new store is what --store makes; an unusable one is refused here
-        if has_secrets(store):  # MLflow's "View run ... at: URL" lines would show them
-            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     report_uri = absolute_tracking_uri()
     folder = Path(tempfile.mkdtemp(prefix="retrain-backtest-"))
     clock = time.perf_counter()
     try:
         replay_uri = store or f"sqlite:///{folder / 'mlflow.db'}"
-        with pointed_at(replay_uri), replay.replaying() if shortcuts else contextlib.nullcontext():
+        with (
+            pointed_at(replay_uri),
+            no_run_links_with_secrets([replay_uri]),
+            replay.replaying() if shortcuts else contextlib.nullcontext(),
+        ):
             make_experiments(settings, folder if store is None else None)
             steps, fitted = replay_policies(settings, as_ofs, every, policies, folder, source, progress)
             rollbacks = {p.name: count_rollbacks(policy_settings(settings, p, folder), len(as_ofs)) for p in policies}

@@ -76,6 +76,23 @@ def bounded_http_retries(bounds: dict[str, str] = HTTP_BOUNDS) -> Iterator[None]
 redact = redact_uri  # the one redaction of URIs (retrain.redaction), under the name callers here know
 
 
+@contextlib.contextmanager
+def no_run_links_with_secrets(uris: list[str]) -> Iterator[None]:
+    """While a URI in `uris` carries credentials, turn off MLflow's "View run ... at: URL" lines (MLflow prints the
+    tracking URI as given, password included), here and in the processes started meanwhile; restored after."""
+    from retrain.redaction import has_secrets
+
+    key = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+    if key in os.environ or not any(has_secrets(uri) for uri in uris):
+        yield
+        return
+    os.environ[key] = "true"
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
 def store_uris() -> list[str]:
     """The tracking and registry URIs in use (MLflow's, else the environment's): whose secrets never leave."""
     import sys

@@ -66,9 +66,9 @@ def settings_options(func: Callable) -> Callable:
         data_path: str | None,
         **kw: Any,
     ):
-        from retrain.store import LOOP_HTTP_BOUNDS, bounded_http_retries
+        from retrain.store import LOOP_HTTP_BOUNDS, bounded_http_retries, no_run_links_with_secrets, store_uris
 
-        with bounded_http_retries(LOOP_HTTP_BOUNDS):
+        with bounded_http_retries(LOOP_HTTP_BOUNDS), no_run_links_with_secrets(store_uris()):
             return _with_settings(func, args, config_path, overrides, overrides_text, data_path, kw)
 
     return wrapper
@@ -107,17 +107,12 @@ def _with_settings(
 
 def _open_store() -> None:
     """Refuse an unusable or unintended store in one line (`retrain.store_check`; a cycle checks its store
-    itself, so that the refusal is also its `failed` event); with credentials in its URI, keep MLflow from
-    printing them in its "View run ... at: URL" lines (here and in the steps this starts)."""
-    from retrain.redaction import has_secrets
-    from retrain.store import store_uris
+    itself, so that the refusal is also its `failed` event)."""
     from retrain.store_check import check_store
 
     ctx = click.get_current_context(silent=True)
     if not (ctx and ctx.command.name == "run"):
         check_store()
-    if any(has_secrets(uri) for uri in store_uris()):
-        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
 
 # The experiment (Settings.experiments field) each command files its run in when `mlflow run` started it.

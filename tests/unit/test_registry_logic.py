@@ -377,3 +377,18 @@ def test_the_loops_bounds_are_looser_and_an_enclosing_commands_win(monkeypatch):
         int(LOOP_HTTP_BOUNDS["MLFLOW_HTTP_REQUEST_TIMEOUT"]) < 120
         and int(HTTP_BOUNDS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) < 7
     )
+
+
+def test_mlflows_run_links_are_off_only_while_a_uri_with_secrets_is_in_use(monkeypatch):
+    from retrain.store import no_run_links_with_secrets
+
+    key = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+    monkeypatch.delenv(key, raising=False)
+    with no_run_links_with_secrets(["http://127.0.0.1:5000"]):
+        assert key not in os.environ
+    with no_run_links_with_secrets(["sqlite:///x.db", "http://u:pw@127.0.0.1:5000"]):
+        assert os.environ[key] == "true"
+    assert key not in os.environ  # not left behind for later commands or the processes they start
+    monkeypatch.setenv(key, "false")  # the user's choice stands
+    with no_run_links_with_secrets(["http://u:pw@127.0.0.1:5000"]):
+        assert os.environ[key] == "false"
