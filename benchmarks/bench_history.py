@@ -75,7 +75,12 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, 
 def _env(folder: Path, src: str | None) -> dict[str, str]:
     # One torch thread on both sides: with two, an epoch's time swings several-fold with whatever else the
     # machine runs (OpenMP threads spin-wait for each other), which drowns the difference this measures.
-    env = {"OMP_NUM_THREADS": "1", **os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}
+    env = {
+        "OMP_NUM_THREADS": "1",
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db",
+        "RETRAIN_CREATE_STORE": "true",  # the base store is new
+    }
     if src:
         env["PYTHONPATH"] = src
     return env

@@ -115,6 +115,7 @@ def _cycle_seconds(data: Path, folder: Path, projects: bool) -> float:
             "run",
             "--in-process",
             "--force",
+            "--create",  # a new store, as on the `mlflow run` side
             "--data",
             str(data),
             "--as-of",

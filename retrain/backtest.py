@@ -47,6 +47,8 @@ from retrain.backtest_replay import (
 )
 from retrain.backtest_summary import EXPERIMENT, BacktestResult, Step, Summary, num, summarise, summary_table
 from retrain.config import Settings
+from retrain.redaction import redact_uri
+from retrain.store import no_run_links_with_secrets
 
 __all__ = [
     "EXPERIMENT",
@@ -95,12 +97,20 @@ def run_backtest(
         policy_settings(settings, policy, Path("."))
     source = data.DataSource(settings.data)
     source.files()  # a missing data path fails here, before any store is made
+    if store:
+        from retrain.store_check import check_uri
+
+        check_uri(store, create=True)  # a new store is what --store makes; an unusable one is refused here
     report_uri = absolute_tracking_uri()
     folder = Path(tempfile.mkdtemp(prefix="retrain-backtest-"))
     clock = time.perf_counter()
     try:
         replay_uri = store or f"sqlite:///{folder / 'mlflow.db'}"
-        with pointed_at(replay_uri), replay.replaying() if shortcuts else contextlib.nullcontext():
+        with (
+            pointed_at(replay_uri),
+            no_run_links_with_secrets([replay_uri]),
+            replay.replaying() if shortcuts else contextlib.nullcontext(),
+        ):
             make_experiments(settings, folder if store is None else None)
             steps, fitted = replay_policies(settings, as_ofs, every, policies, folder, source, progress)
             rollbacks = {p.name: count_rollbacks(policy_settings(settings, p, folder), len(as_ofs)) for p in policies}
@@ -123,7 +133,7 @@ def run_backtest(
                 "fit_share": round(fit_s / total, 4) if total else 0.0,
                 "trainings_fitted": len(fitted),
             },
-            store if store else "temporary (deleted)",
+            redact_uri(store) if store else "temporary (deleted)",
             notes=[replay.NOTE] if shortcuts else [],
         )
         with pointed_at(report_uri):

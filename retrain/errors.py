@@ -60,3 +60,10 @@ class TrainingError(RetrainError):
     """Training ran but learned nothing usable: no candidate is registered."""
 
     exit_code = 8
+
+
+class CredentialsRefused(ServiceError):
+    """A service refused who we are (HTTP 401/403, a database refusing the password): fix the credentials, not
+    the service. Nothing was moved."""
+
+    exit_code = 4

@@ -28,13 +28,18 @@ from retrain.errors import CheckError, DataError, RegistryError
 
 
 def _version(client, name: str, *, version: str | None = None, alias: str | None = None):
+    """The version, or None when the registry answers that it does not exist. Any other failure (a server
+    down, refusing us, answering garbage) is the store's error (`retrain.store.GuardedClient`), never "none"."""
     from mlflow.exceptions import MlflowException
 
+    from retrain.store import GuardedClient
+
+    guarded = GuardedClient(client)
     try:
         if version is not None:
-            return client.get_model_version(name, version)
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
+            return guarded.get_model_version(name, version)
+        return guarded.get_model_version_by_alias(name, alias)
+    except MlflowException:  # only "does not exist" / "invalid parameter" answers pass GuardedClient as such
         return None
 
 

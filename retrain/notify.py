@@ -91,7 +91,10 @@ def notify(settings: Settings, event: dict[str, Any]) -> NotifyResult:
 
     An events file that cannot be written raises NotifyError; a failing webhook is reported, never raised.
     """
+    from retrain.store import safe_text
+
     spec = settings.notify
+    event = {k: safe_text(v) if isinstance(v, str) else v for k, v in event.items()}  # no secrets in events
     message = format_message(event)
     record = {
         "time": datetime.now(UTC).isoformat(timespec="seconds"),

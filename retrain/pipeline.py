@@ -31,6 +31,7 @@ from retrain.cycle_report import CycleResult, count_cycle, cycle_error, cycle_ev
 from retrain.errors import DataError, RetrainError, ServiceError, TrainingError
 from retrain.project_steps import absolute_tracking_uri, project_step, raise_training_failure, temporary_env
 from retrain.stall import stalled_text
+from retrain.store import safe_text
 
 __all__ = [
     "PROJECT_DIR",
@@ -100,6 +101,7 @@ def run_cycle(
     allow_past: bool = False,
     on_epoch: Any = None,
     source: Any = None,
+    create: bool | None = None,
 ) -> CycleResult:
     """One cycle of the loop. `in_process` runs train/evaluate as library calls, not project runs
     (also what happens when there is no project folder, e.g. after a plain `pip install`).
@@ -110,11 +112,16 @@ def run_cycle(
     `allow_past`: replay an as-of before production's first fresh day (a backtest). `on_epoch` is called
     after each training epoch when the cycle trains in this process (the CLI's progress bar). `source` (a
     `retrain.data.DataSource`) hands over days already read (a backtest reads each day once for all its cycles).
+    `create` (the command line's): check the tracking store first (`retrain.store_check`), True allowing a new
+    one; None (a library caller that chose its store): no check.
     """
     from retrain import notify
+    from retrain.store_check import check_store
 
     notify.ensure_writable(settings)
     try:
+        if create is not None:
+            check_store(create=create)
         return _run_cycle(
             settings, as_of, force=force, in_process=in_process, allow_past=allow_past, on_epoch=on_epoch, source=source
         )
@@ -212,7 +219,7 @@ def _run_cycle(
                 with contextlib.suppress(Exception):
                     count_cycle(settings, result, before, rejected=failed_training)
                 with contextlib.suppress(Exception):
-                    mlflow.set_tags({"retrain.outcome": "failed", "retrain.error": str(error)[:4000]})
+                    mlflow.set_tags({"retrain.outcome": "failed", "retrain.error": safe_text(str(error))[:4000]})
                     if not isinstance(exc, RetrainError):
                         import traceback
 
@@ -269,10 +276,9 @@ def _cycle(
     settings, as_of, force, project: Path | None, allow_past, registry, result, lap, source, on_epoch=None
 ) -> None:
     import mlflow
-    import yaml
 
     from retrain import data, monitoring
-    from retrain.tracking import settings_yaml
+    from retrain.run_artifacts import data_path
 
     # The cycle cuts its windows once (the plan) and hands them to every step: in-process as `plan`, to project
     # steps as the `windows` parameter. In-process, check, train and evaluate also share `source`: each day is
@@ -308,7 +314,7 @@ def _cycle(
         "config": f"runs:/{result.run_id}/settings.yaml",
         "as_of": as_of.isoformat(),
         "set": " ".join(overrides) or "none",
-        "data": yaml.safe_load(settings_yaml(settings))["data"]["path"],
+        "data": data_path(settings),
         "windows": plan.param(),
     }
     if project is None:

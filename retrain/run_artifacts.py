@@ -18,14 +18,32 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def settings_yaml(settings: Any) -> str:
-    """The effective settings as YAML (a local data path made absolute): what a step really ran with."""
+    """The effective settings as YAML (a local data path made absolute): what a step really ran with, with
+    credentials in URIs masked (`retrain.redaction`): this text is stored as an artifact."""
     import yaml
 
     values = settings.to_dict()
-    path = values["data"]["path"]
+    values["data"]["path"] = data_path(settings)
+    return yaml.safe_dump(_without_secrets(values), sort_keys=False)
+
+
+def data_path(settings: Any) -> str:
+    """The data path a step is handed: a local path made absolute, a URI as it is (credentials included)."""
+    path = settings.data.path
     if "://" not in path and not path.startswith(("sqlite:", "postgresql", "mysql")):
-        values["data"]["path"] = str(Path(path).resolve())
-    return yaml.safe_dump(values, sort_keys=False)
+        return str(Path(path).resolve())
+    return path
+
+
+def _without_secrets(value: Any) -> Any:
+    """Settings values with every URI in them redacted (a prediction log's or a data source's password)."""
+    from retrain.store import safe_text
+
+    if isinstance(value, dict):
+        return {k: _without_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_secrets(v) for v in value]
+    return safe_text(value) if isinstance(value, str) else value
 
 
 def log_settings(settings: Any) -> None:

@@ -19,9 +19,9 @@ import random
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from retrain.errors import RegistryError, RetrainError
+from retrain.redaction import redact_uri, scrub
 
 PASS_THROUGH = frozenset({"RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "INVALID_PARAMETER_VALUE"})
 # Registry writes MlflowClient precedes with a get_registered_model (is the name a prompt?), one more
@@ -42,21 +42,30 @@ DIRECT_WRITES = frozenset(
 )
 CONTENTION = ("database is locked", "deadlock detected", "could not serialize access", "database table is locked")
 
-# MLflow's defaults retry an unreachable server for ~4 minutes (7 retries, backoff factor 2, 120 s
-# timeout). Our commands fail fast instead; a value the user set in the environment wins.
+# MLflow's defaults retry an unreachable server for ~4 minutes (7 retries, backoff factor 2) and wait 120 s
+# for each answer, also between retries of a server that accepts and never answers (16 minutes). Our
+# commands bound both; a value the user set in the environment wins. Operator commands on the registry fail
+# fast (3 tries, 20 s each); the loop's steps ride out a restart of the server (5 tries over ~30 s of
+# backoff, 30 s each: a model's artifacts go through the server too).
 HTTP_BOUNDS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+LOOP_HTTP_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
 
 
 @contextlib.contextmanager
-def bounded_http_retries() -> Iterator[None]:
-    """Bound MLflow's HTTP retries and timeout for the duration of one command (user settings win)."""
-    added = [k for k in HTTP_BOUNDS if k not in os.environ]
+def bounded_http_retries(bounds: dict[str, str] = HTTP_BOUNDS) -> Iterator[None]:
+    """Bound MLflow's HTTP retries and timeout for the duration of one command (settings already made win:
+    the user's, or a tighter bound of an enclosing command)."""
+    added = [k for k in bounds if k not in os.environ]
     for key in added:
-        os.environ[key] = HTTP_BOUNDS[key]
+        os.environ[key] = bounds[key]
     try:
         yield
     finally:
@@ -64,18 +73,40 @@ def bounded_http_retries() -> Iterator[None]:
             os.environ.pop(key, None)
 
 
-def redact(uri: str) -> str:
-    """The URI without user, password and query (which may carry tokens)."""
+redact = redact_uri  # the one redaction of URIs (retrain.redaction), under the name callers here know
+
+
+@contextlib.contextmanager
+def no_run_links_with_secrets(uris: list[str]) -> Iterator[None]:
+    """While a URI in `uris` carries credentials, turn off MLflow's "View run ... at: URL" lines (MLflow prints the
+    tracking URI as given, password included), here and in the processes started meanwhile; restored after."""
+    from retrain.redaction import has_secrets
+
+    key = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+    if key in os.environ or not any(has_secrets(uri) for uri in uris):
+        yield
+        return
+    os.environ[key] = "true"
     try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "<unparseable tracking URI>"
-    if not (parts.username or parts.password or parts.query or parts.fragment):
-        return uri
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
+def store_uris() -> list[str]:
+    """The tracking and registry URIs in use (MLflow's, else the environment's): whose secrets never leave."""
+    import sys
+
+    mlflow = sys.modules.get("mlflow")
+    uris = [os.environ.get("MLFLOW_TRACKING_URI", ""), os.environ.get("MLFLOW_REGISTRY_URI", "")]
+    if mlflow is not None:
+        uris += [mlflow.get_tracking_uri(), mlflow.get_registry_uri() or ""]
+    return [u for u in dict.fromkeys(uris) if u]
+
+
+def safe_text(text: str) -> str:
+    """`text` with URIs redacted and the store's secrets masked: for every line, event, tag and param we write."""
+    return scrub(text, store_uris())
 
 
 def server_uri() -> str:
@@ -91,16 +122,12 @@ def is_contention(exc: BaseException) -> bool:
 
 def describe(exc: BaseException) -> str:
     """The first meaningful line of an error, without credentials, at most 300 characters."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     text = str(exc).strip()
     if not isinstance(exc, MlflowException):
         text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    raw = mlflow.get_tracking_uri()
-    safe = redact(raw)
-    if raw != safe:
-        text = text.replace(raw, safe)
+    text = safe_text(text)
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), text)
     return line[:300]
 
@@ -160,7 +187,7 @@ class GuardedClient:
                 break
             wait = min(self.max_wait_s, self.first_wait_s * 2**attempt)
             time.sleep(wait * (0.5 + random.random()))
-        from retrain.tracking import service_error
+        from retrain.service_errors import service_error
 
         service = service_error(error)
         if service is not None:

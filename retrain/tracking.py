@@ -314,7 +314,9 @@ def log_invocation(values: dict[str, str] | None = None) -> None:
     run = mlflow.active_run()
     if run is None:
         return
-    wanted = {k: v for k, v in {**invocation, **(values or {})}.items() if v not in ("", None)}
+    from retrain.store import safe_text
+
+    wanted = {k: safe_text(str(v)) for k, v in {**invocation, **(values or {})}.items() if v not in ("", None)}
     logged = client().get_run(run.info.run_id).data.params
     fresh = {k: v for k, v in wanted.items() if k not in logged}
     if fresh:

@@ -308,7 +308,9 @@ def _log_params_and_history(settings: Settings, run_id: str, fitted, val_metrics
     history += [Metric(f"val_{k}", float(v), now, 0) for k, v in val_metrics.items()]
     history += [Metric(f"tuning_{k}", float(v), now, 0) for k, v in tuning_metrics.items()]
     history.append(Metric("time_fit_s", fitted.seconds, now, 0))
-    items = list(settings.flat().items())
+    from retrain.store import safe_text
+
+    items = [(k, safe_text(v) if isinstance(v, str) else v) for k, v in settings.flat().items()]
     for start in range(0, len(items), 100):
         mlflow.log_params(dict(items[start : start + 100]))
     mlflow_client = tracking.client()

@@ -57,7 +57,9 @@ class RetrainCommandError(click.ClickException):
     """A library error shown as one line, with the error's own exit code."""
 
     def __init__(self, error: RetrainError) -> None:
-        super().__init__(str(error))
+        from retrain.store import safe_text
+
+        super().__init__(safe_text(str(error)))
         # click types exit_code as a ClassVar, yet reads it from the instance (sys.exit(e.exit_code)): the
         # instance attribute is how one exception class carries each error's own code
         self.exit_code = error.exit_code  # type: ignore[misc]

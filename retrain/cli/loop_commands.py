@@ -126,7 +126,7 @@ def _move_line(name: str, move) -> str:
 @click.command()
 @fail_fast
 @settings_options
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="Moves per page.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000), help="Moves per page.")
 @click.option(
     "--before",
     default=None,
@@ -186,8 +186,9 @@ STATUS_PROBLEMS = 9  # 7 is a service that cannot be reached (ServiceError), 8 t
 
 @click.command(
     epilog=f"Exit codes: 0 consistent, {STATUS_PROBLEMS} problems found (after --repair: problems left; also "
-    "a registered model deleted while its move log remains), "
-    "7 the tracking server or its database is unreachable, 4 the registry could not be read."
+    "a registered model deleted while its move log remains), 7 the tracking server or its database is unreachable "
+    "(or the store unusable), 4 the registry could not be read or the server refused the credentials, 2 the "
+    "tracking store does not exist."
 )
 @fail_fast
 @settings_options
@@ -233,6 +234,13 @@ def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
             lines.append(f"  {'':<10}  {v['rolled_back']}")
     for p in info["repaired"]:
         lines.append(f"repaired: {p['what']} -> {p['fix']}")
+    if not info["moves"] and not any(info["versions"].values()) and not info["problems"]:
+        from retrain.store import server_uri
+
+        info["notes"].append(
+            f"the store {server_uri()} holds no version of {info['model_name']} and no move of production: a new, "
+            "empty registry? Check MLFLOW_TRACKING_URI and registry.model_name (`retrain run` makes the first version)"
+        )
     for note in info["notes"]:
         lines.append(f"note: {note}")
     for p in info["problems"]:
@@ -294,9 +302,17 @@ def check(settings, as_of, plan, force: bool, as_json: bool) -> None:
 @click.option(
     "--in-process", is_flag=True, help="Run train and evaluate in this process instead of as MLflow Projects runs."
 )
+@click.option(
+    "--create",
+    is_flag=True,
+    help="Start a new tracking store if MLFLOW_TRACKING_URI names a SQLite file that does not exist yet "
+    "(without it a missing store is refused: a mistyped path must not become an empty registry).",
+)
 @allow_past_option
 @json_option
-def run_loop(settings, as_of, force: bool, force_flag: str, in_process: bool, allow_past: bool, as_json: bool) -> None:
+def run_loop(
+    settings, as_of, force: bool, force_flag: str, in_process: bool, create: bool, allow_past: bool, as_json: bool
+) -> None:
     """Run one cycle of the loop: check, then train, evaluate, promote or keep, and notify."""
     from retrain.pipeline import run_cycle
     from retrain.stall import stalled_text
@@ -310,6 +326,7 @@ def run_loop(settings, as_of, force: bool, force_flag: str, in_process: bool, al
             in_process=in_process,
             allow_past=allow_past,
             on_epoch=on_epoch,
+            create=create,
         )
     finally:
         close()

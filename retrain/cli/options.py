@@ -18,8 +18,9 @@ from retrain.progress import QUIET_ENV  # set by --json for this process and the
 
 
 def fail_fast(func: Callable) -> Callable:
-    """Operator commands on the registry bound MLflow's HTTP retries (unless the user set them): a dead server
-    is reported in seconds. The loop keeps MLflow's defaults, which ride out a server restart."""
+    """Operator commands on the registry bound MLflow's HTTP retries tightly (unless the user set them): a dead
+    server is reported in seconds. Every other command on the store gets the looser `LOOP_HTTP_BOUNDS` (in
+    `settings_options`), which ride out a server restart."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kw: Any):
@@ -65,26 +66,53 @@ def settings_options(func: Callable) -> Callable:
         data_path: str | None,
         **kw: Any,
     ):
-        from retrain import tracking
-        from retrain.config import load_settings, parse_overrides
+        from retrain.store import LOOP_HTTP_BOUNDS, bounded_http_retries, no_run_links_with_secrets, store_uris
 
-        overrides_text = unless_default(overrides_text, "none") or ""
-        data_path = unless_default(data_path, FROM_SETTINGS)
-        extra = [f"data.path={data_path}"] if data_path else []
-        given = [*parse_overrides(overrides_text), *overrides]
-        config_path = unless_default(config_path, "default")
-        kw["settings"] = load_settings(config_path, [*given, *extra])
-        _adopt_project_run(kw["settings"])
-        tracking.invocation.clear()
-        tracking.invocation.update(
-            {
-                "config": _config_label(config_path),
-                "set": " ".join(given) or "none",
-            }
-        )
-        return func(*args, **kw)
+        with bounded_http_retries(LOOP_HTTP_BOUNDS), no_run_links_with_secrets(store_uris()):
+            return _with_settings(func, args, config_path, overrides, overrides_text, data_path, kw)
 
     return wrapper
+
+
+def _with_settings(
+    func: Callable,
+    args: tuple,
+    config_path: str | None,
+    overrides: tuple[str, ...],
+    overrides_text: str,
+    data_path: str | None,
+    kw: dict[str, Any],
+):
+    """The command with its settings loaded (`--config`, `--set`, `--overrides`, `--data`) and its store checked."""
+    from retrain import tracking
+    from retrain.config import load_settings, parse_overrides
+
+    overrides_text = unless_default(overrides_text, "none") or ""
+    data_path = unless_default(data_path, FROM_SETTINGS)
+    extra = [f"data.path={data_path}"] if data_path else []
+    given = [*parse_overrides(overrides_text), *overrides]
+    config_path = unless_default(config_path, "default")
+    kw["settings"] = load_settings(config_path, [*given, *extra])
+    _open_store()
+    _adopt_project_run(kw["settings"])
+    tracking.invocation.clear()
+    tracking.invocation.update(
+        {
+            "config": _config_label(config_path),
+            "set": " ".join(given) or "none",
+        }
+    )
+    return func(*args, **kw)
+
+
+def _open_store() -> None:
+    """Refuse an unusable or unintended store in one line (`retrain.store_check`; a cycle checks its store
+    itself, so that the refusal is also its `failed` event)."""
+    from retrain.store_check import check_store
+
+    ctx = click.get_current_context(silent=True)
+    if not (ctx and ctx.command.name == "run"):
+        check_store()
 
 
 # The experiment (Settings.experiments field) each command files its run in when `mlflow run` started it.

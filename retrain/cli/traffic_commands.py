@@ -39,8 +39,8 @@ def serve(settings, host: str, port: str) -> None:
     from retrain.serving.app import serve as run_service
 
     host, port = unless_default(host, FROM_SETTINGS) or "", unless_default(port, FROM_SETTINGS) or ""
-    if port and not port.isdigit():
-        raise click.BadParameter(f"{port!r} is not a port number", param_hint="--port")
+    if port and not (port.isdigit() and 1 <= int(port) <= 65_535):
+        raise click.BadParameter(f"{port!r} is not a port number (1..65535)", param_hint="--port")
     _log_to_stderr()
     with project_run(
         settings.experiments.monitoring,

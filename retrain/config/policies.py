@@ -160,6 +160,19 @@ class NotifySpec:
         _in_range("notify.retries", self.retries, 0, 10)
 
 
+MAX_PORT = 65_535
+# Ranges of the service's sizes: a port the OS can bind, buffers and caches that fit in memory.
+SERVING_LIMITS = {
+    "port": (1, MAX_PORT),
+    "log_batch_rows": (1, 1_000_000),
+    "max_body_bytes": (1, 1_073_741_824),
+    "shadow_queue": (1, 100_000),
+    "model_cache": (1, 100),
+    "max_records": (1, 10_000_000),
+    "torch_threads": (1, 1024),
+}
+
+
 @dataclass(frozen=True)
 class ServingSpec:
     """The live service (`retrain serve`): where it listens, how it follows the registry, where it logs."""
@@ -179,17 +192,8 @@ class ServingSpec:
     webhook_secret_env: str = "RETRAIN_WEBHOOK_SECRET"
 
     def __post_init__(self) -> None:
-        for key in (
-            "port",
-            "log_batch_rows",
-            "max_body_bytes",
-            "max_records",
-            "torch_threads",
-            "shadow_queue",
-            "model_cache",
-        ):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"serving.{key}: must be >= 1, got {getattr(self, key)}")
+        for key, (low, high) in SERVING_LIMITS.items():
+            _in_range(f"serving.{key}", getattr(self, key), low, high)
         for key in ("poll_s", "log_flush_s"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"serving.{key}: must be > 0 seconds, got {getattr(self, key)}")

@@ -97,6 +97,21 @@ class Windows:
             )
 
 
+# Ranges of the model's sizes and counts: beyond them a typo (1e24 epochs, a 1e10-wide layer) would run for
+# days or exhaust memory instead of failing. hidden_dim 4096 is a 64 MB hidden layer, far beyond what tabular
+# churn data needs; 10,000 epochs with early stopping is longer than any training here.
+DEFAULT_MIN_EPOCHS = 3
+MODEL_LIMITS = {
+    "hidden_dim": (1, 4096),
+    "epochs": (1, 10_000),
+    "batch_size": (1, 1_000_000),
+    "patience": (1, 10_000),
+    "min_epochs": (1, 10_000),
+    "golden_rows": (1, 10_000),
+    "profile_bins": (2, 1000),
+}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Hyperparameters of the torch classifier and its training loop."""
@@ -107,7 +122,10 @@ class ModelSpec:
     learning_rate: float = 3e-3
     weight_decay: float = 1e-5
     patience: int = 4
-    min_epochs: int = 3  # early stopping neither stops nor picks the best epoch before this many epochs
+    # Early stopping neither stops nor picks the best epoch before this many epochs. The default 3 means
+    # min(3, epochs) (a short training with `model.epochs=2` needs no second key); any other value above
+    # `epochs` is refused.
+    min_epochs: int = DEFAULT_MIN_EPOCHS
     seed: int = 42
     device: str = "auto"
     profile_bins: int = 10
@@ -121,11 +139,15 @@ class ModelSpec:
         return self.missing.get(feature, self.missing_default)
 
     def __post_init__(self) -> None:
-        for key in ("hidden_dim", "epochs", "batch_size", "patience", "min_epochs", "golden_rows"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"model.{key}: must be >= 1, got {getattr(self, key)}")
-        if self.profile_bins < 2:
-            raise ConfigError(f"model.profile_bins: must be >= 2, got {self.profile_bins}")
+        for key, (low, high) in MODEL_LIMITS.items():
+            _in_range(f"model.{key}", getattr(self, key), low, high)
+        if self.min_epochs > self.epochs and self.min_epochs == DEFAULT_MIN_EPOCHS:
+            object.__setattr__(self, "min_epochs", self.epochs)
+        if self.min_epochs > self.epochs:
+            raise ConfigError(
+                f"model.min_epochs: must be at most model.epochs ({self.epochs}), got {self.min_epochs}; "
+                "training never runs past model.epochs"
+            )
         _in_range("model.seed", self.seed, 0, MAX_SEED)
         if self.learning_rate <= 0:
             raise ConfigError(f"model.learning_rate: must be > 0, got {self.learning_rate}")

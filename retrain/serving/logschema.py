@@ -92,13 +92,11 @@ def make_engine(url: str):
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for /status and messages."""
-    from sqlalchemy.engine import make_url
+    """The URL without its password or credential query parameters, for /status and messages (the one
+    redaction of every URI we show: `retrain.redaction`)."""
+    from retrain.redaction import redact_uri
 
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("://", 1)[0] + "://..."
+    return redact_uri(url)
 
 
 @dataclass

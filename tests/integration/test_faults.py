@@ -236,3 +236,134 @@ def test_postgres_refusing_connections_is_one_line_and_nothing_moves(postgres, s
         assert_consistent(server.url, tmp_path, names, stable_data, production(client, model))
     finally:
         server.stop()
+
+
+# ---- the fault matrix: every command against a refusing, failing or silent server and an unusable store ----------
+# In process (CliRunner) and without retries, so the whole matrix takes seconds per command; the silent server
+# is cut short by MLFLOW_HTTP_REQUEST_TIMEOUT. Expected: one line naming the store, the documented exit code
+# (4: the credentials were refused; 7: the store is unreachable, failing or unusable; 2: the store does not exist).
+
+COMMANDS = {
+    "check": ["check", "--as-of", "2026-02-20"],
+    "train": ["train", "--as-of", "2026-02-20"],
+    "evaluate": ["evaluate", "--as-of", "2026-02-20"],
+    "evaluate --candidate": ["evaluate", "--as-of", "2026-02-20", "--candidate", "5"],
+    "promote": ["promote"],
+    "rollback": ["rollback", "--reason", "test"],
+    "history": ["history"],
+    "status": ["status"],
+    "status --repair": ["status", "--repair"],
+    "rollout status": ["rollout", "status"],
+    "watch": ["watch", "--once"],
+    "run": ["run", "--in-process", "--as-of", "2026-02-20"],
+}
+SERVER_FAULTS = {"401": 4, "403": 4, "html502": 7, "html200": 7, "hang": 7}
+SERVER_SAYS = {
+    "401": "refused the credentials: UNAUTHENTICATED",
+    "403": "refused the credentials: PERMISSION_DENIED",
+    "html502": "HTTP 502, page title 'Bad Gateway'",
+    "html200": "answered with a web page",
+    "hang": "read timed out",
+}
+
+
+def one_line(out) -> str:
+    assert "Traceback" not in out.output, out.output
+    lines = [ln for ln in out.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, out.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("fault", list(SERVER_FAULTS))
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_names_a_failing_server(command, fault, stable_data, monkeypatch):
+    from click.testing import CliRunner
+
+    from retrain.cli import cli
+    from tests.conftest import point_mlflow
+    from tests.fault_server import fault_server
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    with fault_server(fault) as url:
+        point_mlflow(monkeypatch, url)
+        out = CliRunner().invoke(cli, [*COMMANDS[command], "--data", str(stable_data)])
+    line = one_line(out)
+    assert out.exit_code == SERVER_FAULTS[fault], line
+    assert line.startswith(f"Error: the tracking server {url} "), line
+    assert SERVER_SAYS[fault] in line and "no candidate" not in line and "has no version" not in line, line
+
+
+def _unusable_stores(folder: Path) -> dict[str, tuple[str, int, str]]:
+    """name: (tracking URI, exit code, what the line says)."""
+    (folder / "settings.yaml").write_text("model: {epochs: 3}\n")
+    (folder / "garbage.db").write_bytes(b"this is not SQLite" * 100)
+    real = folder / "real.db"
+    from tests.conftest import REPO  # noqa: F401  (the template store is copied by the autouse fixture)
+
+    real.write_bytes(Path(os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")).read_bytes())
+    (folder / "truncated.db").write_bytes(real.read_bytes()[: real.stat().st_size // 2])
+    mangled = bytearray(real.read_bytes())
+    for page in range(8192, len(mangled), 4096):  # every page after the first two overwritten in part
+        mangled[page + 100 : page + 2000] = b"\xff" * 1900
+    (folder / "mangled.db").write_bytes(bytes(mangled))
+    return {
+        "a file as its folder": (f"sqlite:///{folder / 'settings.yaml'}/mlflow.db", 7, "settings.yaml is a file"),
+        "/proc": ("sqlite:////proc/nope/mlflow.db", 7, "cannot be created in /proc"),
+        "garbage": (f"sqlite:///{folder / 'garbage.db'}", 7, "is not an SQLite database"),
+        "truncated": (f"sqlite:///{folder / 'truncated.db'}", 7, "is truncated"),
+        "mangled": (f"sqlite:///{folder / 'mangled.db'}", 7, "is corrupt (database disk image is malformed)"),
+        "mistyped": (f"sqlite:///{folder / 'nonexistent' / 'mlflow.db'}", 2, "does not exist"),
+        "dead PostgreSQL": ("postgresql+psycopg://u:SECRET@127.0.0.1:1/db", 7, "is unreachable: connection refused"),
+    }
+
+
+STORES = ["a file as its folder", "/proc", "garbage", "truncated", "mangled", "mistyped", "dead PostgreSQL"]
+
+
+@pytest.mark.parametrize("store", STORES)
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_names_an_unusable_store(command, store, stable_data, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from retrain.cli import cli
+    from retrain.redaction import redact_uri
+    from tests.conftest import point_mlflow
+
+    uri, code, says = _unusable_stores(tmp_path)[store]
+    point_mlflow(monkeypatch, uri)
+    out = CliRunner().invoke(cli, [*COMMANDS[command], "--data", str(stable_data)])
+    line = one_line(out)
+    assert out.exit_code == code, line
+    assert redact_uri(uri) in line and says in line and "SECRET" not in line, line
+    assert not (tmp_path / "nonexistent").exists()  # a mistyped store is not created
+
+
+def test_run_creates_a_new_store_only_when_asked(stable_data, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from retrain.cli import cli
+    from tests.conftest import FAST, point_mlflow
+
+    db = tmp_path / "new" / "mlflow.db"
+    point_mlflow(monkeypatch, f"sqlite:///{db}")
+    cycle = ["run", "--in-process", "--as-of", "2026-02-20", "--data", str(stable_data), *(f"--set={o}" for o in FAST)]
+    refused = CliRunner().invoke(cli, cycle)
+    assert refused.exit_code == 2 and "retrain run --create" in one_line(refused)
+    assert not db.exists()
+    status = CliRunner().invoke(cli, ["status"])
+    assert status.exit_code == 2 and "does not exist" in one_line(status)
+    created = CliRunner().invoke(cli, [*cycle, "--create"])
+    assert created.exit_code == 0, created.output
+    assert db.exists() and "PROMOTED" in created.output
+
+
+def test_status_on_an_empty_store_says_so(tracking):
+    from click.testing import CliRunner
+
+    from retrain.cli import cli
+
+    out = CliRunner().invoke(cli, ["status"])
+    assert out.exit_code == 0, out.output
+    assert f"note: the store {tracking} holds no version of churn-classifier" in out.output
+    assert "a new, empty registry?" in out.output

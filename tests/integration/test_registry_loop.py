@@ -58,7 +58,7 @@ def test_a_cycle_failing_on_the_tracking_server_notifies_and_is_one_line(stable_
         out = CliRunner().invoke(cli, ["run", "--in-process", "--data", str(stable_data)])
     finally:
         server.close()
-    assert out.exit_code == 7, out.output  # a service that cannot be reached
+    assert out.exit_code == (4 if status == 401 else 7), out.output  # credentials refused; a service failing
     assert out.output.count("\n") == 1 and "Traceback" not in out.output
     assert f"the tracking server http://127.0.0.1:{server.port} " in out.output
     (event,) = failed_events(tmp_path)
@@ -70,10 +70,10 @@ def test_a_cycle_failing_on_a_database_error_notifies_and_is_one_line(stable_dat
     garbage.write_bytes(b"this is not SQLite" * 100)
     point_mlflow(monkeypatch, f"sqlite:///{garbage}")
     out = CliRunner().invoke(cli, ["run", "--in-process", "--data", str(stable_data)])
-    assert out.exit_code == 4 and out.output.count("\n") == 1 and "Traceback" not in out.output, out.output
-    assert "not-a-database.db" in out.output
+    assert out.exit_code == 7 and out.output.count("\n") == 1 and "Traceback" not in out.output, out.output
+    assert "not-a-database.db" in out.output and "is not an SQLite database" in out.output
     (event,) = failed_events(tmp_path)
-    assert "not a database" in event["reason"]
+    assert "is not an SQLite database" in event["reason"]
 
 
 def test_a_cycle_failing_on_bad_data_notifies(tmp_path):

@@ -69,8 +69,8 @@ def test_an_unauthorised_server_is_one_line_naming_it(server, monkeypatch, tmp_p
     for args in COMMANDS:
         out = CliRunner().invoke(cli, args)
         line = one_line(out)
-        assert out.exit_code == 7, (args, line)
-        assert f"the tracking server http://alice:***@127.0.0.1:{server.port} refused" in line
+        assert out.exit_code == 4, (args, line)  # the credentials, not the service: exit 4
+        assert f"the tracking server http://alice:***@127.0.0.1:{server.port} refused the credentials" in line
         assert "s3cret" not in line and f"HTTP {server.status}" in line
         assert "(none)" not in line and "no moves" not in line and "not set" not in line
 

@@ -95,7 +95,7 @@ def test_parse_overrides_splits_spaces_and_commas():
         ("model.epochz=3", ["model.epochz", "epochs", "hidden_dim", "batch_size"]),
         ("modle.epochs=3", ["modle", "data", "windows", "model", "registry"]),
         ("model.epochs=abc", ["model.epochs", "whole number", "'abc'"]),
-        ("model.epochs=0", ["model.epochs", ">= 1"]),
+        ("model.epochs=0", ["model.epochs", "between 1 and 10000"]),
         ("model.learning_rate=-1", ["model.learning_rate", "> 0"]),
         ("model.device=tpu", ["model.device", "'tpu'", "auto, cpu, cuda[:N], mps"]),
         ("gate.primary_metric=auc", ["gate.primary_metric", "'auc'", ", ".join(METRICS)]),
@@ -150,7 +150,21 @@ def test_parse_overrides_splits_spaces_and_commas():
         ("data.timezone=Mars/Base", ["data.timezone", "'Mars/Base'", "IANA time zone", "Europe/Berlin"]),
         ("data.positive_label=yes", ["data.positive_label", "True", "quote", 'positive_label: "yes"']),
         ("data.positive_label=''", ["data.positive_label", "empty"]),
-        ("model.min_epochs=0", ["model.min_epochs", ">= 1"]),
+        ("model.min_epochs=0", ["model.min_epochs", "between 1 and 10000"]),
+        # sizes and counts that would exhaust the machine (issue 24)
+        ("model.epochs=1000000000000000000000000", ["model.epochs", "between 1 and 10000"]),
+        ("model.epochs=1.0e+24", ["model.epochs", "whole number"]),
+        ("model.patience=100000000000", ["model.patience", "between 1 and 10000"]),
+        ("model.min_epochs=100000000000", ["model.min_epochs", "between 1 and 10000"]),
+        ("model.hidden_dim=10000000000", ["model.hidden_dim", "between 1 and 4096"]),
+        ("model.batch_size=0", ["model.batch_size", "between 1 and 1000000"]),
+        ("model.batch_size=10000000", ["model.batch_size", "between 1 and 1000000"]),
+        ("model.golden_rows=100001", ["model.golden_rows", "between 1 and 10000"]),
+        ("model.profile_bins=1", ["model.profile_bins", "between 2 and 1000"]),
+        ("serving.port=99999", ["serving.port", "between 1 and 65535"]),
+        ("serving.port=0", ["serving.port", "between 1 and 65535"]),
+        ("serving.model_cache=1000", ["serving.model_cache", "between 1 and 100"]),
+        ("serving.shadow_queue=0", ["serving.shadow_queue", "between 1 and 100000"]),
         ("model.missing_default=drop", ["model.missing_default", "'drop'", "error, impute"]),
         ("model.missing={income: drop}", ["model.missing.income", "'drop'", "error, impute"]),
         ("model.missing={incme: impute}", ["model.missing.incme", "not a feature", "income"]),
@@ -250,3 +264,32 @@ def test_settings_are_frozen():
     settings = Settings()
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.model.epochs = 3  # type: ignore[misc]
+
+
+def test_min_epochs_above_epochs_is_refused_and_its_default_follows_short_trainings():
+    with pytest.raises(ConfigError, match=r"model.min_epochs: must be at most model.epochs \(10\), got 50"):
+        load_settings(None, ["model.epochs=10", "model.min_epochs=50"])
+    assert load_settings(None, ["model.epochs=2"]).model.min_epochs == 2  # the default 3 means min(3, epochs)
+    assert load_settings(None, ["model.epochs=8", "model.min_epochs=8"]).model.min_epochs == 8
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["serve", "--port", "99999"], "'99999' is not a port number (1..65535)"),
+        (["serve", "--port", "0"], "'0' is not a port number (1..65535)"),
+        (["serve", "--set", "serving.port=99999"], "serving.port: must be between 1 and 65535, got 99999"),
+        (["train", "--set", "model.hidden_dim=10000000000"], "model.hidden_dim: must be between 1 and 4096"),
+        (["run", "--set", "model.epochs=1000000000000000000000000"], "model.epochs: must be between 1 and 10000"),
+        (["history", "--limit", "1000000"], "1000000 is not in the range 1<=x<=1000"),
+    ],
+)
+def test_out_of_range_options_and_settings_are_one_line_exit_2(args, needle):
+    from click.testing import CliRunner
+
+    from retrain.cli import cli
+
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 2, out.output
+    assert needle in out.output and "Traceback" not in out.output
+    assert out.output.strip().splitlines()[-1].startswith("Error:")

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2] / "retrain"
 # Lowest first. A module may import its own layer or any lower one (circles inside a layer are caught apart).
 # `name.*` places every module of a package (its __init__ included) in one layer.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("foundations", ["retrain.errors", "retrain.progress"]),
+    ("foundations", ["retrain.errors", "retrain.progress", "retrain.redaction"]),
     ("settings", ["retrain.config.*"]),
     (
         "pure logic and the model",
@@ -52,6 +52,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "retrain.run_artifacts",
             "retrain.service_errors",
             "retrain.store",
+            "retrain.store_check",
             "retrain.ledger",
             "retrain.train_claim",
             "retrain.replay",

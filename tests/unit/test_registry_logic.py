@@ -287,9 +287,10 @@ def test_a_run_whose_process_is_gone_is_stale():
 
 def test_uris_are_shown_without_credentials():
     assert (
-        redact("https://alice:s3cret@mlflow.example.com:5000/path?token=abc") == "https://mlflow.example.com:5000/path"
+        redact("https://alice:s3cret@mlflow.example.com:5000/path?token=abc")
+        == "https://alice:***@mlflow.example.com:5000/path?token=***"
     )
-    assert redact("postgresql://u:p@db/mlflow") == "postgresql://db/mlflow"
+    assert redact("postgresql://u:p@db/mlflow") == "postgresql://u:***@db/mlflow"
     assert redact("sqlite:////tmp/x/mlflow.db") == "sqlite:////tmp/x/mlflow.db"
 
 
@@ -360,3 +361,34 @@ def test_after_move_gives_the_tags_and_aliases_a_move_leaves():
     promote = replace(move, kind="promote", from_version=None, to_version="3")
     tags, aliases = after_move(promote, "3", {}, ["staging"], "2", "production", "staging")
     assert aliases == {"production", "staging"} and tags == {}  # staging pointed elsewhere: untouched
+
+
+def test_the_loops_bounds_are_looser_and_an_enclosing_commands_win(monkeypatch):
+    from retrain.store import HTTP_BOUNDS, LOOP_HTTP_BOUNDS
+
+    for key in HTTP_BOUNDS:
+        monkeypatch.delenv(key, raising=False)
+    with bounded_http_retries(LOOP_HTTP_BOUNDS):
+        assert {k: os.environ[k] for k in LOOP_HTTP_BOUNDS} == LOOP_HTTP_BOUNDS
+    with bounded_http_retries(), bounded_http_retries(LOOP_HTTP_BOUNDS):  # fail_fast outside settings_options
+        assert {k: os.environ[k] for k in HTTP_BOUNDS} == HTTP_BOUNDS
+    assert not any(k in os.environ for k in HTTP_BOUNDS)
+    assert (
+        int(LOOP_HTTP_BOUNDS["MLFLOW_HTTP_REQUEST_TIMEOUT"]) < 120
+        and int(HTTP_BOUNDS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) < 7
+    )
+
+
+def test_mlflows_run_links_are_off_only_while_a_uri_with_secrets_is_in_use(monkeypatch):
+    from retrain.store import no_run_links_with_secrets
+
+    key = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+    monkeypatch.delenv(key, raising=False)
+    with no_run_links_with_secrets(["http://127.0.0.1:5000"]):
+        assert key not in os.environ
+    with no_run_links_with_secrets(["sqlite:///x.db", "http://u:pw@127.0.0.1:5000"]):
+        assert os.environ[key] == "true"
+    assert key not in os.environ  # not left behind for later commands or the processes they start
+    monkeypatch.setenv(key, "false")  # the user's choice stands
+    with no_run_links_with_secrets(["http://u:pw@127.0.0.1:5000"]):
+        assert os.environ[key] == "false"
