@@ -96,6 +96,7 @@ _EXPERIMENT_OF = {
     "promote": "cycles",
     "rollback": "cycles",
     "serve": "monitoring",
+    "score": "scoring",
 }
 
 

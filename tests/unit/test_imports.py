@@ -39,9 +39,21 @@ LAYERS: list[tuple[str, list[str]]] = [
             "retrain.serving.payload",
             "retrain.serving.rollout",
             "retrain.serving.stats",
+            "retrain.batch.tally",
         ],
     ),
-    ("data", ["retrain.storage", "retrain.data.*", "retrain.datasets", "retrain.prepare"]),
+    (
+        "data",
+        [
+            "retrain.storage",
+            "retrain.data.*",
+            "retrain.datasets",
+            "retrain.prepare",
+            "retrain.batch",
+            "retrain.batch.population",
+            "retrain.batch.output",
+        ],
+    ),
     (
         "MLflow, registry and log I/O",
         [
@@ -75,6 +87,11 @@ LAYERS: list[tuple[str, list[str]]] = [
             "retrain.serving.control",
             "retrain.serving.report",
             "retrain.serving.watch",
+            "retrain.batch.engine_pandas",
+            "retrain.batch.engine_spark",
+            "retrain.batch.spark_session",
+            "retrain.batch.spark_check",
+            "retrain.batch.scoring",
         ],
     ),
     (
