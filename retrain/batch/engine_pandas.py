@@ -43,6 +43,7 @@ def score_pandas(
             ids = batch.ids
             if id_type is None:
                 id_type = ids.type if not pa.types.is_dictionary(ids.type) else ids.type.value_type
+                id_type = pa.string() if pa.types.is_large_string(id_type) else id_type  # as Spark writes it
             ids = _as_type(ids, id_type, batch.path, population.spec.id or "")
             unique = np.unique(batch.days)
             for day in unique:

@@ -90,6 +90,8 @@ LAYERS: list[tuple[str, list[str]]] = [
             "retrain.batch.engine_pandas",
             "retrain.batch.engine_spark",
             "retrain.batch.spark_session",
+            "retrain.batch.spark_read",
+            "retrain.batch.spark_bins",
             "retrain.batch.spark_check",
             "retrain.batch.scoring",
         ],
