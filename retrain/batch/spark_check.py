@@ -99,7 +99,8 @@ def _facts(settings, window, version, profile, frame: DataFrame, day_col: str, d
             counts, n_nan = bins_of(row, f"f{i}", entry["edges"])
             psi[name] = drift.numeric_psi_from_counts(entry, counts, n_nan)
         for name, entry in profile.get("categorical", {}).items():
-            text = F.coalesce(F.col(name).cast("string"), F.lit("nan"))
+            # as `retrain.data.validation` reads a categorical: its text, a null as the "__missing__" category
+            text = F.coalesce(F.col(name).cast("string"), F.lit("__missing__"))
             per_category = {r[0]: int(r[1]) for r in frame.groupBy(text).count().collect()}  # one row a category
             psi[name] = drift.categorical_psi_from_counts(entry, per_category)
         if n_labels >= settings.trigger.min_labels or profile.get("validation"):
