@@ -56,7 +56,7 @@ def score(
         settings,
         the_day,
         days=n_days,
-        input_path=unless_default(input_path, "data"),
+        input_path=unless_default(input_path, "none"),
         output=unless_default(output, "from-settings"),
         engine=unless_default(engine, "from-settings"),
     )

@@ -171,3 +171,15 @@ def test_kill_9_mid_write_leaves_the_old_day(trained, tmp_path):
     # the next run of that day removes the dead run's staging file and replaces the day
     again = _score(trained["data"], "--input", str(tmp_path / "big"), "--day", DAY, "--output", str(out))
     assert again["rows"] == 200 * 500 and sorted(os.listdir(day_file.parent)) == ["part-0.parquet"]
+
+
+def test_mlflow_run_score_entry_point_files_its_run_in_the_scoring_experiment(trained, tracking, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": tracking}
+    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "score", "--env-manager", "local"]
+    cmd += ["-P", f"data={trained['data']}", "-P", f"day={DAY}", "-P", f"output={tmp_path / 's'}"]
+    cmd += ["-P", f"set={' '.join(FAST)}"]  # scoring reads no model.* setting: the model carries its imputation
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [run] = mlflow.search_runs(experiment_names=["retrain-scoring"], output_format="list")
+    assert run.info.status == "FINISHED" and run.info.run_name == f"score {DAY} with v{trained['version']}"
+    assert run.data.metrics["rows"] == 200 and (tmp_path / "s" / f"date={DAY}" / "part-0.parquet").exists()
