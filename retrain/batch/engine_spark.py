@@ -137,7 +137,7 @@ def _tally(written: DataFrame, tally: Tally) -> None:
     exprs = [F.count(F.lit(1)).alias("rows"), F.sum("prediction").alias("positives")]
     if tally.reference is not None:
         exprs += numeric_bin_exprs("probability", tally.reference["edges"])
-    row = written.agg(*exprs).first()
+    row = written.agg(*exprs).collect()[0]  # one row: an aggregate without groupBy
     tally.rows, tally.positives = int(row["rows"]), int(row["positives"] or 0)
     if tally.reference is not None and tally.rows:
         tally.add_bins(*bins_of(row, "bin", tally.reference["edges"]))

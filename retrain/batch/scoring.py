@@ -33,7 +33,8 @@ class ScoreResult:
     predicted_positive_rate: float | None
     score_psi: float | None  # against the version's validation scores
     scored_at: str
-    seconds: float
+    seconds: float  # the whole run: alias, model load, scoring, commit
+    engine_seconds: float  # the engine's part: read, score, write, commit
     run_id: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,6 +123,7 @@ def score(
             f"Batch scores of {population.describe()} with {reg.model_name} version {v} (@{reg.production_alias} "
             f"when the run started), written to {out.uri}/date=YYYY-MM-DD/part-0.parquet.",
         )
+        engine_started = time.perf_counter()
         if engine == "pandas":
             from retrain import replay
             from retrain.batch.engine_pandas import score_pandas
@@ -137,6 +139,7 @@ def score(
             files = score_spark(
                 session(settings.spark), model_uri, v, population, out, scored_at=scored_at, tally=tally
             )
+        engine_seconds = time.perf_counter() - engine_started
         seconds = time.perf_counter() - started
         metrics = {"rows": tally.rows, "seconds": seconds}
         if tally.positive_rate is not None:
@@ -158,6 +161,7 @@ def score(
             score_psi=tally.score_psi,
             scored_at=scored_at.isoformat(),
             seconds=seconds,
+            engine_seconds=engine_seconds,
         )
         tracking.log_json({**result, "run_id": run.info.run_id}, "score.json")
     return ScoreResult(**result, run_id=run.info.run_id)

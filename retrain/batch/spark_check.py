@@ -79,7 +79,7 @@ def _facts(settings, window, version, profile, frame: DataFrame, day_col: str, d
     for c in refused:
         scorable_cond = scorable_cond & F.col(c).isNotNull() & ~F.isnan(F.col(c).cast("double"))
     exprs.append(F.sum(F.when(scorable_cond & F.col(LABEL).isNotNull(), 1).otherwise(0)).alias("labels"))
-    row = frame.agg(*exprs).first()
+    row = frame.agg(*exprs).collect()[0]  # one row: an aggregate without groupBy
     n_rows, n_labels = int(row["rows"]), int(row["labels"] or 0)
     first, last_seen = row[2], row[3]
     used = coverage_cls(
@@ -141,7 +141,7 @@ def _production(settings: Settings, version: Any, profile: dict, scorable: DataF
             total(F.lit(True), -F.when(y == 1, F.log(p)).otherwise(F.log1p(-p))).alias("log_loss_sum"),
             total(F.lit(True), (F.col("probability") - y) * (F.col("probability") - y)).alias("brier_sum"),
         ]
-        row = scored.agg(*exprs).first()
+        row = scored.agg(*exprs).collect()[0]  # one row: an aggregate without groupBy
         prediction_psi = None
         if reference and int(row["scored"]):
             counts, n_nan = bins_of(row, "s", reference["scores"]["edges"])
@@ -168,7 +168,7 @@ def _production(settings: Settings, version: Any, profile: dict, scorable: DataF
                 F.sum(F.col("pos") * v10 * v10).alias("v10_sq"),
                 F.sum(F.col("neg") * v01).alias("v01"),
                 F.sum(F.col("neg") * v01 * v01).alias("v01_sq"),
-            ).first()
+            ).collect()[0]
             raw, se = metrics.metrics_from_sums(
                 metrics.LabelledSums(
                     tn=tn,
