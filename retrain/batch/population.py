@@ -62,24 +62,27 @@ def resolve(spec: DataSpec, day: date | None, days: int = 1) -> Population:
     listing = Listing(spec)
     files = listing.files()
     reader = FileReader(spec, listing)
-    has_ts = [_check_columns(reader, f) for f in files]
-    timed = any(has_ts) or any(f.day is not None for f in files)
-    if not timed:
+    first_file = files[0]
+    if first_file.day is None and not _check_columns(reader, first_file):
+        # no timestamps and no date= folders: the whole path is the population, as of the day given
         if day is None:
             raise DataError(
                 f"{spec.path} has no {spec.timestamp!r} column and no date= folders; pass --day YYYY-MM-DD "
                 "to say which day its rows are as of"
             )
+        for f in files:
+            _check_columns(reader, f)
         return Population(spec, tuple(files), day, day, False, False)
     if day is None:
         from retrain.data import DataSource
 
         day = DataSource(spec).latest_day()
     first = day - timedelta(days=days - 1)
-    population = Population(spec, (), first, day, True, any(has_ts))
-    chosen = tuple(listing.pruned(population.start_utc, population.end_utc))
+    window = Population(spec, (), first, day, True, True)
+    chosen = tuple(listing.pruned(window.start_utc, window.end_utc))  # only these files are opened
     if not chosen:
         raise DataError(f"no files under {spec.path} hold rows of {first}..{day}; check --day and --days")
+    has_ts = [_check_columns(reader, f) for f in chosen]
     return Population(spec, chosen, first, day, True, any(has_ts))
 
 
