@@ -101,6 +101,11 @@ def score(
     except RegistryError:
         reference = None  # a version without a profile still scores; its runs have no score PSI
     tally = Tally(reference)
+    spark = None
+    if engine == "spark":  # before the run: without pyspark or Java, one line and nothing recorded
+        from retrain.batch.spark_session import session
+
+        spark = session(settings.spark)
     scored_at = datetime.now(UTC).replace(microsecond=0)
     tags = {
         "retrain.model_name": reg.model_name,
@@ -134,11 +139,8 @@ def score(
             )
         else:
             from retrain.batch.engine_spark import score_spark
-            from retrain.batch.spark_session import session
 
-            files = score_spark(
-                session(settings.spark), model_uri, v, population, out, scored_at=scored_at, tally=tally
-            )
+            files = score_spark(spark, model_uri, v, population, out, scored_at=scored_at, tally=tally)
         engine_seconds = time.perf_counter() - engine_started
         seconds = time.perf_counter() - started
         metrics = {"rows": tally.rows, "seconds": seconds}

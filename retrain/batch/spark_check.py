@@ -30,8 +30,6 @@ LABEL = "__y"
 def window_facts(settings: Settings, window: Window, version: Any, profile: dict | None) -> dict[str, Any]:
     """n_rows, n_labels, coverage, psi, performance and evidence of the monitoring window, as the pandas check
     computes them (see `retrain.monitoring.check`), with Spark."""
-    from pyspark.sql import functions as F
-
     from retrain import drift
     from retrain.batch.spark_read import DAY, read_days
     from retrain.batch.spark_session import session
@@ -43,7 +41,9 @@ def window_facts(settings: Settings, window: Window, version: Any, profile: dict
         raise ConfigError(
             f"check --engine spark reads data files (a folder or s3://), not {spec.path}; use --engine pandas"
         )
-    spark = session(settings.spark)
+    spark = session(settings.spark)  # first: without pyspark or Java, one line saying how to install them
+    from pyspark.sql import functions as F
+
     start_utc, end_utc = _utc(window.start, spec.timezone), _utc(window.end, spec.timezone)
     files = Listing(spec).pruned(start_utc, end_utc)
     last = (window.end - timedelta(days=1)).date()
