@@ -183,3 +183,30 @@ def test_mlflow_run_score_entry_point_files_its_run_in_the_scoring_experiment(tr
     [run] = mlflow.search_runs(experiment_names=["retrain-scoring"], output_format="list")
     assert run.info.status == "FINISHED" and run.info.run_name == f"score {DAY} with v{trained['version']}"
     assert run.data.metrics["rows"] == 200 and (tmp_path / "s" / f"date={DAY}" / "part-0.parquet").exists()
+
+
+def test_scores_to_s3_replace_the_days_object(trained, moto_s3, monkeypatch):
+    """An s3:// output: the day's one object, replaced whole on a rerun; no staging object left behind."""
+    import boto3
+
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("MLFLOW_S3_ENDPOINT_URL", moto_s3),
+    ):
+        monkeypatch.setenv(var, value)
+    client = boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1")
+    client.create_bucket(Bucket="scores")
+    first = _score(trained["data"], "--day", DAY, "--output", "s3://scores/daily")
+    assert first["files"] == {DAY: f"s3://scores/daily/date={DAY}/part-0.parquet"}
+    _score(trained["data"], "--day", DAY, "--output", "s3://scores/daily")
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="scores")["Contents"] if not o["Key"].endswith("/")]
+    assert keys == [f"daily/date={DAY}/part-0.parquet"]
+    body = client.get_object(Bucket="scores", Key=keys[0])["Body"].read()
+    import io
+
+    assert len(pd.read_parquet(io.BytesIO(body))) == 200
