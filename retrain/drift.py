@@ -146,19 +146,43 @@ def psi(expected_shares: Iterable[float], actual_shares: Iterable[float], eps: f
 def numeric_psi(profile_entry: Mapping, values: np.ndarray, eps: float = 1e-4) -> float:
     """PSI of `values` against one numeric profile entry: its bins plus a "missing" bucket."""
     x = _float_column(values)
-    edges, shares, nan_share = profile_entry["edges"], profile_entry["shares"], profile_entry["nan_share"]
+    edges, shares = profile_entry["edges"], profile_entry["shares"]
     if len(shares) != len(edges) + 1:
         raise DataError(f"profile entry has {len(edges)} edges but {len(shares)} shares; rebuild the profile")
     counts, n_nan = _bin_counts(x, list(edges))
+    return numeric_psi_from_counts(profile_entry, counts.tolist(), n_nan, eps)
+
+
+def bin_counts(values: np.ndarray, edges: list[float]) -> tuple[list[int], int]:
+    """Counts of `values` in the bins (-inf, e1], ..., (ek, +inf) of a numeric profile entry, and the NaN count:
+    what `numeric_psi_from_counts` takes, so a stream of batches (or Spark) can add them up."""
+    counts, n_nan = _bin_counts(_float_column(values), list(edges))
+    return [int(c) for c in counts], int(n_nan)
+
+
+def numeric_psi_from_counts(profile_entry: Mapping, counts: list[int], n_nan: int, eps: float = 1e-4) -> float:
+    """PSI against one numeric profile entry from the actual rows' bin counts (`bin_counts`) and NaN count."""
+    edges, shares, nan_share = profile_entry["edges"], profile_entry["shares"], profile_entry["nan_share"]
+    if len(counts) != len(edges) + 1:
+        raise DataError(f"{len(counts)} bin counts for {len(edges)} edges; count the entry's own bins")
+    n = sum(counts) + n_nan
+    if n == 0:
+        raise DataError("values must be a non-empty 1-D array, got shape (0,)")
     expected = [s * (1.0 - nan_share) for s in shares] + [nan_share]
-    actual = (counts / x.size).tolist() + [n_nan / x.size]
+    actual = [c / n for c in counts] + [n_nan / n]
     return psi(expected, actual, eps)
 
 
 def categorical_psi(profile_entry: Mapping, values: np.ndarray, eps: float = 1e-4) -> float:
     """PSI of `values` against one categorical profile entry: its categories plus an "unseen" bucket."""
-    counts = _str_counts(values)
+    return categorical_psi_from_counts(profile_entry, _str_counts(values), eps)
+
+
+def categorical_psi_from_counts(profile_entry: Mapping, counts: Mapping[str, int], eps: float = 1e-4) -> float:
+    """PSI against one categorical profile entry from the actual rows' count per category (compared as str)."""
     n = sum(counts.values())
+    if n == 0:
+        raise DataError("values must be a non-empty 1-D array, got shape (0,)")
     seen = [counts.get(cat, 0) for cat in profile_entry["shares"]]
     expected = list(profile_entry["shares"].values()) + [0.0]
     actual = [c / n for c in seen] + [(n - sum(seen)) / n]

@@ -414,3 +414,42 @@ def bootstrap_ci(
     # Resamples where the metric is undefined (e.g. one class for AUC) carry no information.
     low, high = np.nanquantile(deltas, [alpha / 2, 1 - alpha / 2])
     return float(fn_b(y, b) - metric_fn(y, a)), float(low), float(high)
+
+
+@dataclass(frozen=True)
+class LabelledSums:
+    """What the metrics of one model on labelled rows need, as sums an engine can compute without the rows (Spark):
+    confusion counts at the model's threshold, sums of the rows' log loss and squared error, and over the distinct
+    scores s (with pos(s) positives and neg(s) negatives, pos_below(s) and neg_below(s) of each below s):
+    pairs2 = sum pos(s) * (2 neg_below(s) + neg(s)); v10 / v10_sq = sum pos(s) * V10(s) (squared), V10(s) =
+    (neg_below(s) + neg(s) / 2) / N; v01 / v01_sq likewise over negatives, V01(s) = 1 - (pos_below(s) + pos(s) / 2) / P.
+    """
+
+    tn: int
+    fp: int
+    fn: int
+    tp: int
+    log_loss_sum: float
+    brier_sum: float
+    pairs2: int
+    v10: float
+    v10_sq: float
+    v01: float
+    v01_sq: float
+
+
+def metrics_from_sums(s: LabelledSums, *, cost_fp: float = 1.0, cost_fn: float = 1.0) -> tuple[dict[str, float], float]:
+    """(`classification_metrics` keyed by METRIC_NAMES, the DeLong standard error of its ROC AUC against 0.5 as
+    `auc_above_chance` gives it) from sums; roc_auc and the error are NaN with one class (or under 2 of one)."""
+    positives, negatives = s.tp + s.fn, s.tn + s.fp
+    n = positives + negatives
+    found = {k: float(v) for k, v in _at_counts(s.tn, s.fp, s.fn, s.tp, cost_fp, cost_fn).items()}
+    found["roc_auc"] = s.pairs2 / (2.0 * positives * negatives) if positives and negatives else float("nan")
+    found["log_loss"] = s.log_loss_sum / n
+    found["brier"] = s.brier_sum / n
+    se = float("nan")
+    if positives >= 2 and negatives >= 2:
+        var10 = (s.v10_sq - s.v10 * s.v10 / positives) / (positives - 1)
+        var01 = (s.v01_sq - s.v01 * s.v01 / negatives) / (negatives - 1)
+        se = float(np.sqrt(max(var10, 0.0) / positives + max(var01, 0.0) / negatives))
+    return {name: found[name] for name in METRIC_NAMES}, se

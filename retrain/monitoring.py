@@ -154,43 +154,40 @@ def _evaluate_production(
     return found, evidence
 
 
-def check(settings: Settings, as_of: date | None = None, *, force: bool = False, source=None, plan=None) -> CheckResult:
+def check(
+    settings: Settings,
+    as_of: date | None = None,
+    *,
+    force: bool = False,
+    source=None,
+    plan=None,
+    engine: str = "pandas",
+) -> CheckResult:
     """Decide whether to retrain from the last `monitor_days` before `as_of`; log the evidence as a run.
 
     `source` (a `retrain.data.DataSource`) hands over windows already read; without it the step reads its own.
     `plan` (a `retrain.data.Plan`): the cycle's windows, used as cut; without it they are cut from `as_of`.
+    `engine`: "pandas" reads the window into this process; "spark" computes the same numbers with Spark
+    aggregations (`retrain.batch.spark_check`), for windows that do not fit in one process.
     """
-    import numpy as np
-
-    from retrain import data, drift, trigger
+    from retrain import data, trigger
 
     spec, policy = settings.data, settings.trigger
     source = source or data.DataSource(spec)
     plan = plan or data.plan_for(as_of or source.latest_day(), settings.windows)
     as_of, window = plan.as_of, plan.monitor
-    recent = source.select(window, labelled=False, need_both_classes=False, allow_missing=True)
-    used = data.coverage(recent, spec, window)
-    # Only labelled rows the model can score count for performance (numerics it imputes may be missing);
-    # unlabelled and incomplete rows still count for drift.
-    refused = [c for c in spec.numeric if settings.model.missing_policy(c) == "error"]
-    scorable = recent[recent[refused].notna().all(axis=1)]
-    labelled = scorable[scorable[spec.label].notna()]
-    version = production_version(settings)
-    psi: dict[str, float] = {}
-    performance = evidence = None
+    if engine == "spark":
+        from retrain.batch.spark_check import window_facts
+
+        version = production_version(settings)
+        profile = reference_profile(settings, version) if version is not None else None
+        facts = window_facts(settings, window, version, profile)
+    else:
+        version, facts = _pandas_facts(settings, source, window)
+    psi, performance, evidence = facts["psi"], facts["performance"], facts["evidence"]
+    used = facts["used"]
     age = trained_as_of = regime_days = None
     if version is not None:
-        profile = reference_profile(settings, version)
-        psi = drift.feature_psi(
-            profile,
-            {c: recent[c].to_numpy(np.float64) for c in spec.numeric},
-            {c: recent[c].to_numpy() for c in spec.categorical},
-        )
-        if "served_version" in scorable.columns:  # the prediction log: only what this production version answered
-            scorable = scorable[scorable["served_version"] == str(version.version)]
-            labelled = labelled[labelled["served_version"] == str(version.version)]
-        if len(labelled) >= policy.min_labels or (profile.get("validation") and len(scorable)):
-            performance, evidence = _evaluate_production(settings, version, scorable, labelled, profile)
         created = datetime.fromtimestamp(version.creation_timestamp / 1000, UTC)
         trained_as_of = version.tags.get("retrain.as_of")
         age = trigger.age_days(as_of, trained_as_of, created, datetime.now(UTC))
@@ -204,7 +201,7 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
     decision = trigger.decide(
         psi,
         performance,
-        len(labelled),
+        facts["n_labels"],
         age,
         has_production=version is not None,
         force=force,
@@ -233,8 +230,8 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
         psi=psi,
         thresholds=thresholds,
         performance=performance,
-        n_rows=len(recent),
-        n_labels=len(labelled),
+        n_rows=facts["n_rows"],
+        n_labels=facts["n_labels"],
         age_days=age,
         decision=decision.to_dict(),
         cycles_without_model=without_model,
@@ -243,6 +240,39 @@ def check(settings: Settings, as_of: date | None = None, *, force: bool = False,
     )
     run_id = _log(settings, result, decision)
     return CheckResult(**result, run_id=run_id)
+
+
+def _pandas_facts(settings: Settings, source, window) -> tuple[ModelVersion | None, dict[str, Any]]:
+    """(production version, the window's facts: n_rows, n_labels, used, psi, performance, evidence), in memory."""
+    import numpy as np
+
+    from retrain import data, drift
+
+    spec, policy = settings.data, settings.trigger
+    recent = source.select(window, labelled=False, need_both_classes=False, allow_missing=True)
+    used = data.coverage(recent, spec, window)
+    # Only labelled rows the model can score count for performance (numerics it imputes may be missing);
+    # unlabelled and incomplete rows still count for drift.
+    refused = [c for c in spec.numeric if settings.model.missing_policy(c) == "error"]
+    scorable = recent[recent[refused].notna().all(axis=1)]
+    labelled = scorable[scorable[spec.label].notna()]
+    version = production_version(settings)
+    psi: dict[str, float] = {}
+    performance = evidence = None
+    if version is not None:
+        profile = reference_profile(settings, version)
+        psi = drift.feature_psi(
+            profile,
+            {c: recent[c].to_numpy(np.float64) for c in spec.numeric},
+            {c: recent[c].to_numpy() for c in spec.categorical},
+        )
+        if "served_version" in scorable.columns:  # the prediction log: only what this production version answered
+            scorable = scorable[scorable["served_version"] == str(version.version)]
+            labelled = labelled[labelled["served_version"] == str(version.version)]
+        if len(labelled) >= policy.min_labels or (profile.get("validation") and len(scorable)):
+            performance, evidence = _evaluate_production(settings, version, scorable, labelled, profile)
+    facts = dict(n_rows=len(recent), n_labels=len(labelled), used=used, psi=psi, performance=performance)
+    return version, {**facts, "evidence": evidence}
 
 
 def run_name(as_of: str, decision: Any) -> str:

@@ -30,6 +30,7 @@ from retrain.cli.options import (
     unless_default,
     windows_option,
 )
+from retrain.cli.score_commands import score
 from retrain.cli.traffic_commands import ab, rollout, serve, watch
 from retrain.errors import RetrainError
 
@@ -113,6 +114,7 @@ for _command in (
     ab,
     watch,
     backtest,
+    score,
 ):
     cli.add_command(_command)
 

@@ -282,15 +282,22 @@ def evaluate(settings, as_of, plan, candidate: str, allow_schema_change: bool, a
 @as_of_option
 @windows_option
 @click.option("--force", is_flag=True, help="Ask for retraining whatever the monitoring shows.")
+@click.option(
+    "--engine",
+    type=click.Choice(["pandas", "spark"]),
+    default="pandas",
+    show_default=True,
+    help="spark: the same drift and metrics as Spark aggregations on a session at spark.master.",
+)
 @json_option
-def check(settings, as_of, plan, force: bool, as_json: bool) -> None:
+def check(settings, as_of, plan, force: bool, engine: str, as_json: bool) -> None:
     """Check drift, performance and age of production on the monitoring window; say whether to retrain.
 
     Exits 0 whether or not retraining is needed: the decision is data (the `retrain.decision` tag, --json).
     """
     from retrain.monitoring import check as check_step
 
-    result = check_step(settings, as_of, force=force, plan=plan)
+    result = check_step(settings, as_of, force=force, plan=plan, engine=engine)
     emit(result.to_dict(), as_json, result.lines())
 
 

@@ -124,6 +124,7 @@ _EXPERIMENT_OF = {
     "promote": "cycles",
     "rollback": "cycles",
     "serve": "monitoring",
+    "score": "scoring",
 }
 
 

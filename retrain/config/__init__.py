@@ -26,6 +26,7 @@ from retrain.config.policies import (
     WatchPolicy,
 )
 from retrain.config.rules import BASELINE_FLOORS, MAX_DAYS, MAX_SEED, METRICS, check_alias, check_model_name
+from retrain.config.scoring import ScoreSpec, SparkSpec
 from retrain.config.sections import (
     CostSpec,
     DataSpec,
@@ -51,8 +52,10 @@ __all__ = [
     "NotifySpec",
     "RegistrySpec",
     "RolloutPolicy",
+    "ScoreSpec",
     "ServingSpec",
     "Settings",
+    "SparkSpec",
     "ThresholdPolicy",
     "TriggerPolicy",
     "WatchPolicy",

@@ -20,6 +20,7 @@ from retrain.config.policies import (
     TriggerPolicy,
     WatchPolicy,
 )
+from retrain.config.scoring import ScoreSpec, SparkSpec
 from retrain.config.sections import (
     CostSpec,
     DataSpec,
@@ -52,6 +53,8 @@ class Settings:
     serving: ServingSpec = field(default_factory=ServingSpec)
     rollout: RolloutPolicy = field(default_factory=RolloutPolicy)
     watch: WatchPolicy = field(default_factory=WatchPolicy)
+    score: ScoreSpec = field(default_factory=ScoreSpec)
+    spark: SparkSpec = field(default_factory=SparkSpec)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.model.missing) - set(self.data.features))

@@ -211,3 +211,4 @@ class Experiments:
     monitoring: str = "retrain-monitoring"
     cycles: str = "retrain-cycles"
     ab_tests: str = "retrain-experiments"
+    scoring: str = "retrain-scoring"  # batch scoring runs (`retrain score`)

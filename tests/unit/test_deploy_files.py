@@ -252,3 +252,19 @@ def test_tracking_servers_of_this_install_run_uvicorn_on_uvloop():
     from uvicorn.config import Config
 
     assert Config(app="mlflow.server.fastapi_app:app", loop="auto").get_loop_factory().__module__ == "uvloop"
+
+
+def test_score_cronjob_runs_the_score_entry_point_with_an_s3_output():
+    from mlflow.projects import _project_spec
+
+    cron = _k8s_model(yaml.safe_load((K8S / "score-cronjob.yaml").read_text()))
+    assert cron.spec.concurrency_policy == "Forbid"
+    container = cron.spec.job_template.spec.template.spec.containers[0]
+    assert container.working_dir == "/app" and container.command[:5] == ["mlflow", "run", ".", "-e", "score"]
+    params = dict(a.split("=", 1) for a in container.command[container.command.index("-P") :] if "=" in a)
+    entry = _project_spec.load_project(str(REPO)).get_entry_point("score")
+    assert set(params) <= set(entry.parameters) and params["output"].startswith("s3://")
+    command = entry.compute_command({**params, "config": "default"}, None)
+    assert "python -m retrain score" in command and "--output s3://bucket/scores" in command
+    host = {e.name: e.value for e in container.env}["MLFLOW_TRACKING_URI"].split("//", 1)[1]
+    assert host in _allowed_hosts(_deployment_args())

@@ -42,9 +42,21 @@ LAYERS: list[tuple[str, list[str]]] = [
             "retrain.serving.fastpath",
             "retrain.serving.rollout",
             "retrain.serving.stats",
+            "retrain.batch.tally",
         ],
     ),
-    ("data", ["retrain.storage", "retrain.data.*", "retrain.datasets", "retrain.prepare"]),
+    (
+        "data",
+        [
+            "retrain.storage",
+            "retrain.data.*",
+            "retrain.datasets",
+            "retrain.prepare",
+            "retrain.batch",
+            "retrain.batch.population",
+            "retrain.batch.output",
+        ],
+    ),
     (
         "MLflow, registry and log I/O",
         [
@@ -80,6 +92,13 @@ LAYERS: list[tuple[str, list[str]]] = [
             "retrain.serving.control",
             "retrain.serving.report",
             "retrain.serving.watch",
+            "retrain.batch.engine_pandas",
+            "retrain.batch.engine_spark",
+            "retrain.batch.spark_session",
+            "retrain.batch.spark_read",
+            "retrain.batch.spark_bins",
+            "retrain.batch.spark_check",
+            "retrain.batch.scoring",
         ],
     ),
     (

@@ -1,0 +1,56 @@
+"""The Spark session of `--engine spark`, built from the `spark` settings (one a process: Spark's own getOrCreate).
+
+Timestamps are instants in UTC inside the session (`spark.sql.session.timeZone=UTC`), as they are in the pandas
+path; days in `data.timezone` are computed from them explicitly. Parquet timestamps are written as microseconds
+(not Spark's legacy INT96), so pandas, pyarrow and Spark read the scores the same.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from retrain.config import SparkSpec
+from retrain.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+FIXED = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.ui.showConsoleProgress": "false",
+}
+
+
+def session(spec: SparkSpec) -> SparkSession:
+    """A SparkSession on `spec.master`; ConfigError saying how to install pyspark or Java when either is missing."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise ConfigError(
+            "--engine spark needs pyspark: pip install 'retrain[spark]' (and Java 17+, e.g. apt-get install "
+            "default-jre-headless)"
+        ) from None
+    import os
+    import shutil
+
+    if not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
+        raise ConfigError(
+            "--engine spark needs Java 17+ (no `java` on PATH, no JAVA_HOME); apt-get install default-jre-headless"
+        )
+    builder = SparkSession.builder.master(spec.master).appName(spec.app_name)
+    for key, value in {**spec.conf, **FIXED}.items():
+        builder = builder.config(key, value)
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"cannot start Spark on spark.master={spec.master!r}: {first[:300]}") from None
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def spark_path(uri: str) -> str:
+    """A data or output URI as Spark's Hadoop filesystems name it: s3:// -> s3a:// (the hadoop-aws connector)."""
+    return "s3a://" + uri[len("s3://") :] if uri.startswith("s3://") else uri
