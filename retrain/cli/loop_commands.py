@@ -115,6 +115,12 @@ def _name_move_run(move) -> None:
         mlflow.set_tags({"retrain.move_seq": str(move.seq), "retrain.move_kind": move.kind})
 
 
+def _ui(route: str) -> str:
+    from retrain.store import ui_url
+
+    return ui_url(route)
+
+
 def _move_line(name: str, move) -> str:
     skipped = f"; skipped deleted versions {', '.join(move.skipped)}" if move.skipped else ""
     return (
@@ -205,7 +211,9 @@ def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
 
     info = Registry(settings).status(repair=repair)
     info["cycles_without_model"] = count = cycles_without_model(settings)
-    lines = [f"model {info['model_name']} ({info['moves']} recorded moves of production)"]
+    info["latest_data_day"] = latest = _latest_day(settings)
+    moves = "move log unreadable" if info["moves"] is None else f"{info['moves']} recorded moves of production"
+    lines = [f"model {info['model_name']} ({moves})"]
     if count >= settings.gate.stalled_after:
         lines.append(stalled_text(count, settings))
     elif count:
@@ -221,7 +229,9 @@ def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
             continue
         metrics = ", ".join(f"{k} {val:.4f}" for k, val in v["metrics"].items() if k in ("roc_auc", "accuracy", "f1"))
         comp = v["last_comparison"]
-        lines.append(f"  {role:<10}  version {v['version']}  as-of {v['as_of']}  age {v['age_days']} days  {metrics}")
+        v["age_days"] = _data_age(latest, v["as_of"])
+        age = f"age {v['age_days']:g} days" if v["age_days"] is not None else "age ? (no data day)"
+        lines.append(f"  {role:<10}  version {v['version']}  as-of {v['as_of']}  {age}  {metrics}")
         if comp:
             lines.append(f"  {'':<10}  last comparison {comp['run_id']}: {comp['decision']}")
         if v["rolled_back"]:
@@ -235,6 +245,30 @@ def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
     emit(info, as_json, lines)
     if info["problems"]:
         ctx.exit(STATUS_PROBLEMS)
+
+
+def _latest_day(settings) -> str | None:
+    """The latest day in the data (what the age trigger measures age to), or None when it cannot be read."""
+    from retrain import data
+
+    try:
+        return data.DataSource(settings.data).latest_day().isoformat()
+    except Exception:
+        return None
+
+
+def _data_age(latest: str | None, as_of: str | None) -> float | None:
+    """A version's age in data time, as the age trigger counts it: the latest data day minus its as-of."""
+    from datetime import date
+
+    from retrain.trigger import age_days
+
+    if not latest or not as_of:
+        return None
+    try:
+        return age_days(date.fromisoformat(latest), as_of, None, None)  # type: ignore[arg-type]
+    except ValueError:
+        return None
 
 
 @click.command()
@@ -251,6 +285,7 @@ def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
 @json_option
 def evaluate(settings, as_of, plan, candidate: str, allow_schema_change: bool, allow_past: bool, as_json: bool) -> None:
     """Compare the candidate with production on fresh held-out rows; gate and check it (exit 0 for promote or keep)."""
+    from retrain.describe import run_route
     from retrain.evaluation import evaluate as evaluate_step
 
     comparison = evaluate_step(
@@ -261,7 +296,7 @@ def evaluate(settings, as_of, plan, candidate: str, allow_schema_change: bool, a
         allow_past=allow_past,
         plan=plan,
     )
-    emit(comparison.to_dict(), as_json, comparison.lines())
+    emit(comparison.to_dict(), as_json, comparison.lines(_ui(run_route(None, comparison.run_id))))
 
 
 @click.command()
@@ -290,8 +325,11 @@ def check(settings, as_of, plan, force: bool, as_json: bool) -> None:
     "--in-process", is_flag=True, help="Run train and evaluate in this process instead of as MLflow Projects runs."
 )
 @allow_past_option
+@click.option("--verbose", is_flag=True, help="With --json: the readable report too, on stderr.")
 @json_option
-def run_loop(settings, as_of, force: bool, force_flag: str, in_process: bool, allow_past: bool, as_json: bool) -> None:
+def run_loop(
+    settings, as_of, force: bool, force_flag: str, in_process: bool, allow_past: bool, verbose: bool, as_json: bool
+) -> None:
     """Run one cycle of the loop: check, then train, evaluate, promote or keep, and notify."""
     from retrain.pipeline import run_cycle
     from retrain.stall import stalled_text
@@ -308,6 +346,8 @@ def run_loop(settings, as_of, force: bool, force_flag: str, in_process: bool, al
         )
     finally:
         close()
+    from retrain.describe import model_route, run_route
+
     lines = [f"cycle {result.as_of}: {result.outcome.upper()} (run {result.run_id})"]
     if result.outcome == "promoted" and result.notification:  # the notification's line: metric before -> after
         lines.append(result.notification["message"])
@@ -317,7 +357,11 @@ def run_loop(settings, as_of, force: bool, force_flag: str, in_process: bool, al
         lines.append(stalled_text(result.cycles_without_model, settings))
     if result.production_before != result.production_after:
         lines.append(f"production {result.production_before or '(none)'} -> {result.production_after}")
-    if as_json:  # the readable summary still reaches the operator, on stderr
+    lines.append(f"in the UI: {_ui(run_route(None, result.run_id))}")
+    if result.runs.get("evaluate"):
+        lines.append(f"comparison run {result.runs['evaluate']}: {_ui(run_route(None, result.runs['evaluate']))}")
+    lines.append(f"model: {_ui(model_route(settings.registry.model_name))}")
+    if as_json and verbose:  # the readable summary on stderr, only when asked
         for line in lines:
             click.echo(line, err=True)
     emit(result.to_dict(), as_json, lines)

@@ -82,9 +82,11 @@ def test_in_process_cycle_names_runs_tags_experiments_and_logs_effective_params(
     assert comparison.data.tags["retrain.reason"] in note
     row = table_row(note, "**roc_auc**")
     assert row[1] == f"{comparison.data.metrics['staging_roc_auc']:.4g}" and row[2] == "-"
-    assert "#/models/churn-classifier/versions/1" in note
+    assert "#/models/churn-classifier/versions/1?workflowType=machine_learning" in note
     [training] = runs_in(client, "retrain-training")
-    assert f"#/experiments/{training.info.experiment_id}/runs/{training.info.run_id}" in note
+    assert (
+        f"#/experiments/{training.info.experiment_id}/runs/{training.info.run_id}?workflowType=machine_learning" in note
+    )
     # the cycle's description links its three step runs
     cycle_note = client.get_run(result.run_id).data.tags["mlflow.note.content"]
     for run in (check, training, comparison):
@@ -121,7 +123,7 @@ def test_model_and_version_descriptions_follow_promote_and_rollback(stable_data,
     rows = [line for line in model.description.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [r.split("|")[1].strip() for r in rows] == ["3", "2", "1"]  # newest first
     assert "rollback" in rows[0] and "live accuracy fell" in rows[0]
-    assert "[v2](#/models/churn-classifier/versions/2) -> [v1](#/models/churn-classifier/versions/1)" in rows[0]
+    assert "[v2](#/models/churn-classifier/versions/2?workflowType=machine_learning) -> [v1](" in rows[0]
     assert "force" in rows[1] and "[comparison](#/runs/" in rows[2]
     assert "**Production now:** [v1]" in model.description
     v2 = client.get_model_version("churn-classifier", "2").description
