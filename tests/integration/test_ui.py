@@ -54,11 +54,11 @@ def test_in_process_cycle_names_runs_tags_experiments_and_logs_effective_params(
     assert result.outcome == "promoted", result.reasons
     client = MlflowClient()
     cycle = client.get_run(result.run_id)
-    assert cycle.data.tags["mlflow.runName"] == "cycle 2026-02-20"
+    assert cycle.data.tags["mlflow.runName"] == "cycle 2026-02-20: PROMOTED v1"
     names = {
         "retrain-monitoring": "check 2026-02-20: no production model",
         "retrain-training": "train v1 (as-of 2026-02-20)",
-        "retrain-comparisons": "evaluate v1 (no production): PROMOTE",
+        "retrain-comparisons": "v1 vs none: PROMOTE",
     }
     for experiment, name in names.items():
         [run] = runs_in(client, experiment)
@@ -90,7 +90,7 @@ def test_in_process_cycle_names_runs_tags_experiments_and_logs_effective_params(
     # the cycle's description links its three step runs
     cycle_note = client.get_run(result.run_id).data.tags["mlflow.note.content"]
     for run in (check, training, comparison):
-        assert f"runs/{run.info.run_id})" in cycle_note
+        assert f"runs/{run.info.run_id}?workflowType=machine_learning)" in cycle_note
     assert "Production: (none) -> [v1]" in cycle_note
 
 
@@ -146,7 +146,7 @@ def test_a_rejected_candidate_says_why_in_its_description(stable_data, tmp_path)
     assert kept.outcome == "kept" and kept.candidate_version == "2"
     client = MlflowClient()
     comparison = client.get_run(kept.decision["comparison_run_id"])
-    assert comparison.data.tags["mlflow.runName"] == "evaluate v2 vs v1: KEEP"
+    assert comparison.data.tags["mlflow.runName"] == "v2 vs v1: KEEP"
     note = comparison.data.tags["mlflow.note.content"]
     row = table_row(note, "**roc_auc**")
     m = comparison.data.metrics
@@ -188,14 +188,14 @@ def test_readme_command_1_files_the_cycle_in_retrain_cycles_with_named_steps(sta
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient()
     [cycle] = runs_in(client, "retrain-cycles")
-    assert cycle.data.tags["mlflow.runName"] == "cycle 2026-02-20"
+    assert cycle.data.tags["mlflow.runName"] == "cycle 2026-02-20: PROMOTED v1"
     assert cycle.data.tags["mlflow.project.entryPoint"] == "main"  # the project run's own tags came along
     assert cycle.info.status == "FINISHED"
     [train] = runs_in(client, "retrain-training")
     assert train.data.tags["mlflow.runName"] == "train v1 (as-of 2026-02-20)"
     assert train.data.params["config"] == f"runs:/{cycle.info.run_id}/settings.yaml"
     [comparison] = runs_in(client, "retrain-comparisons")
-    assert comparison.data.tags["mlflow.runName"] == "evaluate v1 (no production): PROMOTE"
+    assert comparison.data.tags["mlflow.runName"] == "v1 vs none: PROMOTE"
     for run in (cycle, train, comparison):
         assert_effective_params(run)
     assert_nothing_in_default(client, wait_s=120)
@@ -223,3 +223,26 @@ def test_rollback_entry_point_leaves_no_run_in_default(stable_data, tmp_path, tr
         r for r in runs_in(client, "retrain-comparisons") if r.data.tags.get("mlflow.project.entryPoint") == "evaluate"
     ]
     assert evaluate.info.status == "FAILED"
+
+
+def test_a_cycle_that_fails_after_its_run_started_ends_failed_with_the_reason(stable_data, tmp_path):
+    """A corrupt day file read by the cycle's check: the cycle run ends FAILED (not RUNNING), named so, the
+    reason in its description and tags."""
+    import shutil
+
+    from retrain.errors import RetrainError
+
+    data = tmp_path / "data"
+    shutil.copytree(stable_data, data)
+    (data / f"date={AS_OF.isoformat()}" / "part-0.parquet").write_bytes(b"garbage")
+    settings = fast_settings(data, *LAX, f"notify.events_path={tmp_path}/events.jsonl")
+    with pytest.raises(RetrainError) as failure:
+        run_cycle(settings, AS_OF, in_process=True)
+    client = MlflowClient()
+    [cycle] = runs_in(client, "retrain-cycles")
+    assert cycle.info.status == "FAILED"
+    assert cycle.data.tags["mlflow.runName"] == "cycle 2026-02-20: FAILED"
+    assert cycle.data.tags["retrain.outcome"] == "failed"
+    assert str(failure.value) in cycle.data.tags["retrain.error"]
+    note = cycle.data.tags["mlflow.note.content"]
+    assert note.startswith("## FAILED:") and str(failure.value) in note
