@@ -248,12 +248,36 @@ def cycle_markdown(result: Mapping[str, Any], model: str, links: Mapping[str, st
     return fit("\n".join(lines), NOTE_LIMIT)
 
 
+def shorten(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters at a word boundary, with an ellipsis when cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    if " " in cut[limit // 2 :]:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:") + "…"
+
+
+REASON_CHARS = 160  # a history row's reason; the full text is in the run its link opens
+
+
+def move_search(experiment_id: str, model: str, seq: int) -> str:
+    """The UI's runs table of `experiment_id` filtered to the run that made move `seq` of `model` (tagged
+    `retrain.move_seq`): a link written before the run is known, with no read."""
+    from urllib.parse import quote
+
+    query = f"tags.retrain.model_name = '{model}' and tags.retrain.move_seq = '{seq}'"
+    return f"#/experiments/{experiment_id}/runs?searchFilter={quote(query)}&" + UI_QUERY[1:]
+
+
 def move_row(model: str, m: Any, comparison_link: str = "-") -> str:
-    """One row of the production history table for `retrain.registry.rules.Move` `m`."""
+    """One row of the production history table for `retrain.registry.rules.Move` `m`; the reason shortened
+    at a word (the full text is one click away, in the run `comparison_link` opens)."""
     kind = m.kind + (" (aborted)" if m.aborted else "")
     return (
         f"| {m.seq} | {m.at[:19].replace('T', ' ')} | {kind} | {version_link(model, m.from_version)} -> "
-        f"{version_link(model, m.to_version)} | {cell(m.actor)[:60]} | {cell(m.reason)[:200]} | {comparison_link} |"
+        f"{version_link(model, m.to_version)} | {cell(m.actor)[:60]} | {shorten(cell(m.reason), REASON_CHARS)} "
+        f"| {comparison_link} |"
     )
 
 
@@ -275,7 +299,7 @@ def history_markdown(model: str, production: str | None, rows: Iterable[str], he
         "",
         "### Production history (newest first)",
         "",
-        "| # | when (UTC) | kind | from -> to | who | reason | comparison |",
+        "| # | when (UTC) | kind | from -> to | who | reason | run |",
         "|---:|---|---|---|---|---|---|",
     ]
     footer = ["", "The record is the move log (`retrain history`); this table is redrawn after every move."]

@@ -11,7 +11,7 @@ from retrain.cli.options import (
     epoch_bar,
     fail_fast,
     json_option,
-    project_run,
+    move_run,
     settings_options,
     unless_default,
     windows_option,
@@ -74,7 +74,7 @@ def promote(settings, candidate: str, force: bool, reason: str, as_of: str | Non
     from retrain.registry import Registry
 
     as_of = unless_default(as_of, "latest")
-    with project_run(settings.experiments.cycles, "promote", {"retrain.model_name": settings.registry.model_name}):
+    with move_run(settings.experiments.cycles, "promote", {"retrain.model_name": settings.registry.model_name}):
         move = Registry(settings).promote(
             unless_default(candidate, "staging"),
             force=force,
@@ -98,21 +98,29 @@ def rollback(settings, to: str, reason: str, force: bool, as_json: bool) -> None
 
     from retrain.registry import Registry
 
-    with project_run(settings.experiments.cycles, "rollback", {"retrain.model_name": settings.registry.model_name}):
+    with move_run(settings.experiments.cycles, "rollback", {"retrain.model_name": settings.registry.model_name}):
         move = Registry(settings).rollback(unless_default(to, "previous"), reason=reason or None, force=force)
         _name_move_run(move)
     emit(asdict(move), as_json, [_move_line(settings.registry.model_name, move)])
 
 
 def _name_move_run(move) -> None:
-    """Name the `mlflow run` run of a promote or rollback after the move it made."""
+    """Name the run of a promote or rollback after the move it made; its description holds the full reason
+    (the history table shows it shortened, linking here)."""
     import mlflow
 
-    if mlflow.active_run() is not None:
-        from retrain.tracking import set_name
+    from retrain.tracking import describe, set_name
 
-        set_name(f"{move.kind} v{move.from_version or '-'} -> v{move.to_version or '-'}")
-        mlflow.set_tags({"retrain.move_seq": str(move.seq), "retrain.move_kind": move.kind})
+    if mlflow.active_run() is None:
+        return
+    set_name(f"{move.kind} v{move.from_version or '-'} -> v{move.to_version or '-'}")
+    mlflow.set_tags({"retrain.move_seq": str(move.seq), "retrain.move_kind": move.kind})
+    describe(
+        f"## {move.kind.upper()}: production v{move.from_version or '-'} -> v{move.to_version or '-'} "
+        f"(move #{move.seq})\n\n**Who:** {move.actor}, {move.at[:19].replace('T', ' ')} UTC\n\n"
+        f"**Reason:** {move.reason}"
+        + (f"\n\nSkipped deleted versions: {', '.join(move.skipped)}" if move.skipped else "")
+    )
 
 
 def _ui(route: str) -> str:

@@ -77,13 +77,18 @@ def experiment_run_link(client: Any, run_id: str | None, label: str | None = Non
 def write_model_description(model: RegisteredModel, move: Move | None = None, previous: str | None = None) -> None:
     """The registered model's description: production now and the latest moves, newest first. After `move`
     its row goes on top of the rows shown (constant calls); without, the table is redrawn from the move log."""
-    from retrain.describe import HISTORY_ROWS, history_after_move, history_markdown, move_row, run_link
+    from retrain.describe import HISTORY_ROWS, history_after_move, history_markdown, move_row, move_search, run_link
 
     spec, client = model.spec, model.client
     header = MODEL_HEADER.format(staging=spec.staging_alias, production=spec.production_alias)
+    moves_experiment = _moves_experiment_id(model)
 
     def row(m: Move) -> str:  # the UI's direct run links (#/runs/<id>): no read per row while production moves
-        return move_row(model.name, m, run_link(None, m.comparison_run_id, "comparison"))
+        if m.comparison_run_id:
+            return move_row(model.name, m, run_link(None, m.comparison_run_id, "comparison"))
+        if moves_experiment and m.kind in MOVE_RUN_KINDS:
+            return move_row(model.name, m, f"[{m.kind} run]({move_search(moves_experiment, model.name, m.seq)})")
+        return move_row(model.name, m)
 
     if move is not None:
         if previous is None:
@@ -93,6 +98,18 @@ def write_model_description(model: RegisteredModel, move: Move | None = None, pr
         moves = history(model, limit=HISTORY_ROWS + 1)
         text = history_markdown(model.name, model.state().production, [row(m) for m in moves], header)
     client.update_registered_model(model.name, description=text)
+
+
+MOVE_RUN_KINDS = ("promote", "force", "rollback")  # moves made under a run tagged retrain.move_seq
+
+
+def _moves_experiment_id(model: RegisteredModel) -> str | None:
+    """The experiment of the runs that move production (`experiments.cycles`), or None if it is not there."""
+    try:
+        found = model.client.get_experiment_by_name(model.settings.experiments.cycles)
+    except Exception:
+        return None
+    return found.experiment_id if found is not None else None
 
 
 def write_version_description(client: Any, settings: Settings, version: str) -> None:

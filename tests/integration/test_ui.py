@@ -246,3 +246,46 @@ def test_a_cycle_that_fails_after_its_run_started_ends_failed_with_the_reason(st
     assert str(failure.value) in cycle.data.tags["retrain.error"]
     note = cycle.data.tags["mlflow.note.content"]
     assert note.startswith("## FAILED:") and str(failure.value) in note
+
+
+def test_retrain_rollback_leaves_a_named_run_with_the_reason_linked_from_the_history(stable_data, tmp_path):
+    """`retrain rollback` (not only `mlflow run -e rollback`): a run in retrain-cycles named after the move,
+    the full reason in its description; the history row shortens the reason at a word and links the run."""
+    from urllib.parse import unquote
+
+    from click.testing import CliRunner
+
+    from retrain.cli import cli
+
+    settings = fast_settings(stable_data, *LAX, f"notify.events_path={tmp_path}/events.jsonl")
+    assert run_cycle(settings, date(2026, 2, 10), in_process=True).outcome == "promoted"
+    assert train(settings, AS_OF).version == "2"
+    Registry(settings).promote("2", force=True, reason="a test needs two productions")
+    reason = "live accuracy fell " + "after the pricing change hit every region at once " * 6
+    done = CliRunner().invoke(
+        cli,
+        [
+            "rollback",
+            "--data",
+            str(stable_data),
+            "--set",
+            f"notify.events_path={tmp_path}/events.jsonl",
+            "--reason",
+            reason,
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    client = MlflowClient()
+    [run] = [r for r in runs_in(client, "retrain-cycles") if r.data.tags.get("retrain.move_kind") == "rollback"]
+    assert run.data.tags["mlflow.runName"] == "rollback v2 -> v1" and run.info.status == "FINISHED"
+    assert reason.strip() in run.data.tags["mlflow.note.content"]
+    model = client.get_registered_model("churn-classifier")
+    [row] = [line for line in model.description.splitlines() if line.startswith("| 3 |")]
+    shown = row.split("|")[6].strip()
+    assert shown.endswith("…") and len(shown) <= 160 and reason.startswith(shown[:-1])
+    assert not reason[len(shown) - 1].isalpha()  # cut at a word boundary
+    link = row.split("|")[7]
+    experiment = client.get_experiment_by_name("retrain-cycles").experiment_id
+    assert f"(#/experiments/{experiment}/runs?searchFilter=" in link and "workflowType=machine_learning" in link
+    found = client.search_runs([experiment], unquote(link.split("searchFilter=")[1].split("&")[0]))
+    assert [r.info.run_id for r in found] == [run.info.run_id]

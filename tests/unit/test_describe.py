@@ -236,3 +236,10 @@ def test_a_p_value_that_underflows_is_not_printed_as_zero():
         links={},
     )
     assert "one-sided p < 1e-300" in text and "p = 0" not in text
+
+
+def test_shorten_cuts_at_a_word_with_an_ellipsis():
+    assert describe.shorten("short", 10) == "short"
+    text = "the model served badly after the pricing change"
+    cut = describe.shorten(text, 20)
+    assert cut == "the model served…" and len(cut) <= 20
