@@ -129,6 +129,19 @@ def _ui(route: str) -> str:
     return ui_url(route)
 
 
+def _run_ui(run_id: str) -> str:
+    """The address of run `run_id` under its experiment: the UI's direct route (`#/runs/<id>`) redirects and
+    drops `workflowType`, opening the GenAI pages."""
+    from retrain.describe import run_route
+    from retrain.tracking import client
+
+    try:
+        experiment = client().get_run(run_id).info.experiment_id
+    except Exception:
+        experiment = None
+    return _ui(run_route(experiment, run_id))
+
+
 def _move_line(name: str, move) -> str:
     skipped = f"; skipped deleted versions {', '.join(move.skipped)}" if move.skipped else ""
     return (
@@ -293,7 +306,6 @@ def _data_age(latest: str | None, as_of: str | None) -> float | None:
 @json_option
 def evaluate(settings, as_of, plan, candidate: str, allow_schema_change: bool, allow_past: bool, as_json: bool) -> None:
     """Compare the candidate with production on fresh held-out rows; gate and check it (exit 0 for promote or keep)."""
-    from retrain.describe import run_route
     from retrain.evaluation import evaluate as evaluate_step
 
     comparison = evaluate_step(
@@ -304,7 +316,7 @@ def evaluate(settings, as_of, plan, candidate: str, allow_schema_change: bool, a
         allow_past=allow_past,
         plan=plan,
     )
-    emit(comparison.to_dict(), as_json, comparison.lines(_ui(run_route(None, comparison.run_id))))
+    emit(comparison.to_dict(), as_json, comparison.lines(_run_ui(comparison.run_id)))
 
 
 @click.command()
@@ -354,7 +366,7 @@ def run_loop(
         )
     finally:
         close()
-    from retrain.describe import model_route, run_route
+    from retrain.describe import model_route
 
     lines = [f"cycle {result.as_of}: {result.outcome.upper()} (run {result.run_id})"]
     if result.outcome == "promoted" and result.notification:  # the notification's line: metric before -> after
@@ -365,9 +377,9 @@ def run_loop(
         lines.append(stalled_text(result.cycles_without_model, settings))
     if result.production_before != result.production_after:
         lines.append(f"production {result.production_before or '(none)'} -> {result.production_after}")
-    lines.append(f"in the UI: {_ui(run_route(None, result.run_id))}")
+    lines.append(f"in the UI: {_run_ui(result.run_id)}")
     if result.runs.get("evaluate"):
-        lines.append(f"comparison run {result.runs['evaluate']}: {_ui(run_route(None, result.runs['evaluate']))}")
+        lines.append(f"comparison run {result.runs['evaluate']}: {_run_ui(result.runs['evaluate'])}")
     lines.append(f"model: {_ui(model_route(settings.registry.model_name))}")
     if as_json and verbose:  # the readable summary on stderr, only when asked
         for line in lines:

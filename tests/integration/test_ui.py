@@ -124,7 +124,7 @@ def test_model_and_version_descriptions_follow_promote_and_rollback(stable_data,
     assert [r.split("|")[1].strip() for r in rows] == ["3", "2", "1"]  # newest first
     assert "rollback" in rows[0] and "live accuracy fell" in rows[0]
     assert "[v2](#/models/churn-classifier/versions/2?workflowType=machine_learning) -> [v1](" in rows[0]
-    assert "force" in rows[1] and "[comparison](#/runs/" in rows[2]
+    assert "force" in rows[1] and "[comparison](#/experiments/" in rows[2]
     assert "**Production now:** [v1]" in model.description
     v2 = client.get_model_version("churn-classifier", "2").description
     assert "**Fate:** rolled back from" in v2 and "live accuracy fell" in v2
@@ -133,7 +133,8 @@ def test_model_and_version_descriptions_follow_promote_and_rollback(stable_data,
     # exactly what drawing them from the registry now gives
     for version in ("1", "2"):
         found = client.get_model_version("churn-classifier", version)
-        assert found.description == version_description(settings, version, found.tags, found.aliases)
+        comparisons = client.get_experiment_by_name("retrain-comparisons").experiment_id
+        assert found.description == version_description(settings, version, found.tags, found.aliases, comparisons)
     # the JSON tags stay the record
     assert any(k.startswith("retrain.") for k in model.tags)
 
