@@ -233,7 +233,11 @@ def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
     info = Registry(settings).status(repair=repair)
     info["cycles_without_model"] = count = cycles_without_model(settings)
     info["latest_data_day"] = latest = _latest_day(settings)
-    moves = "move log unreadable" if info["moves"] is None else f"{info['moves']} recorded moves of production"
+    moves = (
+        "recorded moves unknown: the head tag is unreadable"
+        if info["moves"] is None
+        else f"{info['moves']} recorded moves of production"
+    )
     lines = [f"model {info['model_name']} ({moves})"]
     if count >= settings.gate.stalled_after:
         lines.append(stalled_text(count, settings))

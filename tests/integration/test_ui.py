@@ -290,3 +290,7 @@ def test_retrain_rollback_leaves_a_named_run_with_the_reason_linked_from_the_his
     assert f"(#/experiments/{experiment}/runs?searchFilter=" in link and "workflowType=machine_learning" in link
     found = client.search_runs([experiment], unquote(link.split("searchFilter=")[1].split("&")[0]))
     assert [r.info.run_id for r in found] == [run.info.run_id]
+    # status ages production in data time, as the age trigger does: the latest data day (2026-03-01) minus
+    # v1's as-of (2026-02-10), whatever the wall clock says
+    status = CliRunner().invoke(cli, ["status", "--data", str(stable_data)])
+    assert "version 1  as-of 2026-02-10  age 19 days" in status.output, status.output
