@@ -294,3 +294,20 @@ def test_retrain_rollback_leaves_a_named_run_with_the_reason_linked_from_the_his
     # v1's as-of (2026-02-10), whatever the wall clock says
     status = CliRunner().invoke(cli, ["status", "--data", str(stable_data)])
     assert "version 1  as-of 2026-02-10  age 19 days" in status.output, status.output
+
+
+def test_a_comparison_whose_promotion_was_refused_says_so():
+    """The cycle's promotion refused after its comparison said PROMOTE: name, tag and description say so."""
+    import mlflow
+
+    from retrain.cycle_report import mark_refused
+
+    with mlflow.start_run(run_name="v2 vs v1: PROMOTE") as run:
+        mlflow.set_tag("mlflow.note.content", "## PROMOTE: churn-classifier v2 vs v1")
+    reason = "version 2 is the version production was rolled back from (move #3)"
+    client = MlflowClient()
+    mark_refused(client, run.info.run_id, reason)
+    tags = client.get_run(run.info.run_id).data.tags
+    assert tags["mlflow.runName"] == "v2 vs v1: PROMOTE, REFUSED"
+    assert tags["retrain.promotion_refused"] == reason
+    assert tags["mlflow.note.content"].startswith(f"**Promotion refused:** {reason}\n\n## PROMOTE:")
