@@ -48,6 +48,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from retrain.floors import p_text
+
 SCHEMA_VERSION = 3
 
 
@@ -83,8 +85,9 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **asdict(self)}
 
-    def lines(self) -> list[str]:
-        """The readable report: metric table, baselines, DeLong line, floors, checks, decision."""
+    def lines(self, link: str = "") -> list[str]:
+        """The readable report: metric table, baselines, DeLong line, floors, checks, decision; `link`: the
+        comparison run's address in the UI."""
         inc = self.incumbent_metrics
         who = f"v{self.incumbent_version}" if self.incumbent_version else "none"
         out = [
@@ -116,11 +119,11 @@ class Comparison:
             d = self.delong
             out.append(
                 f"DeLong roc_auc: delta {d['delta']:+.4f}, 95% CI [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], "
-                f"one-sided p = {d['p_value_one_sided']:.4g}"
+                f"one-sided {p_text(d['p_value_one_sided'])}"
             )
         elif self.incumbent_error:
             out.append(f"production could not score the rows: {self.incumbent_error}")
         out += [f"check {'ok  ' if c['passed'] else 'FAIL'} {c['name']}: {c['detail']}" for c in self.checks]
         out.append(f"decision: {self.decision['decision'].upper()}: {self.decision['reason']}")
-        out.append(f"comparison run {self.run_id}")
+        out.append(f"comparison run {self.run_id}" + (f": {link}" if link else ""))
         return out

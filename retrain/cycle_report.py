@@ -72,6 +72,40 @@ def cycle_error(exc: BaseException) -> RetrainError:
     return RetrainError(f"cycle failed: {describe(exc)}")
 
 
+def cycle_name(as_of: str, outcome: str, version: str | None = None) -> str:
+    """The cycle run's name, outcome included: `cycle 2026-07-29: PROMOTED v4`, `... KEPT`, `SKIPPED`, `FAILED`."""
+    return f"cycle {as_of}: {outcome.upper()}" + (f" v{version}" if outcome == "promoted" and version else "")
+
+
+def describe_failed_cycle(as_of: str, model: str, error: str) -> None:
+    """The failed cycle run's name and description: why it failed (the run ends FAILED)."""
+    from retrain import describe, tracking
+
+    tracking.set_name(cycle_name(as_of, "failed"))
+    tracking.describe(
+        describe.fit(
+            f"## FAILED: {model} cycle as of {as_of}\n\n**Reason:** {error}\n\n"
+            "What the cycle wrote before it failed stays (its artifacts, the `failed` event); the tag "
+            "`retrain.error` holds the reason.",
+            describe.NOTE_LIMIT,
+        )
+    )
+
+
+def mark_refused(client: Any, comparison_run_id: str, reason: str) -> None:
+    """A comparison said PROMOTE but the cycle's promotion was refused (e.g. the version was rolled back from
+    meanwhile): its name, tags and description say so."""
+    run = client.get_run(comparison_run_id)
+    note = run.data.tags.get("mlflow.note.content", "")
+    head = f"**Promotion refused:** {reason}\n\n"
+    client.set_tag(comparison_run_id, "retrain.promotion_refused", reason[:5000])
+    name = run.data.tags.get("mlflow.runName") or run.info.run_name or "comparison"
+    client.set_tag(comparison_run_id, "mlflow.runName", f"{name}, REFUSED")
+    from retrain.describe import NOTE_LIMIT, fit
+
+    client.set_tag(comparison_run_id, "mlflow.note.content", fit(head + note, NOTE_LIMIT))
+
+
 def describe_cycle(settings: Settings, result: CycleResult, mlflow_client) -> None:
     """The cycle run's description: outcome, reasons, production before/after, links to its step runs."""
     from retrain import describe, tracking

@@ -1,7 +1,9 @@
 """Markdown for the MLflow UI: run descriptions (comparison, cycle), the registered model's production history,
 each version's story. Pure: values in, text out; `tracking`/`registry` write it (tag `mlflow.note.content`,
 model and version descriptions). Links are the UI's own routes (`#/experiments/...`, `#/models/...`), so they
-work on whatever host serves the UI.
+work on whatever host serves the UI, each with `UI_QUERY`: MLflow 3.x's UI opens experiments in its GenAI mode
+(traces, no registry in the sidebar) unless the address says `workflowType=machine_learning`; no experiment tag
+or server setting changes that default (the UI reads only the address and the browser's own stored choice).
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from retrain.floors import p_text
+
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "expected_cost"})
 HISTORY_ROWS = 50  # moves shown in the model description; `retrain history` pages through all of them
 DESCRIPTION_LIMIT = 5000  # MLflow's column for model and version descriptions (PostgreSQL enforces it)
 NOTE_LIMIT = 8000  # a run's description is a tag: MLflow's tag value limit
+UI_QUERY = "?workflowType=machine_learning"  # the UI's runs table and model registry, not its GenAI pages
 
 
 def fit(text: str, limit: int) -> str:
@@ -47,18 +52,31 @@ def cell(text: Any) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def run_route(experiment_id: str | None, run_id: str) -> str:
+    """The UI's route to a run (`#/...`, with `UI_QUERY`). Without the experiment, the UI's direct route
+    (`#/runs/<id>`) finds it and redirects."""
+    path = f"#/experiments/{experiment_id}/runs/{run_id}" if experiment_id else f"#/runs/{run_id}"
+    return path + UI_QUERY
+
+
+def model_route(model: str, version: str | None = None) -> str:
+    return f"#/models/{model}" + (f"/versions/{version}" if version else "") + UI_QUERY
+
+
+def experiment_route(experiment_id: str) -> str:
+    return f"#/experiments/{experiment_id}/runs" + UI_QUERY
+
+
 def run_link(experiment_id: str | None, run_id: str | None, label: str | None = None) -> str:
     if not run_id:
         return "-"
-    label = label or f"run {run_id[:8]}"
-    # Without the experiment, the UI's direct route (`#/runs/<id>`) finds it and redirects.
-    return f"[{label}](#/experiments/{experiment_id}/runs/{run_id})" if experiment_id else f"[{label}](#/runs/{run_id})"
+    return f"[{label or f'run {run_id[:8]}'}]({run_route(experiment_id, run_id)})"
 
 
 def version_link(model: str, version: str | None) -> str:
     if not version:
         return "(none)"
-    return f"[v{version}](#/models/{model}/versions/{version})"
+    return f"[v{version}]({model_route(model, version)})"
 
 
 def guardrail_text(
@@ -96,6 +114,12 @@ def guardrail_text(
 
 
 BOUND_MODES = ("non_inferiority", "unless_shown_worse")
+
+
+def _floor_mark(f: Mapping[str, Any]) -> str:
+    """A first model's floor in the table: `floor >= 0.5 ✓` (a ceiling for lower-is-better metrics)."""
+    lower = f.get("metric") in LOWER_IS_BETTER
+    return f"floor {'<=' if lower else '>='} {num(f.get('bound'))} {'✓' if f.get('passed') else '✗'}"
 
 
 def _primary_rule(d: Mapping[str, Any], margin: float) -> str:
@@ -155,23 +179,31 @@ def comparison_markdown(
         *[m for m in cand if m != primary and m not in guardrails],
     ]
     matched = c.get("matched") or {}
+    floors_of: dict[str, list[Mapping[str, Any]]] = {}
+    for f in d.get("floors", []):
+        floors_of.setdefault(f.get("metric", ""), []).append(f)
     for metric in dict.fromkeys(m for m in order if m in cand):
         delta = (c.get("deltas") or {}).get(metric)
         if metric == primary and d.get("mode") in BOUND_MODES:
             rule = _primary_rule(d, margin)
+        elif d.get("mode") == "floors" or not c.get("incumbent_version"):
+            rule = "; ".join(_floor_mark(f) for f in floors_of.get(metric, []))
         else:
             rule = guardrail_text(metric, delta, primary, min_improvement, guardrails, matched.get(metric))
         lines.append(
             f"| {'**' + metric + '**' if metric == primary else metric} | {num(cand[metric])} | "
             f"{num(inc.get(metric))} | {signed(delta)} | {rule} |"
         )
+    if d.get("floors"):
+        lines += ["", "**First model's floors** (no production to compare with):", ""]
+        lines += [f"- {'✓' if f.get('passed') else '✗'} {f.get('detail', '')}" for f in d["floors"]]
     delong = c.get("delong") or {}
     if delong:
         lines += [
             "",
             f"**DeLong (ROC AUC):** difference {signed(delong.get('delta'))}, 95% CI "
-            f"[{num(delong.get('ci_low'))}, {num(delong.get('ci_high'))}], one-sided p "
-            f"{num(delong.get('p_value_one_sided'))}",
+            f"[{num(delong.get('ci_low'))}, {num(delong.get('ci_high'))}], one-sided "
+            + (p_text(p) if isinstance(p := delong.get("p_value_one_sided"), (int, float)) else "p -"),
         ]
     failed = [ch for ch in c.get("checks", []) if not ch.get("passed")]
     lines += [
@@ -216,12 +248,36 @@ def cycle_markdown(result: Mapping[str, Any], model: str, links: Mapping[str, st
     return fit("\n".join(lines), NOTE_LIMIT)
 
 
+def shorten(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters at a word boundary, with an ellipsis when cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    if " " in cut[limit // 2 :]:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:") + "…"
+
+
+REASON_CHARS = 160  # a history row's reason; the full text is in the run its link opens
+
+
+def move_search(experiment_id: str, model: str, seq: int) -> str:
+    """The UI's runs table of `experiment_id` filtered to the run that made move `seq` of `model` (tagged
+    `retrain.move_seq`): a link written before the run is known, with no read."""
+    from urllib.parse import quote
+
+    query = f"tags.retrain.model_name = '{model}' and tags.retrain.move_seq = '{seq}'"
+    return f"#/experiments/{experiment_id}/runs?searchFilter={quote(query)}&" + UI_QUERY[1:]
+
+
 def move_row(model: str, m: Any, comparison_link: str = "-") -> str:
-    """One row of the production history table for `retrain.registry.rules.Move` `m`."""
+    """One row of the production history table for `retrain.registry.rules.Move` `m`; the reason shortened
+    at a word (the full text is one click away, in the run `comparison_link` opens)."""
     kind = m.kind + (" (aborted)" if m.aborted else "")
     return (
         f"| {m.seq} | {m.at[:19].replace('T', ' ')} | {kind} | {version_link(model, m.from_version)} -> "
-        f"{version_link(model, m.to_version)} | {cell(m.actor)[:60]} | {cell(m.reason)[:200]} | {comparison_link} |"
+        f"{version_link(model, m.to_version)} | {cell(m.actor)[:60]} | {shorten(cell(m.reason), REASON_CHARS)} "
+        f"| {comparison_link} |"
     )
 
 
@@ -243,7 +299,7 @@ def history_markdown(model: str, production: str | None, rows: Iterable[str], he
         "",
         "### Production history (newest first)",
         "",
-        "| # | when (UTC) | kind | from -> to | who | reason | comparison |",
+        "| # | when (UTC) | kind | from -> to | who | reason | run |",
         "|---:|---|---|---|---|---|---|",
     ]
     footer = ["", "The record is the move log (`retrain history`); this table is redrawn after every move."]

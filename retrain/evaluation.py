@@ -389,9 +389,10 @@ def _describe(settings: Settings, c: Comparison, mlflow_client) -> None:
 
 
 def run_name(c: Comparison) -> str:
-    """`evaluate v3 vs v1: PROMOTE` (or `evaluate v1 (no production): PROMOTE`)."""
-    against = f"vs v{c.incumbent_version}" if c.incumbent_version else "(no production)"
-    return f"evaluate v{c.candidate_version} {against}: {c.decision['decision'].upper()}"
+    """`v3 vs v1: PROMOTE` (or `v1 vs none: PROMOTE`): short enough for the runs table's name column; the
+    experiment (`retrain-comparisons`) says it is a comparison."""
+    against = f"v{c.incumbent_version}" if c.incumbent_version else "none"
+    return f"v{c.candidate_version} vs {against}: {c.decision['decision'].upper()}"
 
 
 def _log(

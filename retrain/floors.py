@@ -30,6 +30,11 @@ DECISION_FLOOR = {
 EPS = 1e-12
 
 
+def p_text(p: float) -> str:
+    """`p = 0.0123`, or `p < 1e-300` for a p-value too small to print as a number (it underflows to 0)."""
+    return "p < 1e-300" if p < 1e-300 else f"p = {p:.4g}"
+
+
 @dataclass(frozen=True)
 class Floor:
     """One floor the first model must clear: relative (to a trivial baseline on the same rows) or absolute."""
@@ -123,7 +128,7 @@ def _relative_floor(
     if name == "roc_auc":
         value = candidate["roc_auc"]
         ok = value > 0.5 and chance_p_value is not None and chance_p_value < policy.alpha
-        p_text = "no significance result" if chance_p_value is None else f"DeLong one-sided p = {chance_p_value:.4g}"
+        shown = "no significance result" if chance_p_value is None else f"DeLong one-sided {p_text(chance_p_value)}"
         return Floor(
             name,
             "relative",
@@ -131,7 +136,7 @@ def _relative_floor(
             value,
             0.5,
             ok,
-            f"roc_auc {value:.4f} is {'' if ok else 'not '}significantly above 0.5 ({p_text}, alpha {policy.alpha:g})",
+            f"roc_auc {value:.4f} is {'' if ok else 'not '}significantly above 0.5 ({shown}, alpha {policy.alpha:g})",
         )
     if name == "accuracy":
         value, bound = candidate["accuracy"], baselines["majority_rate"]
@@ -208,7 +213,7 @@ def learned_nothing(
     if not (chance.auc_b > 0.5 and chance.p_value_one_sided < alpha):
         return (
             f"tuning ROC AUC {chance.auc_b:.4f} is not significantly above 0.5 "
-            f"(DeLong one-sided p = {chance.p_value_one_sided:.4g}, alpha {alpha:g})"
+            f"(DeLong one-sided {p_text(chance.p_value_one_sided)}, alpha {alpha:g})"
         )
     shifted = np.clip(metrics.rate_shifted(p_tuning, fitted_rate, tuning_rate), 1e-15, 1 - 1e-15)
     q = min(max(tuning_rate, 1e-15), 1 - 1e-15)

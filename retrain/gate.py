@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from retrain.config import GatePolicy
-from retrain.floors import DECISION_FLOOR, LOWER_IS_BETTER, Floor, check_floors
+from retrain.floors import DECISION_FLOOR, LOWER_IS_BETTER, Floor, check_floors, p_text
 from retrain.floors import EPS as _EPS
 from retrain.floors import learned_nothing as learned_nothing  # re-exported: the floors moved to retrain.floors
 
@@ -391,7 +391,7 @@ def _significance(
     if p_value is not None:
         ok = p_value < alpha
         word = "" if ok else "not "
-        return ok, f"improvement is {word}significant (DeLong one-sided p = {p_value:.4g}, alpha {alpha:g})"
+        return ok, f"improvement is {word}significant (DeLong one-sided {p_text(p_value)}, alpha {alpha:g})"
     if ci is not None:
         low, high = ci
         ok = high < 0 if primary in LOWER_IS_BETTER else low > 0

@@ -27,7 +27,16 @@ from typing import Any
 
 from retrain.adapt import adapted_since
 from retrain.config import Settings
-from retrain.cycle_report import CycleResult, count_cycle, cycle_error, cycle_event, describe_cycle
+from retrain.cycle_report import (
+    CycleResult,
+    count_cycle,
+    cycle_error,
+    cycle_event,
+    cycle_name,
+    describe_cycle,
+    describe_failed_cycle,
+    mark_refused,
+)
 from retrain.errors import DataError, RetrainError, ServiceError, TrainingError
 from retrain.project_steps import absolute_tracking_uri, project_step, raise_training_failure, temporary_env
 from retrain.stall import stalled_text
@@ -220,6 +229,7 @@ def _run_cycle(
                     count_cycle(settings, result, before, rejected=failed_training)
                 with contextlib.suppress(Exception):
                     mlflow.set_tags({"retrain.outcome": "failed", "retrain.error": safe_text(str(error))[:4000]})
+                    describe_failed_cycle(result.as_of, settings.registry.model_name, safe_text(str(error)))
                     if not isinstance(exc, RetrainError):
                         import traceback
 
@@ -257,6 +267,7 @@ def _run_cycle(
                 "retrain.production_after": result.production_after or "none",
             }
         )
+        tracking.set_name(cycle_name(result.as_of, result.outcome, result.production_after))
         describe_cycle(settings, result, registry.client)
         event = cycle_event(settings, result)
         mlflow.log_dict(event, "event.json")  # also with the cycle run: a container's files do not last
@@ -392,4 +403,6 @@ def _cycle(
             result.outcome = "promoted"
         except Refused as exc:  # e.g. a version production was rolled back from: keep, say why
             result.reasons.append(f"promotion refused: {exc}")
+            with contextlib.suppress(Exception):  # the comparison's own record says so too
+                mark_refused(registry.client, comparison["run_id"], str(exc))
     lap("promote")

@@ -115,6 +115,19 @@ def server_uri() -> str:
     return redact(mlflow.get_registry_uri() or mlflow.get_tracking_uri())
 
 
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default
+
+
+def ui_url(route: str) -> str:
+    """The address of the UI's `route` (`retrain.describe.run_route`, `model_route`): on the tracking server
+    when it is one, else where `mlflow ui` serves the local store by default."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    base = redact(uri).rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    return f"{base}/{route}"
+
+
 def is_contention(exc: BaseException) -> bool:
     text = str(exc).lower()
     return any(marker in text for marker in CONTENTION)

@@ -97,6 +97,20 @@ class Group(click.Group):
 @click.version_option(package_name="retrain")
 def cli() -> None:
     """Close the MLOps loop on the MLflow registry: check, train, evaluate, promote, roll back."""
+    quiet_mlflow()
+
+
+# MLflow's INFO lines from our own calls: the store's set-up (`Creating initial MLflow database tables...`),
+# the steps a cycle launches (`=== Running command ...`), `View run ... at` (we print our own links). A user's
+# own `mlflow run` is another process: its lines stay.
+QUIET_LOGGERS = ("mlflow.store.db.utils", "mlflow.projects", "mlflow.tracking._tracking_service.client", "alembic")
+
+
+def quiet_mlflow() -> None:
+    import logging
+
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 for _command in (

@@ -11,7 +11,7 @@ from retrain.cli.options import (
     epoch_bar,
     fail_fast,
     json_option,
-    project_run,
+    move_run,
     settings_options,
     unless_default,
     windows_option,
@@ -74,7 +74,7 @@ def promote(settings, candidate: str, force: bool, reason: str, as_of: str | Non
     from retrain.registry import Registry
 
     as_of = unless_default(as_of, "latest")
-    with project_run(settings.experiments.cycles, "promote", {"retrain.model_name": settings.registry.model_name}):
+    with move_run(settings.experiments.cycles, "promote", {"retrain.model_name": settings.registry.model_name}):
         move = Registry(settings).promote(
             unless_default(candidate, "staging"),
             force=force,
@@ -98,21 +98,48 @@ def rollback(settings, to: str, reason: str, force: bool, as_json: bool) -> None
 
     from retrain.registry import Registry
 
-    with project_run(settings.experiments.cycles, "rollback", {"retrain.model_name": settings.registry.model_name}):
+    with move_run(settings.experiments.cycles, "rollback", {"retrain.model_name": settings.registry.model_name}):
         move = Registry(settings).rollback(unless_default(to, "previous"), reason=reason or None, force=force)
         _name_move_run(move)
     emit(asdict(move), as_json, [_move_line(settings.registry.model_name, move)])
 
 
 def _name_move_run(move) -> None:
-    """Name the `mlflow run` run of a promote or rollback after the move it made."""
+    """Name the run of a promote or rollback after the move it made; its description holds the full reason
+    (the history table shows it shortened, linking here)."""
     import mlflow
 
-    if mlflow.active_run() is not None:
-        from retrain.tracking import set_name
+    from retrain.tracking import describe, set_name
 
-        set_name(f"{move.kind} v{move.from_version or '-'} -> v{move.to_version or '-'}")
-        mlflow.set_tags({"retrain.move_seq": str(move.seq), "retrain.move_kind": move.kind})
+    if mlflow.active_run() is None:
+        return
+    set_name(f"{move.kind} v{move.from_version or '-'} -> v{move.to_version or '-'}")
+    mlflow.set_tags({"retrain.move_seq": str(move.seq), "retrain.move_kind": move.kind})
+    describe(
+        f"## {move.kind.upper()}: production v{move.from_version or '-'} -> v{move.to_version or '-'} "
+        f"(move #{move.seq})\n\n**Who:** {move.actor}, {move.at[:19].replace('T', ' ')} UTC\n\n"
+        f"**Reason:** {move.reason}"
+        + (f"\n\nSkipped deleted versions: {', '.join(move.skipped)}" if move.skipped else "")
+    )
+
+
+def _ui(route: str) -> str:
+    from retrain.store import ui_url
+
+    return ui_url(route)
+
+
+def _run_ui(run_id: str) -> str:
+    """The address of run `run_id` under its experiment: the UI's direct route (`#/runs/<id>`) redirects and
+    drops `workflowType`, opening the GenAI pages."""
+    from retrain.describe import run_route
+    from retrain.tracking import client
+
+    try:
+        experiment = client().get_run(run_id).info.experiment_id
+    except Exception:
+        experiment = None
+    return _ui(run_route(experiment, run_id))
 
 
 def _move_line(name: str, move) -> str:
@@ -211,7 +238,13 @@ def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
         gone.exit_code = STATUS_PROBLEMS
         raise
     info["cycles_without_model"] = count = cycles_without_model(settings)
-    lines = [f"model {info['model_name']} ({info['moves']} recorded moves of production)"]
+    info["latest_data_day"] = latest = _latest_day(settings)
+    moves = (
+        "recorded moves unknown: the head tag is unreadable"
+        if info["moves"] is None
+        else f"{info['moves']} recorded moves of production"
+    )
+    lines = [f"model {info['model_name']} ({moves})"]
     if count >= settings.gate.stalled_after:
         lines.append(stalled_text(count, settings))
     elif count:
@@ -227,7 +260,9 @@ def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
             continue
         metrics = ", ".join(f"{k} {val:.4f}" for k, val in v["metrics"].items() if k in ("roc_auc", "accuracy", "f1"))
         comp = v["last_comparison"]
-        lines.append(f"  {role:<10}  version {v['version']}  as-of {v['as_of']}  age {v['age_days']} days  {metrics}")
+        v["age_days"] = _data_age(latest, v["as_of"])
+        age = f"age {v['age_days']:g} days" if v["age_days"] is not None else "age ? (no data day)"
+        lines.append(f"  {role:<10}  version {v['version']}  as-of {v['as_of']}  {age}  {metrics}")
         if comp:
             lines.append(f"  {'':<10}  last comparison {comp['run_id']}: {comp['decision']}")
         if v["rolled_back"]:
@@ -248,6 +283,30 @@ def status(ctx: click.Context, settings, repair: bool, as_json: bool) -> None:
     emit(info, as_json, lines)
     if info["problems"]:
         ctx.exit(STATUS_PROBLEMS)
+
+
+def _latest_day(settings) -> str | None:
+    """The latest day in the data (what the age trigger measures age to), or None when it cannot be read."""
+    from retrain import data
+
+    try:
+        return data.DataSource(settings.data).latest_day().isoformat()
+    except Exception:
+        return None
+
+
+def _data_age(latest: str | None, as_of: str | None) -> float | None:
+    """A version's age in data time, as the age trigger counts it: the latest data day minus its as-of."""
+    from datetime import date
+
+    from retrain.trigger import age_days
+
+    if not latest or not as_of:
+        return None
+    try:
+        return age_days(date.fromisoformat(latest), as_of, None, None)  # type: ignore[arg-type]
+    except ValueError:
+        return None
 
 
 @click.command()
@@ -274,7 +333,7 @@ def evaluate(settings, as_of, plan, candidate: str, allow_schema_change: bool, a
         allow_past=allow_past,
         plan=plan,
     )
-    emit(comparison.to_dict(), as_json, comparison.lines())
+    emit(comparison.to_dict(), as_json, comparison.lines(_run_ui(comparison.run_id)))
 
 
 @click.command()
@@ -316,9 +375,18 @@ def check(settings, as_of, plan, force: bool, engine: str, as_json: bool) -> Non
     "(without it a missing store is refused: a mistyped path must not become an empty registry).",
 )
 @allow_past_option
+@click.option("--verbose", is_flag=True, help="With --json: the readable report too, on stderr.")
 @json_option
 def run_loop(
-    settings, as_of, force: bool, force_flag: str, in_process: bool, create: bool, allow_past: bool, as_json: bool
+    settings,
+    as_of,
+    force: bool,
+    force_flag: str,
+    in_process: bool,
+    create: bool,
+    allow_past: bool,
+    verbose: bool,
+    as_json: bool,
 ) -> None:
     """Run one cycle of the loop: check, then train, evaluate, promote or keep, and notify."""
     from retrain.pipeline import run_cycle
@@ -337,6 +405,8 @@ def run_loop(
         )
     finally:
         close()
+    from retrain.describe import model_route
+
     lines = [f"cycle {result.as_of}: {result.outcome.upper()} (run {result.run_id})"]
     if result.outcome == "promoted" and result.notification:  # the notification's line: metric before -> after
         lines.append(result.notification["message"])
@@ -346,7 +416,11 @@ def run_loop(
         lines.append(stalled_text(result.cycles_without_model, settings))
     if result.production_before != result.production_after:
         lines.append(f"production {result.production_before or '(none)'} -> {result.production_after}")
-    if as_json:  # the readable summary still reaches the operator, on stderr
+    lines.append(f"in the UI: {_run_ui(result.run_id)}")
+    if result.runs.get("evaluate"):
+        lines.append(f"comparison run {result.runs['evaluate']}: {_run_ui(result.runs['evaluate'])}")
+    lines.append(f"model: {_ui(model_route(settings.registry.model_name))}")
+    if as_json and verbose:  # the readable summary on stderr, only when asked
         for line in lines:
             click.echo(line, err=True)
     emit(result.to_dict(), as_json, lines)

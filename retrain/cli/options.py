@@ -303,6 +303,26 @@ def epoch_bar(total: int, enabled: bool):
 
 
 @contextlib.contextmanager
+def move_run(experiment: str, kind: str, tags: dict[str, str]) -> Iterator[Any]:
+    """The run of a command that moves production (promote, rollback), always: filed in `experiment` (never
+    Default; under `mlflow run`, the run it made), named `kind` until the command names it after its move
+    (`name_move_run`). A refused or failed move ends FAILED, named `<kind>: REFUSED` with the reason."""
+    from retrain.tracking import describe, set_name, step_run
+
+    with step_run(experiment, kind, tags) as run:
+        try:
+            yield run
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                set_name(f"{kind}: REFUSED")
+                describe(f"## REFUSED: {kind}\n\n**Reason:** {exc}")
+                import mlflow
+
+                mlflow.set_tag("retrain.error", str(exc)[:4000])
+            raise
+
+
+@contextlib.contextmanager
 def project_run(experiment: str, name: str, tags: dict[str, str]) -> Iterator[None]:
     """Under `mlflow run`, the run it made for a command that has no run of its own: filed in `experiment`
     (never Default) and named `name`. Otherwise nothing."""

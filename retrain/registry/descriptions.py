@@ -33,10 +33,12 @@ def refresh_descriptions(
     and alias changes applied: no read) or else read again; without a move, the table from the move log.
     Best effort: the move log and tags are the record, this is their rendering."""
 
+    comparisons = experiment_id(model.client, model.settings.experiments.comparisons)
+
     def draw(version: str) -> None:
         before = (found or {}).get(version)
         if move is None or view is None or before is None:
-            return write_version_description(model.client, model.settings, version)
+            return write_version_description(model.client, model.settings, version, comparisons)
         tags, aliases = after_move(
             move,
             version,
@@ -47,7 +49,7 @@ def refresh_descriptions(
             model.spec.staging_alias,
         )
         model.client.update_model_version(
-            model.name, version, description=version_description(model.settings, version, tags, aliases)
+            model.name, version, description=version_description(model.settings, version, tags, aliases, comparisons)
         )
 
     try:
@@ -77,13 +79,19 @@ def experiment_run_link(client: Any, run_id: str | None, label: str | None = Non
 def write_model_description(model: RegisteredModel, move: Move | None = None, previous: str | None = None) -> None:
     """The registered model's description: production now and the latest moves, newest first. After `move`
     its row goes on top of the rows shown (constant calls); without, the table is redrawn from the move log."""
-    from retrain.describe import HISTORY_ROWS, history_after_move, history_markdown, move_row, run_link
+    from retrain.describe import HISTORY_ROWS, history_after_move, history_markdown, move_row, move_search, run_link
 
     spec, client = model.spec, model.client
     header = MODEL_HEADER.format(staging=spec.staging_alias, production=spec.production_alias)
+    moves_experiment = experiment_id(client, model.settings.experiments.cycles)
+    comparisons = experiment_id(client, model.settings.experiments.comparisons)
 
-    def row(m: Move) -> str:  # the UI's direct run links (#/runs/<id>): no read per row while production moves
-        return move_row(model.name, m, run_link(None, m.comparison_run_id, "comparison"))
+    def row(m: Move) -> str:  # links under the experiments (the UI keeps its mode only there): no read per row
+        if m.comparison_run_id:
+            return move_row(model.name, m, run_link(comparisons, m.comparison_run_id, "comparison"))
+        if moves_experiment and m.kind in MOVE_RUN_KINDS:
+            return move_row(model.name, m, f"[{m.kind} run]({move_search(moves_experiment, model.name, m.seq)})")
+        return move_row(model.name, m)
 
     if move is not None:
         if previous is None:
@@ -95,21 +103,39 @@ def write_model_description(model: RegisteredModel, move: Move | None = None, pr
     client.update_registered_model(model.name, description=text)
 
 
-def write_version_description(client: Any, settings: Settings, version: str) -> None:
-    """A version's description: trained on, validation metrics, fate (from its tags and aliases)."""
+MOVE_RUN_KINDS = ("promote", "force", "rollback")  # moves made under a run tagged retrain.move_seq
+
+
+def experiment_id(client: Any, name: str) -> str | None:
+    """The id of experiment `name` (for links the UI opens in its runs-table mode: `#/runs/<id>` redirects and
+    drops the mode), or None if it is not there or cannot be read."""
+    try:
+        found = client.get_experiment_by_name(name)
+    except Exception:
+        return None
+    return found.experiment_id if found is not None else None
+
+
+def write_version_description(client: Any, settings: Settings, version: str, comparisons: str | None = None) -> None:
+    """A version's description: trained on, validation metrics, fate (from its tags and aliases). `comparisons`:
+    the id of `experiments.comparisons` (read when not given)."""
     found = client.get_model_version(settings.registry.model_name, version)
-    text = version_description(settings, str(version), found.tags or {}, found.aliases or [])
+    if comparisons is None:
+        comparisons = experiment_id(client, settings.experiments.comparisons)
+    text = version_description(settings, str(version), found.tags or {}, found.aliases or [], comparisons)
     client.update_model_version(settings.registry.model_name, version, description=text)
 
 
-def version_description(settings: Settings, version: str, tags: dict[str, str], aliases: Any) -> str:
-    """The text of `write_version_description`, drawn from given tags and aliases (no reads: its run link is
-    the UI's direct route)."""
+def version_description(
+    settings: Settings, version: str, tags: dict[str, str], aliases: Any, comparisons: str | None = None
+) -> str:
+    """The text of `write_version_description`, drawn from given tags and aliases (no reads); its comparison
+    link goes under `comparisons` (the comparisons experiment's id) when given, else the UI's direct route."""
     from retrain.describe import run_link, version_markdown
 
     reg = settings.registry
     comparison = tags.get("retrain.comparison_run_id")
-    link = run_link(None, comparison, "comparison") if comparison else None
+    link = run_link(comparisons, comparison, "comparison") if comparison else None
     return version_markdown(
         reg.model_name,
         version,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import Any
 
 import retrain.registry.audit as audit
@@ -56,17 +55,12 @@ def status(model: RegisteredModel, *, repair: bool = False) -> dict[str, Any]:
 
 
 def describe_version(version: str, found: Any) -> dict[str, Any]:
-    """A version as status shows it (run, as-of, age, metrics, rolled-back mark, last comparison), or deleted."""
+    """A version as status shows it (run, as-of, metrics, rolled-back mark, last comparison), or deleted. Its age
+    is data time (the latest data day minus its as-of, as the age trigger counts it): the command adds it."""
     if found is None:
         return {"version": version, "deleted": True}
     tags = found.tags or {}
     trained_at = tags.get("retrain.trained_at")
-    age_days = None
-    try:
-        if trained_at:
-            age_days = round((datetime.now(UTC) - datetime.fromisoformat(trained_at)).total_seconds() / 86400, 2)
-    except ValueError:
-        pass
     try:
         metrics = json.loads(tags.get("retrain.metrics", "{}"))
         metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))} if isinstance(metrics, dict) else {}
@@ -78,7 +72,6 @@ def describe_version(version: str, found: Any) -> dict[str, Any]:
         "run_id": found.run_id,
         "as_of": tags.get("retrain.as_of"),
         "trained_at": trained_at,
-        "age_days": age_days,
         "metrics": metrics,
         "rolled_back": rolled_back_mark(tags),
         "last_comparison": {"run_id": comparison, "decision": tags.get("retrain.decision")} if comparison else None,

@@ -491,6 +491,7 @@ def test_a_hand_edited_head_blocks_writers_until_rebuilt(settings):
     MlflowClient().set_registered_model_tag(NAME, HEAD, "production=1")
     out = invoke("status")
     assert out.exit_code == 9 and f"tag {HEAD} is unreadable: not JSON" in out.output
+    assert "(None recorded" not in out.output and "recorded moves unknown" in out.output
     refused = invoke("promote", "--candidate", "3", "--force", "--reason", "x")
     assert refused.exit_code == 4 and "retrain status --repair" in one_line(refused)
     assert invoke("history").exit_code == 0

@@ -54,11 +54,11 @@ def test_in_process_cycle_names_runs_tags_experiments_and_logs_effective_params(
     assert result.outcome == "promoted", result.reasons
     client = MlflowClient()
     cycle = client.get_run(result.run_id)
-    assert cycle.data.tags["mlflow.runName"] == "cycle 2026-02-20"
+    assert cycle.data.tags["mlflow.runName"] == "cycle 2026-02-20: PROMOTED v1"
     names = {
         "retrain-monitoring": "check 2026-02-20: no production model",
         "retrain-training": "train v1 (as-of 2026-02-20)",
-        "retrain-comparisons": "evaluate v1 (no production): PROMOTE",
+        "retrain-comparisons": "v1 vs none: PROMOTE",
     }
     for experiment, name in names.items():
         [run] = runs_in(client, experiment)
@@ -82,13 +82,15 @@ def test_in_process_cycle_names_runs_tags_experiments_and_logs_effective_params(
     assert comparison.data.tags["retrain.reason"] in note
     row = table_row(note, "**roc_auc**")
     assert row[1] == f"{comparison.data.metrics['staging_roc_auc']:.4g}" and row[2] == "-"
-    assert "#/models/churn-classifier/versions/1" in note
+    assert "#/models/churn-classifier/versions/1?workflowType=machine_learning" in note
     [training] = runs_in(client, "retrain-training")
-    assert f"#/experiments/{training.info.experiment_id}/runs/{training.info.run_id}" in note
+    assert (
+        f"#/experiments/{training.info.experiment_id}/runs/{training.info.run_id}?workflowType=machine_learning" in note
+    )
     # the cycle's description links its three step runs
     cycle_note = client.get_run(result.run_id).data.tags["mlflow.note.content"]
     for run in (check, training, comparison):
-        assert f"runs/{run.info.run_id})" in cycle_note
+        assert f"runs/{run.info.run_id}?workflowType=machine_learning)" in cycle_note
     assert "Production: (none) -> [v1]" in cycle_note
 
 
@@ -121,8 +123,8 @@ def test_model_and_version_descriptions_follow_promote_and_rollback(stable_data,
     rows = [line for line in model.description.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [r.split("|")[1].strip() for r in rows] == ["3", "2", "1"]  # newest first
     assert "rollback" in rows[0] and "live accuracy fell" in rows[0]
-    assert "[v2](#/models/churn-classifier/versions/2) -> [v1](#/models/churn-classifier/versions/1)" in rows[0]
-    assert "force" in rows[1] and "[comparison](#/runs/" in rows[2]
+    assert "[v2](#/models/churn-classifier/versions/2?workflowType=machine_learning) -> [v1](" in rows[0]
+    assert "force" in rows[1] and "[comparison](#/experiments/" in rows[2]
     assert "**Production now:** [v1]" in model.description
     v2 = client.get_model_version("churn-classifier", "2").description
     assert "**Fate:** rolled back from" in v2 and "live accuracy fell" in v2
@@ -131,7 +133,8 @@ def test_model_and_version_descriptions_follow_promote_and_rollback(stable_data,
     # exactly what drawing them from the registry now gives
     for version in ("1", "2"):
         found = client.get_model_version("churn-classifier", version)
-        assert found.description == version_description(settings, version, found.tags, found.aliases)
+        comparisons = client.get_experiment_by_name("retrain-comparisons").experiment_id
+        assert found.description == version_description(settings, version, found.tags, found.aliases, comparisons)
     # the JSON tags stay the record
     assert any(k.startswith("retrain.") for k in model.tags)
 
@@ -144,7 +147,7 @@ def test_a_rejected_candidate_says_why_in_its_description(stable_data, tmp_path)
     assert kept.outcome == "kept" and kept.candidate_version == "2"
     client = MlflowClient()
     comparison = client.get_run(kept.decision["comparison_run_id"])
-    assert comparison.data.tags["mlflow.runName"] == "evaluate v2 vs v1: KEEP"
+    assert comparison.data.tags["mlflow.runName"] == "v2 vs v1: KEEP"
     note = comparison.data.tags["mlflow.note.content"]
     row = table_row(note, "**roc_auc**")
     m = comparison.data.metrics
@@ -186,14 +189,14 @@ def test_readme_command_1_files_the_cycle_in_retrain_cycles_with_named_steps(sta
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient()
     [cycle] = runs_in(client, "retrain-cycles")
-    assert cycle.data.tags["mlflow.runName"] == "cycle 2026-02-20"
+    assert cycle.data.tags["mlflow.runName"] == "cycle 2026-02-20: PROMOTED v1"
     assert cycle.data.tags["mlflow.project.entryPoint"] == "main"  # the project run's own tags came along
     assert cycle.info.status == "FINISHED"
     [train] = runs_in(client, "retrain-training")
     assert train.data.tags["mlflow.runName"] == "train v1 (as-of 2026-02-20)"
     assert train.data.params["config"] == f"runs:/{cycle.info.run_id}/settings.yaml"
     [comparison] = runs_in(client, "retrain-comparisons")
-    assert comparison.data.tags["mlflow.runName"] == "evaluate v1 (no production): PROMOTE"
+    assert comparison.data.tags["mlflow.runName"] == "v1 vs none: PROMOTE"
     for run in (cycle, train, comparison):
         assert_effective_params(run)
     assert_nothing_in_default(client, wait_s=120)
@@ -221,3 +224,90 @@ def test_rollback_entry_point_leaves_no_run_in_default(stable_data, tmp_path, tr
         r for r in runs_in(client, "retrain-comparisons") if r.data.tags.get("mlflow.project.entryPoint") == "evaluate"
     ]
     assert evaluate.info.status == "FAILED"
+
+
+def test_a_cycle_that_fails_after_its_run_started_ends_failed_with_the_reason(stable_data, tmp_path):
+    """A corrupt day file read by the cycle's check: the cycle run ends FAILED (not RUNNING), named so, the
+    reason in its description and tags."""
+    import shutil
+
+    from retrain.errors import RetrainError
+
+    data = tmp_path / "data"
+    shutil.copytree(stable_data, data)
+    (data / f"date={AS_OF.isoformat()}" / "part-0.parquet").write_bytes(b"garbage")
+    settings = fast_settings(data, *LAX, f"notify.events_path={tmp_path}/events.jsonl")
+    with pytest.raises(RetrainError) as failure:
+        run_cycle(settings, AS_OF, in_process=True)
+    client = MlflowClient()
+    [cycle] = runs_in(client, "retrain-cycles")
+    assert cycle.info.status == "FAILED"
+    assert cycle.data.tags["mlflow.runName"] == "cycle 2026-02-20: FAILED"
+    assert cycle.data.tags["retrain.outcome"] == "failed"
+    assert str(failure.value) in cycle.data.tags["retrain.error"]
+    note = cycle.data.tags["mlflow.note.content"]
+    assert note.startswith("## FAILED:") and str(failure.value) in note
+
+
+def test_retrain_rollback_leaves_a_named_run_with_the_reason_linked_from_the_history(stable_data, tmp_path):
+    """`retrain rollback` (not only `mlflow run -e rollback`): a run in retrain-cycles named after the move,
+    the full reason in its description; the history row shortens the reason at a word and links the run."""
+    from urllib.parse import unquote
+
+    from click.testing import CliRunner
+
+    from retrain.cli import cli
+
+    settings = fast_settings(stable_data, *LAX, f"notify.events_path={tmp_path}/events.jsonl")
+    assert run_cycle(settings, date(2026, 2, 10), in_process=True).outcome == "promoted"
+    assert train(settings, AS_OF).version == "2"
+    Registry(settings).promote("2", force=True, reason="a test needs two productions")
+    reason = "live accuracy fell " + "after the pricing change hit every region at once " * 6
+    done = CliRunner().invoke(
+        cli,
+        [
+            "rollback",
+            "--data",
+            str(stable_data),
+            "--set",
+            f"notify.events_path={tmp_path}/events.jsonl",
+            "--reason",
+            reason,
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    client = MlflowClient()
+    [run] = [r for r in runs_in(client, "retrain-cycles") if r.data.tags.get("retrain.move_kind") == "rollback"]
+    assert run.data.tags["mlflow.runName"] == "rollback v2 -> v1" and run.info.status == "FINISHED"
+    assert reason.strip() in run.data.tags["mlflow.note.content"]
+    model = client.get_registered_model("churn-classifier")
+    [row] = [line for line in model.description.splitlines() if line.startswith("| 3 |")]
+    shown = row.split("|")[6].strip()
+    assert shown.endswith("…") and len(shown) <= 160 and reason.startswith(shown[:-1])
+    assert not reason[len(shown) - 1].isalpha()  # cut at a word boundary
+    link = row.split("|")[7]
+    experiment = client.get_experiment_by_name("retrain-cycles").experiment_id
+    assert f"(#/experiments/{experiment}/runs?searchFilter=" in link and "workflowType=machine_learning" in link
+    found = client.search_runs([experiment], unquote(link.split("searchFilter=")[1].split("&")[0]))
+    assert [r.info.run_id for r in found] == [run.info.run_id]
+    # status ages production in data time, as the age trigger does: the latest data day (2026-03-01) minus
+    # v1's as-of (2026-02-10), whatever the wall clock says
+    status = CliRunner().invoke(cli, ["status", "--data", str(stable_data)])
+    assert "version 1  as-of 2026-02-10  age 19 days" in status.output, status.output
+
+
+def test_a_comparison_whose_promotion_was_refused_says_so():
+    """The cycle's promotion refused after its comparison said PROMOTE: name, tag and description say so."""
+    import mlflow
+
+    from retrain.cycle_report import mark_refused
+
+    with mlflow.start_run(run_name="v2 vs v1: PROMOTE") as run:
+        mlflow.set_tag("mlflow.note.content", "## PROMOTE: churn-classifier v2 vs v1")
+    reason = "version 2 is the version production was rolled back from (move #3)"
+    client = MlflowClient()
+    mark_refused(client, run.info.run_id, reason)
+    tags = client.get_run(run.info.run_id).data.tags
+    assert tags["mlflow.runName"] == "v2 vs v1: PROMOTE, REFUSED"
+    assert tags["retrain.promotion_refused"] == reason
+    assert tags["mlflow.note.content"].startswith(f"**Promotion refused:** {reason}\n\n## PROMOTE:")

@@ -59,7 +59,7 @@ def test_comparison_table_is_side_by_side_with_four_significant_digits_and_guard
     assert row(text, "log_loss")[3:] == ["-0.0799", "rise <= 0.05 ✓"]
     assert row(text, "recall")[4] == ""
     assert row(text, "decision threshold")[1:3] == ["0.3123", "0.5"]
-    assert "difference +0.1449, 95% CI [0.12, 0.17], one-sided p 1.234e-09" in text
+    assert "difference +0.1449, 95% CI [0.12, 0.17], one-sided p = 1.234e-09" in text
     assert "- guardrail f1 dropped 0.03 > 0.02" in text and "2026-05-21..2026-05-30" in text
 
 
@@ -90,7 +90,10 @@ def test_history_is_newest_first_with_links_and_fits_mlflows_column():
     )
     rows = describe.history_rows(text)
     assert [r.split("|")[1].strip() for r in rows] == ["3", "2", "1"]
-    assert "live \\| accuracy fell" in rows[0] and "[v2](#/models/churn/versions/2) -> [v1]" in rows[0]
+    assert (
+        "live \\| accuracy fell" in rows[0]
+        and "[v2](#/models/churn/versions/2?workflowType=machine_learning) -> [v1]" in rows[0]
+    )
     assert "[comparison](#/experiments/2/runs/abc)" in rows[1] and "(none) -> [v1]" in rows[2]
     # one more move goes on top; a move redone (repair) is not shown twice
     after = describe.history_after_move("churn", "2", describe.move_row("churn", move(4, "1", "2")), text)
@@ -157,3 +160,86 @@ def test_comparison_table_shows_the_rules_the_gate_applied():
         comparison(decision=shown_worse), primary="roc_auc", min_improvement=0.01, guardrails={}, links={}
     )
     assert row(text, "**roc_auc**")[4] == "primary: lower bound > -0.005 (-0.02) ✗"
+
+
+def _table_marks(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("|") and ("✓" in line or "✗" in line)]
+
+
+def test_comparison_table_renders_each_gate_mode_with_marks_that_agree_with_the_decision():
+    """Superiority by its min rise, non-inferiority and unless_shown_worse by their bound and margin, a first
+    model by its floors; a PROMOTE carries no cross, a KEEP a cross on the rule that held it back."""
+    small = {"roc_auc": 0.004, "f1": 0.0, "log_loss": -0.001, "recall": 0.0}  # below min_improvement 0.01
+    base = comparison(deltas=small)
+    cases = {
+        "superiority": ({"mode": "superiority", "decision": "keep"}, "primary: rise >= 0.01 ✗"),
+        "non_inferiority": (
+            {"mode": "non_inferiority", "decision": "promote", "lower_bound": -0.002},
+            "primary: lower bound > -0.005 (-0.002) ✓",
+        ),
+        "unless_shown_worse": (
+            {"mode": "unless_shown_worse", "decision": "promote", "lower_bound": -0.02, "upper_bound": 0.01},
+            "primary: not shown worse (upper bound >= -0.005) (+0.01) ✓",
+        ),
+    }
+    for mode, (decision, rule) in cases.items():
+        text = describe.comparison_markdown(
+            {**base, "decision": {**base["decision"], **decision}},
+            primary="roc_auc",
+            min_improvement=0.01,
+            guardrails={"log_loss": 0.05},
+            links={},
+            margin=0.005,
+        )
+        assert row(text, "**roc_auc**")[4] == rule, mode
+        marks = "".join(_table_marks(text))
+        assert ("✗" not in marks) if decision["decision"] == "promote" else ("✗" in marks), mode
+
+    floors = [
+        {
+            "name": "roc_auc",
+            "kind": "relative",
+            "metric": "roc_auc",
+            "value": 0.74,
+            "bound": 0.5,
+            "passed": True,
+            "detail": "roc_auc 0.7400 is significantly above 0.5 (DeLong one-sided p < 1e-300, alpha 0.05)",
+        },
+        {
+            "name": "log_loss",
+            "kind": "relative",
+            "metric": "log_loss",
+            "value": 0.33,
+            "bound": 0.45,
+            "passed": True,
+            "detail": "log_loss 0.3300 is below the constant predictor's 0.4500",
+        },
+    ]
+    first = comparison(
+        incumbent_version=None,
+        incumbent_metrics=None,
+        deltas={},
+        delong={},
+        decision={"decision": "promote", "reason": "floors", "reasons": [], "mode": "floors", "floors": floors},
+    )
+    text = describe.comparison_markdown(first, primary="roc_auc", min_improvement=0.01, guardrails={}, links={})
+    assert row(text, "**roc_auc**")[4] == "floor >= 0.5 ✓" and row(text, "log_loss")[4] == "floor <= 0.45 ✓"
+    assert "rise >=" not in text and "- ✓ roc_auc 0.7400 is significantly above 0.5" in text
+
+
+def test_a_p_value_that_underflows_is_not_printed_as_zero():
+    text = describe.comparison_markdown(
+        comparison(delong={"delta": 0.2, "ci_low": 0.1, "ci_high": 0.3, "p_value_one_sided": 0.0}),
+        primary="roc_auc",
+        min_improvement=0.01,
+        guardrails={},
+        links={},
+    )
+    assert "one-sided p < 1e-300" in text and "p = 0" not in text
+
+
+def test_shorten_cuts_at_a_word_with_an_ellipsis():
+    assert describe.shorten("short", 10) == "short"
+    text = "the model served badly after the pricing change"
+    cut = describe.shorten(text, 20)
+    assert cut == "the model served…" and len(cut) <= 20
