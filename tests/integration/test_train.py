@@ -274,7 +274,11 @@ def test_model_artifacts_are_code_and_tensors(trained, tmp_path, monkeypatch):
     assert pyfunc["model_code_path"].endswith("pyfunc_entry.py")
     assert "python_model" not in pyfunc  # no pickled PythonModel
     assert not list(root.rglob("*.pkl")) and not list(root.rglob("*.pickle"))
-    assert sorted(p.name for p in (root / "code" / "retrain").iterdir() if p.is_file()) == ["__init__.py", "model.py"]
+    assert sorted(p.name for p in (root / "code" / "retrain").iterdir() if p.is_file()) == [
+        "__init__.py",
+        "features.py",
+        "model.py",
+    ]
     requirements = (root / "requirements.txt").read_text().split()
     assert requirements == pip_requirements()  # explicit, not inferred (inference adds packages and a subprocess)
     assert f"torch=={__import__('torch').__version__.split('+')[0]}" in requirements
