@@ -170,6 +170,7 @@ class ServingSpec:
     log_url: str = "sqlite:///predictions.db"
     log_batch_rows: int = 2000
     log_flush_s: float = 0.25
+    log_retention_days: float | None = None  # delete log rows older than this (None: keep everything)
     max_body_bytes: int = 10_000_000
     shadow_queue: int = 64
     model_cache: int = 4
@@ -182,6 +183,11 @@ class ServingSpec:
         for key in ("poll_s", "log_flush_s"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"serving.{key}: must be > 0 seconds, got {getattr(self, key)}")
+        if self.log_retention_days is not None and self.log_retention_days <= 0:
+            raise ConfigError(
+                f"serving.log_retention_days: must be > 0 days (or null to keep everything), got "
+                f"{self.log_retention_days}"
+            )
 
 
 @dataclass(frozen=True)

@@ -369,7 +369,12 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
 
     live = Live(settings)
     live.refresh()  # RegistryError before listening when there is nothing (loadable) to serve
-    predictions = PredictionLog(settings.serving.log_url, settings.serving.log_batch_rows, settings.serving.log_flush_s)
+    predictions = PredictionLog(
+        settings.serving.log_url,
+        settings.serving.log_batch_rows,
+        settings.serving.log_flush_s,
+        retention_days=settings.serving.log_retention_days,
+    )
     if not os.environ.get(settings.serving.webhook_secret_env):
         log.warning(
             "$%s is not set: MLflow webhook deliveries are accepted without a signature check",

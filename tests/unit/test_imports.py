@@ -58,6 +58,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "retrain.serving.logschema",
             "retrain.serving.logwriter",
             "retrain.serving.logread",
+            "retrain.serving.logmigrate",
             "retrain.serving.state",
             "retrain.serving.logdata",
         ],
