@@ -88,6 +88,31 @@ def test_canary_breaches_on_errors_latency_and_live_metric():
     assert whole.action == "breach"
 
 
+def test_canary_errors_count_against_production_on_the_same_window():
+    # 1% of client input neither version can score: the candidate fails it exactly like production does
+    healthy = VariantStats(records=500, errors=5, p99_ms=10)
+    production = VariantStats(records=9500, errors=95, p99_ms=10)
+    assert canary_step(canary(), healthy, production).action == "advance"
+    # the case from issue 22: 3/154 candidate errors against production failing the same inputs (80/434)
+    early = canary_step(canary(), VariantStats(records=154, errors=3), VariantStats(records=434, errors=80))
+    assert early.action == "advance"
+    assert canary_step(canary(), VariantStats(records=60, errors=3), VariantStats(records=600, errors=30)).action == (
+        "wait"
+    )  # 3 errors, 3 expected from production's rate: nothing beyond it
+    # a candidate worse than production by more than max_error_rate (0.02 here) breaches, and says both rates
+    worse = canary_step(canary(), VariantStats(records=500, errors=20, p99_ms=10), production)
+    assert worse.action == "breach"
+    assert "candidate error rate 0.0400 (20/500) above production's 0.0100 (95/9500)" in worse.reason
+    assert canary_step(canary(), VariantStats(records=500, errors=15, p99_ms=10), production).action == "advance"
+    # early: errors beyond production's rate, not raw errors, decide before min_requests records
+    assert canary_step(canary(), VariantStats(records=50, errors=3), VariantStats(records=500, errors=25)).action == (
+        "wait"
+    )
+    assert canary_step(canary(), VariantStats(records=50, errors=5), VariantStats(records=500, errors=5)).action == (
+        "breach"
+    )
+
+
 def test_apply_step_writes_the_next_record():
     rollout = canary()
     assert apply_step(rollout, Step("wait", "w", 5.0), "t", "me") is None
