@@ -80,6 +80,11 @@ def rollout() -> None:
     help="canary: seconds between controller steps (default: rollout.interval_s).",
 )
 @click.option("--reason", default="", help="Why; recorded with the rollout.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Roll out a version that was rolled back (by `retrain watch` or by hand); needs --reason.",
+)
 @json_option
 def rollout_start(
     settings,
@@ -93,6 +98,7 @@ def rollout_start(
     once: bool,
     interval_s: float | None,
     reason: str,
+    force: bool,
     as_json: bool,
 ) -> None:
     """Start an A/B, canary or shadow rollout of the candidate against production
@@ -106,6 +112,7 @@ def rollout_start(
         candidate=candidate or None,
         stages=_stages(stages),
         reason=reason or None,
+        force=force,
         min_requests=min_requests,
         max_error_rate=max_error_rate,
         max_p99_ms=max_p99_ms,

@@ -112,6 +112,23 @@ def test_watch_rolls_a_deliberately_bad_model_back_with_the_reason_and_a_notific
     assert mlflow.MlflowClient().get_model_version(NAME, bad).tags["retrain.watch"].startswith("rolled_back")
     again = cli_json(service, "watch", "--once")
     assert again["state"] == "nothing" and "rollback" in again["reason"]
+    # a version rolled back by watch gets no live traffic again without --force --reason
+    refused = cli_json(service, "rollout", "start", "--mode", "ab", "--share", "5", "--candidate", bad, code=4)
+    assert f"v{bad} was rolled back on" in refused["output"] and "--force --reason TEXT" in refused["output"]
+    cli_json(service, "rollout", "start", "--mode", "ab", "--candidate", bad, "--force", code=4)  # no reason
+    forced = cli_json(
+        service, "rollout", "start", "--mode", "ab", "--share", "5", "--candidate", bad, "--force", "--reason", "retry"
+    )
+    assert forced["rollout"]["reason"].startswith("forced (was rolled back on")
+    stopped = cli_json(service, "rollout", "stop", "--reason", "enough")
+    assert stopped["rollout"]["status"] == "stopped"
+    description = mlflow.MlflowClient().get_model_version(NAME, bad).description
+    assert f"**Live rollout:** ab #{stopped['rollout']['seq']} against production v{good}, stopped at" in description
+    # a forced re-promotion is a new move: watched again, not "already watched"
+    registry.promote(bad, force=True, reason="test: ship it again")
+    rewatched = cli_json(service, "watch", "--once")
+    assert rewatched["state"] == "waiting" and rewatched["move_seq"] == registry.history()[0].seq, rewatched
+    assert rewatched["move_seq"] != result["move_seq"]
 
 
 def test_watch_passes_a_good_model_against_its_predecessors_recorded_metrics(store, tmp_path):
