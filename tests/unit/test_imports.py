@@ -75,6 +75,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "retrain.serving.feedback",
             "retrain.serving.control",
             "retrain.serving.report",
+            "retrain.serving.shadow",
             "retrain.serving.watch",
         ],
     ),
