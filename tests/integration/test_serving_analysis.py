@@ -22,6 +22,7 @@ from tests.integration.serving_support import (
     NAME,
     Service,
     cli_json,
+    log_rows,
     send_labelled,
     split_body,
     traffic,
@@ -63,6 +64,51 @@ def test_ab_report_numbers_chi_square_sample_ratio_png_and_run(store, tmp_path):
     table_out = CliRunner().invoke(cli, ["ab", "report", *sets])
     assert table_out.exit_code == 0 and "chi-square (variant x correct)" in table_out.output
     assert "sample ratio: candidate" in table_out.output
+
+
+def test_ab_report_reads_a_rollouts_own_span_and_reports_a_shadow_rollout_as_a_run_with_a_png(store, tmp_path):
+    served, uri = store
+    good, good2 = served.versions["good"], served.versions["good2"]
+    service = Service(tmp_path, uri)
+    ab = cli_json(service, "rollout", "start", "--mode", "ab", "--share", "50")
+    with service:
+        service.wait_for(lambda s: s["mode"] == "ab", "A/B route")
+        during = send_labelled(service, traffic(200, seed=81))
+        cli_json(service, "rollout", "stop")
+        service.wait_for(lambda s: s["mode"] == "single", "A/B stopped")
+        send_labelled(service, traffic(100, seed=82))  # after the stop: not the A/B rollout's traffic
+        cli_json(service, "rollout", "start", "--mode", "shadow")
+        service.wait_for(lambda s: s["mode"] == "shadow", "shadow route")
+        shadowed = send_labelled(service, traffic(200, seed=83))
+        service.wait_for(lambda s: s["counts"].get("shadow_scored", 0) == 1, "shadow scored")
+        service.wait_logged()
+    shadow = cli_json(service, "ab", "report")  # the latest rollout is the shadow one: its own report
+    assert shadow["mode"] == "shadow" and shadow["candidate_version"] == good2 and shadow["production_version"] == good
+    assert shadow["pairs"] == shadow["labelled"] == 200 and shadow["coverage"] == 1.0
+    logged = log_rows(service.log_url)
+    pairs = logged[logged["variant"] == "shadow"].merge(
+        logged[logged["variant"] == "production"], on=["request_id", "record"], suffixes=("_s", "_p")
+    )
+    assert shadow["agreement"] == pytest.approx((pairs["prediction_s"] == pairs["prediction_p"]).mean())
+    accuracy = (shadowed["prediction"] == shadowed["label"]).mean()
+    assert shadow["metrics"]["production"]["accuracy"] == pytest.approx(accuracy)
+    assert shadow["latency"]["shadow"]["p50_ms"] > 0
+    run = mlflow.get_run(shadow["run_id"])
+    assert run.info.run_name == f"shadow-v{good2}-vs-v{good}" and run.data.metrics["pairs"] == 200
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"shadow_report.png", "shadow_report.json"} <= artifacts
+    # the A/B rollout, picked by its record number: its span only (not the traffic after its stop, no shadow rows)
+    report = cli_json(service, "ab", "report", "--rollout", str(ab["rollout"]["seq"]))
+    assert report["mode"] == "ab" and report["window"]["end"] != "now (rollout active)"
+    assert report["variants"]["production"]["records"] + report["variants"]["candidate"]["records"] == len(during)
+    assert report["srm"]["mismatch"] is False
+    assert report["difference"]["accuracy"]["units"]["candidate"] == (during["variant"] == "candidate").sum()
+    narrowed = cli_json(
+        service, "ab", "report", "--rollout", str(ab["rollout"]["seq"]), "--until", report["window"]["start"], code=3
+    )
+    assert "window is empty" in narrowed["output"]
+    bad = cli_json(service, "ab", "report", "--since", "yesterday", code=2)
+    assert "--since 'yesterday' is not an ISO time" in bad["output"]
 
 
 def test_ab_report_without_a_rollout_or_traffic_is_a_clear_error(store, tmp_path):

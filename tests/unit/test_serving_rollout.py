@@ -153,3 +153,35 @@ def test_a_hand_edited_record_turns_the_rollout_off_and_says_why():
     assert [r.status for r in wrong_shape] == ["unreadable", "unreadable"]
     unknown = route(replace(good, mode="blue-green"), "6")
     assert unknown.mode == "single" and "unknown mode 'blue-green'" in unknown.note
+
+
+def test_report_spans_run_from_start_to_the_record_that_ended_them_with_one_window_per_canary_stage():
+    from datetime import datetime
+
+    from retrain.serving.report import spans
+
+    def at(minute: int) -> str:
+        return f"2026-12-03T10:{minute:02d}:00+00:00"
+
+    start = canary()
+    records = [
+        replace(start, at=at(0), started_at=at(0), stage_started_at=at(0), seq=1),
+        replace(start, stage=1, share=25.0, at=at(10), started_at=at(0), stage_started_at=at(10), seq=2),
+        replace(
+            start, stage=1, share=0.0, status="breached", at=at(15), started_at=at(0), stage_started_at=at(10), seq=3
+        ),  # fmt: skip
+        Rollout("shadow", "8", "6", 100.0, at=at(20), started_at=at(20), stage_started_at=at(20), seq=4),
+        Rollout(
+            "shadow", "8", "6", 0.0, status="stopped", at=at(30), started_at=at(20), stage_started_at=at(20), seq=5
+        ),  # fmt: skip
+        Rollout("ab", "9", "6", 5.0, at=at(40), started_at=at(40), stage_started_at=at(40), seq=6),
+    ]
+    found = spans(records)
+    assert [(s.first.seq, s.latest.seq, s.first.mode) for s in found] == [(1, 3, "canary"), (4, 5, "shadow"),
+                                                                          (6, 6, "ab")]  # fmt: skip
+    first, shadow, ab = found
+    minute = lambda m: datetime(2026, 12, 3, 10, m)  # noqa: E731
+    assert (first.start, first.end) == (minute(0), minute(15))  # to the breach, not to now
+    assert first.stages == ((0, 5.0, minute(0), minute(10)), (1, 25.0, minute(10), minute(15)))
+    assert (shadow.start, shadow.end) == (minute(20), minute(30))
+    assert ab.end is None and ab.stages == ((0, 5.0, minute(40), None),)
