@@ -32,9 +32,9 @@ def figure(result: dict[str, Any], path: str | Path) -> Path:
         left.bar([i + (k - 0.5) * width for i in range(len(METRICS))], values, width, label=variant,
                  color=colours[variant])  # fmt: skip
     left.set_xticks(range(len(METRICS)), METRICS)
-    left.set_ylim(0, 1)
+    left.set_ylim(0, 1.15)
     left.set_title(f"on {result.get('labelled', 0)} labelled records")
-    left.legend(loc="lower right")
+    left.legend(loc="upper center", ncols=2)
     latency = result.get("latency") or {}
     for k, variant in enumerate(("production", "shadow")):
         values = [(latency.get(variant) or {}).get(q) or 0.0 for q in ("p50_ms", "p99_ms")]
