@@ -118,7 +118,7 @@ def build(
         ((rows["variant"] == "production") & (rows["version"] == first.production))
         | ((rows["variant"] == candidate_variant) & (rows["version"] == first.candidate))
     ]
-    window = {"start": str(start), "end": str(end) if end is not None else "now (rollout active)"}
+    window = {"start": str(start), "end": str(end) if end is not None else "now", "active": span.end is None}
     if rows.empty:
         raise DataError(
             f"the prediction log ({settings.serving.log_url}) has no rows of rollout #{first.seq} "

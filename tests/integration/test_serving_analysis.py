@@ -62,7 +62,8 @@ def test_ab_report_numbers_chi_square_sample_ratio_png_and_run(store, tmp_path):
     assert {"ab_report.png", "ab_report.json"} <= artifacts
     sets = [x for item in service.settings for x in ("--set", item)]
     table_out = CliRunner().invoke(cli, ["ab", "report", *sets])
-    assert table_out.exit_code == 0 and "chi-square (variant x correct)" in table_out.output
+    assert table_out.exit_code == 0 and "chi-square (variant x correct, records as independent)" in table_out.output
+    assert "accuracy test at the customer: z" in table_out.output and ".. now UTC)" in table_out.output
     assert "sample ratio: candidate" in table_out.output
 
 
@@ -99,7 +100,7 @@ def test_ab_report_reads_a_rollouts_own_span_and_reports_a_shadow_rollout_as_a_r
     assert {"shadow_report.png", "shadow_report.json"} <= artifacts
     # the A/B rollout, picked by its record number: its span only (not the traffic after its stop, no shadow rows)
     report = cli_json(service, "ab", "report", "--rollout", str(ab["rollout"]["seq"]))
-    assert report["mode"] == "ab" and report["window"]["end"] != "now (rollout active)"
+    assert report["mode"] == "ab" and report["window"]["end"] != "now" and not report["window"]["active"]
     assert report["variants"]["production"]["records"] + report["variants"]["candidate"]["records"] == len(during)
     assert report["srm"]["mismatch"] is False
     assert report["difference"]["accuracy"]["units"]["candidate"] == (during["variant"] == "candidate").sum()
