@@ -117,7 +117,7 @@ def test_ab_report_without_a_rollout_or_traffic_is_a_clear_error(store, tmp_path
     service = Service(tmp_path, uri)
     sets = [x for item in service.settings for x in ("--set", item)]
     result = CliRunner().invoke(cli, ["ab", "report", *sets])
-    assert result.exit_code == 4 and "no A/B or canary rollout of churn-classifier recorded" in result.output
+    assert result.exit_code == 4 and "no A/B, canary or shadow rollout of churn-classifier recorded" in result.output
     cli_json(service, "rollout", "start", "--mode", "ab", "--share", "10")
     result = CliRunner().invoke(cli, ["ab", "report", *sets])
     assert result.exit_code == 3 and "no prediction log at sqlite:///" in result.output
