@@ -7,10 +7,12 @@ from version 1 to 2 (a real `Registry.promote`) 80 minutes before the end, and a
 (10% of customers) ran for the last hour and was stopped at the end. Both logs are written through the log
 writer's own code (`PredictionLog.write_now`: bodies turned into per-record features, integer times), not
 over HTTP. Measured in one process, registry in a temporary SQLite MLflow store, sides alternating, medians:
-`watch_once` 40 minutes after the move (reads the new version's rows since the move and the old version's
-hour before it, tests them, decides "waiting"), and `report.report` (reads the rollout's span, computes the
-statistics, draws the PNG, logs the run). Size: the SQLite file (after a WAL checkpoint) per prediction row
-against the record's features as compact JSON (`{"age":34,...}`, without the customer id).
+`watch_once` 40 minutes after the move with `watch.period_minutes=60` (counts the new version's labelled rows
+since the move and the old version's in the hour before it, tests them, decides "waiting"; the watch period
+sets the window: with the default day-long period the old window would be the whole large log), and
+`report.report` (reads the rollout's span, computes the statistics, draws the PNG, logs the run). Size: the
+SQLite file (after a WAL checkpoint) per prediction row against the record's features as compact JSON
+(`{"age":34,...}`, without the customer id).
 
 Run from the repository root: python -m benchmarks.bench_predlog
 """
@@ -179,7 +181,11 @@ def run(big: int = 1_000_000, small: int = 100_000, repeats: int = 3) -> dict:
                 sizes[label] = _write_log(url, rows, end, moved, span)
                 setup[label] = round(time.perf_counter() - start, 1)
                 logs[label] = url
-            base = [f"registry.model_name={NAME}", f"notify.events_path={folder}/events.jsonl"]
+            base = [
+                f"registry.model_name={NAME}",
+                f"notify.events_path={folder}/events.jsonl",
+                "watch.period_minutes=60",  # the watch's windows: 80 min since the move and the hour before it
+            ]
             settings = {k: load_settings(None, [*base, f"serving.log_url={u}"]) for k, u in logs.items()}
             _rollout(settings["small"], *span)
             times: dict[str, dict[str, list[float]]] = {k: {"watch": [], "ab": []} for k in logs}

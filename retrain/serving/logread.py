@@ -64,6 +64,20 @@ class LogReader:
             row = conn.execute(query).first()
         return (row[0], int(row[1])) if row else None
 
+    def tally(self, model: str, **window: Any) -> dict[str, int]:
+        """Served records of a window, how many of them carry a label and how many were answered right: counted
+        by the database (labels probed by key as in `rows`), nothing per row in Python."""
+        from sqlalchemy import case, func, select
+
+        p = self.predictions
+        query = self.rows_query(model, **window).where(p.c.served.is_(True), p.c.error.is_(None)).order_by(None)
+        inner = query.with_only_columns(p.c.prediction, query.selected_columns.label).subquery()
+        right = case((inner.c.label == inner.c.prediction, 1), else_=0)
+        counted = select(func.count(), func.count(inner.c.label), func.coalesce(func.sum(right), 0))
+        with self.engine.connect() as conn:
+            records, labelled, correct = conn.execute(counted.select_from(inner)).one()
+        return {"records": int(records), "labelled": int(labelled), "correct": int(correct)}
+
     def rows_query(
         self,
         model: str,

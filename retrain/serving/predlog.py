@@ -199,6 +199,10 @@ class PredictionLog:
             log.info("prediction log: retention deleted %d rows older than %s", deleted, cutoff)
         return deleted
 
+    def tally(self, model: str, **window: Any) -> dict[str, int]:
+        """Served records of a window (`rows`' arguments), labelled ones and right ones, counted in the database."""
+        return self._reader.tally(model, **window)
+
     def explain_rows(self, model: str, **window: Any) -> list[str]:
         """The database's plan for `rows(model, **window)`: shows which indexes the read uses."""
         return self._reader.explain(self._reader.rows_query(model, **window))

@@ -51,11 +51,6 @@ class WatchResult:
         return asdict(self)
 
 
-def _labelled(rows):
-    ok = rows[rows["served"] & rows["error"].isna() & rows["label"].notna() & rows["prediction"].notna()]
-    return int((ok["prediction"] == ok["label"]).sum()), int(len(ok))
-
-
 def watch_once(settings: Settings, *, now: datetime | None = None) -> WatchResult:
     """Look once at the latest promotion; roll back when the new production regressed significantly."""
     from retrain.registry import Registry
@@ -101,15 +96,15 @@ def watch_once(settings: Settings, *, now: datetime | None = None) -> WatchResul
     now = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
     period = timedelta(minutes=policy.period_minutes)
     predictions = PredictionLog.existing(settings.serving.log_url)
-    try:
-        new_rows = predictions.rows(name, since=moved_at, variants=("production",), versions=(new_v,))
-        old_rows = predictions.rows(
+    try:  # counted in the database: the windows can hold a day of traffic
+        new_tally = predictions.tally(name, since=moved_at, variants=("production",), versions=(new_v,))
+        old_tally = predictions.tally(
             name, since=moved_at - period, until=moved_at, variants=("production",), versions=(old_v,)
         )
     finally:
         predictions.engine.dispose()
-    new_correct, new_n = _labelled(new_rows)
-    old_correct, old_n = _labelled(old_rows)
+    new_correct, new_n = new_tally["correct"], new_tally["labelled"]
+    old_correct, old_n = old_tally["correct"], old_tally["labelled"]
     old = {"version": old_v, "source": "live", "labelled": old_n, "accuracy": old_correct / old_n if old_n else None}
     if old_n < policy.min_labels:
         tags = registry.version(old_v).tags or {}
@@ -131,7 +126,7 @@ def watch_once(settings: Settings, *, now: datetime | None = None) -> WatchResul
         "version": new_v,
         "labelled": new_n,
         "accuracy": new_correct / new_n if new_n else None,
-        "records": int(new_rows["served"].sum()),
+        "records": new_tally["records"],
     }
     ends = moved_at + period
     if new_n < policy.min_labels:

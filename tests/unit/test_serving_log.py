@@ -156,3 +156,19 @@ def test_retention_must_be_positive():
 
     with pytest.raises(ConfigError, match="serving.log_retention_days"):
         load_settings(None, ["serving.log_retention_days=0"])
+
+
+def test_tally_counts_in_the_database_what_rows_would_give(tmp_path):
+    log = _log(tmp_path)
+    fill(log, 500, labelled_every=3)
+    log.add_feedback([{"request_id": "0000-000000000003", "record": 0, "label": 0, "at": START, "entity_id": None}])
+    window = {"since": START + timedelta(seconds=100), "until": START + timedelta(seconds=400), "versions": ("1",)}
+    rows = log.rows("m", **window)
+    labelled = rows[rows["label"].notna()]
+    assert log.tally("m", **window) == {
+        "records": len(rows),
+        "labelled": len(labelled),
+        "correct": int((labelled["prediction"] == labelled["label"]).sum()),
+    }
+    assert log.tally("m", since=START + timedelta(days=9)) == {"records": 0, "labelled": 0, "correct": 0}
+    log.engine.dispose()
