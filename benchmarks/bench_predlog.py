@@ -159,7 +159,7 @@ def _rollout(settings, start: datetime, end: datetime) -> None:
     store.write(replace(first, status="stopped", share=0.0, reason="bench: stopped", at=iso(end)), first.seq)
 
 
-def run(big: int = 1_000_000, small: int = 100_000, repeats: int = 3) -> dict:
+def run(big: int = 1_000_000, small: int = 100_000, repeats: int = 5) -> dict:
     import mlflow
 
     from retrain.config import load_settings
