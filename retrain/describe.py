@@ -363,6 +363,8 @@ def version_markdown(
     if metrics:
         lines += ["", "| validation metric | value |", "|---|---:|"]
         lines += [f"| {k} | {num(v)} |" for k, v in sorted(metrics.items())]
+    if tags.get("retrain.rollout"):
+        lines += ["", f"**Live rollout:** {tags['retrain.rollout']}"]
     lines += [
         "",
         "**Fate:** "

@@ -80,6 +80,11 @@ def rollout() -> None:
     help="canary: seconds between controller steps (default: rollout.interval_s).",
 )
 @click.option("--reason", default="", help="Why; recorded with the rollout.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Roll out a version that was rolled back (by `retrain watch` or by hand); needs --reason.",
+)
 @json_option
 def rollout_start(
     settings,
@@ -93,6 +98,7 @@ def rollout_start(
     once: bool,
     interval_s: float | None,
     reason: str,
+    force: bool,
     as_json: bool,
 ) -> None:
     """Start an A/B, canary or shadow rollout of the candidate against production
@@ -106,6 +112,7 @@ def rollout_start(
         candidate=candidate or None,
         stages=_stages(stages),
         reason=reason or None,
+        force=force,
         min_requests=min_requests,
         max_error_rate=max_error_rate,
         max_p99_ms=max_p99_ms,
@@ -173,14 +180,40 @@ def ab() -> None:
     """Analyse live A/B traffic."""
 
 
+def _utc(value: str, option: str):
+    """An ISO time from the command line as the naive UTC the log keeps (no offset: UTC)."""
+    from datetime import UTC, datetime
+
+    from retrain.serving.rollout import RolloutError
+
+    if not value:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise RolloutError(f"{option} {value!r} is not an ISO time; use e.g. 2026-12-03T09:00 (UTC)") from None
+    return at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo else at
+
+
 @ab.command("report")
 @settings_options
+@click.option(
+    "--rollout",
+    "rollout_seq",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rollout holding record N (default: the latest).",
+)
+@click.option("--since", default="", help="Start of the window, ISO time in UTC (default: the rollout's start).")
+@click.option("--until", default="", help="End of the window, ISO time in UTC (default: the rollout's end, or now).")
 @json_option
-def ab_report(settings, as_json: bool) -> None:
-    """Per-variant metrics, difference with CI, chi-square, sample-ratio check, sample size; a PNG and a run."""
+def ab_report(settings, rollout_seq: int | None, since: str, until: str, as_json: bool) -> None:
+    """One rollout's report over its own span, a PNG and a run: A/B or canary (per-variant metrics, differences
+    at the customer with CIs, sample-ratio check per stage, sample size), or shadow (agreement, metric deltas,
+    latency)."""
     from retrain.serving import report
 
-    result = report.report(settings)
+    result = report.report(settings, rollout=rollout_seq, since=_utc(since, "--since"), until=_utc(until, "--until"))
     emit(result, as_json, report.lines(result))
 
 

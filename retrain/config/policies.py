@@ -184,6 +184,7 @@ class ServingSpec:
     log_batch_rows: int = 2000
     log_flush_s: float = 0.25
     log_sync: bool = False
+    log_retention_days: float | None = None  # delete log rows older than this (None: keep everything)
     max_body_bytes: int = 10_000_000
     max_records: int = 10_000  # records per /predict request; more is a 413 naming the cap
     torch_threads: int = 1  # intra-op threads of each forward pass (requests already run in parallel)
@@ -197,6 +198,11 @@ class ServingSpec:
         for key in ("poll_s", "log_flush_s"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"serving.{key}: must be > 0 seconds, got {getattr(self, key)}")
+        if self.log_retention_days is not None and self.log_retention_days <= 0:
+            raise ConfigError(
+                f"serving.log_retention_days: must be > 0 days (or null to keep everything), got "
+                f"{self.log_retention_days}"
+            )
 
 
 @dataclass(frozen=True)

@@ -418,6 +418,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
         settings.serving.log_batch_rows,
         settings.serving.log_flush_s,
         sync=settings.serving.log_sync,
+        retention_days=settings.serving.log_retention_days,
     )
     if not os.environ.get(settings.serving.webhook_secret_env):
         log.warning(

@@ -55,13 +55,16 @@ def start(
     stages: tuple[float, ...] | None = None,
     reason: str | None = None,
     actor: str | None = None,
+    force: bool = False,
     **guardrail_overrides: Any,
 ) -> tuple[Rollout, bool]:
     """Start a rollout of the candidate (default: the staging alias) against current production.
 
     Returns (record, resumed): starting a canary of the same candidate while one is active resumes it.
+    A version that was rolled back (by `retrain watch` or by hand) is refused unless `force` with a reason.
     """
     from retrain.registry import Registry
+    from retrain.registry.marks import rolled_back_mark
     from retrain.serving.state import RolloutStore
     from retrain.tracking import actor as who
 
@@ -82,7 +85,14 @@ def start(
         raise RegistryError(
             f"no candidate: alias @{reg.staging_alias} of {reg.model_name} is not set; pass --candidate VERSION"
         )
-    registry.version(candidate)
+    if force and not reason:
+        raise RegistryError("--force needs --reason TEXT: a forced rollout is recorded with its reason")
+    mark = rolled_back_mark(registry.version(candidate).tags or {})
+    if mark is not None and not force:
+        raise RegistryError(
+            f"v{candidate} {mark}; to send it live traffic anyway: "
+            f"`retrain rollout start --mode {mode} --candidate {candidate} --force --reason TEXT`"
+        )
     if candidate == state.production:
         raise RegistryError(f"candidate version {candidate} is already @{reg.production_alias}; nothing to roll out")
     store = RolloutStore(settings, registry.client)
@@ -105,7 +115,8 @@ def start(
         stages=stages if mode == "canary" else (),
         stage=0,
         status=ACTIVE,
-        reason=reason or f"{mode} of version {candidate} against production {state.production}",
+        reason=(f"forced ({mark}): " if mark and force else "")
+        + (reason or f"{mode} of version {candidate} against production {state.production}"),
         at=now,
         started_at=now,
         stage_started_at=now,
@@ -128,12 +139,40 @@ def stop(settings: Settings, *, reason: str | None = None, actor: str | None = N
             f"{f' (the latest, #{latest.seq}, is {latest.status})' if latest else ''}"
         )
     now = _now()
-    return store.write(
+    record = store.write(
         replace(
             latest, status="stopped", share=0.0, reason=reason or "stopped by operator", at=now, actor=actor or who()
         ),
         latest.seq,
     )
+    describe_end(settings, record)
+    return record
+
+
+ROLLOUT_TAG = "retrain.rollout"
+
+
+def describe_end(settings: Settings, record: Rollout) -> None:
+    """Tag the candidate with how its rollout ended and redraw its description (what the MLflow UI shows).
+
+    Best effort: the rollout record in the registry is the record, this is its rendering."""
+    from retrain.registry import Registry
+    from retrain.registry.descriptions import write_version_description
+
+    if not record.candidate:
+        return
+    text = (
+        f"{record.mode} #{record.seq} against production v{record.production}, {record.status} at "
+        f"{record.at[:19]} by {record.actor}"
+        + (f" at stage {record.stage + 1}/{len(record.stages)}" if record.stages else "")
+        + f": {record.reason}"
+    )[:5000]
+    try:
+        mlflow_client = Registry(settings).client
+        mlflow_client.set_model_version_tag(settings.registry.model_name, record.candidate, ROLLOUT_TAG, text)
+        write_version_description(mlflow_client, settings, record.candidate)
+    except Exception as exc:
+        log.warning("could not describe the end of rollout #%d on version %s: %s", record.seq, record.candidate, exc)
 
 
 def _log(settings: Settings):
@@ -239,6 +278,7 @@ def canary_step_once(settings: Settings, *, actor: str | None = None) -> CanaryR
             ),
             latest.seq,
         )
+        describe_end(settings, record)
         return CanaryResult("done", record.reason, record)
     effective = route(latest, production)
     if effective.mode == "single":
@@ -248,6 +288,7 @@ def canary_step_once(settings: Settings, *, actor: str | None = None) -> CanaryR
             ),
             latest.seq,
         )
+        describe_end(settings, record)
         return CanaryResult("done", record.reason, record)
     try:
         stage = variant_stats(settings, latest, latest.stage_started_at)
@@ -272,9 +313,11 @@ def canary_step_once(settings: Settings, *, actor: str | None = None) -> CanaryR
                 latest.seq,
             )
             _notify(settings, "canary_blocked", latest.candidate, record.reason)
+            describe_end(settings, record)
             return CanaryResult("blocked", record.reason, record)
         record = store.write(replace(latest, status="promoted", at=now, actor=actor, reason=step.reason), latest.seq)
         _notify(settings, "canary_promoted", latest.candidate, step.reason)
+        describe_end(settings, record)
         return CanaryResult("promote", step.reason, record, asdict(move))
     new = apply_step(latest, step, now, actor)
     if new is None:
@@ -282,6 +325,7 @@ def canary_step_once(settings: Settings, *, actor: str | None = None) -> CanaryR
     record = store.write(new, latest.seq)
     if step.action == "breach":
         _notify(settings, "canary_breached", latest.candidate, step.reason)
+        describe_end(settings, record)
     else:
         log.info("canary of version %s: %s", latest.candidate, step.reason)
     return CanaryResult(step.action, step.reason, record)

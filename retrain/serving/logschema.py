@@ -1,18 +1,23 @@
 """What the prediction log is: its tables, the rows handed to it (`Batch`, `LoggedRequest`), its engine.
 
-Table `requests`: one row per request: request id, time (UTC), model name, number of records, and the
-body as the client sent it (JSON; the features of every record, read back with `payload.columns_of`).
 Table `predictions`: one row per record and variant that scored it: request id, record index, time,
 model name, entity id, assignment (`entity` = sticky by id, `request` = per request), variant
 (`production`, `candidate`, `shadow`), version, served (whether this row is the answer), prediction,
-probability, latency of the variant's scoring call (ms), error. Table `feedback`: late labels by request
-id and record (an entity id is resolved to its latest prediction when the label arrives).
+probability, latency of the variant's scoring call (ms), error, and the record's fields once per record
+(on the row that answered it): `features` is a JSON list of values, `feature_set` the id of their
+names in table `feature_sets` (one row per distinct list: `{"columns": [...], "entity": NAME}`; the
+field NAME, the record's entity id as sent, is not repeated in `features`: it is the row's `entity_id`).
+Table `feedback`: late labels by request id and record (an entity id is resolved to its latest
+prediction when the label arrives).
+Table `requests` is only read: logs written before the features moved onto the rows kept each request's
+body there (see `logmigrate`). On SQLite times are integer microseconds since the epoch (8 bytes, not a
+26-character text); on other databases a native timestamp. Reads see naive UTC either way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +25,45 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-def tables():
-    from sqlalchemy import Boolean, Column, DateTime, Float, Index, Integer, MetaData, SmallInteger, String, Table, Text
+EPOCH = datetime(1970, 1, 1)
 
+
+def _timestamp_type():
+    """Naive UTC datetimes: integer microseconds on SQLite, a native timestamp elsewhere."""
+    from sqlalchemy import BigInteger, DateTime, TypeDecorator
+
+    class Timestamp(TypeDecorator):
+        impl = DateTime
+        cache_ok = True
+
+        def load_dialect_impl(self, dialect):
+            return dialect.type_descriptor(BigInteger() if dialect.name == "sqlite" else DateTime())
+
+        def process_bind_param(self, value, dialect):
+            if value is None or dialect.name != "sqlite":
+                return value
+            return to_micros(value)
+
+        def process_result_value(self, value, dialect):
+            if value is None or dialect.name != "sqlite":
+                return value
+            if isinstance(value, str):  # a log from before the migration, read before it ran
+                return datetime.fromisoformat(value)
+            return EPOCH + timedelta(microseconds=int(value))
+
+    return Timestamp
+
+
+def to_micros(at: datetime) -> int:
+    """A naive UTC datetime as integer microseconds since the epoch (how SQLite logs store times)."""
+    delta = at - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def tables():
+    from sqlalchemy import Boolean, Column, Float, Index, Integer, MetaData, SmallInteger, String, Table, Text
+
+    DateTime = _timestamp_type()
     metadata = MetaData()
     requests = Table(
         "requests",
@@ -50,9 +91,11 @@ def tables():
         Column("probability", Float),
         Column("latency_ms", Float),
         Column("error", Text),
+        Column("feature_set", Integer),
+        Column("features", Text),
         Index("ix_predictions_request", "request_id", "record"),
-        Index("ix_predictions_model_at", "model", "at"),
-        Index("ix_predictions_entity", "model", "entity_id", "at"),
+        Index("ix_predictions_at", "at"),
+        Index("ix_predictions_entity_id", "entity_id"),
     )
     feedback = Table(
         "feedback",
@@ -63,9 +106,15 @@ def tables():
         Column("label", SmallInteger, nullable=False),
         Column("at", DateTime, nullable=False),
         Column("entity_id", String(256)),
-        Index("ix_feedback_request", "request_id", "record"),
+        Index("ix_feedback_request_id", "request_id", "record", "id"),
     )
-    return metadata, requests, predictions, feedback
+    feature_sets = Table(
+        "feature_sets",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("names", Text, nullable=False, unique=True),
+    )
+    return metadata, requests, predictions, feedback, feature_sets
 
 
 def utcnow() -> datetime:
@@ -117,9 +166,11 @@ class Batch:
     latency_ms: float | None = None
     error: str | None = None
 
-    def rows(self, at: Any = None) -> list[tuple]:
-        """One tuple per record in `COLUMNS` order (`at` overrides the time value, e.g. pre-formatted for SQLite)."""
+    def rows(self, at: Any = None, features: dict[int, tuple[int, str]] | None = None) -> list[tuple]:
+        """One tuple per record in `COLUMNS` order (`at` overrides the time value, e.g. integer micros for SQLite;
+        `features` maps a record index to the (feature set id, features JSON) this row carries)."""
         n = len(self.records)
+        carried = [features.get(i, (None, None)) for i in self.records] if features else [(None, None)] * n
         prediction = self.prediction.tolist() if self.prediction is not None else [None] * n
         probability = self.probability.tolist() if self.probability is not None else [None] * n
         return list(
@@ -137,6 +188,8 @@ class Batch:
                 probability,
                 repeat(self.latency_ms),
                 repeat(self.error),
+                (c[0] for c in carried),
+                (c[1] for c in carried),
             )
         )
 
@@ -155,22 +208,20 @@ COLUMNS = (
     "probability",
     "latency_ms",
     "error",
+    "feature_set",
+    "features",
 )
-REQUEST_COLUMNS = ("request_id", "at", "model", "records", "body")
 
 
 @dataclass
 class LoggedRequest:
-    """One request as the client sent it: the features of its records live in its body."""
+    """One request as the client sent it; the writer turns its body into one features list per record."""
 
     request_id: str
     at: datetime
     model: str
     records: int
     body: str
-
-    def row(self, at: Any = None) -> tuple:
-        return (self.request_id, self.at if at is None else at, self.model, self.records, self.body)
 
 
 @dataclass

@@ -1,29 +1,33 @@
 """The prediction log's writer: a queue of request groups and the thread that inserts them in transactions.
 
-The service hands each request's body and batches to `add` as one group; the writer thread inserts groups
-in transactions of about `batch_rows` prediction rows (a request's rows always together) at least every
-`flush_s` seconds, and `close()` writes everything still queued (graceful shutdown loses nothing). The
-queue is unbounded on purpose: a slow database costs memory (shown in /status), never rows. With `sync`, the
-writer does not wait for more rows once it has one (it writes what is queued: group commit), and
-`add(..., wait=True)` returns only once the group is committed, so an answer is given only for logged rows.
+The service hands each request's body and batches to `add` as one group; the writer thread turns the body
+into one features list per record (JSON values, names once per distinct list in `feature_sets`), puts it on
+the row that answered the record, and inserts groups in transactions of about `batch_rows` prediction rows
+(a request's rows always together) at least every `flush_s` seconds; `close()` writes everything still
+queued (graceful shutdown loses nothing). The queue is unbounded on purpose: a slow database costs memory
+(shown in /status), never rows. With `retention_days`, rows older than that are deleted at start and
+every `PRUNE_EVERY_S` seconds. With `sync`, the writer does not wait for more rows once it has one (it writes
+what is queued: group commit), and `add(..., wait=True)` returns only once the group is committed, so an answer
+is given only for logged rows.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
-from datetime import datetime
 from typing import TYPE_CHECKING
 
-from retrain.serving.logschema import COLUMNS, REQUEST_COLUMNS, Batch, Counters, LoggedRequest
+from retrain.serving.logschema import COLUMNS, Batch, Counters, LoggedRequest, to_micros
 
 if TYPE_CHECKING:
     from sqlalchemy import Table
     from sqlalchemy.engine import Engine
 
 log = logging.getLogger("retrain.serving")
+PRUNE_EVERY_S = 3600.0
 
 SYNC_TIMEOUT_S = 30.0  # `add(..., wait=True)` gives up (returns False) after this long without a commit
 
@@ -32,23 +36,27 @@ class LogWriter:
     """Queues groups without blocking and writes them on its own thread, retrying while the database refuses."""
 
     def __init__(
-        self, engine: Engine, requests: Table, predictions: Table, batch_rows: int, flush_s: float, sync: bool = False
+        self,
+        engine: Engine,
+        predictions: Table,
+        feature_sets: Table,
+        batch_rows: int,
+        flush_s: float,
+        prune=None,
+        sync: bool = False,
     ) -> None:
         self.engine = engine
         self.sync = sync
-        self.requests, self.predictions = requests, predictions
+        self.predictions, self.feature_sets = predictions, feature_sets
         self.batch_rows, self.flush_s = batch_rows, flush_s
+        self._prune = prune  # called with no arguments at start and every PRUNE_EVERY_S (retention), or None
+        self._sets: dict[tuple[str, ...], int] = {}
         # The writer hands rows to the driver's executemany (a C loop) instead of per-row SQLAlchemy processing:
         # at 1,000-record requests that keeps the writer thread from competing with scoring for the GIL.
         style = self.engine.dialect.paramstyle
         mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(style)
         self._insert_sql = (
             f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join([mark] * len(COLUMNS))})"
-            if mark
-            else None
-        )
-        self._request_sql = (
-            f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) VALUES ({', '.join([mark] * len(REQUEST_COLUMNS))})"
             if mark
             else None
         )
@@ -91,6 +99,16 @@ class LogWriter:
                 self._idle.wait(left)
             return ticket not in self._lost_tickets
 
+    def write_now(self, groups: list[tuple[LoggedRequest | None, list[Batch]]]) -> None:
+        """Write groups on the calling thread in one transaction, the same way the thread does (bulk loads, not
+        while serving: these groups hold no ticket, so the count of written tickets is put back)."""
+        with self._idle:
+            self._pending += len(groups)
+            self.counters.rows_in += sum(len(b.records) for _, batches in groups for b in batches)
+        self._write(groups, final=True)
+        with self._idle:
+            self._finished -= len(groups)
+
     @property
     def backlog(self) -> int:
         return self._pending
@@ -116,7 +134,14 @@ class LogWriter:
 
     def _run(self) -> None:
         stopping = False
+        next_prune = time.monotonic()
         while not stopping:
+            if self._prune is not None and time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + PRUNE_EVERY_S
+                try:
+                    self._prune()
+                except Exception as exc:  # retention is housekeeping: the next round tries again
+                    log.warning("prediction log: retention failed: %s", str(exc).splitlines()[0][:300])
             groups: list[tuple[LoggedRequest | None, list[Batch]]] = []
             rows = 0
             deadline = time.monotonic() + self.flush_s
@@ -150,9 +175,12 @@ class LogWriter:
         five attempts, then the rows are counted as lost and logged.
         """
         try:
-            at = self._sqlite_time if self._sqlite else (lambda value: None)
-            requests = [r.row(at(r.at)) for r, _ in groups if r is not None]
-            rows = [row for _, batches in groups for batch in batches for row in batch.rows(at(batch.at))]
+            at = to_micros if self._sqlite else (lambda value: None)
+            rows = []
+            for request, batches in groups:
+                carried = self._carriers(request, batches)
+                for batch, features in zip(batches, carried, strict=True):
+                    rows.extend(batch.rows(at(batch.at), features))
         except Exception as exc:
             log.exception("prediction log: cannot build rows")
             self._done(groups, lost=sum(len(b.records) for _, g in groups for b in g), error=str(exc))
@@ -161,16 +189,10 @@ class LogWriter:
         while True:
             try:
                 with self.engine.begin() as conn:
-                    for sql, table, columns, values in (
-                        (self._request_sql, self.requests, REQUEST_COLUMNS, requests),
-                        (self._insert_sql, self.predictions, COLUMNS, rows),
-                    ):
-                        if not values:
-                            continue
-                        if sql:
-                            conn.exec_driver_sql(sql, values)
-                        else:
-                            conn.execute(table.insert(), [dict(zip(columns, v, strict=True)) for v in values])
+                    if rows and self._insert_sql:
+                        conn.exec_driver_sql(self._insert_sql, rows)
+                    elif rows:
+                        conn.execute(self.predictions.insert(), [dict(zip(COLUMNS, v, strict=True)) for v in rows])
             except Exception as exc:
                 failures += 1
                 self.counters.batches_failed += 1
@@ -186,10 +208,76 @@ class LogWriter:
             self._done(groups)
             return
 
-    @staticmethod
-    def _sqlite_time(at: datetime) -> str:
-        """How SQLAlchemy stores a DateTime in SQLite (so reads through SQLAlchemy parse it back)."""
-        return at.strftime("%Y-%m-%d %H:%M:%S.%f")
+    def _carriers(self, request: LoggedRequest | None, batches: list[Batch]) -> list[dict[int, tuple[int, str]]]:
+        """Per batch, the records whose features its rows carry: each record once, on the row that answered it
+        (else on its first row)."""
+        out: list[dict[int, tuple[int, str]]] = [{} for _ in batches]
+        features = self._features(request, batches) if request is not None else None
+        if not features:
+            return out
+        left = set(range(len(features)))
+        for k in sorted(range(len(batches)), key=lambda k: not batches[k].served):
+            for i in batches[k].records:
+                if i in left and i < len(features):
+                    out[k][i] = features[i]
+                    left.discard(i)
+        return out
+
+    def _features(self, request: LoggedRequest, batches: list[Batch]) -> list[tuple[int, str]] | None:
+        """(feature set id, JSON list of values) per record of the request's body; None if it cannot be read.
+
+        A field that holds exactly each record's entity id (text) is not repeated: the row's entity id is it.
+        """
+        from retrain.serving.payload import columns_of
+
+        try:
+            columns = columns_of(json.loads(request.body))
+        except Exception as exc:  # the service answered it, so this is unexpected: log it, keep the rows
+            log.warning("prediction log: no features kept for request %s: %s", request.request_id, exc)
+            return None
+        ids: dict[int, str | None] = {}
+        for batch in batches:
+            for i, entity in zip(batch.records, batch.entity_ids, strict=True):
+                ids.setdefault(i, entity)
+        entity = next(
+            (
+                name
+                for name, values in columns.items()
+                if all(isinstance(v, str) and v == ids.get(i) for i, v in enumerate(values))
+            ),
+            None,
+        )
+        if entity is not None:
+            columns = {k: v for k, v in columns.items() if k != entity}
+        key = (*columns, f"entity={entity}")
+        set_id = self._sets.get(key)
+        if set_id is None:
+            set_id = self._sets[key] = self._feature_set(list(columns), entity)
+        n = request.records
+        rows = map(list, zip(*columns.values(), strict=True)) if columns else ([] for _ in range(n))
+        return [(set_id, json.dumps(values, separators=(",", ":"))) for values in rows]
+
+    def _feature_set(self, names: list[str], entity: str | None) -> int:
+        """The id of a list of feature names (and the field holding the entity id) in `feature_sets`, added if new."""
+        from sqlalchemy import select
+
+        text = json.dumps({"columns": names, "entity": entity}, separators=(",", ":"))
+        table = self.feature_sets
+        query = select(table.c.id).where(table.c.names == text)
+        try:
+            with self.engine.begin() as conn:
+                found = conn.execute(query).scalar()
+                if found is None:
+                    key = conn.execute(table.insert().values(names=text)).inserted_primary_key
+                    found = key[0] if key else None
+        except Exception:  # another writer added the same names first (unique): read its id
+            with self.engine.connect() as conn:
+                found = conn.execute(query).scalar()
+            if found is None:
+                raise
+        if found is None:
+            raise RuntimeError(f"feature set {text} was not stored")
+        return int(found)
 
     def _done(
         self, groups: list[tuple[LoggedRequest | None, list[Batch]]], lost: int = 0, error: str | None = None

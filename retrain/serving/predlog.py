@@ -1,10 +1,10 @@
 """The prediction log on SQLAlchemy (SQLite by default, any SQLAlchemy URL such as PostgreSQL): one handle on it.
 
-`PredictionLog` ties together what the log is (`logschema`: tables, row shapes, engine), its writer
-(`logwriter`: rows written off the request path, in transactions, by one thread; graceful shutdown loses
-nothing) and its readers (`logread`: feedback look-ups, rows with labels). The service hands each request's
-body and batches to `PredictionLog.add` as one group. Keeping the body instead of one features document per
-row spares the writer a serialisation per record.
+`PredictionLog` ties together what the log is (`logschema`: tables, row shapes, engine; `logmigrate`: older
+layouts brought up to date on open), its writer (`logwriter`: rows written off the request path, in
+transactions, by one thread; graceful shutdown loses nothing; retention) and its readers (`logread`:
+feedback look-ups, rows of a window with labels joined by key). The service hands each request's body and
+batches to `PredictionLog.add` as one group; the writer keeps each record's features once, not the body.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from retrain.serving.logread import LogReader
 from retrain.serving.logschema import (
     COLUMNS,
-    REQUEST_COLUMNS,
     Batch,
     Counters,
     LoggedRequest,
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLUMNS",
-    "REQUEST_COLUMNS",
     "Batch",
     "Counters",
     "LoggedRequest",
@@ -45,7 +43,7 @@ __all__ = [
 log = logging.getLogger("retrain.serving")
 
 
-def _create_tables(metadata: Any, engine: Any, attempts: int = 5) -> None:
+def _create_tables(metadata: Any, engine: Any, tables: Any = None, attempts: int = 5) -> None:
     """Create the log's missing tables. Replicas started together on a fresh log race to create them: the loser's
     CREATE fails (SQLite: "table already exists"; PostgreSQL: a unique violation in pg_type) after its check found
     none, so a failed pass is retried, and the next pass finds the tables the winner created."""
@@ -55,7 +53,7 @@ def _create_tables(metadata: Any, engine: Any, attempts: int = 5) -> None:
 
     for attempt in range(1, attempts + 1):
         try:
-            metadata.create_all(engine)
+            metadata.create_all(engine, tables=tables)
             return
         except DBAPIError:
             if attempt == attempts:
@@ -67,16 +65,40 @@ class PredictionLog:
     """The log's tables on one engine, with a background writer for prediction rows."""
 
     def __init__(
-        self, url: str, batch_rows: int = 2000, flush_s: float = 0.25, *, create: bool = True, sync: bool = False
+        self,
+        url: str,
+        batch_rows: int = 2000,
+        flush_s: float = 0.25,
+        *,
+        create: bool = True,
+        retention_days: float | None = None,
+        sync: bool = False,
     ) -> None:
+        from sqlalchemy import inspect
+
+        from retrain.serving.logmigrate import migrate
+
         self.url = url
         self.engine = make_engine(url)
-        self.metadata, self.requests, self.predictions, self.feedback = tables()
+        self.metadata, self.requests, self.predictions, self.feedback, self.feature_sets = tables()
+        current = [self.predictions, self.feedback, self.feature_sets]
+        new = False
         if create:
-            _create_tables(self.metadata, self.engine)
+            new = not inspect(self.engine).has_table("predictions")
+            _create_tables(self.metadata, self.engine, current)
+        migrate(self.engine, current, new=new)
         self.batch_rows, self.flush_s = batch_rows, flush_s
-        self._writer = LogWriter(self.engine, self.requests, self.predictions, batch_rows, flush_s, sync)
-        self._reader = LogReader(self.engine, self.requests, self.predictions, self.feedback)
+        self.retention_days = retention_days
+        self._writer = LogWriter(
+            self.engine,
+            self.predictions,
+            self.feature_sets,
+            batch_rows,
+            flush_s,
+            prune=self.prune if retention_days else None,
+            sync=sync,
+        )
+        self._reader = LogReader(self.engine, self.requests, self.predictions, self.feedback, self.feature_sets)
         self.counters: Counters = self._writer.counters
 
     @classmethod
@@ -102,19 +124,19 @@ class PredictionLog:
                     f"no prediction log at {where} (file {parsed.database} does not exist); point "
                     "serving.log_url at the log `retrain serve` writes"
                 )
-        log = cls(url, create=False)
+        engine = make_engine(url)
         try:
-            found = inspect(log.engine).has_table("predictions") and inspect(log.engine).has_table("requests")
+            found = inspect(engine).has_table("predictions")
         except Exception as exc:
-            log.engine.dispose()
             raise DataError(f"cannot open the prediction log {where}: {str(exc).splitlines()[0][:300]}") from None
+        finally:
+            engine.dispose()
         if not found:
-            log.engine.dispose()
             raise DataError(
-                f"{where} holds no prediction log (no predictions/requests tables); point "
+                f"{where} holds no prediction log (no predictions table); point "
                 "serving.log_url at the log `retrain serve` writes"
             )
-        return log
+        return cls(url, create=False)
 
     # -- writing
 
@@ -128,6 +150,10 @@ class PredictionLog:
         Never drops; never blocks unless `wait` (then: True once committed, False if not; see LogWriter.add).
         """
         return self._writer.add(*batches, request=request, wait=wait)
+
+    def write_now(self, groups: list[tuple[LoggedRequest | None, list[Batch]]]) -> None:
+        """Write (request, batches) groups now, on this thread, in one transaction: bulk loads and benchmarks."""
+        self._writer.write_now(groups)
 
     @property
     def backlog(self) -> int:
@@ -175,6 +201,31 @@ class PredictionLog:
         return self._reader.rows(
             model, since=since, until=until, variants=variants, versions=versions, features=features
         )
+
+    def prune(self, now: datetime | None = None) -> int:
+        """Delete rows older than `retention_days` (predictions, labels, old request bodies); rows deleted."""
+        from datetime import timedelta
+
+        if not self.retention_days:
+            return 0
+        cutoff = (now or utcnow()) - timedelta(days=self.retention_days)
+        deleted = 0
+        with self.engine.begin() as conn:
+            for table in (self.predictions, self.feedback, self.requests):
+                if table is self.requests and not self._reader.has_requests:
+                    continue
+                deleted += conn.execute(table.delete().where(table.c.at < cutoff)).rowcount or 0
+        if deleted:
+            log.info("prediction log: retention deleted %d rows older than %s", deleted, cutoff)
+        return deleted
+
+    def tally(self, model: str, **window: Any) -> dict[str, int]:
+        """Served records of a window (`rows`' arguments), labelled ones and right ones, counted in the database."""
+        return self._reader.tally(model, **window)
+
+    def explain_rows(self, model: str, **window: Any) -> list[str]:
+        """The database's plan for `rows(model, **window)`: shows which indexes the read uses."""
+        return self._reader.explain(self._reader.rows_query(model, **window))
 
     def count(self, model: str | None = None) -> int:
         """Rows in the predictions table (of `model`, if given)."""

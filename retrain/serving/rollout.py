@@ -153,6 +153,11 @@ def stage_share(rollout: Rollout) -> float:
     return rollout.stages[rollout.stage] if rollout.stages else rollout.share
 
 
+def excess_errors(candidate: VariantStats, production: VariantStats) -> float:
+    """The candidate's errors beyond what production's error rate on the same window predicts for its records."""
+    return max(0.0, candidate.errors - production.error_rate * candidate.records)
+
+
 def canary_step(
     rollout: Rollout,
     candidate: VariantStats,
@@ -164,23 +169,28 @@ def canary_step(
 
     `candidate`/`production` cover the current stage (error rate and p99 latency judge the load the stage
     brought); `live_candidate`/`live_production` cover the whole rollout (labels arrive late, so the live
-    metric uses every labelled row since the start). Rules, in order:
-    1. before `min_requests` records, more errors than `max_error_rate * min_requests` breach at once
+    metric uses every labelled row since the start). Errors are judged against production on the same window:
+    records neither version can score (bad client input) fail both, so only the candidate's errors beyond
+    production's rate count (`excess_errors`), and `max_error_rate` is the error rate the candidate may add.
+    Rules, in order:
+    1. before `min_requests` records, more excess errors than `max_error_rate * min_requests` breach at once
        (judged at `min_requests` records the stage could not pass: no need to send more traffic to it);
     2. with both variants at `min_labels` labelled rows, a live metric below production's by more than
        `max_metric_drop` breaches;
     3. fewer than `min_requests` candidate records: wait;
-    4. error rate above `max_error_rate` or p99 above `max_p99_ms`: breach;
+    4. error rate above production's by more than `max_error_rate`, or p99 above `max_p99_ms`: breach;
     5. otherwise advance to the next stage, or promote after the last one.
     """
     g = rollout.guardrails
     share = stage_share(rollout)
     where = f"stage {rollout.stage + 1}/{len(rollout.stages)} ({share:g}%)"
-    if candidate.records < g["min_requests"] and candidate.errors > g["max_error_rate"] * g["min_requests"]:
+    excess = excess_errors(candidate, production)
+    if candidate.records < g["min_requests"] and excess > g["max_error_rate"] * g["min_requests"]:
         return Step(
             "breach",
-            f"{where}: {candidate.errors} candidate errors in {candidate.records} records, more than "
-            f"max_error_rate {g['max_error_rate']:g} allows in a {g['min_requests']}-record stage",
+            f"{where}: {candidate.errors} candidate errors in {candidate.records} records ({excess:.1f} beyond "
+            f"production's rate {production.error_rate:.4f} on the same window), more than max_error_rate "
+            f"{g['max_error_rate']:g} allows in a {g['min_requests']}-record stage",
             0.0,
         )
     live_c, live_p = live_candidate or candidate, live_production or production
@@ -199,11 +209,12 @@ def canary_step(
         )
     if candidate.records < g["min_requests"]:
         return Step("wait", f"{where}: {candidate.records}/{g['min_requests']} candidate records so far", share)
-    if candidate.error_rate > g["max_error_rate"]:
+    if candidate.error_rate - production.error_rate > g["max_error_rate"]:
         return Step(
             "breach",
-            f"{where}: candidate error rate {candidate.error_rate:.4f} above "
-            f"{g['max_error_rate']:g} ({candidate.errors}/{candidate.records})",
+            f"{where}: candidate error rate {candidate.error_rate:.4f} ({candidate.errors}/{candidate.records}) "
+            f"above production's {production.error_rate:.4f} ({production.errors}/{production.records}) on the "
+            f"same window by more than {g['max_error_rate']:g}",
             0.0,
         )
     if candidate.p99_ms is not None and candidate.p99_ms > g["max_p99_ms"]:
@@ -211,7 +222,8 @@ def canary_step(
             "breach", f"{where}: candidate p99 latency {candidate.p99_ms:.1f} ms above {g['max_p99_ms']:g} ms", 0.0
         )
     passed = (
-        f"{where} passed: {candidate.records} records, error rate {candidate.error_rate:.4f}, "
+        f"{where} passed: {candidate.records} records, error rate {candidate.error_rate:.4f} "
+        f"(production {production.error_rate:.4f}), "
         f"p99 {candidate.p99_ms if candidate.p99_ms is not None else float('nan'):.1f} ms"
     )
     if rollout.stage + 1 >= len(rollout.stages):

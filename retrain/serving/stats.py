@@ -1,7 +1,11 @@
-"""Statistics for live traffic, free of I/O: A/B comparison, sample-ratio mismatch, sample size, regression test.
+"""Statistics for live traffic, free of I/O: A/B comparison, sample-ratio mismatch, sample size, regression test,
+shadow comparison.
 
-All proportions are of records (accuracy: correct / labelled records). Conventions: differences are
-candidate minus production; confidence intervals are two-sided Wald intervals at level 1 - alpha.
+Proportions are of records (accuracy: correct / labelled records), but the A/B test's inference is at the unit
+that was randomised: an entity (customer; assignment is sticky by id) or, for records without an id, a request.
+Records of one customer are not independent, so the A/B differences use cluster-robust standard errors (the
+ratio estimator's delta-method variance over units); the record-level chi-square is kept for reference.
+Conventions: differences are candidate minus production; confidence intervals are two-sided at level 1 - alpha.
 """
 
 from __future__ import annotations
@@ -43,6 +47,84 @@ def proportion_difference(x_prod: int, n_prod: int, x_cand: int, n_cand: int, al
     z = float(sps.norm.ppf(1 - alpha / 2))
     delta = p2 - p1
     return Difference(p1, p2, delta, delta - z * se, delta + z * se)
+
+
+@dataclass(frozen=True)
+class ClusteredDifference:
+    """candidate - production of a proportion over records, inferred at the randomisation unit."""
+
+    production: float
+    candidate: float
+    delta: float
+    ci_low: float
+    ci_high: float
+    z: float
+    p_value: float
+    units: dict[str, int]
+    naive_se: float  # as if records were independent
+    se: float  # cluster-robust
+    design_effect: float  # (se / naive_se)^2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def clustered_proportion(successes: np.ndarray, totals: np.ndarray) -> tuple[float, float]:
+    """(p, cluster-robust variance of p) for p = sum(successes) / sum(totals) over units (delta method, with the
+    small-sample factor K / (K - 1)); one unit per entry."""
+    successes, totals = np.asarray(successes, float), np.asarray(totals, float)
+    k, n = len(totals), float(totals.sum())
+    if n == 0:
+        raise ValueError("need at least one record")
+    p = float(successes.sum()) / n
+    if k < 2:
+        return p, p * (1 - p) / n
+    residual = successes - p * totals
+    return p, float(k / (k - 1) * (residual**2).sum() / n**2)
+
+
+def clustered_difference(
+    production: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray, np.ndarray], alpha: float = 0.05
+) -> ClusteredDifference:
+    """Difference of two proportions (candidate - production), each given as (successes, records) per unit, with a
+    cluster-robust standard error, its interval and a two-sided z-test."""
+    p1, v1 = clustered_proportion(*production)
+    p2, v2 = clustered_proportion(*candidate)
+    n1, n2 = float(np.sum(production[1])), float(np.sum(candidate[1]))
+    se = math.sqrt(v1 + v2)
+    naive = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
+    delta = p2 - p1
+    z_crit = float(sps.norm.ppf(1 - alpha / 2))
+    if se == 0:
+        z, p_value = (0.0, 1.0) if delta == 0 else (math.copysign(math.inf, delta), 0.0)
+    else:
+        z = delta / se
+        p_value = float(2 * sps.norm.sf(abs(z)))
+    return ClusteredDifference(
+        p1,
+        p2,
+        delta,
+        delta - z_crit * se,
+        delta + z_crit * se,
+        float(z),
+        p_value,
+        {"production": len(production[1]), "candidate": len(candidate[1])},
+        naive,
+        se,
+        (se / naive) ** 2 if naive > 0 else 1.0,
+    )
+
+
+def units(frame: pd.DataFrame) -> pd.Series:
+    """The randomisation unit of each row: its entity id (sticky assignment) or else its request id."""
+    entity = frame["assignment"] == "entity"
+    return ("e:" + frame["entity_id"].astype(str)).where(entity, "r:" + frame["request_id"].astype(str))
+
+
+def per_unit(frame: pd.DataFrame, hits: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(successes, records) per randomisation unit of `frame`'s rows, `hits` the rows' 0/1 outcomes."""
+    grouped = hits.astype(float).groupby(units(frame)).agg(["sum", "count"])
+    return grouped["sum"].to_numpy(), grouped["count"].to_numpy()
 
 
 def chi_square(correct_prod: int, n_prod: int, correct_cand: int, n_cand: int) -> tuple[float, float]:
@@ -231,7 +313,10 @@ def assignment_units(frame: pd.DataFrame) -> int:
 def ab_report(
     rows: pd.DataFrame, share_percent: float, *, min_effect: float, alpha: float, power: float, srm_alpha: float
 ) -> dict[str, Any]:
-    """The A/B analysis of served log rows (variant production | candidate) against the configured share."""
+    """The A/B analysis of served log rows (variant production | candidate) against the configured share.
+
+    Differences and the verdict's test are at the randomisation unit (`clustered_difference`); the sample size
+    is inflated by the observed design effect (records of one customer carry less than independent records)."""
     served = rows[rows["served"].astype(bool)]
     parts = {v: served[served["variant"] == v] for v in ("production", "candidate")}
     variants = {v: summarise(part) for v, part in parts.items()}
@@ -239,19 +324,17 @@ def ab_report(
     p, c = variants["production"], variants["candidate"]
     diffs = {}
     if p["records"] and c["records"]:
-        diffs["positive_rate"] = proportion_difference(
-            int(parts["production"]["prediction"].sum()),
-            p["records"],
-            int(parts["candidate"]["prediction"].sum()),
-            c["records"],
+        diffs["positive_rate"] = clustered_difference(
+            per_unit(parts["production"], parts["production"]["prediction"]),
+            per_unit(parts["candidate"], parts["candidate"]["prediction"]),
             alpha,
         ).to_dict()
     if p["labelled"] and c["labelled"]:
-        diffs["accuracy"] = proportion_difference(
-            p["correct"], p["labelled"], c["correct"], c["labelled"], alpha
-        ).to_dict()
+        labelled = {v: part[part["label"].notna() & part["probability"].notna()] for v, part in parts.items()}
+        hits = {v: per_unit(part, part["prediction"] == part["label"]) for v, part in labelled.items()}
+        diffs["accuracy"] = clustered_difference(hits["production"], hits["candidate"], alpha).to_dict()
         chi2, p_value = chi_square(p["correct"], p["labelled"], c["correct"], c["labelled"])
-        report["chi_square"] = {"chi2": chi2, "p_value": p_value, "significant": p_value < alpha}
+        report["chi_square"] = {"chi2": chi2, "p_value": p_value, "significant": p_value < alpha, "unit": "record"}
     report["difference"] = diffs
     report["srm"] = sample_ratio(
         assignment_units(parts["production"]), assignment_units(parts["candidate"]), share_percent, srm_alpha
@@ -261,25 +344,29 @@ def ab_report(
         baseline = 0.5  # no labels yet: the most demanding baseline for a proportion
     if 0 < share_percent < 100:
         need_c, need_p = sample_size(baseline, min_effect, share_percent, alpha, power)
+        deff = max(1.0, diffs["accuracy"]["design_effect"]) if "accuracy" in diffs else 1.0
+        need_c, need_p = math.ceil(need_c * deff), math.ceil(need_p * deff)
         report["sample_size"] = {
             "baseline_accuracy": baseline,
             "min_effect": min_effect,
             "alpha": alpha,
             "power": power,
+            "design_effect": deff,
             "needed": {"candidate": need_c, "production": need_p},
             "have_labelled": {"candidate": c["labelled"], "production": p["labelled"]},
             "reached": c["labelled"] >= need_c and p["labelled"] >= need_p,
         }
-    report["verdict"] = verdict(report)
+    report["verdict"] = verdict(report, alpha)
     return report
 
 
-def verdict(report: dict[str, Any]) -> str:
+def verdict(report: dict[str, Any], alpha: float = 0.05) -> str:
     """One line a reader acts on."""
     if report["srm"]["mismatch"]:
         srm = report["srm"]
+        scope = f" in {srm['scope']}" if srm.get("scope") else ""
         return (
-            f"sample ratio mismatch: candidate got {srm['observed_share']:.2f}% of units, configured "
+            f"sample ratio mismatch{scope}: candidate got {srm['observed_share']:.2f}% of units, configured "
             f"{srm['expected_share']:g}% (p {srm['p_value']:.2g}); fix assignment or logging before reading results"
         )
     if "accuracy" not in report["difference"]:
@@ -294,10 +381,69 @@ def verdict(report: dict[str, Any]) -> str:
             f"{size['needed']['production']} production)"
         )
     )
-    significant = report.get("chi_square", {}).get("significant", False)
-    word = "significant" if significant else "not significant"
+    word = "significant" if acc["p_value"] < alpha else "not significant"
     return (
-        f"accuracy candidate - production {acc['delta']:+.4f} "
-        f"[{acc['ci_low']:+.4f}, {acc['ci_high']:+.4f}], {word} (chi-square p {report['chi_square']['p_value']:.3g})"
+        f"accuracy candidate - production {acc['delta']:+.4f} [{acc['ci_low']:+.4f}, {acc['ci_high']:+.4f}], {word} "
+        f"(p {acc['p_value']:.3g} over {acc['units']['candidate']} / {acc['units']['production']} customers)"
         f"{enough}"
     )
+
+
+# ---- shadow ----------------------------------------------------------------------------------
+
+
+def shadow_compare(rows: pd.DataFrame) -> dict[str, Any]:
+    """Candidate (variant shadow) vs production on the same records: how often they agree, their metrics and the
+    deltas on the labelled ones, latency per scoring call, and how many records the shadow missed or failed."""
+    production = rows[(rows["variant"] == "production") & rows["served"].astype(bool)]
+    shadow = rows[rows["variant"] == "shadow"]
+    key = ["request_id", "record"]
+    pairs = production.merge(shadow, on=key, suffixes=("_p", "_s"))
+    scored = pairs[pairs["prediction_s"].notna() & pairs["prediction_p"].notna()]
+    out: dict[str, Any] = {
+        "production_records": int(len(production)),
+        "shadow_records": int(len(shadow)),
+        "shadow_errors": int(shadow["error"].notna().sum()),
+        "pairs": int(len(scored)),
+        "coverage": float(len(scored) / len(production)) if len(production) else None,
+        "agreement": float((scored["prediction_p"] == scored["prediction_s"]).mean()) if len(scored) else None,
+        "mean_abs_probability_diff": float((scored["probability_p"] - scored["probability_s"]).abs().mean())
+        if len(scored)
+        else None,
+    }
+    latency = {}
+    for name, part in (("production", production), ("shadow", shadow)):
+        calls = part.drop_duplicates("request_id")["latency_ms"].dropna().to_numpy(float)
+        latency[name] = {
+            "p50_ms": float(np.percentile(calls, 50)) if calls.size else None,
+            "p99_ms": float(np.percentile(calls, 99)) if calls.size else None,
+        }
+    out["latency"] = latency
+    labelled = scored[scored["label_p"].notna()]
+    out["labelled"] = int(len(labelled))
+    metrics: dict[str, dict[str, float | None]] = {}
+    if len(labelled):
+        y = labelled["label_p"].to_numpy(int)
+        for name, suffix in (("production", "_p"), ("shadow", "_s")):
+            found = served_metrics(
+                y, labelled[f"prediction{suffix}"].to_numpy(float), labelled[f"probability{suffix}"].to_numpy(float)
+            )
+            metrics[name] = {
+                m: (float(found[m]) if math.isfinite(found[m]) else None)
+                for m in ("accuracy", "precision", "recall", "roc_auc")
+            }
+        metrics["delta"] = {
+            m: (metrics["shadow"][m] - metrics["production"][m])  # type: ignore[operator]
+            if metrics["shadow"][m] is not None and metrics["production"][m] is not None
+            else None
+            for m in ("accuracy", "precision", "recall", "roc_auc")
+        }
+    out["metrics"] = metrics
+    agreement = f"{out['agreement']:.2%}" if out["agreement"] is not None else "-"
+    delta = metrics.get("delta", {}).get("accuracy")
+    out["verdict"] = (
+        f"shadow agreed with production on {agreement} of {out['pairs']} records"
+        + (f"; accuracy shadow - production {delta:+.4f} on {out['labelled']} labelled" if delta is not None else "")
+        + (f"; {out['shadow_errors']} shadow errors" if out["shadow_errors"] else "")
+    )
+    return out

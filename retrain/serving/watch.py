@@ -2,9 +2,11 @@
 roll back on a regression.
 
 The watched move is the latest move of production in the registry history (a rollback is never
-watched). New: what the new version served since the move, with feedback labels. Old: what the previous
-version served as production in an equally long period before the move, when the log has `min_labels`
-labelled records of it; else its recorded validation accuracy and row count (version tags). The test is
+watched); every move into production is watched once, so a version promoted again is watched again: the
+decision is kept per move (version tag `retrain.watch.<move seq>`, and `retrain.watch` for the latest).
+New: what the new version served since the move, with feedback labels. Old: what the previous version
+served as production in an equally long period before the move, when the log has `min_labels` labelled
+records of it; else its recorded validation accuracy and row count (version tags). The test is
 `stats.regression` (one-sided, beyond `watch.max_drop`, at `watch.alpha`). A regression rolls back
 through `Registry.rollback` with the evidence as the reason, sends a `rolled_back` event and tags the
 version; the watch ends at the first decision or after `watch.period_minutes`. Every decision is a run
@@ -18,6 +20,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from retrain.config import Settings
@@ -42,14 +45,10 @@ class WatchResult:
     test: dict[str, Any] | None = None
     rollback: dict[str, Any] | None = None
     run_id: str | None = None
+    move_seq: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _labelled(rows):
-    ok = rows[rows["served"] & rows["error"].isna() & rows["label"].notna() & rows["prediction"].notna()]
-    return int((ok["prediction"] == ok["label"]).sum()), int(len(ok))
 
 
 def watch_once(settings: Settings, *, now: datetime | None = None) -> WatchResult:
@@ -75,36 +74,44 @@ def watch_once(settings: Settings, *, now: datetime | None = None) -> WatchResul
             what = "the first production version has no predecessor"
         return WatchResult("nothing", f"nothing to watch: {what}", name, state.production)
     new_v, old_v = move.to_version, move.from_version
+    Result = partial(WatchResult, move_seq=move.seq)
     if state.production != new_v:
-        return WatchResult(
+        return Result(
             "nothing",
             f"production is version {state.production}, not {new_v} of the latest move; run `retrain status`",
             name,
             state.production,
         )
-    decided = (registry.version(new_v).tags or {}).get(WATCH_TAG)
+    decided = _decided(registry, new_v, move)
     if decided:
-        return WatchResult("nothing", f"version {new_v} was already watched: {decided}", name, new_v, old_v, move.at)
+        return Result(
+            "nothing",
+            f"move #{move.seq} (version {old_v} -> {new_v}) was already watched: {decided}",
+            name,
+            new_v,
+            old_v,
+            move.at,
+        )
     moved_at = datetime.fromisoformat(move.at).astimezone(UTC).replace(tzinfo=None)
     now = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
     period = timedelta(minutes=policy.period_minutes)
     predictions = PredictionLog.existing(settings.serving.log_url)
-    try:
-        new_rows = predictions.rows(name, since=moved_at, variants=("production",), versions=(new_v,))
-        old_rows = predictions.rows(
+    try:  # counted in the database: the windows can hold a day of traffic
+        new_tally = predictions.tally(name, since=moved_at, variants=("production",), versions=(new_v,))
+        old_tally = predictions.tally(
             name, since=moved_at - period, until=moved_at, variants=("production",), versions=(old_v,)
         )
     finally:
         predictions.engine.dispose()
-    new_correct, new_n = _labelled(new_rows)
-    old_correct, old_n = _labelled(old_rows)
+    new_correct, new_n = new_tally["correct"], new_tally["labelled"]
+    old_correct, old_n = old_tally["correct"], old_tally["labelled"]
     old = {"version": old_v, "source": "live", "labelled": old_n, "accuracy": old_correct / old_n if old_n else None}
     if old_n < policy.min_labels:
         tags = registry.version(old_v).tags or {}
         recorded = json.loads(tags.get("retrain.metrics", "{}")).get("accuracy")
         rows = int(tags.get("retrain.validation_rows", "0") or 0)
         if recorded is None or rows < 1:
-            return WatchResult(
+            return Result(
                 "waiting",
                 f"version {old_v} has {old_n} labelled live records (need {policy.min_labels}) "
                 "and no recorded validation accuracy to compare with",
@@ -119,14 +126,14 @@ def watch_once(settings: Settings, *, now: datetime | None = None) -> WatchResul
         "version": new_v,
         "labelled": new_n,
         "accuracy": new_correct / new_n if new_n else None,
-        "records": int(new_rows["served"].sum()),
+        "records": new_tally["records"],
     }
     ends = moved_at + period
     if new_n < policy.min_labels:
         if now >= ends:
             return _finish(
                 settings,
-                WatchResult(
+                Result(
                     "passed",
                     f"watch period of {policy.period_minutes:g} min ended with {new_n} labelled records of version "
                     f"{new_v} (fewer than {policy.min_labels}): no evidence of a regression",
@@ -139,7 +146,7 @@ def watch_once(settings: Settings, *, now: datetime | None = None) -> WatchResul
                 ),
                 final=True,
             )
-        return WatchResult(
+        return Result(
             "waiting",
             f"version {new_v} has {new_n}/{policy.min_labels} labelled live records so far",
             name,
@@ -154,14 +161,14 @@ def watch_once(settings: Settings, *, now: datetime | None = None) -> WatchResul
         if now >= ends:
             return _finish(
                 settings,
-                WatchResult("passed", test.reason, name, new_v, old_v, move.at, new, old, test.to_dict()),
+                Result("passed", test.reason, name, new_v, old_v, move.at, new, old, test.to_dict()),
                 final=True,
             )
-        return WatchResult("waiting", test.reason, name, new_v, old_v, move.at, new, old, test.to_dict())
+        return Result("waiting", test.reason, name, new_v, old_v, move.at, new, old, test.to_dict())
     if not policy.rollback:
         return _finish(
             settings,
-            WatchResult(
+            Result(
                 "regressed",
                 test.reason + "; watch.rollback is off: production stays",
                 name,
@@ -189,13 +196,29 @@ def watch_once(settings: Settings, *, now: datetime | None = None) -> WatchResul
     )
     return _finish(
         settings,
-        WatchResult("rolled_back", test.reason, name, new_v, old_v, move.at, new, old, test.to_dict(), asdict(rolled)),
+        Result("rolled_back", test.reason, name, new_v, old_v, move.at, new, old, test.to_dict(), asdict(rolled)),
         final=True,
     )
 
 
+def _decided(registry, version: str, move) -> str | None:
+    """The recorded decision on `move`, if any. A version watched before decisions were kept per move carries
+    only `retrain.watch`: it counts for this move when its run started after the move."""
+    tags = registry.version(version).tags or {}
+    found = tags.get(f"{WATCH_TAG}.{move.seq}")
+    if found or not tags.get(WATCH_TAG) or any(k.startswith(f"{WATCH_TAG}.") for k in tags):
+        return found
+    legacy = tags[WATCH_TAG]
+    run_id = legacy.rsplit("(", 1)[-1].rstrip(")")
+    try:
+        started = registry.client.get_run(run_id).info.start_time / 1000
+    except Exception:
+        return None
+    return legacy if started >= datetime.fromisoformat(move.at).timestamp() else None
+
+
 def _finish(settings: Settings, result: WatchResult, *, final: bool = True) -> WatchResult:
-    """Log the decision as a run; mark the version so later looks do nothing."""
+    """Log the decision as a run; mark the move (on its version) so later looks at it do nothing."""
     import mlflow
 
     from retrain import tracking
@@ -206,6 +229,7 @@ def _finish(settings: Settings, result: WatchResult, *, final: bool = True) -> W
         "retrain.watch_state": result.state,
         "retrain.watched_version": str(result.version),
         "retrain.previous_version": str(result.previous_version),
+        "retrain.move_seq": str(result.move_seq),
         "retrain.reason": result.reason[:5000],
     }
     with tracking.step_run(settings.experiments.monitoring, f"watch-v{result.version}", tags) as run:
@@ -219,9 +243,10 @@ def _finish(settings: Settings, result: WatchResult, *, final: bool = True) -> W
         mlflow.log_metrics(metrics)
         tracking.log_json(result.to_dict(), "watch.json")
     if final and result.version:
-        Registry(settings).client.set_model_version_tag(
-            result.model_name, result.version, WATCH_TAG, f"{result.state} ({run.info.run_id})"
-        )
+        client = Registry(settings).client
+        value = f"{result.state} ({run.info.run_id})"
+        client.set_model_version_tag(result.model_name, result.version, f"{WATCH_TAG}.{result.move_seq}", value)
+        client.set_model_version_tag(result.model_name, result.version, WATCH_TAG, value)
     return WatchResult(**{**asdict(result), "run_id": run.info.run_id})
 
 

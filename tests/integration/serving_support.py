@@ -103,6 +103,8 @@ def serving_store(tmp_path_factory, _template_db, stable_data) -> ServedStore:
             "slow": register_tiny({"sleep_ms": 300, "probability": 0.2}, example),
             "unloadable": register_tiny({"fail_load": True}, example),
         }
+        local = mlflow.artifacts.download_artifacts(f"models:/{NAME}/{good}", dst_path=str(folder / "good-model"))
+        versions["flipped"] = register_tiny({"flip_of": local}, example)
         registry = Registry(fast_settings(stable_data))
         registry.promote(good, force=True, reason="first production (test setup)")
         registry.client.set_registered_model_alias(NAME, "staging", good2)

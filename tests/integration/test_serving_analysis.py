@@ -22,6 +22,7 @@ from tests.integration.serving_support import (
     NAME,
     Service,
     cli_json,
+    log_rows,
     send_labelled,
     split_body,
     traffic,
@@ -61,8 +62,54 @@ def test_ab_report_numbers_chi_square_sample_ratio_png_and_run(store, tmp_path):
     assert {"ab_report.png", "ab_report.json"} <= artifacts
     sets = [x for item in service.settings for x in ("--set", item)]
     table_out = CliRunner().invoke(cli, ["ab", "report", *sets])
-    assert table_out.exit_code == 0 and "chi-square (variant x correct)" in table_out.output
+    assert table_out.exit_code == 0 and "chi-square (variant x correct, records as independent)" in table_out.output
+    assert "accuracy test at the customer: z" in table_out.output and ".. now UTC)" in table_out.output
     assert "sample ratio: candidate" in table_out.output
+
+
+def test_ab_report_reads_a_rollouts_own_span_and_reports_a_shadow_rollout_as_a_run_with_a_png(store, tmp_path):
+    served, uri = store
+    good, good2 = served.versions["good"], served.versions["good2"]
+    service = Service(tmp_path, uri)
+    ab = cli_json(service, "rollout", "start", "--mode", "ab", "--share", "50")
+    with service:
+        service.wait_for(lambda s: s["mode"] == "ab", "A/B route")
+        during = send_labelled(service, traffic(200, seed=81))
+        cli_json(service, "rollout", "stop")
+        service.wait_for(lambda s: s["mode"] == "single", "A/B stopped")
+        send_labelled(service, traffic(100, seed=82))  # after the stop: not the A/B rollout's traffic
+        cli_json(service, "rollout", "start", "--mode", "shadow")
+        service.wait_for(lambda s: s["mode"] == "shadow", "shadow route")
+        shadowed = send_labelled(service, traffic(200, seed=83))
+        service.wait_for(lambda s: s["counts"].get("shadow_scored", 0) == 1, "shadow scored")
+        service.wait_logged()
+    shadow = cli_json(service, "ab", "report")  # the latest rollout is the shadow one: its own report
+    assert shadow["mode"] == "shadow" and shadow["candidate_version"] == good2 and shadow["production_version"] == good
+    assert shadow["pairs"] == shadow["labelled"] == 200 and shadow["coverage"] == 1.0
+    logged = log_rows(service.log_url)
+    pairs = logged[logged["variant"] == "shadow"].merge(
+        logged[logged["variant"] == "production"], on=["request_id", "record"], suffixes=("_s", "_p")
+    )
+    assert shadow["agreement"] == pytest.approx((pairs["prediction_s"] == pairs["prediction_p"]).mean())
+    accuracy = (shadowed["prediction"] == shadowed["label"]).mean()
+    assert shadow["metrics"]["production"]["accuracy"] == pytest.approx(accuracy)
+    assert shadow["latency"]["shadow"]["p50_ms"] > 0
+    run = mlflow.get_run(shadow["run_id"])
+    assert run.info.run_name == f"shadow-v{good2}-vs-v{good}" and run.data.metrics["pairs"] == 200
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"shadow_report.png", "shadow_report.json"} <= artifacts
+    # the A/B rollout, picked by its record number: its span only (not the traffic after its stop, no shadow rows)
+    report = cli_json(service, "ab", "report", "--rollout", str(ab["rollout"]["seq"]))
+    assert report["mode"] == "ab" and report["window"]["end"] != "now" and not report["window"]["active"]
+    assert report["variants"]["production"]["records"] + report["variants"]["candidate"]["records"] == len(during)
+    assert report["srm"]["mismatch"] is False
+    assert report["difference"]["accuracy"]["units"]["candidate"] == (during["variant"] == "candidate").sum()
+    narrowed = cli_json(
+        service, "ab", "report", "--rollout", str(ab["rollout"]["seq"]), "--until", report["window"]["start"], code=3
+    )
+    assert "window is empty" in narrowed["output"]
+    bad = cli_json(service, "ab", "report", "--since", "yesterday", code=2)
+    assert "--since 'yesterday' is not an ISO time" in bad["output"]
 
 
 def test_ab_report_without_a_rollout_or_traffic_is_a_clear_error(store, tmp_path):
@@ -70,7 +117,7 @@ def test_ab_report_without_a_rollout_or_traffic_is_a_clear_error(store, tmp_path
     service = Service(tmp_path, uri)
     sets = [x for item in service.settings for x in ("--set", item)]
     result = CliRunner().invoke(cli, ["ab", "report", *sets])
-    assert result.exit_code == 4 and "no A/B or canary rollout of churn-classifier recorded" in result.output
+    assert result.exit_code == 4 and "no A/B, canary or shadow rollout of churn-classifier recorded" in result.output
     cli_json(service, "rollout", "start", "--mode", "ab", "--share", "10")
     result = CliRunner().invoke(cli, ["ab", "report", *sets])
     assert result.exit_code == 3 and "no prediction log at sqlite:///" in result.output
@@ -112,6 +159,23 @@ def test_watch_rolls_a_deliberately_bad_model_back_with_the_reason_and_a_notific
     assert mlflow.MlflowClient().get_model_version(NAME, bad).tags["retrain.watch"].startswith("rolled_back")
     again = cli_json(service, "watch", "--once")
     assert again["state"] == "nothing" and "rollback" in again["reason"]
+    # a version rolled back by watch gets no live traffic again without --force --reason
+    refused = cli_json(service, "rollout", "start", "--mode", "ab", "--share", "5", "--candidate", bad, code=4)
+    assert f"v{bad} was rolled back on" in refused["output"] and "--force --reason TEXT" in refused["output"]
+    cli_json(service, "rollout", "start", "--mode", "ab", "--candidate", bad, "--force", code=4)  # no reason
+    forced = cli_json(
+        service, "rollout", "start", "--mode", "ab", "--share", "5", "--candidate", bad, "--force", "--reason", "retry"
+    )
+    assert forced["rollout"]["reason"].startswith("forced (was rolled back on")
+    stopped = cli_json(service, "rollout", "stop", "--reason", "enough")
+    assert stopped["rollout"]["status"] == "stopped"
+    description = mlflow.MlflowClient().get_model_version(NAME, bad).description
+    assert f"**Live rollout:** ab #{stopped['rollout']['seq']} against production v{good}, stopped at" in description
+    # a forced re-promotion is a new move: watched again, not "already watched"
+    registry.promote(bad, force=True, reason="test: ship it again")
+    rewatched = cli_json(service, "watch", "--once")
+    assert rewatched["state"] == "waiting" and rewatched["move_seq"] == registry.history()[0].seq, rewatched
+    assert rewatched["move_seq"] != result["move_seq"]
 
 
 def test_watch_passes_a_good_model_against_its_predecessors_recorded_metrics(store, tmp_path):

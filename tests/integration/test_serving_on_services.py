@@ -51,3 +51,34 @@ def test_ab_rollout_log_on_postgres_report_and_check_through_the_tracking_server
     check = cli_json(service, "check", "--data", log_url, "--set", "trigger.min_labels=100")
     assert check["n_rows"] == 300 and check["production_version"] == good
     assert check["n_labels"] == report["variants"]["production"]["labelled"]
+
+
+def test_prediction_log_reads_on_postgres_use_the_time_index_and_probe_labels_by_key():
+    """EXPLAIN of a window read on PostgreSQL: an index range on time, each label one index probe (no scans)."""
+    import os
+    from datetime import timedelta
+
+    from retrain.serving.predlog import PredictionLog
+    from tests.logfill import START, fill
+
+    admin, private = os.environ.get("RETRAIN_TEST_POSTGRES_URI"), None
+    if not admin:
+        if not services.postgres_available():
+            pytest.skip("no PostgreSQL: set RETRAIN_TEST_POSTGRES_URI or install its binaries and psycopg")
+        private = services.Postgres.create().start()
+        admin = private.uri()
+    try:
+        log = PredictionLog(services.create_database(admin, f"predlog_{uuid.uuid4().hex[:8]}"))
+        fill(log, 20_000)
+        with log.engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
+        window = {"since": START + timedelta(seconds=1_000), "until": START + timedelta(seconds=1_300)}
+        plan = "\n".join(log.explain_rows("m", variants=("production",), versions=("1",), **window))
+        assert "ix_predictions_at" in plan and "ix_feedback_request_id" in plan, plan
+        assert "Seq Scan" not in plan, plan
+        rows = log.rows("m", **window)
+        assert len(rows) == 300 and rows["label"].notna().sum() == 60
+        log.engine.dispose()
+    finally:
+        if private is not None:
+            private.destroy()

@@ -27,6 +27,7 @@ from tests.integration.serving_support import (
     Service,
     cli_json,
     log_rows,
+    send_labelled,
     split_body,
     traffic,
 )
@@ -312,6 +313,49 @@ def test_canary_breach_sets_the_share_to_zero_records_why_and_notifies(store, tm
     assert events[-1]["kind"] == "canary_breached" and events[-1]["version"] == failing
     assert Registry(settings_of(service)).state().production == good
     assert cli_json(service, "rollout", "status")["rollout"]["reason"] == step["reason"]
+
+
+def test_canary_completes_under_unscorable_client_input_and_stops_a_label_flipped_candidate(store, tmp_path):
+    """1% of records neither version can score (income 1e308) fail production as much as the candidate: a healthy
+    candidate completes; a candidate answering the opposite of production's model still stops at stage 1."""
+    served, uri = store
+    good, good2, flipped = served.versions["good"], served.versions["good2"], served.versions["flipped"]
+    record_comparison(good2, good)
+    service = Service(tmp_path, uri)
+    start = ["rollout", "start", "--mode", "canary", "--stages", "50,100", "--min-requests", "100", "--once"]
+    start += ["--max-error-rate", "0.01", "--set", "rollout.min_labels=60"]
+
+    def send(frame) -> None:  # one record per request, as clients do; the unscorable ones fail whole
+        for i in range(len(frame)):
+            response = service.post("/predict", split_body(frame.iloc[i : i + 1]))
+            assert response.status_code in (200, 422, 500), response.text
+        service.wait_logged()
+
+    def unscorable(frame, seed):
+        frame = frame.copy()
+        frame.loc[frame.sample(frac=0.01, random_state=seed).index, "income"] = 1e308
+        return frame
+
+    with service:
+        first = cli_json(service, *start, "--candidate", good2)["step"]
+        service.wait_for(lambda s: s["mode"] == "canary" and s["share"] == 50, "canary at 50%")
+        send(unscorable(traffic(400, seed=71), 1))
+        step = cli_json(service, *start, "--candidate", good2)["step"]
+        assert step["action"] == "advance", step
+        service.wait_for(lambda s: s["share"] == 100, "canary at 100%")
+        send(unscorable(traffic(200, seed=72), 2))
+        final = cli_json(service, *start, "--candidate", good2)["step"]
+        assert final["action"] == "promote", final
+        service.wait_for(lambda s: s["production"]["version"] == good2, "promoted version serves")
+        assert first["action"] == "wait"
+        # production is good2 now; a label-flipped candidate of the same traffic
+        flip = cli_json(service, *start, "--candidate", flipped)["step"]
+        assert flip["action"] == "wait"
+        service.wait_for(lambda s: s["mode"] == "canary" and s["candidate"]["version"] == flipped, "flipped canary")
+        send_labelled(service, traffic(300, seed=73))
+        stopped = cli_json(service, *start, "--candidate", flipped)["step"]
+    assert stopped["action"] == "breach" and stopped["rollout"]["stage"] == 0, stopped
+    assert "live accuracy" in stopped["reason"] and stopped["reason"].startswith("stage 1/2 (50%)")
 
 
 def test_a_killed_canary_controller_resumes_from_the_registry(store, tmp_path):

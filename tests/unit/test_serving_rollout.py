@@ -88,6 +88,31 @@ def test_canary_breaches_on_errors_latency_and_live_metric():
     assert whole.action == "breach"
 
 
+def test_canary_errors_count_against_production_on_the_same_window():
+    # 1% of client input neither version can score: the candidate fails it exactly like production does
+    healthy = VariantStats(records=500, errors=5, p99_ms=10)
+    production = VariantStats(records=9500, errors=95, p99_ms=10)
+    assert canary_step(canary(), healthy, production).action == "advance"
+    # the case from issue 22: 3/154 candidate errors against production failing the same inputs (80/434)
+    early = canary_step(canary(), VariantStats(records=154, errors=3), VariantStats(records=434, errors=80))
+    assert early.action == "advance"
+    assert canary_step(canary(), VariantStats(records=60, errors=3), VariantStats(records=600, errors=30)).action == (
+        "wait"
+    )  # 3 errors, 3 expected from production's rate: nothing beyond it
+    # a candidate worse than production by more than max_error_rate (0.02 here) breaches, and says both rates
+    worse = canary_step(canary(), VariantStats(records=500, errors=20, p99_ms=10), production)
+    assert worse.action == "breach"
+    assert "candidate error rate 0.0400 (20/500) above production's 0.0100 (95/9500)" in worse.reason
+    assert canary_step(canary(), VariantStats(records=500, errors=15, p99_ms=10), production).action == "advance"
+    # early: errors beyond production's rate, not raw errors, decide before min_requests records
+    assert canary_step(canary(), VariantStats(records=50, errors=3), VariantStats(records=500, errors=25)).action == (
+        "wait"
+    )
+    assert canary_step(canary(), VariantStats(records=50, errors=5), VariantStats(records=500, errors=5)).action == (
+        "breach"
+    )
+
+
 def test_apply_step_writes_the_next_record():
     rollout = canary()
     assert apply_step(rollout, Step("wait", "w", 5.0), "t", "me") is None
@@ -128,3 +153,35 @@ def test_a_hand_edited_record_turns_the_rollout_off_and_says_why():
     assert [r.status for r in wrong_shape] == ["unreadable", "unreadable"]
     unknown = route(replace(good, mode="blue-green"), "6")
     assert unknown.mode == "single" and "unknown mode 'blue-green'" in unknown.note
+
+
+def test_report_spans_run_from_start_to_the_record_that_ended_them_with_one_window_per_canary_stage():
+    from datetime import datetime
+
+    from retrain.serving.report import spans
+
+    def at(minute: int) -> str:
+        return f"2026-12-03T10:{minute:02d}:00+00:00"
+
+    start = canary()
+    records = [
+        replace(start, at=at(0), started_at=at(0), stage_started_at=at(0), seq=1),
+        replace(start, stage=1, share=25.0, at=at(10), started_at=at(0), stage_started_at=at(10), seq=2),
+        replace(
+            start, stage=1, share=0.0, status="breached", at=at(15), started_at=at(0), stage_started_at=at(10), seq=3
+        ),  # fmt: skip
+        Rollout("shadow", "8", "6", 100.0, at=at(20), started_at=at(20), stage_started_at=at(20), seq=4),
+        Rollout(
+            "shadow", "8", "6", 0.0, status="stopped", at=at(30), started_at=at(20), stage_started_at=at(20), seq=5
+        ),  # fmt: skip
+        Rollout("ab", "9", "6", 5.0, at=at(40), started_at=at(40), stage_started_at=at(40), seq=6),
+    ]
+    found = spans(records)
+    assert [(s.first.seq, s.latest.seq, s.first.mode) for s in found] == [(1, 3, "canary"), (4, 5, "shadow"),
+                                                                          (6, 6, "ab")]  # fmt: skip
+    first, shadow, ab = found
+    minute = lambda m: datetime(2026, 12, 3, 10, m)  # noqa: E731
+    assert (first.start, first.end) == (minute(0), minute(15))  # to the breach, not to now
+    assert first.stages == ((0, 5.0, minute(0), minute(10)), (1, 25.0, minute(10), minute(15)))
+    assert (shadow.start, shadow.end) == (minute(20), minute(30))
+    assert ab.end is None and ab.stages == ((0, 5.0, minute(40), None),)

@@ -137,3 +137,70 @@ def test_served_metrics_judge_the_answers_as_given_not_at_half():
     found = served_metrics(y, prediction, probability)
     assert found["accuracy"] == 1.0 and found["recall"] == 1.0 and found["precision"] == 1.0
     assert found["roc_auc"] == 1.0 and found["brier"] == pytest.approx(np.mean((probability - y) ** 2))
+
+
+def _customers(variant: str, customers: int, correct_customers: int, per_customer: int) -> pd.DataFrame:
+    """`customers` customers with `per_customer` labelled records each, all right or all wrong per customer."""
+    rows = []
+    for c in range(customers):
+        right = c < correct_customers
+        for r in range(per_customer):
+            rows.append(
+                {
+                    "request_id": f"{variant}-{c}-{r}",
+                    "record": 0,
+                    "entity_id": f"{variant}-cust-{c}",
+                    "assignment": "entity",
+                    "variant": variant,
+                    "served": True,
+                    "prediction": 1.0,
+                    "probability": 0.9,
+                    "label": 1.0 if right else 0.0,
+                    "error": None,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_repeated_customers_make_the_record_level_test_wrong_and_the_report_tests_at_the_customer():
+    from retrain.serving.stats import clustered_difference, per_unit
+
+    # issue 22: 95 vs 105 customers right out of 200 each, 10 records per customer (950 vs 1,050 records)
+    rows = pd.concat([_customers("production", 200, 95, 10), _customers("candidate", 200, 105, 10)], ignore_index=True)
+    naive = proportion_difference(950, 2000, 1050, 2000)
+    _, naive_p = chi_square(950, 2000, 1050, 2000)
+    assert naive_p < 0.01 and naive.ci_low > 0  # records as independent: "significant"
+    report = ab_report(rows, 50.0, min_effect=0.05, alpha=0.05, power=0.8, srm_alpha=0.001)
+    acc = report["difference"]["accuracy"]
+    assert acc["delta"] == pytest.approx(0.05) and acc["units"] == {"production": 200, "candidate": 200}
+    # at the customer: the same as 95 vs 105 out of 200, not significant; the interval ~ sqrt(10) wider
+    customers = proportion_difference(95, 200, 105, 200)
+    assert acc["ci_low"] < 0 < acc["ci_high"] and acc["p_value"] > 0.3
+    assert acc["se"] == pytest.approx((customers.ci_high - customers.ci_low) / 2 / 1.959964, rel=0.01)
+    assert acc["design_effect"] == pytest.approx(10, rel=0.02)
+    assert "not significant" in report["verdict"] and "over 200 / 200 customers" in report["verdict"]
+    assert report["sample_size"]["design_effect"] == pytest.approx(acc["design_effect"])
+    # independent records (one per customer) give the textbook interval: nothing is inflated
+    one_each = _customers("production", 200, 95, 1)
+    single = clustered_difference(
+        per_unit(one_each, one_each["label"]), (np.r_[np.ones(105), np.zeros(95)], np.ones(200))
+    )
+    assert single.design_effect == pytest.approx(200 / 199)  # only the small-sample factor K / (K - 1)
+
+
+def test_shadow_compare_pairs_the_same_records():
+    from retrain.serving.stats import shadow_compare
+
+    production = _rows("production", 100, 80, "p")
+    production["record"] = np.arange(100) % 2  # two records per request
+    shadow = production.copy()
+    shadow["variant"], shadow["served"] = "shadow", False
+    shadow.loc[:9, "prediction"] = 1 - shadow.loc[:9, "prediction"]  # disagrees on 10 records
+    shadow.loc[90:, "error"], shadow.loc[90:, "prediction"] = "RuntimeError: boom", np.nan
+    out = shadow_compare(pd.concat([production, shadow], ignore_index=True))
+    assert (out["pairs"], out["shadow_errors"], out["production_records"]) == (90, 10, 100)
+    assert out["agreement"] == pytest.approx(80 / 90) and out["coverage"] == pytest.approx(0.9)
+    assert out["labelled"] == 90
+    delta = out["metrics"]["shadow"]["accuracy"] - out["metrics"]["production"]["accuracy"]
+    assert out["metrics"]["delta"]["accuracy"] == pytest.approx(delta)
+    assert out["verdict"].startswith("shadow agreed with production on 88.89% of 90 records")
