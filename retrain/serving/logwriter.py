@@ -252,32 +252,10 @@ class LogWriter:
         key = (*columns, f"entity={entity}")
         set_id = self._sets.get(key)
         if set_id is None:
-            set_id = self._sets[key] = self._feature_set(list(columns), entity)
+            set_id = self._sets[key] = feature_set_id(self.engine, self.feature_sets, list(columns), entity)
         n = request.records
         rows = map(list, zip(*columns.values(), strict=True)) if columns else ([] for _ in range(n))
         return [(set_id, json.dumps(values, separators=(",", ":"))) for values in rows]
-
-    def _feature_set(self, names: list[str], entity: str | None) -> int:
-        """The id of a list of feature names (and the field holding the entity id) in `feature_sets`, added if new."""
-        from sqlalchemy import select
-
-        text = json.dumps({"columns": names, "entity": entity}, separators=(",", ":"))
-        table = self.feature_sets
-        query = select(table.c.id).where(table.c.names == text)
-        try:
-            with self.engine.begin() as conn:
-                found = conn.execute(query).scalar()
-                if found is None:
-                    key = conn.execute(table.insert().values(names=text)).inserted_primary_key
-                    found = key[0] if key else None
-        except Exception:  # another writer added the same names first (unique): read its id
-            with self.engine.connect() as conn:
-                found = conn.execute(query).scalar()
-            if found is None:
-                raise
-        if found is None:
-            raise RuntimeError(f"feature set {text} was not stored")
-        return int(found)
 
     def _done(
         self, groups: list[tuple[LoggedRequest | None, list[Batch]]], lost: int = 0, error: str | None = None
@@ -293,3 +271,25 @@ class LogWriter:
             elif not lost:
                 self.counters.last_error = None
             self._idle.notify_all()
+
+
+def feature_set_id(engine: Engine, table: Table, names: list[str], entity: str | None) -> int:
+    """The id of a list of feature names (and the field holding the entity id) in `feature_sets`, added if new."""
+    from sqlalchemy import select
+
+    text = json.dumps({"columns": names, "entity": entity}, separators=(",", ":"))
+    query = select(table.c.id).where(table.c.names == text)
+    try:
+        with engine.begin() as conn:
+            found = conn.execute(query).scalar()
+            if found is None:
+                key = conn.execute(table.insert().values(names=text)).inserted_primary_key
+                found = key[0] if key else None
+    except Exception:  # another writer added the same names first (unique): read its id
+        with engine.connect() as conn:
+            found = conn.execute(query).scalar()
+        if found is None:
+            raise
+    if found is None:
+        raise RuntimeError(f"feature set {text} was not stored")
+    return int(found)
