@@ -11,6 +11,7 @@ from datetime import date
 import pytest
 from mlflow import MlflowClient
 
+from retrain.describe import details_of
 from retrain.pipeline import run_cycle
 from retrain.registry import Registry
 from retrain.registry.descriptions import version_description
@@ -134,7 +135,11 @@ def test_model_and_version_descriptions_follow_promote_and_rollback(stable_data,
     for version in ("1", "2"):
         found = client.get_model_version("churn-classifier", version)
         comparisons = client.get_experiment_by_name("retrain-comparisons").experiment_id
-        assert found.description == version_description(settings, version, found.tags, found.aliases, comparisons)
+        details = details_of(found.description)  # the training details, carried over by every redraw
+        assert details and "- `fit_rows`: " in details
+        assert found.description == version_description(
+            settings, version, found.tags, found.aliases, comparisons, details
+        )
     # the JSON tags stay the record
     assert any(k.startswith("retrain.") for k in model.tags)
 
