@@ -73,8 +73,10 @@ def cycle_error(exc: BaseException) -> RetrainError:
 
 
 def cycle_name(as_of: str, outcome: str, version: str | None = None) -> str:
-    """The cycle run's name, outcome included: `cycle 2026-07-29: PROMOTED v4`, `... KEPT`, `SKIPPED`, `FAILED`."""
-    return f"cycle {as_of}: {outcome.upper()}" + (f" v{version}" if outcome == "promoted" and version else "")
+    """The cycle run's name, outcome first so the runs table (about 20 characters visible) shows it:
+    `PROMOTED v4 · cycle 2026-07-29`, `KEPT · cycle ...`, `SKIPPED · ...`, `FAILED · ...`."""
+    head = outcome.upper() + (f" v{version}" if outcome == "promoted" and version else "")
+    return f"{head} · cycle {as_of}"
 
 
 def describe_failed_cycle(as_of: str, model: str, error: str) -> None:

@@ -21,12 +21,15 @@ NOTE_LIMIT = 8000  # a run's description is a tag: MLflow's tag value limit
 UI_QUERY = "?workflowType=machine_learning"  # the UI's runs table and model registry, not its GenAI pages
 
 
+CUT_NOTE = "\n\n(cut to fit MLflow's limit)"
+
+
 def fit(text: str, limit: int) -> str:
     """`text` cut to `limit` characters at a line end, saying so."""
     if len(text) <= limit:
         return text
     cut = text[: limit - 40].rsplit("\n", 1)[0]
-    return cut + "\n\n(cut to fit MLflow's limit)"
+    return cut + CUT_NOTE
 
 
 def num(value: Any) -> str:
@@ -325,6 +328,26 @@ def history_after_move(model: str, production: str | None, row: str, previous: s
     return history_markdown(model, production, [row, *older], header)
 
 
+DETAILS_HEAD = "**Training details** (tags of the training run, kept off the version to keep its tag list short):"
+
+
+def details_markdown(tags: Mapping[str, str]) -> str | None:
+    """The training run's tags no code reads on a version (`training.DETAIL_TAGS`), as a list for the version's
+    description; each value cut to 300 characters (the run keeps the full text). None without any."""
+    items = [(k, v if len(v) <= 300 else v[:297].rsplit(" ", 1)[0] + "...") for k, v in sorted(tags.items()) if v]
+    if not items:
+        return None
+    return "\n".join([DETAILS_HEAD, "", *(f"- `{k.removeprefix('retrain.')}`: {v}" for k, v in items)])
+
+
+def details_of(description: str | None) -> str | None:
+    """The training-details block of a description `version_markdown` wrote (carried over when it is redrawn)."""
+    at = (description or "").find(DETAILS_HEAD)
+    if at < 0:
+        return None
+    return (description or "")[at:].removesuffix(CUT_NOTE).rstrip()
+
+
 def version_markdown(
     model: str,
     version: str,
@@ -334,8 +357,10 @@ def version_markdown(
     production_alias: str,
     staging_alias: str,
     comparison: str | None = None,
+    details: str | None = None,
 ) -> str:
-    """A version's description: what it was trained on, its validation metrics, its fate."""
+    """A version's description: what it was trained on, its validation metrics, its fate, and last the
+    training details (`details_markdown`) that are not tags of the version."""
     aliases = set(aliases)
     lines = [f"## {model} v{version}", ""]
     if tags.get("retrain.as_of"):
@@ -370,6 +395,8 @@ def version_markdown(
         "**Fate:** "
         + fate(tags, aliases, production_alias=production_alias, staging_alias=staging_alias, comparison=comparison),
     ]
+    if details:
+        lines += ["", details]
     return fit("\n".join(lines), DESCRIPTION_LIMIT)
 
 

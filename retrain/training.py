@@ -438,15 +438,17 @@ def _log_and_register(
         _ensure_registered(mlflow_client, reg.model_name)
         # model_id names the logged model the `models:/m-...` source belongs to: every tracking
         # server refuses the source without it (a local SQLite store does not check).
+        on_version, details = _version_tags(tags, val_metrics)
         version = mlflow_client.create_model_version(
-            reg.model_name, info.model_uri, run_id=run_id, tags=_version_tags(tags, val_metrics), model_id=info.model_id
+            reg.model_name, info.model_uri, run_id=run_id, tags=on_version, model_id=info.model_id
         )
         mlflow_client.set_registered_model_alias(reg.model_name, reg.staging_alias, version.version)
         mlflow.set_tag("retrain.model_version", version.version)
         tracking.set_name(f"train v{version.version} (as-of {as_of})")  # the version is known only now
+        from retrain.describe import details_markdown
         from retrain.registry.descriptions import write_version_description
 
-        write_version_description(mlflow_client, settings, version.version)
+        write_version_description(mlflow_client, settings, version.version, details=details_markdown(details))
     return TrainOutcome(
         reg.model_name,
         str(version.version),
@@ -458,14 +460,26 @@ def _log_and_register(
     )
 
 
-def _version_tags(run_tags: dict[str, str], val_metrics: dict[str, float]) -> dict[str, str]:
-    """The tutorial's metadata, on the version itself: training date, window, features, metrics."""
+# Training-run tags no code reads on a version: they go into the version's description (and stay on the run),
+# so the registry's versions list shows only the tags a reviewer or a reader needs (issue 23).
+DETAIL_TAGS = frozenset(
+    "retrain." + key
+    for key in (
+        "tuning_start fit_rows tuning_rows train_fingerprint features device best_epoch threshold_detail git_commit "
+        "rows_note train_days_used train_note validation_days_used validation_note"
+    ).split()
+)
+
+
+def _version_tags(run_tags: dict[str, str], val_metrics: dict[str, float]) -> tuple[dict[str, str], dict[str, str]]:
+    """The version's tags (what code reads: training date, windows, threshold, metrics, idempotency key) and the
+    training details for its description (`DETAIL_TAGS`)."""
     from datetime import datetime
 
-    tags = {k: v for k, v in run_tags.items()}
+    tags = {k: v for k, v in run_tags.items() if k not in DETAIL_TAGS}
     tags["retrain.trained_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     tags["retrain.metrics"] = json.dumps({k: round(float(v), 6) for k, v in val_metrics.items()}, sort_keys=True)
-    return tags
+    return tags, {k: v for k, v in run_tags.items() if k in DETAIL_TAGS}
 
 
 def _ensure_registered(mlflow_client, name: str) -> None:

@@ -48,9 +48,12 @@ def refresh_descriptions(
             model.spec.production_alias,
             model.spec.staging_alias,
         )
-        model.client.update_model_version(
-            model.name, version, description=version_description(model.settings, version, tags, aliases, comparisons)
+        from retrain.describe import details_of
+
+        text = version_description(
+            model.settings, version, tags, aliases, comparisons, details_of(getattr(before, "description", None))
         )
+        model.client.update_model_version(model.name, version, description=text)
 
     try:
         model.together(
@@ -116,18 +119,29 @@ def experiment_id(client: Any, name: str) -> str | None:
     return found.experiment_id if found is not None else None
 
 
-def write_version_description(client: Any, settings: Settings, version: str, comparisons: str | None = None) -> None:
-    """A version's description: trained on, validation metrics, fate (from its tags and aliases). `comparisons`:
-    the id of `experiments.comparisons` (read when not given)."""
+def write_version_description(
+    client: Any, settings: Settings, version: str, comparisons: str | None = None, details: str | None = None
+) -> None:
+    """A version's description: trained on, validation metrics, fate (from its tags and aliases), training
+    details (`details`, else those its description holds). `comparisons`: the id of `experiments.comparisons`
+    (read when not given)."""
+    from retrain.describe import details_of
+
     found = client.get_model_version(settings.registry.model_name, version)
     if comparisons is None:
         comparisons = experiment_id(client, settings.experiments.comparisons)
-    text = version_description(settings, str(version), found.tags or {}, found.aliases or [], comparisons)
+    details = details or details_of(found.description)
+    text = version_description(settings, str(version), found.tags or {}, found.aliases or [], comparisons, details)
     client.update_model_version(settings.registry.model_name, version, description=text)
 
 
 def version_description(
-    settings: Settings, version: str, tags: dict[str, str], aliases: Any, comparisons: str | None = None
+    settings: Settings,
+    version: str,
+    tags: dict[str, str],
+    aliases: Any,
+    comparisons: str | None = None,
+    details: str | None = None,
 ) -> str:
     """The text of `write_version_description`, drawn from given tags and aliases (no reads); its comparison
     link goes under `comparisons` (the comparisons experiment's id) when given, else the UI's direct route."""
@@ -144,4 +158,5 @@ def version_description(
         production_alias=reg.production_alias,
         staging_alias=reg.staging_alias,
         comparison=link,
+        details=details,
     )

@@ -189,6 +189,7 @@ def test_training_is_reproducible(stable_data):
 def test_tags_on_run_and_version(trained, windows):
     from retrain.data import fingerprint
     from retrain.tracking import git_commit
+    from retrain.training import DETAIL_TAGS
 
     train_rows, val_rows = windows.train, windows.validation
     client = trained.client()
@@ -211,10 +212,15 @@ def test_tags_on_run_and_version(trained, windows):
         "retrain.features": ",".join(FEATURES),
         "retrain.trigger": REASON,
     }
-    for tags in (run_tags, version.tags):
-        for key, value in expected.items():
-            assert tags.get(key) == value, key
-        assert tags.get("retrain.git_commit") == git_commit()  # absent when not run from a git checkout
+    for key, value in expected.items():
+        assert run_tags.get(key) == value, key
+        if key in DETAIL_TAGS:  # no code reads it on the version: in its description, off its tag list
+            assert key not in version.tags and f"- `{key.removeprefix('retrain.')}`: {value}\n" in version.description
+        else:
+            assert version.tags.get(key) == value, key
+    assert run_tags.get("retrain.git_commit") == git_commit()  # absent when not run from a git checkout
+    assert "retrain.git_commit" not in version.tags and "retrain.best_epoch" not in version.tags
+    assert f"- `best_epoch`: {run_tags['retrain.best_epoch']}" in version.description
     assert len(train_rows) == 30 * 250 and len(val_rows) == 10 * 250
     assert version.run_id == trained.out["run_id"]
     assert version.tags["retrain.trained_at"].endswith("+00:00")
@@ -366,8 +372,8 @@ def test_threshold_and_early_stopping_use_the_tuning_rows_only(trained, windows,
     history = [m.value for m in trained.client().get_metric_history(trained.out["run_id"], "val_loss")]
     loss = evaluate_loss(net, torch.from_numpy(num), torch.from_numpy(codes), torch.from_numpy(y))
     assert loss == pytest.approx(min(history), rel=1e-4)
-    assert int(version.tags["retrain.best_epoch"]) >= 2  # model.min_epochs = 3
     run = trained.client().get_run(trained.out["run_id"])
+    assert int(run.data.tags["retrain.best_epoch"]) >= 2  # model.min_epochs = 3
     assert run.data.metrics["threshold"] == threshold
     assert run.data.metrics["tuning_f1"] > 0 and run.data.metrics["val_f1"] == pytest.approx(
         trained.out["metrics"]["f1"]

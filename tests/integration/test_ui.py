@@ -11,6 +11,7 @@ from datetime import date
 import pytest
 from mlflow import MlflowClient
 
+from retrain.describe import details_of
 from retrain.pipeline import run_cycle
 from retrain.registry import Registry
 from retrain.registry.descriptions import version_description
@@ -54,7 +55,7 @@ def test_in_process_cycle_names_runs_tags_experiments_and_logs_effective_params(
     assert result.outcome == "promoted", result.reasons
     client = MlflowClient()
     cycle = client.get_run(result.run_id)
-    assert cycle.data.tags["mlflow.runName"] == "cycle 2026-02-20: PROMOTED v1"
+    assert cycle.data.tags["mlflow.runName"] == "PROMOTED v1 · cycle 2026-02-20"
     names = {
         "retrain-monitoring": "check 2026-02-20: no production model",
         "retrain-training": "train v1 (as-of 2026-02-20)",
@@ -134,7 +135,11 @@ def test_model_and_version_descriptions_follow_promote_and_rollback(stable_data,
     for version in ("1", "2"):
         found = client.get_model_version("churn-classifier", version)
         comparisons = client.get_experiment_by_name("retrain-comparisons").experiment_id
-        assert found.description == version_description(settings, version, found.tags, found.aliases, comparisons)
+        details = details_of(found.description)  # the training details, carried over by every redraw
+        assert details and "- `fit_rows`: " in details
+        assert found.description == version_description(
+            settings, version, found.tags, found.aliases, comparisons, details
+        )
     # the JSON tags stay the record
     assert any(k.startswith("retrain.") for k in model.tags)
 
@@ -189,7 +194,7 @@ def test_readme_command_1_files_the_cycle_in_retrain_cycles_with_named_steps(sta
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient()
     [cycle] = runs_in(client, "retrain-cycles")
-    assert cycle.data.tags["mlflow.runName"] == "cycle 2026-02-20: PROMOTED v1"
+    assert cycle.data.tags["mlflow.runName"] == "PROMOTED v1 · cycle 2026-02-20"
     assert cycle.data.tags["mlflow.project.entryPoint"] == "main"  # the project run's own tags came along
     assert cycle.info.status == "FINISHED"
     [train] = runs_in(client, "retrain-training")
@@ -242,7 +247,7 @@ def test_a_cycle_that_fails_after_its_run_started_ends_failed_with_the_reason(st
     client = MlflowClient()
     [cycle] = runs_in(client, "retrain-cycles")
     assert cycle.info.status == "FAILED"
-    assert cycle.data.tags["mlflow.runName"] == "cycle 2026-02-20: FAILED"
+    assert cycle.data.tags["mlflow.runName"] == "FAILED · cycle 2026-02-20"
     assert cycle.data.tags["retrain.outcome"] == "failed"
     assert str(failure.value) in cycle.data.tags["retrain.error"]
     note = cycle.data.tags["mlflow.note.content"]

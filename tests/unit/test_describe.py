@@ -243,3 +243,26 @@ def test_shorten_cuts_at_a_word_with_an_ellipsis():
     text = "the model served badly after the pricing change"
     cut = describe.shorten(text, 20)
     assert cut == "the model served…" and len(cut) <= 20
+
+
+def test_training_details_go_last_in_the_version_description_and_survive_a_redraw():
+    details = describe.details_markdown(
+        {
+            "retrain.fit_rows": "5750",
+            "retrain.features": "tenure,plan",
+            "retrain.rows_note": "x " * 400,
+            "retrain.a": "",
+        }
+    )
+    assert details is not None and details.startswith(describe.DETAILS_HEAD)
+    assert "- `fit_rows`: 5750" in details and "- `features`: tenure,plan" in details and "`a`" not in details
+    assert max(len(line) for line in details.splitlines()) < 320 and "..." in details  # long values cut
+    tags = {"retrain.as_of": "2026-03-01", "retrain.threshold": "0.4", "retrain.threshold_policy": "max_f1"}
+    kw = {"production_alias": "production", "staging_alias": "staging"}
+    first = describe.version_markdown("m", "3", tags, ["staging"], details=details, **kw)
+    assert first.endswith(details) and first.index("**Fate:**") < first.index(describe.DETAILS_HEAD)
+    assert describe.details_of(first) == details
+    redrawn = describe.version_markdown("m", "3", tags, ["production"], details=describe.details_of(first), **kw)
+    assert "serving (@production)" in redrawn and redrawn.endswith(details)
+    assert describe.details_of("## m v1\n\n**Fate:** never compared") is None
+    assert describe.details_markdown({}) is None
