@@ -140,6 +140,7 @@ def score(
         else:
             from retrain.batch.engine_spark import score_spark
 
+            assert spark is not None  # the spark engine started its session above
             files = score_spark(spark, model_uri, v, population, out, scored_at=scored_at, tally=tally)
         engine_seconds = time.perf_counter() - engine_started
         seconds = time.perf_counter() - started

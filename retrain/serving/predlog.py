@@ -43,17 +43,25 @@ __all__ = [
 log = logging.getLogger("retrain.serving")
 
 
-def _create_tables(metadata: Any, engine: Any, tables: Any = None, attempts: int = 5) -> None:
-    """Create the log's missing tables. Replicas started together on a fresh log race to create them: the loser's
-    CREATE fails (SQLite: "table already exists"; PostgreSQL: a unique violation in pg_type) after its check found
-    none, so a failed pass is retried, and the next pass finds the tables the winner created."""
+def _open_tables(engine: Any, metadata: Any, tables: Any, create: bool, attempts: int = 8) -> None:
+    """Create the log's missing tables and bring an older layout up to date (`logmigrate`). Replicas started
+    together on a fresh log race here: the loser's CREATE fails (SQLite: "table already exists"; PostgreSQL: a
+    unique violation in pg_type) after its check found none, or its layout write meets the winner's lock
+    ("database is locked"), so a failed pass is retried whole, and the next pass finds what the winner made."""
     import time
 
+    from sqlalchemy import inspect
     from sqlalchemy.exc import DBAPIError
+
+    from retrain.serving.logmigrate import migrate
 
     for attempt in range(1, attempts + 1):
         try:
-            metadata.create_all(engine, tables=tables)
+            new = False
+            if create:
+                new = not inspect(engine).has_table("predictions")
+                metadata.create_all(engine, tables=tables)
+            migrate(engine, tables, new=new)
             return
         except DBAPIError:
             if attempt == attempts:
@@ -74,19 +82,10 @@ class PredictionLog:
         retention_days: float | None = None,
         sync: bool = False,
     ) -> None:
-        from sqlalchemy import inspect
-
-        from retrain.serving.logmigrate import migrate
-
         self.url = url
         self.engine = make_engine(url)
         self.metadata, self.requests, self.predictions, self.feedback, self.feature_sets = tables()
-        current = [self.predictions, self.feedback, self.feature_sets]
-        new = False
-        if create:
-            new = not inspect(self.engine).has_table("predictions")
-            _create_tables(self.metadata, self.engine, current)
-        migrate(self.engine, current, new=new)
+        _open_tables(self.engine, self.metadata, [self.predictions, self.feedback, self.feature_sets], create)
         self.batch_rows, self.flush_s = batch_rows, flush_s
         self.retention_days = retention_days
         self._writer = LogWriter(
