@@ -24,7 +24,6 @@ import os
 import statistics
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -53,7 +52,7 @@ def _write_log(url: str, rows: int, end: datetime, moved: datetime, rollout: tup
     import numpy as np
 
     from retrain.serving.assign import bucket, to_candidate
-    from retrain.serving.predlog import Batch, LoggedRequest, PredictionLog
+    from retrain.serving.predlog import Batch, LoggedRequest, PredictionLog, new_request_id
 
     rng = np.random.default_rng(7)
     step = timedelta(days=1) / PER_DAY
@@ -71,7 +70,7 @@ def _write_log(url: str, rows: int, end: datetime, moved: datetime, rollout: tup
             feature_bytes.append(
                 len(json.dumps({k: v for k, v in record.items() if k != "customer_id"}, separators=(",", ":")))
             )
-        request_id = str(uuid.UUID(bytes=rng.bytes(16), version=4))  # what the service uses: random UUIDs
+        request_id = new_request_id(at, rng.bytes(10))  # the service's ids (UUIDv7 of the time), seeded
         variant, version = "production", ("1" if at < moved else "2")
         if rollout[0] <= at < rollout[1] and to_candidate(bucket(f"{NAME}/{customer}"), 10.0):
             variant, version = "candidate", "3"

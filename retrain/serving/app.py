@@ -19,7 +19,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +28,7 @@ from retrain.config import Settings
 from retrain.serving import assign
 from retrain.serving.feedback import feedback_rows
 from retrain.serving.payload import PayloadError, parse
-from retrain.serving.predlog import Batch, LoggedRequest, PredictionLog, redact, utcnow
+from retrain.serving.predlog import Batch, LoggedRequest, PredictionLog, new_request_id, redact, utcnow
 from retrain.serving.scoring import Scorer
 
 if TYPE_CHECKING:
@@ -72,8 +71,8 @@ class Router:
         if snap.production.fast is not None:  # values the network cannot take: 422 naming record and field, now
             snap.production.fast.encode(parsed)
         ids, n = parsed.entity_ids, parsed.n
-        request_id = str(uuid.uuid4())
         at = utcnow()
+        request_id = new_request_id(at)  # time-ordered (UUIDv7): a window's rows and labels lie together
         assignment = ["entity" if e is not None else "request" for e in ids]
         to_candidate = np.zeros(n, dtype=bool)
         route = snap.route

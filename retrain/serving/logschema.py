@@ -16,6 +16,7 @@ body there (see `logmigrate`). On SQLite times are integer microseconds since th
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
@@ -120,6 +121,21 @@ def tables():
 def utcnow() -> datetime:
     """Naive UTC (what the log stores: the same in SQLite and PostgreSQL)."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def new_request_id(at: datetime, entropy: bytes | None = None) -> str:
+    """A new request id: a UUID version 7 (RFC 9562) of naive-UTC time `at`, as standard UUID text.
+
+    48 bits of milliseconds since the epoch, then 74 random bits (`entropy`: 10 bytes, `os.urandom` by default).
+    Ids sort by time, so a window's predictions and their labels lie together in the log's request-id indexes
+    (a watch or report reads a range, not pages scattered over the whole log); the random part keeps them unique.
+    """
+    ms = (at - EPOCH) // timedelta(milliseconds=1)
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | int.from_bytes(entropy or os.urandom(10), "big") & (1 << 80) - 1
+    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 4122 variant
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def make_engine(url: str):

@@ -20,6 +20,7 @@ from retrain.serving.logschema import (
     Counters,
     LoggedRequest,
     make_engine,
+    new_request_id,
     redact,
     tables,
     utcnow,
@@ -36,6 +37,7 @@ __all__ = [
     "LoggedRequest",
     "PredictionLog",
     "make_engine",
+    "new_request_id",
     "redact",
     "utcnow",
 ]

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
 
-from retrain.serving.predlog import Batch, LoggedRequest, PredictionLog
+from retrain.serving.predlog import Batch, LoggedRequest, PredictionLog, new_request_id
 from tests.logfill import START, fill
 
 
@@ -172,3 +173,23 @@ def test_tally_counts_in_the_database_what_rows_would_give(tmp_path):
     }
     assert log.tally("m", since=START + timedelta(days=9)) == {"records": 0, "labelled": 0, "correct": 0}
     log.engine.dispose()
+
+
+def test_request_ids_are_uuid7_text_ordered_by_time_and_unique():
+    base = datetime(2026, 12, 3, 13, 0, 0)
+    times = [base + timedelta(milliseconds=ms) for ms in (0, 1, 2, 999, 1000, 60_000, 86_400_000)]
+    ids = [new_request_id(at) for at in times]
+    for text, at in zip(ids, times, strict=True):
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and len(text) == 36  # standard lower-case UUID text, fits String(36)
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert parsed.int >> 80 == (at - datetime(1970, 1, 1)) // timedelta(milliseconds=1)  # the time prefix
+    assert ids == sorted(ids)  # text order is time order (across ms, s, a day)
+    # the random part: extreme entropy keeps the version and variant bits and still sorts by time
+    low, high = new_request_id(base, bytes(10)), new_request_id(base, b"\xff" * 10)
+    assert uuid.UUID(low).version == uuid.UUID(high).version == 7
+    assert uuid.UUID(high).variant == uuid.RFC_4122
+    assert low < high < new_request_id(base + timedelta(milliseconds=1), bytes(10))
+    assert new_request_id(base, b"\x01" * 10) == new_request_id(base, b"\x01" * 10)  # seeded: reproducible
+    same_ms = {new_request_id(base) for _ in range(10_000)}
+    assert len(same_ms) == 10_000  # unique within one millisecond
