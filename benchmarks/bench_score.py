@@ -7,6 +7,8 @@ The population is one day of N rows in one Parquet file (row groups of `batch_ro
 five times). Each side runs in its own process, so its peak RSS (ru_maxrss) is its own:
 - ours: `retrain.batch.scoring.score` (resolve the alias, load the model, stream, score, write, commit, log a run);
   its time is the run's `seconds` (the process's imports are outside it, as they are outside the baseline's).
+  It scores through `retrain serve`'s fast path (`FastModel.predict_frame`: the same model's `features.encode` and
+  network, the same outputs as its pyfunc `predict`) and reads the next batch on a thread while it scores.
 - baseline: load the same model, read the same row groups, `model.predict(conform(chunk))` per chunk; timed: the
   predict calls only (reading outside the timer), and reading + predict as a second reference.
 - spark: a warm SparkSession (local[2]); `score(engine="spark")`, then a bare `spark.read.parquet(...)
@@ -246,8 +248,9 @@ def run(rows: int = 1_000_000, spark_rows: int | None = None, batch_rows: int = 
 def summary(r: dict) -> list[dict]:
     rows = [
         {
-            "measurement": f"`retrain score --engine pandas`, {r['rows']:,} rows (batches of {r['batch_rows']:,}) vs "
-            "the loaded pyfunc's predict over the same chunks",
+            "measurement": f"`retrain score --engine pandas`, {r['rows']:,} rows (batches of {r['batch_rows']:,}; "
+            "scored through serve's fast path: same model, same outputs) vs the loaded pyfunc's predict over the "
+            "same chunks",
             "result": f"{r['ours_s']} s (the whole run; streaming read, score, write: {r['ours_engine_s']} s) vs "
             f"{r['predict_s']} s, ratio {r['ratio']} ({r['ratio_engine_only']} for the streaming part; vs loading, "
             f"reading and predicting {r['read_and_predict_s']} s: {r['ratio_vs_read_and_predict']})",

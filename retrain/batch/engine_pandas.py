@@ -1,4 +1,9 @@
-"""The pandas engine: read a batch, score it with the loaded pyfunc model, append it to its day's staging file.
+"""The pandas engine: read a batch, score it with the loaded model, append it to its day's staging file.
+
+Our own models are scored through `retrain serve`'s fast path (`FastModel.predict_frame`: `features.encode`, then
+the network; the pyfunc model's `predict` computes the same, behind a schema check and a DataFrame round trip);
+other models through their pyfunc `predict`. The next batch is read on a thread while this one is scored and
+written (pyarrow releases the GIL), one batch ahead at most.
 
 Memory holds one batch at a time (about `score.batch_rows` rows) and one open Parquet writer per day scored,
 whatever the population. Nothing is committed until every batch is written: a failure removes the staging files
@@ -7,6 +12,7 @@ and leaves every day's previous scores as they were.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Any
 
@@ -32,13 +38,15 @@ def score_pandas(
     import pyarrow.parquet as pq
 
     from retrain.model import conform
+    from retrain.serving.fastpath import FastModel
 
+    fast = FastModel.of(model)
     writers: dict[date, tuple[str, Any]] = {}
     id_type: pa.DataType | None = None
     stamp = pa.scalar(scored_at, pa.timestamp("us", tz="UTC"))
     try:
-        for batch in batches(population, batch_rows):
-            probability, prediction = _predict(model, batch, conform)
+        for batch in _ahead(batches(population, batch_rows)):
+            probability, prediction = _predict(model, fast, batch, conform)
             tally.add(probability, prediction)
             ids = batch.ids
             if id_type is None:
@@ -84,11 +92,57 @@ def score_pandas(
     return {d.isoformat(): output.commit(d, staging) for d, (staging, _) in sorted(writers.items())}
 
 
-def _predict(model: Any, batch: Batch, conform: Any) -> tuple[Any, Any]:
+def _ahead(items: Iterator[Batch]) -> Iterator[Batch]:
+    """`items`, each produced on a thread while the caller works on the one before (one waiting at most); an
+    error while producing is raised here, in order; closing this generator stops the thread after its batch."""
+    import queue
+    import threading
+
+    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                slots.put(("item", item))
+                if stop.is_set():
+                    return
+            slots.put(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            slots.put(("error", exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:  # the reader's open file, closed on this thread
+                close()
+
+    thread = threading.Thread(target=produce, name="retrain-score-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while thread.is_alive():  # free its slot so a put blocked on a full queue returns and sees `stop`
+            try:
+                slots.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()
+
+
+def _predict(model: Any, fast: Any, batch: Batch, conform: Any) -> tuple[Any, Any]:
     """(probability float64, prediction int64) of a batch; DataError naming the file for rows the model refuses."""
     import numpy as np
 
     try:
+        if fast is not None:
+            prediction, probability = fast.predict_frame(batch.features)
+            return probability, prediction
         out = model.predict(conform(batch.features, model))
     except Exception as exc:
         from mlflow.exceptions import MlflowException

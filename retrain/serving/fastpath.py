@@ -3,19 +3,21 @@
 The pyfunc model (what `mlflow models serve` and batch scoring load) goes DataFrame -> `features.encode` ->
 network; this goes the request's validated columns -> `features.encode_columns` -> the same loaded network:
 the same casts (one module, `retrain.features`), the same forward pass (`model.predict_proba`, under
-`torch.inference_mode`), the same threshold. Models that are not ours (no `net` and `spec` inside their pyfunc
-wrapper) have no fast path and are scored through their `predict`.
+`torch.inference_mode`), the same threshold. `retrain score` scores its batches' DataFrames the same way
+(`predict_frame`: `features.encode`, then the network). Models that are not ours (no `net` and `spec` inside
+their pyfunc wrapper) have no fast path and are scored through their `predict`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from retrain.features import InputError, ModelSpec, encode_columns
+from retrain.features import InputError, ModelSpec, encode, encode_columns
 from retrain.serving.payload import Parsed, PayloadError
 
 if TYPE_CHECKING:
     import numpy as np
+    import pandas as pd
 
 
 class FastModel:
@@ -66,13 +68,22 @@ class FastModel:
 
     def predict(self, parsed: Parsed, idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(prediction 0/1 as int64, probability of class 1 as float64) for the records `idx` (all when None)."""
+        numeric, codes = self.encode(parsed)
+        if idx is not None:
+            numeric, codes = numeric[idx], codes[idx]
+        return self._answer(numeric, codes)
+
+    def predict_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """`predict` for a DataFrame of raw features (`retrain score`'s batches): `features.encode`, then the
+        network, what the pyfunc model's `predict` computes, without its schema check and DataFrame round trip.
+        InputError naming the column of a value the model cannot take."""
+        return self._answer(*encode(frame, self.spec))
+
+    def _answer(self, numeric: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import numpy as np
 
         from retrain.model import predict_proba
 
-        numeric, codes = self.encode(parsed)
-        if idx is not None:
-            numeric, codes = numeric[idx], codes[idx]
         probability = predict_proba(self.net, numeric, codes)
         if not np.isfinite(probability).all():  # cannot happen for the inputs encode lets through; never hand out NaN
             raise InputError(f"{int((~np.isfinite(probability)).sum())} row(s) scored no finite probability")

@@ -80,6 +80,27 @@ def test_score_writes_the_day_and_logs_the_run(trained, tmp_path):
     )
 
 
+def test_fast_path_scores_a_batch_as_the_pyfunc_predict_does(trained):
+    """The pandas engine scores our models through `FastModel.predict_frame`: a real batch of the day (as the
+    engine reads it) gets the same probabilities and predictions as the loaded pyfunc's `predict`."""
+    from retrain.batch.population import batches, resolve
+    from retrain.config import load_settings
+    from retrain.model import conform
+    from retrain.serving.fastpath import FastModel
+
+    model = mlflow.pyfunc.load_model(f"models:/{trained['name']}/{trained['version']}")
+    fast = FastModel.of(model)
+    assert fast is not None
+    settings = load_settings(None, [*FAST, *GAPS, f"data.path={trained['data']}"])
+    [batch, *more] = list(batches(resolve(settings.data, pd.Timestamp(DAY).date(), 2), 1_000))
+    assert not more and len(batch.features) == 400 and batch.features.isna().any().any()  # GAPS: nulls imputed
+    prediction, probability = fast.predict_frame(batch.features)
+    want = model.predict(conform(batch.features, model))
+    assert abs(probability - want["probability"].to_numpy()).max() <= 1e-9
+    assert (prediction == want["prediction"].to_numpy()).all() and 0 < prediction.sum() < len(prediction)
+    assert FastModel.of(object()) is None  # not one of ours: the engine scores through pyfunc predict
+
+
 def _features() -> tuple[str, ...]:
     from retrain.config import DataSpec
 
