@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from retrain.cli.options import (
@@ -81,7 +83,7 @@ def promote(settings, candidate: str, force: bool, reason: str, as_of: str | Non
             reason=reason or None,
             as_of=parse_as_of(as_of) if as_of else None,
         )
-        _name_move_run(move)
+        _name_move_run(settings, move)
     emit(asdict(move), as_json, [_move_line(settings.registry.model_name, move)])
 
 
@@ -100,19 +102,31 @@ def rollback(settings, to: str, reason: str, force: bool, as_json: bool) -> None
 
     with move_run(settings.experiments.cycles, "rollback", {"retrain.model_name": settings.registry.model_name}):
         move = Registry(settings).rollback(unless_default(to, "previous"), reason=reason or None, force=force)
-        _name_move_run(move)
+        _name_move_run(settings, move)
     emit(asdict(move), as_json, [_move_line(settings.registry.model_name, move)])
 
 
-def _name_move_run(move) -> None:
-    """Name the run of a promote or rollback after the move it made; its description holds the full reason
-    (the history table shows it shortened, linking here)."""
+def _name_move_run(settings, move) -> None:
+    """Name the run of a promote or rollback after the move it made (opening it now, after the move, unless
+    `mlflow run` made it before); its description holds the full reason (the history table shows it
+    shortened, linking here)."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        from retrain.tracking import step_run
+
+        tags = {"retrain.model_name": settings.registry.model_name}
+        with contextlib.suppress(Exception), step_run(settings.experiments.cycles, move.kind, tags):
+            _describe_move(move)
+        return
+    _describe_move(move)
+
+
+def _describe_move(move) -> None:
     import mlflow
 
     from retrain.tracking import describe, set_name
 
-    if mlflow.active_run() is None:
-        return
     set_name(f"{move.kind} v{move.from_version or '-'} -> v{move.to_version or '-'}")
     mlflow.set_tags({"retrain.move_seq": str(move.seq), "retrain.move_kind": move.kind})
     describe(

@@ -305,21 +305,38 @@ def epoch_bar(total: int, enabled: bool):
 @contextlib.contextmanager
 def move_run(experiment: str, kind: str, tags: dict[str, str]) -> Iterator[Any]:
     """The run of a command that moves production (promote, rollback), always: filed in `experiment` (never
-    Default; under `mlflow run`, the run it made), named `kind` until the command names it after its move
-    (`name_move_run`). A refused or failed move ends FAILED, named `<kind>: REFUSED` with the reason."""
-    from retrain.tracking import describe, set_name, step_run
+    Default), named after its move by `name_move_run`; a refused or failed move ends FAILED, named
+    `<kind>: REFUSED` with the reason. Under `mlflow run` its run exists before the move and is continued;
+    otherwise the run is written after the move, so a move killed half-way leaves no run RUNNING (the move
+    log records it, and `retrain status` finds the move itself)."""
+    from retrain.tracking import step_run
 
-    with step_run(experiment, kind, tags) as run:
-        try:
-            yield run
-        except Exception as exc:
-            with contextlib.suppress(Exception):
-                set_name(f"{kind}: REFUSED")
-                describe(f"## REFUSED: {kind}\n\n**Reason:** {exc}")
-                import mlflow
-
-                mlflow.set_tag("retrain.error", str(exc)[:4000])
+    if os.environ.get("MLFLOW_RUN_ID"):
+        with step_run(experiment, kind, tags) as run:
+            try:
+                yield run
+            except Exception as exc:
+                _refused(kind, exc)
+                raise
+        return
+    try:
+        yield None
+    except Exception as exc:
+        with contextlib.suppress(Exception), step_run(experiment, kind, tags):
+            _refused(kind, exc)
             raise
+        raise
+
+
+def _refused(kind: str, exc: Exception) -> None:
+    import mlflow
+
+    from retrain.tracking import describe, set_name
+
+    with contextlib.suppress(Exception):
+        set_name(f"{kind}: REFUSED")
+        describe(f"## REFUSED: {kind}\n\n**Reason:** {exc}")
+        mlflow.set_tag("retrain.error", str(exc)[:4000])
 
 
 @contextlib.contextmanager
