@@ -55,9 +55,15 @@ def _template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def point_mlflow(mp: pytest.MonkeyPatch, uri: str) -> None:
     """Point MLflow at `uri`: the environment (for child processes) and the fluent API."""
     import mlflow
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
 
     mp.setenv("MLFLOW_TRACKING_URI", uri)
     mp.setenv("MLFLOW_REGISTRY_URI", uri)  # set_registry_uri writes it too: undo that after the test
+    # set_tracking_uri/set_registry_uri keep the URI process-wide: restore it after the test, so a later test in
+    # the same worker does not find this store (e.g. a deliberately broken one) without asking for it
+    mp.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
+    mp.setattr(registry_utils, "_registry_uri", registry_utils._registry_uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     # set_experiment() caches the experiment id process-wide; a new store must not inherit it
