@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from retrain.floors import p_text
+from retrain.version_tags import expand
 
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "expected_cost"})
 HISTORY_ROWS = 50  # moves shown in the model description; `retrain history` pages through all of them
@@ -361,7 +362,7 @@ def version_markdown(
 ) -> str:
     """A version's description: what it was trained on, its validation metrics, its fate, and last the
     training details (`details_markdown`) that are not tags of the version."""
-    aliases = set(aliases)
+    aliases, tags = set(aliases), expand(tags)
     lines = [f"## {model} v{version}", ""]
     if tags.get("retrain.as_of"):
         lines.append(
@@ -410,6 +411,7 @@ def fate(
 ) -> str:
     """serving / candidate / rejected by the gate (why) / rolled back from / archived."""
     where = f" ({comparison})" if comparison else ""
+    tags = expand(tags)
     if production_alias in aliases:
         return "serving (@" + production_alias + ")"
     rolled = tags.get("retrain.rolled_back")

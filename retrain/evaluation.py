@@ -25,6 +25,7 @@ from typing import Any
 from retrain.comparison import Comparison
 from retrain.config import Settings
 from retrain.errors import CheckError, DataError, RegistryError
+from retrain.version_tags import comparison_tags, expand
 
 
 def _version(client, name: str, *, version: str | None = None, alias: str | None = None):
@@ -80,7 +81,7 @@ def fresh_from(version) -> str | None:
     """
     if version is None:
         return None
-    tags = version.tags or {}
+    tags = expand(version.tags)
     return tags.get("retrain.fresh_from") or tags.get("retrain.validation_end") or tags.get("retrain.train_end")
 
 
@@ -262,6 +263,7 @@ def evaluate(
         ),
     ]
     failed = [f"{r.name}: {r.detail}" for r in results if not r.passed]
+    threshold_policy = expand(cand.tags).get("retrain.threshold_policy", "fixed")
     lower, upper = (
         gate.bounds(policy.primary_metric, policy.alpha, delong, ci) if mode != "superiority" else (None, None)
     )
@@ -270,7 +272,6 @@ def evaluate(
         from retrain import evidence
         from retrain.floors import DECISION_FLOOR
 
-        threshold_policy = cand.tags.get("retrain.threshold_policy", "fixed")
         change_bounds = evidence.bounds(
             y,
             p_cand,
@@ -288,7 +289,7 @@ def evaluate(
         from retrain import evidence
         from retrain.floors import DECISION_FLOOR
 
-        metric, key, _ = DECISION_FLOOR.get(cand.tags.get("retrain.threshold_policy", "fixed"), DECISION_FLOOR["fixed"])
+        metric, key, _ = DECISION_FLOOR.get(threshold_policy, DECISION_FLOOR["fixed"])
         change_bounds = {
             "decision_floor": evidence.floor_bounds(
                 y,
@@ -313,7 +314,7 @@ def evaluate(
         failed_checks=failed,
         baselines=baselines,
         chance_p_value=chance["p_value_one_sided"],
-        threshold_policy=cand.tags.get("retrain.threshold_policy", "fixed"),
+        threshold_policy=threshold_policy,
         mode=mode,
         lower_bound=lower,
         upper_bound=upper,
@@ -459,11 +460,7 @@ def _log(
                     )
                 )
         mlflow_client = tracking.client()
-        for key, value in (
-            ("retrain.comparison_run_id", run_id),
-            ("retrain.decision", c.decision["decision"]),
-            ("retrain.decision_reason", c.decision["reason"][:1000]),
-        ):
+        for key, value in comparison_tags(run_id, c.decision["decision"], c.decision["reason"]).items():
             mlflow_client.set_model_version_tag(c.model_name, c.candidate_version, key, value)
         _describe(settings, c, mlflow_client)
         lap("logging")

@@ -365,7 +365,9 @@ def _regime_days(settings: Settings, version, as_of: date) -> tuple[str, int, in
     """For a production version trained on an adapted window (tag `retrain.window_since`): (the change day, the days
     since it the version was trained on, the days since it at `as_of`, capped at the usual training + validation
     days); None for a version trained on the usual window, or when the as-of is not after its training."""
-    tags = version.tags or {}
+    from retrain.version_tags import expand
+
+    tags = expand(version.tags)
     since, trained_as_of = tags.get("retrain.window_since"), tags.get("retrain.as_of")
     if not since or since == "None" or not trained_as_of:
         return None

@@ -472,14 +472,15 @@ DETAIL_TAGS = frozenset(
 
 
 def _version_tags(run_tags: dict[str, str], val_metrics: dict[str, float]) -> tuple[dict[str, str], dict[str, str]]:
-    """The version's tags (what code reads: training date, windows, threshold, metrics, idempotency key) and the
+    """The version's tags (`version_tags.training_tags`: a few shown, what code reads packed in one) and the
     training details for its description (`DETAIL_TAGS`)."""
     from datetime import datetime
 
-    tags = {k: v for k, v in run_tags.items() if k not in DETAIL_TAGS}
-    tags["retrain.trained_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    tags["retrain.metrics"] = json.dumps({k: round(float(v), 6) for k, v in val_metrics.items()}, sort_keys=True)
-    return tags, {k: v for k, v in run_tags.items() if k in DETAIL_TAGS}
+    from retrain.version_tags import training_tags
+
+    kept = {k: v for k, v in run_tags.items() if k not in DETAIL_TAGS}
+    trained_at = datetime.now(UTC).isoformat(timespec="seconds")
+    return training_tags(kept, val_metrics, trained_at), {k: v for k, v in run_tags.items() if k in DETAIL_TAGS}
 
 
 def _ensure_registered(mlflow_client, name: str) -> None:

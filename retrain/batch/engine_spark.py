@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from retrain.batch.output import Output
 from retrain.batch.population import Population
 from retrain.batch.spark_read import DAY, instant_literal, read_days
-from retrain.batch.spark_session import spark_path
+from retrain.batch.spark_session import cause, spark_path
 from retrain.batch.tally import Tally
 from retrain.errors import DataError
 
@@ -89,8 +89,7 @@ def score_spark(
         try:
             out.repartition("date").write.partitionBy("date").parquet(spark_path(staging_uri))
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise DataError(f"Spark could not score {population.describe()}: {first[:400]}") from None
+            raise DataError(f"Spark could not score {population.describe()}: {cause(exc)[:400]}") from None
         written = spark.read.parquet(spark_path(staging_uri))
         _tally(written, tally)
         if not tally.rows:

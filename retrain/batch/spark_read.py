@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from retrain.batch.spark_session import spark_path
+from retrain.batch.spark_session import cause, spark_path
 from retrain.config import DataSpec
 from retrain.data.files import DataFile, _utc
 from retrain.errors import DataError
@@ -53,8 +53,7 @@ def _file_frame(
         else:
             frame = spark.read.parquet(path)
     except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DataError(f"cannot read data file {f.path} with Spark: {first_line[:300]}") from None
+        raise DataError(f"cannot read data file {f.path} with Spark: {cause(exc)[:300]}") from None
     for col, value in f.partitions:
         if col in columns and col not in frame.columns:
             frame = frame.withColumn(col, F.lit(value))

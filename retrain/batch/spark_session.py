@@ -7,6 +7,7 @@ path; days in `data.timezone` are computed from them explicitly. Parquet timesta
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from retrain.config import SparkSpec
@@ -15,12 +16,29 @@ from retrain.errors import ConfigError
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+# A Python exception's last line in a traceback Spark relays: `ValueError: ...`, `pyarrow.lib.ArrowInvalid: ...`.
+_PYTHON_ERROR = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Invalid|Exit|Interrupt)\b.*")
+
 FIXED = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.ui.showConsoleProgress": "false",
 }
+
+
+def cause(exc: BaseException) -> str:
+    """The line of a Spark error that names its cause: its first line, or for an exception thrown in a Python worker
+    (whose first line says only that) the Python exception at the end of the traceback Spark relays."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if "Python worker" in lines[0]:
+        named = [line for line in lines[1:] if _PYTHON_ERROR.match(line)]
+        if named:
+            head = lines[0].rstrip(":")
+            return f"{head}{' ' if head.endswith('.') else ': '}{named[-1]}"
+    return lines[0]
 
 
 def session(spec: SparkSpec) -> SparkSession:
@@ -45,8 +63,7 @@ def session(spec: SparkSpec) -> SparkSession:
     try:
         spark = builder.getOrCreate()
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(f"cannot start Spark on spark.master={spec.master!r}: {first[:300]}") from None
+        raise ConfigError(f"cannot start Spark on spark.master={spec.master!r}: {cause(exc)[:300]}") from None
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 

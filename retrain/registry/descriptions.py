@@ -13,6 +13,7 @@ from retrain.registry.access import RegisteredModel, View
 from retrain.registry.history import history
 from retrain.registry.marks import after_move
 from retrain.registry.rules import Move
+from retrain.version_tags import expand
 
 log = logging.getLogger("retrain")
 
@@ -148,7 +149,7 @@ def version_description(
     from retrain.describe import run_link, version_markdown
 
     reg = settings.registry
-    comparison = tags.get("retrain.comparison_run_id")
+    comparison = expand(tags).get("retrain.comparison_run_id")
     link = run_link(comparisons, comparison, "comparison") if comparison else None
     return version_markdown(
         reg.model_name,

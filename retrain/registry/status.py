@@ -14,6 +14,7 @@ import retrain.registry.rules as mv
 from retrain.registry.access import RegisteredModel
 from retrain.registry.descriptions import refresh_descriptions
 from retrain.registry.marks import rolled_back_mark
+from retrain.version_tags import expand
 
 
 def status(model: RegisteredModel, *, repair: bool = False) -> dict[str, Any]:
@@ -59,7 +60,7 @@ def describe_version(version: str, found: Any) -> dict[str, Any]:
     is data time (the latest data day minus its as-of, as the age trigger counts it): the command adds it."""
     if found is None:
         return {"version": version, "deleted": True}
-    tags = found.tags or {}
+    tags = expand(found.tags)
     trained_at = tags.get("retrain.trained_at")
     try:
         metrics = json.loads(tags.get("retrain.metrics", "{}"))

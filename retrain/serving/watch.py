@@ -25,6 +25,7 @@ from typing import Any
 
 from retrain.config import Settings
 from retrain.errors import RegistryError
+from retrain.version_tags import expand
 
 log = logging.getLogger("retrain.serving")
 WATCH_TAG = "retrain.watch"
@@ -107,7 +108,7 @@ def watch_once(settings: Settings, *, now: datetime | None = None) -> WatchResul
     old_correct, old_n = old_tally["correct"], old_tally["labelled"]
     old = {"version": old_v, "source": "live", "labelled": old_n, "accuracy": old_correct / old_n if old_n else None}
     if old_n < policy.min_labels:
-        tags = registry.version(old_v).tags or {}
+        tags = expand(registry.version(old_v).tags)
         recorded = json.loads(tags.get("retrain.metrics", "{}")).get("accuracy")
         rows = int(tags.get("retrain.validation_rows", "0") or 0)
         if recorded is None or rows < 1:

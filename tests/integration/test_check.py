@@ -23,6 +23,7 @@ from mlflow import MlflowClient
 from retrain.cli import cli
 from retrain.errors import DataError, RegistryError
 from retrain.monitoring import check
+from retrain.version_tags import expand
 from tests.conftest import REPO, fast_settings, use_store
 
 TRAINED_AS_OF = date(2026, 2, 15)  # shift starts on day 50 = 2026-02-20
@@ -150,7 +151,7 @@ def test_relative_trigger_compares_production_with_its_own_validation(concept):
     """Absolute floors off: the drop against production's validation-time ROC AUC fires after the shift only."""
     settings = fast_settings(concept["data"], NO_AGE, "trigger.min_roc_auc=null", "trigger.max_label_rate_shift=null")
     version = MlflowClient().get_model_version(concept["name"], concept["version"])
-    validation_auc = json.loads(version.tags["retrain.metrics"])["roc_auc"]
+    validation_auc = json.loads(expand(version.tags)["retrain.metrics"])["roc_auc"]
     before = check(settings, BEFORE_SHIFT)
     assert before.decision["retrain"] is False, before.decision
     assert before.evidence["validation_roc_auc"] == pytest.approx(validation_auc, abs=1e-6)

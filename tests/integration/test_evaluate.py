@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from retrain.cli import cli
+from retrain.version_tags import expand
 from tests.conftest import FAST, REPO, fast_settings, use_store
 
 NAME = "churn-classifier"
@@ -136,7 +137,8 @@ def test_library_better_candidate_is_promoted_and_logged(stable_data, registry):
     png = Path(mlflow.artifacts.download_artifacts(run_id=c.run_id, artifact_path="comparison.png")).read_bytes()
     assert png.startswith(b"\x89PNG")
     tags = registry.get_model_version(NAME, "3").tags
-    assert tags["retrain.comparison_run_id"] == c.run_id and tags["retrain.decision"] == "promote"
+    assert json.loads(tags["retrain.comparison"]) == {"run_id": c.run_id, "reason": c.decision["reason"][:1000]}
+    assert tags["retrain.decision"] == "promote" and "retrain.decision_reason" not in tags
 
 
 def test_auto_gate_promotes_unless_shown_worse_when_the_check_saw_the_problem_move(stable_data, registry):
@@ -451,7 +453,7 @@ def test_bad_input_is_one_line_nonzero_and_moves_nothing(case, stable_data, regi
     assert result.output.count("\n") == 1 and result.output.startswith("Error: ") and expected in result.output
     assert comparison_runs(registry) == []
     assert {a: _alias(registry, a) for a in ("staging", "production")} == before
-    assert all("retrain.comparison_run_id" not in v.tags for v in registry.search_model_versions(f"name='{NAME}'"))
+    assert all("retrain.comparison" not in v.tags for v in registry.search_model_versions(f"name='{NAME}'"))
 
 
 def _alias(client: MlflowClient, alias: str) -> str | None:
@@ -488,4 +490,4 @@ def test_mlflow_run_evaluate_entry_point(stable_data, registry, tracking, tmp_pa
     assert run.info.status == "FINISHED"
     assert run.data.tags["mlflow.project.entryPoint"] == "evaluate"
     assert run.data.tags["retrain.decision"] == "promote" and run.data.tags["retrain.incumbent_version"] == "1"
-    assert registry.get_model_version(NAME, "3").tags["retrain.comparison_run_id"] == run.info.run_id
+    assert expand(registry.get_model_version(NAME, "3").tags)["retrain.comparison_run_id"] == run.info.run_id

@@ -16,6 +16,7 @@ from retrain.pipeline import run_cycle
 from retrain.registry import Registry
 from retrain.registry.descriptions import version_description
 from retrain.training import train
+from retrain.version_tags import expand
 from tests.conftest import REPO, fast_settings
 
 LAX = (
@@ -110,7 +111,7 @@ def test_model_and_version_descriptions_follow_promote_and_rollback(stable_data,
     v1 = client.get_model_version("churn-classifier", "1")
     assert "**Fate:** serving (@production)" in v1.description
     assert "**Trained on:**" in v1.description
-    metrics = json.loads(v1.tags["retrain.metrics"])
+    metrics = json.loads(expand(v1.tags)["retrain.metrics"])
     assert table_row(v1.description, "roc_auc")[1] == f"{metrics['roc_auc']:.4g}"
 
     assert train(settings, AS_OF).version == "2"

@@ -89,3 +89,23 @@ def test_a_day_is_replaced_whole_and_a_failed_write_leaves_the_old_file(tmp_path
     assert (folder / "part-0.parquet").read_text() == "old"  # until the commit
     again.commit(day, staging)
     assert (folder / "part-0.parquet").read_text() == "new" and sorted(os.listdir(folder)) == ["part-0.parquet"]
+
+
+def test_a_spark_error_names_the_python_exception_its_worker_threw():
+    from retrain.batch.spark_session import cause
+
+    relayed = RuntimeError(
+        "An exception was thrown from the Python worker. Please see the stack trace below.\n"
+        "Traceback (most recent call last):\n"
+        '  File "/x/worker.py", line 10, in main\n'
+        "    raise ValueError('bad')\n"
+        "ValueError: Expected 12 columns, got 11\n"
+    )
+    assert cause(relayed) == (
+        "An exception was thrown from the Python worker. Please see the stack trace below. "
+        "ValueError: Expected 12 columns, got 11"
+    )
+    assert cause(RuntimeError("[PATH_NOT_FOUND] Path does not exist: /x.\nat org.apache...")) == (
+        "[PATH_NOT_FOUND] Path does not exist: /x."
+    )
+    assert cause(RuntimeError("")) == "RuntimeError"

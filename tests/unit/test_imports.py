@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "retrain.changepoint",
             "retrain.checks",
             "retrain.describe",
+            "retrain.version_tags",
             "retrain.plots",
             "retrain.synth",
             "retrain.backtest_policy",
