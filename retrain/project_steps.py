@@ -26,9 +26,14 @@ def absolute_tracking_uri() -> str:
 
 
 @contextlib.contextmanager
-def temporary_env(**values: str) -> Iterator[None]:
+def temporary_env(**values: str | None) -> Iterator[None]:
+    """Set (None: unset) these environment variables inside the block; restore each as it was afterwards."""
     old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     try:
         yield
     finally:
