@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import trained_store
+
 QUICK = {"requests": 900, "entities": 200}
 POLL_S = 1.0
 NAME = "churn-classifier"
@@ -36,29 +38,12 @@ NAME = "churn-classifier"
 
 def _setup(folder: Path) -> str:
     """Train once, register the files three times, production 2 over 1, A/B of 3 at 50%; returns the tracking URI."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    from retrain import synth
-    from retrain.config import load_settings
     from retrain.registry import Registry
     from retrain.serving.rollout import Rollout
     from retrain.serving.state import RolloutStore
-    from retrain.training import train
 
-    uri = f"sqlite:///{folder}/mlflow.db"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    settings, uri, _ = trained_store(folder, copies=2)
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    synth.write(synth.SynthSpec(days=45, rows_per_day=300, seed=3), folder / "data")
-    settings = load_settings(
-        None, ["model.epochs=4", "windows.train_days=30", "windows.validation_days=10", f"data.path={folder / 'data'}"]
-    )
-    outcome = train(settings)
-    client = MlflowClient()
-    source = client.get_model_version(outcome.model_name, outcome.version)
-    for _ in range(2):
-        client.create_model_version(outcome.model_name, source.source, run_id=source.run_id)
     registry = Registry(settings)
     registry.promote("1", force=True, reason="benchmark: first production")
     registry.promote("2", force=True, reason="benchmark: second production (rollback returns to 1)")
@@ -67,8 +52,6 @@ def _setup(folder: Path) -> str:
 
 
 def run(requests: int = 20_000, entities: int = 2_000, threads: int = 6) -> dict:
-    from concurrent.futures import ThreadPoolExecutor
-
     from retrain import synth
     from retrain.config import load_settings
     from retrain.registry import Registry
@@ -81,6 +64,8 @@ def run(requests: int = 20_000, entities: int = 2_000, threads: int = 6) -> dict
         logged_vs_answered,
         now_utc,
         reaches_all,
+        start_all,
+        stop_all,
     )
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,8 +77,7 @@ def run(requests: int = 20_000, entities: int = 2_000, threads: int = 6) -> dict
             uri = _setup(folder)
             log_url = f"sqlite:///{folder}/predictions.db"
             replicas = [Service(folder, uri, f"serving.log_url={log_url}", poll_s=POLL_S) for _ in range(3)]
-            with ThreadPoolExecutor(3) as pool:
-                list(pool.map(lambda r: r.start(timeout=600), replicas))
+            start_all(replicas, timeout=600)
             for r in replicas:
                 r.wait_for(lambda s: s["mode"] == "ab" and s["candidate"] is not None, "A/B route", timeout=300)
             frame = synth.generate_day(synth.SynthSpec(days=1, rows_per_day=entities, seed=9), 0)
@@ -117,8 +101,7 @@ def run(requests: int = 20_000, entities: int = 2_000, threads: int = 6) -> dict
             client.stop()
             elapsed = time.perf_counter() - started
             handed = [r.status()["log"]["rows_in"] for r in replicas]
-            for r in replicas:
-                r.stop()  # SIGTERM: each writes everything it queued before exiting
+            stop_all(replicas)  # SIGTERM: each writes everything it queued before exiting
             replicas = []
             log = PredictionLog(log_url)
             try:
@@ -126,8 +109,7 @@ def run(requests: int = 20_000, entities: int = 2_000, threads: int = 6) -> dict
             finally:
                 log.engine.dispose()
         finally:
-            for r in replicas:
-                r.stop()
+            stop_all(replicas)
             os.chdir(old)
             import mlflow
 

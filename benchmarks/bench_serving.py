@@ -39,6 +39,8 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks import trained_store
+
 QUICK = {"latency_requests": 150, "throughput_rounds": 2, "rollbacks": 2}
 FEATURES = [
     "age",
@@ -94,28 +96,16 @@ class _Process:
 
 def _setup(folder: Path) -> tuple[object, str]:
     """Train and register; returns (settings, tracking URI)."""
-    import mlflow
     from mlflow import MlflowClient
 
-    from retrain import synth
     from retrain.config import load_settings
     from retrain.registry import Registry
     from retrain.serving.rollout import Rollout
     from retrain.serving.state import RolloutStore
-    from retrain.training import train
 
-    uri = f"sqlite:///{folder}/mlflow.db"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    synth.write(synth.SynthSpec(days=45, rows_per_day=300, seed=3), folder / "data")
-    settings = load_settings(
-        None, ["model.epochs=4", "windows.train_days=30", "windows.validation_days=10", f"data.path={folder / 'data'}"]
-    )
-    outcome = train(settings)
+    settings, uri, source = trained_store(folder, copies=1)
+    Registry(settings).promote(source.version, force=True, reason="benchmark")
     client = MlflowClient()
-    source = client.get_model_version(outcome.model_name, outcome.version)
-    client.create_model_version(outcome.model_name, source.source, run_id=source.run_id)
-    Registry(settings).promote(outcome.version, force=True, reason="benchmark")
     client.create_registered_model("churn-shadow")
     for _ in range(2):
         client.create_model_version("churn-shadow", source.source, run_id=source.run_id)

@@ -6,7 +6,6 @@ scored on the labelled rows of the following period.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, datetime, timedelta
@@ -35,22 +34,16 @@ def pointed_at(uri: str) -> Iterator[None]:
     restore everything afterwards."""
     import mlflow
 
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", *_CLEARED_ENV)}
+    from retrain.project_steps import temporary_env
+
     old_tracking, old_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    for key in _CLEARED_ENV:
-        os.environ.pop(key, None)
-    os.environ["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_REGISTRY_URI"] = uri
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    mlflow.tracking.fluent._active_experiment_id = None  # set_experiment's cache must not cross stores
     try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        with temporary_env(**dict.fromkeys(_CLEARED_ENV), MLFLOW_TRACKING_URI=uri, MLFLOW_REGISTRY_URI=uri):
+            mlflow.set_tracking_uri(uri)
+            mlflow.set_registry_uri(uri)
+            mlflow.tracking.fluent._active_experiment_id = None  # set_experiment's cache must not cross stores
+            yield
+    finally:  # after the environment, as before: MLflow's setters export the restored URIs into it again
         mlflow.set_tracking_uri(old_tracking)
         mlflow.set_registry_uri(old_registry)
         mlflow.tracking.fluent._active_experiment_id = None

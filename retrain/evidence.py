@@ -13,7 +13,7 @@ Pure: arrays in, numbers out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -63,6 +63,15 @@ def changes(
     return out
 
 
+def _resamples(y: np.ndarray, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Row indices of `n_boot` bootstrap resamples of `y`, less those with one class only."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        idx = rng.integers(0, y.size, y.size)
+        if y[idx].any() and not y[idx].all():
+            yield idx
+
+
 def bounds(
     y_true,
     candidate,
@@ -77,14 +86,9 @@ def bounds(
     bootstrap (resamples where a change is undefined, e.g. one class only, are skipped)."""
     y = np.asarray(y_true).astype(bool)
     c, i = np.asarray(candidate, dtype=np.float64), np.asarray(incumbent, dtype=np.float64)
-    rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {}
-    for _ in range(n_boot):
-        idx = rng.integers(0, y.size, y.size)
-        yy = y[idx]
-        if yy.all() or not yy.any():
-            continue
-        for name, value in changes(yy, c[idx], i[idx], **how).items():
+    for idx in _resamples(y, n_boot, seed):
+        for name, value in changes(y[idx], c[idx], i[idx], **how).items():
             draws.setdefault(name, []).append(value)
     out = {}
     for name, values in draws.items():
@@ -112,13 +116,9 @@ def floor_bounds(
     costs = {"cost_fp": cost_fp, "cost_fn": cost_fn}
     y = np.asarray(y_true).astype(bool)
     p = np.asarray(probability, dtype=np.float64)
-    rng = np.random.default_rng(0)
     values = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, y.size, y.size)
+    for idx in _resamples(y, n_boot, 0):
         yy = y[idx]
-        if yy.all() or not yy.any():
-            continue
         own = metrics.classification_metrics(yy, p[idx], threshold, **costs)[metric]
         values.append(_better(metric, own, metrics.trivial_baselines(yy, **costs)[baseline]))
     if not values:

@@ -141,17 +141,9 @@ def _evaluate_production(
         rate = float(y.mean())
         if 0 < y.sum() < len(y):
             auc, auc_se = found["roc_auc"], metrics.auc_above_chance(y, labelled_scores).se
-    evidence = Evidence(
-        roc_auc=auc,
-        roc_auc_se=auc_se,
-        validation_roc_auc=reference.get("roc_auc"),
-        validation_roc_auc_se=reference.get("roc_auc_se"),
-        label_rate=rate,
-        validation_label_rate=reference.get("label_rate"),
-        validation_rows=int(reference.get("rows", 0)),
-        prediction_psi=prediction_psi,
+    return found, Evidence.against(
+        reference, roc_auc=auc, roc_auc_se=auc_se, label_rate=rate, prediction_psi=prediction_psi
     )
-    return found, evidence
 
 
 def check(

@@ -25,18 +25,23 @@ def absolute_tracking_uri() -> str:
     return uri
 
 
+def _set_env(values: dict[str, str | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @contextlib.contextmanager
-def temporary_env(**values: str) -> Iterator[None]:
+def temporary_env(**values: str | None) -> Iterator[None]:
+    """Set (None: unset) these environment variables inside the block; restore each as it was afterwards."""
     old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+    _set_env(values)
     try:
         yield
     finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _set_env(old)
 
 
 def project_step(

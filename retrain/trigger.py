@@ -74,6 +74,28 @@ class Evidence:
     validation_rows: int = 0
     prediction_psi: float | None = None
 
+    @classmethod
+    def against(
+        cls,
+        reference: Mapping[str, Any],
+        *,
+        roc_auc: float | None,
+        roc_auc_se: float | None,
+        label_rate: float | None,
+        prediction_psi: float | None,
+    ) -> Evidence:
+        """Recent values next to the `validation` block of the version's reference profile ({} when it has none)."""
+        return cls(
+            roc_auc=roc_auc,
+            roc_auc_se=roc_auc_se,
+            validation_roc_auc=reference.get("roc_auc"),
+            validation_roc_auc_se=reference.get("roc_auc_se"),
+            label_rate=label_rate,
+            validation_label_rate=reference.get("label_rate"),
+            validation_rows=int(reference.get("rows", 0)),
+            prediction_psi=prediction_psi,
+        )
+
 
 def _z(alpha: float) -> float:
     """The one-sided standard normal quantile for confidence 1 - alpha."""

@@ -6,7 +6,8 @@ would (a refused connection is retried on the next replica, as a balancer's retr
 answer: which replica answered, the request id, each record's entity, variant and version. `reaches_all`
 checks that a registry change reached every replica within one poll: any poll a replica starts after the
 change was written must serve it. `entities_with_two_variants` and `logged_vs_answered` are the checks.
-Nothing here is mocked: the replicas are real processes (tests.integration.serving_support.Service).
+Nothing here is mocked: the replicas are real processes (tests.integration.serving_support.Service), started
+together by `start_all` and stopped by `stop_all`.
 """
 
 from __future__ import annotations
@@ -165,6 +166,19 @@ class Spreader:
     def failed(self) -> list[Answer]:
         with self._lock:
             return [a for a in self.answers if a.replica < 0]
+
+
+def start_all(replicas: Sequence[Any], timeout: float = 300) -> None:
+    """Start the replicas (tests.integration.serving_support.Service) at once: on a fresh log they create its
+    tables together."""
+    with ThreadPoolExecutor(len(replicas)) as pool:
+        list(pool.map(lambda r: r.start(timeout=timeout), replicas))
+
+
+def stop_all(replicas: Sequence[Any]) -> None:
+    """SIGTERM to each replica still running, and wait: each writes what it queued before it exits."""
+    for r in replicas:
+        r.stop()
 
 
 def entities_with_two_variants(answers: Sequence[Answer]) -> dict[str, set[tuple[str, str]]]:

@@ -192,14 +192,6 @@ def _production(settings: Settings, version: Any, profile: dict, scorable: DataF
                 auc, auc_se = found["roc_auc"], se
     finally:
         scored.unpersist()
-    evidence = Evidence(
-        roc_auc=auc,
-        roc_auc_se=auc_se,
-        validation_roc_auc=reference.get("roc_auc"),
-        validation_roc_auc_se=reference.get("roc_auc_se"),
-        label_rate=rate,
-        validation_label_rate=reference.get("label_rate"),
-        validation_rows=int(reference.get("rows", 0)),
-        prediction_psi=prediction_psi,
+    return found, Evidence.against(
+        reference, roc_auc=auc, roc_auc_se=auc_se, label_rate=rate, prediction_psi=prediction_psi
     )
-    return found, evidence

@@ -47,15 +47,7 @@ def sweep_mirrors(model: RegisteredModel) -> list[Problem]:
             same = False
         if not same:
             rewrite_mirror(model, key)
-            fixed.append(
-                Problem(
-                    f"history tag {key} disagrees with the move log",
-                    f"rewrite {key} from the move log",
-                    "rewrite_mirror",
-                    key,
-                    blocking=False,
-                )
-            )
+            fixed.append(Problem.stale_mirror(key, "disagrees with the move log"))
     return fixed
 
 

@@ -252,6 +252,12 @@ class Problem:
     target: str = ""
     blocking: bool = True  # writing commands refuse until it is repaired
 
+    @classmethod
+    def stale_mirror(cls, key: str, what: str) -> Problem:
+        """A recent-moves tag (`key`) that does not tell its move as the move log does: rewritten, never blocking."""
+        fix = f"rewrite {key} from the move log"
+        return cls(f"history tag {key} {what}", fix, "rewrite_mirror", key, blocking=False)
+
 
 @dataclass(frozen=True)
 class Pending:
@@ -287,16 +293,7 @@ def diagnose(s: Snapshot, head_key: str) -> list[Problem]:
     problems = _structure(s, head_key)
     if not problems and s.head is not None and s.production is not None:
         problems += _version_tags(s)
-    for key, what in s.mirror_problems:
-        problems.append(
-            Problem(
-                f"history tag {key} {what}",
-                f"rewrite {key} from the move log",
-                "rewrite_mirror",
-                key,
-                blocking=False,
-            )
-        )
+    problems += [Problem.stale_mirror(key, what) for key, what in s.mirror_problems]
     for run_id, why in s.stale_runs:
         problems.append(
             Problem(

@@ -12,6 +12,7 @@ the same records), never the A/B one, and shadow rows never count as A/B traffic
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -201,8 +202,8 @@ def figure(report: dict[str, Any], path: str | Path) -> Path:
 def report(
     settings: Settings, *, rollout: int | None = None, since: datetime | None = None, until: datetime | None = None
 ) -> dict[str, Any]:
-    """Build the report, log it as a run (metrics, tags, ab_report.json, ab_report.png; a shadow rollout's as
-    `shadow.log_run` does), return it with the run id."""
+    """Build the report, log it as a run (metrics, tags, <kind>_report.json, <kind>_report.png; kind `ab`, or
+    `shadow` for a shadow rollout's, with `shadow.run_metrics` and `shadow.figure`), return it with the run id."""
     import tempfile
 
     import mlflow
@@ -210,19 +211,35 @@ def report(
     from retrain import tracking
 
     result = build(settings, rollout=rollout, since=since, until=until)
+    draw: Callable[[dict[str, Any], Path], Path]
     if result["mode"] == "shadow":
         from retrain.serving import shadow
 
-        return shadow.log_run(settings, result)
+        kind, draw, metrics, mode, srm = "shadow", shadow.figure, shadow.run_metrics(result), "shadow", {}
+    else:
+        kind, draw, metrics, mode = "ab", figure, _run_metrics(result), result["rollout"]["mode"]
+        srm = {"retrain.srm": str(result["srm"]["mismatch"]).lower()}
     tags = {
         "retrain.model_name": result["model_name"],
         "retrain.candidate_version": str(result["candidate_version"]),
         "retrain.incumbent_version": str(result["production_version"]),
         "retrain.rollout_seq": str(result["rollout"]["seq"]),
-        "retrain.rollout_mode": result["rollout"]["mode"],
+        "retrain.rollout_mode": mode,
         "retrain.verdict": result["verdict"][:5000],
-        "retrain.srm": str(result["srm"]["mismatch"]).lower(),
+        **srm,
     }
+    run_name = f"{kind}-v{result['candidate_version']}-vs-v{result['production_version']}"
+    with tracking.step_run(settings.experiments.ab_tests, run_name, tags) as run:
+        mlflow.log_metrics(metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            mlflow.log_artifact(str(draw(result, Path(tmp) / f"{kind}_report.png")))
+        result["run_id"] = run.info.run_id
+        tracking.log_json(result, f"{kind}_report.json")
+    return result
+
+
+def _run_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """An A/B or canary report's run metrics: per-variant numbers, each difference with its interval, p-values."""
     metrics: dict[str, float] = {}
     for variant, values in result["variants"].items():
         for key in ("records", "labelled", "positive_rate", "accuracy", "precision", "recall", "roc_auc"):
@@ -237,14 +254,7 @@ def report(
     if "chi_square" in result:
         metrics["chi_square_p_value"] = result["chi_square"]["p_value"]
     metrics["srm_p_value"] = result["srm"]["p_value"]
-    run_name = f"ab-v{result['candidate_version']}-vs-v{result['production_version']}"
-    with tracking.step_run(settings.experiments.ab_tests, run_name, tags) as run:
-        mlflow.log_metrics(metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            mlflow.log_artifact(str(figure(result, Path(tmp) / "ab_report.png")))
-        result["run_id"] = run.info.run_id
-        tracking.log_json(result, "ab_report.json")
-    return result
+    return metrics
 
 
 def lines(result: dict[str, Any]) -> list[str]:

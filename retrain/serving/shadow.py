@@ -1,8 +1,9 @@
 """The shadow report: a shadow rollout's candidate against production on the same records, as a run with a PNG.
 
 `report.build` reads the rollout's rows and `stats.shadow_compare` computes agreement, metrics and their
-deltas on labelled records, latency and coverage; this module draws `shadow_report.png`, logs the run
-(`shadow-v<candidate>-vs-v<production>` in `experiments.ab_tests`, with `shadow_report.json`) and prints it.
+deltas on labelled records, latency and coverage; this module draws `shadow_report.png`, names the run's metrics
+and prints it; `report.report` logs the run (`shadow-v<candidate>-vs-v<production>` in `experiments.ab_tests`,
+with `shadow_report.json`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 from typing import Any
-
-from retrain.config import Settings
 
 METRICS = ("accuracy", "precision", "recall", "roc_auc")
 
@@ -47,22 +46,8 @@ def figure(result: dict[str, Any], path: str | Path) -> Path:
     return Path(path)
 
 
-def log_run(settings: Settings, result: dict[str, Any]) -> dict[str, Any]:
-    """Log the shadow report as a run (metrics, tags, shadow_report.json, shadow_report.png); adds run_id."""
-    import tempfile
-
-    import mlflow
-
-    from retrain import tracking
-
-    tags = {
-        "retrain.model_name": result["model_name"],
-        "retrain.candidate_version": str(result["candidate_version"]),
-        "retrain.incumbent_version": str(result["production_version"]),
-        "retrain.rollout_seq": str(result["rollout"]["seq"]),
-        "retrain.rollout_mode": "shadow",
-        "retrain.verdict": result["verdict"][:5000],
-    }
+def run_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The shadow report's run metrics: counts, coverage, agreement, each variant's metrics and latency."""
     metrics: dict[str, float] = {}
     for key in ("pairs", "labelled", "shadow_errors", "coverage", "agreement", "mean_abs_probability_diff"):
         if result.get(key) is not None:
@@ -71,14 +56,7 @@ def log_run(settings: Settings, result: dict[str, Any]) -> dict[str, Any]:
         metrics |= {f"{variant}_{m}": float(v) for m, v in values.items() if v is not None}
     for variant, values in (result.get("latency") or {}).items():
         metrics |= {f"{variant}_latency_{q}": float(v) for q, v in values.items() if v is not None}
-    run_name = f"shadow-v{result['candidate_version']}-vs-v{result['production_version']}"
-    with tracking.step_run(settings.experiments.ab_tests, run_name, tags) as run:
-        mlflow.log_metrics(metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            mlflow.log_artifact(str(figure(result, Path(tmp) / "shadow_report.png")))
-        result["run_id"] = run.info.run_id
-        tracking.log_json(result, "shadow_report.json")
-    return result
+    return metrics
 
 
 def lines(result: dict[str, Any]) -> list[str]:

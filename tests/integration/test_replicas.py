@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import signal
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import mlflow
 import pytest
@@ -42,6 +41,8 @@ from tests.replicas import (
     logged_vs_answered,
     now_utc,
     reaches_all,
+    start_all,
+    stop_all,
 )
 
 POLL_S = 1.0
@@ -61,18 +62,6 @@ def record_comparison(settings, candidate: str, incumbent: str) -> None:
                 "retrain.reason": "test comparison says promote",
             }
         )
-
-
-def start_all(replicas: list[Service]) -> None:
-    """Start the replicas at once (they create the log's tables on a fresh database together)."""
-    with ThreadPoolExecutor(len(replicas)) as pool:
-        list(pool.map(lambda r: r.start(timeout=300), replicas))
-
-
-def stop_all(replicas: list[Service]) -> None:
-    for r in replicas:
-        if r.process is not None:
-            r.stop()
 
 
 def replicas_agree(replicas: list[Service], model: str, good: str, good2: str) -> dict:

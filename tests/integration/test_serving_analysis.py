@@ -96,6 +96,7 @@ def test_ab_report_reads_a_rollouts_own_span_and_reports_a_shadow_rollout_as_a_r
     assert shadow["latency"]["shadow"]["p50_ms"] > 0
     run = mlflow.get_run(shadow["run_id"])
     assert run.info.run_name == f"shadow-v{good2}-vs-v{good}" and run.data.metrics["pairs"] == 200
+    assert run.data.tags["retrain.rollout_mode"] == "shadow" and "retrain.srm" not in run.data.tags
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"shadow_report.png", "shadow_report.json"} <= artifacts
     # the A/B rollout, picked by its record number: its span only (not the traffic after its stop, no shadow rows)
@@ -104,6 +105,8 @@ def test_ab_report_reads_a_rollouts_own_span_and_reports_a_shadow_rollout_as_a_r
     assert report["variants"]["production"]["records"] + report["variants"]["candidate"]["records"] == len(during)
     assert report["srm"]["mismatch"] is False
     assert report["difference"]["accuracy"]["units"]["candidate"] == (during["variant"] == "candidate").sum()
+    tags = mlflow.get_run(report["run_id"]).data.tags
+    assert tags["retrain.rollout_mode"] == "ab" and tags["retrain.srm"] == "false"
     narrowed = cli_json(
         service, "ab", "report", "--rollout", str(ab["rollout"]["seq"]), "--until", report["window"]["start"], code=3
     )

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from retrain.cli import cli
 from tests.conftest import FAST, fast_settings
-from tests.integration.score_support import GAPS, train_production, use
+from tests.integration.score_support import GAPS
 
 pytest.importorskip("pyspark")
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
@@ -34,16 +34,6 @@ def spark():
     s.stop()
 
 
-@pytest.fixture(scope="module")
-def _store(tmp_path_factory, _template_db):
-    return train_production(tmp_path_factory, _template_db, "spark")
-
-
-@pytest.fixture
-def trained(_store, tracking):
-    return use(_store, tracking)
-
-
 def _score(data, engine: str, output: str) -> dict:
     sets = [x for item in (*FAST, *GAPS, MASTER) for x in ("--set", item)]
     args = ["score", "--data", str(data), *sets, "--day", "2026-02-14", "--days", "2", "--engine", engine]
@@ -52,9 +42,9 @@ def _score(data, engine: str, output: str) -> dict:
     return json.loads(result.stdout)
 
 
-def test_score_engines_write_the_same_rows_and_probabilities(spark, trained, tmp_path):
-    on_pandas = _score(trained["data"], "pandas", str(tmp_path / "pandas"))
-    on_spark = _score(trained["data"], "spark", str(tmp_path / "spark"))
+def test_score_engines_write_the_same_rows_and_probabilities(spark, score_store, tmp_path):
+    on_pandas = _score(score_store["data"], "pandas", str(tmp_path / "pandas"))
+    on_spark = _score(score_store["data"], "spark", str(tmp_path / "spark"))
     assert set(on_spark["files"]) == set(on_pandas["files"]) == {"2026-02-13", "2026-02-14"}
     assert on_spark["rows"] == on_pandas["rows"] == 400 and on_spark["version"] == on_pandas["version"]
     assert on_spark["predicted_positive_rate"] == on_pandas["predicted_positive_rate"]
@@ -82,10 +72,10 @@ def _close(a, b, where: str = "") -> None:
         assert a == b, (where, a, b)
 
 
-def test_check_engines_agree_on_drift_and_metrics(spark, trained):
+def test_check_engines_agree_on_drift_and_metrics(spark, score_store):
     from retrain.monitoring import check
 
-    settings = fast_settings(trained["data"], *GAPS, MASTER)
+    settings = fast_settings(score_store["data"], *GAPS, MASTER)
     on_pandas = check(settings, date(2026, 2, 14)).to_dict()
     on_spark = check(settings, date(2026, 2, 14), engine="spark").to_dict()
     assert on_pandas["performance"] and on_pandas["evidence"]["prediction_psi"] is not None

@@ -118,3 +118,22 @@ def test_a_policy_may_carry_its_own_settings(tmp_path):
     (bad,) = parse_policies("loop@gate.mode=best")
     with pytest.raises(ConfigError, match="gate.mode"):
         policy_settings(load_settings(None, []), bad, tmp_path)
+
+
+def test_pointed_at_drops_an_enclosing_runs_variables_and_restores_the_environment_and_mlflow(monkeypatch):
+    import os
+
+    import mlflow
+
+    from retrain.backtest_replay import pointed_at
+
+    monkeypatch.setenv("MLFLOW_RUN_ID", "outer-run")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///outer.db")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    with pointed_at("sqlite:///replay.db"):
+        assert "MLFLOW_RUN_ID" not in os.environ
+        assert os.environ["MLFLOW_TRACKING_URI"] == os.environ["MLFLOW_REGISTRY_URI"] == "sqlite:///replay.db"
+        assert mlflow.get_tracking_uri() == mlflow.get_registry_uri() == "sqlite:///replay.db"
+    assert os.environ["MLFLOW_RUN_ID"] == "outer-run" and os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///outer.db"
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == before
