@@ -191,7 +191,8 @@ def run_checks(
 ) -> list[CheckResult]:
     """All checks after loading, on up to 1,000 rows of `sample` (raw feature rows, e.g. the validation window).
 
-    `incumbent`: the production model, loaded, for side-by-side latency; `threshold`: the candidate version's
+    `incumbent`: the production model, loaded, for side-by-side latency (timed with the candidate and, for ours, a
+    default-size reference: `default_size_reference`); `threshold`: the candidate version's
     decision threshold, which its `prediction` must follow. `measure_latency=False` (a backtest's replay, where
     latency times this machine now, not the history) reports both latency checks as passed, not measured.
     """
