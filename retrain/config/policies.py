@@ -78,8 +78,10 @@ class CheckPolicy:
     golden_tolerance: float = 1e-6
     latency_repeats: int = 30
     # With production: the candidate's p95 may be at most latency_ratio x production's, measured side by side
-    # (interleaved, same process); the budgets below are then only an outer bound. Without production the
-    # budgets decide. A failed latency measurement is repeated up to latency_retries times.
+    # (interleaved, same process). With or without production: within the budgets below, OR within
+    # latency_ratio x a default-size reference's p95 timed in the same rounds (the candidate's pipeline with a
+    # default-size network: what this machine does now; `retrain.checks`). A failed latency measurement is
+    # repeated up to latency_retries times.
     latency_ratio: float = 1.5
     latency_retries: int = 2
     single_row_p95_ms: float = 50.0

@@ -290,7 +290,7 @@ class Defective:
         ),
         ("nan_on_extremes", {"extreme_values"}, "probability outside [0, 1] or not finite"),
         ("drifted_weights", {"golden_samples"}, "(above tolerance 1e-06)"),
-        ("slow", {"latency_single_row", "latency_batch_1000"}, "(over 0 ms; no production to compare)"),
+        ("slow", {"latency_single_row", "latency_batch_1000"}, "over the budget 0 ms (no default-size reference"),
         ("nan_on_missing", {"missing_values"}, "failed without naming the column or scored no valid output"),
         ("threshold_ignored", {"output_contract", "golden_samples"}, "differ"),
     ],
@@ -337,6 +337,53 @@ def test_latency_is_judged_side_by_side_with_production(stable_data, registry):
         assert not results[name].passed, results[name]
         assert "vs production" in results[name].detail and "over the limit 1.5x" in results[name].detail
         assert "attempt 2 of 2" in results[name].detail
+
+
+def _with_network(model, hidden_dim: int):
+    """The loaded registry model with its network replaced by a random one `hidden_dim` wide: the same pyfunc
+    pipeline (MLflow's input check, encoding, output frame), only the network's size differs."""
+    from retrain.model import build_network
+
+    inner = model.unwrap_python_model()
+    inner.spec = dataclasses.replace(inner.spec, hidden_dim=hidden_dim)
+    inner.net = build_network(inner.spec, inner.net.mean.numpy(), inner.net.std.numpy()).eval()
+    return model
+
+
+def test_a_first_model_is_judged_against_a_default_size_reference(stable_data, registry):
+    """No production, and budgets of 0 ms that no machine meets: only the reference decides, a default-size
+    network in the candidate's own pipeline timed side by side. v3 (default size, 64) passes however busy the
+    machine; the same pipeline with a network 128 times wider (8192: 16,000x the hidden layer's work; measured
+    ~40x the reference for 1,000 rows, the pipeline's own work included) fails the limit 2x. No assertion on
+    milliseconds: only the side-by-side ratio decides, with a margin no machine's load closes."""
+    from retrain import data
+    from retrain.checks import run_checks
+
+    settings = fast_settings(
+        stable_data,
+        "checks.single_row_p95_ms=0",
+        "checks.batch_1000_p95_ms=0",
+        "checks.latency_ratio=2",
+        "checks.latency_repeats=30",
+        "checks.latency_retries=2",
+    )
+    rows = data.validate(data.load(settings.data).tail(1200), settings.data, where="test rows")
+
+    def latency(model, policy) -> dict:
+        results = run_checks(model, rows, None, settings.data, policy)
+        return {r.name: r for r in results if r.name.startswith("latency")}
+
+    default = latency(mlflow.pyfunc.load_model(f"models:/{NAME}/3"), settings.checks)
+    for name, result in default.items():
+        assert result.passed, result
+        assert "over the budget 0 ms, but" in result.detail and "default-size reference's" in result.detail, name
+        assert "(within the limit 2x)" in result.detail and "no production to compare" in result.detail
+
+    wide = _with_network(mlflow.pyfunc.load_model(f"models:/{NAME}/3"), 8192)
+    few = dataclasses.replace(settings.checks, latency_repeats=3, latency_retries=0)  # each call takes seconds
+    batch = latency(wide, few)["latency_batch_1000"]
+    assert not batch.passed, batch
+    assert "over the budget 0 ms and" in batch.detail and "(over the limit 2x)" in batch.detail
 
 
 def _validation_rows(stable_data):
