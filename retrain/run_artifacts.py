@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+# What the logged model imports (its code, copied beside it): nothing else of retrain.
+MODEL_CODE = ("model.py", "features.py", "network.py")
 
 
 def settings_yaml(settings: Any) -> str:
@@ -91,8 +93,9 @@ def log_pyfunc_model(
 ) -> Any:
     """Log the network as a models-from-code pyfunc; returns MLflow's ModelInfo.
 
-    The code is `pyfunc_entry.py` plus a copy of just `retrain/__init__.py`, `model.py` and `features.py`,
-    so the model loads without the rest of this package and without unpickling anything.
+    The code is `pyfunc_entry.py` plus a copy of just `MODEL_CODE` under a bare `retrain/__init__.py`, so the
+    model loads without the rest of this package (not installed, or installed at another version) and without
+    unpickling anything.
     `metadata` lands in the MLmodel file (what each input accepts, the decision threshold).
 
     This is `mlflow.pyfunc.log_model` minus its serving-input validation: that check loads the logged model
@@ -105,7 +108,12 @@ def log_pyfunc_model(
     with tempfile.TemporaryDirectory() as tmp:
         code = Path(tmp) / "retrain"
         code.mkdir()
-        for file in ("__init__.py", "model.py", "features.py"):
+        # The package's own __init__ is the composition root (it imports the serving layer): the copy gets a
+        # bare one, so the model loads where only MLflow and torch are installed (a Spark worker, a server).
+        (code / "__init__.py").write_text(
+            '"""retrain\'s model code, as logged with a model (retrain/run_artifacts.py)."""\n'
+        )
+        for file in MODEL_CODE:
             shutil.copy(PACKAGE_DIR / file, code / file)
         with _without_log_line("mlflow.pyfunc", "Validating input example against model signature"):
             return Model.log(

@@ -287,6 +287,7 @@ def test_model_artifacts_are_code_and_tensors(trained, tmp_path, monkeypatch):
         "__init__.py",
         "features.py",
         "model.py",
+        "network.py",
     ]
     requirements = (root / "requirements.txt").read_text().split()
     assert requirements == pip_requirements()  # explicit, not inferred (inference adds packages and a subprocess)
@@ -302,6 +303,38 @@ def test_model_artifacts_are_code_and_tensors(trained, tmp_path, monkeypatch):
     assert [c["name"] for c in json.loads(mlmodel["signature"]["outputs"])] == ["prediction", "probability"]
     example = json.loads((root / "input_example.json").read_text())
     assert example["columns"] == FEATURES and len(example["data"]) == 3
+
+
+def test_the_model_loads_and_scores_where_retrain_is_not_installed(trained, tmp_path, monkeypatch):
+    """A fresh process that cannot import retrain (as a Spark worker or a bare serving image): the model's own
+    code copy is enough. It once failed there: the copy's __init__ imported retrain's serving layer."""
+    trained.use(monkeypatch)
+    root = Path(mlflow.artifacts.download_artifacts("models:/churn-classifier/1", dst_path=str(tmp_path)))
+    script = f"""
+import json, sys
+sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f)]  # no `pip install -e` finder
+sys.path = [p for p in sys.path if p and not __import__("os").path.isdir(p + "/retrain")]
+try:
+    import retrain
+    raise SystemExit("retrain is importable before the model is loaded: the test proves nothing")
+except ImportError:
+    pass
+import mlflow, pandas as pd
+root = {str(root)!r}
+example = json.load(open(root + "/input_example.json"))
+out = mlflow.pyfunc.load_model(root).predict(pd.DataFrame(example["data"], columns=example["columns"]))
+import retrain
+print(json.dumps({{"probability": out["probability"].tolist(), "from": retrain.__file__}}))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["from"].startswith(str(root)) and len(out["probability"]) == 3
+    expected = mlflow.pyfunc.load_model(str(root)).predict(
+        pd.DataFrame(**{k: json.loads((root / "input_example.json").read_text())[k] for k in ("data", "columns")})
+    )
+    np.testing.assert_allclose(out["probability"], expected["probability"], atol=1e-7)
 
 
 def test_loading_reads_weights_only(trained, monkeypatch):

@@ -246,3 +246,14 @@ def test_the_checks_catch_a_planted_circle_and_a_climb(tmp_path):
         "retrain/low.py:2: retrain.low (layer 'low') imports retrain.sub.high (higher layer 'high')",
         "retrain/other.py:1: retrain.other (layer 'low') imports retrain.sub.high (higher layer 'high')",
     ]
+
+
+def test_the_logged_model_code_imports_only_itself():
+    """A logged model carries copies of `run_artifacts.MODEL_CODE` under a bare `retrain/__init__.py`: anything
+    else of retrain they import would be missing where the model loads without retrain (a Spark worker)."""
+    from retrain.run_artifacts import MODEL_CODE
+
+    graph = import_graph()
+    own = {f"retrain.{Path(f).stem}" for f in MODEL_CODE}
+    outside = {f"{m} -> {t} ({where})" for m in own for t, where in graph[m].items() if t not in own}
+    assert not outside, sorted(outside)
