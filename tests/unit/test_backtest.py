@@ -127,6 +127,12 @@ def test_pointed_at_drops_an_enclosing_runs_variables_and_restores_the_environme
 
     from retrain.backtest_replay import pointed_at
 
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    # pointed_at restores MLflow's process-wide URIs to this test's "outer" store: undo that after the test
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
+    monkeypatch.setattr(registry_utils, "_registry_uri", registry_utils._registry_uri)
     monkeypatch.setenv("MLFLOW_RUN_ID", "outer-run")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///outer.db")
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
