@@ -363,7 +363,8 @@ def version_markdown(
     """A version's description: what it was trained on, its validation metrics, its fate, and last the
     training details (`details_markdown`) that are not tags of the version."""
     aliases, tags = set(aliases), expand(tags)
-    lines = [f"## {model} v{version}", ""]
+    lines = [summary_line(tags, aliases, production_alias=production_alias, staging_alias=staging_alias), ""]
+    lines += [f"## {model} v{version}", ""]
     if tags.get("retrain.as_of"):
         lines.append(
             f"**Trained on:** {tags.get('retrain.train_rows', '?')} rows from "
@@ -386,7 +387,7 @@ def version_markdown(
         metrics = json.loads(tags.get("retrain.metrics", "{}"))
     except ValueError:
         metrics = {}
-    if metrics:
+    if metrics and isinstance(metrics, dict):  # a hand-edited tag may hold anything
         lines += ["", "| validation metric | value |", "|---|---:|"]
         lines += [f"| {k} | {num(v)} |" for k, v in sorted(metrics.items())]
     if tags.get("retrain.rollout"):
@@ -399,6 +400,35 @@ def version_markdown(
     if details:
         lines += ["", details]
     return fit("\n".join(lines), DESCRIPTION_LIMIT)
+
+
+def summary_line(tags: Mapping[str, str], aliases: set[str], *, production_alias: str, staging_alias: str) -> str:
+    """The description's first line, all the registry's versions list shows of it (about 32 characters, plain
+    text): the fate in a word or two, the as-of day, the validation ROC AUC."""
+    if production_alias in aliases:
+        word = "serving"
+    elif tags.get("retrain.rolled_back"):
+        word = "rolled back"
+    elif tags.get("retrain.archived"):
+        word = "archived"
+    elif tags.get("retrain.decision") == "keep":
+        word = "rejected"
+    elif tags.get("retrain.decision") == "promote":
+        word = "cleared the gate"
+    elif staging_alias in aliases:
+        word = "candidate"
+    else:
+        word = "not compared"
+    parts = [word]
+    if tags.get("retrain.as_of"):
+        parts.append(tags["retrain.as_of"][:10])
+    try:
+        auc = json.loads(tags.get("retrain.metrics", "{}")).get("roc_auc")
+    except (ValueError, AttributeError):
+        auc = None
+    if isinstance(auc, int | float):
+        parts.append(f"AUC {auc:.3f}")
+    return " · ".join(parts)
 
 
 def fate(

@@ -124,11 +124,10 @@ def test_pointed_at_drops_an_enclosing_runs_variables_and_restores_the_environme
     import os
 
     import mlflow
-
-    from retrain.backtest_replay import pointed_at
-
     import mlflow.tracking._model_registry.utils as registry_utils
     import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    from retrain.backtest_replay import pointed_at
 
     # pointed_at restores MLflow's process-wide URIs to this test's "outer" store: undo that after the test
     monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)

@@ -61,3 +61,19 @@ def test_the_description_reads_packed_tags():
     text = version_markdown("churn", "3", tags, [], production_alias="production", staging_alias="staging")
     assert "validated on 2500 rows" in text and "(max_f1)" in text and "drift: income PSI 0.41" in text
     assert "rejected by the gate: guardrail recall shown worse" in text and "| roc_auc | 0.8" in text
+
+
+def test_the_description_starts_with_what_the_versions_list_shows():
+    """The versions list shows ~32 characters of a description's first line: fate, as-of day, ROC AUC."""
+    tags = training_tags(RUN_TAGS, {"roc_auc": 0.81234}, "t")
+
+    def first(tags, aliases=()):
+        text = version_markdown("churn", "3", tags, aliases, production_alias="production", staging_alias="staging")
+        return text.splitlines()[0]
+
+    assert first(tags, ["production"]) == "serving · 2026-03-01 · AUC 0.812"
+    assert len(first(tags, ["production"])) <= 32
+    assert first(tags, ["staging"]).startswith("candidate · ")
+    assert first({**tags, **comparison_tags("r", "keep", "no")}).startswith("rejected · ")
+    assert first({**tags, "retrain.archived": "2026-03-04"}).startswith("archived · ")
+    assert first({"retrain.metrics": "[1]"}) == "not compared"
