@@ -59,7 +59,7 @@ def refresh_descriptions(
     try:
         model.together(
             [
-                lambda: write_model_description(model, move, previous),
+                lambda: write_model_description(model, move, previous, comparisons),
                 *(lambda v=v: draw(v) for v in dict.fromkeys(v for v in versions if v)),
             ]
         )
@@ -80,15 +80,19 @@ def experiment_run_link(client: Any, run_id: str | None, label: str | None = Non
     return run_link(experiment_id, run_id, label)
 
 
-def write_model_description(model: RegisteredModel, move: Move | None = None, previous: str | None = None) -> None:
+def write_model_description(
+    model: RegisteredModel, move: Move | None = None, previous: str | None = None, comparisons: str | None = None
+) -> None:
     """The registered model's description: production now and the latest moves, newest first. After `move`
-    its row goes on top of the rows shown (constant calls); without, the table is redrawn from the move log."""
+    its row goes on top of the rows shown (constant calls); without, the table is redrawn from the move log.
+    `comparisons`: the id of `experiments.comparisons` (read when not given)."""
     from retrain.describe import HISTORY_ROWS, history_after_move, history_markdown, move_row, move_search, run_link
 
     spec, client = model.spec, model.client
     header = MODEL_HEADER.format(staging=spec.staging_alias, production=spec.production_alias)
     moves_experiment = experiment_id(client, model.settings.experiments.cycles)
-    comparisons = experiment_id(client, model.settings.experiments.comparisons)
+    if comparisons is None:
+        comparisons = experiment_id(client, model.settings.experiments.comparisons)
 
     def row(m: Move) -> str:  # links under the experiments (the UI keeps its mode only there): no read per row
         if m.comparison_run_id:
