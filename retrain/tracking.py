@@ -288,7 +288,7 @@ def step_run(
         if settings is not None:
             log_settings(settings)
             values.setdefault("data", settings.data.path)
-        log_invocation(values)
+        log_invocation(values, new_run=not continued)
         yield run
         import time
 
@@ -306,9 +306,10 @@ def ensure_experiment_kind(experiment_id: str) -> None:
             mlflow_client.set_experiment_tag(experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND)
 
 
-def log_invocation(values: dict[str, str] | None = None) -> None:
+def log_invocation(values: dict[str, str] | None = None, *, new_run: bool = False) -> None:
     """Params of the active run: the effective values of what the command was given (`invocation`, then
-    `values`), never ''. Keys `mlflow run` logged already are kept (MLflow refuses to change a param)."""
+    `values`), never ''. Keys `mlflow run` logged already are kept (MLflow refuses to change a param);
+    `new_run`: the run was just created here, so it has none (not read again)."""
     import mlflow
 
     run = mlflow.active_run()
@@ -317,7 +318,7 @@ def log_invocation(values: dict[str, str] | None = None) -> None:
     from retrain.store import safe_text
 
     wanted = {k: safe_text(str(v)) for k, v in {**invocation, **(values or {})}.items() if v not in ("", None)}
-    logged = client().get_run(run.info.run_id).data.params
+    logged = {} if new_run else client().get_run(run.info.run_id).data.params
     fresh = {k: v for k, v in wanted.items() if k not in logged}
     if fresh:
         mlflow.log_params(fresh)

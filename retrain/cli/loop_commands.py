@@ -109,32 +109,32 @@ def rollback(settings, to: str, reason: str, force: bool, as_json: bool) -> None
 def _name_move_run(settings, move) -> None:
     """Name the run of a promote or rollback after the move it made (opening it now, after the move, unless
     `mlflow run` made it before); its description holds the full reason (the history table shows it
-    shortened, linking here)."""
+    shortened, linking here). A run opened now is created with its name, tags and description (one write)."""
     import mlflow
 
+    tags = _move_tags(move)
     if mlflow.active_run() is None:
         from retrain.tracking import step_run
 
-        tags = {"retrain.model_name": settings.registry.model_name}
-        with contextlib.suppress(Exception), step_run(settings.experiments.cycles, move.kind, tags):
-            _describe_move(move)
+        name = tags.pop("mlflow.runName")
+        tags["retrain.model_name"] = settings.registry.model_name
+        with contextlib.suppress(Exception), step_run(settings.experiments.cycles, name, tags):
+            pass
         return
-    _describe_move(move)
+    mlflow.set_tags(tags)
 
 
-def _describe_move(move) -> None:
-    import mlflow
-
-    from retrain.tracking import describe, set_name
-
-    set_name(f"{move.kind} v{move.from_version or '-'} -> v{move.to_version or '-'}")
-    mlflow.set_tags({"retrain.move_seq": str(move.seq), "retrain.move_kind": move.kind})
-    describe(
-        f"## {move.kind.upper()}: production v{move.from_version or '-'} -> v{move.to_version or '-'} "
-        f"(move #{move.seq})\n\n**Who:** {move.actor}, {move.at[:19].replace('T', ' ')} UTC\n\n"
-        f"**Reason:** {move.reason}"
-        + (f"\n\nSkipped deleted versions: {', '.join(move.skipped)}" if move.skipped else "")
-    )
+def _move_tags(move) -> dict[str, str]:
+    """The name, tags and description of the run of `move`."""
+    return {
+        "mlflow.runName": f"{move.kind} v{move.from_version or '-'} -> v{move.to_version or '-'}",
+        "retrain.move_seq": str(move.seq),
+        "retrain.move_kind": move.kind,
+        "mlflow.note.content": f"## {move.kind.upper()}: production v{move.from_version or '-'} -> "
+        f"v{move.to_version or '-'} (move #{move.seq})\n\n**Who:** {move.actor}, {move.at[:19].replace('T', ' ')} "
+        f"UTC\n\n**Reason:** {move.reason}"
+        + (f"\n\nSkipped deleted versions: {', '.join(move.skipped)}" if move.skipped else ""),
+    }
 
 
 def _ui(route: str) -> str:

@@ -316,27 +316,28 @@ def move_run(experiment: str, kind: str, tags: dict[str, str]) -> Iterator[Any]:
             try:
                 yield run
             except Exception as exc:
-                _refused(kind, exc)
+                import mlflow
+
+                with contextlib.suppress(Exception):
+                    mlflow.set_tags(_refused(kind, exc))
                 raise
         return
     try:
         yield None
     except Exception as exc:
-        with contextlib.suppress(Exception), step_run(experiment, kind, tags):
-            _refused(kind, exc)
+        refused = _refused(kind, exc)  # the run is created with its name, tags and description (one write)
+        with contextlib.suppress(Exception), step_run(experiment, refused.pop("mlflow.runName"), {**tags, **refused}):
             raise
         raise
 
 
-def _refused(kind: str, exc: Exception) -> None:
-    import mlflow
-
-    from retrain.tracking import describe, set_name
-
-    with contextlib.suppress(Exception):
-        set_name(f"{kind}: REFUSED")
-        describe(f"## REFUSED: {kind}\n\n**Reason:** {exc}")
-        mlflow.set_tag("retrain.error", str(exc)[:4000])
+def _refused(kind: str, exc: Exception) -> dict[str, str]:
+    """The name, description and error tag of the run of a refused or failed move."""
+    return {
+        "mlflow.runName": f"{kind}: REFUSED",
+        "mlflow.note.content": f"## REFUSED: {kind}\n\n**Reason:** {str(exc)[:4000]}",
+        "retrain.error": str(exc)[:4000],
+    }
 
 
 @contextlib.contextmanager

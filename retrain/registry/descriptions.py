@@ -39,7 +39,7 @@ def refresh_descriptions(
     def draw(version: str) -> None:
         before = (found or {}).get(version)
         if move is None or view is None or before is None:
-            return write_version_description(model.client, model.settings, version, comparisons)
+            return write_version_description(model.client, model.settings, version, comparisons or "")
         tags, aliases = after_move(
             move,
             version,
@@ -59,7 +59,7 @@ def refresh_descriptions(
     try:
         model.together(
             [
-                lambda: write_model_description(model, move, previous),
+                lambda: write_model_description(model, move, previous, comparisons or ""),
                 *(lambda v=v: draw(v) for v in dict.fromkeys(v for v in versions if v)),
             ]
         )
@@ -80,15 +80,19 @@ def experiment_run_link(client: Any, run_id: str | None, label: str | None = Non
     return run_link(experiment_id, run_id, label)
 
 
-def write_model_description(model: RegisteredModel, move: Move | None = None, previous: str | None = None) -> None:
+def write_model_description(
+    model: RegisteredModel, move: Move | None = None, previous: str | None = None, comparisons: str | None = None
+) -> None:
     """The registered model's description: production now and the latest moves, newest first. After `move`
-    its row goes on top of the rows shown (constant calls); without, the table is redrawn from the move log."""
+    its row goes on top of the rows shown (constant calls); without, the table is redrawn from the move log.
+    `comparisons`: the id of `experiments.comparisons` ('' when there is none; read when not given)."""
     from retrain.describe import HISTORY_ROWS, history_after_move, history_markdown, move_row, move_search, run_link
 
     spec, client = model.spec, model.client
     header = MODEL_HEADER.format(staging=spec.staging_alias, production=spec.production_alias)
     moves_experiment = experiment_id(client, model.settings.experiments.cycles)
-    comparisons = experiment_id(client, model.settings.experiments.comparisons)
+    if comparisons is None:
+        comparisons = experiment_id(client, model.settings.experiments.comparisons)
 
     def row(m: Move) -> str:  # links under the experiments (the UI keeps its mode only there): no read per row
         if m.comparison_run_id:
@@ -125,7 +129,7 @@ def write_version_description(
 ) -> None:
     """A version's description: trained on, validation metrics, fate (from its tags and aliases), training
     details (`details`, else those its description holds). `comparisons`: the id of `experiments.comparisons`
-    (read when not given)."""
+    ('' when there is none; read when not given)."""
     from retrain.describe import details_of
 
     found = client.get_model_version(settings.registry.model_name, version)

@@ -204,6 +204,21 @@ def test_cli_promote_rollback_history_status(settings):
     assert "oops" in table and "hotfix" in table
     out = invoke("status")
     assert out.exit_code == 0 and "production  version 1" in out.output and "PROBLEM" not in out.output
+    # each command left its run in the cycles experiment, created with its name, tags and description at once
+    client = MlflowClient()
+    runs = client.search_runs(
+        [client.get_experiment_by_name("retrain-cycles").experiment_id], order_by=["attributes.start_time ASC"]
+    )
+    names = [r.data.tags["mlflow.runName"] for r in runs]
+    assert names == ["promote v- -> v1", "promote: REFUSED", "force v1 -> v2", "rollback v2 -> v1"], names
+    assert [r.info.status for r in runs] == ["FINISHED", "FAILED", "FINISHED", "FINISHED"]
+    assert [r.data.tags.get("retrain.move_seq") for r in runs] == ["1", None, "2", "3"]
+    assert [r.data.tags.get("retrain.move_kind") for r in runs] == ["promote", None, "force", "rollback"]
+    assert all(r.data.tags["retrain.model_name"] == NAME and r.data.params["set"] == "none" for r in runs)
+    notes = [r.data.tags["mlflow.note.content"] for r in runs]
+    assert notes[2].startswith("## FORCE: production v1 -> v2 (move #2)") and "**Reason:** hotfix" in notes[2]
+    assert notes[1].startswith("## REFUSED: promote") and "no comparison of version 2" in notes[1]
+    assert "no comparison of version 2" in runs[1].data.tags["retrain.error"]
 
 
 # ---- item 2: a rollback sticks ------------------------------------------------------------------
