@@ -363,7 +363,14 @@ def version_markdown(
     """A version's description: what it was trained on, its validation metrics, its fate, and last the
     training details (`details_markdown`) that are not tags of the version."""
     aliases, tags = set(aliases), expand(tags)
-    lines = [summary_line(tags, aliases, production_alias=production_alias, staging_alias=staging_alias), ""]
+    try:
+        metrics = json.loads(tags.get("retrain.metrics", "{}"))
+    except ValueError:
+        metrics = {}
+    if not isinstance(metrics, dict):  # a hand-edited tag may hold anything
+        metrics = {}
+    kind = fate_kind(tags, aliases, production_alias=production_alias, staging_alias=staging_alias)
+    lines = [summary_line(kind, tags.get("retrain.as_of"), metrics), ""]
     lines += [f"## {model} v{version}", ""]
     if tags.get("retrain.as_of"):
         lines.append(
@@ -383,11 +390,7 @@ def version_markdown(
         lines.append(
             f"**Decision threshold:** {num(tags['retrain.threshold'])} ({tags.get('retrain.threshold_policy', '?')})"
         )
-    try:
-        metrics = json.loads(tags.get("retrain.metrics", "{}"))
-    except ValueError:
-        metrics = {}
-    if metrics and isinstance(metrics, dict):  # a hand-edited tag may hold anything
+    if metrics:
         lines += ["", "| validation metric | value |", "|---|---:|"]
         lines += [f"| {k} | {num(v)} |" for k, v in sorted(metrics.items())]
     if tags.get("retrain.rollout"):
@@ -402,30 +405,27 @@ def version_markdown(
     return fit("\n".join(lines), DESCRIPTION_LIMIT)
 
 
-def summary_line(tags: Mapping[str, str], aliases: set[str], *, production_alias: str, staging_alias: str) -> str:
-    """The description's first line, all the registry's versions list shows of it (about 32 characters, plain
-    text): the fate in a word or two, the as-of day, the validation ROC AUC."""
+def fate_kind(tags: Mapping[str, str], aliases: set[str], *, production_alias: str, staging_alias: str) -> str:
+    """What became of a version, in a word or two; the first that holds: serving, rolled back, archived, rejected,
+    cleared the gate, candidate, not compared (`tags` as `expand` reads them)."""
     if production_alias in aliases:
-        word = "serving"
-    elif tags.get("retrain.rolled_back"):
-        word = "rolled back"
-    elif tags.get("retrain.archived"):
-        word = "archived"
-    elif tags.get("retrain.decision") == "keep":
-        word = "rejected"
-    elif tags.get("retrain.decision") == "promote":
-        word = "cleared the gate"
-    elif staging_alias in aliases:
-        word = "candidate"
-    else:
-        word = "not compared"
-    parts = [word]
-    if tags.get("retrain.as_of"):
-        parts.append(tags["retrain.as_of"][:10])
-    try:
-        auc = json.loads(tags.get("retrain.metrics", "{}")).get("roc_auc")
-    except (ValueError, AttributeError):
-        auc = None
+        return "serving"
+    if tags.get("retrain.rolled_back"):
+        return "rolled back"
+    if tags.get("retrain.archived"):
+        return "archived"
+    if tags.get("retrain.decision") == "keep":
+        return "rejected"
+    if tags.get("retrain.decision") == "promote":
+        return "cleared the gate"
+    return "candidate" if staging_alias in aliases else "not compared"
+
+
+def summary_line(kind: str, as_of: str | None, metrics: Mapping[str, Any]) -> str:
+    """The description's first line, all the registry's versions list shows of it (about 32 characters, plain
+    text): the fate (`fate_kind`), the as-of day, the validation ROC AUC."""
+    parts = [kind, *([as_of[:10]] if as_of else [])]
+    auc = metrics.get("roc_auc")
     if isinstance(auc, int | float):
         parts.append(f"AUC {auc:.3f}")
     return " · ".join(parts)
@@ -442,27 +442,27 @@ def fate(
     """serving / candidate / rejected by the gate (why) / rolled back from / archived."""
     where = f" ({comparison})" if comparison else ""
     tags = expand(tags)
-    if production_alias in aliases:
+    kind = fate_kind(tags, aliases, production_alias=production_alias, staging_alias=staging_alias)
+    if kind == "serving":
         return "serving (@" + production_alias + ")"
-    rolled = tags.get("retrain.rolled_back")
-    if rolled:
+    if kind == "rolled back":
         try:
-            mark = json.loads(rolled)
+            mark = json.loads(tags["retrain.rolled_back"])
             return (
                 f"rolled back from at {str(mark.get('at', '?'))[:19]} by {mark.get('actor', '?')}: "
                 f"{mark.get('reason', '')}"
             )
         except ValueError:
             return "rolled back from"
-    if tags.get("retrain.archived"):
+    if kind == "archived":
         return f"archived (served until {tags['retrain.archived'][:19]})"
-    if tags.get("retrain.decision") == "keep":
+    if kind == "rejected":
         reason = tags.get("retrain.decision_reason", "")
         return f"rejected by the gate{where}" + (f": {reason}" if reason else "")
-    if tags.get("retrain.decision") == "promote":
+    if kind == "cleared the gate":
         return f"cleared the gate{where}, waiting to be promoted" + (
             " (@" + staging_alias + ")" if staging_alias in aliases else ""
         )
-    if staging_alias in aliases:
+    if kind == "candidate":
         return f"candidate (@{staging_alias}), not compared yet"
     return "never compared"
