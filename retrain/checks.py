@@ -127,17 +127,13 @@ def default_size_reference(model: Any) -> Any | None:
     import dataclasses
 
     from retrain.config import ModelSpec as ModelSettings
-    from retrain.features import ModelSpec
-    from retrain.model import build_network
+    from retrain.model import build_network, ours
 
-    try:
-        inner = model.unwrap_python_model()
-        net, spec = inner.net, inner.spec
-    except Exception:  # not a PythonModel, or not ours
+    inner = ours(model)
+    if inner is None:
         return None
-    if not isinstance(spec, ModelSpec) or not hasattr(net, "mean"):
-        return None
-    default = dataclasses.replace(spec, hidden_dim=ModelSettings().hidden_dim)
+    net = inner.net
+    default = dataclasses.replace(inner.spec, hidden_dim=ModelSettings().hidden_dim)
     reference = build_network(default, net.mean.detach().cpu().numpy(), net.std.detach().cpu().numpy())
     return _DefaultSizeReference(model, inner, reference.to(net.mean.device).eval())
 

@@ -161,3 +161,14 @@ def _pyfunc_class() -> type:
 def pyfunc_model() -> Any:
     """A fresh pyfunc instance (used by `retrain/pyfunc_entry.py`, MLflow's models-from-code file)."""
     return _pyfunc_class()()
+
+
+def ours(pyfunc_model: Any) -> Any | None:
+    """The PythonModel inside a loaded pyfunc model when it is one of ours (its network `net` and `spec`), else
+    None: not a PythonModel, or another kind."""
+    try:
+        inner = pyfunc_model.unwrap_python_model()
+        net, spec = inner.net, inner.spec
+    except Exception:
+        return None
+    return inner if isinstance(spec, ModelSpec) and hasattr(net, "mean") else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from retrain.features import InputError, ModelSpec, encode, encode_columns
+from retrain.model import ours
 from retrain.serving.payload import Parsed, PayloadError
 
 if TYPE_CHECKING:
@@ -31,14 +32,8 @@ class FastModel:
     @classmethod
     def of(cls, pyfunc_model: Any) -> FastModel | None:
         """The fast path of a loaded pyfunc model, or None when it is not one of ours."""
-        try:
-            inner = pyfunc_model.unwrap_python_model()
-            net, spec = inner.net, inner.spec
-        except Exception:  # not a PythonModel, or not ours
-            return None
-        if not isinstance(spec, ModelSpec) or not hasattr(net, "mean"):
-            return None
-        return cls(net, spec)
+        inner = ours(pyfunc_model)
+        return None if inner is None else cls(inner.net, inner.spec)
 
     def encode(self, parsed: Parsed) -> tuple[np.ndarray, np.ndarray]:
         """The request's records as the network's arrays, once per request and version; PayloadError (422) naming
