@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (a library's often goes on with a traceback or a hint), or its
+    type's name when the message is empty."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class RetrainError(Exception):
     """Base class: the message is one line naming the bad value and the fix."""
 

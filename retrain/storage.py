@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
-from retrain.errors import DataError
+from retrain.errors import DataError, first_line
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -45,7 +45,7 @@ class Location:
 
     def fail(self, exc: BaseException, what: str) -> NoReturn:
         """Turn a filesystem error into one line that says what to check."""
-        reason = _first_line(exc)
+        reason = first_line(exc)
         if not self.is_s3:
             raise DataError(f"cannot read {what}: {reason}") from None
         bucket = self.root.split("/", 1)[0]
@@ -94,11 +94,6 @@ class Location:
         ) from None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def endpoint_url() -> str | None:
     """The S3 endpoint override from the environment, in MLflow's order of precedence."""
     for var in ENDPOINT_VARS:
@@ -135,7 +130,7 @@ def locate(uri: str) -> Location:
         credentials = session.get_credentials()
     except BotoCoreError as exc:  # e.g. AWS_PROFILE names a profile that does not exist
         raise DataError(
-            f"cannot load AWS credentials to read s3://{bucket}: {_first_line(exc)}; check AWS_PROFILE, "
+            f"cannot load AWS credentials to read s3://{bucket}: {first_line(exc)}; check AWS_PROFILE, "
             "AWS_SHARED_CREDENTIALS_FILE and AWS_CONFIG_FILE"
         ) from None
     if credentials is None:

@@ -19,7 +19,7 @@ from typing import Any
 from retrain.batch.output import Output, schema
 from retrain.batch.population import Batch, Population, batches
 from retrain.batch.tally import Tally
-from retrain.errors import DataError
+from retrain.errors import DataError, first_line
 
 
 def score_pandas(
@@ -149,8 +149,7 @@ def _predict(model: Any, fast: Any, batch: Batch, conform: Any) -> tuple[Any, An
 
         if not isinstance(exc, MlflowException | ValueError | TypeError):
             raise
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DataError(f"the model cannot score rows of {batch.path}: {first[:400]}") from None
+        raise DataError(f"the model cannot score rows of {batch.path}: {first_line(exc)[:400]}") from None
     return out["probability"].to_numpy(np.float64), out["prediction"].to_numpy(np.int64)
 
 

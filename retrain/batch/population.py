@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from retrain.config import DataSpec
 from retrain.data.files import DataFile, Listing, _kind, _utc
 from retrain.data.reader import FileReader
-from retrain.errors import DataError
+from retrain.errors import DataError, first_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -176,8 +176,7 @@ def _tables(reader: FileReader, f: DataFile, batch_rows: int) -> Iterator[pa.Tab
     except (DataError, GeneratorExit):
         raise
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot read data file {f.path}: {reason}") from None
+        raise DataError(f"cannot read data file {f.path}: {first_line(exc)}") from None
 
 
 def _batch(reader: FileReader, population: Population, f: DataFile, table: pa.Table) -> Batch | None:

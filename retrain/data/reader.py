@@ -23,7 +23,7 @@ from retrain.data.files import (
     epoch_unit,
 )
 from retrain.data.validation import _plain
-from retrain.errors import DataError
+from retrain.errors import DataError, first_line
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -155,8 +155,7 @@ class FileReader:
     def _unreadable(self, f: DataFile, exc: BaseException) -> None:
         if self.location.is_s3 and isinstance(exc, OSError):
             self.location.fail(exc, f"data file {f.path}")
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot read data file {f.path}: {reason}") from None
+        raise DataError(f"cannot read data file {f.path}: {first_line(exc)}") from None
 
     def _pushdown(self, f: DataFile, fragment, ts_type, ts_kind: str, start_utc: datetime, end_utc: datetime):
         """A filter on the file's own timestamp column that Parquet row-group statistics can use."""
